@@ -1,0 +1,138 @@
+"""Build the agent of one variant: system prompt + tools + a ``SageMakerAIModel`` bound to endpoint and variant.
+
+The same code path runs against the local runtime and against AWS: nothing here knows which. The local
+runtime is reached because the pipeline sets ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` (botocore's standard
+per-service endpoint variable) before models are built.
+
+Strands agents are not re-entrant and accumulate history, so callers build a fresh ``Agent`` per case or
+conversation with :func:`build_agent`, sharing one model object (thread-safe) per variant.
+
+Usage::
+
+    model = build_model(ModelBinding(endpoint_name="support-agent", variant="challenger"))
+    agent = build_agent(model, system_prompt, tools)
+    result = agent("Where is my order ORD-10427?")
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from strands import Agent
+    from strands.models.sagemaker import SageMakerAIModel
+
+
+@dataclass(frozen=True)
+class ModelBinding:
+    """Where a variant's model lives and how it is called."""
+
+    endpoint_name: str
+    variant: str | None
+    region: str = "us-east-1"
+    max_tokens: int = 512
+    temperature: float = 0.0
+    stream: bool = True
+    # Read timeout for one model call and botocore's own retry budget (standard mode retries throttling and 5xx
+    # with exponential backoff; the evaluation counts the retries it observes).
+    read_timeout_s: float = 60.0
+    max_attempts: int = 4
+    session_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def build_model(binding: ModelBinding) -> SageMakerAIModel:
+    """A Strands ``SageMakerAIModel`` for ``binding`` (pinned to the variant when one is given)."""
+    from botocore.config import Config
+    from strands.models.sagemaker import SageMakerAIModel
+
+    endpoint_config: dict[str, Any] = {"endpoint_name": binding.endpoint_name, "region_name": binding.region}
+    if binding.variant:
+        endpoint_config["target_variant"] = binding.variant
+    additional: dict[str, Any] = {}
+    if binding.session_id:
+        additional["SessionId"] = binding.session_id
+    if additional:
+        endpoint_config["additional_args"] = additional
+    payload_config: dict[str, Any] = {
+        "max_tokens": binding.max_tokens,
+        "temperature": binding.temperature,
+        "stream": binding.stream,
+        **binding.extra,
+    }
+    client_config = Config(
+        read_timeout=binding.read_timeout_s,
+        connect_timeout=5,
+        retries={"mode": "standard", "max_attempts": binding.max_attempts},
+        max_pool_connections=64,
+    )
+    return SageMakerAIModel(
+        endpoint_config=endpoint_config,  # type: ignore[arg-type]
+        payload_config=payload_config,  # type: ignore[arg-type]
+        boto_client_config=client_config,
+    )
+
+
+def build_agent(
+    model: Any,
+    system_prompt: str,
+    tools: Sequence[Any],
+    *,
+    name: str = "support-agent",
+    trace_attributes: dict[str, str] | None = None,
+) -> Agent:
+    """A fresh Strands ``Agent`` (no history, quiet console) around a shared ``model``."""
+    from strands import Agent
+
+    return Agent(
+        model=model,
+        system_prompt=system_prompt,
+        tools=list(tools),
+        name=name,
+        callback_handler=None,
+        trace_attributes=trace_attributes or {},
+    )
+
+
+ToolsetFactory = Callable[[Path], list[Any]]
+
+
+def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None) -> list[Any]:
+    """Tools of a toolset: the built-in ``support`` or an import path ``pkg.module:factory``.
+
+    Raises ``ValueError`` (one line) for an unknown toolset or tool name.
+    """
+    if toolset == "support":
+        from agent_release.agents.support.tools import support_tools
+
+        factory: ToolsetFactory = support_tools
+    else:
+        module_name, _, attr = toolset.partition(":")
+        if not attr:
+            raise ValueError(f"toolset '{toolset}' is neither 'support' nor an import path 'pkg.module:factory'")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"toolset '{toolset}' cannot be imported: {exc}") from None
+    tools = factory(data_dir)
+    if only is None:
+        return tools
+    by_name = {tool_name(t): t for t in tools}
+    unknown = [n for n in only if n not in by_name]
+    if unknown:
+        raise ValueError(f"unknown tool(s) {', '.join(unknown)}; the toolset has {', '.join(sorted(by_name))}")
+    return [by_name[n] for n in only]
+
+
+def tool_name(tool: Any) -> str:
+    """The name a Strands tool is called by."""
+    return str(getattr(tool, "tool_name", None) or getattr(tool, "__name__", repr(tool)))
+
+
+def tool_specs(tools: Sequence[Any]) -> list[dict[str, Any]]:
+    """The JSON tool specs Strands sends to the model (used to hash a toolset's schema)."""
+    return [dict(t.tool_spec) for t in tools]

@@ -1,0 +1,369 @@
+"""The ``agent-release`` command line.
+
+Exit codes: 0 success; 1 a failed check or run (one line on stderr, no traceback); 2 usage errors (click).
+Heavy libraries are imported inside the commands that need them so ``agent-release --help`` starts fast.
+Set ``AGENT_RELEASE_DEBUG=1`` to see tracebacks of unexpected errors.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEFAULT_CONFIG = "pipeline.yaml"
+
+
+class CommandFailed(Exception):
+    """A command's check or run failed; ``str()`` is the one-line reason."""
+
+
+def _state_dir() -> Path:
+    from agent_release.pipelines.state_db import resolve_state_dir
+
+    return resolve_state_dir()
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def handle_errors(fn: F) -> F:
+    """Turn expected failures into one line on stderr and exit 1; keep tracebacks for AGENT_RELEASE_DEBUG."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
+            raise
+        except KeyboardInterrupt:
+            _fail("interrupted; resume with `agent-release run --resume <id>` (see `agent-release status`)")
+        except Exception as exc:
+            if os.environ.get("AGENT_RELEASE_DEBUG"):
+                raise
+            from agent_release.pipelines.executor import one_line
+
+            known = (ValueError, CommandFailed, LookupError, OSError, RuntimeError)
+            prefix = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
+            _fail(prefix + one_line(exc))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not verbose:
+        for noisy in ("mlflow", "great_expectations", "strands", "botocore", "urllib3", "alembic", "httpx"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+config_option = click.option(
+    "-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False), help="Pipeline definition.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log debug output to stderr.")
+@click.version_option(package_name="agent-release")
+def main(verbose: bool) -> None:
+    """Ship new versions of LLM agents safely: validate, deploy, evaluate, decide, shift traffic, audit."""
+    _setup_logging(verbose)
+
+
+# -- validate / schema ------------------------------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+@handle_errors
+def validate(config_path: Path) -> None:
+    """Check pipeline.yaml, the files it references and the datasets' data contracts."""
+    from agent_release.pipelines.config import check_referenced_files, load_config
+    from agent_release.steps.validate_datasets import validate_datasets
+
+    loaded = load_config(config_path)
+    check_referenced_files(loaded)
+    report = validate_datasets(loaded.config.datasets, loaded.base_dir)
+    for ds in report.datasets:
+        mark = "ok" if ds.success else "FAILED"
+        click.echo(f"{ds.name}: {mark} ({ds.n_rows} rows, {ds.n_clusters} clusters, sha256 {ds.sha256[:12]})")
+    lines = report.summary_lines()
+    if not report.success:
+        for line in lines:
+            click.echo(f"  {line}")
+        more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
+        raise CommandFailed(f"data contract failed: {lines[0]}{more}")
+    click.echo(f"{config_path}: valid")
+
+
+@main.command()
+def schema() -> None:
+    """Print the JSON Schema of pipeline.yaml."""
+    from agent_release.pipelines.config import PipelineConfig
+
+    click.echo(json.dumps(PipelineConfig.model_json_schema(), indent=2))
+
+
+# -- run ------------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+@click.option("--resume", "resume_id", default=None, help="Continue an interrupted execution by id.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the execution result as JSON on stdout.")
+@handle_errors
+def run(config_path: Path, resume_id: str | None, quiet: bool, as_json: bool) -> None:
+    """Run the pipeline locally (or resume an execution)."""
+    from agent_release.pipelines.console import RunConsole
+    from agent_release.pipelines.local_run import run_local
+
+    console = RunConsole(quiet=quiet or as_json)
+    state_dir = _state_dir()
+    result = run_local(config_path, state_dir=state_dir, resume_id=resume_id, console=console)
+    report_path = _render_report_quietly(state_dir, result.id)
+    if as_json:
+        click.echo(json.dumps({
+            "id": result.id, "status": result.status, "decision": result.decision, "error": result.error,
+            "ran": result.ran, "reused": result.reused, "skipped": result.skipped,
+            "report": str(report_path) if report_path else None,
+        }))
+    else:
+        _print_run_footer(console, result, report_path)
+    if result.status == "failed":
+        raise CommandFailed(f"execution {result.id} failed at {result.error}")
+
+
+def _render_report_quietly(state_dir: Path, execution_id: str) -> Path | None:
+    """Write the HTML report of an execution; a report failure never fails the run itself."""
+    try:
+        from agent_release.pipelines.report import render_report
+    except ImportError:
+        return None
+    try:
+        return render_report(state_dir, execution_id)
+    except Exception:
+        logging.getLogger(__name__).warning("execution=<%s> | report could not be written", execution_id,
+                                            exc_info=True)
+        return None
+
+
+def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> None:
+    status = {"succeeded": "[green]succeeded[/green]", "held": "[yellow]held for approval[/yellow]",
+              "failed": "[red]failed[/red]"}.get(result.status, result.status)
+    decision = f", decision [bold]{result.decision}[/bold]" if result.decision else ""
+    console.note(f"execution {result.id} {status}{decision}")
+    if report_path is not None:
+        console.note(f"report: {report_path}")
+    console.note("MLflow UI: `agent-release status` shows the tracking URI; "
+                 "run `mlflow ui --backend-store-uri <uri>` to browse runs and traces")
+
+
+# -- status ---------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (a stable contract).")
+@config_option
+@handle_errors
+def status(as_json: bool, config_path: Path) -> None:
+    """Endpoints, variants and weights, champion/challenger, last decision, tracking URI, state dir."""
+    from agent_release.pipelines.status import collect_status, render_status
+
+    data = collect_status(_state_dir(), config_path if config_path.exists() else None)
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+    else:
+        render_status(data)
+
+
+# -- serve ----------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535), help="Port (0: any).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Bind address (loopback by default).")
+@handle_errors
+def serve(port: int, host: str) -> None:
+    """Run the local SageMaker endpoint runtime in the foreground for the deployed endpoints."""
+    from agent_release.pipelines.runtime.server import serve as serve_forever
+
+    click.echo(f"serving SageMaker Runtime on http://{host}:{port} (Ctrl-C stops)", err=True)
+    serve_forever(_state_dir(), host=host, port=port)
+
+
+# -- plan -----------------------------------------------------------------------------------------------------
+
+
+@main.command()
+@config_option
+@click.option("--sd", "assumed_sd", type=float, default=None, help="Assumed SD of per-case differences.")
+@click.option("--icc", "assumed_icc", type=float, default=None, help="Assumed intra-cluster correlation.")
+@handle_errors
+def plan(config_path: Path, assumed_sd: float | None, assumed_icc: float | None) -> None:
+    """Power analysis: the minimum detectable effect of the configured golden set."""
+    from agent_release.pipelines.planning import plan_power
+
+    for line in plan_power(config_path, _state_dir(), assumed_sd=assumed_sd, assumed_icc=assumed_icc):
+        click.echo(line)
+
+
+# -- release-manager actions ----------------------------------------------------------------------------------
+
+
+def _actor() -> str:
+    import getpass
+
+    try:
+        return f"user:{getpass.getuser()}"
+    except Exception:
+        return "user:unknown"
+
+
+@main.command()
+@click.argument("variant")
+@config_option
+@click.option("--schedule", default=None, help="Comma-separated challenger percentages, e.g. 10,50,100.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@handle_errors
+def promote(variant: str, config_path: Path, schedule: str | None, quiet: bool) -> None:
+    """Shift traffic to VARIANT progressively with live guards (continues a manual approval)."""
+    from agent_release.pipelines.release_actions import promote_command
+
+    steps = [float(p) for p in schedule.split(",")] if schedule else None
+    report = promote_command(config_path, _state_dir(), variant, actor=_actor(), schedule=steps, quiet=quiet)
+    click.echo(f"{report.action}: {report.reason}")
+    if report.action == "rolled_back":
+        raise CommandFailed(f"promotion of {variant} rolled back: {report.reason}")
+
+
+@main.command()
+@config_option
+@click.option("--reason", default="manual rollback", show_default=True, help="Why (recorded in the ledger).")
+@handle_errors
+def rollback(config_path: Path, reason: str) -> None:
+    """Send 100% of traffic back to the champion now."""
+    from agent_release.pipelines.release_actions import rollback_command
+
+    state = rollback_command(config_path, _state_dir(), actor=_actor(), reason=reason)
+    weights = ", ".join(f"{v.name}={v.current_weight:g}" for v in state.variants)
+    click.echo(f"rolled back {state.name}: {weights}")
+
+
+@main.command()
+@click.argument("action", required=False, type=click.Choice(["list", "verify"]), default="list")
+@click.option("--json", "as_json", is_flag=True, help="Entries as JSON lines.")
+@handle_errors
+def audit(action: str, as_json: bool) -> None:
+    """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
+    from agent_release.pipelines.local_backend import LocalBackend
+
+    backend = LocalBackend(_state_dir())
+    if action == "verify":
+        problems = backend.verify_audit()
+        if problems:
+            for p in problems:
+                click.echo(p, err=True)
+            raise CommandFailed(f"audit ledger tampered: {problems[0]}")
+        click.echo(f"audit ledger intact ({len(backend.list_audit())} entries)")
+        return
+    for entry in backend.list_audit():
+        if as_json:
+            click.echo(entry.model_dump_json())
+        else:
+            import time as _time
+
+            at = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(entry.at))
+            click.echo(f"#{entry.seq} {at} {entry.actor} {entry.action} {entry.subject}: {entry.reason}")
+
+
+@main.command()
+@click.argument("execution_id", required=False)
+@handle_errors
+def report(execution_id: str | None) -> None:
+    """Write the HTML report of an execution (latest by default) and print its path."""
+    from agent_release.pipelines.executor import ExecutionStore
+    from agent_release.pipelines.report import render_report
+
+    state_dir = _state_dir()
+    store = ExecutionStore(state_dir)
+    try:
+        row = store.execution(execution_id) if execution_id else store.latest()
+    finally:
+        store.close()
+    if row is None:
+        raise CommandFailed(f"no execution {execution_id}" if execution_id else "no executions yet; run one first")
+    click.echo(str(render_report(state_dir, row["id"])))
+
+
+# -- SageMaker target -----------------------------------------------------------------------------------------
+
+
+@main.command(name="compile")
+@config_option
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Where to write the pipeline definition JSON.")
+@handle_errors
+def compile_(config_path: Path, output: Path) -> None:
+    """Compile the pipeline to a SageMaker Pipelines definition (no AWS account needed)."""
+    from agent_release.pipelines.sagemaker_target import compile_definition
+
+    path = compile_definition(config_path, output)
+    click.echo(str(path))
+
+
+@main.command()
+@config_option
+@handle_errors
+def upsert(config_path: Path) -> None:
+    """Create or update the SageMaker pipeline (and its schedule/trigger)."""
+    from agent_release.pipelines.sagemaker_target import upsert_pipeline
+
+    click.echo(upsert_pipeline(config_path))
+
+
+@main.command()
+@config_option
+@click.option("-p", "--parameter", "parameters", multiple=True, help="NAME=VALUE pipeline parameter override.")
+@handle_errors
+def start(config_path: Path, parameters: tuple[str, ...]) -> None:
+    """Start an execution of the SageMaker pipeline."""
+    from agent_release.pipelines.sagemaker_target import start_pipeline
+
+    overrides: dict[str, str] = {}
+    for p in parameters:
+        name, sep, value = p.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected NAME=VALUE, got {p!r}", param_hint="--parameter")
+        overrides[name] = value
+    click.echo(start_pipeline(config_path, overrides))
+
+
+@main.command()
+@config_option
+@handle_errors
+def executions(config_path: Path) -> None:
+    """List executions of the SageMaker pipeline."""
+    from agent_release.pipelines.sagemaker_target import list_executions
+
+    for line in list_executions(config_path):
+        click.echo(line)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

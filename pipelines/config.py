@@ -1,0 +1,230 @@
+"""The one typed configuration of a pipeline: ``pipeline.yaml`` as a frozen pydantic model.
+
+Each step owns the model of its own section (in ``steps/``) and receives only that section; this module
+composes them, adds the pipeline-level sections (tracking, schedule, SageMaker target) and loads YAML with
+errors that name the key path and the line. Unknown keys are errors everywhere (``extra="forbid"``).
+
+Call :func:`load_config` (path) -> :class:`LoadedConfig`; ``agent-release schema`` prints
+``PipelineConfig.model_json_schema()``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, model_validator
+
+from agent_release.steps.backend import Frozen
+from agent_release.steps.decide_promotion import DecisionConfig
+from agent_release.steps.deploy_variants import DeployConfig
+from agent_release.steps.evaluate_config import EvaluateConfig
+from agent_release.steps.promote_config import PromotionConfig
+from agent_release.steps.register_agents_config import AgentConfig
+from agent_release.steps.train_model import TrainConfig
+from agent_release.steps.validate_datasets import DatasetSpec
+
+
+class ConfigError(ValueError):
+    """pipeline.yaml is unreadable or invalid; the message is one line naming the key path and line."""
+
+
+class TrackingConfig(Frozen):
+    """Where MLflow tracks runs, traces, prompts and models."""
+
+    uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI. None: $MLFLOW_TRACKING_URI if set, else SQLite under the state "
+        "directory. A SageMaker managed MLflow tracking server ARN also works (needs sagemaker-mlflow).",
+    )
+    experiment: str = Field(default="agent-release", description="MLflow experiment name.")
+
+
+class ScheduleConfig(Frozen):
+    """When the SageMaker target starts the pipeline by itself."""
+
+    cron: str | None = Field(
+        default=None,
+        description="EventBridge Scheduler expression, e.g. 'cron(0 3 ? * MON *)' or 'rate(1 day)'.",
+    )
+    on_new_package: bool = Field(
+        default=False,
+        description="Start an execution when a model package is registered in the deploy package group.",
+    )
+
+
+class SageMakerConfig(Frozen):
+    """Settings of the SageMaker Pipelines target (ignored by local runs)."""
+
+    pipeline_name: str | None = Field(default=None, description="Pipeline name (default: `name`).")
+    region: str = Field(default="us-east-1", description="AWS region.")
+    role_arn: str = Field(
+        default="arn:aws:iam::111122223333:role/agent-release-pipeline",
+        description="Execution role of the pipeline and its steps.",
+    )
+    bucket: str | None = Field(
+        default=None, description="S3 bucket for step code, datasets and artifacts (default: derived)."
+    )
+    instance_type: str = Field(default="ml.m5.large", description="Instance type of the @step jobs.")
+    image_uri: str | None = Field(
+        default=None, description="Container image of the @step jobs (default: the SDK's choice)."
+    )
+    mlflow_tracking_arn: str | None = Field(
+        default=None, description="SageMaker managed MLflow tracking server ARN."
+    )
+    eval_shards: int = Field(default=1, ge=1, le=64, description="Evaluation shards run as parallel steps.")
+
+
+class PipelineConfig(Frozen):
+    """pipeline.yaml: the one definition a user edits."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,79}$",
+        description="Pipeline name (letters, digits, hyphens): names the SageMaker pipeline and the runs.",
+    )
+    description: str = Field(default="", description="Free text shown in reports.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking.")
+    datasets: dict[str, DatasetSpec] = Field(
+        description="Golden datasets with their data contracts, by name.", min_length=1
+    )
+    train: TrainConfig | None = Field(default=None, description="Optional retraining step.")
+    deploy: DeployConfig = Field(description="Endpoint and variants.")
+    agent: AgentConfig = Field(default_factory=AgentConfig, description="The agent registered per variant.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="Offline evaluation.")
+    decide: DecisionConfig = Field(default_factory=DecisionConfig, description="The promotion gate.")
+    promote: PromotionConfig = Field(default_factory=PromotionConfig, description="Progressive shift.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Schedules and triggers.")
+    sagemaker: SageMakerConfig = Field(default_factory=SageMakerConfig, description="SageMaker target.")
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> PipelineConfig:
+        if self.evaluate.dataset not in self.datasets:
+            raise ValueError(
+                f"evaluate.dataset '{self.evaluate.dataset}' is not declared under datasets "
+                f"(declared: {', '.join(sorted(self.datasets))})"
+            )
+        if self.agent.system_prompt is not None and self.agent.system_prompt_file is not None:
+            raise ValueError("agent: give system_prompt or system_prompt_file, not both")
+        if self.train is not None and self.train.enabled and self.train.package_group != self.deploy.package_group:
+            raise ValueError(
+                f"train.package_group '{self.train.package_group}' differs from deploy.package_group "
+                f"'{self.deploy.package_group}': the trained challenger would never be deployed"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config plus where it came from (relative paths resolve against ``base_dir``)."""
+
+    config: PipelineConfig
+    path: Path
+    base_dir: Path
+    text: str
+
+    def resolve(self, relative: str) -> Path:
+        """Resolve a path from pipeline.yaml against the file's directory."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def referenced_files(self) -> list[tuple[str, Path]]:
+        """Every file the config points at, as (key path, resolved path)."""
+        c = self.config
+        refs: list[tuple[str, Path]] = []
+        for name, ds in c.datasets.items():
+            refs.append((f"datasets.{name}.path", self.resolve(ds.path)))
+            refs.append((f"datasets.{name}.suite", self.resolve(ds.suite)))
+        if c.train is not None and c.train.enabled:
+            refs.append(("train.data", self.resolve(c.train.data)))
+        if c.agent.system_prompt_file is not None:
+            refs.append(("agent.system_prompt_file", self.resolve(c.agent.system_prompt_file)))
+        refs.append(("agent.tool_data_dir", self.resolve(c.agent.tool_data_dir)))
+        if c.promote.live_traffic.enabled:
+            refs.append(("promote.live_traffic.inputs", self.resolve(c.promote.live_traffic.inputs)))
+        return refs
+
+
+def _line_index(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:
+    """Map every key path in the composed YAML tree to its 1-based line."""
+    out[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[(*path, key)] = key_node.start_mark.line + 1
+            _line_index(value_node, (*path, key), out)
+            out[(*path, key)] = key_node.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, (*path, i), out)
+
+
+def _first_error_line(err: dict[str, Any], lines: dict[tuple[str | int, ...], int]) -> int | None:
+    loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
+    while loc:
+        if loc in lines:
+            return lines[loc]
+        loc = loc[:-1]
+    return None
+
+
+def format_validation_error(exc: ValidationError, lines: dict[tuple[str | int, ...], int], source: str) -> str:
+    """One line: the first error's key path, line and message, plus how many more errors there are."""
+    errors = exc.errors()
+    first = errors[0]
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "(top level)"
+    line = _first_error_line(dict(first), lines)
+    where = f"{source}:{line}" if line else source
+    msg = first.get("msg", "invalid")
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown key"
+    elif first.get("type") == "missing":
+        msg = "required key is missing"
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {loc}: {msg}{more}"
+
+
+def parse_config(text: str, source: str = "pipeline.yaml") -> PipelineConfig:
+    """Parse and validate YAML text; raise :class:`ConfigError` with a one-line message."""
+    if not text.strip():
+        raise ConfigError(f"{source}: the file is empty")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f"{source}:{mark.line + 1}" if mark is not None else source
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, lines, source)) from None
+
+
+def load_config(path: Path | str) -> LoadedConfig:
+    """Read and validate ``path``; raise :class:`ConfigError` (one line) on any problem."""
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(f"{p}: no such file")
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, expected pipeline.yaml")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p}: cannot read: {exc}") from None
+    config = parse_config(text, source=str(p))
+    return LoadedConfig(config=config, path=p.resolve(), base_dir=p.resolve().parent, text=text)
+
+
+def check_referenced_files(loaded: LoadedConfig) -> None:
+    """Raise :class:`ConfigError` naming the first referenced file that does not exist."""
+    for key, path in loaded.referenced_files():
+        if not path.exists():
+            raise ConfigError(f"{loaded.path}: {key}: file not found: {path}")

@@ -1,0 +1,148 @@
+"""What a person sees while a pipeline runs: step lines, progress bars, summaries.
+
+Progress bars only appear when stderr is a terminal (and not in ``--quiet``/``--json`` mode); otherwise each
+step prints one plain line, so CI logs stay readable. Everything goes to stderr: stdout is kept for the
+results scripts parse (``--json``).
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+
+class RunConsole:
+    """Renders executor events and long-running work (evaluation, bakes)."""
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.console = Console(stderr=True, highlight=False)
+        self.interactive = self.console.is_terminal and not quiet
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._tasks: dict[str, TaskID] = {}
+
+    # -- executor observer ---------------------------------------------------------------------------------
+    def step_event(self, step: str, event: str, info: Mapping[str, Any]) -> None:
+        """Observer for :class:`~agent_release.pipelines.executor.LocalExecutor`."""
+        if self.quiet:
+            return
+        if event == "started":
+            self.console.print(f"[bold]▶ {step}[/bold]")
+        elif event == "succeeded":
+            self._stop_progress()
+            output = info.get("output")
+            summary = _summarise(output)
+            self.console.print(f"[green]✓ {step}[/green] ({info.get('seconds', 0.0):.1f}s){summary}")
+        elif event == "failed":
+            self._stop_progress()
+            self.console.print(f"[red]✗ {step}[/red]: {info.get('error')}")
+        elif event == "skipped":
+            self.console.print(f"[dim]- {step} skipped[/dim]")
+        elif event == "reused":
+            self.console.print(f"[dim]↺ {step} already done (resumed)[/dim]")
+
+    # -- progress -----------------------------------------------------------------------------------------
+    def _ensure_progress(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress(
+                TextColumn("  {task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[extra]}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+        return self._progress
+
+    def _stop_progress(self) -> None:
+        with self._lock:
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+                self._tasks.clear()
+
+    def eval_progress(self, event: Any) -> None:
+        """Callback for evaluation progress events (variant, done, total, errors, rate)."""
+        if self.quiet:
+            return
+        variant = str(_get(event, "variant", "?"))
+        done = int(_get(event, "done", 0))
+        total = int(_get(event, "total", 0))
+        errors = int(_get(event, "errors", 0))
+        rate = float(_get(event, "rate", 0.0))
+        extra = f"errors {errors}  {rate:.1f} cases/s"
+        if not self.interactive:
+            if done == total:
+                self.console.print(f"  {variant}: {done}/{total} cases, {extra}")
+            return
+        with self._lock:
+            progress = self._ensure_progress()
+            if variant not in self._tasks:
+                self._tasks[variant] = progress.add_task(f"evaluate {variant}", total=total, extra="")
+            progress.update(self._tasks[variant], completed=done, total=total, extra=extra)
+
+    def bake_progress(self, label: str, seconds: float) -> Callable[[float, str], None]:
+        """A callback (elapsed_s, status text) for one bake period."""
+        if self.quiet:
+            return lambda elapsed, text: None
+        if not self.interactive:
+            self.console.print(f"  {label}: baking {seconds:.0f}s")
+            return lambda elapsed, text: None
+        with self._lock:
+            progress = self._ensure_progress()
+            task = progress.add_task(label, total=seconds, extra="")
+
+        def update(elapsed: float, text: str) -> None:
+            with self._lock:
+                if self._progress is not None:
+                    self._progress.update(task, completed=min(elapsed, seconds), extra=text)
+
+        return update
+
+    def note(self, text: str) -> None:
+        """One informational line."""
+        if not self.quiet:
+            self.console.print(text)
+
+
+def _get(event: Any, key: str, default: Any) -> Any:
+    if isinstance(event, Mapping):
+        return event.get(key, default)
+    return getattr(event, key, default)
+
+
+def _summarise(output: Any) -> str:
+    """A short, human summary of a step's typed report (what the step would say in one line)."""
+    if output is None:
+        return ""
+    for attr in ("summary", "one_line"):
+        fn = getattr(output, attr, None)
+        if callable(fn):
+            try:
+                return f" — {fn()}"
+            except Exception:  # a summary must never break a run
+                return ""
+    reason = getattr(output, "reason", None)
+    decision = getattr(output, "decision", None)
+    if isinstance(decision, str) and isinstance(reason, str):
+        return f" — [bold]{decision.upper()}[/bold]: {reason}"
+    return ""
+
+
+def elapsed_since(start: float) -> float:
+    """Seconds since ``start`` (monotonic)."""
+    return time.monotonic() - start
+
+
+def is_tty() -> bool:
+    """Whether stdout is a terminal (scripts get plain output)."""
+    return sys.stdout.isatty()

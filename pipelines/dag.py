@@ -1,0 +1,219 @@
+"""The pipeline's DAG, declared once: which step functions run, in what order, on which config section.
+
+validate_datasets -> [train_model] -> deploy_variants -> register_agents -> evaluate_variants
+-> decide_promotion -> promote_challenger (shift traffic, or hold with the reason)
+
+Each :class:`StepDef` adapts a step function from ``steps/`` to the executor: it hands the function only its
+own config section, the upstream reports it needs, and the backend. The local executor and the SageMaker
+compiler both read :func:`pipeline_steps`; step names are the step functions' ``__name__``, never retyped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent_release.pipelines.config import LoadedConfig
+from agent_release.pipelines.executor import StepDef, StepFailed, StepRun
+from agent_release.steps.backend import Backend
+
+
+@dataclass
+class RunContext:
+    """Shared, process-local context of one execution (not persisted: rebuilt on resume)."""
+
+    loaded: LoadedConfig
+    backend: Backend
+    state_dir: Path
+    tracking_uri: str
+    progress: Any = None  # pipelines.console.Progress-like: .eval_progress(variant) -> callback
+    actor: str = "pipeline"
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        """Where trained models and reports are written."""
+        return self.state_dir / "artifacts"
+
+
+def _ctx(run: StepRun) -> RunContext:
+    ctx: RunContext = run.context
+    return ctx
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file (blank lines ignored); raises ValueError naming the bad line."""
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{path}:{i}: not valid JSON: {exc.msg}") from None
+    return rows
+
+
+def system_prompt_of(loaded: LoadedConfig) -> str:
+    """The configured system prompt: inline text, a file, or the support agent's default."""
+    agent = loaded.config.agent
+    if agent.system_prompt is not None:
+        return agent.system_prompt
+    if agent.system_prompt_file is not None:
+        return loaded.resolve(agent.system_prompt_file).read_text(encoding="utf-8")
+    from agent_release.agents.support.prompts import SYSTEM_PROMPT
+
+    return SYSTEM_PROMPT
+
+
+def tools_factory_of(loaded: LoadedConfig) -> Callable[[], list[Any]]:
+    """A zero-argument function building the configured tools (fresh objects per call)."""
+    from agent_release.agents.builder import load_toolset
+
+    agent = loaded.config.agent
+    data_dir = loaded.resolve(agent.tool_data_dir)
+    return lambda: load_toolset(agent.toolset, data_dir, agent.tools)
+
+
+# -- step adapters --------------------------------------------------------------------------------------------
+
+
+def _validate_datasets(run: StepRun) -> Any:
+    from agent_release.steps.validate_datasets import validate_datasets
+
+    ctx = _ctx(run)
+    report = validate_datasets(ctx.loaded.config.datasets, ctx.loaded.base_dir)
+    if not report.success:
+        lines = report.summary_lines()
+        more = f" (+{len(lines) - 1} more; see `agent-release validate`)" if len(lines) > 1 else ""
+        raise StepFailed(f"data contract failed: {lines[0] if lines else 'see agent-release validate'}{more}")
+    return report
+
+
+def _train_model(run: StepRun) -> Any:
+    from agent_release.steps.train_model import train_model
+
+    ctx = _ctx(run)
+    train = ctx.loaded.config.train
+    assert train is not None  # guarded by `when`
+    return train_model(train, ctx.backend, ctx.loaded.base_dir, ctx.artifacts_dir / "models")
+
+
+def _deploy_variants(run: StepRun) -> Any:
+    from agent_release.steps.deploy_variants import deploy_variants
+
+    ctx = _ctx(run)
+    return deploy_variants(ctx.loaded.config.deploy, ctx.backend)
+
+
+def _register_agents(run: StepRun) -> Any:
+    from agent_release.steps.register_agents import register_agents
+
+    ctx = _ctx(run)
+    cfg = ctx.loaded.config
+    return register_agents(
+        cfg.agent,
+        run.output("deploy_variants"),
+        tracking_uri=ctx.tracking_uri,
+        experiment=cfg.tracking.experiment,
+        base_dir=ctx.loaded.base_dir,
+    )
+
+
+def dataset_hash(path: Path) -> str:
+    """sha256 of a dataset file's bytes (recorded with every evaluation that uses it)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _evaluate_variants(run: StepRun) -> Any:
+    from agent_release.steps.evaluate_variants import evaluate_variants
+
+    ctx = _ctx(run)
+    cfg = ctx.loaded.config
+    spec = cfg.datasets[cfg.evaluate.dataset]
+    path = ctx.loaded.resolve(spec.path)
+    progress = ctx.progress.eval_progress if ctx.progress is not None else None
+    return evaluate_variants(
+        cfg.evaluate,
+        run.output("register_agents"),
+        read_jsonl(path),
+        dataset_name=cfg.evaluate.dataset,
+        dataset_hash=dataset_hash(path),
+        system_prompt=system_prompt_of(ctx.loaded),
+        tools_factory=tools_factory_of(ctx.loaded),
+        experiment=cfg.tracking.experiment,
+        progress=progress,
+    )
+
+
+def _decide_promotion(run: StepRun) -> Any:
+    from agent_release.steps.decide_promotion import decide_promotion
+
+    ctx = _ctx(run)
+    return decide_promotion(ctx.loaded.config.decide, run.output("evaluate_variants"))
+
+
+def _promote_challenger(run: StepRun) -> Any:
+    from agent_release.steps.promote_challenger import PromotionInputs, promote_challenger
+
+    ctx = _ctx(run)
+    cfg = ctx.loaded.config
+    live_inputs: list[str] = []
+    if cfg.promote.live_traffic.enabled:
+        live_inputs = [str(r["input"]) for r in read_jsonl(ctx.loaded.resolve(cfg.promote.live_traffic.inputs))]
+    return promote_challenger(
+        cfg.promote,
+        PromotionInputs(
+            execution_id=run.execution_id,
+            deployed=run.output("deploy_variants"),
+            registration=run.output("register_agents"),
+            evaluation=run.output("evaluate_variants"),
+            decision=run.output("decide_promotion"),
+            datasets=run.output("validate_datasets"),
+            system_prompt=system_prompt_of(ctx.loaded),
+            live_inputs=tuple(live_inputs),
+            actor=ctx.actor,
+        ),
+        ctx.backend,
+        tools_factory=tools_factory_of(ctx.loaded),
+        progress=ctx.progress,
+    )
+
+
+def pipeline_steps() -> list[StepDef]:
+    """The DAG as executor steps. Output types are imported lazily by the caller's first use."""
+    from agent_release.steps.decide_promotion import DecisionReport, decide_promotion
+    from agent_release.steps.deploy_variants import DeployReport, deploy_variants
+    from agent_release.steps.evaluate_variants import evaluate_variants
+    from agent_release.steps.evaluation_records import EvaluationReport
+    from agent_release.steps.promote_challenger import PromotionReport, promote_challenger
+    from agent_release.steps.register_agents import register_agents
+    from agent_release.steps.registration_records import RegistrationReport
+    from agent_release.steps.train_model import TrainReport, train_model
+    from agent_release.steps.validate_datasets import DatasetValidationReport, validate_datasets
+
+    def train_enabled(run: StepRun) -> bool:
+        train = _ctx(run).loaded.config.train
+        return train is not None and train.enabled
+
+    return [
+        StepDef(validate_datasets.__name__, (), DatasetValidationReport, _validate_datasets,
+                description="Run the golden datasets' data contracts and pin their hashes."),
+        StepDef(train_model.__name__, (validate_datasets.__name__,), TrainReport, _train_model, when=train_enabled,
+                description="Train a challenger and register it as a pending model package."),
+        StepDef(deploy_variants.__name__, (validate_datasets.__name__, train_model.__name__), DeployReport,
+                _deploy_variants, description="Deploy champion and challenger as variants of one endpoint."),
+        StepDef(register_agents.__name__, (deploy_variants.__name__,), RegistrationReport, _register_agents,
+                description="Register one agent version per variant in MLflow."),
+        StepDef(evaluate_variants.__name__, (register_agents.__name__,), EvaluationReport, _evaluate_variants,
+                description="Evaluate each variant's agent on the golden set."),
+        StepDef(decide_promotion.__name__, (evaluate_variants.__name__,), DecisionReport, _decide_promotion,
+                description="Paired, clustered comparison: promote, reject or inconclusive."),
+        StepDef(promote_challenger.__name__, (decide_promotion.__name__,), PromotionReport, _promote_challenger,
+                description="Shift traffic progressively with live guards, or hold; update registry and ledger."),
+    ]

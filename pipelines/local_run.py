@@ -1,0 +1,115 @@
+"""Run the pipeline locally: the embedded default behind ``agent-release run`` and ``make demo``.
+
+``run_local`` wires the pieces a local execution needs and tears them down again:
+
+1. load + validate the config (a new execution) or the stored config (``--resume``);
+2. the local backend (SQLite state) and the loopback SageMaker runtime, started in-process for the run;
+3. the sagemaker-runtime client redirected to it through ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` (dummy
+   credentials: a local run never signs with your AWS credentials);
+4. MLflow tracking (SQLite under the state directory unless configured);
+5. the endpoint lock (``endpoint:<name>``) for the whole run, so two runs on one endpoint, or a release
+   manager's ``promote`` during a run, cannot interleave;
+6. the executor over :func:`~agent_release.pipelines.dag.pipeline_steps`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from agent_release.pipelines.config import LoadedConfig, check_referenced_files, load_config, parse_config
+from agent_release.pipelines.console import RunConsole
+from agent_release.pipelines.executor import ExecutionNotFound, ExecutionResult, ExecutionStore, LocalExecutor
+
+logger = logging.getLogger(__name__)
+
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "agent-release-local",
+    "AWS_SECRET_ACCESS_KEY": "agent-release-local",  # noqa: S105 - a placeholder; the runtime checks nothing
+}
+
+
+@contextmanager
+def local_runtime_environment(url: str, region: str) -> Iterator[None]:
+    """Point sagemaker-runtime clients at the local runtime for the duration of the block."""
+    keys = ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", *LOCAL_CREDENTIALS]
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = url
+    os.environ["AWS_DEFAULT_REGION"] = region
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.update(LOCAL_CREDENTIALS)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def load_for_run(config_path: Path, store: ExecutionStore, resume_id: str | None) -> LoadedConfig:
+    """The config of a new execution (from the file) or of a resumed one (as stored when it started)."""
+    if resume_id is None:
+        loaded = load_config(config_path)
+        check_referenced_files(loaded)
+        return loaded
+    row = store.execution(resume_id)
+    if row is None:
+        raise ExecutionNotFound(f"no execution with id {resume_id} (see `agent-release status`)")
+    if row["status"] == "succeeded":
+        raise ExecutionNotFound(f"execution {resume_id} already succeeded; nothing to resume")
+    path = Path(row["config_path"])
+    config = parse_config(row["config_text"], source=f"{path} (as stored by {resume_id})")
+    return LoadedConfig(config=config, path=path, base_dir=path.parent, text=row["config_text"])
+
+
+def run_local(
+    config_path: Path,
+    *,
+    state_dir: Path,
+    resume_id: str | None = None,
+    console: RunConsole | None = None,
+    actor: str = "pipeline",
+) -> ExecutionResult:
+    """Run (or resume) one execution locally and return how it ended; raises only for setup errors."""
+    from agent_release.pipelines.dag import RunContext, pipeline_steps
+    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.tracking import configure_tracking, resolve_tracking_uri
+
+    console = console or RunConsole(quiet=True)
+    store = ExecutionStore(state_dir)
+    try:
+        loaded = load_for_run(config_path, store, resume_id)
+        cfg = loaded.config
+        steps = pipeline_steps()
+        backend = LocalBackend(state_dir)
+        owner = f"run pid {os.getpid()}"
+        with backend.lock(f"endpoint:{cfg.deploy.endpoint_name}", owner):
+            executor = LocalExecutor(store, observer=console.step_event)
+            if resume_id is None:
+                execution_id = executor.start(cfg.name, loaded.path, loaded.text, steps)
+            else:
+                execution_id = resume_id
+            console.note(f"execution {execution_id} ({'resumed' if resume_id else 'new'})")
+            tracking_uri = resolve_tracking_uri(cfg.tracking.uri, state_dir)
+            url = backend.start_runtime()
+            try:
+                with local_runtime_environment(url, cfg.agent.region):
+                    configure_tracking(tracking_uri, cfg.tracking.experiment)
+                    context = RunContext(
+                        loaded=loaded,
+                        backend=backend,
+                        state_dir=state_dir,
+                        tracking_uri=tracking_uri,
+                        progress=console,
+                        actor=actor,
+                    )
+                    return executor.run(execution_id, steps, context, resume=resume_id is not None)
+            finally:
+                backend.stop_runtime()
+    finally:
+        store.close()

@@ -1,0 +1,135 @@
+"""``agent-release status``: what is deployed, who is champion, what was decided last.
+
+:func:`collect_status` returns the stable JSON contract scripts rely on::
+
+    {"state_dir", "tracking_uri",
+     "endpoints": [{"name", "status", "variants": [{"name", "weight", "share", "role", "package_arn",
+                                                  "package_version", "approval_status", "shadow"}]}],
+     "last_execution": {"id", "status", "decision", "started_at", "finished_at", "error"} | null}
+
+A variant's role comes from the model registry, not from its name: the champion is the variant serving the
+newest ``Approved`` package of its group; a variant serving a ``PendingManualApproval`` package is the
+challenger; anything else has no role (null).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from agent_release.steps.backend import ApprovalStatus, Backend, BackendError, EndpointState, ModelPackage
+
+
+def variant_roles(backend: Backend, endpoint: EndpointState) -> dict[str, tuple[str | None, ModelPackage | None]]:
+    """Variant name -> (role, package) for an endpoint, derived from the registry."""
+    packages: dict[str, ModelPackage] = {}
+    for v in endpoint.variants:
+        if v.package_arn:
+            try:
+                packages[v.name] = backend.get_package(v.package_arn)
+            except BackendError:
+                continue
+    newest_approved: dict[str, int] = {}
+    for p in packages.values():
+        group = backend.list_packages(p.group)
+        approved = [q.version for q in group if q.approval_status == ApprovalStatus.APPROVED]
+        if approved:
+            newest_approved[p.group] = max(approved)
+    roles: dict[str, tuple[str | None, ModelPackage | None]] = {}
+    for v in endpoint.variants:
+        pkg = packages.get(v.name)
+        role: str | None = None
+        if pkg is not None and not v.shadow:
+            if pkg.approval_status == ApprovalStatus.APPROVED and newest_approved.get(pkg.group) == pkg.version:
+                role = "champion"
+            elif pkg.approval_status == ApprovalStatus.PENDING:
+                role = "challenger"
+        roles[v.name] = (role, pkg)
+    return roles
+
+
+def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
+    """The status document (see module docstring)."""
+    from agent_release.pipelines.executor import ExecutionStore
+    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.tracking import resolve_tracking_uri
+
+    configured_uri: str | None = None
+    if config_path is not None:
+        try:
+            from agent_release.pipelines.config import load_config
+
+            configured_uri = load_config(config_path).config.tracking.uri
+        except ValueError:
+            configured_uri = None
+    backend = LocalBackend(state_dir)
+    endpoints: list[dict[str, Any]] = []
+    for ep in backend.list_endpoints():
+        roles = variant_roles(backend, ep)
+        shares = ep.traffic_shares()
+        endpoints.append({
+            "name": ep.name,
+            "status": ep.status,
+            "variants": [
+                {
+                    "name": v.name,
+                    "weight": v.current_weight,
+                    "share": shares.get(v.name, 0.0),
+                    "role": roles[v.name][0],
+                    "package_arn": v.package_arn,
+                    "package_version": (pkg.version if (pkg := roles[v.name][1]) else None),
+                    "approval_status": (str(pkg.approval_status) if pkg else None),
+                    "shadow": v.shadow,
+                }
+                for v in ep.variants
+            ],
+        })
+    store = ExecutionStore(state_dir)
+    try:
+        row = store.latest()
+    finally:
+        store.close()
+    last = None
+    if row is not None:
+        last = {k: row[k] for k in ("id", "status", "decision", "started_at", "finished_at", "error")}
+    return {
+        "state_dir": str(state_dir),
+        "tracking_uri": resolve_tracking_uri(configured_uri, state_dir),
+        "endpoints": endpoints,
+        "last_execution": last,
+    }
+
+
+def render_status(data: dict[str, Any]) -> None:
+    """Print the status document as readable tables (stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    console.print(f"state dir     {data['state_dir']}")
+    console.print(f"tracking URI  {data['tracking_uri']}")
+    last = data.get("last_execution")
+    if last:
+        decision = last.get("decision") or "-"
+        console.print(f"last run      {last['id']}  {last['status']}  decision: [bold]{decision}[/bold]")
+        if last.get("error"):
+            console.print(f"              error: {last['error']}")
+    else:
+        console.print("last run      none yet (`agent-release run`)")
+    if not data["endpoints"]:
+        console.print("endpoints     none deployed")
+        return
+    for ep in data["endpoints"]:
+        table = Table(title=f"endpoint {ep['name']} ({ep['status']})", title_justify="left")
+        for col in ("variant", "role", "weight", "traffic", "package", "approval"):
+            table.add_column(col)
+        for v in ep["variants"]:
+            table.add_row(
+                v["name"] + (" (shadow)" if v["shadow"] else ""),
+                v["role"] or "-",
+                f"{v['weight']:g}",
+                f"{100 * v['share']:.0f}%",
+                f"v{v['package_version']}" if v["package_version"] is not None else "-",
+                v["approval_status"] or "-",
+            )
+        console.print(table)

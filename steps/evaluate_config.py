@@ -1,0 +1,61 @@
+"""Configuration of the ``evaluate_variants`` step (the ``evaluate:`` section of pipeline.yaml)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from agent_release.steps.backend import Frozen
+
+
+class ScorerSpec(Frozen):
+    """One scorer: a built-in name (see docs/pipeline-yaml.md) or an import path 'pkg.module:factory'."""
+
+    name: str = Field(description="Registered scorer name or import path of a scorer factory.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the factory.")
+
+
+class PriceTable(Frozen):
+    """Token prices used by the cost scorer (currency units per 1,000 tokens)."""
+
+    input_per_1k: float = Field(default=0.0, ge=0.0, description="Price of 1,000 prompt tokens.")
+    output_per_1k: float = Field(default=0.0, ge=0.0, description="Price of 1,000 completion tokens.")
+
+
+class JudgeConfig(Frozen):
+    """An optional LLM judge reached over an OpenAI-compatible API (off unless configured)."""
+
+    base_url: str = Field(description="OpenAI-compatible base URL of the judge model server.")
+    model: str = Field(description="Model name sent to the judge server.")
+    api_key_env: str | None = Field(default=None, description="Environment variable holding the API key.")
+
+
+class EvaluateConfig(Frozen):
+    """How each variant's agent is evaluated on a golden dataset."""
+
+    dataset: str = Field(default="golden", description="Name of a dataset declared under `datasets:`.")
+    concurrency: int = Field(default=16, ge=1, le=256, description="Cases in flight at once per variant.")
+    timeout_s: float = Field(default=60.0, gt=0, description="Per-case timeout; a timed-out case is an error row.")
+    max_retries: int = Field(
+        default=3, ge=0, le=10, description="Retries with backoff for throttling and 5xx per model call."
+    )
+    repeats: int = Field(default=1, ge=1, le=20, description="K: how many times each case is run.")
+    scorers: list[ScorerSpec] = Field(
+        default_factory=lambda: [
+            ScorerSpec(name="answer_correctness"),
+            ScorerSpec(name="tool_trajectory", args={"mode": "exact"}),
+            ScorerSpec(name="tool_arguments"),
+            ScorerSpec(name="task_success"),
+            ScorerSpec(name="latency"),
+            ScorerSpec(name="tokens"),
+            ScorerSpec(name="cost"),
+            ScorerSpec(name="error"),
+        ],
+        description="Scorers as name + args.",
+    )
+    prices: dict[str, PriceTable] = Field(
+        default_factory=dict,
+        description="Price table per variant name; the key 'default' applies to variants not listed.",
+    )
+    judge: JudgeConfig | None = Field(default=None, description="LLM judge; None disables the judge scorer.")

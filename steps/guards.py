@@ -1,0 +1,174 @@
+"""Live guards of the canary: read per-variant endpoint metrics and say whether the challenger must go back.
+
+Three guards, checked on every look during a bake (see :class:`~agent_release.steps.promote_config.GuardConfig`):
+
+1. **error rate** — the challenger's live error rate (4xx + 5xx over invocations) above ``max_error_rate``,
+   read only once the challenger has ``min_invocations`` calls in the bake (fewer is noise, not evidence);
+2. **latency** — the challenger's p95 model latency above ``max_latency_p95_ms`` (same minimum);
+3. **mSPRT** — the always-valid sequential test of :mod:`agent_release.steps.sequential` ("is the challenger's
+   error rate higher than the champion's?") rejects at ``msprt_alpha``. It is fed the calls observed since
+   the previous look, over the whole canary, so looking twice a second does not inflate false alarms.
+
+Errors count 4xx too because SageMaker reports a model container's own failure (``ModelError``, HTTP 424) as
+a 4xx invocation error; the replayed traffic never sends malformed requests, and the mSPRT compares with the
+champion, which would see the same client errors.
+
+Everything but :class:`GuardMonitor` is a pure function of :class:`~agent_release.steps.backend.VariantMetrics`.
+The monitor only remembers how much of each variant's window it has already fed to the mSPRT::
+
+    monitor = GuardMonitor(config.guards, champion="champion", challenger="challenger")
+    monitor.start_window()                                   # at each bake start (metrics since then)
+    check = monitor.look(backend.variant_metrics(endpoint, since=bake_start))
+    if check.tripped:
+        roll_back(check.tripped)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from pydantic import Field
+
+from agent_release.steps.backend import Frozen, VariantMetrics
+from agent_release.steps.promote_config import GuardConfig
+from agent_release.steps.sequential import MsprtState
+
+# The mixing SD of the error-rate mSPRT: differences of a few points of error rate are what the canary is
+# there to catch (Johari et al. recommend tau near the effect size you care about).
+MSPRT_TAU = 0.05
+
+
+class GuardReading(Frozen):
+    """What the guards saw of one variant in one bake (so far)."""
+
+    variant: str
+    invocations: int
+    errors: int
+    error_rate: float | None = Field(description="errors / invocations; None without invocations.")
+    latency_p95_ms: float | None = Field(description="p95 model latency; None without data.")
+    msprt_p_value: float | None = Field(
+        default=None, description="Always-valid p-value of 'challenger errs more' (challenger only)."
+    )
+
+
+class GuardCheck(Frozen):
+    """The outcome of one look: readings per variant and the first guard that tripped, if any."""
+
+    readings: Mapping[str, GuardReading]
+    tripped: str | None = None
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100, linear interpolation as numpy's default); None when empty."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100.0
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def read_metrics(metrics: VariantMetrics | None, variant: str) -> GuardReading:
+    """A :class:`GuardReading` of one variant's window (raw observations when present, else aggregates)."""
+    if metrics is None:
+        return GuardReading(variant=variant, invocations=0, errors=0, error_rate=None, latency_p95_ms=None)
+    errors = metrics.errors_4xx + metrics.errors_5xx
+    if metrics.latencies_ms:
+        p95 = percentile(metrics.latencies_ms, 95.0)
+    else:
+        p95 = metrics.model_latency_ms_p95
+    return GuardReading(
+        variant=variant,
+        invocations=metrics.invocations,
+        errors=errors,
+        error_rate=errors / metrics.invocations if metrics.invocations else None,
+        latency_p95_ms=p95,
+    )
+
+
+def threshold_trip(config: GuardConfig, reading: GuardReading) -> str | None:
+    """The reason the fixed-threshold guards trip on the challenger's ``reading``, or None."""
+    if reading.invocations < max(config.min_invocations, 1):
+        return None
+    if reading.error_rate is not None and reading.error_rate > config.max_error_rate:
+        return (
+            f"challenger error rate {reading.error_rate:.1%} ({reading.errors}/{reading.invocations}) "
+            f"> max_error_rate {config.max_error_rate:.1%}"
+        )
+    if (
+        config.max_latency_p95_ms is not None
+        and reading.latency_p95_ms is not None
+        and reading.latency_p95_ms > config.max_latency_p95_ms
+    ):
+        return (
+            f"challenger p95 latency {reading.latency_p95_ms:.0f} ms > max_latency_p95_ms "
+            f"{config.max_latency_p95_ms:.0f} ms"
+        )
+    return None
+
+
+def new_error_outcomes(metrics: VariantMetrics | None, seen_calls: int, seen_errors: int) -> tuple[int, int]:
+    """(calls, errors) in ``metrics`` beyond the first ``seen_calls`` calls / ``seen_errors`` errors.
+
+    With raw outcomes (local runtime) the new calls are ``outcomes[seen_calls:]``; with aggregates only
+    (CloudWatch) they are the growth of the counters since the previous look.
+    """
+    if metrics is None:
+        return 0, 0
+    if metrics.outcomes:
+        fresh = metrics.outcomes[seen_calls:]
+        return len(fresh), sum(1 for ok in fresh if not ok)
+    calls = max(metrics.invocations - seen_calls, 0)
+    errors = min(max(metrics.errors_4xx + metrics.errors_5xx - seen_errors, 0), calls)
+    return calls, errors
+
+
+class GuardMonitor:
+    """The guards of one promotion: threshold checks per look plus one mSPRT over the whole canary.
+
+    ``champion`` is None for a first release (no comparison arm: the mSPRT is not run).
+    """
+
+    def __init__(self, config: GuardConfig, *, champion: str | None, challenger: str) -> None:
+        self.config = config
+        self.champion = champion
+        self.challenger = challenger
+        self.msprt = MsprtState.for_error_rates(tau=MSPRT_TAU, alternative="greater")
+        self._seen: dict[str, tuple[int, int]] = {}
+
+    def start_window(self) -> None:
+        """Begin a new metrics window (a new ``since``): counters of the previous window are forgotten."""
+        self._seen = {}
+
+    def _take_new(self, metrics: Mapping[str, VariantMetrics], variant: str) -> tuple[int, int]:
+        seen_calls, seen_errors = self._seen.get(variant, (0, 0))
+        calls, errors = new_error_outcomes(metrics.get(variant), seen_calls, seen_errors)
+        self._seen[variant] = (seen_calls + calls, seen_errors + errors)
+        return calls, errors
+
+    def look(self, metrics: Mapping[str, VariantMetrics]) -> GuardCheck:
+        """Read the window's metrics, feed the mSPRT with what is new, and return the check."""
+        challenger = read_metrics(metrics.get(self.challenger), self.challenger)
+        readings: dict[str, GuardReading] = {}
+        tripped = threshold_trip(self.config, challenger)
+        if self.champion is not None:
+            n_a, x_a = self._take_new(metrics, self.challenger)
+            n_b, x_b = self._take_new(metrics, self.champion)
+            if n_a or n_b:
+                self.msprt = self.msprt.update_counts(n_a, x_a, n_b, x_b)
+            challenger = challenger.model_copy(update={"msprt_p_value": self.msprt.p_value})
+            readings[self.champion] = read_metrics(metrics.get(self.champion), self.champion)
+            if tripped is None and self.msprt.rejects(self.config.msprt_alpha):
+                tripped = (
+                    f"mSPRT: challenger error rate higher than champion's (always-valid p = "
+                    f"{self.msprt.p_value:.4f} <= alpha {self.config.msprt_alpha}; challenger "
+                    f"{_rate(self.msprt.sum_a, self.msprt.n_a)}, champion {_rate(self.msprt.sum_b, self.msprt.n_b)})"
+                )
+        readings[self.challenger] = challenger
+        return GuardCheck(readings=readings, tripped=tripped)
+
+
+def _rate(events: float, n: int) -> str:
+    return f"{int(events)}/{n}" if n else "0/0"

@@ -1,0 +1,227 @@
+"""Power analysis for the promotion gate: the minimum detectable effect (MDE) of a golden set.
+
+Following E. Miller, "Adding Error Bars to Evals" (arXiv 2411.00640, section on power analysis), the
+smallest true difference the gate detects with probability ``power`` at one-sided level ``alpha`` is::
+
+    MDE = (t_{1-alpha, df} + t_{power, df}) * SE          (alpha/2 instead of alpha when two-sided)
+
+with ``df = G - 1`` (G clusters, the same t the gate uses) and the clustered standard error of the mean
+per-case difference::
+
+    SE = sqrt(sigma2_eff * DE / n)
+    DE = 1 + (m - 1) * ICC                                  design effect, m = n / G average cluster size
+    sigma2_eff = sd_diff**2 * ((1 - w) + w / K)             K repeats averaged within each case
+
+``sd_diff`` is the SD of a single run's per-case difference (challenger minus champion), ``ICC`` the share
+of its variance that is shared within a cluster, and ``w`` (``within_case_share``) the share that is
+run-to-run noise of the same case, the only part repeats average away (0 for deterministic agents, which
+is the conservative default). With unequal cluster sizes ``m = n / G`` understates the design effect; pass
+an observed ``design_effect`` or use :func:`mde_from_se` with the clustered SE of a previous run.
+
+:func:`estimate_variance_components` gets ``sd_diff`` and ``ICC`` from an observed run;
+:func:`clusters_needed` answers "how many clusters would make the MDE this small".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import stats
+
+from agent_release.steps.backend import Frozen
+from agent_release.steps.paired_stats import StatsInputError
+
+# clusters_needed searches up to this many clusters before it calls a target unreachable.
+MAX_CLUSTERS = 10_000_000
+
+
+class MdeReport(Frozen):
+    """The minimum detectable effect of one evaluation design, with the inputs that produced it."""
+
+    mde: float
+    se: float
+    df: int
+    design_effect: float
+    icc: float | None
+    sd_diff: float | None
+    n_cases: int
+    n_clusters: int
+    repeats: int
+    effective_n: float
+    alpha: float
+    power: float
+    two_sided: bool
+
+
+class VarianceComponents(Frozen):
+    """Variance structure of per-case differences observed in one run."""
+
+    mean: float
+    sd: float
+    icc: float
+    mean_cluster_size: float
+    design_effect: float
+    n_cases: int
+    n_clusters: int
+
+
+def _check_levels(alpha: float, power: float) -> None:
+    if not 0.0 < alpha < 1.0:
+        raise StatsInputError(f"alpha must be in (0, 1), got {alpha}")
+    if not 0.0 < power < 1.0:
+        raise StatsInputError(f"power must be in (0, 1), got {power}")
+
+
+def _multiplier(df: int, alpha: float, power: float, two_sided: bool) -> float:
+    """``t_{1-alpha} + t_{power}`` on ``df`` degrees of freedom (alpha halved when two-sided)."""
+    _check_levels(alpha, power)
+    if df < 1:
+        raise StatsInputError(f"degrees of freedom must be at least 1, got {df}")
+    level = alpha / 2.0 if two_sided else alpha
+    return float(stats.t.ppf(1.0 - level, df) + stats.t.ppf(power, df))
+
+
+def mde_from_se(
+    se: float, df: int, alpha: float = 0.05, power: float = 0.8, two_sided: bool = False
+) -> float:
+    """MDE for an observed clustered standard error ``se`` with ``df`` (= clusters - 1) degrees of freedom."""
+    if se < 0 or not math.isfinite(se):
+        raise StatsInputError(f"standard error must be finite and non-negative, got {se}")
+    return _multiplier(df, alpha, power, two_sided) * se
+
+
+def minimum_detectable_effect(
+    n_cases: int,
+    n_clusters: int,
+    repeats: int = 1,
+    *,
+    sd_diff: float = 0.5,
+    icc: float | None = None,
+    design_effect: float | None = None,
+    within_case_share: float = 0.0,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    two_sided: bool = False,
+) -> MdeReport:
+    """MDE of a design with ``n_cases`` cases in ``n_clusters`` clusters, each run ``repeats`` times.
+
+    Give either ``icc`` (the design effect is then ``1 + (m - 1) * icc`` with ``m = n_cases / n_clusters``)
+    or ``design_effect`` directly; neither means independent cases (design effect 1). The default
+    ``sd_diff = 0.5`` is the largest SD a difference of two binary scores has when one variant only
+    improves on the other's failures; pass an observed value when you have one.
+    """
+    if n_clusters < 2 or n_cases < n_clusters:
+        raise StatsInputError(
+            f"need at least 2 clusters and one case per cluster, got {n_cases}/{n_clusters}"
+        )
+    if repeats < 1:
+        raise StatsInputError(f"repeats must be at least 1, got {repeats}")
+    if sd_diff < 0 or not math.isfinite(sd_diff):
+        raise StatsInputError(f"sd_diff must be finite and non-negative, got {sd_diff}")
+    if not 0.0 <= within_case_share <= 1.0:
+        raise StatsInputError(f"within_case_share must be in [0, 1], got {within_case_share}")
+    if icc is not None and design_effect is not None:
+        raise StatsInputError("give icc or design_effect, not both")
+    m = n_cases / n_clusters
+    if icc is not None:
+        if not 0.0 <= icc <= 1.0:
+            raise StatsInputError(f"icc must be in [0, 1], got {icc}")
+        deff = 1.0 + (m - 1.0) * icc
+    else:
+        deff = 1.0 if design_effect is None else design_effect
+    if deff <= 0:
+        raise StatsInputError(f"design effect must be positive, got {deff}")
+    variance = sd_diff**2 * ((1.0 - within_case_share) + within_case_share / repeats)
+    se = math.sqrt(variance * deff / n_cases)
+    df = n_clusters - 1
+    return MdeReport(
+        mde=mde_from_se(se, df, alpha=alpha, power=power, two_sided=two_sided),
+        se=se,
+        df=df,
+        design_effect=deff,
+        icc=icc,
+        sd_diff=sd_diff,
+        n_cases=n_cases,
+        n_clusters=n_clusters,
+        repeats=repeats,
+        effective_n=n_cases / deff,
+        alpha=alpha,
+        power=power,
+        two_sided=two_sided,
+    )
+
+
+def clusters_needed(
+    target_mde: float,
+    observed_se: float,
+    observed_clusters: int,
+    *,
+    alpha: float = 0.05,
+    power: float = 0.8,
+    two_sided: bool = False,
+) -> int | None:
+    """Smallest number of clusters whose MDE is at most ``target_mde``, scaling an observed clustered SE.
+
+    Assumes new clusters resemble the observed ones, so ``SE(G) = observed_se * sqrt(G0 / G)``. Returns
+    ``None`` if no count up to ``MAX_CLUSTERS`` reaches the target (or the target is not positive).
+    """
+    if observed_clusters < 2:
+        raise StatsInputError(f"need an SE observed on at least 2 clusters, got {observed_clusters}")
+    if target_mde <= 0 or not math.isfinite(target_mde):
+        return None
+    if observed_se == 0:
+        return observed_clusters
+
+    def reaches(g: int) -> bool:
+        se = observed_se * math.sqrt(observed_clusters / g)
+        return mde_from_se(se, g - 1, alpha=alpha, power=power, two_sided=two_sided) <= target_mde
+
+    if not reaches(MAX_CLUSTERS):
+        return None
+    low, high = 2, MAX_CLUSTERS  # the MDE falls monotonically in G: bisect for the first G that reaches
+    while low < high:
+        mid = (low + high) // 2
+        if reaches(mid):
+            high = mid
+        else:
+            low = mid + 1
+    return low
+
+
+def estimate_variance_components(diffs: Sequence[float], clusters: Sequence[str]) -> VarianceComponents:
+    """SD and ICC of per-case differences (repeats already averaged) observed in one run.
+
+    The ICC is the one-way ANOVA estimator on cases grouped by cluster,
+    ``(MSB - MSW) / (MSB + (n0 - 1) * MSW)`` with ``n0 = (n - sum n_g**2 / n) / (G - 1)``, clipped to
+    [0, 1]; for balanced clusters it equals the REML variance-component estimate when that is positive.
+    Feed ``sd`` and ``icc`` to :func:`minimum_detectable_effect` for a design with the same repeats.
+    """
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.size != len(clusters):
+        raise StatsInputError(f"{d.size} differences but {len(clusters)} cluster labels")
+    if not np.all(np.isfinite(d)):
+        raise StatsInputError("differences contain NaN or infinite values")
+    codes = np.unique(np.asarray(list(clusters), dtype=str), return_inverse=True)[1]
+    n, g = int(d.size), (int(codes.max()) + 1 if d.size else 0)
+    if g < 2 or n <= g:
+        raise StatsInputError(f"need at least 2 clusters and more cases than clusters, got {n}/{g}")
+    sizes = np.bincount(codes).astype(np.float64)
+    cluster_means = np.bincount(codes, weights=d) / sizes
+    grand = float(d.mean())
+    msb = float(np.sum(sizes * (cluster_means - grand) ** 2) / (g - 1))
+    msw = float(np.sum((d - cluster_means[codes]) ** 2) / (n - g))
+    n0 = (n - float(np.sum(sizes**2)) / n) / (g - 1)
+    denominator = msb + (n0 - 1.0) * msw
+    icc = 0.0 if denominator <= 0 else min(1.0, max(0.0, (msb - msw) / denominator))
+    m = n / g
+    return VarianceComponents(
+        mean=grand,
+        sd=float(d.std(ddof=1)),
+        icc=icc,
+        mean_cluster_size=m,
+        design_effect=1.0 + (m - 1.0) * icc,
+        n_cases=n,
+        n_clusters=g,
+    )

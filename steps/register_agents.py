@@ -1,0 +1,336 @@
+"""Step 3: register one agent version per deployed variant in MLflow.
+
+For each variant of the deployed endpoint this records, with MLflow's own APIs:
+
+- the system prompt in the Prompt Registry (``mlflow.genai.register_prompt``; a new version only when the
+  text differs from the latest one), URI ``prompts:/<agent>-system-prompt/<version>``;
+- a LoggedModel (``mlflow.create_external_model``) whose params pin everything the agent is made of:
+  endpoint, variant, model package, prompt URI, tool names, a SHA-256 of the tools' JSON specs and the
+  inference parameters. A LoggedModel with identical params is reused rather than duplicated;
+- a version of the registered model ``<agent>`` pointing at ``models:/<model_id>``;
+- registered-model aliases ``champion`` / ``challenger`` following the variants' roles.
+
+Re-running with nothing changed registers nothing and returns ``changed=False``. The pipeline calls
+``agent_release.pipelines.tracking.configure_tracking`` first (experiment, artifact location, autolog).
+
+Usage::
+
+    report = register_agents(config.agent, deploy_report, tracking_uri=uri, experiment="agent-release",
+                             base_dir=project_dir)
+    champion = report.for_role("champion")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent_release.agents.builder import load_toolset, tool_name, tool_specs
+from agent_release.steps.evaluation_records import Role
+from agent_release.steps.register_agents_config import AgentConfig
+from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+    from mlflow.entities import LoggedModel
+
+logger = logging.getLogger(__name__)
+
+ROLES: tuple[Role, ...] = ("champion", "challenger")
+FINGERPRINT_TAG = "agent_release.fingerprint"
+AGENT_TAG = "agent_release.agent"
+VARIANT_TAG = "agent_release.variant"
+
+
+class RegistrationError(ValueError):
+    """The agent cannot be registered for a reason the user can fix (message is one line)."""
+
+
+class DeployedVariantLike(Protocol):
+    """What this step reads of one deployed variant (``DeployReport`` variants satisfy it)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> Role: ...
+    @property
+    def package_arn(self) -> str | None: ...
+    @property
+    def package_version(self) -> int | None: ...
+
+
+class DeployReportLike(Protocol):
+    """What this step reads of the deploy step's report."""
+
+    @property
+    def endpoint_name(self) -> str: ...
+    @property
+    def variants(self) -> Sequence[DeployedVariantLike]: ...
+
+
+@dataclass(frozen=True)
+class _Toolset:
+    names: tuple[str, ...]
+    sha256: str
+
+
+def register_agents(
+    config: AgentConfig,
+    deployed: DeployReportLike,
+    *,
+    tracking_uri: str,
+    experiment: str,
+    base_dir: Path,
+) -> RegistrationReport:
+    """Register prompt, LoggedModel, model version and alias of every deployed variant's agent.
+
+    ``base_dir`` is the directory relative paths in ``config`` are resolved against (pipeline.yaml's).
+    Raises :class:`RegistrationError` for a missing prompt file, no variants, or two variants sharing a role,
+    and ``ValueError`` for an unknown toolset or tool name.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    roles = [v.role for v in deployed.variants]
+    if not roles:
+        raise RegistrationError(f"endpoint '{deployed.endpoint_name}' has no deployed variants to register")
+    duplicated = sorted({r for r in roles if roles.count(r) > 1})
+    if duplicated:
+        raise RegistrationError(f"more than one deployed variant plays role {', '.join(duplicated)}")
+
+    system_prompt = load_system_prompt(config, base_dir)
+    toolset = _describe_toolset(config, base_dir)
+
+    # Fluent APIs (register_prompt, create_external_model, register_model) use the global URIs.
+    if mlflow.get_tracking_uri() != tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment_id = _experiment_id(client, experiment)
+
+    prompt_name = f"{config.name}-system-prompt"
+    prompt_uri, changed = _ensure_prompt(prompt_name, system_prompt, config.name)
+
+    agents: list[RegisteredAgent] = []
+    for variant in deployed.variants:
+        params = _agent_params(config, deployed.endpoint_name, variant, prompt_uri, toolset)
+        model, created_model = _ensure_logged_model(
+            client, experiment_id, f"{config.name}-{variant.name}", params, config.name, variant.name
+        )
+        if created_model:
+            client.link_prompt_version_to_model(prompt_name, prompt_uri.rsplit("/", 1)[1], model.model_id)
+        version, created_version = _ensure_model_version(client, config.name, model.model_id, variant.name)
+        changed = changed or created_model or created_version
+        agents.append(
+            RegisteredAgent(
+                variant=variant.name,
+                role=variant.role,
+                endpoint_name=deployed.endpoint_name,
+                package_arn=variant.package_arn,
+                package_version=variant.package_version,
+                logged_model_id=model.model_id,
+                prompt_uri=prompt_uri,
+                registered_model_name=config.name,
+                registered_model_version=version,
+                tool_names=toolset.names,
+                tools_hash=toolset.sha256,
+                inference=config.inference,
+            )
+        )
+        logger.info(
+            "agent=<%s>, variant=<%s>, role=<%s>, logged_model=<%s>, version=<%s> | agent registered",
+            config.name,
+            variant.name,
+            variant.role,
+            model.model_id,
+            version,
+        )
+
+    wanted: dict[str, str | None] = {role: None for role in ROLES}
+    for agent in agents:
+        wanted[agent.role] = agent.registered_model_version
+    changed = _sync_aliases(client, config.name, wanted) or changed
+    return RegistrationReport(
+        tracking_uri=tracking_uri, experiment_id=experiment_id, agents=tuple(agents), changed=changed
+    )
+
+
+def promote_aliases(
+    registered_model_name: str, new_champion_version: str | int, *, tracking_uri: str | None = None
+) -> None:
+    """Point the ``champion`` alias at ``new_champion_version`` and remove the ``challenger`` alias.
+
+    For the promotion step once the challenger has taken all traffic. ``tracking_uri`` defaults to the
+    current registry URI.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    _sync_aliases(client, registered_model_name, {"champion": str(new_champion_version), "challenger": None})
+
+
+def load_system_prompt(config: AgentConfig, base_dir: Path) -> str:
+    """The system prompt text: inline, from ``system_prompt_file``, or the built-in support prompt."""
+    if config.system_prompt is not None:
+        return config.system_prompt
+    if config.system_prompt_file is not None:
+        path = base_dir / config.system_prompt_file
+        try:
+            return path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise RegistrationError(f"agent.system_prompt_file '{path}' cannot be read: {exc.strerror}") from None
+    if config.toolset == "support":
+        from agent_release.agents.support.prompts import SYSTEM_PROMPT
+
+        return SYSTEM_PROMPT
+    raise RegistrationError(
+        f"agent.system_prompt or agent.system_prompt_file is required for toolset '{config.toolset}'"
+    )
+
+
+def tools_sha256(specs: Sequence[Mapping[str, Any]]) -> str:
+    """SHA-256 of tool specs as canonical JSON (key order and whitespace do not matter)."""
+    canonical = json.dumps(list(specs), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _describe_toolset(config: AgentConfig, base_dir: Path) -> _Toolset:
+    tools = load_toolset(config.toolset, base_dir / config.tool_data_dir, config.tools)
+    return _Toolset(names=tuple(tool_name(t) for t in tools), sha256=tools_sha256(tool_specs(tools)))
+
+
+def _experiment_id(client: MlflowClient, experiment: str) -> str:
+    found = client.get_experiment_by_name(experiment)
+    if found is not None and found.lifecycle_stage == "active":
+        return str(found.experiment_id)
+    if found is not None:
+        client.restore_experiment(found.experiment_id)
+        return str(found.experiment_id)
+    # configure_tracking normally created it already (with the state directory's artifact location).
+    return str(client.create_experiment(experiment))
+
+
+def _ensure_prompt(name: str, text: str, agent: str) -> tuple[str, bool]:
+    """URI of a prompt version holding ``text``; registers a new version only when the latest differs."""
+    import mlflow
+
+    # cache_ttl_seconds=0: an alias lookup is otherwise cached for a minute, and "latest" must be current.
+    latest = mlflow.genai.load_prompt(
+        f"prompts:/{name}@latest", allow_missing=True, link_to_model=False, cache_ttl_seconds=0
+    )
+    if latest is not None and latest.template == text:
+        return f"prompts:/{name}/{latest.version}", False
+    registered = mlflow.genai.register_prompt(
+        name=name,
+        template=text,
+        commit_message=f"agent-release: system prompt of agent {agent}",
+        tags={AGENT_TAG: agent, "agent_release.sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+    )
+    logger.info("prompt=<%s>, version=<%s> | prompt version registered", name, registered.version)
+    return f"prompts:/{name}/{registered.version}", True
+
+
+def _agent_params(
+    config: AgentConfig,
+    endpoint_name: str,
+    variant: DeployedVariantLike,
+    prompt_uri: str,
+    toolset: _Toolset,
+) -> dict[str, str]:
+    """Everything the agent version is made of, as MLflow params (strings)."""
+    inference = config.inference
+    return {
+        "agent": config.name,
+        "endpoint_name": endpoint_name,
+        "variant": variant.name,
+        "package_arn": variant.package_arn or "",
+        "package_version": "" if variant.package_version is None else str(variant.package_version),
+        "prompt_uri": prompt_uri,
+        "toolset": config.toolset,
+        "tool_names": ",".join(toolset.names),
+        "tools_sha256": toolset.sha256,
+        "max_tokens": str(inference.max_tokens),
+        "temperature": repr(float(inference.temperature)),
+        "stream": str(inference.stream).lower(),
+        "region": config.region,
+    }
+
+
+def _ensure_logged_model(
+    client: MlflowClient,
+    experiment_id: str,
+    name: str,
+    params: dict[str, str],
+    agent: str,
+    variant: str,
+) -> tuple[LoggedModel, bool]:
+    """The LoggedModel with exactly ``params`` (found by a fingerprint tag), created when there is none."""
+    import mlflow
+
+    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()
+    candidates = mlflow.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"name = '{name}' AND tags.`{FINGERPRINT_TAG}` = '{fingerprint}'",
+        output_format="list",
+    )
+    for candidate in candidates:
+        if dict(candidate.params) == params and str(candidate.status) == "READY":
+            return candidate, False
+    model = mlflow.create_external_model(
+        name=name,
+        params=params,
+        tags={FINGERPRINT_TAG: fingerprint, AGENT_TAG: agent, VARIANT_TAG: variant},
+        model_type="agent",
+        experiment_id=experiment_id,
+    )
+    logger.info("logged_model=<%s>, name=<%s> | logged model created", model.model_id, name)
+    return model, True
+
+
+def _ensure_model_version(
+    client: MlflowClient, registered_model_name: str, model_id: str, variant: str
+) -> tuple[str, bool]:
+    """The registered model version whose source is ``models:/<model_id>``, registered when missing."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    source = f"models:/{model_id}"
+    try:
+        existing = client.search_model_versions(
+            f"name = '{registered_model_name}' AND source_path = '{source}'"
+        )
+    except MlflowException:
+        existing = []
+    if existing:
+        return str(min(int(v.version) for v in existing)), False
+    version = mlflow.register_model(source, registered_model_name, tags={VARIANT_TAG: variant})
+    logger.info(
+        "registered_model=<%s>, version=<%s>, source=<%s> | model version registered",
+        registered_model_name,
+        version.version,
+        source,
+    )
+    return str(version.version), True
+
+
+def _sync_aliases(client: MlflowClient, name: str, wanted: Mapping[str, str | None]) -> bool:
+    """Set or delete aliases so that each points at ``wanted[alias]``; True when any moved."""
+    current = dict(client.get_registered_model(name).aliases)
+    moved = False
+    for alias, version in wanted.items():
+        have = current.get(alias)
+        have_text = None if have is None else str(have)
+        if have_text == version:
+            continue
+        if version is None:
+            client.delete_registered_model_alias(name, alias)
+        else:
+            client.set_registered_model_alias(name, alias, version)
+        logger.info("registered_model=<%s>, alias=<%s>, version=<%s> | alias moved", name, alias, version)
+        moved = True
+    return moved
