@@ -67,6 +67,12 @@ def _setup_logging(verbose: bool) -> None:
     if not verbose:
         for noisy in ("mlflow", "great_expectations", "strands", "botocore", "urllib3", "alembic", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
+    if not verbose:
+        import warnings
+
+        # Library warnings (pandas regex groups in GE, pydantic, botocore deprecations) are not the user's
+        # business on the console; -v shows them.
+        warnings.filterwarnings("ignore")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
@@ -363,6 +369,17 @@ def executions(config_path: Path) -> None:
 
     for line in list_executions(config_path):
         click.echo(line)
+
+
+@main.command(name="iam-policy")
+@config_option
+@handle_errors
+def iam_policy(config_path: Path) -> None:
+    """Print the least-privilege IAM policy of the pipeline's execution role (JSON)."""
+    from agent_release.pipelines.config import load_config
+    from agent_release.pipelines.iam_policy import execution_role_policy
+
+    click.echo(json.dumps(execution_role_policy(load_config(config_path).config), indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -69,7 +69,14 @@ class SageMakerConfig(Frozen):
     )
     instance_type: str = Field(default="ml.m5.large", description="Instance type of the @step jobs.")
     image_uri: str | None = Field(
-        default=None, description="Container image of the @step jobs (default: the SDK's choice)."
+        default=None,
+        description="Container image of the @step jobs; it must contain agent-release (docs/aws.md has the "
+        "Dockerfile). Default: <account>.dkr.ecr.<region>.amazonaws.com/agent-release:<version>.",
+    )
+    serving_image_uri: str | None = Field(
+        default=None,
+        description="Serving image for demo/python/openai_compatible models on SageMaker endpoints "
+        "(container-kind packages bring their own image).",
     )
     mlflow_tracking_arn: str | None = Field(
         default=None, description="SageMaker managed MLflow tracking server ARN."

@@ -153,7 +153,7 @@ def _drop_telemetry_client() -> None:
     from mlflow.telemetry import get_telemetry_client, set_telemetry_client
 
     if get_telemetry_client() is not None:
-        set_telemetry_client()
+        set_telemetry_client()  # type: ignore[no-untyped-call]
 
 
 def _is_local_database(uri: str) -> bool:

@@ -226,6 +226,9 @@ class Backend(Protocol):
     def list_audit(self) -> list[AuditEntry]:
         """The whole ledger, oldest first."""
 
+    def verify_audit(self) -> list[str]:
+        """Problems found in the ledger's hash chain (edited, removed, reordered entries); empty = intact."""
+
     def lock(self, name: str, owner: str) -> AbstractContextManager[None]:
         """Exclusive named lock across processes; raises :class:`LockBusyError` when held elsewhere."""
 

@@ -1,20 +1,22 @@
 """Live guards of the canary: read per-variant endpoint metrics and say whether the challenger must go back.
 
-Three guards, checked on every look during a bake (see :class:`~agent_release.steps.promote_config.GuardConfig`):
+Three guards, checked on every look during a bake (see
+:class:`~agent_release.steps.promote_config.GuardConfig`):
 
-1. **error rate** — the challenger's live error rate (4xx + 5xx over invocations) above ``max_error_rate``,
+1. **error rate** — the challenger's live error rate (5xx over invocations) above ``max_error_rate``,
    read only once the challenger has ``min_invocations`` calls in the bake (fewer is noise, not evidence);
 2. **latency** — the challenger's p95 model latency above ``max_latency_p95_ms`` (same minimum);
 3. **mSPRT** — the always-valid sequential test of :mod:`agent_release.steps.sequential` ("is the challenger's
    error rate higher than the champion's?") rejects at ``msprt_alpha``. It is fed the calls observed since
    the previous look, over the whole canary, so looking twice a second does not inflate false alarms.
 
-Errors count 4xx too because SageMaker reports a model container's own failure (``ModelError``, HTTP 424) as
-a 4xx invocation error; the replayed traffic never sends malformed requests, and the mSPRT compares with the
-champion, which would see the same client errors.
+Errors are 5xx invocations: failures of the model or its server, as CloudWatch's Invocation5XXErrors counts
+them (the local runtime records a model failure as 500 even though the client sees a 424 ModelError). 4xx
+are the caller's mistakes and say nothing about the challenger; the raw ``outcomes`` use the same rule.
 
-Everything but :class:`GuardMonitor` is a pure function of :class:`~agent_release.steps.backend.VariantMetrics`.
-The monitor only remembers how much of each variant's window it has already fed to the mSPRT::
+Everything but :class:`GuardMonitor` is a pure function of
+:class:`~agent_release.steps.backend.VariantMetrics`. The monitor only remembers how much of each
+variant's window it has already fed to the mSPRT::
 
     monitor = GuardMonitor(config.guards, champion="champion", challenger="challenger")
     monitor.start_window()                                   # at each bake start (metrics since then)
@@ -32,7 +34,7 @@ from pydantic import Field
 
 from agent_release.steps.backend import Frozen, VariantMetrics
 from agent_release.steps.promote_config import GuardConfig
-from agent_release.steps.sequential import MsprtState
+from agent_release.steps.sequential import MsprtState, mixture_log_likelihood_ratio
 
 # The mixing SD of the error-rate mSPRT: differences of a few points of error rate are what the canary is
 # there to catch (Johari et al. recommend tau near the effect size you care about).
@@ -74,11 +76,9 @@ def read_metrics(metrics: VariantMetrics | None, variant: str) -> GuardReading:
     """A :class:`GuardReading` of one variant's window (raw observations when present, else aggregates)."""
     if metrics is None:
         return GuardReading(variant=variant, invocations=0, errors=0, error_rate=None, latency_p95_ms=None)
-    errors = metrics.errors_4xx + metrics.errors_5xx
-    if metrics.latencies_ms:
-        p95 = percentile(metrics.latencies_ms, 95.0)
-    else:
-        p95 = metrics.model_latency_ms_p95
+    errors = metrics.errors_5xx
+    # Raw latencies are authoritative when present; CloudWatch-style aggregates otherwise.
+    p95 = percentile(metrics.latencies_ms, 95.0) if metrics.latencies_ms else metrics.model_latency_ms_p95
     return GuardReading(
         variant=variant,
         invocations=metrics.invocations,
@@ -121,7 +121,7 @@ def new_error_outcomes(metrics: VariantMetrics | None, seen_calls: int, seen_err
         fresh = metrics.outcomes[seen_calls:]
         return len(fresh), sum(1 for ok in fresh if not ok)
     calls = max(metrics.invocations - seen_calls, 0)
-    errors = min(max(metrics.errors_4xx + metrics.errors_5xx - seen_errors, 0), calls)
+    errors = min(max(metrics.errors_5xx - seen_errors, 0), calls)
     return calls, errors
 
 
@@ -137,6 +137,10 @@ class GuardMonitor:
         self.challenger = challenger
         self.msprt = MsprtState.for_error_rates(tau=MSPRT_TAU, alternative="greater")
         self._seen: dict[str, tuple[int, int]] = {}
+        if champion is not None:
+            # The one-sided statistic needs scipy.stats, imported lazily on first use; pay that (seconds on a
+            # busy machine) now, not during the first look of a bake, where it would delay a rollback.
+            mixture_log_likelihood_ratio(0.0, 1.0, MSPRT_TAU, alternative="greater")
 
     def start_window(self) -> None:
         """Begin a new metrics window (a new ``since``): counters of the previous window are forgotten."""
@@ -164,7 +168,8 @@ class GuardMonitor:
                 tripped = (
                     f"mSPRT: challenger error rate higher than champion's (always-valid p = "
                     f"{self.msprt.p_value:.4f} <= alpha {self.config.msprt_alpha}; challenger "
-                    f"{_rate(self.msprt.sum_a, self.msprt.n_a)}, champion {_rate(self.msprt.sum_b, self.msprt.n_b)})"
+                    f"{_rate(self.msprt.sum_a, self.msprt.n_a)}, "
+                    f"champion {_rate(self.msprt.sum_b, self.msprt.n_b)})"
                 )
         readings[self.challenger] = challenger
         return GuardCheck(readings=readings, tripped=tripped)

@@ -18,7 +18,7 @@ Usage::
     ...  # bake, shift, bake
     traffic.stop()
 
-:func:`agent_conversation_runner` builds the usual ``run_conversation`` (agent + pinned model).
+:class:`AgentConversations` is the usual ``run_conversation`` (a fresh agent on a pinned, shared model).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from agent_release.steps.register_agents_config import InferenceConfig
 logger = logging.getLogger(__name__)
 
 ConversationRunner = Callable[[str, str], None]
-"""``run_conversation(variant, user_input)``: one whole conversation pinned to ``variant``; raises on failure."""
+"""``run_conversation(variant, user_input)``: one conversation pinned to ``variant``; raises on failure."""
 
 # Replayed traffic must not outlive its bake by much: a short read timeout and one retry (botocore standard
 # mode, so throttling and 5xx are still retried once, as a real client would).
@@ -97,7 +97,7 @@ class LiveTraffic:
         self._thread.start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        """Start no more conversations; wait up to ``timeout_s`` for those in flight, then let them finish alone."""
+        """Start no more conversations; wait up to ``timeout_s`` for those in flight (then leave them be)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -110,7 +110,9 @@ class LiveTraffic:
                 taken += 1
         for _ in range(taken):
             self._slots.release()
-        logger.debug("started=<%s>, failed=<%s> | live traffic stopped", dict(self.started), dict(self.failed))
+        logger.debug(
+            "started=<%s>, failed=<%s> | live traffic stopped", dict(self.started), dict(self.failed)
+        )
 
     def _dispatch(self) -> None:
         next_at = time.monotonic()
@@ -152,38 +154,71 @@ class LiveTraffic:
             logger.debug("variant=<%s>, error=<%s> | live conversation failed", variant, exc)
 
 
-def agent_conversation_runner(
-    endpoint_name: str,
-    system_prompt: str,
-    tools: Sequence[Any],
-    *,
-    inference: InferenceConfig | None = None,
-    region: str = "us-east-1",
-) -> ConversationRunner:
-    """A ``run_conversation(variant, input)`` that asks a fresh agent on a model pinned to ``variant``."""
-    inference = inference or InferenceConfig()
-    models: dict[str, Any] = {}
-    lock = threading.Lock()
+class AgentConversations:
+    """``run_conversation(variant, input)`` asking a fresh agent on a model pinned to ``variant``.
 
-    def model_for(variant: str) -> Any:
-        with lock:
-            if variant not in models:
-                models[variant] = build_model(
+    One model object per variant, built on first use or by :meth:`warm_up` (which also pays Strands' and
+    botocore's import and client set-up before a bake starts, so the first bake is not spent importing).
+    """
+
+    def __init__(
+        self,
+        endpoint_name: str,
+        system_prompt: str,
+        tools: Sequence[Any],
+        *,
+        inference: InferenceConfig | None = None,
+        region: str = "us-east-1",
+    ) -> None:
+        self.endpoint_name = endpoint_name
+        self.system_prompt = system_prompt
+        self.tools = list(tools)
+        self.inference = inference or InferenceConfig()
+        self.region = region
+        self._models: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def model_for(self, variant: str) -> Any:
+        """The shared model pinned to ``variant`` (TargetVariant), built once."""
+        with self._lock:
+            if variant not in self._models:
+                self._models[variant] = build_model(
                     ModelBinding(
-                        endpoint_name=endpoint_name,
+                        endpoint_name=self.endpoint_name,
                         variant=variant,
-                        region=region,
-                        max_tokens=inference.max_tokens,
-                        temperature=inference.temperature,
-                        stream=inference.stream,
+                        region=self.region,
+                        max_tokens=self.inference.max_tokens,
+                        temperature=self.inference.temperature,
+                        stream=self.inference.stream,
                         read_timeout_s=LIVE_READ_TIMEOUT_S,
                         max_attempts=LIVE_MAX_ATTEMPTS,
                     )
                 )
-            return models[variant]
+            return self._models[variant]
 
-    def run_conversation(variant: str, user_input: str) -> None:
-        agent = build_agent(model_for(variant), system_prompt, tools, trace_attributes={"live_variant": variant})
+    def warm_up(
+        self, variants: Sequence[str], *, converse_with: str | None = None, user_input: str = ""
+    ) -> None:
+        """Build the models of ``variants`` now rather than during a bake.
+
+        With ``converse_with`` (the champion: the variant already serving users), also hold one throw-away
+        conversation: the first agent call in a process initialises the event loop, tracing and HTTP pools,
+        which on a busy machine takes seconds a bake cannot spare. Its failure is ignored (the guards judge
+        the variants, not the warm-up).
+        """
+        for variant in variants:
+            self.model_for(variant)
+        if converse_with is not None:
+            try:
+                self(converse_with, user_input or "hello")
+            except Exception as exc:
+                logger.debug("variant=<%s>, error=<%s> | warm-up conversation failed", converse_with, exc)
+
+    def __call__(self, variant: str, user_input: str) -> None:
+        agent = build_agent(
+            self.model_for(variant),
+            self.system_prompt,
+            self.tools,
+            trace_attributes={"live_variant": variant},
+        )
         agent(user_input)
-
-    return run_conversation

@@ -7,7 +7,8 @@ the standard error and promotes too often; ``tests/simulation/test_gate_error_ra
 
 What is here and how to call it:
 
-- :func:`clustered_mean` — mean, CR1 cluster-robust SE and a t interval with ``G - 1`` degrees of freedom.
+- :func:`clustered_mean` — mean, CR1 cluster-robust SE and a t interval with ``G - 1`` degrees of freedom;
+  :func:`clustered_mean_batch` does the same for every row of a 2-D array (simulations).
 - :func:`paired_differences` — align two ``case_id -> score`` maps, then the clustered t (``method="t"``) or
   the cluster bootstrap (``method="bootstrap"``) of the mean difference or of the difference in p95.
 - :func:`paired_cluster_bootstrap` — the bootstrap alone, for skewed metrics (latency, cost).
@@ -15,7 +16,8 @@ What is here and how to call it:
 - :func:`mcnemar_exact` — exact McNemar test for binary scores (a cross-check; it ignores clusters).
 - :func:`average_repeats` — collapse K repeats of a case into one value before any of the above.
 
-This module imports numpy and scipy at the top: only the heavy commands (``run``, ``plan``) import it.
+scipy is imported inside the functions that use it, so the config model (which names these records) stays
+cheap to import for the CLI; numpy is imported at the top.
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from agent_release.steps.backend import Frozen
 
@@ -39,6 +40,7 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 Method = Literal["t", "bootstrap"]
 Statistic = Literal["mean", "p95"]
+_Num = TypeVar("_Num", float, FloatArray)
 
 # The p95 statistic uses the inverse of the empirical CDF (numpy's "inverted_cdf"): every bootstrap replicate
 # and the point estimate then pick an observed value, so weighted and unweighted quantiles agree exactly.
@@ -138,9 +140,58 @@ def _finite(values: Sequence[float] | FloatArray, what: str) -> FloatArray:
     return x
 
 
-def _t_interval(mean: float, se: float, df: int, confidence: float) -> tuple[float, float]:
+def _t_interval(mean: _Num, se: _Num, df: int, confidence: float) -> tuple[_Num, _Num]:
+    from scipy import stats
+
     crit = float(stats.t.ppf(1.0 - (1.0 - confidence) / 2.0, df))
     return mean - crit * se, mean + crit * se
+
+
+@dataclass(frozen=True)
+class EstimateBatch:
+    """Clustered means of many samples sharing one cluster layout (rows of a 2-D array), as arrays."""
+
+    mean: FloatArray
+    se: FloatArray
+    ci_low: FloatArray
+    ci_high: FloatArray
+    confidence: float
+    n: int
+    n_clusters: int
+    df: int
+
+
+def clustered_mean_batch(
+    values: FloatArray, clusters: Sequence[str], confidence: float = 0.95
+) -> EstimateBatch:
+    """:func:`clustered_mean` of every row of ``values`` (shape ``(k, n)``) at once; same formula.
+
+    For simulations and resampling, where thousands of samples share the cluster labels of their columns.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise StatsInputError(f"confidence must be in (0, 1), got {confidence}")
+    x = _finite(values, "values")
+    if x.ndim != 2:
+        raise StatsInputError(f"values must be a 2-D array, got {x.ndim} dimension(s)")
+    n = int(x.shape[1])
+    if n != len(clusters):
+        raise StatsInputError(f"{n} values per row but {len(clusters)} cluster labels")
+    if n == 0:
+        raise StatsInputError("no values to average")
+    codes, n_clusters = _cluster_codes(clusters)
+    if n_clusters < 2:
+        raise StatsInputError(f"a clustered SE needs at least 2 clusters, got {n_clusters}")
+    mean = x.mean(axis=1)
+    membership = np.zeros((n, n_clusters))
+    membership[np.arange(n), codes] = 1.0
+    cluster_sums = (x - mean[:, None]) @ membership
+    variance = n_clusters / (n_clusters - 1) * np.sum(cluster_sums**2, axis=1) / n**2
+    se = np.sqrt(variance)
+    df = n_clusters - 1
+    low, high = _t_interval(mean, se, df, confidence)
+    return EstimateBatch(
+        mean=mean, se=se, ci_low=low, ci_high=high, confidence=confidence, n=n, n_clusters=n_clusters, df=df
+    )
 
 
 def clustered_mean(
@@ -158,25 +209,16 @@ def clustered_mean(
     for ``OLS(values, ones).fit(cov_type="cluster", cov_kwds={"groups": clusters})``. Each case in its own
     cluster reduces it to the usual ``s / sqrt(n)``.
     """
-    if not 0.0 < confidence < 1.0:
-        raise StatsInputError(f"confidence must be in (0, 1), got {confidence}")
-    x = _finite(values, "values")
-    if x.size != len(clusters):
-        raise StatsInputError(f"{x.size} values but {len(clusters)} cluster labels")
-    if x.size == 0:
-        raise StatsInputError("no values to average")
-    codes, n_clusters = _cluster_codes(clusters)
-    if n_clusters < 2:
-        raise StatsInputError(f"a clustered SE needs at least 2 clusters, got {n_clusters}")
-    n = int(x.size)
-    mean = float(x.mean())
-    cluster_sums = np.bincount(codes, weights=x - mean, minlength=n_clusters)
-    variance = n_clusters / (n_clusters - 1) * float(np.sum(cluster_sums**2)) / n**2
-    se = float(np.sqrt(variance))
-    df = n_clusters - 1
-    low, high = _t_interval(mean, se, df, confidence)
+    batch = clustered_mean_batch(np.asarray(values, dtype=np.float64).reshape(1, -1), clusters, confidence)
     return Estimate(
-        mean=mean, se=se, ci_low=low, ci_high=high, confidence=confidence, n=n, n_clusters=n_clusters, df=df
+        mean=float(batch.mean[0]),
+        se=float(batch.se[0]),
+        ci_low=float(batch.ci_low[0]),
+        ci_high=float(batch.ci_high[0]),
+        confidence=confidence,
+        n=batch.n,
+        n_clusters=batch.n_clusters,
+        df=batch.df,
     )
 
 
@@ -283,6 +325,8 @@ def _run_bootstrap(
     seed: int,
 ) -> tuple[float, float, float]:
     """scipy's bootstrap (BCa, percentile if BCa is undefined); returns (ci_low, ci_high, standard error)."""
+    from scipy import stats
+
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
             # A BCa interval can be undefined (e.g. too few distinct replicates): fall back to percentile.
@@ -440,6 +484,8 @@ def mcnemar_exact(b: int, c: int) -> McNemarResult:
 
     It treats cases as independent, so with clustered cases it is a cross-check, not the gate.
     """
+    from scipy import stats
+
     if b < 0 or c < 0:
         raise StatsInputError(f"discordant counts must be non-negative, got b={b}, c={c}")
     p_value = 1.0 if b + c == 0 else float(stats.binomtest(b, b + c, 0.5).pvalue)

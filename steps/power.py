@@ -3,10 +3,12 @@
 Following E. Miller, "Adding Error Bars to Evals" (arXiv 2411.00640, section on power analysis), the
 smallest true difference the gate detects with probability ``power`` at one-sided level ``alpha`` is::
 
-    MDE = (t_{1-alpha, df} + t_{power, df}) * SE          (alpha/2 instead of alpha when two-sided)
+    MDE = lambda * SE  ~  (t_{1-alpha, df} + t_{power, df}) * SE      (alpha/2 when two-sided)
 
-with ``df = G - 1`` (G clusters, the same t the gate uses) and the clustered standard error of the mean
-per-case difference::
+where ``lambda`` is the noncentrality at which the t test on ``df = G - 1`` degrees of freedom (G clusters,
+the same t the gate uses) rejects with probability ``power`` (solved exactly with scipy's noncentral t;
+the sum of quantiles on the right is the usual approximation, slightly conservative for few clusters),
+and SE is the clustered standard error of the mean per-case difference::
 
     SE = sqrt(sigma2_eff * DE / n)
     DE = 1 + (m - 1) * ICC                                  design effect, m = n / G average cluster size
@@ -26,9 +28,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import lru_cache
 
 import numpy as np
-from scipy import stats
 
 from agent_release.steps.backend import Frozen
 from agent_release.steps.paired_stats import StatsInputError
@@ -74,13 +76,30 @@ def _check_levels(alpha: float, power: float) -> None:
         raise StatsInputError(f"power must be in (0, 1), got {power}")
 
 
+@lru_cache(maxsize=4096)  # pure, and clusters_needed asks for the same df repeatedly
 def _multiplier(df: int, alpha: float, power: float, two_sided: bool) -> float:
-    """``t_{1-alpha} + t_{power}`` on ``df`` degrees of freedom (alpha halved when two-sided)."""
+    """Noncentrality at which a t test on ``df`` degrees of freedom has ``power`` at level ``alpha``."""
+    from scipy import optimize, stats
+
     _check_levels(alpha, power)
     if df < 1:
         raise StatsInputError(f"degrees of freedom must be at least 1, got {df}")
     level = alpha / 2.0 if two_sided else alpha
-    return float(stats.t.ppf(1.0 - level, df) + stats.t.ppf(power, df))
+    if power <= level:
+        raise StatsInputError(f"power {power} must exceed the test's level {level}")
+    crit = float(stats.t.ppf(1.0 - level, df))
+
+    def shortfall(ncp: float) -> float:
+        reach = float(stats.nct.sf(crit, df, ncp))
+        if two_sided:
+            reach += float(stats.nct.cdf(-crit, df, ncp))
+        return reach - power
+
+    # The approximation t_{1-level} + t_{power} sits close to the root; widen until it brackets it.
+    high = crit + float(stats.t.ppf(power, df)) + 1.0
+    while shortfall(high) < 0:
+        high *= 2.0
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-10))
 
 
 def mde_from_se(
@@ -174,20 +193,33 @@ def clusters_needed(
     if observed_se == 0:
         return observed_clusters
 
-    def reaches(g: int) -> bool:
+    def mde_at(g: int) -> float:
         se = observed_se * math.sqrt(observed_clusters / g)
-        return mde_from_se(se, g - 1, alpha=alpha, power=power, two_sided=two_sided) <= target_mde
+        return mde_from_se(se, g - 1, alpha=alpha, power=power, two_sided=two_sided)
 
-    if not reaches(MAX_CLUSTERS):
-        return None
-    low, high = 2, MAX_CLUSTERS  # the MDE falls monotonically in G: bisect for the first G that reaches
-    while low < high:
-        mid = (low + high) // 2
-        if reaches(mid):
-            high = mid
-        else:
-            low = mid + 1
-    return low
+    def implied(g: int) -> float:
+        """Clusters that would reach the target if the noncentrality stayed at its value for ``g``."""
+        ncp = _multiplier(g - 1, alpha, power, two_sided)
+        return observed_clusters * (ncp * observed_se / target_mde) ** 2
+
+    from scipy import stats
+
+    # Start from the normal approximation, iterate G <- implied(G) (the noncentrality changes slowly with
+    # G, so this settles within a few steps), then step to the first G that reaches the target.
+    z = stats.norm.ppf(1.0 - (alpha / 2.0 if two_sided else alpha)) + stats.norm.ppf(power)
+    g = max(2, math.ceil(observed_clusters * (z * observed_se / target_mde) ** 2))
+    for _ in range(20):
+        if g > MAX_CLUSTERS:
+            return None
+        nxt = max(2, math.ceil(implied(g)))
+        if nxt == g:
+            break
+        g = nxt
+    while mde_at(g) > target_mde:
+        g += 1
+    while g > 2 and mde_at(g - 1) <= target_mde:
+        g -= 1
+    return g if g <= MAX_CLUSTERS else None
 
 
 def estimate_variance_components(diffs: Sequence[float], clusters: Sequence[str]) -> VarianceComponents:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from agent_release.agents.builder import load_toolset, tool_name, tool_specs
+from agent_release.steps.deploy_variants import DeployedVariant, DeployReport
 from agent_release.steps.evaluation_records import Role
 from agent_release.steps.register_agents_config import AgentConfig
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
@@ -51,28 +53,6 @@ class RegistrationError(ValueError):
     """The agent cannot be registered for a reason the user can fix (message is one line)."""
 
 
-class DeployedVariantLike(Protocol):
-    """What this step reads of one deployed variant (``DeployReport`` variants satisfy it)."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def role(self) -> Role: ...
-    @property
-    def package_arn(self) -> str | None: ...
-    @property
-    def package_version(self) -> int | None: ...
-
-
-class DeployReportLike(Protocol):
-    """What this step reads of the deploy step's report."""
-
-    @property
-    def endpoint_name(self) -> str: ...
-    @property
-    def variants(self) -> Sequence[DeployedVariantLike]: ...
-
-
 @dataclass(frozen=True)
 class _Toolset:
     names: tuple[str, ...]
@@ -81,7 +61,7 @@ class _Toolset:
 
 def register_agents(
     config: AgentConfig,
-    deployed: DeployReportLike,
+    deployed: DeployReport,
     *,
     tracking_uri: str,
     experiment: str,
@@ -120,7 +100,7 @@ def register_agents(
     for variant in deployed.variants:
         params = _agent_params(config, deployed.endpoint_name, variant, prompt_uri, toolset)
         model, created_model = _ensure_logged_model(
-            client, experiment_id, f"{config.name}-{variant.name}", params, config.name, variant.name
+            experiment_id, f"{config.name}-{variant.name}", params, agent=config.name, variant=variant.name
         )
         if created_model:
             client.link_prompt_version_to_model(prompt_name, prompt_uri.rsplit("/", 1)[1], model.model_id)
@@ -132,7 +112,7 @@ def register_agents(
                 role=variant.role,
                 endpoint_name=deployed.endpoint_name,
                 package_arn=variant.package_arn,
-                package_version=variant.package_version,
+                package_version=variant.version,
                 logged_model_id=model.model_id,
                 prompt_uri=prompt_uri,
                 registered_model_name=config.name,
@@ -169,8 +149,15 @@ def promote_aliases(
     current registry URI.
     """
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        client.get_model_version(registered_model_name, str(new_champion_version))
+    except MlflowException:
+        raise RegistrationError(
+            f"registered model '{registered_model_name}' has no version {new_champion_version}"
+        ) from None
     _sync_aliases(client, registered_model_name, {"champion": str(new_champion_version), "challenger": None})
 
 
@@ -183,7 +170,9 @@ def load_system_prompt(config: AgentConfig, base_dir: Path) -> str:
         try:
             return path.read_text(encoding="utf-8")
         except OSError as exc:
-            raise RegistrationError(f"agent.system_prompt_file '{path}' cannot be read: {exc.strerror}") from None
+            raise RegistrationError(
+                f"agent.system_prompt_file '{path}' cannot be read: {exc.strerror}"
+            ) from None
     if config.toolset == "support":
         from agent_release.agents.support.prompts import SYSTEM_PROMPT
 
@@ -238,7 +227,7 @@ def _ensure_prompt(name: str, text: str, agent: str) -> tuple[str, bool]:
 def _agent_params(
     config: AgentConfig,
     endpoint_name: str,
-    variant: DeployedVariantLike,
+    variant: DeployedVariant,
     prompt_uri: str,
     toolset: _Toolset,
 ) -> dict[str, str]:
@@ -248,8 +237,8 @@ def _agent_params(
         "agent": config.name,
         "endpoint_name": endpoint_name,
         "variant": variant.name,
-        "package_arn": variant.package_arn or "",
-        "package_version": "" if variant.package_version is None else str(variant.package_version),
+        "package_arn": variant.package_arn,
+        "package_version": str(variant.version),
         "prompt_uri": prompt_uri,
         "toolset": config.toolset,
         "tool_names": ",".join(toolset.names),
@@ -262,12 +251,7 @@ def _agent_params(
 
 
 def _ensure_logged_model(
-    client: MlflowClient,
-    experiment_id: str,
-    name: str,
-    params: dict[str, str],
-    agent: str,
-    variant: str,
+    experiment_id: str, name: str, params: dict[str, str], *, agent: str, variant: str
 ) -> tuple[LoggedModel, bool]:
     """The LoggedModel with exactly ``params`` (found by a fingerprint tag), created when there is none."""
     import mlflow
@@ -301,14 +285,17 @@ def _ensure_model_version(
 
     source = f"models:/{model_id}"
     try:
-        existing = client.search_model_versions(
-            f"name = '{registered_model_name}' AND source_path = '{source}'"
+        existing = list(
+            client.search_model_versions(f"name = '{registered_model_name}' AND source_path = '{source}'")
         )
     except MlflowException:
-        existing = []
+        # Registries that cannot filter on source_path: list the model's versions and match here.
+        every = client.search_model_versions(f"name = '{registered_model_name}'")
+        existing = [v for v in every if v.source == source]
     if existing:
         return str(min(int(v.version) for v in existing)), False
-    version = mlflow.register_model(source, registered_model_name, tags={VARIANT_TAG: variant})
+    with _mlflow_event_logs_off():
+        version = mlflow.register_model(source, registered_model_name, tags={VARIANT_TAG: variant})
     logger.info(
         "registered_model=<%s>, version=<%s>, source=<%s> | model version registered",
         registered_model_name,
@@ -316,6 +303,20 @@ def _ensure_model_version(
         source,
     )
     return str(version.version), True
+
+
+@contextmanager
+def _mlflow_event_logs_off() -> Iterator[None]:
+    # register_model prints "Successfully registered model ..." straight to stderr through MLflow's event
+    # stream; the step logs the same fact through our own logger instead.
+    from mlflow.utils.logging_utils import MLFLOW_LOGGING_STREAM
+
+    was_enabled = MLFLOW_LOGGING_STREAM.enabled
+    MLFLOW_LOGGING_STREAM.enabled = False
+    try:
+        yield
+    finally:
+        MLFLOW_LOGGING_STREAM.enabled = was_enabled
 
 
 def _sync_aliases(client: MlflowClient, name: str, wanted: Mapping[str, str | None]) -> bool:

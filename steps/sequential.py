@@ -39,7 +39,6 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 from pydantic import Field
-from scipy import stats
 
 from agent_release.steps.backend import Frozen
 from agent_release.steps.paired_stats import StatsInputError
@@ -61,6 +60,8 @@ def mixture_log_likelihood_ratio(
 
     Vectorised over numpy arrays of ``delta`` and ``variance`` (``variance`` must be positive).
     """
+    from scipy import stats
+
     if tau <= 0:
         raise StatsInputError(f"tau must be positive, got {tau}")
     d = np.asarray(delta, dtype=np.float64) - null_difference

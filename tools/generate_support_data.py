@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (the phrasing tables below read better unwrapped)
 """Generate the support domain's data (dev tooling; its output is committed under ``datasets/support``).
 
 Usage: ``.venv/bin/python tools/generate_support_data.py [--seed 20261101] [--out datasets/support]``.
@@ -30,6 +31,11 @@ from pathlib import Path
 from typing import Any
 
 TODAY = date(2026, 11, 1)
+POLICY = {
+    "return_window_days": 30,
+    "wrong_item_window_days": 60,
+    "non_refundable_categories": ["gift_card", "perishable", "personalized", "digital"],
+}
 OLD_COHORT = "2026-q2"
 NEW_COHORT = "2026-q3"
 
@@ -88,7 +94,7 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
     ("KB-003", "shipping", "International shipping",
      "We ship internationally to 38 countries. International delivery takes 7 to 14 business days and customs "
      "duties are paid by the recipient.",
-     ["do you ship internationally", "international shipping countries", "can you ship to another country",
+     ["do you ship internationally", "international shipping countries", "can you ship to other countries",
       "customs duties on international orders"]),
     ("KB-004", "shipping", "Tracking your package",
      "A tracking number is emailed when your order ships. Open the tracking link in that email or in your "
@@ -96,38 +102,38 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
      ["how do I track my package", "where do I find my tracking number", "tracking number missing from email",
       "tracking link for my package"]),
     ("KB-005", "shipping", "Shipping costs and free shipping",
-     "Standard shipping is free on orders over $50. Below that, shipping costs $4.99; express and overnight "
+     "Standard shipping is free on orders over $50. Below that, the standard shipping cost is $4.99; express and overnight "
      "shipping are priced at checkout.",
      ["when is shipping free", "free shipping minimum", "how much does shipping cost",
       "is there a free shipping threshold"]),
     ("KB-006", "shipping", "Changing a shipping address",
-     "You can change the shipping address until the order ships, from your order history. After shipping, ask "
+     "You can change or edit the delivery address until the order ships, from your order history. After shipping, ask "
      "the carrier to redirect the package.",
      ["change my shipping address", "update shipping address after ordering", "wrong address on my order",
       "edit the delivery address"]),
     ("KB-007", "shipping", "Lost or stolen packages",
-     "If tracking says delivered but the package is missing, check with neighbours and wait one day. Then "
+     "If your package was marked delivered but not received, check with neighbours and wait one day. Then "
      "report it as lost or stolen and we will open a carrier claim.",
      ["package marked delivered but not received", "my parcel was stolen", "lost package",
       "delivered package is missing"]),
     ("KB-008", "shipping", "Shipping to PO boxes",
-     "We deliver to PO boxes and APO/FPO military addresses with standard shipping only; express and overnight "
+     "We deliver to PO boxes (post office box addresses) and APO/FPO military addresses with standard shipping only; express and overnight "
      "shipping need a street address.",
      ["do you deliver to po boxes", "po box shipping", "military apo fpo address",
       "can I ship to a post office box"]),
     ("KB-009", "returns", "How to start a return",
-     "Start a return from your order history: pick the items, choose a reason and print the label. Drop the "
+     "To return an item, start a return from your order history. The return process steps: pick the items, choose a reason and print the label. Drop the "
      "parcel at any carrier location within 14 days of starting the return.",
      ["how do I start a return", "return an item", "return process steps", "start the return process online"]),
     ("KB-010", "returns", "Return window",
-     "Items can be returned within 30 days of delivery for a change of mind. Damaged items have no time limit "
+     "The return deadline is 30 days from delivery for a change of mind. Damaged items have no time limit "
      "and wrong items can be reported within 60 days.",
      ["how many days do I have to return", "return window", "return deadline",
       "is there a time limit on returns"]),
     ("KB-011", "returns", "Non-refundable items",
      "Gift cards, perishable goods, personalized items and digital downloads are non-refundable unless they "
      "arrive damaged or we sent the wrong item.",
-     ["which items are non-refundable", "are gift cards refundable", "can I return personalized items",
+     ["which items are non-refundable", "are gift cards non-refundable", "can I return personalized items",
       "non-refundable products list"]),
     ("KB-012", "returns", "Refund processing times",
      "Approved refunds go back to the original payment method within 5 to 10 business days. Your bank may "
@@ -135,7 +141,7 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
      ["how long do refunds take", "refund processing time", "when will my refund show up",
       "refund still not processed"]),
     ("KB-013", "returns", "Return shipping labels",
-     "Return labels are prepaid for damaged or wrong items. For a change of mind the return shipping cost of "
+     "Print a return label from your order page. Return labels are prepaid for damaged or wrong items. For a change of mind the return shipping cost of "
      "$5.99 is deducted from the refund.",
      ["do I pay for return shipping", "prepaid return label", "print a return label",
       "return shipping label cost"]),
@@ -145,29 +151,29 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
      ["can I exchange an item", "exchange for a different size", "swap for another colour",
       "exchange instead of refund"]),
     ("KB-015", "returns", "Damaged or defective items",
-     "If an item arrives damaged or defective, send us a photo from your order page. Damaged items are always "
-     "refundable or replaceable, with a prepaid label.",
+     "If an item arrived broken, damaged or defective, send us a photo from your order page. Damaged items are always "
+     "refundable or replaceable, with free return shipping.",
      ["what to do with a damaged item", "defective product policy", "item arrived broken what now",
       "replacement for a defective item"]),
     ("KB-016", "returns", "Wrong item received",
      "If we sent the wrong item, report it within 60 days of delivery. We send the right item or refund you, "
-     "and the return label is prepaid.",
+     "and we cover the return shipping.",
      ["what happens if I receive the wrong item", "wrong item policy", "incorrect item procedure",
       "sent the wrong item policy"]),
     ("KB-017", "account", "Resetting your password",
      "Use 'Forgot password' on the sign-in page. We email a reset link that is valid for one hour.",
      ["reset my password", "forgot password", "password reset link", "reset link expired password"]),
     ("KB-018", "account", "Creating an account",
-     "Create an account with your email address on the sign-up page. An account keeps your order history, "
+     "Create or register a new account with your email address on the sign-up page. An account keeps your order history, "
      "addresses and saved payment methods.",
      ["how do I create an account", "sign up for an account", "register a new account",
       "benefits of creating an account"]),
     ("KB-019", "account", "Deleting your account",
-     "You can delete your account under Settings > Privacy. Deletion is permanent after 14 days and removes "
-     "your order history.",
+     "You can close or delete your account under Settings > Privacy. Deletion permanently removes your account "
+     "and order history after 14 days.",
      ["delete my account", "close my account", "account deletion", "permanently remove my account"]),
     ("KB-020", "account", "Updating your email address",
-     "Change your email address under Settings > Profile. We send a confirmation link to the new address.",
+     "Change or update the email on your account under Settings > Profile. We send a confirmation link to the new address.",
      ["change my email address", "update the email on my account", "new email address for account",
       "email address change confirmation"]),
     ("KB-021", "account", "Two-factor authentication",
@@ -185,7 +191,7 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
      ["unsubscribe from the newsletter", "stop marketing emails", "email preferences settings",
       "too many promotional emails"]),
     ("KB-024", "account", "Guest checkout",
-     "You can order without an account using guest checkout. Guest orders can be tracked with the order id and "
+     "You can buy without an account using guest checkout. Guest orders can be tracked with the order id and "
      "your email address.",
      ["can I use guest checkout", "buy without an account", "checkout as a guest", "guest order tracking"]),
     ("KB-025", "payments", "Accepted payment methods",
@@ -193,7 +199,7 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
      ["what payment methods do you accept", "can I pay with paypal", "do you accept american express",
       "apple pay accepted"]),
     ("KB-026", "payments", "Gift cards",
-     "Gift cards are sold in amounts from $10 to $500, never expire and are redeemed at checkout. Check the "
+     "Gift cards are sold in amounts from $10 to $500, never expire; redeem a gift card at checkout. Check the "
      "balance under Account > Gift cards.",
      ["how do gift cards work", "redeem a gift card", "check my gift card balance", "do gift cards expire"]),
     ("KB-027", "payments", "Promo codes and discounts",
@@ -207,7 +213,7 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
      ["do you charge sales tax", "why was I charged sales tax", "sales tax on my order",
       "tax exempt certificate"]),
     ("KB-029", "payments", "Declined payments",
-     "A payment is declined when the card details, billing address or limit do not match. Check them or try "
+     "A payment can fail or be declined when the card details, billing address or limit do not match. Check them or try "
      "another payment method; we never store declined card numbers.",
      ["my card was declined", "payment declined at checkout", "why did my payment fail",
       "declined card billing address"]),
@@ -228,7 +234,7 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
     ("KB-033", "products", "Out-of-stock items and restocks",
      "Out-of-stock items are usually restocked within 3 weeks. Click 'Notify me' on the product page to get a "
      "restock email.",
-     ["when will an item be restocked", "out of stock item", "restock notification",
+     ["when will this be restocked", "out of stock item", "restock notification",
       "notify me when back in stock"]),
     ("KB-034", "products", "Price matching",
      "We match the price of identical new items sold by major retailers at the time of purchase. Send us a "
@@ -236,7 +242,7 @@ KB: list[tuple[str, str, str, str, list[str]]] = [
      ["do you price match", "price match policy", "found a lower price at another retailer",
       "price matching with other stores"]),
     ("KB-035", "products", "Price adjustments after a sale",
-     "If an item you bought goes on sale within 14 days, we refund the difference once as a price adjustment.",
+     "If the price dropped after purchase, within 14 days, we refund the difference once as a price adjustment.",
      ["item went on sale after I bought it", "price adjustment", "price dropped after purchase",
       "refund the sale price difference"]),
     ("KB-036", "products", "Product care instructions",
@@ -390,7 +396,10 @@ REASON_PHRASES: dict[str, dict[str, list[str]]] = {
 }  # fmt: skip
 
 PREFIXES = {"old": ["", "", "Hi, ", "Hello, "], "new": ["", "hey ", "Hi there! ", "Good morning. ", "ugh. "]}
-SUFFIXES = {"old": ["", "", " Thanks!", " Thank you."], "new": ["", " thx", " - {name}", " Thanks in advance.", " pls"]}
+SUFFIXES = {
+    "old": ["", "", " Thanks!", " Thank you."],
+    "new": ["", " thx", " - {name}", " Thanks in advance.", " pls"],
+}
 
 
 def oid_variant(rng: random.Random, oid: str, style: str) -> str:
@@ -477,15 +486,17 @@ class Utterance:
     difficulty: str = "easy"
 
 
-def render(
+def render(  # noqa: PLR0917  (one call site, positional reads clearly)
     rng: random.Random,
     template: Template,
     order_ids: list[str],
     phrase_style: str,
     kb_pool: Callable[[tuple[str, str, str, str, list[str]]], list[str]],
+    deco: str | None = None,
+    id_style: str | None = None,
 ) -> Utterance:
     """Fill ``template``'s slots and decorations, recording the character spans of the arguments."""
-    deco = "old" if phrase_style == "old" else "new"
+    deco = deco or ("old" if phrase_style == "old" else "new")
     prefix = rng.choice(PREFIXES[deco])
     suffix = rng.choice(SUFFIXES[deco]).replace("{name}", rng.choice(FIRST_NAMES))
     body = template.text
@@ -495,7 +506,7 @@ def render(
     slots: dict[str, str] = {}
     if "{oid}" in body:
         utt.order_id = rng.choice(order_ids)
-        slots["oid"] = oid_variant(rng, utt.order_id, phrase_style)
+        slots["oid"] = oid_variant(rng, utt.order_id, id_style or phrase_style)
     if "{reason}" in body:
         utt.reason = rng.choice(sorted(REASON_PHRASES))
         slots["reason"] = rng.choice(REASON_PHRASES[utt.reason][phrase_style])
@@ -530,7 +541,10 @@ def ideal_trajectory(utt: Utterance) -> list[dict[str, Any]]:
     if utt.intent == "refund_request" and utt.order_id:
         return [
             {"name": "lookup_order", "arguments": {"order_id": utt.order_id}},
-            {"name": "check_refund_eligibility", "arguments": {"order_id": utt.order_id, "reason": utt.reason}},
+            {
+                "name": "check_refund_eligibility",
+                "arguments": {"order_id": utt.order_id, "reason": utt.reason},
+            },
         ]
     if utt.intent == "kb_question":
         return [{"name": "search_kb", "arguments": {"query": utt.query}}]
@@ -565,7 +579,9 @@ def expected_outcome(utt: Utterance, box: Any) -> tuple[list[dict[str, Any]], li
         elif step["name"] == "search_kb":
             top = result["results"][0]
             if top["article_id"] != utt.article_id:
-                raise SystemExit(f"KB phrasing {utt.query!r} retrieves {top['article_id']}, not {utt.article_id}")
+                raise SystemExit(
+                    f"KB phrasing {utt.query!r} retrieves {top['article_id']}, not {utt.article_id}"
+                )
             facts = [top["title"]]
     return calls, facts
 
@@ -580,17 +596,21 @@ class Generator:
         self.unknown_ids = unknown_ids
         self.reserved: set[str] = set()
 
-    def draw(
+    def draw(  # noqa: PLR0917
         self,
         template: Template,
         phrase_style: str,
         kb_pool: Callable[[tuple[str, str, str, str, list[str]]], list[str]],
         order_ids: list[str] | None = None,
         reserve: bool = False,
+        deco: str | None = None,
+        id_style: str | None = None,
     ) -> Utterance:
         """An utterance whose text is not reserved; ``reserve`` claims it (evaluation texts are unique)."""
         for _ in range(500):
-            utt = render(self.rng, template, order_ids or self.known_ids, phrase_style, kb_pool)
+            utt = render(
+                self.rng, template, order_ids or self.known_ids, phrase_style, kb_pool, deco, id_style
+            )
             key = normalise(utt.text)
             if key not in self.reserved:
                 if reserve:
@@ -615,6 +635,8 @@ def heldout_pool(article: tuple[str, str, str, str, list[str]]) -> list[str]:
     return article[4][3:]
 
 
+OLD_NEW_DECORATION_SHARE = 0.7
+OLD_ID_VARIANT_SHARE = 0.3
 INTENT_WEIGHTS = {"order_status": 30, "refund_request": 30, "kb_question": 28, "escalate": 6, "chitchat": 6}
 
 
@@ -631,7 +653,12 @@ def make_train(gen: Generator, n_old: int, n_new: int) -> list[dict[str, Any]]:
             phrase_style = template.style if cohort == NEW_COHORT else "old"
             if cohort == NEW_COHORT and template.style == "old" and gen.rng.random() < 0.5:
                 phrase_style = "new"
-            utt = gen.draw(template, phrase_style, pool, train_ids)
+            # Greetings and sign-offs drift faster than the requests themselves: the older cohort already
+            # has the newer decorations in part.
+            # So do the ways customers write order ids.
+            deco = "new" if gen.rng.random() < OLD_NEW_DECORATION_SHARE else None
+            id_style = "new" if gen.rng.random() < OLD_ID_VARIANT_SHARE else None
+            utt = gen.draw(template, phrase_style, pool, train_ids, deco=deco, id_style=id_style)
             rows.append(
                 {
                     "id": f"T-{len(rows) + 1:05d}",
@@ -666,14 +693,18 @@ def make_cases(
                     "input": utt.text,
                     "expected_tool_calls": calls,
                     "expected_facts": facts,
-                    "cluster": template.key if phrase_style == template.style else f"{template.key}/{phrase_style}",
+                    "cluster": template.key
+                    if phrase_style == template.style
+                    else f"{template.key}/{phrase_style}",
                     "tags": {"intent": utt.intent, "difficulty": utt.difficulty},
                 }
             )
     return cases
 
 
-def evaluation_plan(rng: random.Random, per_template: int, heldout_phrasings: bool) -> list[tuple[Template, str, int]]:
+def evaluation_plan(
+    rng: random.Random, per_template: int, heldout_phrasings: bool
+) -> list[tuple[Template, str, int]]:
     """Every template once at its own style; old templates again with held-out phrasings when asked."""
     plan = []
     for t in TEMPLATES:
@@ -685,6 +716,46 @@ def evaluation_plan(rng: random.Random, per_template: int, heldout_phrasings: bo
     return plan
 
 
+INTENTS = ["order_status", "refund_request", "kb_question", "escalate", "chitchat"]
+TOOL_SEQUENCE = r"^(?:(?:lookup_order|check_refund_eligibility|search_kb)(?:,(?:lookup_order|check_refund_eligibility|search_kb))*)?$"
+
+
+def contract_suite(name: str, min_rows: int, max_rows: int, min_cluster_size: int) -> dict[str, Any]:
+    """The Great Expectations suite (JSON form) guarding one evaluation set.
+
+    It runs on the flattened table ``steps/validate_datasets.py`` builds: one row per case with ``intent`` and
+    ``difficulty`` from ``tags``, ``expected_tools`` (comma-joined names), ``n_expected_facts`` and
+    ``cluster_size`` (cases sharing the row's cluster).
+    """
+
+    def exp(kind: str, **kwargs: Any) -> dict[str, Any]:
+        return {"type": kind, "kwargs": kwargs, "meta": {}}
+
+    columns = ["id", "input", "expected_tools", "n_expected_facts", "cluster", "intent", "difficulty"]
+    return {
+        "name": name,
+        "expectations": [
+            *(exp("expect_column_to_exist", column=c) for c in columns),
+            exp("expect_table_row_count_to_be_between", min_value=min_rows, max_value=max_rows),
+            *(
+                exp("expect_column_values_to_not_be_null", column=c)
+                for c in ("id", "input", "cluster", "intent")
+            ),
+            exp("expect_column_values_to_be_unique", column="id"),
+            exp("expect_column_values_to_match_regex", column="id", regex=r"^[A-Z]-\d{4}$"),
+            exp("expect_column_values_to_be_in_set", column="intent", value_set=INTENTS),
+            exp(
+                "expect_column_values_to_be_in_set", column="difficulty", value_set=["easy", "medium", "hard"]
+            ),
+            exp("expect_column_value_lengths_to_be_between", column="input", min_value=2, max_value=300),
+            exp("expect_column_values_to_match_regex", column="expected_tools", regex=TOOL_SEQUENCE),
+            exp("expect_column_values_to_be_between", column="n_expected_facts", min_value=1, max_value=6),
+            exp("expect_column_values_to_be_between", column="cluster_size", min_value=min_cluster_size),
+        ],
+        "meta": {"great_expectations_version": "1.24.1", "generated_by": "tools/generate_support_data.py"},
+    }
+
+
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
@@ -692,7 +763,9 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=20261101)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "datasets" / "support")
+    parser.add_argument(
+        "--out", type=Path, default=Path(__file__).resolve().parents[1] / "datasets" / "support"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from agent_release.agents.support.tools import SupportToolbox
@@ -704,6 +777,8 @@ def main(argv: list[str] | None = None) -> int:
     (out / "orders.json").write_text(
         json.dumps({"today": TODAY.isoformat(), "orders": orders}, indent=1) + "\n", encoding="utf-8"
     )
+    # policy.md (hand-written) states the same rules; tests/unit/test_support_tools.py checks they agree.
+    (out / "policy.json").write_text(json.dumps(POLICY, indent=2) + "\n", encoding="utf-8")
     write_jsonl(out / "kb.jsonl", [{"id": a, "title": t, "category": c, "body": b} for a, c, t, b, _ in KB])
     box = SupportToolbox(out)
     known = sorted(box.data.orders)
@@ -715,15 +790,21 @@ def main(argv: list[str] | None = None) -> int:
     smoke_plan = [(t, t.style, 3) for t in gen.rng.sample([t for t in TEMPLATES if "{" in t.text], 10)]
     smoke = make_cases(gen, "S", smoke_plan, unknown_share=0.0)
     live_plan = [(t, t.style, 1) for t in TEMPLATES] + [
-        (t, t.style, 1) for t in gen.rng.sample([t for t in TEMPLATES if "{" in t.text], 100 - len(TEMPLATES))
+        (t, t.style, 1)
+        for t in gen.rng.choices([t for t in TEMPLATES if "{" in t.text], k=100 - len(TEMPLATES))
     ]
     live = make_cases(gen, "L", live_plan, unknown_share=0.03)
-    train = make_train(gen, n_old=480, n_new=1920)
+    train = make_train(gen, n_old=600, n_new=1800)
 
     write_jsonl(out / "golden.jsonl", golden)
     write_jsonl(out / "smoke.jsonl", smoke)
     write_jsonl(out / "holdout_live.jsonl", live)
     write_jsonl(out / "train.jsonl", train)
+    for name, rows, min_cluster in (("golden", golden, 3), ("smoke", smoke, 3), ("holdout_live", live, 1)):
+        suite = contract_suite(
+            name, min_rows=len(rows) - len(rows) // 10, max_rows=2 * len(rows), min_cluster_size=min_cluster
+        )
+        (out / f"{name}.suite.json").write_text(json.dumps(suite, indent=1) + "\n", encoding="utf-8")
     sys.stderr.write(
         f"wrote train={len(train)} golden={len(golden)} smoke={len(smoke)} holdout_live={len(live)} "
         f"orders={len(orders)} kb={len(KB)} to {out}\n"

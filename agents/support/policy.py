@@ -60,7 +60,9 @@ def decide_refund(order: Order, reason: RefundReason, policy: RefundPolicy, toda
     if order.status == "shipped" or order.delivery_date is None:
         if reason == "late_delivery" and today > order.promised_date:
             return approve(order.total, "late_in_transit", "the order is past its promised delivery date")
-        return deny("not_delivered", "the order is still in transit; a refund can be requested after delivery")
+        return deny(
+            "not_delivered", "the order is still in transit; a refund can be requested after delivery"
+        )
 
     days_since_delivery = (today - order.delivery_date).days
     if reason == "damaged":

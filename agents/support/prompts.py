@@ -1,4 +1,4 @@
-"""The support agent's system prompt (versioned with the agent; the demo model ignores it, real LLMs read it)."""
+"""The support agent's system prompt (versioned with the agent; the demo model ignores it, LLMs read it)."""
 
 from __future__ import annotations
 
@@ -16,5 +16,5 @@ Rules:
 - If the customer asks about an order but gives no order id, ask for the order number.
 - If the customer asks for a person, is abusive, or threatens legal action, say you are connecting them with a
   human agent and call no tool.
-- Keep answers short, factual and polite. Quote order ids, statuses, dates, amounts and article titles exactly.
+- Keep answers short, factual and polite. Quote ids, statuses, dates, amounts and article titles exactly.
 """

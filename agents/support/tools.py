@@ -1,9 +1,10 @@
-"""The customer-support tools: plain, deterministic functions over one data directory, wrapped as Strands tools.
+"""The customer-support tools: deterministic functions over one data directory, wrapped as Strands tools.
 
-``support_tools(Path("datasets/support"))`` returns the three Strands ``@tool`` objects bound to that directory
-(give them to ``Agent(tools=...)``). :class:`SupportToolbox` holds the same functions undecorated, for code
-that runs the tools directly (data generation, offline checks, tests). Results are JSON-ready dicts; an
-unknown order is a normal result (``found: false``), not an error, so the model can explain it to the user.
+``support_tools(Path("datasets/support"))`` returns the three Strands ``@tool`` objects bound to that
+directory (give them to ``Agent(tools=...)``). :class:`SupportToolbox` holds the same functions
+undecorated, for code that runs the tools directly (data generation, offline checks, tests). Results are
+JSON-ready dicts; an unknown order is a normal result (``found: false``), not an error, so the model can
+explain it to the user.
 """
 
 from __future__ import annotations
@@ -63,8 +64,7 @@ class SupportToolbox:
                 "order_id": order_id,
                 "message": f"unknown reason {reason!r}; use one of {', '.join(REFUND_REASONS)}",
             }
-        valid_reason: RefundReason = reason  # type: ignore[assignment]  # membership checked above
-        decision = decide_refund(order, valid_reason, self.data.policy, self.data.today)
+        decision = decide_refund(order, reason, self.data.policy, self.data.today)
         return {"found": True, "as_of": self.data.today.isoformat(), **decision.model_dump()}
 
     def search_kb(self, query: str) -> dict[str, Any]:
@@ -76,7 +76,7 @@ class SupportToolbox:
 
 
 def support_tools(data_dir: Path) -> list[AgentTool]:
-    """Strands tools ``lookup_order``, ``check_refund_eligibility`` and ``search_kb`` bound to ``data_dir``."""
+    """Strands tools ``lookup_order``, ``check_refund_eligibility``, ``search_kb`` bound to ``data_dir``."""
     from strands import tool
 
     box = SupportToolbox(data_dir)

@@ -1,0 +1,190 @@
+"""A least-privilege IAM policy for the pipeline's execution role, generated from pipeline.yaml.
+
+The role (``sagemaker.role_arn``) is used three ways: SageMaker Pipelines assumes it to launch the ``@step``
+training jobs; the jobs run with it (the SageMaker backend's calls); EventBridge and EventBridge Scheduler
+assume it to start the pipeline. Each statement below covers exactly the calls of one of those parts, scoped
+to the pipeline's resources: endpoints, configs and models named after ``deploy.endpoint_name``, the deploy
+package group, the pipeline's S3 prefixes, the step image's ECR repository, the MLflow tracking server.
+
+Usage::
+
+    policy = execution_role_policy(loaded.config)    # dict, json.dumps() it into `aws iam put-role-policy`
+    trust = trust_policy()                           # the role's trust policy
+
+``tests/contract/test_iam_policy.py`` records every call the SageMaker backend makes against moto and checks
+that each one is allowed here, and that nothing in the backend statements goes unused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agent_release.pipelines.config import PipelineConfig
+from agent_release.pipelines.sagemaker_parameters import account_of, bucket_of, image_uri_of, pipeline_name_of
+
+# The SageMaker API calls of SageMakerBackend, by resource kind.
+ENDPOINT_ACTIONS = (
+    "sagemaker:CreateEndpoint",
+    "sagemaker:DeleteEndpoint",
+    "sagemaker:DescribeEndpoint",
+    "sagemaker:UpdateEndpoint",
+    "sagemaker:UpdateEndpointWeightsAndCapacities",
+    "sagemaker:InvokeEndpoint",
+    "sagemaker:InvokeEndpointWithResponseStream",
+)
+ENDPOINT_CONFIG_ACTIONS = (
+    "sagemaker:CreateEndpointConfig",
+    "sagemaker:DeleteEndpointConfig",
+    "sagemaker:DescribeEndpointConfig",
+)
+MODEL_ACTIONS = (
+    "sagemaker:CreateModel",
+    "sagemaker:DeleteModel",
+    "sagemaker:DescribeModel",
+    "sagemaker:AddTags",
+)
+PACKAGE_ACTIONS = (
+    "sagemaker:CreateModelPackageGroup",
+    "sagemaker:DescribeModelPackageGroup",
+    "sagemaker:CreateModelPackage",
+    "sagemaker:DescribeModelPackage",
+    "sagemaker:ListModelPackages",
+    "sagemaker:UpdateModelPackage",
+)
+STATE_OBJECT_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:DeleteObject")
+METRIC_ACTIONS = ("cloudwatch:GetMetricData",)
+# What SageMaker Pipelines does with the role to run a @step (a training job).
+TRAINING_JOB_ACTIONS = (
+    "sagemaker:CreateTrainingJob",
+    "sagemaker:DescribeTrainingJob",
+    "sagemaker:StopTrainingJob",
+    "sagemaker:AddTags",
+)
+BACKEND_ACTIONS = frozenset(
+    (
+        *ENDPOINT_ACTIONS,
+        *ENDPOINT_CONFIG_ACTIONS,
+        *MODEL_ACTIONS,
+        *PACKAGE_ACTIONS,
+        *STATE_OBJECT_ACTIONS,
+        *METRIC_ACTIONS,
+        "s3:ListBucket",
+    )
+)
+
+
+def _sagemaker_arn(config: PipelineConfig, resource: str) -> str:
+    sm = config.sagemaker
+    return f"arn:aws:sagemaker:{sm.region}:{account_of(sm.role_arn)}:{resource}"
+
+
+def _statement(sid: str, actions: tuple[str, ...], resources: list[str], **extra: Any) -> dict[str, Any]:
+    return {"Sid": sid, "Effect": "Allow", "Action": sorted(set(actions)), "Resource": resources, **extra}
+
+
+def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
+    """The IAM policy document (``Version`` 2012-10-17) for ``sagemaker.role_arn``."""
+    sm = config.sagemaker
+    account = account_of(sm.role_arn)
+    name = pipeline_name_of(config)
+    endpoint = config.deploy.endpoint_name
+    group = config.deploy.package_group
+    bucket = bucket_of(sm)
+    # Step code, arguments and results (SDK, under the pipeline name) and our state (under agent-release/).
+    prefixes = [f"agent-release/{name}/", f"{name}/"]
+    image = image_uri_of(sm)
+    statements = [
+        _statement("Endpoints", ENDPOINT_ACTIONS, [_sagemaker_arn(config, f"endpoint/{endpoint.lower()}")]),
+        _statement(
+            "EndpointConfigsAndModels",
+            (*ENDPOINT_CONFIG_ACTIONS, *MODEL_ACTIONS),
+            [
+                _sagemaker_arn(config, f"endpoint-config/{endpoint.lower()}-*"),
+                _sagemaker_arn(config, f"model/{endpoint.lower()}-*"),
+            ],
+        ),
+        _statement(
+            "ModelRegistry",
+            PACKAGE_ACTIONS,
+            [
+                _sagemaker_arn(config, f"model-package-group/{group.lower()}"),
+                _sagemaker_arn(config, f"model-package/{group.lower()}/*"),
+            ],
+        ),
+        _statement("StepJobs", TRAINING_JOB_ACTIONS, [_sagemaker_arn(config, "training-job/*")]),
+        _statement(
+            "StartPipelineFromTriggers",
+            ("sagemaker:StartPipelineExecution",),
+            [_sagemaker_arn(config, f"pipeline/{name.lower()}")],
+        ),
+        _statement(
+            "PassRoleToSageMaker",
+            ("iam:PassRole",),
+            [sm.role_arn],
+            Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        ),
+        _statement("StateObjects", STATE_OBJECT_ACTIONS, [f"arn:aws:s3:::{bucket}/{p}*" for p in prefixes]),
+        _statement(
+            "ListStatePrefixes",
+            ("s3:ListBucket", "s3:GetBucketLocation"),
+            [f"arn:aws:s3:::{bucket}"],
+        ),
+        # GetMetricData and GetAuthorizationToken have no resource-level permissions.
+        _statement("VariantMetrics", METRIC_ACTIONS, ["*"]),
+        _statement("PullStepImageToken", ("ecr:GetAuthorizationToken",), ["*"]),
+        _statement(
+            "Logs",
+            ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"),
+            [
+                f"arn:aws:logs:{sm.region}:{account}:log-group:/aws/sagemaker/TrainingJobs:*",
+                f"arn:aws:logs:{sm.region}:{account}:log-group:/aws/sagemaker/Endpoints/{endpoint}:*",
+            ],
+        ),
+    ]
+    if ".dkr.ecr." in image:
+        registry, _, repository = image.partition("/")
+        repo_account = registry.split(".", 1)[0]
+        repo_region = registry.split(".dkr.ecr.", 1)[1].split(".", 1)[0]
+        statements.append(
+            _statement(
+                "PullStepImage",
+                ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"),
+                [
+                    f"arn:aws:ecr:{repo_region}:{repo_account}:repository/"
+                    f"{repository.split(':', 1)[0].split('@', 1)[0]}"
+                ],
+            )
+        )
+    if sm.mlflow_tracking_arn:
+        statements.append(_statement("ManagedMlflow", ("sagemaker-mlflow:*",), [sm.mlflow_tracking_arn]))
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def trust_policy() -> dict[str, Any]:
+    """Who may assume the execution role: SageMaker (pipelines, jobs, endpoints), EventBridge, Scheduler."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {
+                    "Service": ["events.amazonaws.com", "sagemaker.amazonaws.com", "scheduler.amazonaws.com"]
+                },
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def iam_action(service: str, operation: str) -> str:
+    """The IAM action a boto3 call needs (``service``: botocore signing name; ``operation``: CamelCase)."""
+    if service == "s3":
+        return {
+            "ListObjectsV2": "s3:ListBucket",
+            "HeadObject": "s3:GetObject",
+            "HeadBucket": "s3:ListBucket",
+        }.get(operation, f"s3:{operation}")
+    if service in {"sagemaker-runtime", "runtime.sagemaker"}:
+        return f"sagemaker:{operation}"
+    prefix = {"monitoring": "cloudwatch", "cloudwatch": "cloudwatch"}.get(service, service)
+    return f"{prefix}:{operation}"

@@ -1,0 +1,77 @@
+"""``agent-release plan``: the minimum detectable effect (MDE) of the configured golden set.
+
+The MDE depends on the number of cases, how they cluster, the repeats K and the variance of per-case
+differences. The variance comes from the last completed evaluation when there is one (its observed SD and
+intra-cluster correlation), otherwise from a stated assumption (``--sd``, ``--icc``; defaults: SD 0.5, the
+largest a difference of two binary scores usually has, and ICC 0.1). The plan warns when the gate's
+``min_improvement`` is below the MDE: real gains that small would mostly end inconclusive.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent_release.pipelines.config import check_referenced_files, load_config
+from agent_release.pipelines.dag import read_jsonl
+
+DEFAULT_SD = 0.5
+DEFAULT_ICC = 0.1
+
+
+def _last_evaluation(state_dir: Path) -> tuple[str, object] | None:
+    """(execution id, EvaluationReport) of the newest execution whose evaluation finished."""
+    from agent_release.pipelines.executor import ExecutionStore
+    from agent_release.steps.evaluation_records import EvaluationReport
+
+    if not (state_dir / "state.db").exists():
+        return None
+    store = ExecutionStore(state_dir)
+    try:
+        for row in store.list(limit=50):
+            data = store.step_output(row["id"], "evaluate_variants")
+            if data is not None:
+                return row["id"], EvaluationReport.model_validate(data)
+    finally:
+        store.close()
+    return None
+
+
+def plan_power(
+    config_path: Path, state_dir: Path, *, assumed_sd: float | None = None, assumed_icc: float | None = None
+) -> list[str]:
+    """Lines describing the design, its MDE and any warning."""
+    from agent_release.steps.decide_promotion import power_plan, power_plan_from_evaluation
+    from agent_release.steps.evaluation_records import EvaluationReport
+
+    loaded = load_config(config_path)
+    check_referenced_files(loaded)
+    cfg = loaded.config
+    spec = cfg.datasets[cfg.evaluate.dataset]
+    cases = read_jsonl(loaded.resolve(spec.path))
+    n_cases = len(cases)
+    n_clusters = len({str(c.get("cluster", c.get("id"))) for c in cases})
+    repeats = cfg.evaluate.repeats
+    lines = [
+        f"golden set     {cfg.evaluate.dataset}: {n_cases} cases in {n_clusters} clusters, K={repeats}",
+        f"gate           {cfg.decide.primary_metric}: promote when the 95% CI lower bound of the paired "
+        f"difference exceeds {cfg.decide.min_improvement:g} (one-sided alpha {cfg.decide.alpha:g})",
+    ]
+    last = None if (assumed_sd is not None or assumed_icc is not None) else _last_evaluation(state_dir)
+    if last is not None and isinstance(last[1], EvaluationReport):
+        plan = power_plan_from_evaluation(cfg.decide, last[1], n_cases=n_cases)
+        source = f"variance observed in execution {last[0]}"
+    else:
+        sd = assumed_sd if assumed_sd is not None else DEFAULT_SD
+        icc = assumed_icc if assumed_icc is not None else DEFAULT_ICC
+        plan = power_plan(cfg.decide, n_cases, n_clusters, repeats, sd_diff=sd, icc=icc)
+        source = f"assumed SD {sd:g}, ICC {icc:g} (no evaluation yet; pass --sd/--icc to change)"
+    m = plan.mde
+    lines += [
+        f"variance       {source}",
+        f"design effect  {m.design_effect:.2f} (effective n {m.effective_n:.0f}), clustered SE {m.se:.4f}",
+        f"MDE            {m.mde:.4f} at {m.power:.0%} power",
+        f"promotable     true gains of about {plan.smallest_promotable_effect:.4f} or more",
+    ]
+    if plan.warning:
+        lines.append(f"warning        {plan.warning}")
+    return lines

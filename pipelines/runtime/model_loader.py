@@ -1,0 +1,247 @@
+"""Load and call the model behind a variant, by :class:`~agent_release.steps.backend.ModelSpec` kind.
+
+- ``python``: ``options["class_path"] = "pkg.mod:Class"``, built with ``options.get("init", {})`` as keyword
+  arguments; it must implement :class:`agent_release.agents.chat_model.ChatCompletionModel`.
+- ``demo``: ``agent_release.agents.demo_model.serving.load_demo_model(artifact_uri)``.
+- ``openai_compatible``: proxied to ``{options["base_url"]}/v1/chat/completions`` with httpx (optional
+  ``options["model"]`` fills a missing ``model`` field, ``options["api_key_env"]`` names the variable holding
+  a bearer token, ``options["timeout_s"]`` defaults to 300).
+- ``container``: SageMaker only; refused here.
+
+Every loaded model is a :class:`ServedModel` (async ``complete`` and ``stream``); :class:`ModelCache` keeps
+one per (endpoint, variant, spec) so a redeploy with a new spec loads afresh and a weight change reuses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING, Any, Protocol
+
+from agent_release.agents.chat_model import ChatCompletionModel
+from agent_release.pipelines.runtime.chunks import completion_to_sse
+from agent_release.steps.backend import ModelSpec
+
+if TYPE_CHECKING:
+    import httpx
+
+logger = logging.getLogger(__name__)
+
+
+class ModelInvocationError(Exception):
+    """The model (or its upstream server) failed; answered as SageMaker's ModelError."""
+
+    def __init__(self, message: str, original_status: int = 500) -> None:
+        super().__init__(message)
+        self.message = message
+        self.original_status = original_status
+
+
+class ServedModel(Protocol):
+    """A loaded model as the runtime calls it."""
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The non-streaming chat.completion answer to ``request``."""
+        ...
+
+    def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        """SSE bytes answering ``request``: ``data: {chat.completion.chunk}`` lines, then ``data: [DONE]``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections or other resources."""
+        ...
+
+
+class LocalChatModel:
+    """A :class:`ChatCompletionModel` object called on a worker thread (models may block for a while)."""
+
+    def __init__(self, model: ChatCompletionModel, executor: Executor | None) -> None:
+        self.model = model
+        self._executor = executor
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Run ``model.complete`` in the executor; any exception becomes :class:`ModelInvocationError`."""
+        loop = asyncio.get_running_loop()
+        try:
+            answer = await loop.run_in_executor(self._executor, self.model.complete, request)
+        except Exception as exc:
+            raise ModelInvocationError(f"model raised {type(exc).__name__}: {exc}") from exc
+        if not isinstance(answer, dict):
+            raise ModelInvocationError(
+                f"model returned {type(answer).__name__}, expected a chat.completion dict"
+            )
+        return answer
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        """Replay the full answer as chunk SSE lines."""
+        answer = await self.complete(request)
+        try:
+            lines = completion_to_sse(answer)
+        except ValueError as exc:
+            raise ModelInvocationError(str(exc)) from exc
+        for line in lines:
+            yield line
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+class OpenAICompatibleModel:
+    """Proxy to an OpenAI-compatible server (llama.cpp server, Ollama, vLLM)."""
+
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        # httpx pulls in its CLI (click, rich) at import: only pay for it when a variant proxies.
+        import httpx
+
+        base_url = options.get("base_url")
+        if not isinstance(base_url, str) or not base_url:
+            raise ValueError("openai_compatible model needs options.base_url")
+        self.url = base_url.rstrip("/") + "/v1/chat/completions"
+        self.model_name = options.get("model")
+        headers = {"Content-Type": "application/json"}
+        key_env = options.get("api_key_env")
+        if key_env and os.environ.get(str(key_env)):
+            headers["Authorization"] = f"Bearer {os.environ[str(key_env)]}"
+        self._client: httpx.AsyncClient = httpx.AsyncClient(
+            headers=headers, timeout=float(options.get("timeout_s", 300.0))
+        )
+
+    def _body(self, request: dict[str, Any], stream: bool) -> dict[str, Any]:
+        body = {**request, "stream": stream}
+        if self.model_name and "model" not in body:
+            body["model"] = self.model_name
+        if stream:
+            body.setdefault("stream_options", {"include_usage": True})
+        return body
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """POST the request upstream (stream off) and return its JSON answer."""
+        import httpx
+
+        try:
+            response = await self._client.post(self.url, json=self._body(request, stream=False))
+        except httpx.HTTPError as exc:
+            raise ModelInvocationError(f"upstream {self.url} unreachable: {exc}", 502) from exc
+        if response.status_code >= 400:
+            raise ModelInvocationError(
+                f"upstream answered {response.status_code}: {response.text[:500]}", response.status_code
+            )
+        try:
+            answer = response.json()
+        except json.JSONDecodeError as exc:
+            raise ModelInvocationError("upstream answer is not JSON", 502) from exc
+        if not isinstance(answer, dict):
+            raise ModelInvocationError("upstream answer is not a JSON object", 502)
+        return answer
+
+    async def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
+        """POST with ``stream: true`` and pass the upstream SSE bytes through unchanged."""
+        import httpx
+
+        try:
+            async with self._client.stream(
+                "POST", self.url, json=self._body(request, stream=True)
+            ) as response:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode("utf-8", "replace")
+                    raise ModelInvocationError(
+                        f"upstream answered {response.status_code}: {text[:500]}", response.status_code
+                    )
+                async for data in response.aiter_bytes():
+                    if data:
+                        yield data
+        except httpx.HTTPError as exc:
+            raise ModelInvocationError(f"upstream {self.url} failed: {exc}", 502) from exc
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+
+def load_chat_model(spec: ModelSpec) -> ChatCompletionModel:
+    """Build the in-process model of a ``python`` or ``demo`` spec (may be slow: call it off the loop)."""
+    if spec.kind == "python":
+        class_path = spec.options.get("class_path")
+        if not isinstance(class_path, str) or ":" not in class_path:
+            raise ValueError("python model needs options.class_path = 'package.module:ClassName'")
+        module_name, _, attr = class_path.partition(":")
+        cls = getattr(importlib.import_module(module_name), attr)
+        model = cls(**dict(spec.options.get("init", {})))
+    elif spec.kind == "demo":
+        if not spec.artifact_uri:
+            raise ValueError("demo model needs artifact_uri")
+        from agent_release.agents.demo_model.serving import load_demo_model
+
+        model = load_demo_model(spec.artifact_uri)
+    else:
+        raise ValueError(f"model kind {spec.kind!r} is not served by the local runtime")
+    if not isinstance(model, ChatCompletionModel):
+        raise TypeError(f"{type(model).__name__} does not implement complete(request) -> dict")
+    return model
+
+
+class ModelCache:
+    """Loaded models keyed by (endpoint, variant, spec); loads each once, even under concurrent requests."""
+
+    def __init__(self, executor: Executor | None = None) -> None:
+        self._executor = executor
+        self._models: dict[tuple[str, str, str], ServedModel] = {}
+        self._loading: dict[tuple[str, str, str], asyncio.Future[ServedModel]] = {}
+
+    @staticmethod
+    def key(endpoint: str, variant: str, spec: ModelSpec) -> tuple[str, str, str]:
+        """Cache key: a new spec under the same variant name is a different model."""
+        return (endpoint, variant, spec.model_dump_json())
+
+    def get_loaded(self, key: tuple[str, str, str]) -> ServedModel | None:
+        """The model for ``key`` if already loaded (the fast path: a dict lookup)."""
+        return self._models.get(key)
+
+    async def load(self, key: tuple[str, str, str], spec: ModelSpec) -> ServedModel:
+        """Load the model for ``key`` (once); load failures raise :class:`ModelInvocationError`."""
+        if key in self._models:
+            return self._models[key]
+        pending = self._loading.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[ServedModel] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        try:
+            served = await self._build(spec)
+        except Exception as exc:
+            error = ModelInvocationError(f"could not load model of variant {key[1]!r}: {exc}")
+            future.set_exception(error)
+            future.exception()  # mark retrieved: nobody else may be waiting
+            raise error from exc
+        finally:
+            self._loading.pop(key, None)
+        self._models[key] = served
+        future.set_result(served)
+        logger.info("endpoint=<%s>, variant=<%s>, kind=<%s> | model loaded", key[0], key[1], spec.kind)
+        return served
+
+    async def _build(self, spec: ModelSpec) -> ServedModel:
+        if spec.kind == "openai_compatible":
+            return OpenAICompatibleModel(spec.options)
+        loop = asyncio.get_running_loop()
+        model = await loop.run_in_executor(self._executor, load_chat_model, spec)
+        return LocalChatModel(model, self._executor)
+
+    async def retain(self, keys: set[tuple[str, str, str]]) -> None:
+        """Drop (and close) every cached model whose key is not in ``keys`` (after a redeploy or delete)."""
+        for key in [k for k in self._models if k not in keys]:
+            served = self._models.pop(key)
+            try:
+                await served.aclose()
+            except Exception:
+                logger.exception("variant=<%s> | failed to close model", key[1])
+
+    async def aclose(self) -> None:
+        """Close every model."""
+        await self.retain(set())

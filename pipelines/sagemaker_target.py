@@ -1,0 +1,295 @@
+"""The SageMaker Pipelines target behind ``agent-release compile / upsert / start / executions``.
+
+- :func:`compile_definition` writes the pipeline definition JSON with no AWS account: the SDK must upload
+  the pickled step function and the project files to S3 to produce a definition, so a moto server started
+  for the purpose on 127.0.0.1 (dummy credentials) plays S3. The S3 URIs in the JSON name the configured
+  bucket (``sagemaker.bucket`` or ``sagemaker-<region>-<account of role_arn>``); ``upsert`` uploads the same
+  content-addressed files there for real.
+- :func:`upsert_pipeline` creates or updates the pipeline with the ambient AWS credentials, then its triggers:
+  an EventBridge Scheduler schedule from ``schedule.cron`` and, with ``schedule.on_new_package``, an
+  EventBridge rule on "SageMaker Model Package State Change" for the deploy package group that starts an
+  execution.
+- :func:`start_pipeline` and :func:`list_executions` start and list executions.
+
+The definition is written with sorted keys and two-space indentation so it diffs in review; what the SDK
+stamps (the build timestamp in S3 paths and ``--func_step_s3_dir``, the per-build
+``REMOTE_FUNCTION_SECRET_KEY``) is the only part that changes between two compiles of the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent_release.pipelines.config import LoadedConfig, check_referenced_files, load_config
+from agent_release.pipelines.sagemaker_parameters import bucket_of, coerce_overrides, pipeline_name_of
+
+if TYPE_CHECKING:
+    import boto3
+
+logger = logging.getLogger(__name__)
+
+PACKAGE_EVENT = "SageMaker Model Package State Change"
+_OFFLINE_ENV_REMOVE = (
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_SESSION_TOKEN",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+class TargetError(ValueError):
+    """The SageMaker target cannot do what was asked (message is one line)."""
+
+
+@contextmanager
+def _environment(values: Mapping[str, str], remove: tuple[str, ...] = ()) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in (*values, *remove)}
+    try:
+        for key in remove:
+            os.environ.pop(key, None)
+        os.environ.update(values)
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextmanager
+def offline_aws(region: str) -> Iterator[boto3.Session]:
+    """A boto3 session whose every call goes to a throwaway moto server on loopback (dummy credentials)."""
+    import boto3
+
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        raise TargetError(
+            "compile needs moto[server] to stand in for S3: pip install 'moto[server]'"
+        ) from None
+
+    # The stand-in server's request log is noise to a user compiling a definition.
+    werkzeug_log = logging.getLogger("werkzeug")
+    previous_level = werkzeug_log.level
+    werkzeug_log.setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        env = {
+            "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+            "AWS_ACCESS_KEY_ID": "offline-compile",
+            "AWS_SECRET_ACCESS_KEY": "offline-compile",
+            "AWS_DEFAULT_REGION": region,
+            "SAGEMAKER_VALIDATE_ROLE": "false",
+        }
+        with _environment(env, remove=_OFFLINE_ENV_REMOVE):
+            yield boto3.Session(region_name=region)
+    finally:
+        server.stop()
+        werkzeug_log.setLevel(previous_level)
+
+
+def _pipeline_session(loaded: LoadedConfig, boto_session: boto3.Session) -> Any:
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
+
+    session = PipelineSession(boto_session=boto_session, default_bucket=bucket_of(loaded.config.sagemaker))
+    session.default_bucket()  # creates the bucket when it does not exist yet
+    return session
+
+
+def _load(config_path: Path | str) -> LoadedConfig:
+    loaded = load_config(config_path)
+    check_referenced_files(loaded)
+    return loaded
+
+
+def definition_json(loaded: LoadedConfig, boto_session: boto3.Session) -> str:
+    """The pipeline definition as stable JSON (sorted keys, indented) built through ``boto_session``."""
+    from agent_release.pipelines.sagemaker_compiler import build_pipeline
+
+    pipeline = build_pipeline(loaded, _pipeline_session(loaded, boto_session))
+    return json.dumps(json.loads(pipeline.definition()), indent=2, sort_keys=True) + "\n"
+
+
+def compile_definition(config_path: Path | str, output: Path | str) -> Path:
+    """Write the SageMaker pipeline definition of ``config_path`` to ``output`` (no AWS account needed)."""
+    loaded = _load(config_path)
+    with offline_aws(loaded.config.sagemaker.region) as boto_session:
+        text = definition_json(loaded, boto_session)
+    path = Path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    logger.info("pipeline=<%s>, path=<%s> | definition written", pipeline_name_of(loaded.config), path)
+    return path
+
+
+def _boto_session(loaded: LoadedConfig) -> boto3.Session:
+    import boto3
+
+    # The SDK's modules need a default region at import time (NoRegionError otherwise).
+    os.environ.setdefault("AWS_DEFAULT_REGION", loaded.config.sagemaker.region)
+    return boto3.Session(region_name=loaded.config.sagemaker.region)
+
+
+def _schedule(expression: str, name: str) -> Any:
+    """An SDK ``PipelineSchedule`` from ``cron(...)``, ``rate(n unit)`` or ``at(...)`` in pipeline.yaml."""
+    from datetime import datetime
+
+    from sagemaker.mlops.workflow.triggers import PipelineSchedule
+
+    text = expression.strip()
+    inner = text[text.find("(") + 1 : -1].strip() if text.endswith(")") else text
+    if text.startswith("cron("):
+        return PipelineSchedule(name=name, cron=inner)
+    if text.startswith("rate("):
+        value, _, unit = inner.partition(" ")
+        return PipelineSchedule(name=name, rate=(int(value), unit.strip()))
+    if text.startswith("at("):
+        return PipelineSchedule(name=name, at=datetime.fromisoformat(inner))
+    raise TargetError(f"schedule.cron {expression!r}: expected cron(...), rate(...) or at(...)")
+
+
+def package_rule_pattern(group: str) -> dict[str, Any]:
+    """EventBridge pattern: a new package (PendingManualApproval) registered in ``group``.
+
+    Approval changes emit the same event type; matching only the pending status keeps the pipeline's own
+    approve/reject updates from starting another execution.
+    """
+    return {
+        "source": ["aws.sagemaker"],
+        "detail-type": [PACKAGE_EVENT],
+        "detail": {"ModelPackageGroupName": [group], "ModelApprovalStatus": ["PendingManualApproval"]},
+    }
+
+
+def package_rule_name(pipeline_name: str) -> str:
+    """Name of the on-new-package EventBridge rule of a pipeline."""
+    return f"{pipeline_name}-on-new-package"[:64]
+
+
+def schedule_name(pipeline_name: str) -> str:
+    """Name of the EventBridge Scheduler schedule of a pipeline."""
+    return f"{pipeline_name}-schedule"[:64]
+
+
+def _sync_package_rule(loaded: LoadedConfig, boto_session: boto3.Session, pipeline_arn: str) -> str | None:
+    from botocore.exceptions import ClientError
+
+    config = loaded.config
+    events = boto_session.client("events")
+    rule = package_rule_name(pipeline_name_of(config))
+    if not config.schedule.on_new_package:
+        try:
+            events.remove_targets(Rule=rule, Ids=["start-pipeline"])
+            events.delete_rule(Name=rule)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                raise
+        return None
+    rule_arn = str(
+        events.put_rule(
+            Name=rule,
+            EventPattern=json.dumps(package_rule_pattern(config.deploy.package_group), sort_keys=True),
+            State="ENABLED",
+            Description=f"Start {pipeline_name_of(config)} when a package is registered in "
+            f"{config.deploy.package_group}",
+        )["RuleArn"]
+    )
+    events.put_targets(
+        Rule=rule,
+        Targets=[
+            {
+                "Id": "start-pipeline",
+                "Arn": pipeline_arn,
+                "RoleArn": config.sagemaker.role_arn,
+                # The pipeline picks the newest pending package itself (deploy.challenger); defaults suffice.
+                "SageMakerPipelineParameters": {"PipelineParameterList": []},
+            }
+        ],
+    )
+    return rule_arn
+
+
+def upsert_pipeline(config_path: Path | str) -> str:
+    """Create or update the pipeline and its schedule/trigger; returns its ARN, then one line per trigger."""
+    from agent_release.pipelines.sagemaker_compiler import build_pipeline
+
+    loaded = _load(config_path)
+    config = loaded.config
+    boto_session = _boto_session(loaded)
+    pipeline = build_pipeline(loaded, _pipeline_session(loaded, boto_session))
+    response = pipeline.upsert(role_arn=config.sagemaker.role_arn, description=config.description or None)
+    pipeline_arn = str(response["PipelineArn"])
+    lines = [pipeline_arn]
+    name = schedule_name(pipeline.name)
+    if config.schedule.cron:
+        arns = pipeline.put_triggers(
+            [_schedule(config.schedule.cron, name)], role_arn=config.sagemaker.role_arn
+        )
+        lines.extend(f"schedule {arn}" for arn in arns)
+    else:
+        pipeline.delete_triggers([name])
+    rule_arn = _sync_package_rule(loaded, boto_session, pipeline_arn)
+    if rule_arn:
+        lines.append(f"trigger {rule_arn}")
+    logger.info("pipeline=<%s>, triggers=<%d> | upserted", pipeline_arn, len(lines) - 1)
+    return "\n".join(lines)
+
+
+def start_pipeline(config_path: Path | str, overrides: dict[str, str]) -> str:
+    """Start an execution with ``NAME=VALUE`` parameter overrides (checked and typed); returns its ARN."""
+    values = coerce_overrides(overrides)
+    loaded = load_config(config_path)
+    boto_session = _boto_session(loaded)
+    from sagemaker.core.workflow.pipeline_context import PipelineSession
+    from sagemaker.mlops.workflow import Pipeline
+
+    session = PipelineSession(boto_session=boto_session)
+    execution = Pipeline(name=pipeline_name_of(loaded.config), sagemaker_session=session).start(
+        parameters=values or None
+    )
+    arn = str(execution.arn)
+    logger.info("execution=<%s> | started", arn)
+    return arn
+
+
+def list_executions(config_path: Path | str) -> list[str]:
+    """Executions of the pipeline, newest first: ``ARN  STATUS  START-TIME`` per line."""
+    loaded = load_config(config_path)
+    client = _boto_session(loaded).client("sagemaker")
+    lines: list[str] = []
+    paginator = client.get_paginator("list_pipeline_executions")
+    for page in paginator.paginate(PipelineName=pipeline_name_of(loaded.config), SortOrder="Descending"):
+        for summary in page.get("PipelineExecutionSummaries", []):
+            started = summary.get("StartTime")
+            lines.append(
+                f"{summary['PipelineExecutionArn']}  {summary.get('PipelineExecutionStatus', '?')}  "
+                f"{started.isoformat() if started is not None else '-'}"
+            )
+    return lines
+
+
+def describe_execution_steps(client: Any, execution_arn: str) -> list[str]:
+    """Steps of one execution in start order: ``NAME  STATUS  START-TIME  [failure reason]`` per line.
+
+    ``client`` is a boto3 SageMaker client (ListPipelineExecutionSteps; moto does not implement it).
+    """
+    lines: list[str] = []
+    paginator = client.get_paginator("list_pipeline_execution_steps")
+    for page in paginator.paginate(PipelineExecutionArn=execution_arn, SortOrder="Ascending"):
+        for s in page.get("PipelineExecutionSteps", []):
+            started = s.get("StartTime")
+            line = f"{s['StepName']}  {s.get('StepStatus', '?')}  {started.isoformat() if started else '-'}"
+            if s.get("FailureReason"):
+                line += f"  {s['FailureReason']}"
+            lines.append(line)
+    return lines

@@ -1,0 +1,319 @@
+"""Run a variant's agent over evaluation cases concurrently, one traced MLflow span per case.
+
+:func:`run_cases` drives ``concurrency`` cases at once on one asyncio loop, each with a fresh Strands
+``Agent`` around the variant's shared model, a per-case timeout, and a root span (``eval_case``) under which
+Strands' own spans nest (``MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT``). Nothing is dropped: an error or a
+timeout becomes a :class:`CaseOutcome` with ``error`` set. Retries of throttled / 5xx model calls happen in
+botocore (standard mode, the model's client config) and, for a model's own 5xx answered as ``ModelError``,
+in :class:`ModelCallRetries`, which also counts the retries of each case through the client's event hooks.
+
+Why asyncio rather than threads: a per-case timeout can abandon a coroutine but not a thread, and the
+agent's blocking boto3 calls already leave the loop through ``asyncio.to_thread``. The loop's default
+executor is sized to the concurrency, because its stock size (cores + 4) would cap calls in flight.
+
+Usage::
+
+    outcomes = run_cases(units, make_agent=lambda: build_agent(model, prompt, tools), variant="challenger",
+                         concurrency=16, timeout_s=60)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CASE_SPAN_NAME = "eval_case"
+
+
+@dataclass(frozen=True)
+class CaseUnit:
+    """One run of one case: the golden case plus which repeat this is."""
+
+    case_id: str
+    cluster: str
+    input: str
+    repeat: int = 0
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """Unique key of this run (case id and repeat)."""
+        return f"{self.case_id}#{self.repeat}"
+
+
+@dataclass
+class CaseOutcome:
+    """What happened when a case ran: the answer, the tool calls, usage, timing, error and trace id."""
+
+    unit: CaseUnit
+    variant: str
+    answer: str = ""
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    latency_s: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_calls: int = 0
+    retries: int = 0
+    trace_id: str | None = None
+
+    def outputs(self) -> dict[str, Any]:
+        """The ``outputs`` a scorer sees (see :mod:`agent_release.steps.scorers`)."""
+        return {
+            "answer": self.answer,
+            "tool_calls": self.tool_calls,
+            "error": self.error,
+            "latency_s": self.latency_s,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "variant": self.variant,
+            "retries": self.retries,
+        }
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Progress of one variant's evaluation, sent after every finished case."""
+
+    variant: str
+    done: int
+    total: int
+    errors: int
+    retries: int
+    elapsed_s: float
+
+    @property
+    def rate(self) -> float:
+        """Cases finished per second so far."""
+        return self.done / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class _Attempts:
+    calls: int = 0
+    sends: int = 0
+
+
+_CURRENT: contextvars.ContextVar[_Attempts | None] = contextvars.ContextVar("eval_case_attempts", default=None)
+
+
+class ModelCallRetries:
+    """Retry policy and retry count for one model's botocore client.
+
+    botocore's standard mode already retries throttling and HTTP 5xx with backoff. A SageMaker model that
+    fails answers ``ModelError`` (HTTP 424) with its own status in ``OriginalStatusCode``, which botocore
+    treats as final; this policy retries those with a 5xx original status too, with full-jitter exponential
+    backoff, up to the client's ``max_attempts``. Retries are counted per case as attempts minus calls: the
+    hooks read a context variable set by the running case, and ``asyncio.to_thread`` copies the context into
+    the worker thread that makes the blocking call, so attempts land on the right case although many cases
+    share the client.
+    """
+
+    def __init__(self, max_attempts: int, base_delay_s: float = 0.2, max_delay_s: float = 5.0) -> None:
+        self.max_attempts = max_attempts
+        self.base_delay_s = base_delay_s
+        self.max_delay_s = max_delay_s
+        self.attached = False
+
+    def attach(self, model: Any) -> ModelCallRetries:
+        """Hook into ``model.client`` (a botocore client) when the model has one; otherwise do nothing."""
+        events = getattr(getattr(getattr(model, "client", None), "meta", None), "events", None)
+        if events is not None:
+            events.register("before-call", self._on_call)
+            events.register("before-send", self._on_send)
+            events.register("needs-retry", self._needs_retry)
+            self.attached = True
+        return self
+
+    @staticmethod
+    def _on_call(**_: Any) -> None:
+        if (current := _CURRENT.get()) is not None:
+            current.calls += 1
+
+    @staticmethod
+    def _on_send(**_: Any) -> None:
+        if (current := _CURRENT.get()) is not None:
+            current.sends += 1
+
+    def _needs_retry(self, response: Any = None, attempts: int = 0, **_: Any) -> float | None:
+        """Seconds to wait before retrying a ModelError whose model answered 5xx; None leaves it to botocore."""
+        if response is None or attempts >= self.max_attempts:
+            return None
+        parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
+        error = parsed.get("Error", {}) if isinstance(parsed, Mapping) else {}
+        if error.get("Code") != "ModelError" or int(parsed.get("OriginalStatusCode") or 0) < 500:
+            return None
+        return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempts - 1)))
+
+
+def tool_calls_of(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The tool calls (name, arguments) an agent made, in order, from its message history."""
+    calls: list[dict[str, Any]] = []
+    for message in messages:
+        if message.get("role") != "assistant":
+            continue
+        for block in message.get("content", []):
+            if isinstance(block, Mapping) and "toolUse" in block:
+                use = block["toolUse"]
+                calls.append({"name": use.get("name"), "arguments": dict(use.get("input") or {})})
+    return calls
+
+
+def _usage_of(agent: Any) -> tuple[int, int]:
+    usage = getattr(getattr(agent, "event_loop_metrics", None), "accumulated_usage", None) or {}
+    return int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0))
+
+
+def _describe(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
+
+
+async def _invoke_with_deadline(agent: Any, prompt: str, timeout_s: float) -> tuple[str, bool]:
+    """Run the agent; past the deadline, cancel it cooperatively so every span it opened still ends.
+
+    Strands stops at its next cancellation-safe point (between stream events or model calls) and closes
+    its spans; a hard ``Task.cancel`` would leave them open and MLflow would hold the trace back forever.
+    Only an agent stuck past a further grace period is cancelled hard (its trace is then replaced by
+    :func:`log_stand_in_traces`).
+    """
+    signal = threading.Event()
+    task = asyncio.ensure_future(agent.invoke_async(prompt, cancel_signal=signal))
+    done, _ = await asyncio.wait({task}, timeout=timeout_s)
+    if done:
+        return str(task.result()).strip(), False
+    signal.set()
+    done, _ = await asyncio.wait({task}, timeout=max(timeout_s, 1.0))
+    if not done:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return "", True
+    result = task.result()
+    return ("" if getattr(result, "stop_reason", None) == "cancelled" else str(result).strip()), True
+
+
+async def _run_one(
+    unit: CaseUnit, variant: str, make_agent: Callable[[CaseUnit], Any], timeout_s: float
+) -> CaseOutcome:
+    import mlflow
+
+    outcome = CaseOutcome(unit=unit, variant=variant)
+    attempts = _Attempts()
+    _CURRENT.set(attempts)
+    started = time.perf_counter()
+    with mlflow.start_span(name=CASE_SPAN_NAME, span_type="AGENT") as span:
+        span.set_inputs({"input": unit.input, "case_id": unit.case_id, "repeat": unit.repeat})
+        mlflow.update_current_trace(
+            tags={
+                "eval.case_id": unit.case_id,
+                "eval.cluster": unit.cluster,
+                "eval.variant": variant,
+                "eval.repeat": str(unit.repeat),
+            }
+        )
+        agent = None
+        try:
+            agent = make_agent(unit)
+            answer, timed_out = await _invoke_with_deadline(agent, unit.input, timeout_s)
+            outcome.answer = answer
+            if timed_out:
+                outcome.error = f"TimeoutError: case exceeded {timeout_s:g}s"
+        except Exception as exc:  # every failure is a row, so nothing may escape
+            outcome.error = _describe(exc)
+        outcome.latency_s = time.perf_counter() - started
+        if agent is not None:
+            outcome.tool_calls = tool_calls_of(agent.messages)
+            outcome.input_tokens, outcome.output_tokens = _usage_of(agent)
+        outcome.model_calls = attempts.calls
+        outcome.retries = max(0, attempts.sends - attempts.calls)
+        span.set_outputs(outcome.outputs())
+        if outcome.error:
+            span.set_status("ERROR")
+        outcome.trace_id = span.trace_id
+    return outcome
+
+
+async def _run_all(
+    units: Sequence[CaseUnit],
+    variant: str,
+    make_agent: Callable[[CaseUnit], Any],
+    concurrency: int,
+    timeout_s: float,
+    progress: Callable[[ProgressEvent], None] | None,
+) -> list[CaseOutcome]:
+    loop = asyncio.get_running_loop()
+    # Every case in flight may hold a thread in a blocking boto3 read (streaming reads hop per event).
+    executor = ThreadPoolExecutor(max_workers=2 * concurrency + 4, thread_name_prefix="eval-model-call")
+    loop.set_default_executor(executor)
+    gate = asyncio.Semaphore(concurrency)
+    started = time.perf_counter()
+    done = errors = retries = 0
+
+    async def guarded(unit: CaseUnit) -> CaseOutcome:
+        nonlocal done, errors, retries
+        async with gate:
+            outcome = await _run_one(unit, variant, make_agent, timeout_s)
+        done += 1
+        errors += outcome.error is not None
+        retries += outcome.retries
+        if progress is not None:
+            progress(ProgressEvent(variant, done, len(units), errors, retries, time.perf_counter() - started))
+        return outcome
+
+    return list(await asyncio.gather(*(guarded(u) for u in units)))
+
+
+def run_cases(
+    units: Sequence[CaseUnit],
+    *,
+    make_agent: Callable[[CaseUnit], Any],
+    variant: str,
+    concurrency: int,
+    timeout_s: float,
+    progress: Callable[[ProgressEvent], None] | None = None,
+) -> list[CaseOutcome]:
+    """Run every unit (in input order in the result); blocks until all have an outcome.
+
+    Call it inside the MLflow run (and active model) the traces should belong to. ``make_agent`` builds a
+    fresh agent per unit.
+    """
+    logger.info("variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency)
+    return asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress))
+
+
+def log_stand_in_traces(outcomes: Sequence[CaseOutcome], missing: set[str | None]) -> None:
+    """Give each outcome whose trace never reached the store a root-span-only trace of its own.
+
+    A case is never dropped: if its agent had to be cancelled hard, its spans never closed and MLflow
+    will not export that trace, so the outcome gets a stand-in (tagged ``eval.stand_in=true``).
+    """
+    import mlflow
+
+    for outcome in outcomes:
+        if outcome.trace_id not in missing:
+            continue
+        unit = outcome.unit
+        with mlflow.start_span(name=CASE_SPAN_NAME, span_type="AGENT") as span:
+            span.set_inputs({"input": unit.input, "case_id": unit.case_id, "repeat": unit.repeat})
+            mlflow.update_current_trace(
+                tags={
+                    "eval.case_id": unit.case_id,
+                    "eval.cluster": unit.cluster,
+                    "eval.variant": outcome.variant,
+                    "eval.repeat": str(unit.repeat),
+                    "eval.stand_in": "true",
+                }
+            )
+            span.set_outputs(outcome.outputs())
+            span.set_status("ERROR" if outcome.error else "OK")
+            outcome.trace_id = span.trace_id

@@ -1,0 +1,437 @@
+"""Step 4: evaluate each registered agent on the golden dataset with MLflow and the configured scorers.
+
+For every variant: one MLflow run (``evaluate-<variant>``, nested under one ``evaluate`` parent run) with the
+agent's LoggedModel active, so each case's trace links to the model and to the run. The cases run
+concurrently (:mod:`agent_release.steps.eval_harness`), then ``mlflow.genai.evaluate`` scores the collected
+traces with the scorers built from the config (:mod:`agent_release.steps.scorers`) without calling the agent
+again, and persists the scores as assessments on the traces. The per-case table is logged with
+``mlflow.log_table`` on each variant run and on the parent run; aggregates carry a standard error and a 95%
+CI clustered by the case's cluster key.
+
+Usage (the pipeline has set ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` and the tracking URI)::
+
+    report = evaluate_variants(config.evaluate, registration, cases, dataset_name="golden",
+                               dataset_hash=digest, system_prompt=prompt, tools_factory=lambda: tools,
+                               experiment="agent-release")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from agent_release.agents.builder import ModelBinding, build_agent, build_model
+from agent_release.steps.agent_tracing import traced_as
+from agent_release.steps.eval_harness import (
+    CaseOutcome,
+    CaseUnit,
+    ProgressEvent,
+    ModelCallRetries,
+    log_stand_in_traces,
+    run_cases,
+)
+from agent_release.steps.evaluate_config import EvaluateConfig
+from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
+from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
+from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["EvaluationInputError", "ProgressEvent", "evaluate_variants"]
+
+CASES_TABLE = "eval_cases.json"
+SCORER_SPECS_FILE = "scorer_specs.json"
+
+ModelFactory = Callable[[RegisteredAgent], Any]
+
+# Defaults this step needs (a user's own setting wins). Strands' OpenTelemetry spans nest under the case's
+# MLflow span only with the first, read when a span starts. The trace-validation call only matters with a
+# predict_fn, which this step never passes, but it stays off. Scoring writes every assessment to the
+# tracking store and SQLite serialises writers, so a few scoring threads go as fast as many and do not
+# queue past SQLite's lock timeout. The last three are read when MLflow builds its tracer, so they apply
+# only if tracing has not started yet (the pipeline's configure_tracking sets them too): export spans in
+# large batches, one transaction per batch, and never discard a trace because the export queue is full.
+_TRACING_ENV = {
+    "MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT": "true",
+    "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
+    "MLFLOW_GENAI_EVAL_MAX_WORKERS": "4",
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "256",
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS": "500",
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE": "100000",
+}
+
+
+class EvaluationInputError(ValueError):
+    """The cases or the registration cannot be evaluated (message is one line)."""
+
+
+def evaluate_variants(
+    config: EvaluateConfig,
+    registration: RegistrationReport,
+    cases: Sequence[Mapping[str, Any]],
+    *,
+    dataset_name: str,
+    dataset_hash: str,
+    system_prompt: str,
+    tools_factory: Callable[[], list[Any]],
+    experiment: str,
+    progress: Callable[[ProgressEvent], None] | None = None,
+    model_factory: ModelFactory | None = None,
+    region: str | None = None,
+) -> EvaluationReport:
+    """Evaluate every registered agent on ``cases`` and return the per-case rows and per-variant aggregates.
+
+    ``cases`` follow the golden schema (``id``, ``input``, ``expected_tool_calls``, ``expected_facts``,
+    ``cluster``, ``tags``). ``tools_factory`` is called once per variant; the tools are shared by that
+    variant's agents. ``model_factory`` overrides how a variant's model is built (default: a
+    ``SageMakerAIModel`` bound to the endpoint and variant, with botocore retrying ``config.max_retries``
+    times). Raises :class:`EvaluationInputError` for unusable cases and
+    :class:`~agent_release.steps.scorers.ScorerConfigError` for a bad scorer spec.
+    """
+    import mlflow
+
+    for key, value in _TRACING_ENV.items():
+        os.environ.setdefault(key, value)
+    units = _units(cases, config.repeats)
+    expectations = {str(c["id"]): _expectations(c) for c in cases}
+    scorers = build_scorers(effective_specs(config))
+    specs = [b.spec for b in scorers]
+    if not registration.agents:
+        raise EvaluationInputError("no registered agents to evaluate")
+    make_model = model_factory or _default_model_factory(config, region)
+
+    experiment_id = mlflow.set_experiment(experiment).experiment_id
+    variants: list[VariantEvaluation] = []
+    rows: list[CaseResult] = []
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate-{dataset_name}") as parent:
+        _log_provenance(config, dataset_name, dataset_hash, specs)
+        for agent in registration.agents:
+            evaluation, agent_rows = _evaluate_one(
+                agent,
+                config=config,
+                units=units,
+                expectations=expectations,
+                scorers=scorers,
+                specs=specs,
+                experiment_id=experiment_id,
+                dataset_name=dataset_name,
+                dataset_hash=dataset_hash,
+                system_prompt=system_prompt,
+                tools=tools_factory(),
+                model=make_model(agent),
+                progress=progress,
+            )
+            variants.append(evaluation)
+            rows.extend(agent_rows)
+        mlflow.log_table(data=_rows_frame(rows), artifact_file=CASES_TABLE)
+        table_uri = f"{parent.info.artifact_uri.rstrip('/')}/{CASES_TABLE}"
+    return EvaluationReport(
+        dataset_name=dataset_name,
+        dataset_hash=dataset_hash,
+        repeats=config.repeats,
+        scorer_specs=tuple(specs),
+        variants=tuple(variants),
+        rows=tuple(rows),
+        table_artifact_uri=table_uri,
+    )
+
+
+def _default_model_factory(config: EvaluateConfig, region: str | None) -> ModelFactory:
+    def make(agent: RegisteredAgent) -> Any:
+        return build_model(
+            ModelBinding(
+                endpoint_name=agent.endpoint_name,
+                variant=agent.variant,
+                region=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                max_tokens=agent.inference.max_tokens,
+                temperature=agent.inference.temperature,
+                stream=agent.inference.stream,
+                read_timeout_s=config.timeout_s,
+                max_attempts=config.max_retries + 1,
+            )
+        )
+
+    return make
+
+
+def _units(cases: Sequence[Mapping[str, Any]], repeats: int) -> list[CaseUnit]:
+    if not cases:
+        raise EvaluationInputError("the evaluation dataset has no cases")
+    seen: set[str] = set()
+    base: list[CaseUnit] = []
+    for i, case in enumerate(cases):
+        if not case.get("id") or not isinstance(case.get("input"), str):
+            raise EvaluationInputError(f"case #{i} needs an 'id' and a text 'input'")
+        case_id = str(case["id"])
+        if case_id in seen:
+            raise EvaluationInputError(f"case id '{case_id}' appears twice")
+        seen.add(case_id)
+        tags = {str(k): str(v) for k, v in (case.get("tags") or {}).items()}
+        base.append(CaseUnit(case_id, str(case.get("cluster") or case_id), str(case["input"]), 0, tags))
+    return [CaseUnit(u.case_id, u.cluster, u.input, r, u.tags) for r in range(repeats) for u in base]
+
+
+def _expectations(case: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "expected_facts": list(case.get("expected_facts") or []),
+        "expected_tool_calls": [
+            {"name": c.get("name"), "arguments": dict(c.get("arguments") or {})}
+            for c in case.get("expected_tool_calls") or []
+        ],
+    }
+
+
+def _log_provenance(
+    config: EvaluateConfig, dataset_name: str, dataset_hash: str, specs: Sequence[Mapping[str, Any]]
+) -> None:
+    import mlflow
+
+    mlflow.log_params(
+        {
+            "dataset_name": dataset_name,
+            "dataset_hash": dataset_hash,
+            "repeats": config.repeats,
+            "concurrency": config.concurrency,
+            "timeout_s": config.timeout_s,
+            "max_retries": config.max_retries,
+            "scorers": ",".join(str(s["name"]) for s in specs),
+        }
+    )
+    mlflow.log_dict({"scorer_specs": list(specs)}, SCORER_SPECS_FILE)
+
+
+def _evaluate_one(
+    agent: RegisteredAgent,
+    *,
+    config: EvaluateConfig,
+    units: Sequence[CaseUnit],
+    expectations: Mapping[str, Mapping[str, Any]],
+    scorers: Sequence[BuiltScorer],
+    specs: Sequence[Mapping[str, Any]],
+    experiment_id: str,
+    dataset_name: str,
+    dataset_hash: str,
+    system_prompt: str,
+    tools: list[Any],
+    model: Any,
+    progress: Callable[[ProgressEvent], None] | None,
+) -> tuple[VariantEvaluation, list[CaseResult]]:
+    import mlflow
+
+    ModelCallRetries(max_attempts=config.max_retries + 1).attach(model)
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"evaluate-{agent.variant}", nested=True
+    ) as run:
+        _log_provenance(config, dataset_name, dataset_hash, specs)
+        mlflow.log_params({"variant": agent.variant, "role": agent.role, "endpoint": agent.endpoint_name})
+        mlflow.set_tags({"agent_release.step": "evaluate_variants", "agent_release.variant": agent.variant})
+        started = time.perf_counter()
+        with traced_as(agent.logged_model_id):
+            outcomes = run_cases(
+                units,
+                make_agent=lambda unit: build_agent(
+                    model, system_prompt, tools, trace_attributes={"eval.case_id": unit.case_id}
+                ),
+                variant=agent.variant,
+                concurrency=config.concurrency,
+                timeout_s=config.timeout_s,
+                progress=progress,
+            )
+        ran = time.perf_counter()
+        mlflow.flush_trace_async_logging()
+        flushed = time.perf_counter()
+        scores = _score(outcomes, expectations, scorers, experiment_id, run.info.run_id, agent)
+        logger.info(
+            "variant=<%s>, run_s=<%.2f>, flush_s=<%.2f>, score_s=<%.2f> | evaluation timings",
+            agent.variant,
+            ran - started,
+            flushed - ran,
+            time.perf_counter() - flushed,
+        )
+        prices = {name: table.model_dump() for name, table in config.prices.items()}
+        rows = [_row(o, agent, scores.get(o.unit.key, {}), prices) for o in outcomes]
+        aggregates = aggregate_rows(rows)
+        mlflow.log_metrics(_flat_metrics(aggregates, rows), model_id=agent.logged_model_id)
+        mlflow.log_table(data=_rows_frame(rows), artifact_file=CASES_TABLE)
+    errored = sum(1 for r in rows if r.error)
+    logger.info(
+        "variant=<%s>, cases=<%d>, errors=<%d>, run_id=<%s> | evaluated",
+        agent.variant,
+        len(rows),
+        errored,
+        run.info.run_id,
+    )
+    evaluation = VariantEvaluation(
+        variant=agent.variant,
+        role=agent.role,
+        cases_expected=len(units),
+        cases_completed=len(rows) - errored,
+        cases_errored=errored,
+        retries=sum(r.retries for r in rows),
+        mlflow_run_id=run.info.run_id,
+        logged_model_id=agent.logged_model_id,
+        aggregates=aggregates,
+    )
+    return evaluation, rows
+
+
+def _score(
+    outcomes: Sequence[CaseOutcome],
+    expectations: Mapping[str, Mapping[str, Any]],
+    scorers: Sequence[BuiltScorer],
+    experiment_id: str,
+    run_id: str,
+    agent: RegisteredAgent,
+) -> dict[str, dict[str, float | None]]:
+    """Score the outcomes' traces with ``mlflow.genai.evaluate``; unit key -> scorer name -> value."""
+    import mlflow
+    import pandas as pd
+
+    traces = _run_traces(experiment_id, run_id)
+    missing = {o.trace_id for o in outcomes if o.trace_id not in traces}
+    if missing:
+        logger.warning("run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing))
+        log_stand_in_traces(outcomes, missing)
+        mlflow.flush_trace_async_logging()
+        traces = _run_traces(experiment_id, run_id)
+    data = pd.DataFrame(
+        [
+            {
+                "trace": traces[o.trace_id or ""],
+                "inputs": {"input": o.unit.input, "case_id": o.unit.case_id, "cluster": o.unit.cluster,
+                           "repeat": o.unit.repeat},
+                "outputs": o.outputs(),
+                "expectations": dict(expectations[o.unit.case_id]),
+            }
+            for o in outcomes
+        ]
+    )
+    result = mlflow.genai.evaluate(
+        data=data, scorers=[b.scorer for b in scorers], model_id=agent.logged_model_id
+    )
+    frame = result.result_df
+    names = [b.name for b in scorers]
+    by_trace: dict[str, dict[str, float | None]] = {}
+    for record in frame.to_dict(orient="records") if frame is not None else []:
+        by_trace[str(record.get("trace_id"))] = {n: _as_score(record.get(f"{n}/value")) for n in names}
+    return {o.unit.key: by_trace.get(o.trace_id or "", {}) for o in outcomes}
+
+
+def _run_traces(experiment_id: str, run_id: str) -> dict[str, Any]:
+    import mlflow
+
+    found = mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list")
+    return {t.info.trace_id: t for t in found}
+
+
+def _as_score(value: Any) -> float | None:
+    if value is None or isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _row(
+    outcome: CaseOutcome,
+    agent: RegisteredAgent,
+    scores: Mapping[str, float | None],
+    prices: Mapping[str, Mapping[str, float]],
+) -> CaseResult:
+    return CaseResult(
+        case_id=outcome.unit.case_id,
+        cluster=outcome.unit.cluster,
+        variant=agent.variant,
+        role=agent.role,
+        repeat=outcome.unit.repeat,
+        scores=dict(scores),
+        error=outcome.error,
+        latency_s=outcome.latency_s,
+        input_tokens=outcome.input_tokens,
+        output_tokens=outcome.output_tokens,
+        cost=case_cost(agent.variant, outcome.input_tokens, outcome.output_tokens, prices),
+        retries=outcome.retries,
+        trace_id=outcome.trace_id,
+        tags=dict(outcome.unit.tags),
+    )
+
+
+def aggregate_rows(rows: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
+    """Per score: mean, clustered SE and 95% CI over the rows that have it (K repeats share a cluster).
+
+    With fewer than two clusters no SE exists: only ``mean``, ``n`` and ``n_clusters`` are given.
+    """
+    from agent_release.steps.paired_stats import clustered_mean
+
+    values: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for row in rows:
+        for name, value in row.scores.items():
+            if value is not None:
+                values[name].append((value, row.cluster))
+    aggregates: dict[str, dict[str, float]] = {}
+    for name, pairs in sorted(values.items()):
+        xs = [v for v, _ in pairs]
+        clusters = [c for _, c in pairs]
+        n_clusters = len(set(clusters))
+        if n_clusters < 2:
+            aggregates[name] = {"mean": sum(xs) / len(xs), "n": float(len(xs)), "n_clusters": float(n_clusters)}
+            continue
+        est = clustered_mean(xs, clusters)
+        aggregates[name] = {
+            "mean": est.mean,
+            "se": est.se,
+            "ci_low": est.ci_low,
+            "ci_high": est.ci_high,
+            "n": float(est.n),
+            "n_clusters": float(est.n_clusters),
+        }
+    return aggregates
+
+
+def _flat_metrics(aggregates: Mapping[str, Mapping[str, float]], rows: Sequence[CaseResult]) -> dict[str, float]:
+    # mlflow.genai.evaluate already logs "<scorer>/mean"; these names add the clustered uncertainty.
+    metrics = {
+        "cases_completed": float(sum(1 for r in rows if not r.error)),
+        "cases_errored": float(sum(1 for r in rows if r.error)),
+        "retries": float(sum(r.retries for r in rows)),
+    }
+    for name, agg in aggregates.items():
+        for key, out in (("se", "clustered_se"), ("ci_low", "ci95_low"), ("ci_high", "ci95_high")):
+            if key in agg:
+                metrics[f"{name}/{out}"] = agg[key]
+    return metrics
+
+
+def _rows_frame(rows: Sequence[CaseResult]) -> Any:
+    import pandas as pd
+
+    names = sorted({n for r in rows for n in r.scores})
+    return pd.DataFrame(
+        [
+            {
+                "case_id": r.case_id,
+                "cluster": r.cluster,
+                "variant": r.variant,
+                "role": r.role,
+                "repeat": r.repeat,
+                **{f"score.{n}": r.scores.get(n) for n in names},
+                "latency_s": r.latency_s,
+                "input_tokens": r.input_tokens,
+                "output_tokens": r.output_tokens,
+                "cost": r.cost,
+                "error": r.error,
+                "retries": r.retries,
+                "trace_id": r.trace_id,
+                "tags": json.dumps(dict(r.tags), sort_keys=True),
+            }
+            for r in rows
+        ]
+    )

@@ -1,0 +1,958 @@
+"""Step 6: act on the decision — shift traffic progressively with live guards, update registry and ledger.
+
+:func:`promote_challenger` is the pipeline step; :func:`promote_variant` and :func:`rollback_endpoint` are the
+release-manager actions behind ``agent-release promote`` / ``rollback``. The callers hold the endpoint lock
+(``backend.lock(f"endpoint:{name}", owner)``): the pipeline for its whole run, the CLI around each action.
+Nothing here takes it, so the step can run inside the pipeline's lock.
+
+What each decision does:
+
+======================  ===========================================================================
+promote, mode auto      [shadow phase] -> for each schedule step p: weights champion (100-p)/100,
+                        challenger p/100, audit ``weights``, bake ``bake_s`` with replayed live traffic
+                        and guards every ~0.5 s. A trip: champion back to 1 at once, audit ``rollback``,
+                        package Rejected -> ``rolled_back``. All green: audit ``promote``, package
+                        Approved with the evidence, MLflow aliases moved -> ``promoted``.
+promote, mode manual    no weight change; audit ``decision``; package stays PendingManualApproval with
+                        the evidence in its description -> ``held_for_approval`` (``held=True``).
+reject                  package Rejected, audit ``reject``, weights untouched -> ``rejected``.
+inconclusive            registry untouched, audit ``no_change`` with what would settle it.
+first release           (no champion) the challenger already has all traffic: approve on promote.
+======================  ===========================================================================
+
+Safety: while weights move, any exception (or interrupt) restores champion=1 / others=0, records a
+``rollback`` entry with ``trigger: error`` and re-raises as a one-line :class:`PromotionError`. The endpoint
+is never left with all weights zero or a weight on an unknown variant.
+
+Resume: the ledger is the source of truth. If it already holds a terminal entry of this execution
+(``promote``, ``rollback`` by a guard, ``reject``, ``decision``, ``no_change``), the step does not act again:
+it re-applies the idempotent registry updates of that outcome and returns. If it holds only ``weights``
+entries (a run killed mid-shift), it records ``resume`` and restarts the schedule from its first step: the
+first step's challenger share is the smallest, so restarting only ever lowers the challenger's exposure.
+
+MLflow aliases move through ``register_agents.promote_aliases`` only when the challenger has a registered
+model version; with ``registered_model_version=None`` (tests without MLflow) that part is skipped and the
+report says ``aliases_moved=False``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+
+from agent_release.steps.backend import (
+    ApprovalStatus,
+    AuditEntry,
+    Backend,
+    BackendError,
+    EndpointState,
+    Frozen,
+    VariantSpec,
+    VariantState,
+)
+from agent_release.steps.decide_promotion import DecisionReport
+from agent_release.steps.deploy_variants import DeployReport
+from agent_release.steps.evaluation_records import EvaluationReport
+from agent_release.steps.guards import GuardCheck, GuardMonitor, GuardReading
+from agent_release.steps.live_traffic import AgentConversations, LiveTraffic
+from agent_release.steps.promote_config import PromotionConfig
+from agent_release.steps.register_agents_config import InferenceConfig
+from agent_release.steps.registration_records import RegistrationReport
+from agent_release.steps.validate_datasets import DatasetValidationReport
+
+logger = logging.getLogger(__name__)
+
+Action = Literal["promoted", "rolled_back", "held_for_approval", "rejected", "no_change"]
+Phase = Literal["shadow", "canary", "rollback", "complete"]
+
+# Audit actions written by this module (``agent-release audit`` shows them).
+AUDIT_WEIGHTS = "weights"
+AUDIT_ROLLBACK = "rollback"
+AUDIT_PROMOTE = "promote"
+AUDIT_REJECT = "reject"
+AUDIT_DECISION = "decision"
+AUDIT_NO_CHANGE = "no_change"
+AUDIT_RESUME = "resume"
+AUDIT_SHADOW = "shadow"
+
+# Terminal ledger actions of one execution -> the report action they mean (see "Resume" above).
+_TERMINAL: dict[str, Action] = {
+    AUDIT_PROMOTE: "promoted",
+    AUDIT_ROLLBACK: "rolled_back",
+    AUDIT_REJECT: "rejected",
+    AUDIT_DECISION: "held_for_approval",
+    AUDIT_NO_CHANGE: "no_change",
+}
+
+POLL_INTERVAL_S = 0.5
+# SageMaker's ApprovalDescription limit; the full evidence lives in the audit entry.
+MAX_APPROVAL_DESCRIPTION = 1024
+
+
+class PromotionError(BackendError):
+    """The promotion could not complete; the message is one line (traffic is back on the champion)."""
+
+
+class TimelineEvent(Frozen):
+    """One moment of a promotion: the weights then, and what the guards read."""
+
+    at: float
+    phase: Phase
+    weights: Mapping[str, float]
+    readings: Mapping[str, GuardReading] = Field(default_factory=dict)
+    tripped: str | None = None
+    note: str | None = None
+
+
+class ApprovalChange(Frozen):
+    """An approval status (or description) set on a model package."""
+
+    variant: str
+    package_arn: str
+    from_status: ApprovalStatus
+    to_status: ApprovalStatus
+    description: str
+
+
+class PromotionInputs(Frozen):
+    """What the promotion step needs from the upstream steps (and the pipeline)."""
+
+    execution_id: str
+    deployed: DeployReport
+    registration: RegistrationReport
+    evaluation: EvaluationReport
+    decision: DecisionReport
+    datasets: DatasetValidationReport
+    system_prompt: str
+    live_inputs: tuple[str, ...] = ()
+    actor: str = "pipeline"
+
+
+class PromotionReport(Frozen):
+    """What the promotion did; ``held`` tells the executor to mark the execution held."""
+
+    decision: str
+    action: Action
+    held: bool = False
+    reason: str
+    endpoint_name: str
+    champion: str | None
+    challenger: str | None
+    timeline: tuple[TimelineEvent, ...] = ()
+    final_weights: Mapping[str, float] = Field(default_factory=dict)
+    audit_seqs: tuple[int, ...] = ()
+    approval_changes: tuple[ApprovalChange, ...] = ()
+    aliases_moved: bool = False
+    resumed: bool = False
+
+    def summary(self) -> str:
+        """One line for the console."""
+        weights = ", ".join(f"{k}={v:g}" for k, v in sorted(self.final_weights.items()))
+        return f"{self.action.upper().replace('_', ' ')}: {self.reason} [{weights}]"
+
+
+# -- the release being acted on ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Release:
+    """Everything the shift needs, whichever entry point built it."""
+
+    endpoint: str
+    challenger: str
+    champion: str | None
+    challenger_arn: str | None
+    execution_id: str | None
+    actor: str
+    decision: str
+    evidence: dict[str, Any]
+    registered_model: tuple[str, str] | None = None
+    tracking_uri: str | None = None
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    region: str = "us-east-1"
+
+    @property
+    def subject(self) -> str:
+        return f"{self.endpoint}/{self.challenger}"
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def _describe(backend: Backend, endpoint: str) -> EndpointState:
+    state = backend.describe_endpoint(endpoint)
+    if state is None:
+        raise PromotionError(f"endpoint {endpoint} is not deployed")
+    return state
+
+
+def _weights(state: EndpointState) -> dict[str, float]:
+    return {v.name: v.current_weight for v in state.variants if not v.shadow}
+
+
+def _champion_only(state: EndpointState, champion: str) -> dict[str, float]:
+    """Weights sending every request to ``champion`` (every other production variant at zero)."""
+    return {v.name: (1.0 if v.name == champion else 0.0) for v in state.variants if not v.shadow}
+
+
+def _step_weights(state: EndpointState, champion: str, challenger: str, percent: float) -> dict[str, float]:
+    weights = {v.name: 0.0 for v in state.variants if not v.shadow}
+    weights[champion] = (100.0 - percent) / 100.0
+    weights[challenger] = percent / 100.0
+    return weights
+
+
+def _approval_description(fields: Mapping[str, Any], optional: Sequence[str]) -> str:
+    """Compact one-line JSON within SageMaker's limit, dropping ``optional`` keys (in order) to fit."""
+    data = {k: v for k, v in fields.items() if v is not None}
+    text = json.dumps(data, separators=(",", ":"), default=str)
+    for key in optional:
+        if len(text) <= MAX_APPROVAL_DESCRIPTION:
+            break
+        data.pop(key, None)
+        text = json.dumps(data, separators=(",", ":"), default=str)
+    return text[:MAX_APPROVAL_DESCRIPTION]
+
+
+# -- evidence from the upstream reports ----------------------------------------------------------------------
+
+
+def _dataset_hashes(datasets: DatasetValidationReport) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for d in datasets.datasets:
+        hashes[d.name] = d.sha256
+    return hashes
+
+
+def decision_evidence(inputs: PromotionInputs) -> dict[str, Any]:
+    """The evidence of the decision, as recorded in the ledger and (compactly) in the approval description."""
+    decision = inputs.decision
+    primary = decision.primary
+    first = decision.first_release
+    challenger = inputs.registration.for_role("challenger")
+    champion = inputs.registration.for_role("champion")
+    return {
+        "execution_id": inputs.execution_id,
+        "decision": decision.decision,
+        "reason": decision.reason,
+        "what_would_settle_it": decision.what_would_settle_it,
+        "mlflow_runs": {v.variant: v.mlflow_run_id for v in inputs.evaluation.variants},
+        "logged_models": {a.variant: a.logged_model_id for a in inputs.registration.agents},
+        "evaluation_dataset": {
+            "name": inputs.evaluation.dataset_name,
+            "sha256": inputs.evaluation.dataset_hash,
+        },
+        "datasets_sha256": _dataset_hashes(inputs.datasets),
+        "primary": primary.model_dump(mode="json") if primary is not None else None,
+        "first_release": first.model_dump(mode="json") if first is not None else None,
+        "guardrails": [
+            {"metric": g.metric, "status": g.status, "estimate": g.estimate, "ci": [g.ci_low, g.ci_high]}
+            for g in decision.guardrails
+        ],
+        "error_rates": dict(decision.error_rates),
+        "n_paired": decision.n_paired,
+        "n_clusters": decision.n_clusters,
+        "packages": {
+            v.name: {"role": v.role, "arn": v.package_arn, "version": v.version}
+            for v in inputs.deployed.variants
+        },
+        "challenger": _agent_evidence(challenger),
+        "champion": _agent_evidence(champion),
+    }
+
+
+def _agent_evidence(agent: Any) -> dict[str, Any] | None:
+    if agent is None:
+        return None
+    return {
+        "variant": agent.variant,
+        "package_arn": agent.package_arn,
+        "package_version": agent.package_version,
+        "registered_model_name": agent.registered_model_name,
+        "registered_model_version": agent.registered_model_version,
+        "prompt_uri": agent.prompt_uri,
+        "inference": agent.inference.model_dump(mode="json"),
+    }
+
+
+def _ci_of(evidence: Mapping[str, Any]) -> list[float] | None:
+    primary = evidence.get("primary") or evidence.get("first_release")
+    if not isinstance(primary, Mapping):
+        return None
+    lo, hi = primary.get("ci_low"), primary.get("ci_high")
+    return [round(float(lo), 4), round(float(hi), 4)] if lo is not None and hi is not None else None
+
+
+# -- the progressive shift -----------------------------------------------------------------------------------
+
+
+class _Promotion:
+    """One release's actions and the report they add up to."""
+
+    def __init__(
+        self,
+        config: PromotionConfig,
+        backend: Backend,
+        release: _Release,
+        *,
+        schedule: Sequence[float],
+        progress: Any | None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.release = release
+        self.schedule = list(schedule)
+        self.progress = progress
+        self.timeline: list[TimelineEvent] = []
+        self.audit_seqs: list[int] = []
+        self.approvals: list[ApprovalChange] = []
+        self.aliases_moved = False
+        self.resumed = False
+
+    # -- records ------------------------------------------------------------------------------------------
+    def audit(self, action: str, reason: str, evidence: Mapping[str, Any] | None = None) -> AuditEntry:
+        entry = self.backend.append_audit(
+            self.release.actor,
+            action,
+            self.release.subject,
+            reason,
+            evidence=dict(evidence or {}),
+            execution_id=self.release.execution_id,
+        )
+        self.audit_seqs.append(entry.seq)
+        return entry
+
+    def event(
+        self,
+        phase: Phase,
+        weights: Mapping[str, float],
+        check: GuardCheck | None = None,
+        note: str | None = None,
+    ) -> TimelineEvent:
+        ev = TimelineEvent(
+            at=time.time(),
+            phase=phase,
+            weights=dict(weights),
+            readings=dict(check.readings) if check else {},
+            tripped=check.tripped if check else None,
+            note=note,
+        )
+        self.timeline.append(ev)
+        return ev
+
+    def set_approval(self, status: ApprovalStatus, description: str) -> None:
+        """Set the challenger package's approval (no-op without a package or when already so described)."""
+        arn = self.release.challenger_arn
+        if arn is None:
+            return
+        before = self.backend.get_package(arn)
+        if before.approval_status == status and before.approval_description == description:
+            return
+        self.backend.update_approval(arn, status, description)
+        self.approvals.append(
+            ApprovalChange(
+                variant=self.release.challenger,
+                package_arn=arn,
+                from_status=before.approval_status,
+                to_status=status,
+                description=description,
+            )
+        )
+        logger.info("package=<%s>, status=<%s> | approval set", arn, status.value)
+
+    def report(self, action: Action, reason: str, *, held: bool = False) -> PromotionReport:
+        state = self.backend.describe_endpoint(self.release.endpoint)
+        return PromotionReport(
+            decision=self.release.decision,
+            action=action,
+            held=held,
+            reason=reason,
+            endpoint_name=self.release.endpoint,
+            champion=self.release.champion,
+            challenger=self.release.challenger,
+            timeline=tuple(self.timeline),
+            final_weights=_weights(state) if state is not None else {},
+            audit_seqs=tuple(self.audit_seqs),
+            approval_changes=tuple(self.approvals),
+            aliases_moved=self.aliases_moved,
+            resumed=self.resumed,
+        )
+
+    # -- registry outcomes ------------------------------------------------------------------------------
+    def approve(self, audit_seq: int | None, live: Mapping[str, Any] | None) -> None:
+        """Challenger package Approved with compact evidence; MLflow aliases moved when there is a version."""
+        ev = self.release.evidence
+        description = _approval_description(
+            {
+                "status": "Approved",
+                "by": self.release.actor,
+                "execution": self.release.execution_id,
+                "audit_seq": audit_seq,
+                "decision": self.release.decision,
+                "ci": _ci_of(ev),
+                "dataset_sha256": (ev.get("evaluation_dataset") or {}).get("sha256"),
+                "schedule": self.schedule,
+                "live": live,
+                "runs": ev.get("mlflow_runs"),
+                "reason": str(ev.get("reason", ""))[:300] or None,
+            },
+            optional=("runs", "live", "reason"),
+        )
+        self.set_approval(ApprovalStatus.APPROVED, description)
+        self.move_aliases()
+
+    def move_aliases(self) -> None:
+        if self.release.registered_model is None:
+            logger.info(
+                "variant=<%s> | no registered model version: MLflow aliases not moved",
+                self.release.challenger,
+            )
+            return
+        from agent_release.steps.register_agents import promote_aliases
+
+        name, version = self.release.registered_model
+        promote_aliases(name, version, tracking_uri=self.release.tracking_uri)
+        self.aliases_moved = True
+        logger.info("model=<%s>, version=<%s> | champion alias moved", name, version)
+
+    def reject(self, reason: str, audit_seq: int | None) -> None:
+        description = _approval_description(
+            {
+                "status": "Rejected",
+                "by": self.release.actor,
+                "execution": self.release.execution_id,
+                "audit_seq": audit_seq,
+                "reason": reason[:600],
+            },
+            optional=("reason",),
+        )
+        self.set_approval(ApprovalStatus.REJECTED, description)
+
+    # -- the shift --------------------------------------------------------------------------------------
+    def shift(self, traffic_runner: Callable[[], LiveTraffic | None]) -> PromotionReport:
+        """Run shadow + canary steps; roll back on a trip; approve when every step stays green."""
+        r = self.release
+        state = _describe(self.backend, r.endpoint)
+        names = {v.name for v in state.variants}
+        for needed in (r.challenger, r.champion):
+            if needed is not None and needed not in names:
+                raise PromotionError(f"endpoint {r.endpoint} has no variant {needed}")
+        if r.champion is None:
+            return self.first_release(state)
+        monitor = GuardMonitor(self.config.guards, champion=r.champion, challenger=r.challenger)
+        traffic = traffic_runner()
+        last_checks: list[GuardCheck] = []
+        try:
+            if traffic is not None:
+                traffic.set_shares(state.traffic_shares())
+                traffic.start()
+            if self.config.shadow.enabled:
+                check = self.shadow_phase(monitor, traffic)
+                if check is not None and check.tripped:
+                    return self.roll_back(check, "shadow", traffic)
+            for percent in self.schedule:
+                state = _describe(self.backend, r.endpoint)
+                weights = _step_weights(state, r.champion, r.challenger, percent)
+                state = self.backend.update_weights(r.endpoint, weights)
+                since = time.time()
+                if traffic is not None:
+                    traffic.set_shares(state.traffic_shares())
+                self.audit(
+                    AUDIT_WEIGHTS,
+                    f"canary step {percent:g}%: {r.challenger} {percent:g}%, {r.champion} {100 - percent:g}%",
+                    {"percent": percent, "weights": weights, "schedule": self.schedule},
+                )
+                self.event("canary", weights, note=f"step {percent:g}%")
+                logger.info(
+                    "endpoint=<%s>, challenger=<%s>, percent=<%s> | canary step",
+                    r.endpoint,
+                    r.challenger,
+                    percent,
+                )
+                check = self.bake(monitor, since, self.config.bake_s, f"canary {percent:g}%")
+                self.event("canary", weights, check)
+                last_checks.append(check)
+                if check.tripped:
+                    return self.roll_back(check, f"canary {percent:g}%", traffic)
+        except BaseException as exc:
+            self.restore_after_error(exc)
+            if isinstance(exc, Exception):
+                raise PromotionError(
+                    f"promotion of {r.challenger} failed mid-shift; traffic restored to {r.champion}: "
+                    f"{_one_line(exc)}"
+                ) from exc
+            raise
+        finally:
+            if traffic is not None:
+                traffic.stop()
+        return self.complete(last_checks)
+
+    def first_release(self, state: EndpointState) -> PromotionReport:
+        """No champion: the challenger serves alone already; make sure of it, then approve."""
+        r = self.release
+        if state.traffic_shares().get(r.challenger, 0.0) < 1.0:
+            weights = _champion_only(state, r.challenger)
+            self.backend.update_weights(r.endpoint, weights)
+            self.audit(
+                AUDIT_WEIGHTS, f"first release: {r.challenger} takes all traffic", {"weights": weights}
+            )
+        state = _describe(self.backend, r.endpoint)
+        self.event("complete", _weights(state), note="first release")
+        entry = self.audit(
+            AUDIT_PROMOTE,
+            f"first release of {r.endpoint}: {r.challenger} approved",
+            {**r.evidence, "first_release": True, "approval": "Approved"},
+        )
+        self.approve(entry.seq, None)
+        return self.report("promoted", f"first release: {r.challenger} serves all traffic and is approved")
+
+    def complete(self, checks: Sequence[GuardCheck]) -> PromotionReport:
+        """Every step green: record the promotion, then approve and move aliases (re-done on resume)."""
+        r = self.release
+        state = _describe(self.backend, r.endpoint)
+        self.event("complete", _weights(state))
+        readings = [{k: v.model_dump(mode="json") for k, v in c.readings.items()} for c in checks]
+        final = checks[-1].readings.get(r.challenger) if checks else None
+        live = (
+            {"error_rate": final.error_rate, "p95_ms": final.latency_p95_ms, "calls": final.invocations}
+            if final is not None
+            else None
+        )
+        entry = self.audit(
+            AUDIT_PROMOTE,
+            f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with every guard green",
+            {
+                **r.evidence,
+                "schedule": self.schedule,
+                "bake_s": self.config.bake_s,
+                "guards": self.config.guards.model_dump(mode="json"),
+                "guard_readings": readings,
+                "weights": _weights(state),
+                "approval": "Approved",
+                "aliases": list(r.registered_model) if r.registered_model else None,
+            },
+        )
+        self.approve(entry.seq, live)
+        return self.report(
+            "promoted",
+            f"{r.challenger} serves 100% after steps {'/'.join(f'{p:g}' for p in self.schedule)}% "
+            "with guards green; package Approved",
+        )
+
+    def bake(self, monitor: GuardMonitor, since: float, seconds: float, label: str) -> GuardCheck:
+        """Watch the guards for ``seconds`` from ``since``; return at the first trip or at the end."""
+        monitor.start_window()
+        update = None
+        bake_progress = getattr(self.progress, "bake_progress", None)
+        if callable(bake_progress):
+            update = bake_progress(label, seconds)
+        poll = min(POLL_INTERVAL_S, seconds / 2)
+        start = time.monotonic()
+        while True:
+            remaining = seconds - (time.monotonic() - start)
+            time.sleep(max(min(poll, remaining), 0.0))
+            check = monitor.look(self.backend.variant_metrics(self.release.endpoint, since))
+            if update is not None:
+                reading = check.readings.get(self.release.challenger)
+                text = f"{reading.invocations} calls, {reading.errors} errors" if reading else ""
+                update(time.monotonic() - start, text)
+            if check.tripped or time.monotonic() - start >= seconds:
+                return check
+
+    def roll_back(self, check: GuardCheck, where: str, traffic: LiveTraffic | None) -> PromotionReport:
+        """A guard tripped: champion back to all traffic now, ledger entry, package Rejected."""
+        r = self.release
+        assert r.champion is not None  # only a shift with a champion rolls back
+        state = _describe(self.backend, r.endpoint)
+        before = _weights(state)
+        weights = _champion_only(state, r.champion)
+        state = self.backend.update_weights(r.endpoint, weights)
+        if traffic is not None:
+            traffic.set_shares(state.traffic_shares())
+        why = f"{where}: {check.tripped}"
+        self.event("rollback", weights, check)
+        logger.warning(
+            "endpoint=<%s>, challenger=<%s>, why=<%s> | rolled back", r.endpoint, r.challenger, why
+        )
+        entry = self.audit(
+            AUDIT_ROLLBACK,
+            f"guard tripped at {why}; {r.champion} back to 100%",
+            {
+                **r.evidence,
+                "trigger": "guard",
+                "why": check.tripped,
+                "where": where,
+                "weights_before": before,
+                "weights_after": weights,
+                "guard_readings": {k: v.model_dump(mode="json") for k, v in check.readings.items()},
+                "guards": self.config.guards.model_dump(mode="json"),
+                "approval": "Rejected",
+            },
+        )
+        self.reject(f"rolled back at {why}", entry.seq)
+        return self.report("rolled_back", f"{why}; traffic back to {r.champion}, package Rejected")
+
+    def restore_after_error(self, exc: BaseException) -> None:
+        """Champion back to all traffic after an unexpected failure (best effort; never masks ``exc``)."""
+        r = self.release
+        if r.champion is None:
+            return
+        try:
+            state = _describe(self.backend, r.endpoint)
+            weights = _champion_only(state, r.champion)
+            self.backend.update_weights(r.endpoint, weights)
+            self.event("rollback", weights, note=f"error: {_one_line(exc)}")
+            self.audit(
+                AUDIT_ROLLBACK,
+                f"promotion failed mid-shift ({type(exc).__name__}: {_one_line(exc)}); "
+                f"{r.champion} back to 100%",
+                {"trigger": "error", "error": _one_line(exc), "weights_after": weights},
+            )
+        except Exception:
+            logger.exception(
+                "endpoint=<%s> | could not restore the champion after a failed shift", r.endpoint
+            )
+
+    def shadow_phase(self, monitor: GuardMonitor, traffic: LiveTraffic | None) -> GuardCheck | None:
+        """Mirror ``sample_percent`` of requests to the challenger as a shadow variant, bake, check it.
+
+        Skipped (None) when the backend cannot deploy the shadow. The challenger always comes back as a
+        production variant at weight 0, whatever happens in the bake.
+        """
+        r = self.release
+        shadow = self.config.shadow
+        state = _describe(self.backend, r.endpoint)
+        mirrored = [
+            _spec_of(v, shadow=v.name == r.challenger, sample=shadow.sample_percent) for v in state.variants
+        ]
+        try:
+            shadow_state = self.backend.deploy_endpoint(r.endpoint, mirrored)
+        except (BackendError, NotImplementedError) as exc:
+            self.event("shadow", _weights(state), note=f"shadow phase skipped: {_one_line(exc)}")
+            logger.info("endpoint=<%s>, reason=<%s> | shadow phase skipped", r.endpoint, _one_line(exc))
+            return None
+        try:
+            since = time.time()
+            if traffic is not None:
+                traffic.set_shares(shadow_state.traffic_shares())
+            self.audit(
+                AUDIT_SHADOW,
+                f"shadow phase: {shadow.sample_percent:g}% of requests mirrored to {r.challenger}",
+                {"sample_percent": shadow.sample_percent, "bake_s": shadow.bake_s},
+            )
+            self.event("shadow", _weights(shadow_state), note=f"mirroring {shadow.sample_percent:g}%")
+            check = self.bake(monitor, since, shadow.bake_s, "shadow")
+            self.event("shadow", _weights(shadow_state), check)
+            return check
+        finally:
+            restored = [
+                _spec_of(v, shadow=False, sample=0.0, weight=0.0 if v.name == r.challenger else None)
+                for v in _describe(self.backend, r.endpoint).variants
+            ]
+            self.backend.deploy_endpoint(r.endpoint, restored)
+
+
+def _spec_of(v: VariantState, *, shadow: bool, sample: float, weight: float | None = None) -> VariantSpec:
+    """A deploy spec reproducing variant ``v`` (as shadow or not)."""
+    return VariantSpec(
+        name=v.name,
+        model=v.model,
+        package_arn=v.package_arn,
+        initial_weight=(0.0 if shadow else v.current_weight) if weight is None else weight,
+        shadow=shadow,
+        shadow_sample_percent=sample if shadow else 0.0,
+        faults=v.faults,
+    )
+
+
+def _traffic_factory(
+    config: PromotionConfig,
+    release: _Release,
+    system_prompt: str,
+    tools_factory: Callable[[], list[Any]],
+    live_inputs: Sequence[str],
+) -> Callable[[], LiveTraffic | None]:
+    def make() -> LiveTraffic | None:
+        live = config.live_traffic
+        if not live.enabled or not live_inputs:
+            return None
+        runner = AgentConversations(
+            release.endpoint,
+            system_prompt,
+            tools_factory(),
+            inference=release.inference,
+            region=release.region,
+        )
+        runner.warm_up(
+            [v for v in (release.champion, release.challenger) if v is not None],
+            converse_with=release.champion,
+            user_input=live_inputs[0],
+        )
+        return LiveTraffic(
+            runner, live_inputs, requests_per_s=live.requests_per_s, concurrency=live.concurrency
+        )
+
+    return make
+
+
+def _entries_of(backend: Backend, execution_id: str | None, subject: str) -> list[AuditEntry]:
+    if execution_id is None:
+        return []
+    return [e for e in backend.list_audit() if e.execution_id == execution_id and e.subject == subject]
+
+
+def _terminal_entry(entries: Sequence[AuditEntry], allowed: Mapping[str, Action]) -> AuditEntry | None:
+    for e in reversed(entries):
+        if e.action == AUDIT_ROLLBACK and e.evidence.get("trigger") != "guard":
+            continue  # a rollback after an error is not an outcome: the step failed and may run again
+        if e.action in allowed:
+            return e
+    return None
+
+
+def _resume_done(promotion: _Promotion, entry: AuditEntry) -> PromotionReport:
+    """The ledger says this execution already acted: re-apply its registry outcome, do not act again."""
+    action = _TERMINAL[entry.action]
+    promotion.resumed = True
+    promotion.audit_seqs.append(entry.seq)
+    if action == "promoted":
+        promotion.approve(entry.seq, None)
+    elif action in ("rolled_back", "rejected"):
+        promotion.reject(entry.reason, entry.seq)
+    logger.info("execution=<%s>, action=<%s> | already done per audit ledger", entry.execution_id, action)
+    return promotion.report(
+        action, f"already done (audit #{entry.seq}): {entry.reason}", held=action == "held_for_approval"
+    )
+
+
+# -- entry points --------------------------------------------------------------------------------------------
+
+
+def promote_challenger(
+    config: PromotionConfig,
+    inputs: PromotionInputs,
+    backend: Backend,
+    *,
+    tools_factory: Callable[[], list[Any]],
+    progress: Any | None = None,
+) -> PromotionReport:
+    """Act on ``inputs.decision`` (see the module docstring); idempotent across resumes via the ledger."""
+    decision = inputs.decision
+    deployed = inputs.deployed
+    challenger_agent = inputs.registration.for_role("challenger")
+    registered = (
+        (challenger_agent.registered_model_name, str(challenger_agent.registered_model_version))
+        if challenger_agent is not None and challenger_agent.registered_model_version is not None
+        else None
+    )
+    release = _Release(
+        endpoint=deployed.endpoint_name,
+        challenger=deployed.challenger.name if deployed.challenger else decision.challenger_variant,
+        champion=deployed.champion.name if deployed.champion else None,
+        challenger_arn=deployed.challenger.package_arn if deployed.challenger else None,
+        execution_id=inputs.execution_id,
+        actor=inputs.actor,
+        decision=decision.decision,
+        evidence=decision_evidence(inputs),
+        registered_model=registered,
+        tracking_uri=inputs.registration.tracking_uri,
+        inference=challenger_agent.inference if challenger_agent else InferenceConfig(),
+    )
+    promotion = _Promotion(config, backend, release, schedule=config.schedule, progress=progress)
+    prior = _entries_of(backend, inputs.execution_id, release.subject)
+    done = _terminal_entry(prior, _TERMINAL)
+    if done is not None:
+        return _resume_done(promotion, done)
+
+    if deployed.challenger is None:
+        promotion.audit(AUDIT_NO_CHANGE, "no challenger deployed; nothing to promote", release.evidence)
+        return promotion.report("no_change", "no challenger deployed; nothing to promote")
+    if decision.decision == "reject":
+        entry = promotion.audit(
+            AUDIT_REJECT, f"gate rejected {release.challenger}: {decision.reason}", release.evidence
+        )
+        promotion.reject(decision.reason, entry.seq)
+        return promotion.report("rejected", decision.reason)
+    if decision.decision == "inconclusive":
+        settle = decision.what_would_settle_it or "more evidence"
+        promotion.audit(
+            AUDIT_NO_CHANGE, f"inconclusive: {decision.reason}; would settle it: {settle}", release.evidence
+        )
+        return promotion.report("no_change", f"inconclusive: {decision.reason}; {settle}")
+    if config.mode == "manual":
+        entry = promotion.audit(
+            AUDIT_DECISION,
+            f"gate says promote {release.challenger}; held for manual approval (mode: manual)",
+            {**release.evidence, "mode": "manual"},
+        )
+        promotion.set_approval(
+            ApprovalStatus.PENDING,
+            _approval_description(
+                {
+                    "status": "PendingManualApproval",
+                    "gate": "promote",
+                    "execution": inputs.execution_id,
+                    "audit_seq": entry.seq,
+                    "ci": _ci_of(release.evidence),
+                    "dataset_sha256": inputs.evaluation.dataset_hash,
+                    "next": f"agent-release promote {release.challenger}",
+                    "runs": release.evidence.get("mlflow_runs"),
+                },
+                optional=("runs",),
+            ),
+        )
+        return promotion.report(
+            "held_for_approval",
+            f"gate says promote; held for approval: run `agent-release promote {release.challenger}`",
+            held=True,
+        )
+    if any(e.action == AUDIT_WEIGHTS for e in prior):
+        promotion.resumed = True
+        promotion.audit(
+            AUDIT_RESUME, "a previous attempt stopped mid-shift; restarting the schedule from its first step"
+        )
+    traffic = _traffic_factory(config, release, inputs.system_prompt, tools_factory, inputs.live_inputs)
+    return promotion.shift(traffic)
+
+
+def current_champion(backend: Backend, state: EndpointState, *, exclude: str | None = None) -> str | None:
+    """The champion of ``state``: the production variant whose package is the newest Approved one, else the
+    variant named ``champion``; ``exclude`` is never chosen. None when neither exists."""
+    candidates = [v for v in state.variants if not v.shadow and v.name != exclude]
+    approved: list[tuple[float, int, str]] = []
+    for v in candidates:
+        if v.package_arn is None:
+            continue
+        package = backend.get_package(v.package_arn)
+        if package.approval_status == ApprovalStatus.APPROVED:
+            approved.append((package.created_at, package.version, v.name))
+    if approved:
+        return max(approved)[2]
+    if any(v.name == "champion" for v in candidates):
+        return "champion"
+    return None
+
+
+def promote_variant(
+    config: PromotionConfig,
+    backend: Backend,
+    endpoint_name: str,
+    variant: str,
+    *,
+    actor: str,
+    system_prompt: str,
+    tools_factory: Callable[[], list[Any]],
+    live_inputs: Sequence[str] = (),
+    schedule: Sequence[float] | None = None,
+    execution_id: str | None = None,
+    progress: Any | None = None,
+) -> PromotionReport:
+    """Release manager: shift ``variant`` to 100% with the same guarded schedule (continues a manual hold).
+
+    The evidence comes from the latest ``decision`` (held) entry for the variant in the ledger, whose
+    execution id is used when ``execution_id`` is None. Refuses a Rejected package. The caller holds
+    ``backend.lock(f"endpoint:{endpoint_name}", owner)``.
+    """
+    if schedule is not None:
+        try:  # the same rules as pipeline.yaml's promote.schedule
+            schedule = PromotionConfig(schedule=list(schedule)).schedule
+        except ValidationError as exc:
+            raise PromotionError(f"schedule {list(schedule)}: {exc.errors()[0]['msg']}") from None
+    state = _describe(backend, endpoint_name)
+    try:
+        target = state.variant(variant)
+    except KeyError:
+        known = ", ".join(v.name for v in state.variants)
+        raise PromotionError(
+            f"endpoint {endpoint_name} has no variant {variant} (variants: {known})"
+        ) from None
+    if target.shadow:
+        raise PromotionError(f"variant {variant} is a shadow variant; it cannot take live traffic")
+    if target.package_arn is not None:
+        package = backend.get_package(target.package_arn)
+        if package.approval_status == ApprovalStatus.REJECTED:
+            raise PromotionError(
+                f"variant {variant}'s package {package.arn} was Rejected; register a new version"
+            )
+    subject = f"{endpoint_name}/{variant}"
+    held = next(
+        (
+            e
+            for e in reversed(backend.list_audit())
+            if e.action == AUDIT_DECISION
+            and e.subject == subject
+            and (execution_id is None or e.execution_id == execution_id)
+        ),
+        None,
+    )
+    evidence: dict[str, Any] = (
+        dict(held.evidence) if held is not None else {"note": "no pipeline decision on record"}
+    )
+    execution_id = execution_id or (held.execution_id if held is not None else None)
+    recorded = evidence.get("challenger")
+    agent: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}
+    version = agent.get("registered_model_version")
+    release = _Release(
+        endpoint=endpoint_name,
+        challenger=variant,
+        champion=current_champion(backend, state, exclude=variant) or _busiest_other(state, variant),
+        challenger_arn=target.package_arn,
+        execution_id=execution_id,
+        actor=actor,
+        decision="promote",
+        evidence={**evidence, "requested_by": actor},
+        registered_model=(str(agent["registered_model_name"]), str(version)) if version is not None else None,
+        tracking_uri=None,
+        inference=InferenceConfig.model_validate(agent["inference"])
+        if agent.get("inference")
+        else InferenceConfig(),
+    )
+    promotion = _Promotion(config, backend, release, schedule=schedule or config.schedule, progress=progress)
+    done = _terminal_entry(_entries_of(backend, execution_id, subject), {AUDIT_PROMOTE: "promoted"})
+    if done is not None:
+        return _resume_done(promotion, done)
+    traffic = _traffic_factory(config, release, system_prompt, tools_factory, live_inputs)
+    return promotion.shift(traffic)
+
+
+def _busiest_other(state: EndpointState, variant: str) -> str | None:
+    others = [v for v in state.variants if not v.shadow and v.name != variant]
+    return max(others, key=lambda v: v.current_weight).name if others else None
+
+
+def rollback_endpoint(backend: Backend, endpoint_name: str, *, actor: str, reason: str) -> EndpointState:
+    """Release manager: the champion (see :func:`current_champion`) takes 100% now; recorded in the ledger.
+
+    Raises :class:`PromotionError` when the endpoint does not exist or no champion can be told.
+    """
+    state = _describe(backend, endpoint_name)
+    champion = current_champion(backend, state)
+    if champion is None:
+        raise PromotionError(
+            f"endpoint {endpoint_name} has no variant with an Approved package nor one named 'champion'"
+        )
+    before = _weights(state)
+    weights = _champion_only(state, champion)
+    after = backend.update_weights(endpoint_name, weights)
+    backend.append_audit(
+        actor,
+        AUDIT_ROLLBACK,
+        f"{endpoint_name}/{champion}",
+        f"manual rollback: {reason}; {champion} back to 100%",
+        evidence={
+            "trigger": "manual",
+            "weights_before": before,
+            "weights_after": weights,
+            "champion": champion,
+        },
+    )
+    logger.info("endpoint=<%s>, champion=<%s>, actor=<%s> | rolled back", endpoint_name, champion, actor)
+    return after

@@ -1,0 +1,413 @@
+"""Scorers by name: a registry of scorer factories, rebuilt from ``pipeline.yaml`` specs (name + args).
+
+A built-in scorer is a factory registered with :func:`register_scorer`; calling it with keyword arguments
+returns a *row scorer*, a pure function ``(inputs, outputs, expectations) -> float | None`` that can be
+tested without MLflow. :func:`build_scorer` turns a :class:`ScorerSpec` into a :class:`BuiltScorer`: the
+resolved spec (every argument, defaults included, so the evaluation can record exactly what it ran) and an
+MLflow ``@scorer`` wrapping the row scorer for ``mlflow.genai.evaluate``.
+
+A user scorer is named by import path, ``ScorerSpec(name="my_pkg.scoring:politeness", args={...})``: the
+factory is called with ``args`` and may return an MLflow ``Scorer`` (used as is) or a row scorer.
+
+What a row scorer sees (written by ``evaluate_variants``):
+
+- ``inputs``: ``{"input": str, "case_id": str, "cluster": str}``
+- ``outputs``: ``{"answer": str, "tool_calls": [{"name", "arguments"}], "error": str | None, "latency_s":
+  float, "input_tokens": int, "output_tokens": int, "variant": str, "retries": int}``
+- ``expectations``: ``{"expected_facts": [str], "expected_tool_calls": [{"name", "arguments"}]}``
+
+``None`` means "not applicable" (e.g. no expected facts); MLflow then records no assessment for the row.
+A case that errored scores 0.0 on every quality scorer (a failure, never a gap).
+
+Usage::
+
+    built = build_scorer(ScorerSpec(name="tool_trajectory", args={"mode": "in_order"}))
+    built.spec      # {"name": "tool_trajectory", "args": {"mode": "in_order"}}
+    mlflow.genai.evaluate(data=..., scorers=[built.scorer])
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from agent_release.steps.evaluate_config import EvaluateConfig, ScorerSpec
+
+RowScorer = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], float | None]
+ScorerFactory = Callable[..., Any]
+_F = TypeVar("_F", bound=ScorerFactory)
+
+TrajectoryMode = Literal["exact", "in_order", "subset"]
+FactsMode = Literal["all", "fraction"]
+
+_REGISTRY: dict[str, ScorerFactory] = {}
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
+
+
+class ScorerConfigError(ValueError):
+    """A scorer spec names no known scorer or carries arguments its factory does not accept."""
+
+
+@dataclass(frozen=True)
+class BuiltScorer:
+    """A scorer ready for ``mlflow.genai.evaluate``, with the exact spec it was built from."""
+
+    name: str
+    spec: dict[str, Any]
+    scorer: Any  # mlflow.genai.scorers.Scorer
+
+
+def register_scorer(name: str) -> Callable[[_F], _F]:
+    """Register a scorer factory under ``name`` (the name used in ``pipeline.yaml``)."""
+
+    def decorate(factory: _F) -> _F:
+        _REGISTRY[name] = factory
+        return factory
+
+    return decorate
+
+
+def registered_scorers() -> list[str]:
+    """Names of the built-in scorers."""
+    return sorted(_REGISTRY)
+
+
+def _lookup(name: str) -> ScorerFactory:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    module_name, _, attr = name.partition(":")
+    if not attr:
+        raise ScorerConfigError(
+            f"unknown scorer '{name}'; built-ins are {', '.join(registered_scorers())}, "
+            "or give an import path 'pkg.module:factory'"
+        )
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ScorerConfigError(f"scorer '{name}' cannot be imported: {exc}") from None
+    if not callable(factory):
+        raise ScorerConfigError(f"scorer '{name}' is not callable")
+    return factory  # type: ignore[no-any-return]
+
+
+def resolve_spec(spec: ScorerSpec) -> dict[str, Any]:
+    """``{"name", "args"}`` with every factory argument, defaults filled in (what gets recorded)."""
+    factory = _lookup(spec.name)
+    try:
+        bound = inspect.signature(factory).bind(**spec.args)
+    except TypeError as exc:
+        raise ScorerConfigError(f"scorer '{spec.name}': {exc}") from None
+    bound.apply_defaults()
+    return {"name": spec.name, "args": json.loads(json.dumps(dict(bound.arguments), default=str))}
+
+
+def build_scorer(spec: ScorerSpec) -> BuiltScorer:
+    """Build the MLflow scorer for ``spec``; raises :class:`ScorerConfigError` for a bad spec."""
+    from mlflow.genai.scorers import Scorer
+
+    resolved = resolve_spec(spec)
+    product = _lookup(spec.name)(**spec.args)
+    if isinstance(product, Scorer):
+        return BuiltScorer(name=product.name, spec=resolved, scorer=product)
+    if not callable(product):
+        raise ScorerConfigError(f"scorer '{spec.name}' returned {type(product).__name__}, not a scorer")
+    name = spec.name.rpartition(":")[2] if ":" in spec.name else spec.name
+    return BuiltScorer(name=name, spec=resolved, scorer=_as_mlflow_scorer(name, product))
+
+
+def build_scorers(specs: Sequence[ScorerSpec]) -> list[BuiltScorer]:
+    """Build every spec; two scorers may not share a metric name."""
+    built = [build_scorer(s) for s in specs]
+    names = [b.name for b in built]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ScorerConfigError(f"scorer name(s) listed more than once: {', '.join(dupes)}")
+    return built
+
+
+def effective_specs(config: EvaluateConfig) -> list[ScorerSpec]:
+    """The config's scorers with the price table given to ``cost`` and the judge to ``llm_judge``.
+
+    A configured judge adds ``llm_judge`` when the list does not name it.
+    """
+    prices = {name: table.model_dump() for name, table in config.prices.items()}
+    specs: list[ScorerSpec] = []
+    for spec in config.scorers:
+        args = dict(spec.args)
+        if spec.name == "cost" and "prices" not in args:
+            args["prices"] = prices
+        if spec.name == "llm_judge" and config.judge is not None:
+            args = {**config.judge.model_dump(), **args}
+        specs.append(ScorerSpec(name=spec.name, args=args))
+    if config.judge is not None and not any(s.name == "llm_judge" for s in specs):
+        specs.append(ScorerSpec(name="llm_judge", args=config.judge.model_dump()))
+    return specs
+
+
+def _as_mlflow_scorer(name: str, row_scorer: RowScorer) -> Any:
+    from mlflow.genai.scorers import scorer
+
+    # MLflow passes arguments by parameter name, so the wrapper must spell them out.
+    def score(inputs: Any, outputs: Any, expectations: Any) -> float | None:
+        return row_scorer(inputs or {}, outputs or {}, expectations or {})
+
+    return scorer(name=name)(score)
+
+
+# -- pure scoring functions ------------------------------------------------------------------------------
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.split()).casefold()
+
+
+def fact_coverage(answer: str, facts: Sequence[str]) -> float | None:
+    """Share of ``facts`` found in ``answer`` (case- and whitespace-insensitive); None without facts."""
+    if not facts:
+        return None
+    haystack = _squash(answer)
+    return sum(1 for f in facts if _squash(f) in haystack) / len(facts)
+
+
+def trajectory_matches(actual: Sequence[str], expected: Sequence[str], mode: TrajectoryMode) -> bool:
+    """Whether the tool names called match the expected ones.
+
+    ``exact``: same sequence; ``in_order``: expected is a subsequence of actual (extra calls allowed);
+    ``subset``: every expected tool was called at least once, in any order.
+    """
+    if mode == "exact":
+        return list(actual) == list(expected)
+    if mode == "subset":
+        return set(expected) <= set(actual)
+    remaining = iter(actual)
+    return all(any(name == step for step in remaining) for name in expected)
+
+
+def normalise_argument(value: Any) -> Any:
+    """Canonical form for comparing tool arguments: trimmed case-folded text, numbers as floats."""
+    if isinstance(value, Mapping):
+        return {_squash(str(k)): normalise_argument(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [normalise_argument(v) for v in value]
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return float(value)
+    text = _squash(str(value))
+    return float(text) if _NUMBER.match(text) else text
+
+
+def arguments_match(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    """Every expected argument is present in ``actual`` with an equal normalised value."""
+    got = normalise_argument(actual)
+    want = normalise_argument(expected)
+    return all(k in got and got[k] == v for k, v in want.items())
+
+
+def argument_match_share(
+    actual_calls: Sequence[Mapping[str, Any]], expected_calls: Sequence[Mapping[str, Any]]
+) -> float | None:
+    """Share of expected calls matched by an actual call of the same tool with matching arguments.
+
+    Each actual call matches at most one expected call. None when no calls are expected.
+    """
+    if not expected_calls:
+        return None
+    unused = list(actual_calls)
+    matched = 0
+    for want in expected_calls:
+        for i, got in enumerate(unused):
+            if got.get("name") == want.get("name") and arguments_match(
+                got.get("arguments") or {}, want.get("arguments") or {}
+            ):
+                matched += 1
+                del unused[i]
+                break
+    return matched / len(expected_calls)
+
+
+def case_cost(variant: str, input_tokens: int, output_tokens: int, prices: Mapping[str, Mapping[str, float]]) -> float:
+    """Cost of one case from a price table keyed by variant name, falling back to ``default``."""
+    table = prices.get(variant) or prices.get("default") or {}
+    return (input_tokens * table.get("input_per_1k", 0.0) + output_tokens * table.get("output_per_1k", 0.0)) / 1000
+
+
+def _names(calls: Sequence[Mapping[str, Any]]) -> list[str]:
+    return [str(c.get("name")) for c in calls]
+
+
+def _failed(outputs: Mapping[str, Any]) -> bool:
+    return bool(outputs.get("error"))
+
+
+# -- built-in scorers ------------------------------------------------------------------------------------
+
+
+@register_scorer("answer_correctness")
+def answer_correctness(mode: FactsMode = "all") -> RowScorer:
+    """Expected facts present in the answer: 1/0 when all are (``all``) or their share (``fraction``)."""
+    if mode not in ("all", "fraction"):
+        raise ScorerConfigError(f"answer_correctness: mode must be 'all' or 'fraction', got '{mode}'")
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float | None:
+        share = fact_coverage(str(outputs.get("answer") or ""), expectations.get("expected_facts") or [])
+        if share is None:
+            return None
+        if _failed(outputs):
+            return 0.0
+        return share if mode == "fraction" else float(share == 1.0)
+
+    return score
+
+
+@register_scorer("tool_trajectory")
+def tool_trajectory(mode: TrajectoryMode = "exact") -> RowScorer:
+    """1.0 when the tools called match the expected tool names under ``mode`` (exact|in_order|subset)."""
+    if mode not in ("exact", "in_order", "subset"):
+        raise ScorerConfigError(f"tool_trajectory: mode must be exact, in_order or subset, got '{mode}'")
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float:
+        if _failed(outputs):
+            return 0.0
+        actual = _names(outputs.get("tool_calls") or [])
+        expected = _names(expectations.get("expected_tool_calls") or [])
+        return float(trajectory_matches(actual, expected, mode))
+
+    return score
+
+
+@register_scorer("tool_arguments")
+def tool_arguments() -> RowScorer:
+    """Share of expected tool calls whose (normalised) arguments match an actual call of that tool."""
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float | None:
+        share = argument_match_share(outputs.get("tool_calls") or [], expectations.get("expected_tool_calls") or [])
+        if share is None:
+            return None
+        return 0.0 if _failed(outputs) else share
+
+    return score
+
+
+@register_scorer("task_success")
+def task_success() -> RowScorer:
+    """1.0 when there is no error, the trajectory is exact, all arguments match and all facts are present."""
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float:
+        if _failed(outputs):
+            return 0.0
+        calls = outputs.get("tool_calls") or []
+        expected = expectations.get("expected_tool_calls") or []
+        facts = fact_coverage(str(outputs.get("answer") or ""), expectations.get("expected_facts") or [])
+        args = argument_match_share(calls, expected)
+        ok = trajectory_matches(_names(calls), _names(expected), "exact") and args in (None, 1.0) and facts in (None, 1.0)
+        return float(ok)
+
+    return score
+
+
+@register_scorer("latency")
+def latency() -> RowScorer:
+    """Seconds the case took end to end (until its error, for a failed case)."""
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float | None:
+        value = outputs.get("latency_s")
+        return None if value is None else float(value)
+
+    return score
+
+
+@register_scorer("tokens")
+def tokens() -> RowScorer:
+    """Input plus output tokens the case consumed (over every model call)."""
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float:
+        return float(int(outputs.get("input_tokens") or 0) + int(outputs.get("output_tokens") or 0))
+
+    return score
+
+
+@register_scorer("cost")
+def cost(prices: Mapping[str, Mapping[str, float]] | None = None) -> RowScorer:
+    """Cost of the case's tokens from ``prices`` (variant name or ``default`` -> input/output per 1k)."""
+    table = dict(prices or {})
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float:
+        return case_cost(
+            str(outputs.get("variant") or ""),
+            int(outputs.get("input_tokens") or 0),
+            int(outputs.get("output_tokens") or 0),
+            table,
+        )
+
+    return score
+
+
+@register_scorer("error")
+def error() -> RowScorer:
+    """1.0 when the case errored or timed out, else 0.0."""
+
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float:
+        return float(_failed(outputs))
+
+    return score
+
+
+DEFAULT_RUBRIC = (
+    "You grade a customer-support agent's answer. Score 1.0 when it answers the user's question correctly "
+    "and states every expected fact, 0.0 when it is wrong or unhelpful, partial credit in between. "
+    'Reply with JSON only: {"score": <number between 0 and 1>, "rationale": "<one sentence>"}.'
+)
+
+
+@register_scorer("llm_judge")
+def llm_judge(
+    base_url: str,
+    model: str,
+    api_key_env: str | None = None,
+    rubric: str = DEFAULT_RUBRIC,
+    timeout_s: float = 30.0,
+) -> RowScorer:
+    """A judge model behind an OpenAI-compatible ``/chat/completions`` grades the answer from 0 to 1."""
+    import httpx
+
+    url = base_url.rstrip("/") + "/chat/completions"
+
+    def score(inputs: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float:
+        if _failed(outputs):
+            return 0.0
+        headers = {}
+        if api_key_env and os.environ.get(api_key_env):
+            headers["Authorization"] = f"Bearer {os.environ[api_key_env]}"
+        question = json.dumps(
+            {
+                "question": inputs.get("input"),
+                "expected_facts": expectations.get("expected_facts") or [],
+                "answer": outputs.get("answer"),
+            }
+        )
+        body = {
+            "model": model,
+            "temperature": 0,
+            "messages": [{"role": "system", "content": rubric}, {"role": "user", "content": question}],
+        }
+        response = httpx.post(url, json=body, headers=headers, timeout=timeout_s)
+        response.raise_for_status()
+        return parse_judge_score(str(response.json()["choices"][0]["message"]["content"]))
+
+    return score
+
+
+def parse_judge_score(content: str) -> float:
+    """The ``score`` from a judge reply (JSON, possibly wrapped in prose), clipped to [0, 1]."""
+    match = re.search(r"\{.*\}", content, re.DOTALL)
+    if match is None:
+        raise ValueError(f"judge reply holds no JSON object: {content[:200]!r}")
+    value = float(json.loads(match.group(0))["score"])
+    return min(1.0, max(0.0, value))

@@ -1,0 +1,233 @@
+"""Pipeline step: train the demo support model and register it as the challenger package.
+
+``train_model(config, backend, base_dir, artifacts_dir)`` trains on ``config.data`` (the chosen cohorts),
+saves the joblib artifact under ``artifacts_dir`` and registers it in ``config.package_group`` with status
+PendingManualApproval, so only the evaluation gate can approve it. Training metadata (seed, cohorts, data
+SHA-256, example count) is attached to the package; training accuracies go in its metrics.
+
+Idempotent: when the group already holds a package trained from the same data hash, seed and cohorts, that
+package is reused (and its artifact rebuilt if the file went missing) instead of registering a duplicate.
+
+Bootstrap: a release needs a champion to compare against. On a fresh registry (no Approved package in the
+group) and with ``bootstrap_champion`` on, the step first trains a baseline on the oldest cohort only and
+registers and approves it as the first champion, recording why in the approval description. The demo then
+has a real champion/challenger pair whose quality differs only through their training data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent_release.agents.demo_model.training import (
+    TrainingDataError,
+    file_sha256,
+    load_examples,
+    train_support_model,
+)
+from agent_release.steps.backend import ApprovalStatus, Backend, ModelPackage, ModelSpec
+
+logger = logging.getLogger(__name__)
+
+ALL_COHORTS = "all"
+
+
+class TrainConfig(BaseModel):
+    """The ``train`` section of pipeline.yaml."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(
+        default=True, description="Run the training step; when false the step does nothing."
+    )
+    data: str = Field(description="Training data (JSONL), relative to the project directory.")
+    seed: int = Field(default=7, description="Random seed; the same data and seed give the same model file.")
+    package_group: str = Field(description="Model package group the trained model is registered in.")
+    cohorts: list[str] | None = Field(
+        default=None, description="Data cohorts (the `cohort` field of each example) to train on; null = all."
+    )
+    bootstrap_champion: bool = Field(
+        default=True,
+        description=(
+            "When the group has no Approved package yet, also train a baseline on the oldest cohort only and "
+            "approve it as the first champion, so a first run has a champion/challenger pair to compare."
+        ),
+    )
+
+
+class TrainedPackage(BaseModel):
+    """One package the step produced or reused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: str
+    arn: str
+    version: int
+    artifact_uri: str
+    reused: bool
+    approval_status: ApprovalStatus
+    metadata: Mapping[str, Any]
+    metrics: Mapping[str, float]
+
+
+class TrainReport(BaseModel):
+    """What the step did: the challenger package and, on a fresh registry, the bootstrapped champion."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    skipped: bool
+    package_group: str
+    challenger: TrainedPackage | None = None
+    bootstrap_champion: TrainedPackage | None = None
+
+
+def _cohort_key(cohorts: Sequence[str] | None) -> str:
+    return ",".join(sorted(cohorts)) if cohorts else ALL_COHORTS
+
+
+def _matches(package: ModelPackage, sha256: str, seed: int, cohort_key: str) -> bool:
+    meta = package.metadata
+    return (
+        str(meta.get("data_sha256")) == sha256
+        and str(meta.get("seed")) == str(seed)
+        and str(meta.get("cohorts")) == cohort_key
+        and package.model.kind == "demo"
+    )
+
+
+def _artifact_path(artifact_uri: str) -> Path:
+    from agent_release.agents.demo_model.serving import artifact_path
+
+    return artifact_path(artifact_uri)
+
+
+def _train_or_reuse(
+    *,
+    role: str,
+    config: TrainConfig,
+    cohorts: Sequence[str] | None,
+    backend: Backend,
+    data_path: Path,
+    sha256: str,
+    artifacts_dir: Path,
+) -> TrainedPackage:
+    key = _cohort_key(cohorts)
+    existing = [
+        p for p in backend.list_packages(config.package_group) if _matches(p, sha256, config.seed, key)
+    ]
+    if existing and existing[-1].model.artifact_uri:
+        package = existing[-1]
+        artifact_uri = package.model.artifact_uri or ""
+        if not _artifact_path(artifact_uri).is_file():
+            # Same data and seed reproduce the same file, so rebuilding keeps the registered package valid.
+            train_support_model(data_path, seed=config.seed, cohorts=cohorts).save(
+                _artifact_path(artifact_uri)
+            )
+        logger.info(
+            "group=<%s>, arn=<%s>, role=<%s> | reusing package", config.package_group, package.arn, role
+        )
+        return TrainedPackage(
+            role=role,
+            arn=package.arn,
+            version=package.version,
+            artifact_uri=artifact_uri,
+            reused=True,
+            approval_status=package.approval_status,
+            metadata=package.metadata,
+            metrics=package.metrics,
+        )
+
+    model = train_support_model(data_path, seed=config.seed, cohorts=cohorts)
+    file_name = f"demo-support-{sha256[:12]}-s{config.seed}-{key.replace(',', '+')}.joblib"
+    path = model.save(artifacts_dir / file_name).resolve()
+    accuracy: Mapping[str, float] = model.info["training_accuracy"]
+    metadata = {
+        "role": role,
+        "trainer": "agent_release.steps.train_model",
+        "data": config.data,
+        "data_sha256": sha256,
+        "seed": config.seed,
+        "cohorts": key,
+        "n_examples": int(model.info["n_examples"]),
+        "artifact_sha256": file_sha256(path),
+    }
+    metrics = {f"training_accuracy_{name}": float(value) for name, value in accuracy.items()}
+    package = backend.register_package(
+        config.package_group,
+        ModelSpec(kind="demo", artifact_uri=path.as_uri()),
+        metadata=metadata,
+        metrics=metrics,
+    )
+    logger.info(
+        "group=<%s>, version=<%d>, role=<%s>, examples=<%d> | registered trained model",
+        config.package_group,
+        package.version,
+        role,
+        metadata["n_examples"],
+    )
+    return TrainedPackage(
+        role=role,
+        arn=package.arn,
+        version=package.version,
+        artifact_uri=path.as_uri(),
+        reused=False,
+        approval_status=package.approval_status,
+        metadata=package.metadata,
+        metrics=package.metrics,
+    )
+
+
+def train_model(config: TrainConfig, backend: Backend, base_dir: Path, artifacts_dir: Path) -> TrainReport:
+    """Train, save and register the challenger (and bootstrap a champion on a fresh registry)."""
+    if not config.enabled:
+        return TrainReport(skipped=True, package_group=config.package_group)
+    data_path = base_dir / config.data
+    examples = load_examples(data_path)
+    sha256 = file_sha256(data_path)
+    backend.ensure_package_group(config.package_group, "agent-release demo support models")
+
+    available = sorted({e.cohort for e in examples})
+    unknown = sorted(set(config.cohorts or ()) - set(available))
+    if unknown:
+        raise TrainingDataError(f"cohorts {unknown} are not in {config.data} (it has {available})")
+    # Naming every cohort is the same training set as naming none: one package, not two.
+    cohorts = None if config.cohorts is None or set(config.cohorts) == set(available) else config.cohorts
+
+    champion: TrainedPackage | None = None
+    has_champion = any(
+        p.approval_status == ApprovalStatus.APPROVED for p in backend.list_packages(config.package_group)
+    )
+    if config.bootstrap_champion and not has_champion:
+        oldest = available[0]
+        champion = _train_or_reuse(
+            role="bootstrap_champion",
+            config=config,
+            cohorts=[oldest],
+            backend=backend,
+            data_path=data_path,
+            sha256=sha256,
+            artifacts_dir=artifacts_dir,
+        )
+        reason = (
+            f"bootstrap champion: no Approved package in {config.package_group}; baseline trained on the "
+            f"oldest cohort ({oldest}) so the first release has a champion to compare against"
+        )
+        updated = backend.update_approval(champion.arn, ApprovalStatus.APPROVED, reason)
+        champion = champion.model_copy(update={"approval_status": updated.approval_status})
+
+    challenger = _train_or_reuse(
+        role="challenger",
+        config=config,
+        cohorts=cohorts,
+        backend=backend,
+        data_path=data_path,
+        sha256=sha256,
+        artifacts_dir=artifacts_dir,
+    )
+    return TrainReport(
+        skipped=False, package_group=config.package_group, challenger=challenger, bootstrap_champion=champion
+    )

@@ -1,0 +1,266 @@
+"""Pipeline step: check the evaluation datasets against their Great Expectations data contracts.
+
+``validate_datasets({"golden": DatasetSpec(path=..., suite=...)}, base_dir)`` loads each JSONL file, flattens
+it into one row per case, runs its suite (JSON beside the data) in an ephemeral GE context, and returns a
+:class:`DatasetValidationReport` with each file's SHA-256 (pinned by the pipeline), row and cluster counts and
+the failed expectations with sample case ids. Failing data is a result (``success=False``), not an
+exception; a missing or unparsable file raises :class:`DatasetError`.
+
+The flattened table has the columns the suites name: ``id``, ``input``, ``cluster``, ``intent`` and
+``difficulty`` (from ``tags``), ``expected_tools`` (comma-joined tool names), ``n_expected_facts``, and
+``cluster_size`` (how many cases share the row's cluster, so "at least N cases per cluster" is a plain
+column expectation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_IDS = 5
+_TABLE_COLUMNS = ("id", "input", "cluster", "intent", "difficulty", "expected_tools", "n_expected_facts")
+
+
+class DatasetError(ValueError):
+    """A dataset or suite file is missing or cannot be parsed (message is one line)."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DatasetSpec(_Frozen):
+    """One dataset to validate; paths are relative to the project directory."""
+
+    path: str = Field(description="JSONL file of evaluation cases, e.g. datasets/support/golden.jsonl.")
+    suite: str = Field(
+        description="Great Expectations suite (JSON) for it, e.g. datasets/support/golden.suite.json."
+    )
+
+
+class ExpectationFailure(_Frozen):
+    """One failed expectation."""
+
+    expectation: str
+    column: str | None
+    unexpected_count: int
+    sample_ids: tuple[str, ...] = ()
+    detail: str = ""
+
+
+class DatasetResult(_Frozen):
+    """The outcome for one dataset."""
+
+    name: str
+    path: str
+    sha256: str
+    n_rows: int
+    n_clusters: int
+    success: bool
+    failures: tuple[ExpectationFailure, ...] = ()
+
+
+class DatasetValidationReport(_Frozen):
+    """All datasets' outcomes; ``success`` is True only when every dataset passed."""
+
+    success: bool
+    datasets: tuple[DatasetResult, ...]
+
+    def dataset(self, name: str) -> DatasetResult:
+        """The result for dataset ``name``; raises ``KeyError`` when absent."""
+        for result in self.datasets:
+            if result.name == name:
+                return result
+        raise KeyError(name)
+
+    def summary_lines(self) -> list[str]:
+        """One readable line per dataset that passed and per failed expectation."""
+        lines = []
+        for d in self.datasets:
+            if d.success:
+                lines.append(
+                    f"{d.name}: ok ({d.n_rows} rows, {d.n_clusters} clusters, sha256 {d.sha256[:12]})"
+                )
+            for f in d.failures:
+                target = f"({f.column})" if f.column else ""
+                what = f"{f.unexpected_count} rows" if f.unexpected_count else (f.detail or "failed")
+                sample = f", e.g. {', '.join(f.sample_ids)}" if f.sample_ids else ""
+                lines.append(f"{d.name}: {f.expectation}{target} failed: {what}{sample}")
+        return lines
+
+
+def read_cases(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; raises :class:`DatasetError` naming the first bad line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {path}: {exc.strerror}") from exc
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{number}: expected a JSON object")
+        rows.append(row)
+    return rows
+
+
+def cases_frame(rows: list[dict[str, Any]]) -> Any:
+    """The flattened pandas table the suites validate (see the module docstring)."""
+    import pandas as pd  # type: ignore[import-untyped]
+
+    def tag(row: dict[str, Any], key: str) -> Any:
+        tags = row.get("tags")
+        return tags.get(key) if isinstance(tags, dict) else None
+
+    def tools(row: dict[str, Any]) -> Any:
+        calls = row.get("expected_tool_calls")
+        if not isinstance(calls, list):
+            return None
+        return ",".join(str(c.get("name")) if isinstance(c, dict) else "?" for c in calls)
+
+    def facts(row: dict[str, Any]) -> Any:
+        value = row.get("expected_facts")
+        return len(value) if isinstance(value, list) else None
+
+    records = []
+    for number, row in enumerate(rows, 1):
+        record: dict[str, Any] = {
+            "id": row.get("id"),
+            "input": row.get("input"),
+            "cluster": row.get("cluster"),
+        }
+        record.update(intent=tag(row, "intent"), difficulty=tag(row, "difficulty"))
+        record.update(expected_tools=tools(row), n_expected_facts=facts(row))
+        # Failure samples name the case id, or the line when the id itself is what is missing.
+        record["case_ref"] = str(row["id"]) if row.get("id") is not None else f"line {number}"
+        records.append(record)
+    frame = pd.DataFrame.from_records(records, columns=[*_TABLE_COLUMNS, "case_ref"])
+    # A column absent from every row is dropped so that the suite's column-exists expectation reports it.
+    present = [c for c in _TABLE_COLUMNS if any(c in _row_keys(r) for r in rows)]
+    frame = frame[[*present, "case_ref"]]
+    if "cluster" in frame:
+        frame["cluster_size"] = frame.groupby("cluster", dropna=True)["case_ref"].transform("count")
+    return frame
+
+
+def _row_keys(row: dict[str, Any]) -> set[str]:
+    keys = set(row)
+    tags = row.get("tags")
+    if isinstance(tags, dict):
+        keys |= {k for k in ("intent", "difficulty") if k in tags}
+    if "expected_tool_calls" in row:
+        keys.add("expected_tools")
+    if "expected_facts" in row:
+        keys.add("n_expected_facts")
+    return keys
+
+
+def load_suite(path: Path) -> Any:
+    """A ``great_expectations.ExpectationSuite`` from its JSON file; raises :class:`DatasetError`."""
+    import great_expectations as gx
+
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        return gx.ExpectationSuite(**document)
+    except OSError as exc:
+        raise DatasetError(f"cannot read suite {path}: {exc.strerror}") from exc
+    except (ValueError, TypeError) as exc:
+        raise DatasetError(f"{path}: not an expectation suite ({str(exc).splitlines()[0]})") from exc
+
+
+def _quiet_great_expectations() -> None:
+    # GE sends usage analytics and draws tqdm bars by default; a pipeline step must do neither.
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    for name in ("great_expectations", "great_expectations.core", "great_expectations.datasource"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _failures(validation: Any) -> list[ExpectationFailure]:
+    failures = []
+    for result in validation.results:
+        if result.success:
+            continue
+        config = result.expectation_config
+        info = result.result or {}
+        samples: list[str] = []
+        for entry in info.get("unexpected_index_list") or []:
+            ref = str(entry.get("case_ref")) if isinstance(entry, dict) else str(entry)
+            if ref not in samples:
+                samples.append(ref)
+        exception = (result.exception_info or {}).get("exception_message") if result.exception_info else None
+        detail = ""
+        if "observed_value" in info:
+            detail = f"observed {info['observed_value']}"
+        elif exception:
+            detail = str(exception).splitlines()[0]
+        failures.append(
+            ExpectationFailure(
+                expectation=str(config.type),
+                column=config.kwargs.get("column"),
+                unexpected_count=int(info.get("unexpected_count") or 0),
+                sample_ids=tuple(samples[:SAMPLE_IDS]),
+                detail=detail,
+            )
+        )
+    return failures
+
+
+def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> DatasetValidationReport:
+    """Validate every dataset against its suite; see the module docstring for what is checked."""
+    _quiet_great_expectations()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    source = context.data_sources.add_pandas("agent_release_datasets")
+    results = []
+    for name, spec in datasets.items():
+        data_path = base_dir / spec.path
+        rows = read_cases(data_path)
+        suite = load_suite(base_dir / spec.suite)
+        suite.name = f"{name}:{suite.name}"
+        frame = cases_frame(rows)
+        batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}-all")
+        definition = gx.ValidationDefinition(
+            name=f"{name}-contract", data=batch, suite=context.suites.add(suite)
+        )
+        validation = definition.run(
+            batch_parameters={"dataframe": frame},
+            result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["case_ref"]},
+        )
+        failures = _failures(validation)
+        n_clusters = int(frame["cluster"].nunique(dropna=True)) if "cluster" in frame else 0
+        results.append(
+            DatasetResult(
+                name=name,
+                path=spec.path,
+                sha256=hashlib.sha256(data_path.read_bytes()).hexdigest(),
+                n_rows=len(rows),
+                n_clusters=n_clusters,
+                success=bool(validation.success),
+                failures=tuple(failures),
+            )
+        )
+        logger.info(
+            "dataset=<%s>, rows=<%d>, clusters=<%d>, failures=<%d> | validated",
+            name,
+            len(rows),
+            n_clusters,
+            len(failures),
+        )
+    return DatasetValidationReport(success=all(r.success for r in results), datasets=tuple(results))

@@ -1,0 +1,118 @@
+"""Rollback drill: a challenger that fails 60% of its calls is caught during the canary and rolled back.
+
+Real pieces end to end: the deploy step puts two packages behind one endpoint of the local runtime, the
+challenger with an injected :class:`FaultSpec`; the promotion replays live conversations through Strands
+agents pinned per variant; the guards read the runtime's recorded invocations. The drill checks what an
+operator relies on: the rollback happens by itself within one bake interval of the weight change, the ledger
+says why, the package is Rejected and the champion serves all traffic again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.steps.backend import ApprovalStatus, FaultSpec, ModelSpec
+from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
+from agent_release.steps.promote_challenger import promote_variant
+from agent_release.steps.promote_config import GuardConfig, LiveTrafficConfig, PromotionConfig
+
+ENDPOINT = "support-drill"
+GROUP = "support-agent"
+BAKE_S = 4.0
+LIVE_INPUTS = ("Where is my order ORD-10427?", "Can I return a kettle?", "My parcel is late.")
+
+
+class CannedChatModel:
+    """Answers every chat-completions request with one short assistant message."""
+
+    def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            "id": "canned",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": "canned",
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": "Noted."}, "finish_reason": "stop"}
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+        }
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_failing_challenger_is_rolled_back_within_one_bake(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalBackend(tmp_path)
+    model = ModelSpec(kind="python", options={"class_path": f"{__name__}:CannedChatModel"})
+    backend.ensure_package_group(GROUP)
+    champion_pkg = backend.register_package(GROUP, model)
+    backend.update_approval(champion_pkg.arn, ApprovalStatus.APPROVED, "initial champion")
+    challenger_pkg = backend.register_package(GROUP, model)
+    deploy_variants(
+        DeployConfig(
+            endpoint_name=ENDPOINT, package_group=GROUP, faults={"challenger": FaultSpec(error_rate=0.6)}
+        ),
+        backend,
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", backend.start_runtime())
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "drill")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "drill")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    config = PromotionConfig(
+        schedule=[25.0, 50.0, 100.0],
+        bake_s=BAKE_S,
+        guards=GuardConfig(max_error_rate=0.2, min_invocations=8, msprt_alpha=0.05),
+        live_traffic=LiveTrafficConfig(requests_per_s=25.0, concurrency=6),
+    )
+    try:
+        with backend.lock(f"endpoint:{ENDPOINT}", "drill"):
+            report = promote_variant(
+                config,
+                backend,
+                ENDPOINT,
+                "challenger",
+                actor="drill",
+                system_prompt="You are a terse support agent.",
+                tools_factory=list,
+                live_inputs=LIVE_INPUTS,
+                execution_id="drill-1",
+            )
+    finally:
+        backend.stop_runtime()
+
+    assert report.action == "rolled_back"
+    state = backend.describe_endpoint(ENDPOINT)
+    assert state is not None
+    assert {v.name: v.current_weight for v in state.variants} == {"champion": 1.0, "challenger": 0.0}
+
+    ledger = [e for e in backend.list_audit() if e.execution_id == "drill-1"]
+    assert [e.action for e in ledger] == ["weights", "rollback"], "caught at the first canary step"
+    shifted, rolled_back = ledger
+    assert shifted.evidence["percent"] == 25.0
+    # Automatic and prompt: within one bake interval of the weight change that exposed the challenger.
+    assert rolled_back.at - shifted.at < BAKE_S
+    assert rolled_back.evidence["trigger"] == "guard"
+    why = rolled_back.evidence["why"]
+    assert "error rate" in why or "mSPRT" in why
+    readings = rolled_back.evidence["guard_readings"]["challenger"]
+    assert readings["errors"] > 0 and readings["invocations"] >= 1
+
+    rollback_events = [ev for ev in report.timeline if ev.phase == "rollback"]
+    assert len(rollback_events) == 1 and rollback_events[0].tripped
+    first_step = next(ev for ev in report.timeline if ev.phase == "canary")
+    assert rollback_events[0].at - first_step.at < BAKE_S
+
+    package = backend.get_package(challenger_pkg.arn)
+    assert package.approval_status == ApprovalStatus.REJECTED
+    assert json.loads(package.approval_description)["audit_seq"] == rolled_back.seq
+    assert backend.get_package(champion_pkg.arn).approval_status == ApprovalStatus.APPROVED
+    assert backend.verify_audit() == []

@@ -1,0 +1,135 @@
+"""The command-line contract: bad input is one line on stderr with exit 1, usage errors exit 2, fast --help."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "agent_release.pipelines.cli"]
+
+
+def run_cli(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AGENT_RELEASE_HOME": str(home)}
+    env.pop("AGENT_RELEASE_DEBUG", None)
+    return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    """A copy of the default pipeline.yaml beside a link to the shipped datasets."""
+    (tmp_path / "datasets").symlink_to(ROOT / "datasets")
+    shutil.copy(ROOT / "pipeline.yaml", tmp_path / "pipeline.yaml")
+    return tmp_path
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def edit(project: Path, old: str, new: str) -> None:
+    p = project / "pipeline.yaml"
+    text = p.read_text()
+    assert old in text
+    p.write_text(text.replace(old, new, 1))
+
+
+def line_of(project: Path, needle: str) -> int:
+    for i, line in enumerate((project / "pipeline.yaml").read_text().splitlines(), start=1):
+        if needle in line:
+            return i
+    raise AssertionError(needle)
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_malformed_yaml(project: Path, tmp_path: Path, command: str) -> None:
+    edit(project, "  experiment: support-agent", "  experiment: [unclosed")
+    proc = run_cli([command], project, tmp_path / "home")
+    assert_one_line_error(proc, "malformed YAML", "pipeline.yaml:")
+
+
+def test_unknown_key_names_path_and_line(project: Path, tmp_path: Path) -> None:
+    edit(project, "  concurrency: 16", "  concurency: 16")
+    proc = run_cli(["validate"], project, tmp_path / "home")
+    err = assert_one_line_error(proc, "evaluate.concurency", "unknown key")
+    assert f"pipeline.yaml:{line_of(project, 'concurency')}:" in err
+
+
+def test_wrong_type_names_path(project: Path, tmp_path: Path) -> None:
+    edit(project, "  bake_s: 3 ", "  bake_s: soon ")
+    proc = run_cli(["validate"], project, tmp_path / "home")
+    err = assert_one_line_error(proc, "promote.bake_s")
+    assert f"pipeline.yaml:{line_of(project, 'bake_s: soon')}:" in err
+
+
+def test_missing_referenced_file(project: Path, tmp_path: Path) -> None:
+    edit(project, "datasets/support/golden.jsonl", "datasets/support/nope.jsonl")
+    proc = run_cli(["validate"], project, tmp_path / "home")
+    assert_one_line_error(proc, "datasets.golden.path", "file not found")
+
+
+def test_empty_and_absent_files(project: Path, tmp_path: Path) -> None:
+    (project / "pipeline.yaml").write_text("")
+    assert_one_line_error(run_cli(["validate"], project, tmp_path / "home"), "empty")
+    assert_one_line_error(
+        run_cli(["validate", "-c", "missing.yaml"], project, tmp_path / "home"), "no such file"
+    )
+
+
+def test_bad_config_run_writes_nothing(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    edit(project, "  concurrency: 16", "  concurrency: sixteen")
+    assert_one_line_error(run_cli(["run"], project, home), "evaluate.concurrency")
+    # Nothing deployed, registered or recorded: the state database was never created.
+    assert not (home / "state.db").exists()
+    assert not (home / "mlflow.db").exists()
+
+
+def test_usage_errors_exit_2(project: Path, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    unknown_command = run_cli(["deploy-everything"], project, home)
+    assert unknown_command.returncode == 2
+    assert "Usage:" in unknown_command.stderr
+    unknown_flag = run_cli(["run", "--fast"], project, home)
+    assert unknown_flag.returncode == 2
+    assert "No such option" in unknown_flag.stderr
+
+
+def test_help_imports_no_heavy_libraries() -> None:
+    """`agent-release --help` must start fast: the heavy libraries load only inside the commands."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from agent_release.pipelines.cli import main\n"
+        "r = CliRunner().invoke(main, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "heavy = ['mlflow', 'strands', 'great_expectations', 'sagemaker', 'pandas', 'sklearn', 'boto3', 'scipy']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout.strip() == ""
+
+
+def test_schema_is_json_schema_of_the_config(project: Path, tmp_path: Path) -> None:
+    import json
+
+    proc = run_cli(["schema"], project, tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    schema = json.loads(proc.stdout)
+    assert schema["title"] == "PipelineConfig"
+    assert {"datasets", "deploy", "evaluate", "decide", "promote"} <= set(schema["properties"])
+    assert schema.get("additionalProperties") is False

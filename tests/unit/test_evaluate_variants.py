@@ -1,0 +1,264 @@
+"""evaluate_variants with a scripted Strands model: rows, errors, timeouts, repeats, aggregates, provenance."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_release.steps.eval_harness import ProgressEvent, tool_calls_of
+from agent_release.steps.evaluate_config import EvaluateConfig, PriceTable
+from agent_release.steps.evaluate_variants import EvaluationInputError, aggregate_rows, evaluate_variants
+from agent_release.steps.evaluation_records import CaseResult
+from agent_release.steps.register_agents_config import InferenceConfig
+from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
+
+
+class ScriptedModel:
+    """A Strands model whose reply depends on the user's text: 'fail' raises, 'slow' stalls, 'ORD-' looks up."""
+
+    def __init__(self, answer: str = "Your order has shipped.") -> None:
+        self.answer = answer
+        self.config: dict[str, Any] = {}
+
+    def update_config(self, **kw: Any) -> None:
+        self.config.update(kw)
+
+    def get_config(self) -> dict[str, Any]:
+        return self.config
+
+    async def structured_output(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError
+        yield
+
+    async def stream(
+        self, messages: list[Any], tool_specs: Any = None, system_prompt: Any = None, **_: Any
+    ) -> AsyncIterator[Any]:
+        text = messages[0]["content"][0]["text"]
+        if "fail" in text:
+            raise RuntimeError("upstream exploded")
+        if "slow" in text:
+            await asyncio.sleep(1.5)
+        if "hang" in text:
+            await asyncio.sleep(30)
+        has_result = any("toolResult" in block for m in messages for block in m["content"])
+        yield {"messageStart": {"role": "assistant"}}
+        if "ORD-" in text and not has_result:
+            order = text.split()[-1]
+            yield {"contentBlockStart": {"start": {"toolUse": {"toolUseId": "t1", "name": "lookup_order"}}}}
+            yield {"contentBlockDelta": {"delta": {"toolUse": {"input": json.dumps({"order_id": order})}}}}
+            yield {"contentBlockStop": {}}
+            yield {"messageStop": {"stopReason": "tool_use"}}
+        else:
+            yield {"contentBlockDelta": {"delta": {"text": self.answer}}}
+            yield {"contentBlockStop": {}}
+            yield {"messageStop": {"stopReason": "end_turn"}}
+        yield {
+            "metadata": {
+                "usage": {"inputTokens": 100, "outputTokens": 10, "totalTokens": 110},
+                "metrics": {"latencyMs": 1},
+            }
+        }
+
+
+def _strands_model(answer: str = "Your order has shipped.") -> Any:
+    from strands.models.model import Model
+
+    cls = type("ScriptedStrandsModel", (ScriptedModel, Model), {})
+    return cls(answer)
+
+
+def _tools() -> list[Any]:
+    from strands import tool
+
+    @tool
+    def lookup_order(order_id: str) -> dict[str, str]:
+        """Look up an order by id."""
+        return {"order_id": order_id, "status": "shipped"}
+
+    return [lookup_order]
+
+
+CASES = [
+    {
+        "id": f"C-{i}",
+        "input": f"where is my order ORD-1000{i}",
+        "expected_tool_calls": [{"name": "lookup_order", "arguments": {"order_id": f"ORD-1000{i}"}}],
+        "expected_facts": ["shipped"],
+        "cluster": f"k{i % 3}",
+        "tags": {"intent": "order_status"},
+    }
+    for i in range(6)
+] + [
+    {"id": "C-fail", "input": "please fail", "expected_facts": ["shipped"], "cluster": "k0"},
+    {"id": "C-slow", "input": "slow question", "expected_facts": ["shipped"], "cluster": "k1"},
+]
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.strands.autolog()
+    yield "eval-test"
+    mlflow.set_tracking_uri(None)
+
+
+def _registration(tracking: str) -> RegistrationReport:
+    import mlflow
+
+    mlflow.set_experiment(tracking)
+    agents = []
+    for variant, role in (("champion", "champion"), ("challenger", "challenger")):
+        model = mlflow.create_external_model(name=f"support-agent-{variant}")
+        agents.append(
+            RegisteredAgent(
+                variant=variant,
+                role=role,
+                endpoint_name="support",
+                package_arn=None,
+                package_version=None,
+                logged_model_id=model.model_id,
+                prompt_uri="prompts:/support/1",
+                registered_model_name="support-agent",
+                registered_model_version=None,
+                tool_names=("lookup_order",),
+                tools_hash="h",
+                inference=InferenceConfig(),
+            )
+        )
+    return RegistrationReport(
+        tracking_uri=mlflow.get_tracking_uri(), experiment_id="0", agents=tuple(agents), changed=True
+    )
+
+
+def test_evaluate_variants_end_to_end_with_scripted_model(tracking: str) -> None:
+    import mlflow
+
+    registration = _registration(tracking)
+    config = EvaluateConfig(
+        concurrency=4,
+        timeout_s=1.0,
+        repeats=2,
+        prices={"default": PriceTable(input_per_1k=1.0, output_per_1k=2.0)},
+    )
+    events: list[ProgressEvent] = []
+    # The champion's answer lacks the expected fact, so the two variants must score differently.
+    answers = {"champion": "Your order is on its way.", "challenger": "Your order has shipped."}
+    report = evaluate_variants(
+        config,
+        registration,
+        CASES,
+        dataset_name="golden",
+        dataset_hash="sha256:abc",
+        system_prompt="You are a support agent.",
+        tools_factory=_tools,
+        experiment=tracking,
+        progress=events.append,
+        model_factory=lambda agent: _strands_model(answers[agent.variant]),
+    )
+    assert report.dataset_hash == "sha256:abc"
+    assert len(report.rows) == 2 * len(CASES) * 2
+    assert {s["name"] for s in report.scorer_specs} >= {"task_success", "cost", "tool_trajectory"}
+    cost_spec = next(s for s in report.scorer_specs if s["name"] == "cost")
+    assert cost_spec["args"]["prices"]["default"] == {"input_per_1k": 1.0, "output_per_1k": 2.0}
+
+    challenger = report.rows_for("challenger")
+    by_case = {(r.case_id, r.repeat): r for r in challenger}
+    ok = by_case[("C-1", 1)]
+    assert ok.error is None
+    assert ok.scores["task_success"] == 1.0
+    assert ok.scores["tool_arguments"] == 1.0
+    assert ok.input_tokens == 200  # two model calls of 100 prompt tokens
+    assert ok.cost == pytest.approx((200 * 1.0 + 20 * 2.0) / 1000)
+    assert ok.scores["cost"] == pytest.approx(ok.cost)
+    assert ok.trace_id and ok.tags == {"intent": "order_status"}
+    failed = by_case[("C-fail", 0)]
+    assert failed.error is not None and "upstream exploded" in failed.error
+    assert failed.scores["error"] == 1.0 and failed.scores["answer_correctness"] == 0.0
+    slow = by_case[("C-slow", 0)]
+    assert slow.error is not None and slow.error.startswith("TimeoutError")
+    assert slow.scores["task_success"] == 0.0
+
+    ev = {v.variant: v for v in report.variants}
+    assert ev["challenger"].cases_expected == 16
+    assert ev["challenger"].cases_errored == 4 and ev["challenger"].cases_completed == 12
+    agg = ev["challenger"].aggregates["task_success"]
+    assert agg["mean"] == pytest.approx(12 / 16)
+    assert agg["n_clusters"] == 3 and agg["ci_low"] < agg["mean"] < agg["ci_high"]
+
+    # Progress: one event per case, ending at the total.
+    challenger_events = [e for e in events if e.variant == "challenger"]
+    assert [e.done for e in challenger_events] == list(range(1, 17))
+    assert challenger_events[-1].errors == 4
+
+    # MLflow: one run per variant linked to its LoggedModel, traces persisted, provenance recorded.
+    run = mlflow.get_run(ev["challenger"].mlflow_run_id)
+    assert run.data.params["dataset_hash"] == "sha256:abc"
+    assert run.data.metrics["task_success/mean"] == pytest.approx(12 / 16)
+    assert "task_success/clustered_se" in run.data.metrics
+    specs = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/scorer_specs.json")
+    assert specs["scorer_specs"] == list(report.scorer_specs)
+    table = mlflow.load_table("eval_cases.json", run_ids=[run.info.run_id])
+    assert len(table) == 16 and set(table["case_id"]) == {c["id"] for c in CASES}
+    traces = mlflow.search_traces(run_id=run.info.run_id, return_type="list")
+    assert {t.info.trace_id for t in traces} == {r.trace_id for r in challenger}
+    linked = mlflow.search_traces(model_id=ev["challenger"].logged_model_id, return_type="list")
+    assert len(linked) == 16
+    trace = mlflow.get_trace(ok.trace_id)
+    names = [s.name for s in trace.data.spans]
+    assert names[0] == "eval_case" and len(names) > 2  # Strands' spans nest under the case span
+    assert {a.name for a in trace.info.assessments} >= {"task_success", "expected_facts"}
+    model = mlflow.get_logged_model(ev["challenger"].logged_model_id)
+    assert any(m.key == "task_success/mean" for m in model.metrics or [])
+
+    assert ev["champion"].aggregates["task_success"]["mean"] == 0.0
+    assert ev["champion"].aggregates["tool_trajectory"]["mean"] == pytest.approx(12 / 16)
+    assert report.table_artifact_uri and report.table_artifact_uri.endswith("eval_cases.json")
+
+
+def test_aggregate_rows_matches_hand_computed_clustered_se() -> None:
+    # values 1,0,1,1 in clusters a,a,b,c: mean .75; cluster residual sums -.5,.25,.25;
+    # Var = G/(G-1) * sum S_g^2 / n^2 = 3/2 * .375 / 16 = 0.03515625 -> SE 0.1875.
+    rows = [
+        CaseResult(case_id=str(i), cluster=c, variant="v", role="challenger", scores={"s": v, "na": None})
+        for i, (v, c) in enumerate([(1.0, "a"), (0.0, "a"), (1.0, "b"), (1.0, "c")])
+    ]
+    agg = aggregate_rows(rows)
+    assert agg["s"]["mean"] == pytest.approx(0.75)
+    assert agg["s"]["se"] == pytest.approx(0.1875)
+    assert agg["s"]["n_clusters"] == 3
+    assert "na" not in agg
+    single = aggregate_rows(rows[:2])
+    assert single["s"] == {"mean": 0.5, "n": 2.0, "n_clusters": 1.0}
+
+
+def test_tool_calls_of_reads_assistant_tool_uses() -> None:
+    messages = [
+        {"role": "user", "content": [{"text": "hi"}]},
+        {"role": "assistant", "content": [{"toolUse": {"toolUseId": "1", "name": "a", "input": {"x": 1}}}]},
+        {"role": "user", "content": [{"toolResult": {"toolUseId": "1", "content": []}}]},
+    ]
+    assert tool_calls_of(messages) == [{"name": "a", "arguments": {"x": 1}}]
+
+
+def test_bad_cases_are_rejected(tracking: str) -> None:
+    registration = _registration(tracking)
+    kwargs: dict[str, Any] = {
+        "dataset_name": "d",
+        "dataset_hash": "h",
+        "system_prompt": "p",
+        "tools_factory": _tools,
+        "experiment": tracking,
+        "model_factory": lambda _a: _strands_model(),
+    }
+    with pytest.raises(EvaluationInputError, match="appears twice"):
+        evaluate_variants(EvaluateConfig(), registration, [CASES[0], CASES[0]], **kwargs)
+    with pytest.raises(EvaluationInputError, match="no cases"):
+        evaluate_variants(EvaluateConfig(), registration, [], **kwargs)

@@ -1,0 +1,130 @@
+"""The local executor: dependency order, persistence, failure recording and resume without redoing steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from agent_release.pipelines.executor import (
+    ExecutionStore,
+    LocalExecutor,
+    StepDef,
+    StepRun,
+    topological_order,
+)
+
+
+class Out(BaseModel):
+    value: int
+
+
+class Decision(BaseModel):
+    decision: str
+
+
+def make_steps(calls: list[str], fail_at: set[str]) -> list[StepDef]:
+    def runner(name: str, value: int):  # type: ignore[no-untyped-def]
+        def run(r: StepRun) -> BaseModel:
+            calls.append(name)
+            if name in fail_at:
+                raise RuntimeError(f"{name} broke\nsecond line is not shown")
+            upstream = sum(o.value for o in r.outputs.values() if isinstance(o, Out))
+            return Out(value=upstream + value)
+
+        return run
+
+    def decide(r: StepRun) -> BaseModel:
+        calls.append("decide")
+        return Decision(decision="promote" if r.output("c").value > 3 else "reject")
+
+    return [
+        # Deliberately out of order: the executor sorts by dependencies.
+        StepDef("c", ("b",), Out, runner("c", 3)),
+        StepDef("a", (), Out, runner("a", 1)),
+        StepDef("b", ("a",), Out, runner("b", 2)),
+        StepDef("decide", ("c",), Decision, decide),
+    ]
+
+
+def test_topological_order_and_cycle_detection() -> None:
+    steps = make_steps([], set())
+    assert [s.name for s in topological_order(steps)] == ["a", "b", "c", "decide"]
+    cyclic = [StepDef("x", ("y",), Out, lambda r: None), StepDef("y", ("x",), Out, lambda r: None)]
+    with pytest.raises(ValueError, match="cycle"):
+        topological_order(cyclic)
+    with pytest.raises(ValueError, match="unknown step"):
+        topological_order([StepDef("x", ("nope",), Out, lambda r: None)])
+
+
+def test_runs_in_order_and_persists_outputs(tmp_path: Path) -> None:
+    calls: list[str] = []
+    store = ExecutionStore(tmp_path)
+    steps = make_steps(calls, set())
+    ex = LocalExecutor(store)
+    eid = ex.start("p", tmp_path / "pipeline.yaml", "name: p", steps)
+    result = ex.run(eid, steps, context=None)
+    assert result.status == "succeeded"
+    assert calls == ["a", "b", "c", "decide"]
+    # a = 1, b = a + 2 = 3, c = (a + b) + 3 = 7 > 3
+    assert result.decision == "promote"
+    rows = {r["name"]: r for r in store.steps(eid)}
+    assert all(r["status"] == "succeeded" for r in rows.values())
+    assert store.step_output(eid, "a") == {"value": 1}
+    assert store.execution(eid)["decision"] == result.decision
+
+
+def test_failure_is_recorded_and_resume_skips_finished_steps(tmp_path: Path) -> None:
+    calls: list[str] = []
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    failing = make_steps(calls, {"c"})
+    eid = ex.start("p", tmp_path / "pipeline.yaml", "name: p", failing)
+    first = ex.run(eid, failing, context=None)
+    assert first.status == "failed"
+    assert first.error == "c: c broke"  # one line, prefixed with the step
+    assert calls == ["a", "b", "c"]
+    assert store.execution(eid)["status"] == "failed"
+
+    calls.clear()
+    fixed = make_steps(calls, set())
+    second = ex.run(eid, fixed, context=None, resume=True)
+    assert second.status == "succeeded"
+    assert calls == ["c", "decide"], "finished steps must not run again on resume"
+    assert second.reused == ["a", "b"]
+    # Upstream outputs were restored from the store with their types.
+    assert store.step_output(eid, "c") == {"value": 7}
+    attempts = {r["name"]: r["attempts"] for r in store.steps(eid)}
+    assert attempts == {"a": 1, "b": 1, "c": 2, "decide": 1}
+
+
+def test_skipped_step_lets_dependents_run(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def run_x(r: StepRun) -> BaseModel:
+        calls.append("x")
+        return Out(value=1)
+
+    def run_opt(r: StepRun) -> BaseModel:
+        calls.append("opt")
+        return Out(value=5)
+
+    def run_y(r: StepRun) -> BaseModel:
+        calls.append("y")
+        assert r.maybe("opt") is None
+        return Out(value=r.output("x").value + 1)
+
+    steps = [
+        StepDef("x", (), Out, run_x),
+        StepDef("opt", ("x",), Out, run_opt, when=lambda r: False),
+        StepDef("y", ("x", "opt"), Out, run_y),
+    ]
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    result = ex.run(eid, steps, context=None)
+    assert result.status == "succeeded"
+    assert calls == ["x", "y"]
+    assert result.skipped == ["opt"]
+    assert {r["name"]: r["status"] for r in store.steps(eid)}["opt"] == "skipped"

@@ -1,0 +1,139 @@
+"""Live guards on synthetic per-variant metrics: thresholds, minimum calls, mSPRT, raw vs aggregate inputs."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from agent_release.steps.backend import VariantMetrics
+from agent_release.steps.guards import (
+    GuardMonitor,
+    new_error_outcomes,
+    percentile,
+    read_metrics,
+    threshold_trip,
+)
+from agent_release.steps.promote_config import GuardConfig
+
+
+def raw_metrics(variant: str, outcomes: list[bool], latencies: list[float] | None = None) -> VariantMetrics:
+    """Metrics as the local runtime reports them: raw outcomes (True = ok) and latencies, plus counts."""
+    latencies = latencies if latencies is not None else [10.0] * len(outcomes)
+    return VariantMetrics(
+        variant=variant,
+        invocations=len(outcomes),
+        errors_4xx=0,
+        errors_5xx=sum(1 for ok in outcomes if not ok),
+        latencies_ms=tuple(latencies),
+        outcomes=tuple(outcomes),
+    )
+
+
+def aggregate_metrics(variant: str, calls: int, errors: int, p95: float | None = None) -> VariantMetrics:
+    """Metrics as CloudWatch gives them: counts and percentiles, no raw observations."""
+    return VariantMetrics(
+        variant=variant, invocations=calls, errors_4xx=0, errors_5xx=errors, model_latency_ms_p95=p95
+    )
+
+
+def test_percentile_matches_numpy() -> None:
+    rng = random.Random(3)
+    values = [rng.uniform(0, 500) for _ in range(97)]
+    for q in (0, 50, 95, 99, 100):
+        assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+    assert percentile([], 95) is None
+
+
+def test_read_metrics_prefers_raw_latencies_and_counts_only_5xx_as_errors() -> None:
+    m = VariantMetrics(
+        variant="c",
+        invocations=20,
+        errors_4xx=2,  # the caller's mistakes, not the challenger's
+        errors_5xx=5,
+        model_latency_ms_p95=1.0,  # ignored: the raw latencies are authoritative
+        latencies_ms=tuple(float(i) for i in range(1, 21)),
+        outcomes=tuple([True] * 15 + [False] * 5),
+    )
+    r = read_metrics(m, "c")
+    assert r.errors == 5
+    assert r.error_rate == pytest.approx(0.25)
+    assert r.latency_p95_ms == pytest.approx(float(np.percentile(range(1, 21), 95)))
+    assert read_metrics(aggregate_metrics("c", 10, 1, p95=123.0), "c").latency_p95_ms == 123.0
+    empty = read_metrics(None, "x")
+    assert empty.invocations == 0 and empty.error_rate is None
+
+
+def test_threshold_waits_for_min_invocations_then_trips_on_error_rate() -> None:
+    cfg = GuardConfig(max_error_rate=0.1, min_invocations=10)
+    few = read_metrics(aggregate_metrics("c", 9, 9), "c")
+    assert threshold_trip(cfg, few) is None  # every call failed, but 9 calls are not yet evidence
+    enough = read_metrics(aggregate_metrics("c", 10, 2), "c")
+    reason = threshold_trip(cfg, enough)
+    assert reason is not None and "error rate" in reason and "2/10" in reason
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 1), "c")) is None  # 10% is not > 10%
+
+
+def test_threshold_latency_guard_only_when_configured() -> None:
+    slow = read_metrics(raw_metrics("c", [True] * 20, [500.0] * 20), "c")
+    assert threshold_trip(GuardConfig(min_invocations=5), slow) is None
+    reason = threshold_trip(GuardConfig(min_invocations=5, max_latency_p95_ms=200), slow)
+    assert reason is not None and "p95 latency 500 ms" in reason
+
+
+def test_new_error_outcomes_raw_and_aggregate() -> None:
+    m = raw_metrics("c", [True, False, True, False, False])
+    assert new_error_outcomes(m, 0, 0) == (5, 3)
+    assert new_error_outcomes(m, 2, 1) == (3, 2)  # outcomes[2:] = ok, err, err
+    agg = aggregate_metrics("c", 30, 6)
+    assert new_error_outcomes(agg, 20, 4) == (10, 2)
+    assert new_error_outcomes(None, 0, 0) == (0, 0)
+
+
+def test_monitor_msprt_trips_when_challenger_errs_more_than_champion() -> None:
+    cfg = GuardConfig(max_error_rate=1.0, min_invocations=0, msprt_alpha=0.05)  # only the mSPRT can trip
+    monitor = GuardMonitor(cfg, champion="champion", challenger="challenger")
+    rng = random.Random(0)
+    champ: list[bool] = []
+    chall: list[bool] = []
+    tripped_at = None
+    for look in range(40):
+        champ += [rng.random() > 0.02 for _ in range(10)]
+        chall += [rng.random() > 0.40 for _ in range(10)]
+        check = monitor.look(
+            {"champion": raw_metrics("champion", champ), "challenger": raw_metrics("challenger", chall)}
+        )
+        if check.tripped:
+            tripped_at = look
+            assert "mSPRT" in check.tripped
+            p = check.readings["challenger"].msprt_p_value
+            assert p is not None and p <= 0.05
+            break
+    assert tripped_at is not None and tripped_at < 20
+    # Everything seen was fed exactly once (cursor per variant, not the whole window at every look).
+    assert monitor.msprt.n_a == len(chall) and monitor.msprt.n_b == len(champ)
+
+
+def test_monitor_does_not_trip_on_equal_variants_and_new_window_resets_cursor() -> None:
+    cfg = GuardConfig(max_error_rate=0.5, min_invocations=5, msprt_alpha=0.05)
+    monitor = GuardMonitor(cfg, champion="a", challenger="b")
+    rng = random.Random(11)
+    for _window in range(3):
+        monitor.start_window()
+        a: list[bool] = []
+        b: list[bool] = []
+        for _ in range(10):
+            a += [rng.random() > 0.05 for _ in range(8)]
+            b += [rng.random() > 0.05 for _ in range(8)]
+            check = monitor.look({"a": raw_metrics("a", a), "b": raw_metrics("b", b)})
+            assert check.tripped is None
+    assert monitor.msprt.n_a == 3 * 80 and monitor.msprt.n_b == 3 * 80
+
+
+def test_monitor_without_champion_checks_thresholds_only() -> None:
+    monitor = GuardMonitor(GuardConfig(max_error_rate=0.2, min_invocations=5), champion=None, challenger="c")
+    ok = monitor.look({"c": raw_metrics("c", [True] * 10)})
+    assert ok.tripped is None and ok.readings["c"].msprt_p_value is None
+    bad = monitor.look({"c": raw_metrics("c", [True] * 10 + [False] * 10)})
+    assert bad.tripped is not None and "error rate" in bad.tripped

@@ -1,0 +1,225 @@
+"""LocalBackend: registry, endpoints, metrics, hash-chained audit ledger and cross-process locks."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from agent_release.pipelines.local_backend import InvocationRecord, LocalBackend
+from agent_release.steps.backend import (
+    ApprovalStatus,
+    Backend,
+    BackendError,
+    FaultSpec,
+    LockBusyError,
+    ModelSpec,
+    VariantSpec,
+)
+
+MODEL = ModelSpec(kind="python", options={"class_path": "pkg.mod:Model"})
+
+
+@pytest.fixture
+def backend(tmp_path: Path) -> LocalBackend:
+    return LocalBackend(tmp_path)
+
+
+def test_implements_the_backend_protocol(backend: LocalBackend) -> None:
+    assert isinstance(backend, Backend)
+
+
+def test_registry_numbers_versions_and_records_approvals(backend: LocalBackend) -> None:
+    assert backend.list_packages("support") == []
+    with pytest.raises(BackendError, match="does not exist"):
+        backend.register_package("support", MODEL)
+    backend.ensure_package_group("support", "support agent models")
+    backend.ensure_package_group("support")  # idempotent
+    first = backend.register_package("support", MODEL, metadata={"git": "abc"}, metrics={"accuracy": 0.9})
+    second = backend.register_package("support", MODEL.model_copy(update={"artifact_uri": "s3://x"}))
+    assert (first.version, second.version) == (1, 2)
+    assert first.approval_status == ApprovalStatus.PENDING
+    assert first.arn != second.arn
+    approved = backend.update_approval(first.arn, ApprovalStatus.APPROVED, "alice: passed evaluation run 7")
+    assert approved.approval_status == ApprovalStatus.APPROVED
+    assert approved.approval_description == "alice: passed evaluation run 7"
+    # A second backend object (another process's view) reads the same registry.
+    again = LocalBackend(backend.state_dir).list_packages("support")
+    assert [(p.version, p.approval_status) for p in again] == [(1, "Approved"), (2, "PendingManualApproval")]
+    assert again[0].metadata == {"git": "abc"} and again[0].metrics == {"accuracy": 0.9}
+    assert backend.get_package(second.arn).model.artifact_uri == "s3://x"
+    with pytest.raises(BackendError):
+        backend.get_package("arn:nope")
+    with pytest.raises(BackendError):
+        backend.update_approval("arn:nope", ApprovalStatus.REJECTED, "x")
+
+
+def test_endpoint_lifecycle_and_weight_validation(backend: LocalBackend) -> None:
+    assert backend.describe_endpoint("ep") is None
+    revision = backend.endpoint_revision()
+    state = backend.deploy_endpoint(
+        "ep",
+        [
+            VariantSpec(name="a", model=MODEL, initial_weight=1.0, package_arn="arn:1"),
+            VariantSpec(name="b", model=MODEL, initial_weight=0.0, faults=FaultSpec(added_latency_ms=5)),
+        ],
+    )
+    assert state.status == "InService"
+    assert [(v.name, v.current_weight, v.desired_weight) for v in state.variants] == [
+        ("a", 1, 1),
+        ("b", 0, 0),
+    ]
+    assert state.variant("b").faults.added_latency_ms == 5
+    assert backend.endpoint_revision() > revision
+
+    updated = backend.update_weights("ep", {"b": 3.0})
+    assert updated.traffic_shares() == {"a": 0.25, "b": 0.75}
+    for bad, message in [
+        ({"zzz": 1.0}, "no variant zzz"),
+        ({"a": -1.0}, ">= 0"),
+        ({"a": float("nan")}, ">= 0"),
+        ({"a": 0.0, "b": 0.0}, "at least one"),
+    ]:
+        with pytest.raises(BackendError, match=message):
+            backend.update_weights("ep", bad)
+    assert backend.describe_endpoint("ep") == updated  # failed updates change nothing
+    with pytest.raises(BackendError):
+        backend.update_weights("missing", {"a": 1.0})
+
+    redeployed = backend.deploy_endpoint("ep", [VariantSpec(name="c", model=MODEL, initial_weight=2.0)])
+    assert [v.name for v in redeployed.variants] == ["c"]
+    assert [e.name for e in backend.list_endpoints()] == ["ep"]
+    backend.delete_endpoint("ep")
+    backend.delete_endpoint("ep")
+    assert backend.describe_endpoint("ep") is None
+
+
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        ([], "at least one variant"),
+        ([VariantSpec(name="a", model=MODEL, initial_weight=0.0)], "weight > 0"),
+        ([VariantSpec(name="a", model=MODEL, initial_weight=1.0)] * 2, "duplicate"),
+    ],
+)
+def test_deploy_rejects_bad_variant_sets(
+    backend: LocalBackend, variants: list[VariantSpec], message: str
+) -> None:
+    with pytest.raises(BackendError, match=message):
+        backend.deploy_endpoint("ep", variants)
+
+
+def test_variant_metrics_aggregate_recorded_invocations(backend: LocalBackend) -> None:
+    backend.deploy_endpoint(
+        "ep",
+        [
+            VariantSpec(name="a", model=MODEL, initial_weight=1.0),
+            VariantSpec(name="idle", model=MODEL, initial_weight=0.0),
+        ],
+    )
+    now = time.time()
+    records = [InvocationRecord("ep", "a", now - 100, 200, 50.0, 1.0, False)]  # before the window
+    records += [InvocationRecord("ep", "a", now + i, 200, float(i + 1), 0.5, False) for i in range(100)]
+    records += [
+        InvocationRecord("ep", "a", now + 200, 500, 3.0, 0.5, False),
+        InvocationRecord("ep", "a", now + 201, 400, None, 0.2, False),
+    ]
+    backend.record_invocations(records)
+    metrics = backend.variant_metrics("ep", since=now)
+    assert metrics["idle"].invocations == 0 and metrics["idle"].model_latency_ms_p50 is None
+    a = metrics["a"]
+    assert (a.invocations, a.errors_4xx, a.errors_5xx) == (102, 1, 1)
+    assert a.model_latency_ms_p50 == pytest.approx(50.5)
+    assert a.model_latency_ms_p99 == pytest.approx(99.01)
+    assert a.overhead_latency_ms_p50 == pytest.approx(0.5)
+    assert a.outcomes[-2:] == (False, True)
+    assert a.latencies_ms[:3] == (1.0, 2.0, 3.0)
+
+
+def test_audit_chain_appends_and_verifies(backend: LocalBackend) -> None:
+    first = backend.append_audit(
+        "pipeline", "deploy", "ep", "new challenger", {"weights": {"a": 1.0}}, "exec-1"
+    )
+    second = backend.append_audit("alice", "promote", "challenger", "CI above margin", {"delta": 0.04})
+    assert first.prev_hash == "0" * 64 and second.prev_hash == first.hash
+    assert [e.seq for e in backend.list_audit()] == [1, 2]
+    assert backend.list_audit()[0] == first
+    assert backend.verify_audit() == []
+
+
+def _tamper(backend: LocalBackend, sql: str) -> None:
+    conn = sqlite3.connect(backend.state_dir / "state.db")
+    conn.executescript(sql)
+    conn.commit()
+    conn.close()
+
+
+@pytest.mark.parametrize(
+    ("sql", "expected"),
+    [
+        ("UPDATE audit SET reason = 'nothing to see' WHERE seq = 2", "entry 2 was edited"),
+        ("UPDATE audit SET evidence_json = '{\"delta\":0.5}' WHERE seq = 2", "entry 2 was edited"),
+        ("DELETE FROM audit WHERE seq = 2", "entry 2 is missing"),
+        ("DELETE FROM audit WHERE seq = 3", "recorded head is entry 3"),
+        (
+            "UPDATE audit SET seq = 100 WHERE seq = 1; UPDATE audit SET seq = 1 WHERE seq = 2; "
+            "UPDATE audit SET seq = 2 WHERE seq = 100",
+            "entry 1 was edited",
+        ),
+    ],
+)
+def test_audit_verify_detects_tampering(backend: LocalBackend, sql: str, expected: str) -> None:
+    for i in range(3):
+        backend.append_audit("pipeline", "step", f"s{i}", "r", {"delta": i / 100})
+    assert backend.verify_audit() == []
+    _tamper(backend, sql)
+    problems = backend.verify_audit()
+    assert any(expected in p for p in problems), problems
+
+
+def _hold_lock(
+    state_dir: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
+) -> None:
+    backend = LocalBackend(Path(state_dir))
+    with backend.lock("promote", "bob@laptop"):
+        ready.set()
+        release.wait(20)
+
+
+def test_lock_is_exclusive_across_processes_and_names_the_holder(backend: LocalBackend) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    ready, release = ctx.Event(), ctx.Event()
+    holder = ctx.Process(target=_hold_lock, args=(str(backend.state_dir), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(30)
+        with pytest.raises(LockBusyError, match="bob@laptop"), backend.lock("promote", "alice"):
+            pass
+        with backend.lock("other-lock", "alice"):  # other names are independent
+            pass
+    finally:
+        release.set()
+        holder.join(30)
+    other = LocalBackend(backend.state_dir)
+    with (
+        backend.lock("promote", "alice"),
+        pytest.raises(LockBusyError, match="alice"),
+        other.lock("promote", "c"),
+    ):
+        pass
+
+
+def test_runtime_url_is_found_through_the_state_dir(backend: LocalBackend) -> None:
+    assert backend.runtime_endpoint_url() is None
+    url = backend.start_runtime()
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert LocalBackend(backend.state_dir).runtime_endpoint_url() == url
+        assert json.loads((backend.state_dir / "runtime.json").read_text())["url"] == url
+    finally:
+        backend.stop_runtime()
+    assert backend.runtime_endpoint_url() is None

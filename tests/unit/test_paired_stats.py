@@ -1,0 +1,250 @@
+"""Paired, clustered statistics: checked against statsmodels/scipy, hand arithmetic and properties."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
+
+from agent_release.steps.paired_stats import (
+    StatsInputError,
+    _weighted_p95,
+    average_repeats,
+    clustered_mean,
+    clustered_mean_batch,
+    discordant_pairs,
+    mcnemar_exact,
+    naive_paired_t,
+    paired_cluster_bootstrap,
+    paired_differences,
+)
+
+
+def _clustered_sample(seed: int, n_clusters: int = 25) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 9, size=n_clusters)  # unequal cluster sizes
+    effects = rng.normal(0, 1.0, size=n_clusters)
+    values = np.concatenate([e + rng.normal(0, 0.7, size=s) for e, s in zip(effects, sizes, strict=True)])
+    labels = [f"c{g}" for g, s in enumerate(sizes) for _ in range(s)]
+    return values, labels
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_clustered_mean_matches_statsmodels_cluster_robust_ols(seed: int) -> None:
+    values, labels = _clustered_sample(seed)
+    groups = np.unique(labels, return_inverse=True)[1]
+    fit = sm.OLS(values, np.ones_like(values)).fit(
+        cov_type="cluster", cov_kwds={"groups": groups}, use_t=True
+    )
+    est = clustered_mean(values, labels, confidence=0.95)
+    assert est.mean == pytest.approx(fit.params[0], rel=1e-12)
+    assert est.se == pytest.approx(fit.bse[0], rel=1e-10)
+    low, high = fit.conf_int(alpha=0.05)[0]
+    assert (est.ci_low, est.ci_high) == pytest.approx((low, high), rel=1e-9)
+    assert est.df == len(set(labels)) - 1
+    assert est.n_clusters == len(set(labels))
+
+
+def test_clustered_mean_hand_computed_example() -> None:
+    # values 1, 2 | 3, 6 in clusters a | b: mean = 12 / 4 = 3
+    # residuals -2, -1 | 0, 3 -> cluster sums S_a = -3, S_b = 3 -> sum S_g^2 = 18
+    # Var = G/(G-1) * 18 / n^2 = 2/1 * 18/16 = 2.25 -> SE = 1.5; df = G - 1 = 1
+    # t_{0.975, 1} = 12.7062047... -> half width 19.0593...
+    est = clustered_mean([1.0, 2.0, 3.0, 6.0], ["a", "a", "b", "b"])
+    assert est.mean == 3.0
+    assert est.se == pytest.approx(1.5)
+    assert est.df == 1
+    assert est.ci_high - est.mean == pytest.approx(1.5 * 12.706204736, rel=1e-9)
+
+
+def test_one_case_per_cluster_reduces_to_the_ordinary_standard_error() -> None:
+    values = np.random.default_rng(0).normal(size=40)
+    est = clustered_mean(values, [str(i) for i in range(40)])
+    assert est.se == pytest.approx(values.std(ddof=1) / math.sqrt(40), rel=1e-12)
+
+
+def test_batch_rows_equal_the_scalar_estimator() -> None:
+    values, labels = _clustered_sample(6)
+    rows = np.vstack([values, values[::-1], values * 2 + 1])
+    batch = clustered_mean_batch(rows, labels, confidence=0.9)
+    for i, row in enumerate(rows):
+        est = clustered_mean(row, labels, confidence=0.9)
+        assert (batch.mean[i], batch.se[i], batch.ci_low[i]) == pytest.approx((est.mean, est.se, est.ci_low))
+    assert batch.df == est.df
+
+
+def test_clustered_mean_needs_two_clusters() -> None:
+    with pytest.raises(StatsInputError, match="at least 2 clusters"):
+        clustered_mean([1.0, 2.0], ["a", "a"])
+    with pytest.raises(StatsInputError, match="NaN"):
+        clustered_mean([1.0, float("nan")], ["a", "b"])
+
+
+def test_average_repeats_gives_one_value_per_case() -> None:
+    assert average_repeats([("x", 1.0), ("x", 0.0), ("y", 1.0), ("x", 1.0)]) == {"x": 2 / 3, "y": 1.0}
+
+
+def test_paired_differences_counts_unpaired_cases_and_compares_shared_ones() -> None:
+    challenger = {"a": 1.0, "b": 1.0, "c": 0.0, "only_chal": 1.0}
+    champion = {"a": 0.0, "b": 1.0, "c": 0.0, "only_champ": 0.0, "other": 1.0}
+    clusters = {"a": "g1", "b": "g1", "c": "g2"}
+    cmp = paired_differences(challenger, champion, clusters, metric="task_success")
+    assert cmp.n_paired == 3
+    assert cmp.n_unpaired_challenger == 1
+    assert cmp.n_unpaired_champion == 2
+    assert cmp.estimate == pytest.approx(1 / 3)
+    assert cmp.challenger_value == pytest.approx(2 / 3)
+    assert cmp.champion_value == pytest.approx(1 / 3)
+
+
+def test_paired_differences_refuses_paired_cases_without_cluster() -> None:
+    with pytest.raises(StatsInputError, match="no cluster key"):
+        paired_differences({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 0.0}, {"a": "g"})
+
+
+def test_naive_t_equals_clustered_t_when_every_case_is_its_own_cluster() -> None:
+    rng = np.random.default_rng(4)
+    chal = {str(i): float(v) for i, v in enumerate(rng.normal(0.2, 1, 50))}
+    champ = {str(i): float(v) for i, v in enumerate(rng.normal(0.0, 1, 50))}
+    own = {str(i): str(i) for i in range(50)}
+    naive = naive_paired_t(chal, champ)
+    clustered = paired_differences(chal, champ, own)
+    reference = stats.ttest_rel(list(chal.values()), list(champ.values()))
+    assert naive.estimate == pytest.approx(clustered.estimate)
+    assert naive.se == pytest.approx(clustered.se, rel=1e-12)
+    assert naive.estimate / naive.se == pytest.approx(reference.statistic, rel=1e-10)
+
+
+def test_naive_t_understates_the_se_of_clustered_differences() -> None:
+    rng = np.random.default_rng(5)
+    clusters = {f"{g}-{i}": f"g{g}" for g in range(20) for i in range(10)}
+    shift = {f"g{g}": rng.normal(0, 0.5) for g in range(20)}
+    chal = {c: shift[k] + rng.normal(0, 0.2) for c, k in clusters.items()}
+    champ = dict.fromkeys(clusters, 0.0)
+    assert paired_differences(chal, champ, clusters).se > 2 * naive_paired_t(chal, champ).se
+
+
+def _skewed_pairs(
+    seed: int, n_clusters: int = 30, size: int = 6
+) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
+    rng = np.random.default_rng(seed)
+    clusters = {f"{g}-{i}": f"g{g}" for g in range(n_clusters) for i in range(size)}
+    base = {f"g{g}": rng.lognormal(0, 0.5) for g in range(n_clusters)}
+    champ = {c: base[k] * rng.lognormal(0, 0.4) for c, k in clusters.items()}
+    chal = {c: v * rng.lognormal(0.05, 0.2) for c, v in champ.items()}
+    return chal, champ, clusters
+
+
+def test_cluster_bootstrap_of_the_mean_agrees_with_the_clustered_t() -> None:
+    chal, champ, clusters = _skewed_pairs(7)
+    boot = paired_cluster_bootstrap(chal, champ, clusters, n_resamples=4000, seed=1)
+    t = paired_differences(chal, champ, clusters, method="t")
+    assert boot.estimate == pytest.approx(t.estimate)
+    assert boot.ci_low < boot.estimate < boot.ci_high
+    assert boot.se == pytest.approx(t.se, rel=0.25)
+    assert boot.ci_high - boot.ci_low == pytest.approx(t.ci_high - t.ci_low, rel=0.3)
+
+
+def test_cluster_bootstrap_is_reproducible_with_a_seed() -> None:
+    chal, champ, clusters = _skewed_pairs(8)
+    first = paired_cluster_bootstrap(chal, champ, clusters, statistic="p95", seed=3)
+    again = paired_cluster_bootstrap(chal, champ, clusters, statistic="p95", seed=3)
+    other = paired_cluster_bootstrap(chal, champ, clusters, statistic="p95", seed=4)
+    assert first == again
+    assert (first.ci_low, first.ci_high) != (other.ci_low, other.ci_high)
+
+
+def test_p95_bootstrap_estimate_is_the_difference_of_numpy_p95s() -> None:
+    chal, champ, clusters = _skewed_pairs(9)
+    cmp = paired_cluster_bootstrap(chal, champ, clusters, statistic="p95", seed=0)
+    keys = sorted(chal)
+    expected = np.quantile([chal[k] for k in keys], 0.95, method="inverted_cdf") - np.quantile(
+        [champ[k] for k in keys], 0.95, method="inverted_cdf"
+    )
+    assert cmp.estimate == pytest.approx(expected)
+    assert cmp.ci_low <= cmp.estimate <= cmp.ci_high
+    assert cmp.df is None
+
+
+@given(st.lists(st.floats(-100, 100), min_size=1, max_size=60), st.integers(0, 2**31))
+@settings(max_examples=60, deadline=None)
+def test_weighted_p95_with_unit_or_integer_weights_matches_numpy(values: list[float], seed: int) -> None:
+    x = np.asarray(values)
+    assert _weighted_p95(x, np.ones((1, x.size)))[0] == np.quantile(x, 0.95, method="inverted_cdf")
+    counts = np.random.default_rng(seed).integers(0, 4, size=x.size)
+    counts[0] += 1  # at least one observation
+    repeated = np.repeat(x, counts)
+    expected = np.quantile(repeated, 0.95, method="inverted_cdf")
+    assert _weighted_p95(x, counts[None, :].astype(float))[0] == expected
+
+
+def test_bootstrap_of_constant_differences_is_a_point() -> None:
+    clusters = {str(i): f"g{i % 4}" for i in range(20)}
+    chal = {c: 2.0 for c in clusters}
+    champ = {c: 1.5 for c in clusters}
+    cmp = paired_cluster_bootstrap(chal, champ, clusters)
+    assert (cmp.estimate, cmp.ci_low, cmp.ci_high, cmp.se) == (0.5, 0.5, 0.5, 0.0)
+
+
+def test_t_method_refuses_p95() -> None:
+    with pytest.raises(StatsInputError, match="'mean' only"):
+        paired_differences({"a": 1.0}, {"a": 1.0}, {"a": "g"}, statistic="p95")
+
+
+@pytest.mark.parametrize(("b", "c"), [(3, 12), (10, 10), (0, 7), (25, 9)])
+def test_mcnemar_exact_matches_statsmodels(b: int, c: int) -> None:
+    reference = sm_mcnemar([[20, b], [c, 30]], exact=True).pvalue
+    assert mcnemar_exact(b, c).p_value == pytest.approx(reference, rel=1e-10)
+
+
+def test_mcnemar_without_discordant_pairs_is_no_evidence() -> None:
+    assert mcnemar_exact(0, 0).p_value == 1.0
+
+
+def test_discordant_pairs_counts_only_disagreements() -> None:
+    chal = {"a": 1.0, "b": 0.0, "c": 1.0, "d": 1.0}
+    champ = {"a": 0.0, "b": 1.0, "c": 1.0, "d": 0.0}
+    assert discordant_pairs(chal, champ) == (2, 1)
+
+
+clustered_data = st.lists(
+    st.tuples(st.floats(-1e3, 1e3, allow_subnormal=False), st.sampled_from(["a", "b", "c", "d", "e"])),
+    min_size=2,
+    max_size=40,
+).filter(lambda rows: len({c for _, c in rows}) >= 2)
+
+
+@given(clustered_data, st.floats(0.5, 0.99))
+@settings(max_examples=150, deadline=None)
+def test_interval_contains_the_mean_and_se_is_non_negative(
+    rows: list[tuple[float, str]], confidence: float
+) -> None:
+    est = clustered_mean([v for v, _ in rows], [c for _, c in rows], confidence=confidence)
+    assert est.se >= 0
+    tolerance = 1e-9 * (1 + abs(est.mean))
+    assert est.ci_low - tolerance <= est.mean <= est.ci_high + tolerance
+
+
+@given(
+    st.lists(
+        st.tuples(st.floats(0, 1), st.floats(0, 1), st.sampled_from(["a", "b", "c"])), min_size=3, max_size=30
+    ).filter(lambda rows: len({c for *_, c in rows}) >= 2)
+)
+@settings(max_examples=100, deadline=None)
+def test_swapping_challenger_and_champion_negates_the_difference(
+    rows: list[tuple[float, float, str]],
+) -> None:
+    chal = {str(i): a for i, (a, _, _) in enumerate(rows)}
+    champ = {str(i): b for i, (_, b, _) in enumerate(rows)}
+    clusters = {str(i): c for i, (*_, c) in enumerate(rows)}
+    forward = paired_differences(chal, champ, clusters)
+    backward = paired_differences(champ, chal, clusters)
+    assert backward.estimate == pytest.approx(-forward.estimate, abs=1e-12)
+    assert backward.se == pytest.approx(forward.se, abs=1e-12)
+    assert backward.ci_low == pytest.approx(-forward.ci_high, abs=1e-9)

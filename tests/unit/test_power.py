@@ -1,0 +1,146 @@
+"""Minimum detectable effect and variance components, against hand arithmetic and statsmodels."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import statsmodels.formula.api as smf
+from scipy import stats
+from statsmodels.stats.power import TTestPower
+
+from agent_release.steps.paired_stats import StatsInputError
+from agent_release.steps.power import (
+    clusters_needed,
+    estimate_variance_components,
+    mde_from_se,
+    minimum_detectable_effect,
+)
+
+
+def test_mde_follows_the_design_effect_formula() -> None:
+    # 300 cases in 60 clusters: m = 5, DE = 1 + 4 * 0.1 = 1.4, SE = sqrt(0.25 * 1.4 / 300) = 0.0341565
+    report = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.1)
+    se = math.sqrt(0.25 * 1.4 / 300)
+    assert report.design_effect == pytest.approx(1.4)
+    assert report.se == pytest.approx(se)
+    assert report.effective_n == pytest.approx(300 / 1.4)
+    # Miller's approximation (t_{0.95,59} + t_{0.8,59}) * SE = (1.6711 + 0.8483) * SE = 0.0861 ...
+    approx = (stats.t.ppf(0.95, 59) + stats.t.ppf(0.8, 59)) * se
+    assert report.mde == pytest.approx(approx, rel=0.01)
+    # ... is slightly conservative: the exact noncentral-t answer is a little smaller.
+    assert report.mde < approx
+
+
+def test_mde_is_the_noncentrality_statsmodels_solves_for() -> None:
+    # A one-sample t test on G cluster means has df = G - 1 and noncentrality effect_size * sqrt(G).
+    report = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.1)
+    effect_size = TTestPower().solve_power(nobs=60, alpha=0.05, power=0.8, alternative="larger")
+    assert report.mde / report.se == pytest.approx(effect_size * math.sqrt(60), rel=1e-5)
+    two = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.1, two_sided=True)
+    effect_size = TTestPower().solve_power(nobs=60, alpha=0.05, power=0.8, alternative="two-sided")
+    assert two.mde / two.se == pytest.approx(effect_size * math.sqrt(60), rel=1e-5)
+
+
+def test_mde_agrees_with_statsmodels_for_independent_cases() -> None:
+    n, sd = 60, 0.8
+    report = minimum_detectable_effect(n, n, sd_diff=sd, icc=0.0)
+    effect_size = TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8, alternative="larger")
+    assert report.mde == pytest.approx(effect_size * sd, rel=1e-5)
+
+
+def test_two_sided_needs_a_larger_effect() -> None:
+    one = minimum_detectable_effect(200, 40, sd_diff=0.4, icc=0.2)
+    two = minimum_detectable_effect(200, 40, sd_diff=0.4, icc=0.2, two_sided=True)
+    assert two.mde > one.mde
+    assert two.mde == pytest.approx(mde_from_se(one.se, 39, alpha=0.05, power=0.8, two_sided=True))
+
+
+def test_mde_shrinks_with_clusters_and_grows_with_icc() -> None:
+    base = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.2).mde
+    assert minimum_detectable_effect(600, 120, sd_diff=0.5, icc=0.2).mde < base
+    assert minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.5).mde > base
+    # Same cases in fewer, larger clusters: a larger design effect.
+    assert minimum_detectable_effect(300, 20, sd_diff=0.5, icc=0.2).mde > base
+
+
+def test_design_effect_can_be_given_directly() -> None:
+    by_icc = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.25)
+    by_deff = minimum_detectable_effect(300, 60, sd_diff=0.5, design_effect=2.0)
+    assert by_deff.mde == pytest.approx(by_icc.mde)
+    with pytest.raises(StatsInputError, match="not both"):
+        minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.25, design_effect=2.0)
+
+
+def test_repeats_only_average_away_the_within_case_share() -> None:
+    single = minimum_detectable_effect(100, 100, 1, sd_diff=0.5)
+    deterministic = minimum_detectable_effect(100, 100, 4, sd_diff=0.5)
+    all_noise = minimum_detectable_effect(100, 100, 4, sd_diff=0.5, within_case_share=1.0)
+    assert deterministic.mde == pytest.approx(single.mde)
+    assert all_noise.mde == pytest.approx(single.mde / 2)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"n_cases": 10, "n_clusters": 1},
+        {"n_cases": 5, "n_clusters": 10},
+        {"n_cases": 10, "n_clusters": 5, "repeats": 0},
+        {"n_cases": 10, "n_clusters": 5, "icc": 1.5},
+        {"n_cases": 10, "n_clusters": 5, "alpha": 0.0},
+    ],
+)
+def test_impossible_designs_raise(kwargs: dict[str, float]) -> None:
+    with pytest.raises(StatsInputError):
+        minimum_detectable_effect(**kwargs)  # type: ignore[arg-type]
+
+
+def test_clusters_needed_is_the_first_count_reaching_the_target() -> None:
+    se, g0 = 0.04, 50
+    target = 0.05
+    needed = clusters_needed(target, se, g0)
+    assert needed is not None
+    assert needed > g0
+
+    def mde_at(g: int) -> float:
+        return mde_from_se(se * math.sqrt(g0 / g), g - 1)
+
+    assert mde_at(needed) <= target < mde_at(needed - 1)
+    # Asking for the MDE the observed design already has returns (about) the observed count.
+    assert clusters_needed(mde_at(g0), se, g0) == g0
+    assert clusters_needed(0.0, se, g0) is None
+
+
+def _balanced_clustered(
+    seed: int, icc: float, n_clusters: int = 150, size: int = 6
+) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    between = rng.normal(0, math.sqrt(icc), size=n_clusters)
+    values = np.repeat(between, size) + rng.normal(0, math.sqrt(1 - icc), size=n_clusters * size)
+    labels = [f"g{g}" for g in range(n_clusters) for _ in range(size)]
+    return values, labels
+
+
+def test_variance_components_recover_a_known_icc_and_match_reml() -> None:
+    values, labels = _balanced_clustered(11, icc=0.3)
+    components = estimate_variance_components(values.tolist(), labels)
+    assert components.icc == pytest.approx(0.3, abs=0.08)
+    assert components.sd == pytest.approx(1.0, abs=0.08)
+    assert components.mean_cluster_size == 6
+    assert components.design_effect == pytest.approx(1 + 5 * components.icc)
+
+    fit = smf.mixedlm("y ~ 1", {"y": values, "g": labels}, groups="g").fit(reml=True)
+    between = float(fit.cov_re.iloc[0, 0])
+    reml_icc = between / (between + fit.scale)
+    assert components.icc == pytest.approx(reml_icc, abs=1e-4)
+
+
+def test_variance_components_of_independent_cases_have_small_icc() -> None:
+    values, labels = _balanced_clustered(12, icc=0.0)
+    assert estimate_variance_components(values.tolist(), labels).icc < 0.08
+
+
+def test_variance_components_need_clusters_with_several_cases() -> None:
+    with pytest.raises(StatsInputError, match="more cases than clusters"):
+        estimate_variance_components([0.1, 0.2], ["a", "b"])

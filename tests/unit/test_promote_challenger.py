@@ -1,0 +1,442 @@
+"""The promotion step against the real local backend and runtime, with replayed live agent traffic.
+
+Variants are served by :class:`CannedChatModel` (a ``python``-kind model defined here); a failing challenger
+is the same model with an injected :class:`FaultSpec`. MLflow aliases are skipped: the synthetic registration
+has ``registered_model_version=None`` (the step then leaves aliases alone and says so in the report).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.steps.backend import ApprovalStatus, FaultSpec, ModelSpec
+from agent_release.steps.decide_promotion import DecisionReport
+from agent_release.steps.deploy_variants import DeployConfig, DeployReport, deploy_variants
+from agent_release.steps.evaluation_records import EvaluationReport, VariantEvaluation
+from agent_release.steps.promote_challenger import (
+    PromotionError,
+    PromotionInputs,
+    promote_challenger,
+    promote_variant,
+    rollback_endpoint,
+)
+from agent_release.steps.promote_config import GuardConfig, LiveTrafficConfig, PromotionConfig, ShadowConfig
+from agent_release.steps.register_agents_config import InferenceConfig
+from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
+from agent_release.steps.validate_datasets import DatasetResult, DatasetValidationReport
+
+ENDPOINT = "support"
+GROUP = "support-agent"
+LIVE_INPUTS = ("Where is my order ORD-10427?", "Can I return a kettle?", "My parcel is late.")
+
+
+class CannedChatModel:
+    """Answers every chat-completions request with one short assistant message (no tool calls)."""
+
+    def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        last = request["messages"][-1]
+        text = last["content"] if isinstance(last["content"], str) else json.dumps(last["content"])
+        return {
+            "id": "canned",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": "canned",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"Noted ({len(text)} chars)."},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+        }
+
+
+MODEL = ModelSpec(kind="python", options={"class_path": f"{__name__}:CannedChatModel"})
+
+
+@dataclass
+class Env:
+    backend: LocalBackend
+    deployed: DeployReport
+    state_dir: Path
+
+
+def build_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, faults: FaultSpec | None = None, champion: bool = True
+) -> Env:
+    """Two packages (champion Approved, challenger pending) deployed by the real deploy step; runtime up."""
+    backend = LocalBackend(tmp_path)
+    backend.ensure_package_group(GROUP)
+    if champion:
+        first = backend.register_package(GROUP, MODEL)
+        backend.update_approval(first.arn, ApprovalStatus.APPROVED, "initial champion")
+    backend.register_package(GROUP, MODEL)
+    deployed = deploy_variants(
+        DeployConfig(
+            endpoint_name=ENDPOINT, package_group=GROUP, faults={"challenger": faults} if faults else {}
+        ),
+        backend,
+    )
+    url = backend.start_runtime()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return Env(backend=backend, deployed=deployed, state_dir=tmp_path)
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+    e = build_env(tmp_path, monkeypatch)
+    yield e
+    e.backend.stop_runtime()
+
+
+def dataset_report() -> DatasetValidationReport:
+    golden = DatasetResult(
+        name="golden", path="golden.jsonl", sha256="ab" * 32, n_rows=10, n_clusters=5, success=True
+    )
+    return DatasetValidationReport(success=True, datasets=(golden,))
+
+
+def make_inputs(env: Env, decision: str, *, execution_id: str = "exec-1") -> PromotionInputs:
+    """Synthetic upstream reports around the real deployment (the promotion only reads them)."""
+    d = env.deployed
+    agents = tuple(
+        RegisteredAgent(
+            variant=v.name,
+            role=v.role,
+            endpoint_name=ENDPOINT,
+            package_arn=v.package_arn,
+            package_version=v.version,
+            logged_model_id=f"m-{v.name}",
+            prompt_uri="prompts:/support-agent-system/1",
+            registered_model_name="support-agent",
+            registered_model_version=None,  # no MLflow here: alias moves are skipped
+            tool_names=(),
+            tools_hash="0" * 64,
+            inference=InferenceConfig(max_tokens=64),
+        )
+        for v in d.variants
+    )
+    challenger = d.challenger.name if d.challenger else "challenger"
+    champion = d.champion.name if d.champion else None
+    return PromotionInputs(
+        execution_id=execution_id,
+        deployed=d,
+        registration=RegistrationReport(
+            tracking_uri="sqlite:///unused.db", experiment_id="1", agents=agents, changed=True
+        ),
+        evaluation=EvaluationReport(
+            dataset_name="golden",
+            dataset_hash="ab" * 32,
+            repeats=1,
+            scorer_specs=(),
+            variants=tuple(
+                VariantEvaluation(
+                    variant=v.name,
+                    role=v.role,
+                    cases_expected=10,
+                    cases_completed=10,
+                    cases_errored=0,
+                    retries=0,
+                    mlflow_run_id=f"run-{v.name}",
+                )
+                for v in d.variants
+            ),
+            rows=(),
+        ),
+        decision=DecisionReport(
+            decision=decision,
+            reason=f"synthetic {decision}",
+            challenger_variant=challenger,
+            champion_variant=champion,
+            primary=None,
+            first_release=None,
+            guardrails=(),
+            mcnemar=None,
+            n_paired=10,
+            n_clusters=5,
+            n_completed=10,
+            error_rates={},
+            alpha=0.05,
+            min_improvement=0.0,
+            what_would_settle_it="about 200 more cases" if decision == "inconclusive" else None,
+        ),
+        datasets=dataset_report(),
+        system_prompt="You are a terse support agent.",
+        live_inputs=LIVE_INPUTS,
+        actor="pipeline",
+    )
+
+
+def fast_config(**overrides: Any) -> PromotionConfig:
+    base: dict[str, Any] = {
+        "schedule": [50.0, 100.0],
+        "bake_s": 1.0,
+        "guards": GuardConfig(max_error_rate=0.2, min_invocations=5, msprt_alpha=0.05),
+        "live_traffic": LiveTrafficConfig(requests_per_s=20.0, concurrency=4),
+    }
+    base.update(overrides)
+    return PromotionConfig(**base)
+
+
+def weights(backend: LocalBackend) -> dict[str, float]:
+    state = backend.describe_endpoint(ENDPOINT)
+    assert state is not None
+    return {v.name: v.current_weight for v in state.variants}
+
+
+def challenger_status(env: Env) -> ApprovalStatus:
+    assert env.deployed.challenger is not None
+    return env.backend.get_package(env.deployed.challenger.package_arn).approval_status
+
+
+def tools() -> list[Any]:
+    return []
+
+
+def actions(backend: LocalBackend, execution_id: str | None = None) -> list[str]:
+    return [e.action for e in backend.list_audit() if execution_id is None or e.execution_id == execution_id]
+
+
+# -- tests ---------------------------------------------------------------------------------------------------
+
+
+def test_auto_promote_walks_the_whole_schedule_with_live_traffic(env: Env) -> None:
+    report = promote_challenger(
+        fast_config(), make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+
+    assert report.action == "promoted" and not report.held
+    assert weights(env.backend) == {"champion": 0.0, "challenger": 1.0}
+    assert report.final_weights == {"champion": 0.0, "challenger": 1.0}
+    assert challenger_status(env) == ApprovalStatus.APPROVED
+    ledger = [e for e in env.backend.list_audit() if e.execution_id == "exec-1"]
+    assert [e.action for e in ledger] == ["weights", "weights", "promote"]
+    assert [e.evidence["percent"] for e in ledger[:2]] == [50.0, 100.0]
+    assert ledger[2].evidence["guard_readings"], "the promote entry carries the live guard readings"
+    assert report.audit_seqs == tuple(e.seq for e in ledger)
+    # The approval description is compact JSON pointing at the evidence in the ledger.
+    assert env.deployed.challenger is not None
+    description = json.loads(
+        env.backend.get_package(env.deployed.challenger.package_arn).approval_description
+    )
+    assert description["audit_seq"] == ledger[2].seq and description["schedule"] == [50.0, 100.0]
+    assert description["dataset_sha256"] == "ab" * 32
+    # Live traffic really reached the challenger through pinned conversations during the bakes.
+    bakes = [ev for ev in report.timeline if ev.phase == "canary" and ev.readings]
+    assert len(bakes) == 2
+    assert all(ev.readings["challenger"].invocations > 0 for ev in bakes)
+    assert bakes[0].readings["champion"].invocations > 0  # at 50% both variants served
+    assert report.timeline[-1].phase == "complete" and report.aliases_moved is False
+
+
+def test_rerun_of_a_completed_execution_does_not_shift_again(env: Env) -> None:
+    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.3)
+    first = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert first.action == "promoted"
+    n_entries = len(env.backend.list_audit())
+    again = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert again.action == "promoted" and again.resumed
+    assert len(env.backend.list_audit()) == n_entries, "nothing new in the ledger: no second shift"
+    assert weights(env.backend) == {"champion": 0.0, "challenger": 1.0}
+
+
+def test_resume_after_a_partial_shift_restarts_the_schedule(env: Env) -> None:
+    # A previous attempt of exec-1 got to 50% and died without cleaning up.
+    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
+    env.backend.append_audit(
+        "pipeline",
+        "weights",
+        f"{ENDPOINT}/challenger",
+        "canary step 50%",
+        {"percent": 50.0},
+        execution_id="exec-1",
+    )
+    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.3, schedule=[10.0, 100.0])
+    report = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert report.resumed and report.action == "promoted"
+    assert actions(env.backend, "exec-1") == ["weights", "resume", "weights", "weights", "promote"]
+    first_step = next(ev for ev in report.timeline if ev.phase == "canary")
+    assert first_step.weights == {"champion": 0.9, "challenger": 0.1}
+
+
+def test_manual_mode_holds_then_promote_variant_continues(env: Env) -> None:
+    config = fast_config(mode="manual", live_traffic=LiveTrafficConfig(requests_per_s=10.0, concurrency=2))
+    before = weights(env.backend)
+    held = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert held.held and held.action == "held_for_approval"
+    assert weights(env.backend) == before == {"champion": 1.0, "challenger": 0.0}
+    assert challenger_status(env) == ApprovalStatus.PENDING
+    assert env.deployed.challenger is not None
+    pending = json.loads(env.backend.get_package(env.deployed.challenger.package_arn).approval_description)
+    assert pending["next"] == "agent-release promote challenger"
+    assert actions(env.backend, "exec-1") == ["decision"]
+
+    with env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
+        report = promote_variant(
+            config,
+            env.backend,
+            ENDPOINT,
+            "challenger",
+            actor="user:alice",
+            system_prompt="You are terse.",
+            tools_factory=tools,
+            live_inputs=LIVE_INPUTS,
+        )
+    assert report.action == "promoted"
+    assert weights(env.backend) == {"champion": 0.0, "challenger": 1.0}
+    assert challenger_status(env) == ApprovalStatus.APPROVED
+    promote_entry = env.backend.list_audit()[-1]
+    assert promote_entry.action == "promote" and promote_entry.actor == "user:alice"
+    assert promote_entry.execution_id == "exec-1", "continues the held execution"
+    assert promote_entry.evidence["mlflow_runs"] == {
+        "champion": "run-champion",
+        "challenger": "run-challenger",
+    }
+
+
+@pytest.mark.parametrize("decision", ["reject", "inconclusive"])
+def test_reject_and_inconclusive_leave_weights_alone(env: Env, decision: str) -> None:
+    before = weights(env.backend)
+    report = promote_challenger(
+        fast_config(), make_inputs(env, decision), env.backend, tools_factory=tools, progress=None
+    )
+    assert weights(env.backend) == before == {"champion": 1.0, "challenger": 0.0}
+    assert not report.timeline
+    entry = env.backend.list_audit()[-1]
+    if decision == "reject":
+        assert report.action == "rejected"
+        assert challenger_status(env) == ApprovalStatus.REJECTED
+        assert entry.action == "reject"
+    else:
+        assert report.action == "no_change" and not report.approval_changes
+        assert challenger_status(env) == ApprovalStatus.PENDING
+        assert entry.action == "no_change" and "about 200 more cases" in entry.reason
+
+
+class ExplodingMetricsBackend(LocalBackend):
+    """The local backend whose metrics store fails once the challenger holds a share of traffic."""
+
+    def variant_metrics(self, name: str, since: float) -> dict[str, Any]:
+        state = self.describe_endpoint(name)
+        assert state is not None
+        if state.traffic_shares().get("challenger", 0.0) > 0:
+            raise RuntimeError("metrics store unavailable\nsecond line of detail")
+        return super().variant_metrics(name, since)
+
+
+def test_exception_mid_shift_leaves_the_champion_at_full_traffic(env: Env) -> None:
+    broken = ExplodingMetricsBackend(env.state_dir)
+    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.3)
+    with pytest.raises(PromotionError) as info:
+        promote_challenger(config, make_inputs(env, "promote"), broken, tools_factory=tools, progress=None)
+    message = str(info.value)
+    assert "\n" not in message and "metrics store unavailable" in message
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+    assert actions(env.backend, "exec-1") == ["weights", "rollback"]
+    assert env.backend.list_audit()[-1].evidence["trigger"] == "error"
+    assert challenger_status(env) == ApprovalStatus.PENDING  # an error is not a verdict on the model
+
+
+def test_shadow_phase_catches_a_failing_challenger_before_any_user_sees_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = build_env(tmp_path, monkeypatch, faults=FaultSpec(error_rate=0.6))
+    config = fast_config(shadow=ShadowConfig(enabled=True, sample_percent=100.0, bake_s=3.0))
+    try:
+        report = promote_challenger(
+            config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+        )
+    finally:
+        env.backend.stop_runtime()
+    assert report.action == "rolled_back" and "shadow" in report.reason
+    assert actions(env.backend, "exec-1") == ["shadow", "rollback"], "no canary weight was ever set"
+    tripped = next(ev for ev in report.timeline if ev.tripped)
+    assert tripped.phase == "shadow" and tripped.readings["challenger"].errors > 0
+    state = env.backend.describe_endpoint(ENDPOINT)
+    assert state is not None
+    assert [(v.name, v.shadow, v.current_weight) for v in state.variants] == [
+        ("champion", False, 1.0),
+        ("challenger", False, 0.0),
+    ], "the challenger is back as a production variant without traffic"
+    assert challenger_status(env) == ApprovalStatus.REJECTED
+
+
+def test_promote_variant_rejects_a_bad_schedule_in_one_line(env: Env) -> None:
+    with pytest.raises(PromotionError, match=r"schedule \[50.0, 20.0\]: .*increase") as info:
+        promote_variant(
+            fast_config(),
+            env.backend,
+            ENDPOINT,
+            "challenger",
+            actor="u",
+            system_prompt="",
+            tools_factory=tools,
+            schedule=[50.0, 20.0],
+        )
+    assert "\n" not in str(info.value)
+
+
+def test_first_release_approves_the_sole_challenger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = build_env(tmp_path, monkeypatch, champion=False)
+    try:
+        assert env.deployed.bootstrap and env.deployed.champion is None
+        report = promote_challenger(
+            fast_config(), make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+        )
+    finally:
+        env.backend.stop_runtime()
+    assert report.action == "promoted"
+    assert weights(env.backend) == {"challenger": 1.0}
+    assert challenger_status(env) == ApprovalStatus.APPROVED
+
+
+def test_rollback_endpoint_sends_everything_to_the_newest_approved(env: Env) -> None:
+    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
+    state = rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="pager fired")
+    assert {v.name: v.current_weight for v in state.variants} == {"champion": 1.0, "challenger": 0.0}
+    entry = env.backend.list_audit()[-1]
+    assert entry.action == "rollback" and entry.actor == "user:bob" and "pager fired" in entry.reason
+    assert entry.evidence["weights_before"] == {"champion": 0.5, "challenger": 0.5}
+
+
+def test_promote_variant_refuses_rejected_package_and_unknown_variant(env: Env) -> None:
+    promote_challenger(
+        fast_config(), make_inputs(env, "reject"), env.backend, tools_factory=tools, progress=None
+    )
+    with pytest.raises(PromotionError, match="Rejected"):
+        promote_variant(
+            fast_config(),
+            env.backend,
+            ENDPOINT,
+            "challenger",
+            actor="u",
+            system_prompt="",
+            tools_factory=tools,
+        )
+    with pytest.raises(PromotionError, match="no variant nope"):
+        promote_variant(
+            fast_config(), env.backend, ENDPOINT, "nope", actor="u", system_prompt="", tools_factory=tools
+        )
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}

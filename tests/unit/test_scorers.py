@@ -1,0 +1,275 @@
+"""Built-in scorers on known inputs, the registry, user scorers by import path, and the LLM judge."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_release.steps.evaluate_config import EvaluateConfig, JudgeConfig, PriceTable, ScorerSpec
+from agent_release.steps.scorers import (
+    ScorerConfigError,
+    argument_match_share,
+    build_scorer,
+    build_scorers,
+    effective_specs,
+    fact_coverage,
+    normalise_argument,
+    parse_judge_score,
+    registered_scorers,
+    resolve_spec,
+    trajectory_matches,
+)
+
+EXPECT = {
+    "expected_facts": ["Order ORD-10427", "shipped on 2026-03-02"],
+    "expected_tool_calls": [
+        {"name": "lookup_order", "arguments": {"order_id": "ORD-10427"}},
+        {"name": "check_refund_eligibility", "arguments": {"order_id": "ORD-10427", "reason": "damaged"}},
+    ],
+}
+GOOD_CALLS = [
+    {"name": "lookup_order", "arguments": {"order_id": " ord-10427 "}},
+    {"name": "check_refund_eligibility", "arguments": {"order_id": "ORD-10427", "reason": "Damaged"}},
+]
+
+
+def outputs(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "answer": "Your order   ORD-10427 SHIPPED on 2026-03-02.",
+        "tool_calls": GOOD_CALLS,
+        "error": None,
+        "latency_s": 0.75,
+        "input_tokens": 1200,
+        "output_tokens": 300,
+        "variant": "challenger",
+        "retries": 0,
+    }
+    return {**base, **overrides}
+
+
+def row_score(name: str, outs: dict[str, Any], expect: dict[str, Any] = EXPECT, **args: Any) -> Any:
+    from agent_release.steps import scorers
+
+    return scorers._REGISTRY[name](**args)({"input": "q"}, outs, expect)
+
+
+def test_fact_coverage_is_case_and_whitespace_insensitive() -> None:
+    assert fact_coverage("order  ord-10427 was lost", ["Order ORD-10427", "refund"]) == 0.5
+    assert fact_coverage("anything", []) is None
+
+
+def test_answer_correctness_modes() -> None:
+    half = outputs(answer="Order ORD-10427 is on its way")
+    assert row_score("answer_correctness", outputs()) == 1.0
+    assert row_score("answer_correctness", half) == 0.0
+    assert row_score("answer_correctness", half, mode="fraction") == 0.5
+    assert row_score("answer_correctness", outputs(error="boom")) == 0.0
+    assert row_score("answer_correctness", outputs(), {"expected_facts": []}) is None
+
+
+@pytest.mark.parametrize(
+    ("actual", "expected", "mode", "ok"),
+    [
+        (["a", "b"], ["a", "b"], "exact", True),
+        (["a", "x", "b"], ["a", "b"], "exact", False),
+        (["a", "x", "b"], ["a", "b"], "in_order", True),
+        (["b", "a"], ["a", "b"], "in_order", False),
+        (["b", "a"], ["a", "b"], "subset", True),
+        (["a"], ["a", "b"], "subset", False),
+        ([], [], "exact", True),
+    ],
+)
+def test_trajectory_modes(actual: list[str], expected: list[str], mode: Any, ok: bool) -> None:
+    assert trajectory_matches(actual, expected, mode) is ok
+
+
+def test_tool_trajectory_scorer_and_error_rows() -> None:
+    reversed_calls = outputs(tool_calls=list(reversed(GOOD_CALLS)))
+    assert row_score("tool_trajectory", outputs()) == 1.0
+    assert row_score("tool_trajectory", reversed_calls) == 0.0
+    assert row_score("tool_trajectory", reversed_calls, mode="subset") == 1.0
+    assert row_score("tool_trajectory", outputs(error="TimeoutError")) == 0.0
+
+
+def test_arguments_are_normalised_and_matched_once() -> None:
+    assert normalise_argument({" Order_ID ": " ORD-1 ", "n": "3", "k": 3}) == {
+        "order_id": "ord-1",
+        "n": 3.0,
+        "k": 3.0,
+    }
+    wrong_reason = [
+        GOOD_CALLS[0],
+        {**GOOD_CALLS[1], "arguments": {"order_id": "ORD-10427", "reason": "late"}},
+    ]
+    assert argument_match_share(GOOD_CALLS, EXPECT["expected_tool_calls"]) == 1.0
+    assert argument_match_share(wrong_reason, EXPECT["expected_tool_calls"]) == 0.5
+    # One actual call cannot satisfy two expected calls.
+    twice = [{"name": "lookup_order", "arguments": {"order_id": "A"}}] * 2
+    assert argument_match_share(twice[:1], twice) == 0.5
+    assert argument_match_share(GOOD_CALLS, []) is None
+    assert row_score("tool_arguments", outputs(tool_calls=wrong_reason)) == 0.5
+
+
+def test_task_success_needs_everything() -> None:
+    assert row_score("task_success", outputs()) == 1.0
+    assert row_score("task_success", outputs(answer="shipped")) == 0.0
+    assert row_score("task_success", outputs(tool_calls=GOOD_CALLS[:1])) == 0.0
+    assert row_score("task_success", outputs(error="ServiceUnavailable")) == 0.0
+
+
+def test_latency_tokens_cost_error() -> None:
+    prices = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}, "champion": {"input_per_1k": 0.5}}
+    assert row_score("latency", outputs()) == 0.75
+    assert row_score("tokens", outputs()) == 1500.0
+    assert row_score("cost", outputs(), prices=prices) == pytest.approx(1.2 + 0.6)
+    assert row_score("cost", outputs(variant="champion"), prices=prices) == pytest.approx(0.6)
+    assert row_score("error", outputs()) == 0.0
+    assert row_score("error", outputs(error="x")) == 1.0
+
+
+def test_registry_resolves_defaults_and_rejects_bad_specs() -> None:
+    assert {"answer_correctness", "tool_trajectory", "cost", "llm_judge"} <= set(registered_scorers())
+    assert resolve_spec(ScorerSpec(name="tool_trajectory")) == {
+        "name": "tool_trajectory",
+        "args": {"mode": "exact"},
+    }
+    with pytest.raises(ScorerConfigError, match="unknown scorer 'nope'"):
+        build_scorer(ScorerSpec(name="nope"))
+    with pytest.raises(ScorerConfigError, match="unexpected keyword"):
+        build_scorer(ScorerSpec(name="tokens", args={"x": 1}))
+    with pytest.raises(ScorerConfigError, match="mode must be"):
+        build_scorer(ScorerSpec(name="tool_trajectory", args={"mode": "fuzzy"}))
+    with pytest.raises(ScorerConfigError, match="more than once"):
+        build_scorers([ScorerSpec(name="tokens"), ScorerSpec(name="tokens")])
+
+
+def test_built_scorer_runs_under_mlflow_scorer_protocol() -> None:
+    built = build_scorer(ScorerSpec(name="answer_correctness", args={"mode": "fraction"}))
+    assert built.name == "answer_correctness"
+    assert built.spec == {"name": "answer_correctness", "args": {"mode": "fraction"}}
+    half = outputs(answer="Order ORD-10427")
+    assert built.scorer(inputs={"input": "q"}, outputs=half, expectations=EXPECT) == 0.5
+
+
+def test_effective_specs_inject_prices_and_judge() -> None:
+    config = EvaluateConfig(
+        prices={"default": PriceTable(input_per_1k=0.1, output_per_1k=0.2)},
+        judge=JudgeConfig(base_url="http://127.0.0.1:1/v1", model="judge"),
+    )
+    specs = {s.name: s for s in effective_specs(config)}
+    assert specs["cost"].args["prices"] == {"default": {"input_per_1k": 0.1, "output_per_1k": 0.2}}
+    assert specs["llm_judge"].args["model"] == "judge"
+    assert "llm_judge" not in {s.name for s in effective_specs(EvaluateConfig())}
+
+
+@pytest.fixture
+def user_scorer_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    pkg = tmp_path / "my_scoring"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "polite.py").write_text(
+        textwrap.dedent(
+            """
+            from mlflow.genai.scorers import scorer
+
+            def politeness(word="please"):
+                def score(inputs, outputs, expectations):
+                    return float(word in outputs["answer"].lower())
+                return score
+
+            def mlflow_native():
+                @scorer(name="answer_length")
+                def answer_length(outputs):
+                    return len(outputs["answer"])
+                return answer_length
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_scoring.polite"
+    for name in [m for m in sys.modules if m.startswith("my_scoring")]:
+        del sys.modules[name]
+
+
+def test_user_scorer_by_import_path(user_scorer_module: str) -> None:
+    plain = build_scorer(ScorerSpec(name=f"{user_scorer_module}:politeness", args={"word": "thanks"}))
+    assert plain.name == "politeness"
+    assert plain.spec["args"] == {"word": "thanks"}
+    assert plain.scorer(inputs={}, outputs=outputs(answer="Thanks!"), expectations={}) == 1.0
+    native = build_scorer(ScorerSpec(name=f"{user_scorer_module}:mlflow_native"))
+    assert native.name == "answer_length"
+    assert native.scorer(outputs={"answer": "abc"}) == 3
+    with pytest.raises(ScorerConfigError, match="cannot be imported"):
+        build_scorer(ScorerSpec(name=f"{user_scorer_module}:missing"))
+
+
+class _FakeJudge(BaseHTTPRequestHandler):
+    requests: list[dict[str, Any]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).requests.append(
+            {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
+        )
+        answer = json.loads(body["messages"][1]["content"])["answer"]
+        score = 0.9 if "shipped" in answer.lower() else 0.1
+        reply = {
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "content": f'Sure. {{"score": {score}, "rationale": "ok"}}',
+                    }
+                }
+            ]
+        }
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def judge_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeJudge)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_llm_judge_against_fake_openai_server(judge_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUDGE_KEY", "sekret")
+    built = build_scorer(
+        ScorerSpec(name="llm_judge", args={"base_url": judge_url, "model": "j1", "api_key_env": "JUDGE_KEY"})
+    )
+    assert built.scorer(inputs={"input": "where?"}, outputs=outputs(), expectations=EXPECT) == 0.9
+    assert (
+        built.scorer(inputs={"input": "where?"}, outputs=outputs(answer="no idea"), expectations=EXPECT)
+        == 0.1
+    )
+    assert built.scorer(inputs={}, outputs=outputs(error="boom"), expectations=EXPECT) == 0.0
+    sent = _FakeJudge.requests[-1]
+    assert sent["path"] == "/v1/chat/completions"
+    assert sent["body"]["model"] == "j1"
+    assert sent["auth"] == "Bearer sekret"
+
+
+def test_parse_judge_score_clips_and_rejects_prose() -> None:
+    assert parse_judge_score('{"score": 1.7}') == 1.0
+    with pytest.raises(ValueError, match="no JSON"):
+        parse_judge_score("great answer")

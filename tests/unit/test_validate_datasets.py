@@ -1,0 +1,104 @@
+"""The dataset-validation step: Great Expectations contracts over the golden sets."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from agent_release.steps.validate_datasets import (
+    DatasetError,
+    DatasetSpec,
+    DatasetValidationReport,
+    validate_datasets,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = {
+    name: DatasetSpec(path=f"datasets/support/{name}.jsonl", suite=f"datasets/support/{name}.suite.json")
+    for name in ("golden", "smoke", "holdout_live")
+}
+
+
+@pytest.fixture(scope="module")
+def shipped_report() -> DatasetValidationReport:
+    return validate_datasets(SHIPPED, ROOT)
+
+
+def _copy(tmp_path: Path, rows: list[dict[str, Any]]) -> Path:
+    shutil.copy(ROOT / "datasets/support/golden.suite.json", tmp_path / "golden.suite.json")
+    (tmp_path / "golden.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def _golden_rows() -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (ROOT / "datasets/support/golden.jsonl").read_text().splitlines()]
+
+
+SPEC = {"golden": DatasetSpec(path="golden.jsonl", suite="golden.suite.json")}
+
+
+def test_shipped_datasets_pass_and_are_pinned(shipped_report: DatasetValidationReport) -> None:
+    assert shipped_report.success, shipped_report.summary_lines()
+    golden = shipped_report.dataset("golden")
+    assert golden.sha256 == hashlib.sha256((ROOT / "datasets/support/golden.jsonl").read_bytes()).hexdigest()
+    assert golden.n_rows >= 300 and golden.n_clusters >= 30 and golden.failures == ()
+    assert shipped_report.summary_lines()[0].startswith("golden: ok (")
+
+
+def test_corrupted_copy_fails_naming_each_problem(tmp_path: Path) -> None:
+    rows = _golden_rows()
+    rows[6]["id"] = rows[0]["id"]
+    del rows[7]["input"]
+    rows[9]["tags"]["intent"] = "sales_pitch"
+    report = validate_datasets(SPEC, _copy(tmp_path, rows))
+    assert not report.success and not report.dataset("golden").success
+    lines = report.summary_lines()
+    dup = rows[0]["id"]
+    assert f"golden: expect_column_values_to_be_unique(id) failed: 2 rows, e.g. {dup}" in lines
+    assert f"golden: expect_column_values_to_not_be_null(input) failed: 1 rows, e.g. {rows[7]['id']}" in lines
+    assert f"golden: expect_column_values_to_be_in_set(intent) failed: 1 rows, e.g. {rows[9]['id']}" in lines
+    assert len(lines) == 3
+
+
+def test_small_clusters_missing_ids_and_missing_columns_are_reported(tmp_path: Path) -> None:
+    rows = _golden_rows()
+    rows[3]["cluster"] = "lonely-cluster"
+    del rows[4]["id"]
+    for row in rows:
+        del row["expected_facts"]
+    failures = {
+        (f.expectation, f.column): f
+        for f in validate_datasets(SPEC, _copy(tmp_path, rows)).datasets[0].failures
+    }
+    assert failures["expect_column_values_to_be_between", "cluster_size"].sample_ids == (rows[3]["id"],)
+    assert failures["expect_column_values_to_not_be_null", "id"].sample_ids == ("line 5",)
+    assert ("expect_column_to_exist", "n_expected_facts") in failures
+
+
+def test_missing_or_unparsable_files_raise_one_line_errors(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="cannot read dataset"):
+        validate_datasets(SPEC, tmp_path)
+    _copy(tmp_path, _golden_rows()[:5])
+    with (tmp_path / "golden.jsonl").open("a") as f:
+        f.write("{not json\n")
+    with pytest.raises(DatasetError, match=r"golden.jsonl:6: not valid JSON") as info:
+        validate_datasets(SPEC, tmp_path)
+    assert "\n" not in str(info.value)
+    (tmp_path / "golden.jsonl").write_text(json.dumps(_golden_rows()[0]) + "\n")
+    (tmp_path / "golden.suite.json").write_text("[1, 2]")
+    with pytest.raises(DatasetError, match="not an expectation suite"):
+        validate_datasets(SPEC, tmp_path)
+
+
+def test_dataset_spec_is_strict() -> None:
+    with pytest.raises(ValidationError):
+        DatasetSpec(path="a.jsonl", suite="a.suite.json", extra="x")  # type: ignore[call-arg]
+    spec = DatasetSpec(path="a.jsonl", suite="a.suite.json")
+    with pytest.raises(ValidationError):
+        spec.path = "b.jsonl"  # type: ignore[misc]

@@ -1,0 +1,110 @@
+"""Generate docs/pipeline-yaml.md from the config model, so the reference can never drift from the code.
+
+Run ``.venv/bin/python tools/gen_config_docs.py`` after changing a config model; ``make test`` fails
+(tests/unit/test_config_docs.py) when the committed file is out of date.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "pipeline-yaml.md"
+
+INTRO = """# pipeline.yaml reference
+
+`pipeline.yaml` is the one definition a user edits. It is validated by a frozen pydantic model
+(`agent_release.pipelines.config.PipelineConfig`): unknown keys and wrong types are errors that name the key
+path and the line, e.g. `pipeline.yaml:47: evaluate.concurency: unknown key`. Relative paths resolve against
+the directory of the file. `agent-release schema` prints the JSON Schema; `agent-release validate` checks
+the file, every file it references and the datasets' data contracts.
+
+This page is generated from the model by `tools/gen_config_docs.py`; do not edit it by hand.
+
+## A complete example (the default pipeline)
+
+```yaml
+{example}```
+
+## Fields
+"""
+
+
+def _type_of(prop: dict[str, Any], defs: dict[str, Any]) -> str:
+    if "$ref" in prop:
+        return prop["$ref"].rsplit("/", 1)[-1]
+    if "anyOf" in prop:
+        return " | ".join(_type_of(p, defs) for p in prop["anyOf"])
+    if "enum" in prop:
+        return " | ".join(json.dumps(v) for v in prop["enum"])
+    if "const" in prop:
+        return json.dumps(prop["const"])
+    t = prop.get("type", "any")
+    if t == "array":
+        return f"list[{_type_of(prop.get('items', {}), defs)}]"
+    if t == "object" and "additionalProperties" in prop and isinstance(prop["additionalProperties"], dict):
+        return f"map[str, {_type_of(prop['additionalProperties'], defs)}]"
+    return {"string": "str", "integer": "int", "number": "float", "boolean": "bool", "null": "null"}.get(t, t)
+
+
+def _refs(prop: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if "$ref" in prop:
+        out.append(prop["$ref"].rsplit("/", 1)[-1])
+    for key in ("anyOf", "allOf", "oneOf"):
+        for p in prop.get(key, []):
+            out += _refs(p)
+    for key in ("items", "additionalProperties"):
+        if isinstance(prop.get(key), dict):
+            out += _refs(prop[key])
+    return out
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render() -> str:
+    """The markdown reference for the current config model."""
+    from agent_release.pipelines.config import PipelineConfig
+
+    schema = PipelineConfig.model_json_schema()
+    defs: dict[str, Any] = schema.get("$defs", {})
+    example = (ROOT / "pipeline.yaml").read_text(encoding="utf-8")
+    parts = [INTRO.format(example=example)]
+    queue: list[tuple[str, dict[str, Any]]] = [("PipelineConfig (top level)", schema)]
+    seen: set[str] = set()
+    while queue:
+        title, model = queue.pop(0)
+        parts.append(f"\n### {title}\n")
+        if model.get("description"):
+            parts.append(model["description"].strip().split("\n\n")[0].replace("\n", " ") + "\n")
+        parts.append("\n| key | type | default | description |\n|---|---|---|---|\n")
+        required = set(model.get("required", []))
+        for key, prop in model.get("properties", {}).items():
+            default = "required" if key in required else json.dumps(prop.get("default"), sort_keys=True)
+            parts.append(
+                f"| `{key}` | {_cell(_type_of(prop, defs))} | {_cell(default)} | "
+                f"{_cell(prop.get('description', ''))} |\n"
+            )
+            for ref in _refs(prop):
+                if ref not in seen and ref in defs and "properties" in defs[ref]:
+                    seen.add(ref)
+                    queue.append((ref, defs[ref]))
+    return "".join(parts)
+
+
+def main() -> int:
+    """Write docs/pipeline-yaml.md (or, with --check, exit 1 when it is stale)."""
+    text = render()
+    if "--check" in sys.argv:
+        return 0 if OUT.read_text(encoding="utf-8") == text else 1
+    OUT.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
