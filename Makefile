@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
-export PYTHONDONTWRITEBYTECODE := 1
 
 .PHONY: setup demo test lint typecheck unit bench lock system-deps clean
 

@@ -113,7 +113,9 @@ def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None
     else:
         module_name, _, attr = toolset.partition(":")
         if not attr:
-            raise ValueError(f"toolset '{toolset}' is neither 'support' nor an import path 'pkg.module:factory'")
+            raise ValueError(
+                f"toolset '{toolset}' is neither 'support' nor an import path 'pkg.module:factory'"
+            )
         try:
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
@@ -124,7 +126,9 @@ def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None
     by_name = {tool_name(t): t for t in tools}
     unknown = [n for n in only if n not in by_name]
     if unknown:
-        raise ValueError(f"unknown tool(s) {', '.join(unknown)}; the toolset has {', '.join(sorted(by_name))}")
+        raise ValueError(
+            f"unknown tool(s) {', '.join(unknown)}; the toolset has {', '.join(sorted(by_name))}"
+        )
     return [by_name[n] for n in only]
 
 

@@ -53,7 +53,10 @@ def handle_errors(fn: F) -> F:
             if os.environ.get("AGENT_RELEASE_DEBUG"):
                 raise
             from agent_release.pipelines.executor import one_line
+            from agent_release.pipelines.state_db import is_locked_error, locked_message
 
+            if is_locked_error(exc):
+                _fail(locked_message(_state_dir()))
             known = (ValueError, CommandFailed, LookupError, OSError, RuntimeError)
             prefix = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
             _fail(prefix + one_line(exc))
@@ -78,8 +81,13 @@ def _setup_logging(verbose: bool) -> None:
 
 
 config_option = click.option(
-    "-c", "--config", "config_path", default=DEFAULT_CONFIG, show_default=True,
-    type=click.Path(path_type=Path, dir_okay=False), help="Pipeline definition.",
+    "-c",
+    "--config",
+    "config_path",
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Pipeline definition.",
 )
 
 
@@ -144,11 +152,20 @@ def run(config_path: Path, resume_id: str | None, quiet: bool, as_json: bool) ->
     result = run_local(config_path, state_dir=state_dir, resume_id=resume_id, console=console)
     report_path = _render_report_quietly(state_dir, result.id)
     if as_json:
-        click.echo(json.dumps({
-            "id": result.id, "status": result.status, "decision": result.decision, "error": result.error,
-            "ran": result.ran, "reused": result.reused, "skipped": result.skipped,
-            "report": str(report_path) if report_path else None,
-        }))
+        click.echo(
+            json.dumps(
+                {
+                    "id": result.id,
+                    "status": result.status,
+                    "decision": result.decision,
+                    "error": result.error,
+                    "ran": result.ran,
+                    "reused": result.reused,
+                    "skipped": result.skipped,
+                    "report": str(report_path) if report_path else None,
+                }
+            )
+        )
     else:
         _print_run_footer(console, result, report_path)
     if result.status == "failed":
@@ -164,20 +181,26 @@ def _render_report_quietly(state_dir: Path, execution_id: str) -> Path | None:
     try:
         return render_report(state_dir, execution_id)
     except Exception:
-        logging.getLogger(__name__).warning("execution=<%s> | report could not be written", execution_id,
-                                            exc_info=True)
+        logging.getLogger(__name__).warning(
+            "execution=<%s> | report could not be written", execution_id, exc_info=True
+        )
         return None
 
 
 def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> None:
-    status = {"succeeded": "[green]succeeded[/green]", "held": "[yellow]held for approval[/yellow]",
-              "failed": "[red]failed[/red]"}.get(result.status, result.status)
+    status = {
+        "succeeded": "[green]succeeded[/green]",
+        "held": "[yellow]held for approval[/yellow]",
+        "failed": "[red]failed[/red]",
+    }.get(result.status, result.status)
     decision = f", decision [bold]{result.decision}[/bold]" if result.decision else ""
     console.note(f"execution {result.id} {status}{decision}")
     if report_path is not None:
         console.note(f"report: {report_path}")
-    console.note("MLflow UI: `agent-release status` shows the tracking URI; "
-                 "run `mlflow ui --backend-store-uri <uri>` to browse runs and traces")
+    console.note(
+        "MLflow UI: `agent-release status` shows the tracking URI; "
+        "run `mlflow ui --backend-store-uri <uri>` to browse runs and traces"
+    )
 
 
 # -- status ---------------------------------------------------------------------------------------------------
@@ -313,7 +336,9 @@ def report(execution_id: str | None) -> None:
     finally:
         store.close()
     if row is None:
-        raise CommandFailed(f"no execution {execution_id}" if execution_id else "no executions yet; run one first")
+        raise CommandFailed(
+            f"no execution {execution_id}" if execution_id else "no executions yet; run one first"
+        )
     click.echo(str(render_report(state_dir, row["id"])))
 
 
@@ -322,8 +347,14 @@ def report(execution_id: str | None) -> None:
 
 @main.command(name="compile")
 @config_option
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path, dir_okay=False),
-              help="Where to write the pipeline definition JSON.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where to write the pipeline definition JSON.",
+)
 @handle_errors
 def compile_(config_path: Path, output: Path) -> None:
     """Compile the pipeline to a SageMaker Pipelines definition (no AWS account needed)."""
@@ -345,7 +376,9 @@ def upsert(config_path: Path) -> None:
 
 @main.command()
 @config_option
-@click.option("-p", "--parameter", "parameters", multiple=True, help="NAME=VALUE pipeline parameter override.")
+@click.option(
+    "-p", "--parameter", "parameters", multiple=True, help="NAME=VALUE pipeline parameter override."
+)
 @handle_errors
 def start(config_path: Path, parameters: tuple[str, ...]) -> None:
     """Start an execution of the SageMaker pipeline."""

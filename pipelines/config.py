@@ -114,7 +114,11 @@ class PipelineConfig(Frozen):
             )
         if self.agent.system_prompt is not None and self.agent.system_prompt_file is not None:
             raise ValueError("agent: give system_prompt or system_prompt_file, not both")
-        if self.train is not None and self.train.enabled and self.train.package_group != self.deploy.package_group:
+        if (
+            self.train is not None
+            and self.train.enabled
+            and self.train.package_group != self.deploy.package_group
+        ):
             raise ValueError(
                 f"train.package_group '{self.train.package_group}' differs from deploy.package_group "
                 f"'{self.deploy.package_group}': the trained challenger would never be deployed"
@@ -176,7 +180,9 @@ def _first_error_line(err: dict[str, Any], lines: dict[tuple[str | int, ...], in
     return None
 
 
-def format_validation_error(exc: ValidationError, lines: dict[tuple[str | int, ...], int], source: str) -> str:
+def format_validation_error(
+    exc: ValidationError, lines: dict[tuple[str | int, ...], int], source: str
+) -> str:
     """One line: the first error's key path, line and message, plus how many more errors there are."""
     errors = exc.errors()
     first = errors[0]

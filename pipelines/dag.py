@@ -165,7 +165,9 @@ def _promote_challenger(run: StepRun) -> Any:
     cfg = ctx.loaded.config
     live_inputs: list[str] = []
     if cfg.promote.live_traffic.enabled:
-        live_inputs = [str(r["input"]) for r in read_jsonl(ctx.loaded.resolve(cfg.promote.live_traffic.inputs))]
+        live_inputs = [
+            str(r["input"]) for r in read_jsonl(ctx.loaded.resolve(cfg.promote.live_traffic.inputs))
+        ]
     return promote_challenger(
         cfg.promote,
         PromotionInputs(
@@ -202,18 +204,54 @@ def pipeline_steps() -> list[StepDef]:
         return train is not None and train.enabled
 
     return [
-        StepDef(validate_datasets.__name__, (), DatasetValidationReport, _validate_datasets,
-                description="Run the golden datasets' data contracts and pin their hashes."),
-        StepDef(train_model.__name__, (validate_datasets.__name__,), TrainReport, _train_model, when=train_enabled,
-                description="Train a challenger and register it as a pending model package."),
-        StepDef(deploy_variants.__name__, (validate_datasets.__name__, train_model.__name__), DeployReport,
-                _deploy_variants, description="Deploy champion and challenger as variants of one endpoint."),
-        StepDef(register_agents.__name__, (deploy_variants.__name__,), RegistrationReport, _register_agents,
-                description="Register one agent version per variant in MLflow."),
-        StepDef(evaluate_variants.__name__, (register_agents.__name__,), EvaluationReport, _evaluate_variants,
-                description="Evaluate each variant's agent on the golden set."),
-        StepDef(decide_promotion.__name__, (evaluate_variants.__name__,), DecisionReport, _decide_promotion,
-                description="Paired, clustered comparison: promote, reject or inconclusive."),
-        StepDef(promote_challenger.__name__, (decide_promotion.__name__,), PromotionReport, _promote_challenger,
-                description="Shift traffic progressively with live guards, or hold; update registry and ledger."),
+        StepDef(
+            validate_datasets.__name__,
+            (),
+            DatasetValidationReport,
+            _validate_datasets,
+            description="Run the golden datasets' data contracts and pin their hashes.",
+        ),
+        StepDef(
+            train_model.__name__,
+            (validate_datasets.__name__,),
+            TrainReport,
+            _train_model,
+            when=train_enabled,
+            description="Train a challenger and register it as a pending model package.",
+        ),
+        StepDef(
+            deploy_variants.__name__,
+            (validate_datasets.__name__, train_model.__name__),
+            DeployReport,
+            _deploy_variants,
+            description="Deploy champion and challenger as variants of one endpoint.",
+        ),
+        StepDef(
+            register_agents.__name__,
+            (deploy_variants.__name__,),
+            RegistrationReport,
+            _register_agents,
+            description="Register one agent version per variant in MLflow.",
+        ),
+        StepDef(
+            evaluate_variants.__name__,
+            (register_agents.__name__,),
+            EvaluationReport,
+            _evaluate_variants,
+            description="Evaluate each variant's agent on the golden set.",
+        ),
+        StepDef(
+            decide_promotion.__name__,
+            (evaluate_variants.__name__,),
+            DecisionReport,
+            _decide_promotion,
+            description="Paired, clustered comparison: promote, reject or inconclusive.",
+        ),
+        StepDef(
+            promote_challenger.__name__,
+            (decide_promotion.__name__,),
+            PromotionReport,
+            _promote_challenger,
+            description="Shift traffic progressively with live guards, or hold; update registry and ledger.",
+        ),
     ]

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from agent_release.pipelines.state_db import connect, ensure_schema
+from agent_release.pipelines.state_db import connect, ensure_schema, is_locked_error, locked_message
 
 logger = logging.getLogger(__name__)
 
@@ -193,10 +193,12 @@ class ExecutionStore:
         ).fetchone()
         return row
 
-    def list(self, limit: int = 20) -> list[sqlite3.Row]:
+    def recent(self, limit: int = 20) -> list[sqlite3.Row]:
         """Most recent executions first."""
         return list(
-            self._conn.execute("SELECT * FROM executions ORDER BY started_at DESC LIMIT ?", (limit,)).fetchall()
+            self._conn.execute(
+                "SELECT * FROM executions ORDER BY started_at DESC LIMIT ?", (limit,)
+            ).fetchall()
         )
 
     def steps(self, execution_id: str) -> list[sqlite3.Row]:
@@ -234,7 +236,12 @@ class ExecutionStore:
             c.execute(f"UPDATE steps SET {', '.join(sets)} WHERE execution_id = ? AND name = ?", values)
 
     def finish(
-        self, execution_id: str, status: ExecutionStatus, *, error: str | None = None, decision: str | None = None
+        self,
+        execution_id: str,
+        status: ExecutionStatus,
+        *,
+        error: str | None = None,
+        decision: str | None = None,
     ) -> None:
         """Mark the execution finished (or held) with its decision and error."""
         with self._tx() as c:
@@ -287,7 +294,9 @@ class LocalExecutor:
         """Create a new execution for ``steps`` and return its id (run it with :meth:`run`)."""
         return self.store.create(pipeline, config_path, config_text, topological_order(steps))
 
-    def run(self, execution_id: str, steps: list[StepDef], context: Any, *, resume: bool = False) -> ExecutionResult:
+    def run(
+        self, execution_id: str, steps: list[StepDef], context: Any, *, resume: bool = False
+    ) -> ExecutionResult:
         """Run (or, with ``resume``, continue) ``execution_id``; never raises for a step failure."""
         ordered = topological_order(steps)
         result = ExecutionResult(id=execution_id, status="running")
@@ -320,11 +329,15 @@ class LocalExecutor:
             try:
                 output = step.run(run)
             except Exception as exc:  # a step failure is recorded, not raised: the run ends cleanly
-                message = one_line(exc)
-                self.store.mark_step(execution_id, step.name, "failed", finished_at=time.time(), error=message)
+                message = locked_message(self.store.state_dir) if is_locked_error(exc) else one_line(exc)
+                self.store.mark_step(
+                    execution_id, step.name, "failed", finished_at=time.time(), error=message
+                )
                 self.store.finish(execution_id, "failed", error=f"{step.name}: {message}")
                 self._observe(step.name, "failed", {"error": message})
-                logger.info("execution=<%s>, step=<%s>, error=<%s> | failed", execution_id, step.name, message)
+                logger.info(
+                    "execution=<%s>, step=<%s>, error=<%s> | failed", execution_id, step.name, message
+                )
                 if not isinstance(exc, StepFailed | ValueError):
                     logger.debug("step failure detail", exc_info=True)
                 result.status = "failed"
@@ -338,7 +351,11 @@ class LocalExecutor:
                 continue
             run.outputs[step.name] = output
             self.store.mark_step(
-                execution_id, step.name, "succeeded", finished_at=finished, output_json=output.model_dump_json()
+                execution_id,
+                step.name,
+                "succeeded",
+                finished_at=finished,
+                output_json=output.model_dump_json(),
             )
             decision = getattr(output, "decision", None)
             if isinstance(decision, str):
@@ -347,7 +364,10 @@ class LocalExecutor:
             result.ran.append(step.name)
             self._observe(step.name, "succeeded", {"seconds": finished - started, "output": output})
             logger.info(
-                "execution=<%s>, step=<%s>, seconds=<%.2f> | succeeded", execution_id, step.name, finished - started
+                "execution=<%s>, step=<%s>, seconds=<%.2f> | succeeded",
+                execution_id,
+                step.name,
+                finished - started,
             )
             if os.environ.get(KILL_AFTER_STEP_ENV) == step.name:
                 logger.warning("step=<%s> | drill: killing this process after the step", step.name)

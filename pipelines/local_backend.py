@@ -547,7 +547,7 @@ class LocalBackend:
         return read_runtime_file(self.state_dir)
 
     # -- audit ledger --------------------------------------------------------------------------------------
-    def append_audit(  # noqa: PLR0917 - signature fixed by the Backend protocol
+    def append_audit(
         self,
         actor: str,
         action: str,

@@ -28,14 +28,19 @@ logger = logging.getLogger(__name__)
 
 LOCAL_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "agent-release-local",
-    "AWS_SECRET_ACCESS_KEY": "agent-release-local",  # noqa: S105 - a placeholder; the runtime checks nothing
+    "AWS_SECRET_ACCESS_KEY": "agent-release-local",
 }
 
 
 @contextmanager
 def local_runtime_environment(url: str, region: str) -> Iterator[None]:
     """Point sagemaker-runtime clients at the local runtime for the duration of the block."""
-    keys = ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN", *LOCAL_CREDENTIALS]
+    keys = [
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+        "AWS_DEFAULT_REGION",
+        "AWS_SESSION_TOKEN",
+        *LOCAL_CREDENTIALS,
+    ]
     saved = {k: os.environ.get(k) for k in keys}
     os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = url
     os.environ["AWS_DEFAULT_REGION"] = region
@@ -51,12 +56,14 @@ def local_runtime_environment(url: str, region: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
-def load_for_run(config_path: Path, store: ExecutionStore, resume_id: str | None) -> LoadedConfig:
+def load_for_run(config_path: Path, store: ExecutionStore | None, resume_id: str | None) -> LoadedConfig:
     """The config of a new execution (from the file) or of a resumed one (as stored when it started)."""
     if resume_id is None:
         loaded = load_config(config_path)
         check_referenced_files(loaded)
         return loaded
+    if store is None:
+        raise ValueError("resuming needs the state database")
     row = store.execution(resume_id)
     if row is None:
         raise ExecutionNotFound(f"no execution with id {resume_id} (see `agent-release status`)")
@@ -81,6 +88,9 @@ def run_local(
     from agent_release.pipelines.tracking import configure_tracking, resolve_tracking_uri
 
     console = console or RunConsole(quiet=True)
+    if resume_id is None:
+        # Validate before touching the state directory: a bad config must leave no trace behind.
+        load_for_run(config_path, None, None)
     store = ExecutionStore(state_dir)
     try:
         loaded = load_for_run(config_path, store, resume_id)

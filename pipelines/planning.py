@@ -27,7 +27,7 @@ def _last_evaluation(state_dir: Path) -> tuple[str, object] | None:
         return None
     store = ExecutionStore(state_dir)
     try:
-        for row in store.list(limit=50):
+        for row in store.recent(limit=50):
             data = store.step_output(row["id"], "evaluate_variants")
             if data is not None:
                 return row["id"], EvaluationReport.model_validate(data)

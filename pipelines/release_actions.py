@@ -41,7 +41,9 @@ def promote_command(
         raise ValueError(f"endpoint {endpoint} is not deployed; run the pipeline first")
     live_inputs: tuple[str, ...] = ()
     if cfg.promote.live_traffic.enabled:
-        live_inputs = tuple(str(r["input"]) for r in read_jsonl(loaded.resolve(cfg.promote.live_traffic.inputs)))
+        live_inputs = tuple(
+            str(r["input"]) for r in read_jsonl(loaded.resolve(cfg.promote.live_traffic.inputs))
+        )
     store = ExecutionStore(state_dir)
     try:
         latest = store.latest()

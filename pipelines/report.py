@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from agent_release.pipelines import report_plots as plots
 
@@ -228,8 +228,7 @@ def build_view(state_dir: Path, execution_id: str) -> ReportView:
         if row is None:
             raise ReportError(f"no execution {execution_id} in {state_dir}")
         execution = dict(row)
-        # (cast: ExecutionStore's method named `list` shadows the builtin in its annotations)
-        step_rows = [dict(r) for r in cast("list[sqlite3.Row]", store.steps(execution_id))]
+        step_rows = [dict(r) for r in store.steps(execution_id)]
     finally:
         store.close()
 

@@ -802,7 +802,7 @@ class SageMakerBackend:
     def _audit_keys(self) -> list[str]:
         return self._list_keys(self._key("audit", "entries") + "/")
 
-    def append_audit(  # noqa: PLR0917 - the Backend protocol's signature
+    def append_audit(
         self,
         actor: str,
         action: str,

@@ -15,6 +15,7 @@ manager's ``promote``) share the file.
 
 from __future__ import annotations
 
+import math
 import os
 import sqlite3
 import threading
@@ -24,6 +25,8 @@ STATE_DIR_ENV = "AGENT_RELEASE_HOME"
 DEFAULT_STATE_DIRNAME = ".agent-release"
 # How long a writer waits for another process's transaction before failing with "database is locked".
 BUSY_TIMEOUT_S = 10.0
+# Overrides BUSY_TIMEOUT_S (seconds); the reliability drills shorten it (docs/reliability.md).
+DB_TIMEOUT_ENV = "AGENT_RELEASE_DB_TIMEOUT_S"
 
 _schema_lock = threading.Lock()
 
@@ -41,15 +44,31 @@ def state_db_path(state_dir: Path) -> Path:
     return state_dir / "state.db"
 
 
-def connect(state_dir: Path, *, timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
+def busy_timeout_s() -> float:
+    """Seconds a writer waits for another process's transaction: ``$AGENT_RELEASE_DB_TIMEOUT_S`` or 10."""
+    raw = os.environ.get(DB_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return BUSY_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{DB_TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return value
+
+
+def connect(state_dir: Path, *, timeout_s: float | None = None) -> sqlite3.Connection:
     """Open (creating if needed) the state database with the settings every process must share.
 
     The connection is in autocommit mode (``isolation_level=None``): callers open transactions explicitly with
-    ``BEGIN IMMEDIATE`` where read-modify-write must be atomic across processes.
+    ``BEGIN IMMEDIATE`` where read-modify-write must be atomic across processes. ``timeout_s`` defaults to
+    :func:`busy_timeout_s`.
     """
     state_dir.mkdir(parents=True, exist_ok=True)
+    timeout = busy_timeout_s() if timeout_s is None else timeout_s
     conn = sqlite3.connect(
-        state_db_path(state_dir), timeout=timeout_s, isolation_level=None, check_same_thread=False
+        state_db_path(state_dir), timeout=timeout, isolation_level=None, check_same_thread=False
     )
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
@@ -62,3 +81,47 @@ def ensure_schema(conn: sqlite3.Connection, ddl: str) -> None:
     """Run idempotent DDL (``CREATE TABLE IF NOT EXISTS ...``) once per connection."""
     with _schema_lock:
         conn.executescript(ddl)
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (another process held a write transaction too long)."""
+    return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc).lower()
+
+
+def processes_with_open(path: Path, limit: int = 3) -> list[str]:
+    """Other processes that have ``path`` open, as ``pid N (command)``; empty where /proc is unavailable.
+
+    SQLite cannot say which connection holds its lock, so this names the candidates (every process with the
+    file open, readers included) for the error message.
+    """
+    target = str(path.resolve())
+    found: list[str] = []
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return found
+    for entry in proc.iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+            if not any(os.readlink(fd) == target for fd in fds):
+                continue
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # the process exited, or it is not ours to inspect
+            continue
+        command = " ".join(a.decode(errors="replace") for a in argv if a)[:80]
+        found.append(f"pid {entry.name} ({command})")
+        if len(found) >= limit:
+            break
+    return found
+
+
+def locked_message(state_dir: Path) -> str:
+    """One line for a "database is locked" failure: which database, and the processes that have it open."""
+    path = state_db_path(state_dir)
+    holders = processes_with_open(path)
+    who = f"another process (open in {', '.join(holders)})" if holders else "another process"
+    return (
+        f"state database {path} is locked by {who} for more than {busy_timeout_s():g} s; "
+        "retry when it has finished"
+    )

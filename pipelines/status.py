@@ -20,7 +20,9 @@ from typing import Any
 from agent_release.steps.backend import ApprovalStatus, Backend, BackendError, EndpointState, ModelPackage
 
 
-def variant_roles(backend: Backend, endpoint: EndpointState) -> dict[str, tuple[str | None, ModelPackage | None]]:
+def variant_roles(
+    backend: Backend, endpoint: EndpointState
+) -> dict[str, tuple[str | None, ModelPackage | None]]:
     """Variant name -> (role, package) for an endpoint, derived from the registry."""
     packages: dict[str, ModelPackage] = {}
     for v in endpoint.variants:
@@ -40,7 +42,10 @@ def variant_roles(backend: Backend, endpoint: EndpointState) -> dict[str, tuple[
         pkg = packages.get(v.name)
         role: str | None = None
         if pkg is not None and not v.shadow:
-            if pkg.approval_status == ApprovalStatus.APPROVED and newest_approved.get(pkg.group) == pkg.version:
+            if (
+                pkg.approval_status == ApprovalStatus.APPROVED
+                and newest_approved.get(pkg.group) == pkg.version
+            ):
                 role = "champion"
             elif pkg.approval_status == ApprovalStatus.PENDING:
                 role = "challenger"
@@ -67,23 +72,25 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
     for ep in backend.list_endpoints():
         roles = variant_roles(backend, ep)
         shares = ep.traffic_shares()
-        endpoints.append({
-            "name": ep.name,
-            "status": ep.status,
-            "variants": [
-                {
-                    "name": v.name,
-                    "weight": v.current_weight,
-                    "share": shares.get(v.name, 0.0),
-                    "role": roles[v.name][0],
-                    "package_arn": v.package_arn,
-                    "package_version": (pkg.version if (pkg := roles[v.name][1]) else None),
-                    "approval_status": (str(pkg.approval_status) if pkg else None),
-                    "shadow": v.shadow,
-                }
-                for v in ep.variants
-            ],
-        })
+        endpoints.append(
+            {
+                "name": ep.name,
+                "status": ep.status,
+                "variants": [
+                    {
+                        "name": v.name,
+                        "weight": v.current_weight,
+                        "share": shares.get(v.name, 0.0),
+                        "role": roles[v.name][0],
+                        "package_arn": v.package_arn,
+                        "package_version": (pkg.version if (pkg := roles[v.name][1]) else None),
+                        "approval_status": (str(pkg.approval_status) if pkg else None),
+                        "shadow": v.shadow,
+                    }
+                    for v in ep.variants
+                ],
+            }
+        )
     store = ExecutionStore(state_dir)
     try:
         row = store.latest()

@@ -23,7 +23,7 @@ import os
 import warnings
 from pathlib import Path
 
-from agent_release.steps.agent_tracing import traced_as
+from agent_release.steps.agent_tracing import apply_tracing_environment, traced_as
 
 __all__ = [
     "apply_mlflow_environment",
@@ -79,6 +79,7 @@ def apply_mlflow_environment() -> None:
         os.environ[key] = value
     for key, value in _DEFAULT_ENV.items():
         os.environ.setdefault(key, value)
+    apply_tracing_environment()
 
 
 def quiet_mlflow_logs() -> None:

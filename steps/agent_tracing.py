@@ -13,8 +13,31 @@ Usage::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+# MLflow reads these when tracing starts, so they must be set before the first trace of the process. Values a
+# user set already win (setdefault). Kept here, in steps, because the evaluation step applies them too and steps
+# cannot import pipelines; ``pipelines.tracking.apply_mlflow_environment`` applies the same table.
+TRACING_ENV = {
+    # Agent, model and tool spans nest inside evaluation traces instead of landing in orphaned traces.
+    "MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT": "true",
+    # mlflow.genai.evaluate would otherwise call predict_fn once more just to validate tracing.
+    "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
+    # More scoring threads than this hit "database is locked" on the SQLite store.
+    "MLFLOW_GENAI_EVAL_MAX_WORKERS": "4",
+    # Batch span writes (about 20 -> 5 ms per trace) and never discard traces when the queue fills.
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "256",
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS": "500",
+    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE": "100000",
+}
+
+
+def apply_tracing_environment() -> None:
+    """Set :data:`TRACING_ENV` (idempotent; a user's own values win)."""
+    for key, value in TRACING_ENV.items():
+        os.environ.setdefault(key, value)
 
 
 @contextmanager

@@ -104,7 +104,9 @@ class _Attempts:
     sends: int = 0
 
 
-_CURRENT: contextvars.ContextVar[_Attempts | None] = contextvars.ContextVar("eval_case_attempts", default=None)
+_CURRENT: contextvars.ContextVar[_Attempts | None] = contextvars.ContextVar(
+    "eval_case_attempts", default=None
+)
 
 
 class ModelCallRetries:
@@ -287,7 +289,9 @@ def run_cases(
     Call it inside the MLflow run (and active model) the traces should belong to. ``make_agent`` builds a
     fresh agent per unit.
     """
-    logger.info("variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency)
+    logger.info(
+        "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
+    )
     return asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress))
 
 

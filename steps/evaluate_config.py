@@ -36,7 +36,9 @@ class EvaluateConfig(Frozen):
 
     dataset: str = Field(default="golden", description="Name of a dataset declared under `datasets:`.")
     concurrency: int = Field(default=16, ge=1, le=256, description="Cases in flight at once per variant.")
-    timeout_s: float = Field(default=60.0, gt=0, description="Per-case timeout; a timed-out case is an error row.")
+    timeout_s: float = Field(
+        default=60.0, gt=0, description="Per-case timeout; a timed-out case is an error row."
+    )
     max_retries: int = Field(
         default=3, ge=0, le=10, description="Retries with backoff for throttling and 5xx per model call."
     )

@@ -17,6 +17,8 @@ Usage (the pipeline has set ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME`` and the track
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import math
@@ -27,12 +29,12 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model
-from agent_release.steps.agent_tracing import traced_as
+from agent_release.steps.agent_tracing import apply_tracing_environment, traced_as
 from agent_release.steps.eval_harness import (
     CaseOutcome,
     CaseUnit,
-    ProgressEvent,
     ModelCallRetries,
+    ProgressEvent,
     log_stand_in_traces,
     run_cases,
 )
@@ -57,14 +59,6 @@ ModelFactory = Callable[[RegisteredAgent], Any]
 # queue past SQLite's lock timeout. The last three are read when MLflow builds its tracer, so they apply
 # only if tracing has not started yet (the pipeline's configure_tracking sets them too): export spans in
 # large batches, one transaction per batch, and never discard a trace because the export queue is full.
-_TRACING_ENV = {
-    "MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT": "true",
-    "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
-    "MLFLOW_GENAI_EVAL_MAX_WORKERS": "4",
-    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "256",
-    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS": "500",
-    "MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE": "100000",
-}
 
 
 class EvaluationInputError(ValueError):
@@ -96,8 +90,7 @@ def evaluate_variants(
     """
     import mlflow
 
-    for key, value in _TRACING_ENV.items():
-        os.environ.setdefault(key, value)
+    apply_tracing_environment()
     units = _units(cases, config.repeats)
     expectations = {str(c["id"]): _expectations(c) for c in cases}
     scorers = build_scorers(effective_specs(config))
@@ -296,7 +289,9 @@ def _score(
     traces = _run_traces(experiment_id, run_id)
     missing = {o.trace_id for o in outcomes if o.trace_id not in traces}
     if missing:
-        logger.warning("run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing))
+        logger.warning(
+            "run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing)
+        )
         log_stand_in_traces(outcomes, missing)
         mlflow.flush_trace_async_logging()
         traces = _run_traces(experiment_id, run_id)
@@ -304,17 +299,26 @@ def _score(
         [
             {
                 "trace": traces[o.trace_id or ""],
-                "inputs": {"input": o.unit.input, "case_id": o.unit.case_id, "cluster": o.unit.cluster,
-                           "repeat": o.unit.repeat},
+                "inputs": {
+                    "input": o.unit.input,
+                    "case_id": o.unit.case_id,
+                    "cluster": o.unit.cluster,
+                    "repeat": o.unit.repeat,
+                },
                 "outputs": o.outputs(),
                 "expectations": dict(expectations[o.unit.case_id]),
             }
             for o in outcomes
         ]
     )
-    result = mlflow.genai.evaluate(
-        data=data, scorers=[b.scorer for b in scorers], model_id=agent.logged_model_id
-    )
+    # evaluate prints a "✨ Evaluation completed" banner to stdout, which is the channel of `--json` results:
+    # keep it in the debug log instead.
+    banner = io.StringIO()
+    with contextlib.redirect_stdout(banner):
+        result = mlflow.genai.evaluate(
+            data=data, scorers=[b.scorer for b in scorers], model_id=agent.logged_model_id
+        )
+    logger.debug("variant=<%s> | mlflow evaluate said: %s", agent.variant, banner.getvalue().strip())
     frame = result.result_df
     names = [b.name for b in scorers]
     by_trace: dict[str, dict[str, float | None]] = {}
@@ -382,7 +386,11 @@ def aggregate_rows(rows: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
         clusters = [c for _, c in pairs]
         n_clusters = len(set(clusters))
         if n_clusters < 2:
-            aggregates[name] = {"mean": sum(xs) / len(xs), "n": float(len(xs)), "n_clusters": float(n_clusters)}
+            aggregates[name] = {
+                "mean": sum(xs) / len(xs),
+                "n": float(len(xs)),
+                "n_clusters": float(n_clusters),
+            }
             continue
         est = clustered_mean(xs, clusters)
         aggregates[name] = {
@@ -396,7 +404,9 @@ def aggregate_rows(rows: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
     return aggregates
 
 
-def _flat_metrics(aggregates: Mapping[str, Mapping[str, float]], rows: Sequence[CaseResult]) -> dict[str, float]:
+def _flat_metrics(
+    aggregates: Mapping[str, Mapping[str, float]], rows: Sequence[CaseResult]
+) -> dict[str, float]:
     # mlflow.genai.evaluate already logs "<scorer>/mean"; these names add the clustered uncertainty.
     metrics = {
         "cases_completed": float(sum(1 for r in rows if not r.error)),

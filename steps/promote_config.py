@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -70,7 +71,7 @@ class PromotionConfig(Frozen):
             raise ValueError("schedule must list at least one step")
         if any(not 0 < p <= 100 for p in v):
             raise ValueError("schedule percentages must be in (0, 100]")
-        if any(b <= a for a, b in zip(v, v[1:], strict=False)):
+        if any(b <= a for a, b in pairwise(v)):
             raise ValueError("schedule must increase strictly")
         if v[-1] != 100:
             raise ValueError("schedule must end at 100")

@@ -232,10 +232,14 @@ def argument_match_share(
     return matched / len(expected_calls)
 
 
-def case_cost(variant: str, input_tokens: int, output_tokens: int, prices: Mapping[str, Mapping[str, float]]) -> float:
+def case_cost(
+    variant: str, input_tokens: int, output_tokens: int, prices: Mapping[str, Mapping[str, float]]
+) -> float:
     """Cost of one case from a price table keyed by variant name, falling back to ``default``."""
     table = prices.get(variant) or prices.get("default") or {}
-    return (input_tokens * table.get("input_per_1k", 0.0) + output_tokens * table.get("output_per_1k", 0.0)) / 1000
+    return (
+        input_tokens * table.get("input_per_1k", 0.0) + output_tokens * table.get("output_per_1k", 0.0)
+    ) / 1000
 
 
 def _names(calls: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -255,7 +259,9 @@ def answer_correctness(mode: FactsMode = "all") -> RowScorer:
     if mode not in ("all", "fraction"):
         raise ScorerConfigError(f"answer_correctness: mode must be 'all' or 'fraction', got '{mode}'")
 
-    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float | None:
+    def score(
+        _i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]
+    ) -> float | None:
         share = fact_coverage(str(outputs.get("answer") or ""), expectations.get("expected_facts") or [])
         if share is None:
             return None
@@ -286,8 +292,12 @@ def tool_trajectory(mode: TrajectoryMode = "exact") -> RowScorer:
 def tool_arguments() -> RowScorer:
     """Share of expected tool calls whose (normalised) arguments match an actual call of that tool."""
 
-    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float | None:
-        share = argument_match_share(outputs.get("tool_calls") or [], expectations.get("expected_tool_calls") or [])
+    def score(
+        _i: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]
+    ) -> float | None:
+        share = argument_match_share(
+            outputs.get("tool_calls") or [], expectations.get("expected_tool_calls") or []
+        )
         if share is None:
             return None
         return 0.0 if _failed(outputs) else share
@@ -306,7 +316,11 @@ def task_success() -> RowScorer:
         expected = expectations.get("expected_tool_calls") or []
         facts = fact_coverage(str(outputs.get("answer") or ""), expectations.get("expected_facts") or [])
         args = argument_match_share(calls, expected)
-        ok = trajectory_matches(_names(calls), _names(expected), "exact") and args in (None, 1.0) and facts in (None, 1.0)
+        ok = (
+            trajectory_matches(_names(calls), _names(expected), "exact")
+            and args in (None, 1.0)
+            and facts in (None, 1.0)
+        )
         return float(ok)
 
     return score
@@ -379,7 +393,9 @@ def llm_judge(
 
     url = base_url.rstrip("/") + "/chat/completions"
 
-    def score(inputs: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]) -> float:
+    def score(
+        inputs: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]
+    ) -> float:
         if _failed(outputs):
             return 0.0
         headers = {}

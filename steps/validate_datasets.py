@@ -120,7 +120,7 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
 
 def cases_frame(rows: list[dict[str, Any]]) -> Any:
     """The flattened pandas table the suites validate (see the module docstring)."""
-    import pandas as pd  # type: ignore[import-untyped]
+    import pandas as pd
 
     def tag(row: dict[str, Any], key: str) -> Any:
         tags = row.get("tags")

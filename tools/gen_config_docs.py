@@ -67,25 +67,72 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _model_classes(root: type) -> dict[str, type]:
+    """Every pydantic model reachable from ``root``'s fields, by class name (the JSON Schema $defs names)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    found: dict[str, type] = {}
+
+    def walk(tp: object) -> None:
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if tp.__name__ in found:
+                return
+            found[tp.__name__] = tp
+            for field in tp.model_fields.values():
+                walk(field.annotation)
+        for arg in typing.get_args(tp):
+            walk(arg)
+
+    walk(root)
+    return found
+
+
+def _default_of(cls: type | None, key: str) -> str | None:
+    """The effective default of a field as JSON (default_factory included), or None if unknown."""
+    from pydantic import BaseModel
+
+    if cls is None:
+        return None
+    field = cls.model_fields.get(key)  # type: ignore[attr-defined]
+    if field is None or field.default_factory is None:
+        return None
+    value = field.default_factory()
+    if isinstance(value, BaseModel):
+        return f"{type(value).__name__} defaults"
+    if isinstance(value, list | tuple):
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    return json.dumps(value, sort_keys=True)
+
+
 def render() -> str:
     """The markdown reference for the current config model."""
     from agent_release.pipelines.config import PipelineConfig
+
+    classes = _model_classes(PipelineConfig)
 
     schema = PipelineConfig.model_json_schema()
     defs: dict[str, Any] = schema.get("$defs", {})
     example = (ROOT / "pipeline.yaml").read_text(encoding="utf-8")
     parts = [INTRO.format(example=example)]
-    queue: list[tuple[str, dict[str, Any]]] = [("PipelineConfig (top level)", schema)]
+    queue: list[tuple[str, dict[str, Any]]] = [("PipelineConfig", schema)]
     seen: set[str] = set()
     while queue:
         title, model = queue.pop(0)
-        parts.append(f"\n### {title}\n")
+        cls = classes.get(title)
+        parts.append(f"\n### {title}{' (top level)' if title == 'PipelineConfig' else ''}\n")
         if model.get("description"):
             parts.append(model["description"].strip().split("\n\n")[0].replace("\n", " ") + "\n")
         parts.append("\n| key | type | default | description |\n|---|---|---|---|\n")
         required = set(model.get("required", []))
         for key, prop in model.get("properties", {}).items():
-            default = "required" if key in required else json.dumps(prop.get("default"), sort_keys=True)
+            if key in required:
+                default = "required"
+            elif "default" in prop:
+                default = json.dumps(prop["default"], sort_keys=True)
+            else:
+                default = _default_of(cls, key) or "(see type)"
             parts.append(
                 f"| `{key}` | {_cell(_type_of(prop, defs))} | {_cell(default)} | "
                 f"{_cell(prop.get('description', ''))} |\n"

@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (the phrasing tables below read better unwrapped)
 """Generate the support domain's data (dev tooling; its output is committed under ``datasets/support``).
 
 Usage: ``.venv/bin/python tools/generate_support_data.py [--seed 20261101] [--out datasets/support]``.
@@ -486,7 +485,7 @@ class Utterance:
     difficulty: str = "easy"
 
 
-def render(  # noqa: PLR0917  (one call site, positional reads clearly)
+def render(
     rng: random.Random,
     template: Template,
     order_ids: list[str],
@@ -596,7 +595,7 @@ class Generator:
         self.unknown_ids = unknown_ids
         self.reserved: set[str] = set()
 
-    def draw(  # noqa: PLR0917
+    def draw(
         self,
         template: Template,
         phrase_style: str,

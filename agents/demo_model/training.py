@@ -137,7 +137,7 @@ def train_support_model(
     cohorts: Sequence[str] | None = None,
 ) -> TrainedModel:
     """Fit a :class:`TrainedModel` on the selected examples of ``train_path`` (deterministic for ``seed``)."""
-    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits
 
     # One BLAS thread: on a small shared machine oversubscribed BLAS threads made fitting ~10x slower, and a
     # fixed thread count keeps floating-point sums, hence coefficients, reproducible.

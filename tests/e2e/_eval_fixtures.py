@@ -33,11 +33,22 @@ class LookupModel:
         order = next((w for w in words if w.startswith("ORD-")), None)
         if last["role"] == "tool" or order is None or not request.get("tools"):
             message = {"role": "assistant", "content": f"Order status: shipped. ({self.variant})"}
-            return {**base, "choices": [{"index": 0, "message": message, "finish_reason": "stop"}], "usage": usage}
-        call = {"id": "call_1", "type": "function",
-                "function": {"name": "lookup_order", "arguments": json.dumps({"order_id": order})}}
+            return {
+                **base,
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": usage,
+            }
+        call = {
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "lookup_order", "arguments": json.dumps({"order_id": order})},
+        }
         message = {"role": "assistant", "content": None, "tool_calls": [call]}
-        return {**base, "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}], "usage": usage}
+        return {
+            **base,
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+            "usage": usage,
+        }
 
 
 def lookup_tools() -> list[Any]:
@@ -57,14 +68,18 @@ def make_cases(n: int, *, with_tool: bool = True, clusters: int = 10) -> list[di
     cases = []
     for i in range(n):
         order = f"ORD-{10000 + i}"
-        cases.append({
-            "id": f"E-{i:04d}",
-            "input": f"Where is my order {order}?" if with_tool else f"What is your refund window? #{i}",
-            "expected_tool_calls": [{"name": "lookup_order", "arguments": {"order_id": order}}] if with_tool else [],
-            "expected_facts": ["shipped"],
-            "cluster": f"c{i % clusters}",
-            "tags": {"intent": "order_status" if with_tool else "kb_question", "difficulty": "easy"},
-        })
+        cases.append(
+            {
+                "id": f"E-{i:04d}",
+                "input": f"Where is my order {order}?" if with_tool else f"What is your refund window? #{i}",
+                "expected_tool_calls": [{"name": "lookup_order", "arguments": {"order_id": order}}]
+                if with_tool
+                else [],
+                "expected_facts": ["shipped"],
+                "cluster": f"c{i % clusters}",
+                "tags": {"intent": "order_status" if with_tool else "kb_question", "difficulty": "easy"},
+            }
+        )
     return cases
 
 
@@ -115,11 +130,25 @@ def register(experiment: str, variants: Mapping[str, str], *, stream: bool = Fal
     agents = []
     for variant, role in variants.items():
         model = mlflow.create_external_model(name=f"support-agent-{variant}")
-        agents.append(RegisteredAgent(
-            variant=variant, role=role, endpoint_name=ENDPOINT, package_arn=None, package_version=None,  # type: ignore[arg-type]
-            logged_model_id=model.model_id, prompt_uri="prompts:/support/1", registered_model_name="support-agent",
-            registered_model_version=None, tool_names=("lookup_order",), tools_hash="h",
-            inference=InferenceConfig(stream=stream, max_tokens=64),
-        ))
-    return RegistrationReport(tracking_uri=mlflow.get_tracking_uri(), experiment_id=experiment_id,
-                              agents=tuple(agents), changed=True)
+        agents.append(
+            RegisteredAgent(
+                variant=variant,
+                role=role,
+                endpoint_name=ENDPOINT,
+                package_arn=None,
+                package_version=None,  # type: ignore[arg-type]
+                logged_model_id=model.model_id,
+                prompt_uri="prompts:/support/1",
+                registered_model_name="support-agent",
+                registered_model_version=None,
+                tool_names=("lookup_order",),
+                tools_hash="h",
+                inference=InferenceConfig(stream=stream, max_tokens=64),
+            )
+        )
+    return RegistrationReport(
+        tracking_uri=mlflow.get_tracking_uri(),
+        experiment_id=experiment_id,
+        agents=tuple(agents),
+        changed=True,
+    )

@@ -34,7 +34,9 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EvalWorld
 
 
 def _evaluate(world: EvalWorld, max_retries: int, *, stream: bool) -> object:
-    registration = register(world.experiment, {"champion": "champion", "challenger": "challenger"}, stream=stream)
+    registration = register(
+        world.experiment, {"champion": "champion", "challenger": "challenger"}, stream=stream
+    )
     return evaluate_variants(
         EvaluateConfig(concurrency=8, timeout_s=30, max_retries=max_retries),
         registration,
@@ -50,7 +52,9 @@ def _evaluate(world: EvalWorld, max_retries: int, *, stream: bool) -> object:
 def test_faulty_variant_is_retried_and_completes(world: EvalWorld) -> None:
     report = _evaluate(world, max_retries=4, stream=True)
     ev = {v.variant: v for v in report.variants}  # type: ignore[attr-defined]
-    assert ev["challenger"].cases_expected == ev["challenger"].cases_completed + ev["challenger"].cases_errored
+    assert (
+        ev["challenger"].cases_expected == ev["challenger"].cases_completed + ev["challenger"].cases_errored
+    )
     # Two model calls per case at 10% faults: about 8 faults, each retried (five attempts all failing: 1e-5).
     assert ev["challenger"].retries > 0
     assert ev["challenger"].cases_errored == 0

@@ -53,7 +53,10 @@ def test_no_trace_lost_at_concurrency_16(world: EvalWorld) -> None:
     assert len(set(trace_ids)) == N_CASES and None not in trace_ids
 
     persisted = mlflow.search_traces(
-        locations=[registration.experiment_id], run_id=variant.mlflow_run_id, return_type="list", include_spans=False
+        locations=[registration.experiment_id],
+        run_id=variant.mlflow_run_id,
+        return_type="list",
+        include_spans=False,
     )
     by_case = {}
     for trace in persisted:

@@ -138,6 +138,7 @@ def _registration(tracking: str) -> RegistrationReport:
     )
 
 
+@pytest.mark.slow
 def test_evaluate_variants_end_to_end_with_scripted_model(tracking: str) -> None:
     import mlflow
 
@@ -262,3 +263,32 @@ def test_bad_cases_are_rejected(tracking: str) -> None:
         evaluate_variants(EvaluateConfig(), registration, [CASES[0], CASES[0]], **kwargs)
     with pytest.raises(EvaluationInputError, match="no cases"):
         evaluate_variants(EvaluateConfig(), registration, [], **kwargs)
+
+
+def test_hung_case_is_an_error_row_with_a_stand_in_trace(tracking: str) -> None:
+    import mlflow
+
+    registration = _registration(tracking)
+    registration = registration.model_copy(update={"agents": registration.agents[1:]})
+    cases = [
+        CASES[0],
+        {"id": "C-hang", "input": "hang forever", "expected_facts": ["shipped"], "cluster": "k9"},
+    ]
+    report = evaluate_variants(
+        EvaluateConfig(concurrency=2, timeout_s=0.3),
+        registration,
+        cases,
+        dataset_name="d",
+        dataset_hash="h",
+        system_prompt="p",
+        tools_factory=_tools,
+        experiment=tracking,
+        model_factory=lambda _a: _strands_model(),
+    )
+    rows = {r.case_id: r for r in report.rows}
+    hung = rows["C-hang"]
+    assert hung.error is not None and hung.error.startswith("TimeoutError")
+    assert hung.scores["error"] == 1.0
+    trace = mlflow.get_trace(hung.trace_id)
+    assert trace.info.tags.get("eval.stand_in") == "true"
+    assert rows["C-0"].error is None and rows["C-0"].scores["task_success"] == 1.0
