@@ -67,6 +67,10 @@ def handle_errors(fn: F) -> F:
 def _setup_logging(verbose: bool) -> None:
     level = logging.DEBUG if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # Libraries set their own logger levels (Great Expectations logs INFO on import); the handler's level is
+    # what keeps the console quiet whatever they do.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
     if not verbose:
         for noisy in ("mlflow", "great_expectations", "strands", "botocore", "urllib3", "alembic", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -44,7 +44,8 @@ class RunConsole:
             self._stop_progress()
             self.console.print(f"[red]✗ {step}[/red]: {info.get('error')}")
         elif event == "skipped":
-            self.console.print(f"[dim]- {step} skipped[/dim]")
+            reason = info.get("reason")
+            self.console.print(f"[dim]- {step} skipped{': ' + reason if reason else ''}[/dim]")
         elif event == "reused":
             self.console.print(f"[dim]↺ {step} already done (resumed)[/dim]")
 

@@ -138,7 +138,7 @@ def _evaluate_variants(run: StepRun) -> Any:
     spec = cfg.datasets[cfg.evaluate.dataset]
     path = ctx.loaded.resolve(spec.path)
     progress = ctx.progress.eval_progress if ctx.progress is not None else None
-    return evaluate_variants(
+    report = evaluate_variants(
         cfg.evaluate,
         run.output("register_agents"),
         read_jsonl(path),
@@ -149,6 +149,10 @@ def _evaluate_variants(run: StepRun) -> Any:
         experiment=cfg.tracking.experiment,
         progress=progress,
     )
+    from agent_release.pipelines.evaluation_store import save_evaluation_rows
+
+    save_evaluation_rows(ctx.state_dir, run.execution_id, report)
+    return report
 
 
 def _decide_promotion(run: StepRun) -> Any:
@@ -203,6 +207,12 @@ def pipeline_steps() -> list[StepDef]:
         train = _ctx(run).loaded.config.train
         return train is not None and train.enabled
 
+    def has_challenger(run: StepRun) -> bool:
+        # A scheduled run that finds no new package has nothing to evaluate or decide: the champion keeps
+        # its traffic and the run ends successfully with no decision (status and the report say why).
+        deployed = run.maybe(deploy_variants.__name__)
+        return deployed is not None and deployed.challenger is not None
+
     return [
         StepDef(
             validate_datasets.__name__,
@@ -217,6 +227,7 @@ def pipeline_steps() -> list[StepDef]:
             TrainReport,
             _train_model,
             when=train_enabled,
+            skip_note="train is not enabled in pipeline.yaml",
             description="Train a challenger and register it as a pending model package.",
         ),
         StepDef(
@@ -238,6 +249,8 @@ def pipeline_steps() -> list[StepDef]:
             (register_agents.__name__,),
             EvaluationReport,
             _evaluate_variants,
+            when=has_challenger,
+            skip_note="no challenger deployed: no pending package newer than the champion",
             description="Evaluate each variant's agent on the golden set.",
         ),
         StepDef(
@@ -245,6 +258,8 @@ def pipeline_steps() -> list[StepDef]:
             (evaluate_variants.__name__,),
             DecisionReport,
             _decide_promotion,
+            when=has_challenger,
+            skip_note="no challenger deployed: no pending package newer than the champion",
             description="Paired, clustered comparison: promote, reject or inconclusive.",
         ),
         StepDef(
@@ -252,6 +267,8 @@ def pipeline_steps() -> list[StepDef]:
             (decide_promotion.__name__,),
             PromotionReport,
             _promote_challenger,
+            when=has_challenger,
+            skip_note="no challenger deployed: no pending package newer than the champion",
             description="Shift traffic progressively with live guards, or hold; update registry and ledger.",
         ),
     ]

@@ -86,6 +86,8 @@ class StepDef:
     # None = always; otherwise the step runs only when this returns True (a skipped step has no output).
     when: Callable[[StepRun], bool] | None = None
     description: str = ""
+    # Shown when ``when`` skips the step, so the user learns why (e.g. "no challenger deployed").
+    skip_note: str = ""
 
 
 @dataclass
@@ -318,9 +320,11 @@ class LocalExecutor:
                 result.skipped.append(step.name)
                 continue
             if step.when is not None and not step.when(run):
-                self.store.mark_step(execution_id, step.name, "skipped", finished_at=time.time())
+                self.store.mark_step(
+                    execution_id, step.name, "skipped", finished_at=time.time(), error=step.skip_note or None
+                )
                 result.skipped.append(step.name)
-                self._observe(step.name, "skipped", {})
+                self._observe(step.name, "skipped", {"reason": step.skip_note})
                 continue
             started = time.time()
             self.store.mark_step(execution_id, step.name, "running", started_at=started)

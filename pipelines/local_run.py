@@ -22,7 +22,13 @@ from pathlib import Path
 
 from agent_release.pipelines.config import LoadedConfig, check_referenced_files, load_config, parse_config
 from agent_release.pipelines.console import RunConsole
-from agent_release.pipelines.executor import ExecutionNotFound, ExecutionResult, ExecutionStore, LocalExecutor
+from agent_release.pipelines.executor import (
+    ExecutionNotFound,
+    ExecutionResult,
+    ExecutionStore,
+    LocalExecutor,
+    one_line,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +80,20 @@ def load_for_run(config_path: Path, store: ExecutionStore | None, resume_id: str
     return LoadedConfig(config=config, path=path, base_dir=path.parent, text=row["config_text"])
 
 
+class TrackingUnavailable(RuntimeError):
+    """MLflow tracking could not be reached as the run started; the message is one line."""
+
+
+def tracking_unavailable(
+    store: ExecutionStore, execution_id: str, uri: str, exc: BaseException
+) -> TrackingUnavailable:
+    """Record the execution as failed (so ``status`` does not show it running) and say how to resume it."""
+    message = f"MLflow tracking at {uri} is unavailable: {one_line(exc)}"
+    store.finish(execution_id, "failed", error=message)
+    logger.warning("execution=<%s>, tracking_uri=<%s> | tracking unavailable", execution_id, uri)
+    return TrackingUnavailable(f"{message}; once it is back: agent-release run --resume {execution_id}")
+
+
 def run_local(
     config_path: Path,
     *,
@@ -109,7 +129,10 @@ def run_local(
             url = backend.start_runtime()
             try:
                 with local_runtime_environment(url, cfg.agent.region):
-                    configure_tracking(tracking_uri, cfg.tracking.experiment)
+                    try:
+                        configure_tracking(tracking_uri, cfg.tracking.experiment)
+                    except Exception as exc:
+                        raise tracking_unavailable(store, execution_id, tracking_uri, exc) from None
                     context = RunContext(
                         loaded=loaded,
                         backend=backend,

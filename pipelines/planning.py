@@ -19,7 +19,7 @@ DEFAULT_ICC = 0.1
 
 
 def _last_evaluation(state_dir: Path) -> tuple[str, object] | None:
-    """(execution id, EvaluationReport) of the newest execution whose evaluation finished."""
+    """(execution id, EvaluationReport) of the newest execution with a finished, paired evaluation."""
     from agent_release.pipelines.executor import ExecutionStore
     from agent_release.steps.evaluation_records import EvaluationReport
 
@@ -29,8 +29,12 @@ def _last_evaluation(state_dir: Path) -> tuple[str, object] | None:
     try:
         for row in store.recent(limit=50):
             data = store.step_output(row["id"], "evaluate_variants")
-            if data is not None:
-                return row["id"], EvaluationReport.model_validate(data)
+            if data is None:
+                continue
+            report = EvaluationReport.model_validate(data)
+            # Only a paired evaluation says anything about the variance of differences.
+            if report.rows_for("champion") and report.rows_for("challenger"):
+                return row["id"], report
     finally:
         store.close()
     return None
@@ -53,7 +57,7 @@ def plan_power(
     repeats = cfg.evaluate.repeats
     lines = [
         f"golden set     {cfg.evaluate.dataset}: {n_cases} cases in {n_clusters} clusters, K={repeats}",
-        f"gate           {cfg.decide.primary_metric}: promote when the 95% CI lower bound of the paired "
+        f"gate           {cfg.decide.primary_metric}: promote when the one-sided 95% lower confidence bound of the paired "
         f"difference exceeds {cfg.decide.min_improvement:g} (one-sided alpha {cfg.decide.alpha:g})",
     ]
     last = None if (assumed_sd is not None or assumed_icc is not None) else _last_evaluation(state_dir)

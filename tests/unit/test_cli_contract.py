@@ -133,3 +133,17 @@ def test_schema_is_json_schema_of_the_config(project: Path, tmp_path: Path) -> N
     assert schema["title"] == "PipelineConfig"
     assert {"datasets", "deploy", "evaluate", "decide", "promote"} <= set(schema["properties"])
     assert schema.get("additionalProperties") is False
+
+
+def test_plan_reports_the_mde_of_the_golden_set(project: Path, tmp_path: Path) -> None:
+    proc = run_cli(["plan", "--sd", "0.5", "--icc", "0.1"], project, tmp_path / "home")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    cases = len(
+        [ln for ln in (ROOT / "datasets/support/golden.jsonl").read_text().splitlines() if ln.strip()]
+    )
+    assert f"{cases} cases" in out
+    mde = float(out.split("MDE")[1].split()[0])
+    assert 0.0 < mde < 0.5
+    # The default gate asks for +0.02, far below what 351 clustered cases can detect: plan must warn.
+    assert "warning" in out and "below the MDE" in out
