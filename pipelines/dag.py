@@ -34,6 +34,16 @@ class RunContext:
     actor: str = "pipeline"
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def ensure_tracking(self) -> None:
+        """Configure MLflow the first time a step needs it (not before: a run that stops at validation must
+        leave no tracking store behind)."""
+        if self.extras.get("tracking_ready"):
+            return
+        from agent_release.pipelines.tracking import configure_tracking
+
+        configure_tracking(self.tracking_uri, self.loaded.config.tracking.experiment)
+        self.extras["tracking_ready"] = True
+
     @property
     def artifacts_dir(self) -> Path:
         """Where trained models and reports are written."""
@@ -115,6 +125,7 @@ def _register_agents(run: StepRun) -> Any:
     from agent_release.steps.register_agents import register_agents
 
     ctx = _ctx(run)
+    ctx.ensure_tracking()
     cfg = ctx.loaded.config
     return register_agents(
         cfg.agent,
@@ -134,6 +145,7 @@ def _evaluate_variants(run: StepRun) -> Any:
     from agent_release.steps.evaluate_variants import evaluate_variants
 
     ctx = _ctx(run)
+    ctx.ensure_tracking()
     cfg = ctx.loaded.config
     spec = cfg.datasets[cfg.evaluate.dataset]
     path = ctx.loaded.resolve(spec.path)
@@ -166,6 +178,7 @@ def _promote_challenger(run: StepRun) -> Any:
     from agent_release.steps.promote_challenger import PromotionInputs, promote_challenger
 
     ctx = _ctx(run)
+    ctx.ensure_tracking()
     cfg = ctx.loaded.config
     live_inputs: list[str] = []
     if cfg.promote.live_traffic.enabled:

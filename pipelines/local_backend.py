@@ -17,10 +17,8 @@ Usage::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
 import re
 import sqlite3
@@ -34,6 +32,13 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from filelock import FileLock, Timeout
 
 from agent_release.pipelines import state_db
+from agent_release.pipelines.backend_rules import (
+    GENESIS_HASH,
+    audit_hash,
+    canonical_json,
+    validate_endpoint_spec,
+    validate_weights,
+)
 from agent_release.steps.backend import (
     ApprovalStatus,
     AuditEntry,
@@ -55,7 +60,6 @@ logger = logging.getLogger(__name__)
 
 LOCAL_REGION = "local"
 LOCAL_ACCOUNT = "000000000000"
-GENESIS_HASH = "0" * 64
 RUNTIME_FILE = "runtime.json"
 
 DDL = """
@@ -142,17 +146,6 @@ class InvocationRecord(NamedTuple):
     shadow: bool
 
 
-def canonical_json(value: Any) -> str:
-    """Deterministic JSON (sorted keys, no spaces): the bytes the audit hash is computed over."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def audit_hash(fields: Mapping[str, Any]) -> str:
-    """sha256 over the canonical JSON of an entry's fields (``prev_hash`` included, ``hash`` excluded)."""
-    payload = {k: v for k, v in fields.items() if k != "hash"}
-    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
-
-
 def _percentile(values: Sequence[float], q: float) -> float | None:
     if not values:
         return None
@@ -182,40 +175,6 @@ def summarize_invocations(variant: str, rows: Sequence[InvocationRecord]) -> Var
         latencies_ms=tuple(latencies),
         outcomes=tuple(r.status < 500 for r in rows),
     )
-
-
-def validate_weights(state: EndpointState, weights: Mapping[str, float]) -> dict[str, float]:
-    """New weights for every variant of ``state`` after applying ``weights``; raises BackendError if invalid.
-
-    Rules (as UpdateEndpointWeightsAndCapacities): names must be deployed variants, weights finite and >= 0,
-    and at least one production variant keeps a positive weight.
-    """
-    known = {v.name: v.current_weight for v in state.variants}
-    unknown = sorted(set(weights) - set(known))
-    if unknown:
-        raise BackendError(
-            f"endpoint {state.name!r} has no variant {', '.join(unknown)} (variants: {', '.join(known)})"
-        )
-    for name, weight in weights.items():
-        if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
-            raise BackendError(f"weight of variant {name!r} must be a finite number >= 0, got {weight!r}")
-    merged = {**known, **{k: float(v) for k, v in weights.items()}}
-    if not any(merged[v.name] > 0 for v in state.variants if not v.shadow):
-        raise BackendError(f"endpoint {state.name!r} needs at least one production variant with weight > 0")
-    return merged
-
-
-def _validate_variants(name: str, variants: Sequence[VariantSpec]) -> None:
-    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name) or len(name) > 63:
-        raise BackendError(f"invalid endpoint name {name!r}: use letters, digits and hyphens (max 63)")
-    if not variants:
-        raise BackendError(f"endpoint {name!r} needs at least one variant")
-    names = [v.name for v in variants]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise BackendError(f"endpoint {name!r} has duplicate variant names: {', '.join(duplicates)}")
-    if not any(v.initial_weight > 0 for v in variants if not v.shadow):
-        raise BackendError(f"endpoint {name!r} needs at least one production variant with weight > 0")
 
 
 class LocalBackend:
@@ -349,7 +308,7 @@ class LocalBackend:
     # -- endpoints -----------------------------------------------------------------------------------------
     def deploy_endpoint(self, name: str, variants: list[VariantSpec]) -> EndpointState:
         """Create the endpoint, or update it to exactly these variants; return once InService."""
-        _validate_variants(name, variants)
+        validate_endpoint_spec(name, variants)
         now = time.time()
         with self._write() as conn:
             conn.execute(

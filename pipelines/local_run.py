@@ -140,6 +140,7 @@ def run_local(
                         tracking_uri=tracking_uri,
                         progress=console,
                         actor=actor,
+                        extras={"tracking_ready": True},
                     )
                     return executor.run(execution_id, steps, context, resume=resume_id is not None)
             finally:

@@ -43,7 +43,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from agent_release.pipelines.local_backend import GENESIS_HASH, audit_hash, canonical_json, validate_weights
+from agent_release.pipelines.backend_rules import (
+    GENESIS_HASH,
+    audit_hash,
+    canonical_json,
+    validate_endpoint_spec,
+    validate_weights,
+)
 from agent_release.steps.backend import (
     ApprovalStatus,
     AuditEntry,
@@ -156,19 +162,6 @@ def _resource_name(*parts: str, digest: str) -> str:
     head = re.sub(r"[^a-zA-Z0-9-]", "-", head)
     room = _MAX_NAME - len(digest) - 1
     return f"{head[:room].rstrip('-')}-{digest}"
-
-
-def _check_variants(name: str, variants: Sequence[VariantSpec]) -> None:
-    if not _NAME_RE.fullmatch(name) or len(name) > _MAX_NAME:
-        raise BackendError(f"invalid endpoint name {name!r}: use letters, digits and hyphens (max 63)")
-    if not variants:
-        raise BackendError(f"endpoint {name!r} needs at least one variant")
-    names = [v.name for v in variants]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise BackendError(f"endpoint {name!r} has duplicate variant names: {', '.join(duplicates)}")
-    if not any(v.initial_weight > 0 for v in variants if not v.shadow):
-        raise BackendError(f"endpoint {name!r} needs at least one production variant with weight > 0")
 
 
 class SageMakerBackend:
@@ -583,7 +576,7 @@ class SageMakerBackend:
         """
         from botocore.exceptions import ClientError
 
-        _check_variants(name, variants)
+        validate_endpoint_spec(name, variants)
         variants = [v.model_copy(update={"model": self._with_remote_artifact(v.model)}) for v in variants]
         digest = hashlib.sha256(
             canonical_json([v.model_dump(mode="json") for v in variants]).encode("utf-8")

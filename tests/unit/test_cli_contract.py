@@ -147,3 +147,35 @@ def test_plan_reports_the_mde_of_the_golden_set(project: Path, tmp_path: Path) -
     assert 0.0 < mde < 0.5
     # The default gate asks for +0.02, far below what 351 clustered cases can detect: plan must warn.
     assert "warning" in out and "below the MDE" in out
+
+
+@pytest.mark.slow
+def test_run_on_a_corrupted_golden_set_deploys_nothing(tmp_path: Path) -> None:
+    """A failing data contract stops the run at its first step: no package, endpoint or MLflow record."""
+    import json
+    import sqlite3
+
+    project = tmp_path / "project"
+    shutil.copytree(ROOT / "datasets", project / "datasets")
+    shutil.copy(ROOT / "pipeline.yaml", project / "pipeline.yaml")
+    golden = project / "datasets/support/golden.jsonl"
+    cases = [json.loads(line) for line in golden.read_text().splitlines() if line.strip()]
+    cases[1]["id"] = cases[0]["id"]  # duplicate id
+    cases[2]["tags"]["intent"] = "time_travel"  # unknown intent
+    golden.write_text("".join(json.dumps(c) + "\n" for c in cases))
+
+    home = tmp_path / "home"
+    proc = run_cli(["run"], project, home)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "validate_datasets" in last and "data contract failed" in last
+    assert "Traceback" not in proc.stderr
+    conn = sqlite3.connect(home / "state.db")
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    for table in ("endpoints", "packages"):
+        if table in tables:
+            assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] == 0, table
+    steps = dict(conn.execute("SELECT name, status FROM steps").fetchall())
+    assert steps["validate_datasets"] == "failed"
+    assert {steps[s] for s in steps if s != "validate_datasets"} == {"pending"}
+    assert not (home / "mlflow.db").exists()

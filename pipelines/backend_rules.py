@@ -1,0 +1,67 @@
+"""Rules both backends share, so local runs and SageMaker behave the same way.
+
+- :func:`validate_endpoint_spec` and :func:`validate_weights`: what CreateEndpoint and
+  UpdateEndpointWeightsAndCapacities accept (names, at least one positive production weight).
+- :func:`canonical_json`, :func:`audit_hash`, :data:`GENESIS_HASH`: the audit ledger's hash chain, identical
+  in SQLite (local) and S3 (SageMaker), so ``audit verify`` means the same thing on both.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agent_release.steps.backend import BackendError, EndpointState, VariantSpec
+
+# prev_hash of the first ledger entry.
+GENESIS_HASH = "0" * 64
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON (sorted keys, no spaces): the bytes the audit hash is computed over."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def audit_hash(fields: Mapping[str, Any]) -> str:
+    """sha256 over the canonical JSON of an entry's fields (``prev_hash`` included, ``hash`` excluded)."""
+    payload = {k: v for k, v in fields.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def validate_weights(state: EndpointState, weights: Mapping[str, float]) -> dict[str, float]:
+    """New weights for every variant of ``state`` after applying ``weights``; raises BackendError if invalid.
+
+    Rules (as UpdateEndpointWeightsAndCapacities): names must be deployed variants, weights finite and >= 0,
+    and at least one production variant keeps a positive weight.
+    """
+    known = {v.name: v.current_weight for v in state.variants}
+    unknown = sorted(set(weights) - set(known))
+    if unknown:
+        raise BackendError(
+            f"endpoint {state.name!r} has no variant {', '.join(unknown)} (variants: {', '.join(known)})"
+        )
+    for name, weight in weights.items():
+        if not isinstance(weight, int | float) or not math.isfinite(weight) or weight < 0:
+            raise BackendError(f"weight of variant {name!r} must be a finite number >= 0, got {weight!r}")
+    merged = {**known, **{k: float(v) for k, v in weights.items()}}
+    if not any(merged[v.name] > 0 for v in state.variants if not v.shadow):
+        raise BackendError(f"endpoint {state.name!r} needs at least one production variant with weight > 0")
+    return merged
+
+
+def validate_endpoint_spec(name: str, variants: Sequence[VariantSpec]) -> None:
+    """Rules both backends apply before creating or updating an endpoint; raises BackendError if broken."""
+    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name) or len(name) > 63:
+        raise BackendError(f"invalid endpoint name {name!r}: use letters, digits and hyphens (max 63)")
+    if not variants:
+        raise BackendError(f"endpoint {name!r} needs at least one variant")
+    names = [v.name for v in variants]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BackendError(f"endpoint {name!r} has duplicate variant names: {', '.join(duplicates)}")
+    if not any(v.initial_weight > 0 for v in variants if not v.shadow):
+        raise BackendError(f"endpoint {name!r} needs at least one production variant with weight > 0")
