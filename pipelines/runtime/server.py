@@ -11,6 +11,7 @@ uvicorn picks httptools/uvloop when they are installed and its pure-Python h11 p
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import threading
@@ -28,9 +29,70 @@ logger = logging.getLogger(__name__)
 START_TIMEOUT_S = 15.0
 
 
+# A request must make progress (some bytes) at least this often until it is complete; otherwise the connection is
+# closed. uvicorn has no header/body read timeout (timeout_keep_alive only runs between requests), so without
+# this a client that never finishes a request would hold a connection and a file descriptor forever.
+REQUEST_READ_TIMEOUT_S = 10.0
+
+
+def _guarded_protocol() -> type | str:
+    """httptools' protocol with a read timeout on incomplete requests ("auto" when httptools is missing)."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # pragma: no cover - httptools ships with uvicorn[standard], which we depend on
+        return "auto"
+
+    class ReadTimeoutHttpToolsProtocol(HttpToolsProtocol):
+        """Closes a connection whose current request stalls for REQUEST_READ_TIMEOUT_S (idle sockets too)."""
+
+        _read_timer: asyncio.TimerHandle | None = None
+
+        def _arm_read_timeout(self) -> None:
+            self._disarm_read_timeout()
+            self._read_timer = self.loop.call_later(REQUEST_READ_TIMEOUT_S, self._read_timed_out)
+
+        def _disarm_read_timeout(self) -> None:
+            if self._read_timer is not None:
+                self._read_timer.cancel()
+                self._read_timer = None
+
+        def _read_timed_out(self) -> None:
+            self._read_timer = None
+            if self.flow is not None and self.flow.read_paused:
+                self._arm_read_timeout()  # we stopped reading (backpressure): not the client's stall
+            elif not self.transport.is_closing():
+                logger.info(
+                    "client=<%s> | request incomplete after %.0fs, closing",
+                    self.client,
+                    REQUEST_READ_TIMEOUT_S,
+                )
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm_read_timeout()
+
+        def data_received(self, data: bytes) -> None:
+            self._arm_read_timeout()
+            super().data_received(data)
+
+        def on_message_complete(self) -> None:
+            # The request is complete: from here the app owns the connection (a slow model is not a stalled
+            # client), and uvicorn's keep-alive timeout governs the idle time before the next request.
+            self._disarm_read_timeout()
+            super().on_message_complete()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_read_timeout()
+            super().connection_lost(exc)
+
+    return ReadTimeoutHttpToolsProtocol
+
+
 def _config(app: RuntimeApp, log_level: str) -> uvicorn.Config:
     return uvicorn.Config(
         app,
+        http=_guarded_protocol(),
         log_level=log_level,
         access_log=False,
         lifespan="on",
