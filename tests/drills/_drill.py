@@ -20,6 +20,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -280,3 +281,31 @@ def stop_server(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=15)
+
+
+class Drained:
+    """Reads a process's stdout and stderr in background threads while the drill waits on something else.
+
+    A ``-v`` run writes hundreds of kilobytes to stderr; left undrained, the pipe fills (64 KiB) and the process
+    blocks on a write, so a drill waiting for it to reach some state would wait forever.
+    """
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._chunks: dict[str, list[str]] = {"out": [], "err": []}
+        self._threads = [
+            threading.Thread(target=self._read, args=(stream, key), daemon=True)
+            for stream, key in ((proc.stdout, "out"), (proc.stderr, "err"))
+            if stream is not None
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _read(self, stream: Any, key: str) -> None:
+        for chunk in iter(lambda: stream.read(65536), ""):
+            self._chunks[key].append(chunk)
+
+    def result(self, timeout_s: float = 60) -> tuple[str, str]:
+        """(stdout, stderr) once the process has closed both pipes."""
+        for t in self._threads:
+            t.join(timeout_s)
+        return "".join(self._chunks["out"]), "".join(self._chunks["err"])

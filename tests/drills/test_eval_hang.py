@@ -1,7 +1,7 @@
 """Hang drill: the challenger never answers during evaluation.
 
 The drill pipeline deploys the challenger with ``FaultSpec(hang=True)`` (the runtime accepts the request and
-never responds) and a 2 s per-case timeout. What must hold: the run finishes on its own, every one of the
+never responds) and a 5 s per-case timeout. What must hold: the run finishes on its own, every one of the
 challenger's cases is an error row (none dropped, each with its trace), no traceback reaches the console, the gate does not promote, and the
 endpoint is exactly as before the run (champion 100%).
 """
@@ -15,7 +15,9 @@ from _drill import ENDPOINT, DrillProject, result_json
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 
-TIMEOUT_S = 2.0
+# Long enough for a champion call on a cold runtime (the first calls load the model) on a loaded 2-core machine;
+# a 2 s timeout made the champion time out now and then there.
+TIMEOUT_S = 5.0
 N_CASES = 30
 
 

@@ -34,6 +34,7 @@ import pytest
 from _drill import (
     ENDPOINT,
     STEP_NAMES,
+    Drained,
     DrillProject,
     kill_group,
     make_project,
@@ -161,6 +162,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         result.outcomes.append(_run(project, f"resume, killed after {step}", *resume, kill_after=step))
 
     holder = project.popen("-v", "run", "-c", str(project.config), "--json", *resume)
+    drained = Drained(holder)
     started = time.monotonic()
     try:
         result.holder_pid = holder.pid
@@ -170,7 +172,8 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
         result.contenders = _contend(project)
     finally:
         kill_group(holder, signal.SIGKILL)
-        out, err = holder.communicate(timeout=60)
+        holder.wait(timeout=60)
+        out, err = drained.result()
     result.outcomes.append(
         Outcome("resume, killed mid-shift", holder.returncode, out, err, time.monotonic() - started)
     )

@@ -9,6 +9,7 @@ says why, the package is Rejected and the champion serves all traffic again.
 
 from __future__ import annotations
 
+import html
 import json
 import time
 from collections.abc import Mapping
@@ -17,10 +18,12 @@ from typing import Any
 
 import pytest
 
+from agent_release.pipelines.executor import ExecutionStore, StepDef
 from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.pipelines.report import render_report
 from agent_release.steps.backend import ApprovalStatus, FaultSpec, ModelSpec
 from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
-from agent_release.steps.promote_challenger import promote_variant
+from agent_release.steps.promote_challenger import PromotionReport, promote_variant
 from agent_release.steps.promote_config import GuardConfig, LiveTrafficConfig, PromotionConfig
 
 ENDPOINT = "support-drill"
@@ -73,6 +76,14 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
         guards=GuardConfig(max_error_rate=0.2, min_invocations=8, msprt_alpha=0.05),
         live_traffic=LiveTrafficConfig(requests_per_s=25.0, concurrency=6),
     )
+    # The drill is recorded as an execution so its release report can be rendered afterwards (issue 9).
+    store = ExecutionStore(tmp_path)
+    execution_id = store.create(
+        "rollback-drill",
+        tmp_path / "pipeline.yaml",
+        "name: rollback-drill\n",
+        [StepDef("promote_challenger", (), PromotionReport, lambda run: None)],
+    )
     try:
         with backend.lock(f"endpoint:{ENDPOINT}", "drill"):
             report = promote_variant(
@@ -84,7 +95,7 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
                 system_prompt="You are a terse support agent.",
                 tools_factory=list,
                 live_inputs=LIVE_INPUTS,
-                execution_id="drill-1",
+                execution_id=execution_id,
             )
     finally:
         backend.stop_runtime()
@@ -94,7 +105,7 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
     assert state is not None
     assert {v.name: v.current_weight for v in state.variants} == {"champion": 1.0, "challenger": 0.0}
 
-    ledger = [e for e in backend.list_audit() if e.execution_id == "drill-1"]
+    ledger = [e for e in backend.list_audit() if e.execution_id == execution_id]
     assert [e.action for e in ledger] == ["weights", "rollback"], "caught at the first canary step"
     shifted, rolled_back = ledger
     assert shifted.evidence["percent"] == 25.0
@@ -116,3 +127,19 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
     assert json.loads(package.approval_description)["audit_seq"] == rolled_back.seq
     assert backend.get_package(champion_pkg.arn).approval_status == ApprovalStatus.APPROVED
     assert backend.verify_audit() == []
+
+    # The release report of the drill shows the rollback on the traffic timeline, with the guard that tripped.
+    store.mark_step(execution_id, "promote_challenger", "running", started_at=report.timeline[0].at)
+    store.mark_step(
+        execution_id,
+        "promote_challenger",
+        "succeeded",
+        finished_at=time.time(),
+        output_json=report.model_dump_json(),
+    )
+    store.finish(execution_id, "succeeded", decision="promote")
+    store.close()
+    page = render_report(tmp_path, execution_id).read_text(encoding="utf-8")
+    assert "ROLLED BACK" in page
+    assert html.escape(rollback_events[0].tripped or "") in page
+    assert page.count("<svg") >= 1, "the traffic timeline is plotted"
