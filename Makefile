@@ -42,8 +42,10 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest tests/unit -q
 
+# Two workers: most of the suite's wall time is waiting (bakes, timeouts, subprocess pipelines), not CPU.
+# --dist loadfile keeps a file's tests (and its module-scoped pipeline runs) on one worker.
 test: setup system-deps lint typecheck
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
