@@ -224,7 +224,8 @@ def pipeline_steps() -> list[StepDef]:
         # A scheduled run that finds no new package has nothing to evaluate or decide: the champion keeps
         # its traffic and the run ends successfully with no decision (status and the report say why).
         deployed = run.maybe(deploy_variants.__name__)
-        return deployed is not None and deployed.challenger is not None
+        # Without the deploy report (a remote step given only its direct inputs) the step's inputs decide.
+        return deployed is None or deployed.challenger is not None
 
     return [
         StepDef(
@@ -262,7 +263,7 @@ def pipeline_steps() -> list[StepDef]:
             (register_agents.__name__,),
             EvaluationReport,
             _evaluate_variants,
-            when=has_challenger,
+            run_if=has_challenger,
             skip_note="no challenger deployed: no pending package newer than the champion",
             description="Evaluate each variant's agent on the golden set.",
         ),
@@ -271,7 +272,7 @@ def pipeline_steps() -> list[StepDef]:
             (evaluate_variants.__name__,),
             DecisionReport,
             _decide_promotion,
-            when=has_challenger,
+            run_if=has_challenger,
             skip_note="no challenger deployed: no pending package newer than the champion",
             description="Paired, clustered comparison: promote, reject or inconclusive.",
         ),
@@ -280,7 +281,7 @@ def pipeline_steps() -> list[StepDef]:
             (decide_promotion.__name__,),
             PromotionReport,
             _promote_challenger,
-            when=has_challenger,
+            run_if=has_challenger,
             skip_note="no challenger deployed: no pending package newer than the champion",
             description="Shift traffic progressively with live guards, or hold; update registry and ledger.",
         ),

@@ -83,8 +83,11 @@ class StepDef:
     needs: tuple[str, ...]
     output_type: type[BaseModel]
     run: Callable[[StepRun], BaseModel | None]
-    # None = always; otherwise the step runs only when this returns True (a skipped step has no output).
+    # Config-level condition (None = always): read only the config, so the SageMaker compiler can evaluate it
+    # at compile time and leave the step out of the pipeline. A skipped step has no output.
     when: Callable[[StepRun], bool] | None = None
+    # Run-time condition on upstream outputs (e.g. "a challenger was deployed"), checked when the step is due.
+    run_if: Callable[[StepRun], bool] | None = None
     description: str = ""
     # Shown when ``when`` skips the step, so the user learns why (e.g. "no challenger deployed").
     skip_note: str = ""
@@ -319,7 +322,9 @@ class LocalExecutor:
             ):
                 result.skipped.append(step.name)
                 continue
-            if step.when is not None and not step.when(run):
+            if (step.when is not None and not step.when(run)) or (
+                step.run_if is not None and not step.run_if(run)
+            ):
                 self.store.mark_step(
                     execution_id, step.name, "skipped", finished_at=time.time(), error=step.skip_note or None
                 )

@@ -195,7 +195,9 @@ def run_remote_step(
         }
         run = StepRun(execution_id=execution_id or "sagemaker", outputs=outputs, context=context)
         step = steps[step_name]
-        if step.when is not None and not step.when(run):
+        if (step.when is not None and not step.when(run)) or (
+            step.run_if is not None and not step.run_if(run)
+        ):
             logger.info("step=<%s> | skipped", step_name)
             return dict(SKIPPED)
         logger.info("step=<%s>, execution=<%s> | running", step_name, run.execution_id)

@@ -109,7 +109,8 @@ def test_status_json_contract(demo: dict[str, Any]) -> None:
 def test_mlflow_lists_both_agent_versions_with_aliases(demo: dict[str, Any]) -> None:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{demo['home'] / 'mlflow.db'}")
+    uri = f"sqlite:///{demo['home'] / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = client.search_model_versions("name='support-agent'")
     assert len(versions) == 2
     champion = client.get_model_version_by_alias("support-agent", "champion")

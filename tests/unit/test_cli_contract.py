@@ -181,7 +181,9 @@ def test_run_on_a_corrupted_golden_set_deploys_nothing(tmp_path: Path) -> None:
     if (home / "mlflow.db").exists():  # the tracking store may be set up, but nothing is registered or run
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+        client = MlflowClient(
+            tracking_uri=f"sqlite:///{home / 'mlflow.db'}", registry_uri=f"sqlite:///{home / 'mlflow.db'}"
+        )
         assert client.search_registered_models() == []
         experiments = client.search_experiments()
         assert client.search_runs([e.experiment_id for e in experiments]) == []
