@@ -109,8 +109,10 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
     assert [e.action for e in ledger] == ["weights", "rollback"], "caught at the first canary step"
     shifted, rolled_back = ledger
     assert shifted.evidence["percent"] == 25.0
-    # Automatic and prompt: within one bake interval of the weight change that exposed the challenger.
-    assert rolled_back.at - shifted.at < BAKE_S
+    # Automatic and prompt: within the first bake interval after the weight change that exposed the challenger.
+    # The guards are read during the bake and once more as it ends; on a loaded machine the live traffic may
+    # reach min_invocations only by that last read, so the bound is the bake plus that read's processing time.
+    assert rolled_back.at - shifted.at < BAKE_S + 1.0
     assert rolled_back.evidence["trigger"] == "guard"
     why = rolled_back.evidence["why"]
     assert "error rate" in why or "mSPRT" in why
@@ -120,7 +122,7 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
     rollback_events = [ev for ev in report.timeline if ev.phase == "rollback"]
     assert len(rollback_events) == 1 and rollback_events[0].tripped
     first_step = next(ev for ev in report.timeline if ev.phase == "canary")
-    assert rollback_events[0].at - first_step.at < BAKE_S
+    assert rollback_events[0].at - first_step.at < BAKE_S + 1.0
 
     package = backend.get_package(challenger_pkg.arn)
     assert package.approval_status == ApprovalStatus.REJECTED
