@@ -7,9 +7,7 @@ results scripts parse (``--json``).
 
 from __future__ import annotations
 
-import sys
 import threading
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -137,13 +135,3 @@ def _summarise(output: Any) -> str:
     if isinstance(decision, str) and isinstance(reason, str):
         return f" — [bold]{decision.upper()}[/bold]: {reason}"
     return ""
-
-
-def elapsed_since(start: float) -> float:
-    """Seconds since ``start`` (monotonic)."""
-    return time.monotonic() - start
-
-
-def is_tty() -> bool:
-    """Whether stdout is a terminal (scripts get plain output)."""
-    return sys.stdout.isatty()
