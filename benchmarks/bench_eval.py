@@ -10,7 +10,9 @@ included; ``traces_persisted`` is counted afterwards by searching the tracking s
 (a) a plain sequential loop (traced agent calls, then ``mlflow.genai.evaluate`` over the traces);
 (b) ``mlflow.genai.evaluate`` with ``predict_fn`` and default settings (only the SQL pool is sized, without
 which 15+ writer threads deadlock); (c) strands-evals ``Experiment.run_evaluations_async(max_workers=10)``
-with each case's score logged to its trace. Also the harness's CPU per case against a zero-latency variant.
+with each case's score logged to its trace; the peers run with MLflow's own trace exporter. An ablation line
+gives the step with ``scoring: mlflow_evaluate``. Also the harness's CPU per case against a zero-latency
+variant: this process plus the trace writer process (the runtime's own process is not counted).
 
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--cases 160] [--peer-cases 48]``; one JSON line per
 result on stdout.
@@ -192,22 +194,37 @@ def count_persisted(experiment_id: str, run_id: str | None, key: Callable[[Any],
     return len(scored)
 
 
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process, from /proc (fields 14 and 15 of its stat line)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_s() -> float:
+    """CPU seconds of the harness: this process plus the trace writer process it writes through."""
+    from agent_release.steps.trace_export import current_writer_pid
+
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    writer = current_writer_pid()
+    return usage.ru_utime + usage.ru_stime + (_process_cpu_s(writer) if writer else 0.0)
 
 
-def run_ours(workload: str, n: int, variant: str = "slow") -> tuple[float, int, float]:
+def run_ours(
+    workload: str, n: int, variant: str = "slow", scoring: str = "inline"
+) -> tuple[float, int, float]:
     """(cases/s, traces persisted, CPU seconds) for ``evaluate_variants``."""
     from agent_release.steps.evaluate_config import EvaluateConfig
     from agent_release.steps.evaluate_variants import evaluate_variants
 
-    tag = f"ours-{workload}-{variant}"
+    tag = f"ours-{workload}-{variant}-{scoring}"
     reg = registration(variant, tag)
     cases = make_cases(workload, n)
     started, cpu0 = time.perf_counter(), cpu_s()
     report = evaluate_variants(
-        EvaluateConfig(concurrency=CONCURRENCY, timeout_s=60),
+        EvaluateConfig(concurrency=CONCURRENCY, timeout_s=60, scoring=scoring),  # type: ignore[arg-type]
         reg,
         cases,
         dataset_name=workload,
@@ -394,11 +411,15 @@ def main() -> None:
         try:
             import mlflow
 
+            from agent_release.steps.trace_export import uninstall_row_first_export
+
             mlflow.set_tracking_uri(f"sqlite:///{state_dir / 'mlflow.db'}")
             mlflow.strands.autolog()
             run_ours("W1", 8, variant="zero")  # warm-up: imports, database tables, first connections
             for workload in ("W1", "W2"):
                 rate, persisted, _ = run_ours(workload, args.cases)
+                # The peers run with MLflow's own trace exporter, as a user would have it.
+                uninstall_row_first_export()
                 peers = {
                     "sequential": round(peer_sequential(workload, args.seq_cases)[0], 2),
                     "mlflow_genai_evaluate_default": round(
@@ -408,6 +429,22 @@ def main() -> None:
                         peer_strands_evals(workload, args.peer_cases)[0], 2
                     ),
                 }
+                # Ablation: the same step with scoring by mlflow.genai.evaluate over the stored traces.
+                evaluate_rate, evaluate_persisted, _ = run_ours(
+                    workload, args.peer_cases, scoring="mlflow_evaluate"
+                )
+                emit(
+                    json.dumps(
+                        {
+                            "bench": "eval_throughput_scoring_mlflow_evaluate",
+                            "workload": workload,
+                            "cases_per_s": round(evaluate_rate, 2),
+                            "ratio_to_ideal": round(evaluate_rate / IDEAL[workload], 3),
+                            "traces_expected": args.peer_cases,
+                            "traces_persisted": evaluate_persisted,
+                        }
+                    )
+                )
                 emit(
                     json.dumps(
                         {

@@ -66,6 +66,7 @@ class CaseOutcome:
     model_calls: int = 0
     retries: int = 0
     trace_id: str | None = None
+    scores: dict[str, float | None] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, Any]:
         """The ``outputs`` a scorer sees (see :mod:`agent_release.steps.scorers`)."""
@@ -204,8 +205,27 @@ async def _invoke_with_deadline(agent: Any, prompt: str, timeout_s: float) -> tu
     return ("" if getattr(result, "stop_reason", None) == "cancelled" else str(result).strip()), True
 
 
+CaseScorer = Callable[[CaseOutcome], dict[str, float | None]]
+
+
+async def _score_in_trace(outcome: CaseOutcome, score: CaseScorer | None) -> None:
+    """Score the case inside its still-open root span (off the loop: a judge scorer may block)."""
+    if score is None:
+        return
+    try:
+        outcome.scores = await asyncio.to_thread(score, outcome)
+    except Exception as exc:  # scorers' own errors are feedbacks already; this is a harness fault
+        logger.warning(
+            "case=<%s>, error=<%s> | scoring failed; the row keeps no scores", outcome.unit.key, exc
+        )
+
+
 async def _run_one(
-    unit: CaseUnit, variant: str, make_agent: Callable[[CaseUnit], Any], timeout_s: float
+    unit: CaseUnit,
+    variant: str,
+    make_agent: Callable[[CaseUnit], Any],
+    timeout_s: float,
+    score: CaseScorer | None = None,
 ) -> CaseOutcome:
     import mlflow
 
@@ -242,6 +262,7 @@ async def _run_one(
         if outcome.error:
             span.set_status("ERROR")
         outcome.trace_id = span.trace_id
+        await _score_in_trace(outcome, score)
     return outcome
 
 
@@ -252,6 +273,7 @@ async def _run_all(
     concurrency: int,
     timeout_s: float,
     progress: Callable[[ProgressEvent], None] | None,
+    score: CaseScorer | None,
 ) -> list[CaseOutcome]:
     loop = asyncio.get_running_loop()
     # Every case in flight may hold a thread in a blocking boto3 read (streaming reads hop per event).
@@ -264,7 +286,7 @@ async def _run_all(
     async def guarded(unit: CaseUnit) -> CaseOutcome:
         nonlocal done, errors, retries
         async with gate:
-            outcome = await _run_one(unit, variant, make_agent, timeout_s)
+            outcome = await _run_one(unit, variant, make_agent, timeout_s, score)
         done += 1
         errors += outcome.error is not None
         retries += outcome.retries
@@ -283,23 +305,28 @@ def run_cases(
     concurrency: int,
     timeout_s: float,
     progress: Callable[[ProgressEvent], None] | None = None,
+    score: CaseScorer | None = None,
 ) -> list[CaseOutcome]:
     """Run every unit (in input order in the result); blocks until all have an outcome.
 
     Call it inside the MLflow run (and active model) the traces should belong to. ``make_agent`` builds a
-    fresh agent per unit.
+    fresh agent per unit. ``score``, if given, is called inside each case's root span once the agent is
+    done (see :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``.
     """
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
     )
-    return asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress))
+    return asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress, score))
 
 
-def log_stand_in_traces(outcomes: Sequence[CaseOutcome], missing: set[str | None]) -> None:
+def log_stand_in_traces(
+    outcomes: Sequence[CaseOutcome], missing: set[str | None], score: CaseScorer | None = None
+) -> None:
     """Give each outcome whose trace never reached the store a root-span-only trace of its own.
 
     A case is never dropped: if its agent had to be cancelled hard, its spans never closed and MLflow
-    will not export that trace, so the outcome gets a stand-in (tagged ``eval.stand_in=true``).
+    will not export that trace, so the outcome gets a stand-in (tagged ``eval.stand_in=true``), scored
+    inside it with ``score`` when given.
     """
     import mlflow
 
@@ -321,3 +348,5 @@ def log_stand_in_traces(outcomes: Sequence[CaseOutcome], missing: set[str | None
             span.set_outputs(outcome.outputs())
             span.set_status("ERROR" if outcome.error else "OK")
             outcome.trace_id = span.trace_id
+            if score is not None:
+                outcome.scores = score(outcome)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -61,3 +61,11 @@ class EvaluateConfig(Frozen):
         description="Price table per variant name; the key 'default' applies to variants not listed.",
     )
     judge: JudgeConfig | None = Field(default=None, description="LLM judge; None disables the judge scorer.")
+    scoring: Literal["inline", "mlflow_evaluate"] = Field(
+        default="inline",
+        description=(
+            "Where the scorers run. 'inline': inside each case's trace, the scores written with the trace "
+            "in one transaction (several times faster). 'mlflow_evaluate': mlflow.genai.evaluate over the "
+            "finished traces, one write per score."
+        ),
+    )

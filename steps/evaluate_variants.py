@@ -21,7 +21,6 @@ import contextlib
 import io
 import json
 import logging
-import math
 import os
 import time
 from collections import defaultdict
@@ -40,8 +39,10 @@ from agent_release.steps.eval_harness import (
 )
 from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
+from agent_release.steps.inline_scoring import InlineScoring, as_score
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs
+from agent_release.steps.trace_export import install_row_first_export
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ def evaluate_variants(
     import mlflow
 
     apply_tracing_environment()
+    install_row_first_export()
     units = _units(cases, config.repeats)
     expectations = {str(c["id"]): _expectations(c) for c in cases}
     scorers = build_scorers(effective_specs(config))
@@ -225,6 +227,11 @@ def _evaluate_one(
         mlflow.log_params({"variant": agent.variant, "role": agent.role, "endpoint": agent.endpoint_name})
         mlflow.set_tags({"agent_release.step": "evaluate_variants", "agent_release.variant": agent.variant})
         started = time.perf_counter()
+        inline = (
+            InlineScoring(scorers, expectations, run_id=run.info.run_id)
+            if config.scoring == "inline"
+            else None
+        )
         with traced_as(agent.logged_model_id):
             outcomes = run_cases(
                 units,
@@ -235,11 +242,15 @@ def _evaluate_one(
                 concurrency=config.concurrency,
                 timeout_s=config.timeout_s,
                 progress=progress,
+                score=inline,
             )
         ran = time.perf_counter()
         mlflow.flush_trace_async_logging()
         flushed = time.perf_counter()
-        scores = _score(outcomes, expectations, scorers, experiment_id, run.info.run_id, agent)
+        if inline is not None:
+            scores = _inline_scores(outcomes, experiment_id, run.info.run_id, inline)
+        else:
+            scores = _score(outcomes, expectations, scorers, experiment_id, run.info.run_id, agent)
         logger.info(
             "variant=<%s>, run_s=<%.2f>, flush_s=<%.2f>, score_s=<%.2f> | evaluation timings",
             agent.variant,
@@ -250,7 +261,9 @@ def _evaluate_one(
         prices = {name: table.model_dump() for name, table in config.prices.items()}
         rows = [_row(o, agent, scores.get(o.unit.key, {}), prices) for o in outcomes]
         aggregates = aggregate_rows(rows)
-        mlflow.log_metrics(_flat_metrics(aggregates, rows), model_id=agent.logged_model_id)
+        mlflow.log_metrics(
+            _flat_metrics(aggregates, rows, with_means=inline is not None), model_id=agent.logged_model_id
+        )
         mlflow.log_table(data=_rows_frame(rows), artifact_file=CASES_TABLE)
     errored = sum(1 for r in rows if r.error)
     logger.info(
@@ -272,6 +285,33 @@ def _evaluate_one(
         aggregates=aggregates,
     )
     return evaluation, rows
+
+
+def _inline_scores(
+    outcomes: Sequence[CaseOutcome], experiment_id: str, run_id: str, inline: InlineScoring
+) -> dict[str, dict[str, float | None]]:
+    """The scores each case logged inside its trace; a case whose trace never reached the store gets a
+    scored stand-in trace, so every row's scores are persisted in MLflow. Unit key -> name -> value."""
+    import mlflow
+
+    persisted = _run_trace_ids(experiment_id, run_id)
+    missing = {o.trace_id for o in outcomes if o.trace_id not in persisted}
+    if missing:
+        logger.warning(
+            "run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing)
+        )
+        log_stand_in_traces(outcomes, missing, score=inline)
+        mlflow.flush_trace_async_logging()
+    return {o.unit.key: dict(o.scores) for o in outcomes}
+
+
+def _run_trace_ids(experiment_id: str, run_id: str) -> set[str]:
+    import mlflow
+
+    found = mlflow.search_traces(
+        locations=[experiment_id], run_id=run_id, return_type="list", include_spans=False
+    )
+    return {t.info.trace_id for t in found}
 
 
 def _score(
@@ -323,7 +363,7 @@ def _score(
     names = [b.name for b in scorers]
     by_trace: dict[str, dict[str, float | None]] = {}
     for record in frame.to_dict(orient="records") if frame is not None else []:
-        by_trace[str(record.get("trace_id"))] = {n: _as_score(record.get(f"{n}/value")) for n in names}
+        by_trace[str(record.get("trace_id"))] = {n: as_score(record.get(f"{n}/value")) for n in names}
     return {o.unit.key: by_trace.get(o.trace_id or "", {}) for o in outcomes}
 
 
@@ -332,16 +372,6 @@ def _run_traces(experiment_id: str, run_id: str) -> dict[str, Any]:
 
     found = mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list")
     return {t.info.trace_id: t for t in found}
-
-
-def _as_score(value: Any) -> float | None:
-    if value is None or isinstance(value, str):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
 
 
 def _row(
@@ -405,15 +435,18 @@ def aggregate_rows(rows: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
 
 
 def _flat_metrics(
-    aggregates: Mapping[str, Mapping[str, float]], rows: Sequence[CaseResult]
+    aggregates: Mapping[str, Mapping[str, float]], rows: Sequence[CaseResult], *, with_means: bool
 ) -> dict[str, float]:
-    # mlflow.genai.evaluate already logs "<scorer>/mean"; these names add the clustered uncertainty.
+    # mlflow.genai.evaluate logs "<scorer>/mean" itself; inline scoring logs it here under the same name.
+    # The other names add the clustered uncertainty.
     metrics = {
         "cases_completed": float(sum(1 for r in rows if not r.error)),
         "cases_errored": float(sum(1 for r in rows if r.error)),
         "retries": float(sum(r.retries for r in rows)),
     }
     for name, agg in aggregates.items():
+        if with_means:
+            metrics[f"{name}/mean"] = agg["mean"]
         for key, out in (("se", "clustered_se"), ("ci_low", "ci95_low"), ("ci_high", "ci95_high")):
             if key in agg:
                 metrics[f"{name}/{out}"] = agg[key]

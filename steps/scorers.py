@@ -157,7 +157,10 @@ def _as_mlflow_scorer(name: str, row_scorer: RowScorer) -> Any:
     def score(inputs: Any, outputs: Any, expectations: Any) -> float | None:
         return row_scorer(inputs or {}, outputs or {}, expectations or {})
 
-    return scorer(name=name)(score)
+    # A row scorer is a pure function of the row: it cannot hang, so it runs without MLflow's timeout
+    # watchdog, which starts a thread per call (a third of the scoring CPU). The LLM judge has its own
+    # HTTP timeout.
+    return scorer(name=name, timeout=0)(score)
 
 
 # -- pure scoring functions ------------------------------------------------------------------------------

@@ -1,0 +1,182 @@
+"""Score a case inside its own trace, so its scores are written with the trace in one transaction.
+
+``mlflow.genai.evaluate`` scores traces that are already in the tracking store: it writes each score as its
+own transaction (``create_assessment``) and reads every trace back afterwards, about 60 ms of CPU per case
+on SQLite, which caps one process near 9 cases/s whatever the concurrency (docs/performance.md). This module
+runs the *same* MLflow scorers the same way (``Scorer.run``, ``standardize_scorer_value``, scorer metadata,
+a ``SCORER_ERROR`` feedback when a scorer raises, the dataset expectations as ``Expectation``\\ s) while the
+case's root span is still open, and logs every assessment with ``mlflow.log_assessment``. MLflow keeps an
+assessment logged on the *active* trace in memory and writes it with the trace itself (``start_trace``
+persists ``TraceInfo.assessments`` in the same transaction), so a case costs one trace write instead of one
+write per score plus a read-back.
+
+A scorer that asks for ``trace`` sees the case's spans as they stand: every span has ended except the root
+``eval_case`` span, whose inputs and outputs are already set.
+
+Usage (inside the case's root span, i.e. the harness calls it)::
+
+    scoring = InlineScoring(build_scorers(specs), expectations_by_case_id, run_id=run.info.run_id)
+    values = scoring(outcome)        # {"answer_correctness": 1.0, ...}; assessments are on the trace
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+import traceback
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from agent_release.steps.eval_harness import CaseOutcome
+from agent_release.steps.scorers import BuiltScorer
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InlineScoring", "as_score"]
+
+
+def as_score(value: Any) -> float | None:
+    """A feedback value as a number for the per-case table (bools become 0/1; text and NaN become None)."""
+    if value is None or isinstance(value, str):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(number) else number
+
+
+def _wants_trace(scorer: Any) -> bool:
+    try:
+        return "trace" in inspect.signature(scorer.__call__).parameters
+    except (TypeError, ValueError):
+        return True
+
+
+class InlineScoring:
+    """Callable that scores one finished case and logs the assessments on its (still active) trace."""
+
+    def __init__(
+        self,
+        scorers: Sequence[BuiltScorer],
+        expectations: Mapping[str, Mapping[str, Any]],
+        *,
+        run_id: str | None,
+    ) -> None:
+        self.scorers = list(scorers)
+        self.expectations = expectations
+        self.run_id = run_id
+        self._needs_trace = any(_wants_trace(b.scorer) for b in self.scorers)
+        # The scorer provenance MLflow attaches (a digest of the scorer's definition) is the same for
+        # every case, and computing it re-serialises the scorer: do it once per scorer.
+        self._scorer_metadata = {b.name: _scorer_metadata(b.scorer) for b in self.scorers}
+        self._expectation_source = _expectation_source()
+
+    def __call__(self, outcome: CaseOutcome) -> dict[str, float | None]:
+        """Score ``outcome`` (call it inside the case's root span); returns feedback name -> number."""
+        import mlflow
+
+        trace_id = mlflow.get_active_trace_id()
+        if trace_id is None or trace_id != outcome.trace_id:
+            raise RuntimeError(f"case {outcome.unit.key}: scoring must run inside the case's own trace")
+        span = mlflow.get_current_active_span()
+        root_span_id = span.span_id if span is not None else None
+        unit = outcome.unit
+        inputs = {
+            "input": unit.input,
+            "case_id": unit.case_id,
+            "cluster": unit.cluster,
+            "repeat": unit.repeat,
+        }
+        expectations = dict(self.expectations.get(unit.case_id, {}))
+        trace = _active_trace_snapshot(trace_id) if self._needs_trace else None
+        values: dict[str, float | None] = {}
+        outputs = outcome.outputs()
+        for built in self.scorers:
+            for feedback in self._run_scorer(built, inputs, outputs, expectations, trace):
+                feedback.metadata = {**self._scorer_metadata[built.name], **(feedback.metadata or {})}
+                values[feedback.name] = None if feedback.error is not None else as_score(feedback.value)
+                self._log(trace_id, root_span_id, feedback)
+        from mlflow.entities import Expectation
+
+        for name, value in expectations.items():
+            self._log(
+                trace_id, root_span_id, Expectation(name=name, value=value, source=self._expectation_source)
+            )
+        return values
+
+    @staticmethod
+    def _run_scorer(
+        built: BuiltScorer,
+        inputs: Mapping[str, Any],
+        outputs: Mapping[str, Any],
+        expectations: Mapping[str, Any],
+        trace: Any,
+    ) -> list[Any]:
+        from mlflow.entities import AssessmentError, Feedback
+        from mlflow.genai.evaluation.utils import make_code_type_assessment_source, standardize_scorer_value
+
+        scorer = built.scorer
+        try:
+            value = scorer.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
+            feedbacks: list[Any] = standardize_scorer_value(scorer.name, value)
+        except Exception as exc:  # a failing scorer is a SCORER_ERROR feedback, as in mlflow.genai.evaluate
+            logger.warning("scorer=<%s>, error=<%s> | scorer failed", scorer.name, exc)
+            feedbacks = [
+                Feedback(
+                    name=scorer.name,
+                    source=make_code_type_assessment_source(scorer.name),
+                    error=AssessmentError(
+                        error_code="SCORER_ERROR",
+                        error_message=str(exc),
+                        stack_trace=traceback.format_exc(),
+                    ),
+                )
+            ]
+        return feedbacks
+
+    def _log(self, trace_id: str, root_span_id: str | None, assessment: Any) -> None:
+        import mlflow
+        from mlflow.tracing.constant import AssessmentMetadataKey
+
+        if self.run_id is not None:
+            assessment.metadata = {
+                **(assessment.metadata or {}),
+                AssessmentMetadataKey.SOURCE_RUN_ID: self.run_id,
+            }
+            assessment.run_id = self.run_id  # read from the metadata only when the entity is built
+        if root_span_id is not None:
+            assessment.span_id = root_span_id
+        mlflow.log_assessment(trace_id=trace_id, assessment=assessment)
+
+
+def _scorer_metadata(scorer: Any) -> dict[str, str]:
+    """What ``mlflow.genai.evaluate`` attaches to a scorer's feedback (definition digest, registry ids)."""
+    from mlflow.entities import Feedback
+    from mlflow.genai.evaluation.utils import add_scorer_metadata
+
+    probe = Feedback(name=scorer.name, value=0.0)
+    add_scorer_metadata(scorer, [probe])
+    return dict(probe.metadata or {})
+
+
+def _expectation_source() -> Any:
+    """Who the dataset's expectations come from, as ``mlflow.genai.evaluate`` records it (the user)."""
+    import getpass
+
+    from mlflow.entities import AssessmentSource, AssessmentSourceType
+
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=user)
+
+
+def _active_trace_snapshot(trace_id: str) -> Any:
+    """The in-progress trace (ended child spans, open root) for scorers that take ``trace``."""
+    from mlflow.tracing.trace_manager import InMemoryTraceManager
+
+    with InMemoryTraceManager.get_instance().get_trace(trace_id) as in_memory:  # type: ignore[no-untyped-call]
+        return None if in_memory is None else in_memory.to_mlflow_trace()

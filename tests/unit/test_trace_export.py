@@ -1,0 +1,158 @@
+"""The row-first trace exporter writes what MLflow's own exporter writes, faster, and loses nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_release.steps import trace_export
+from agent_release.steps.trace_export import (
+    WriterProcess,
+    install_row_first_export,
+    is_database_uri,
+    uninstall_row_first_export,
+    writer_process,
+)
+
+
+@pytest.fixture
+def tracking(tmp_path: Path) -> Iterator[str]:
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment_id = mlflow.set_experiment("trace-export").experiment_id
+    yield experiment_id
+    uninstall_row_first_export()
+    mlflow.set_tracking_uri(None)
+
+
+def _make_trace(label: str) -> str:
+    """One trace shaped like an evaluation case: root, two children, tags and a feedback logged while active."""
+    import mlflow
+
+    with mlflow.start_span(name="eval_case", span_type="AGENT") as root:
+        root.set_inputs({"input": f"question {label}"})
+        mlflow.update_current_trace(tags={"eval.case_id": label, "eval.variant": "challenger"})
+        with mlflow.start_span(name="chat", span_type="CHAT_MODEL") as chat:
+            chat.set_inputs({"messages": [{"role": "user", "content": label}]})
+            chat.set_outputs({"content": "shipped"})
+        with mlflow.start_span(name="lookup_order", span_type="TOOL") as tool:
+            tool.set_inputs({"order_id": label})
+        mlflow.log_feedback(trace_id=root.trace_id, name="task_success", value=1.0)
+        root.set_outputs({"answer": "shipped"})
+    return root.trace_id
+
+
+def _shape(trace: Any) -> dict[str, Any]:
+    """What must be the same whichever exporter wrote the trace (ids and timings aside)."""
+    info = trace.info
+    return {
+        "tags": {k: v for k, v in info.tags.items() if k != "mlflow.artifactLocation"},
+        "metadata_keys": sorted(k for k in info.trace_metadata if k != "mlflow.trace.sizeStats"),
+        "state": info.state,
+        "request_preview": info.request_preview,
+        "response_preview": info.response_preview,
+        "spans": sorted((s.name, s.span_type, s.parent_id is None) for s in trace.data.spans),
+        "assessments": sorted((a.name, a.value) for a in info.assessments),
+        "run_link": info.trace_metadata.get("mlflow.sourceRun") is not None,
+    }
+
+
+def test_database_uris_are_recognised() -> None:
+    assert is_database_uri("sqlite:///tmp/mlflow.db")
+    assert is_database_uri("postgresql+psycopg://u@h/db")
+    assert is_database_uri("mysql://h/db")
+    assert not is_database_uri("http://127.0.0.1:5000")
+    assert not is_database_uri("databricks")
+    assert not is_database_uri("file:///tmp/mlruns")
+
+
+def test_written_trace_matches_mlflows_own_exporter(tracking: str) -> None:
+    import mlflow
+
+    with mlflow.start_run():
+        default_id = _make_trace("A")
+        mlflow.flush_trace_async_logging()
+        assert install_row_first_export()
+        ours_id = _make_trace("A")
+        mlflow.flush_trace_async_logging()
+    assert mlflow.tracing.provider._get_mlflow_span_processor is trace_export._span_processor_for
+    default, ours = mlflow.get_trace(default_id), mlflow.get_trace(ours_id)
+    assert default is not None and ours is not None
+    assert _shape(ours) == _shape(default)
+    assert len(ours.data.spans) == 3
+    assert [a.name for a in ours.info.assessments] == ["task_success"]
+
+
+def test_flush_waits_for_every_trace(tracking: str) -> None:
+    import mlflow
+
+    install_row_first_export()
+    ids = [_make_trace(str(i)) for i in range(40)]
+    mlflow.flush_trace_async_logging()
+    found = mlflow.search_traces(locations=[tracking], return_type="list", include_spans=False)
+    assert {t.info.trace_id for t in found} == set(ids)
+
+
+def test_a_dead_writer_process_loses_no_trace(tracking: str) -> None:
+    import mlflow
+
+    install_row_first_export()
+    process = writer_process(mlflow.get_tracking_uri())
+    assert process is not None
+    _make_trace("before")
+    mlflow.flush_trace_async_logging()
+    process._proc.kill()
+    process._proc.wait(timeout=10)
+    ids = [_make_trace(f"after-{i}") for i in range(5)]
+    mlflow.flush_trace_async_logging()
+    assert process.broken
+    for trace_id in ids:
+        trace = mlflow.get_trace(trace_id)
+        assert trace is not None and len(trace.data.spans) == 3
+    replacement = writer_process(mlflow.get_tracking_uri())
+    assert replacement is not None and replacement is not process
+    replacement.close()
+
+
+def test_an_unpicklable_batch_is_refused_and_the_pipe_stays_usable(tracking: str) -> None:
+    import mlflow
+
+    process = WriterProcess(mlflow.get_tracking_uri())
+    try:
+        assert process.write([(object(), [lambda: None])]) is None
+        assert not process.broken
+        assert process.write([]) == 0
+    finally:
+        process.close()
+
+
+def test_thread_mode_needs_no_process(tracking: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+
+    monkeypatch.setenv("AGENT_RELEASE_TRACE_WRITER", "thread")
+    assert writer_process(mlflow.get_tracking_uri()) is None
+    install_row_first_export()
+    trace_id = _make_trace("threaded")
+    mlflow.flush_trace_async_logging()
+    assert mlflow.get_trace(trace_id) is not None
+
+
+def test_other_tracking_stores_keep_mlflows_exporter(tmp_path: Path) -> None:
+    from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
+
+    from agent_release.steps.trace_export import RowFirstTraceExporter
+
+    install_row_first_export()
+    try:
+        processor = trace_export._span_processor_for("http://127.0.0.1:1")
+        assert type(processor.span_exporter) is MlflowV3SpanExporter
+        processor = trace_export._span_processor_for(f"sqlite:///{tmp_path / 'x.db'}")
+        assert isinstance(processor.span_exporter, RowFirstTraceExporter)
+        processor.shutdown()
+    finally:
+        uninstall_row_first_export()
