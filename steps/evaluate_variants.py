@@ -2,9 +2,13 @@
 
 For every variant: one MLflow run (``evaluate-<variant>``, nested under one ``evaluate`` parent run) with the
 agent's LoggedModel active, so each case's trace links to the model and to the run. The cases run
-concurrently (:mod:`agent_release.steps.eval_harness`), then ``mlflow.genai.evaluate`` scores the collected
-traces with the scorers built from the config (:mod:`agent_release.steps.scorers`) without calling the agent
-again, and persists the scores as assessments on the traces. The per-case table is logged with
+concurrently (:mod:`agent_release.steps.eval_harness`) and are scored with the scorers built from the config
+(:mod:`agent_release.steps.scorers`), as assessments on each case's trace: by default inside the trace, so
+the scores are written with it (:mod:`agent_release.steps.inline_scoring`); with ``scoring:
+mlflow_evaluate``, by ``mlflow.genai.evaluate`` over the stored traces afterwards, without calling the agent
+again. For a database tracking URI the traces are written row-first in batches by a writer process
+(:mod:`agent_release.steps.trace_export`). A case whose trace never reached the store gets a stand-in trace
+with its scores, so every row has one. The per-case table is logged with
 ``mlflow.log_table`` on each variant run and on the parent run; aggregates carry a standard error and a 95%
 CI clustered by the case's cluster key.
 
@@ -52,14 +56,6 @@ CASES_TABLE = "eval_cases.json"
 SCORER_SPECS_FILE = "scorer_specs.json"
 
 ModelFactory = Callable[[RegisteredAgent], Any]
-
-# Defaults this step needs (a user's own setting wins). Strands' OpenTelemetry spans nest under the case's
-# MLflow span only with the first, read when a span starts. The trace-validation call only matters with a
-# predict_fn, which this step never passes, but it stays off. Scoring writes every assessment to the
-# tracking store and SQLite serialises writers, so a few scoring threads go as fast as many and do not
-# queue past SQLite's lock timeout. The last three are read when MLflow builds its tracer, so they apply
-# only if tracing has not started yet (the pipeline's configure_tracking sets them too): export spans in
-# large batches, one transaction per batch, and never discard a trace because the export queue is full.
 
 
 class EvaluationInputError(ValueError):
