@@ -197,6 +197,7 @@ def _promote_challenger(run: StepRun) -> Any:
             system_prompt=system_prompt_of(ctx.loaded),
             live_inputs=tuple(live_inputs),
             actor=ctx.actor,
+            region=cfg.agent.region,
         ),
         ctx.backend,
         tools_factory=tools_factory_of(ctx.loaded),

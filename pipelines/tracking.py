@@ -56,6 +56,8 @@ _DEFAULT_ENV = {
 }
 # Loggers that print INFO lines a pipeline user cannot act on (database migrations, "created version 3").
 _NOISY_LOGGERS = ("mlflow", "alembic")
+# How long configure_tracking waits for an MLflow server's /health before calling it unreachable.
+PROBE_TIMEOUT_S = 5.0
 
 
 def resolve_tracking_uri(configured: str | None, state_dir: Path) -> str:
@@ -106,6 +108,7 @@ def configure_tracking(uri: str, experiment: str, *, artifact_root: Path | None 
 
     _drop_telemetry_client()
     quiet_mlflow_logs()
+    probe_tracking_server(uri)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
 
@@ -139,6 +142,29 @@ def configure_tracking(uri: str, experiment: str, *, artifact_root: Path | None 
         experiment_id,
     )
     return str(experiment_id)
+
+
+def probe_tracking_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
+    """Fail fast when an MLflow tracking *server* (``http(s)://``) does not answer its ``/health`` route.
+
+    MLflow's own client retries a refused connection for about four minutes before it gives up
+    (measured: 247 s), so an unreachable server would look like a hung run. Other URIs (databases,
+    Databricks, SageMaker ARNs) are not probed. Raises ``ConnectionError`` with a one-line message.
+    """
+    import urllib.error
+    import urllib.request
+
+    if not uri.lower().startswith(("http://", "https://")):
+        return
+    health = f"{uri.rstrip('/')}/health"
+    try:
+        with urllib.request.urlopen(health, timeout=timeout_s) as response:
+            response.read(64)
+    except urllib.error.HTTPError:
+        return  # it answered: auth or routing in front of it is the client's business
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ConnectionError(f"no answer from {health} within {timeout_s:g} s ({reason})") from None
 
 
 def enable_agent_autolog() -> None:

@@ -605,7 +605,8 @@ def decide_promotion(config: DecisionConfig, evaluation: EvaluationReport) -> De
         held = ", ".join(g.metric for g in guardrails) or "none configured"
         return finish(
             "promote",
-            f"{_describe(primary)}: {one_sided} lower bound exceeds min improvement {m:g}; "
+            f"{_describe(primary)}: its low end, the one-sided {one_sided} lower bound, exceeds "
+            f"min improvement {m:g}; "
             f"guardrails held ({held})",
         )
     open_points = [f"{_describe(primary)} vs min improvement {m:g}"] if not primary.ci_low > m else []

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -132,6 +133,7 @@ class PromotionInputs(Frozen):
     system_prompt: str
     live_inputs: tuple[str, ...] = ()
     actor: str = "pipeline"
+    region: str = "us-east-1"  # the region the replayed live traffic signs for (``agent.region``)
 
 
 class PromotionReport(Frozen):
@@ -765,6 +767,7 @@ def promote_challenger(
         registered_model=registered,
         tracking_uri=inputs.registration.tracking_uri,
         inference=challenger_agent.inference if challenger_agent else InferenceConfig(),
+        region=inputs.region,
     )
     promotion = _Promotion(config, backend, release, schedule=config.schedule, progress=progress)
     prior = _entries_of(backend, inputs.execution_id, release.subject)
@@ -914,6 +917,9 @@ def promote_variant(
         inference=InferenceConfig.model_validate(agent["inference"])
         if agent.get("inference")
         else InferenceConfig(),
+        # The pipeline signs for agent.region; a manual promote has no config at hand, so it signs for the
+        # region the command's AWS environment names.
+        region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
     )
     promotion = _Promotion(config, backend, release, schedule=schedule or config.schedule, progress=progress)
     done = _terminal_entry(_entries_of(backend, execution_id, subject), {AUDIT_PROMOTE: "promoted"})
