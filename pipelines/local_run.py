@@ -90,7 +90,8 @@ def tracking_unavailable(
     """Record the execution as failed (so ``status`` does not show it running) and say how to resume it."""
     message = f"MLflow tracking at {uri} is unavailable: {one_line(exc)}"
     store.finish(execution_id, "failed", error=message)
-    logger.warning("execution=<%s>, tracking_uri=<%s> | tracking unavailable", execution_id, uri)
+    # info, not warning: the one-line error the CLI prints says the same, with the resume command.
+    logger.info("execution=<%s>, tracking_uri=<%s> | tracking unavailable", execution_id, uri)
     return TrackingUnavailable(f"{message}; once it is back: agent-release run --resume {execution_id}")
 
 

@@ -164,7 +164,9 @@ def probe_tracking_server(uri: str, timeout_s: float = PROBE_TIMEOUT_S) -> None:
         return  # it answered: auth or routing in front of it is the client's business
     except (OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise ConnectionError(f"no answer from {health} within {timeout_s:g} s ({reason})") from None
+        if isinstance(reason, TimeoutError):
+            raise ConnectionError(f"no answer from {health} within {timeout_s:g} s") from None
+        raise ConnectionError(f"no answer from {health} ({reason})") from None
 
 
 def enable_agent_autolog() -> None:
