@@ -115,6 +115,11 @@ class WriterProcess:
         self.tracking_uri = tracking_uri
         to_child_r, to_child_w = os.pipe()
         from_child_r, from_child_w = os.pipe()
+        # Its stdout goes to our stderr: stdout may carry a command's --json result.
+        try:
+            stdout: int = sys.stderr.fileno()
+        except (AttributeError, OSError, ValueError):
+            stdout = subprocess.DEVNULL
         self._proc = subprocess.Popen(
             [
                 sys.executable,
@@ -125,6 +130,8 @@ class WriterProcess:
             ],
             pass_fds=(to_child_r, from_child_w),
             env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+            stdin=subprocess.DEVNULL,
+            stdout=stdout,
         )
         os.close(to_child_r)
         os.close(from_child_w)
