@@ -5,7 +5,11 @@
     {"state_dir", "tracking_uri",
      "endpoints": [{"name", "status", "variants": [{"name", "weight", "share", "role", "package_arn",
                                                   "package_version", "approval_status", "shadow"}]}],
-     "last_execution": {"id", "status", "decision", "started_at", "finished_at", "error"} | null}
+     "last_execution": {"id", "status", "decision", "started_at", "finished_at", "error",
+                        "interrupted"} | null}
+
+``interrupted`` is true when the last execution is recorded as running but the process that ran it is gone
+(killed, or the machine restarted): a shift it was making is left where it stopped, unguarded.
 
 A variant's role comes from the model registry, not from its name: the champion is the variant serving the
 newest ``Approved`` package of its group; a variant serving a ``PendingManualApproval`` package is the
@@ -99,12 +103,28 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
     last = None
     if row is not None:
         last = {k: row[k] for k in ("id", "status", "decision", "started_at", "finished_at", "error")}
+        last["interrupted"] = row["status"] == "running" and not _process_alive(row["pid"])
     return {
         "state_dir": str(state_dir),
         "tracking_uri": resolve_tracking_uri(configured_uri, state_dir),
         "endpoints": endpoints,
         "last_execution": last,
     }
+
+
+def _process_alive(pid: int | None) -> bool:
+    """Whether the process that recorded a running execution still exists (on this machine)."""
+    import os
+
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
 
 
 def render_status(data: dict[str, Any]) -> None:
@@ -121,6 +141,12 @@ def render_status(data: dict[str, Any]) -> None:
         console.print(f"last run      {last['id']}  {last['status']}  decision: [bold]{decision}[/bold]")
         if last.get("error"):
             console.print(f"              error: {last['error']}")
+        if last.get("interrupted"):
+            console.print(
+                "              [bold]interrupted[/bold]: the process running it is gone. Nothing guards the "
+                "current weights until `agent-release run --resume "
+                f"{last['id']}` (or `agent-release rollback` returns all traffic to the champion)."
+            )
     else:
         console.print("last run      none yet (`agent-release run`)")
     if not data["endpoints"]:
