@@ -31,14 +31,12 @@ from _drill import (
     ENDPOINT,
     STEP_NAMES,
     DrillProject,
-    free_port,
     make_project,
     one_error_line,
     result_json,
-    start_mlflow_server,
-    stop_server,
     wait_for,
 )
+from _shared.mlflow_server import free_port, start_mlflow_server, stop_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 

@@ -7,24 +7,16 @@ agents are served by the local SageMaker runtime. The server is always stopped, 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _shared.mlflow_server import free_port, start_mlflow_server, stop_server
 
 REPO = Path(__file__).resolve().parents[2]
 ENDPOINT = "support-agent"
-# Typically 10-20 s; far longer when the machine is busy (it imports MLflow twice: CLI, then uvicorn).
-STARTUP_TIMEOUT_S = 180.0
-
 pytestmark = pytest.mark.slow
 
 
@@ -68,81 +60,15 @@ class LookupThenAnswerModel:
         }
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    import httpx
-
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"mlflow server exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    pytest.fail(
-        f"mlflow server did not answer /health within {STARTUP_TIMEOUT_S:.0f} s: {log.read_text()[-2000:]}"
-    )
-
-
 @pytest.fixture
 def mlflow_server(tmp_path: Path) -> Iterator[str]:
     """URL of a fresh ``mlflow server`` subprocess; stopped (process group) on teardown."""
-    port = _free_port()
-    store = tmp_path / "server"
-    store.mkdir()
-    env = {
-        **os.environ,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        # The server's background job runner (scheduled scorers) is not needed and slows start-up.
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    env.pop("MLFLOW_TRACKING_URI", None)
-    log = store / "server.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlflow",
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--workers",
-                "1",
-                "--backend-store-uri",
-                f"sqlite:///{store / 'mlflow.db'}",
-                "--artifacts-destination",
-                str(store / "artifacts"),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=store,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    port = free_port()
+    process = start_mlflow_server(port, tmp_path / "server")
     try:
-        _wait_healthy(url, process, log)
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=15)
+        stop_server(process)
 
 
 @pytest.fixture
