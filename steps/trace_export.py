@@ -332,8 +332,10 @@ class RowFirstTraceExporter(MlflowV3SpanExporter):
     def _log_trace(self, trace: Any, prompts: Sequence[Any], workspace: str | None = None) -> None:
         from mlflow.tracing.utils import maybe_get_request_id
 
-        if maybe_get_request_id(is_evaluate=True):
-            # Inside mlflow.genai.evaluate(predict_fn=...) the harness reads the trace back at once.
+        if maybe_get_request_id(is_evaluate=True) or not self._is_async_enabled:
+            # Inside mlflow.genai.evaluate(predict_fn=...) the harness reads the trace back at once; with
+            # MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false the user asked for a trace to be stored when it ends
+            # (and MLflow's flush would not reach the writer: there is no batch processor to drain it).
             write_batch(self._client, [(trace, prompts)])
             return
         self._span_batcher.add(trace, prompts)

@@ -156,3 +156,17 @@ def test_other_tracking_stores_keep_mlflows_exporter(tmp_path: Path) -> None:
         processor.shutdown()
     finally:
         uninstall_row_first_export()
+
+
+def test_with_async_logging_off_a_trace_is_stored_when_it_ends(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    install_row_first_export()
+    mlflow.tracing.reset()  # the next span builds a provider that reads the setting
+    trace_id = _make_trace("sync")
+    trace = mlflow.get_trace(trace_id)  # no flush: it must already be there
+    assert trace is not None and len(trace.data.spans) == 3
+    assert [a.name for a in trace.info.assessments] == ["task_success"]
