@@ -9,7 +9,6 @@ says why, the package is Rejected and the champion serves all traffic again.
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from collections.abc import Mapping
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from markupsafe import escape
 
 from agent_release.pipelines.executor import ExecutionStore, StepDef
 from agent_release.pipelines.local_backend import LocalBackend
@@ -143,5 +143,6 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
     store.close()
     page = render_report(tmp_path, execution_id).read_text(encoding="utf-8")
     assert "ROLLED BACK" in page
-    assert html.escape(rollback_events[0].tripped or "") in page
+    # Escaped as the report's Jinja templates escape (markupsafe writes ' as &#39;, html.escape as &#x27;).
+    assert str(escape(rollback_events[0].tripped or "")) in page
     assert page.count("<svg") >= 1, "the traffic timeline is plotted"
