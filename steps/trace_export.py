@@ -7,12 +7,14 @@ about 47 ms of CPU per trace, against 18 ms for the same rows written trace firs
 assessments and 4 spans per trace). Its flush also waits for a queue poll of up to one second.
 
 :class:`RowFirstTraceExporter` is MLflow's ``MlflowV3SpanExporter`` with one change of order: it exports
-whole traces only (when the root span ends, as MLflow's exporter does), hands them to a
-:class:`TraceBatchWriter` thread, and that writes each trace with ``TracingClient.start_trace`` (its
-``TraceInfo`` carries the assessments logged while the trace was active, written in the same transaction)
-and then the spans of the whole batch with one ``TracingClient.log_spans`` call. Everything goes through
-MLflow's own client and store; only the order and the batching are ours. ``mlflow.flush_trace_async_logging``
-drains the writer too (MLflow's ``flush_exporter`` flushes an exporter's ``_span_batcher``).
+whole traces only (when the root span ends, as MLflow's exporter does) and hands them to a
+:class:`TraceBatchWriter` thread. That sends batches of up to 64 pickled traces to a :class:`WriterProcess`
+(a child process, so the writes use another core; in-process if there is none or it died), which writes each
+trace with ``TracingClient.start_trace`` (its ``TraceInfo`` carries the assessments logged while the trace
+was active, written in the same transaction) and then the spans of the whole batch with one
+``TracingClient.log_spans`` call (:func:`write_batch`). Everything goes through MLflow's own client and
+store; only the order, the batching and the process are ours. ``mlflow.flush_trace_async_logging`` drains
+the writer too (MLflow's ``flush_exporter`` flushes an exporter's ``_span_batcher``).
 
 It is installed only for database tracking URIs (``sqlite:``, ``postgresql:``, ``mysql:``, ``mssql:``); for
 an MLflow server or Databricks, MLflow's exporter stays as it is.
