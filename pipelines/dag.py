@@ -205,6 +205,10 @@ def _promote_challenger(run: StepRun) -> Any:
     )
 
 
+# Why evaluate, decide and promote are skipped when the deploy step found no challenger.
+NO_CHALLENGER = "no challenger deployed: no pending package newer than the champion"
+
+
 def pipeline_steps() -> list[StepDef]:
     """The DAG as executor steps. Output types are imported lazily by the caller's first use."""
     from agent_release.steps.decide_promotion import DecisionReport, decide_promotion
@@ -265,7 +269,7 @@ def pipeline_steps() -> list[StepDef]:
             EvaluationReport,
             _evaluate_variants,
             run_if=has_challenger,
-            skip_note="no challenger deployed: no pending package newer than the champion",
+            skip_note=NO_CHALLENGER,
             description="Evaluate each variant's agent on the golden set.",
         ),
         StepDef(
@@ -274,7 +278,7 @@ def pipeline_steps() -> list[StepDef]:
             DecisionReport,
             _decide_promotion,
             run_if=has_challenger,
-            skip_note="no challenger deployed: no pending package newer than the champion",
+            skip_note=NO_CHALLENGER,
             description="Paired, clustered comparison: promote, reject or inconclusive.",
         ),
         StepDef(
@@ -283,7 +287,7 @@ def pipeline_steps() -> list[StepDef]:
             PromotionReport,
             _promote_challenger,
             run_if=has_challenger,
-            skip_note="no challenger deployed: no pending package newer than the champion",
+            skip_note=NO_CHALLENGER,
             description="Shift traffic progressively with live guards, or hold; update registry and ledger.",
         ),
     ]

@@ -18,6 +18,7 @@ challenger; anything else has no role (null).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -114,8 +115,6 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
 
 def _process_alive(pid: int | None) -> bool:
     """Whether the process that recorded a running execution still exists (on this machine)."""
-    import os
-
     if not pid:
         return False
     try:

@@ -50,6 +50,10 @@ class CaseUnit:
         """Unique key of this run (case id and repeat)."""
         return f"{self.case_id}#{self.repeat}"
 
+    def scorer_inputs(self) -> dict[str, Any]:
+        """The ``inputs`` a scorer sees (see :mod:`agent_release.steps.scorers`)."""
+        return {"input": self.input, "case_id": self.case_id, "cluster": self.cluster, "repeat": self.repeat}
+
 
 @dataclass
 class CaseOutcome:

@@ -28,7 +28,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model
@@ -290,24 +290,29 @@ def _inline_scores(
     scored stand-in trace, so every row's scores are persisted in MLflow. Unit key -> name -> value."""
     import mlflow
 
-    persisted = _run_trace_ids(experiment_id, run_id)
-    missing = {o.trace_id for o in outcomes if o.trace_id not in persisted}
-    if missing:
-        logger.warning(
-            "run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing)
-        )
-        log_stand_in_traces(outcomes, missing, score=inline)
-        mlflow.flush_trace_async_logging()
-    return {o.unit.key: dict(o.scores) for o in outcomes}
-
-
-def _run_trace_ids(experiment_id: str, run_id: str) -> set[str]:
-    import mlflow
-
     found = mlflow.search_traces(
         locations=[experiment_id], run_id=run_id, return_type="list", include_spans=False
     )
-    return {t.info.trace_id for t in found}
+    _stand_in_missing(outcomes, {t.info.trace_id for t in found}, run_id, score=inline)
+    return {o.unit.key: dict(o.scores) for o in outcomes}
+
+
+def _stand_in_missing(
+    outcomes: Sequence[CaseOutcome],
+    persisted: Collection[str],
+    run_id: str,
+    score: InlineScoring | None = None,
+) -> bool:
+    """Log a stand-in trace for every outcome whose trace is not among ``persisted``; True if any."""
+    import mlflow
+
+    missing = {o.trace_id for o in outcomes if o.trace_id not in persisted}
+    if not missing:
+        return False
+    logger.warning("run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing))
+    log_stand_in_traces(outcomes, missing, score=score)
+    mlflow.flush_trace_async_logging()
+    return True
 
 
 def _score(
@@ -323,24 +328,13 @@ def _score(
     import pandas as pd
 
     traces = _run_traces(experiment_id, run_id)
-    missing = {o.trace_id for o in outcomes if o.trace_id not in traces}
-    if missing:
-        logger.warning(
-            "run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing)
-        )
-        log_stand_in_traces(outcomes, missing)
-        mlflow.flush_trace_async_logging()
+    if _stand_in_missing(outcomes, traces, run_id):
         traces = _run_traces(experiment_id, run_id)
     data = pd.DataFrame(
         [
             {
                 "trace": traces[o.trace_id or ""],
-                "inputs": {
-                    "input": o.unit.input,
-                    "case_id": o.unit.case_id,
-                    "cluster": o.unit.cluster,
-                    "repeat": o.unit.repeat,
-                },
+                "inputs": o.unit.scorer_inputs(),
                 "outputs": o.outputs(),
                 "expectations": dict(expectations[o.unit.case_id]),
             }

@@ -28,6 +28,15 @@ import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import mlflow
+from mlflow.entities import AssessmentError, AssessmentSource, AssessmentSourceType, Expectation, Feedback
+from mlflow.genai.evaluation.utils import (
+    add_scorer_metadata,
+    make_code_type_assessment_source,
+    standardize_scorer_value,
+)
+from mlflow.tracing.constant import AssessmentMetadataKey
+
 from agent_release.steps.eval_harness import CaseOutcome
 from agent_release.steps.scorers import BuiltScorer
 
@@ -75,20 +84,13 @@ class InlineScoring:
 
     def __call__(self, outcome: CaseOutcome) -> dict[str, float | None]:
         """Score ``outcome`` (call it inside the case's root span); returns feedback name -> number."""
-        import mlflow
-
         trace_id = mlflow.get_active_trace_id()
         if trace_id is None or trace_id != outcome.trace_id:
             raise RuntimeError(f"case {outcome.unit.key}: scoring must run inside the case's own trace")
         span = mlflow.get_current_active_span()
         root_span_id = span.span_id if span is not None else None
         unit = outcome.unit
-        inputs = {
-            "input": unit.input,
-            "case_id": unit.case_id,
-            "cluster": unit.cluster,
-            "repeat": unit.repeat,
-        }
+        inputs = unit.scorer_inputs()
         expectations = dict(self.expectations.get(unit.case_id, {}))
         trace = _active_trace_snapshot(trace_id) if self._needs_trace else None
         values: dict[str, float | None] = {}
@@ -98,8 +100,6 @@ class InlineScoring:
                 feedback.metadata = {**self._scorer_metadata[built.name], **(feedback.metadata or {})}
                 values[feedback.name] = None if feedback.error is not None else as_score(feedback.value)
                 self._log(trace_id, root_span_id, feedback)
-        from mlflow.entities import Expectation
-
         for name, value in expectations.items():
             self._log(
                 trace_id, root_span_id, Expectation(name=name, value=value, source=self._expectation_source)
@@ -114,9 +114,6 @@ class InlineScoring:
         expectations: Mapping[str, Any],
         trace: Any,
     ) -> list[Any]:
-        from mlflow.entities import AssessmentError, Feedback
-        from mlflow.genai.evaluation.utils import make_code_type_assessment_source, standardize_scorer_value
-
         scorer = built.scorer
         try:
             value = scorer.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
@@ -137,9 +134,6 @@ class InlineScoring:
         return feedbacks
 
     def _log(self, trace_id: str, root_span_id: str | None, assessment: Any) -> None:
-        import mlflow
-        from mlflow.tracing.constant import AssessmentMetadataKey
-
         if self.run_id is not None:
             assessment.metadata = {
                 **(assessment.metadata or {}),
@@ -153,25 +147,19 @@ class InlineScoring:
 
 def _scorer_metadata(scorer: Any) -> dict[str, str]:
     """What ``mlflow.genai.evaluate`` attaches to a scorer's feedback (definition digest, registry ids)."""
-    from mlflow.entities import Feedback
-    from mlflow.genai.evaluation.utils import add_scorer_metadata
-
     probe = Feedback(name=scorer.name, value=0.0)
     add_scorer_metadata(scorer, [probe])
     return dict(probe.metadata or {})
 
 
-def _expectation_source() -> Any:
-    """Who the dataset's expectations come from, as ``mlflow.genai.evaluate`` records it (the user)."""
-    import getpass
+def _expectation_source() -> AssessmentSource:
+    """Who the dataset's expectations come from: the user, resolved as ``mlflow.genai.evaluate`` does."""
+    from mlflow.tracking.context.registry import resolve_tags
+    from mlflow.utils.mlflow_tags import MLFLOW_USER
 
-    from mlflow.entities import AssessmentSource, AssessmentSourceType
-
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = "unknown"
-    return AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=user)
+    return AssessmentSource(
+        source_type=AssessmentSourceType.HUMAN, source_id=resolve_tags().get(MLFLOW_USER, "unknown")
+    )
 
 
 def _active_trace_snapshot(trace_id: str) -> Any:

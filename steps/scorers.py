@@ -158,8 +158,8 @@ def _as_mlflow_scorer(name: str, row_scorer: RowScorer) -> Any:
         return row_scorer(inputs or {}, outputs or {}, expectations or {})
 
     # A row scorer is a pure function of the row: it cannot hang, so it runs without MLflow's timeout
-    # watchdog, which starts a thread per call (a third of the scoring CPU). The LLM judge has its own
-    # HTTP timeout.
+    # watchdog, which starts a thread per call (about half the scoring time in py-spy samples). The LLM
+    # judge has its own HTTP timeout.
     return scorer(name=name, timeout=0)(score)
 
 

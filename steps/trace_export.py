@@ -181,58 +181,46 @@ class WriterProcess:
             self._proc.kill()
 
 
-_processes: dict[str, WriterProcess] = {}
-_processes_lock = threading.Lock()
+_process: WriterProcess | None = None
+_process_lock = threading.Lock()
 
 
 def writer_process(tracking_uri: str) -> WriterProcess | None:
-    """The shared writer process for ``tracking_uri`` (started on first use); None if switched off.
+    """The writer process for ``tracking_uri`` (started on first use); None if switched off.
 
-    ``AGENT_RELEASE_TRACE_WRITER=thread`` writes in a thread of this process instead.
+    One at a time: a run writes to one tracking store, and a process per store would pile up in a
+    long-lived interpreter (a test session uses a store per test), so asking for another store, or after the
+    process broke, replaces it. ``AGENT_RELEASE_TRACE_WRITER=thread`` writes in a thread of this process.
     """
+    global _process
     if os.environ.get("AGENT_RELEASE_TRACE_WRITER", "process") == "thread":
         return None
-    with _processes_lock:
-        current = _processes.get(tracking_uri)
-        if current is None or current.broken:
-            # One writer process at a time: a run writes to one tracking store, and a process per store
-            # would pile up in a long-lived interpreter (a test session uses a store per test).
-            for uri in list(_processes):
-                _processes.pop(uri).close()
-            if not _atexit_registered:
-                _register_atexit()
-            current = _processes[tracking_uri] = WriterProcess(tracking_uri)
-        return current
+    with _process_lock:
+        if _process is None or _process.broken or _process.tracking_uri != tracking_uri:
+            if _process is not None:
+                _process.close()
+            _process = WriterProcess(tracking_uri)
+        return _process
 
 
 def current_writer_pid() -> int | None:
     """Process id of the live writer process, if any (benchmarks count its CPU as the harness's)."""
-    with _processes_lock:
-        live = [p for p in _processes.values() if not p.broken]
-        return live[0].pid if live else None
+    with _process_lock:
+        return _process.pid if _process is not None and not _process.broken else None
 
 
-_atexit_registered = False
-
-
-def _register_atexit() -> None:
-    global _atexit_registered
-    atexit.register(_close_processes)
-    _atexit_registered = True
-
-
-def _close_processes() -> None:
-    with _processes_lock:
-        for process in _processes.values():
-            process.close()
-        _processes.clear()
+@atexit.register
+def _close_process() -> None:
+    with _process_lock:
+        if _process is not None:
+            _process.close()
 
 
 class TraceBatchWriter:
     """A thread that writes finished traces in batches, through the writer process when there is one.
 
     ``add`` never blocks on the store. ``flush`` returns once everything added before it is written (or has
-    failed, which is logged and counted in ``failed``). If the writer process dies, the batch and all later
+    failed, which is logged). If the writer process dies, the batch and all later
     ones are written in this process instead, so no trace is lost. The writer looks like MLflow's
     ``SpanBatcher`` to ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
@@ -245,8 +233,6 @@ class TraceBatchWriter:
         self._busy = False
         self._stopped = False
         self._cond = threading.Condition()
-        self.written = 0
-        self.failed = 0
         self._thread = threading.Thread(target=self._loop, name="agent-release-trace-writer", daemon=True)
         self._thread.start()
 
@@ -268,7 +254,7 @@ class TraceBatchWriter:
             )
             leftover, self._pending = ([], self._pending) if self._thread.is_alive() else (self._pending, [])
         if leftover:
-            self._write_counted(leftover)
+            self._write_logged(leftover)
         return done
 
     def shutdown(self) -> None:
@@ -288,20 +274,17 @@ class TraceBatchWriter:
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
                 self._busy = True
             try:
-                self._write_counted(batch)
+                self._write_logged(batch)
             finally:
                 with self._cond:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write_counted(self, batch: Batch) -> None:
+    def _write_logged(self, batch: Batch) -> None:
         try:
-            failed = self._write(batch)
+            self._write(batch)
         except Exception as exc:  # the thread must outlive any one batch, or flush would wait forever
             logger.warning("traces=<%d>, error=<%s> | failed to write a batch of traces", len(batch), exc)
-            failed = len(batch)
-        self.failed += failed
-        self.written += len(batch) - failed
 
     def _write(self, batch: Batch) -> int:
         if self._process is not None and not self._process.broken:
