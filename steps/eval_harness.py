@@ -30,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_release.steps.gc_pauses import fewer_gc_pauses
+
 logger = logging.getLogger(__name__)
 
 CASE_SPAN_NAME = "eval_case"
@@ -320,7 +322,8 @@ def run_cases(
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
     )
-    return asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress, score))
+    with fewer_gc_pauses():  # ~3 ms of collector work per case otherwise (see steps/gc_pauses.py)
+        return asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress, score))
 
 
 def log_stand_in_traces(

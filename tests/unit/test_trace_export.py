@@ -170,3 +170,42 @@ def test_with_async_logging_off_a_trace_is_stored_when_it_ends(
     trace = mlflow.get_trace(trace_id)  # no flush: it must already be there
     assert trace is not None and len(trace.data.spans) == 3
     assert [a.name for a in trace.info.assessments] == ["task_success"]
+
+
+def test_the_writer_process_reads_each_experiment_once_per_batch(tmp_path: Path, tracking: str) -> None:
+    import mlflow
+    from mlflow.tracing.client import TracingClient
+
+    from agent_release.steps.trace_export import write_batch
+    from agent_release.steps.trace_writer_process import read_experiments_once_per_batch
+
+    ids = [_make_trace(str(i)) for i in range(4)]
+    mlflow.flush_trace_async_logging()
+    traces = [mlflow.get_trace(trace_id) for trace_id in ids]
+    for trace in traces:
+        assert trace is not None
+        trace.info.tags.pop("mlflow.artifactLocation")  # the target store sets its own
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    mlflow.set_tracking_uri(target)
+    assert mlflow.set_experiment("trace-export").experiment_id == tracking
+    client = TracingClient(target)
+    store = client.store
+    reads: list[str] = []
+    original = store.get_experiment
+
+    def counted(experiment_id: str) -> Any:
+        reads.append(experiment_id)
+        return original(experiment_id)
+
+    store.get_experiment = counted
+    end_of_batch = read_experiments_once_per_batch(store)
+
+    assert write_batch(client, [(t, []) for t in traces[:3]]) == 0
+    assert reads == [tracking]  # three traces, one read
+    end_of_batch()
+    mlflow.delete_experiment(tracking)
+    assert write_batch(client, [(traces[3], [])]) == 1  # the next batch sees the deletion
+    assert reads == [tracking, tracking]
+    stored = mlflow.search_traces(locations=[tracking], return_type="list", include_spans=True)
+    assert sorted(t.info.trace_id for t in stored) == sorted(ids[:3])
+    assert all(len(t.data.spans) == 3 and t.info.assessments for t in stored)
