@@ -111,7 +111,14 @@ def _train_model(run: StepRun) -> Any:
     ctx = _ctx(run)
     train = ctx.loaded.config.train
     assert train is not None  # guarded by `when`
-    return train_model(train, ctx.backend, ctx.loaded.base_dir, ctx.artifacts_dir / "models")
+    return train_model(
+        train,
+        ctx.backend,
+        ctx.loaded.base_dir,
+        ctx.artifacts_dir / "models",
+        actor=ctx.actor,
+        execution_id=run.execution_id,
+    )
 
 
 def _deploy_variants(run: StepRun) -> Any:

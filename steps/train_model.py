@@ -10,8 +10,9 @@ package is reused (and its artifact rebuilt if the file went missing) instead of
 
 Bootstrap: a release needs a champion to compare against. On a fresh registry (no Approved package in the
 group) and with ``bootstrap_champion`` on, the step first trains a baseline on the oldest cohort only and
-registers and approves it as the first champion, recording why in the approval description. The demo then
-has a real champion/challenger pair whose quality differs only through their training data.
+registers and approves it as the first champion, recording why in the approval description and in the
+audit ledger (action ``approve_bootstrap``: the one approval no gate decided). The demo then has a real
+champion/challenger pair whose quality differs only through their training data.
 """
 
 from __future__ import annotations
@@ -181,8 +182,22 @@ def _train_or_reuse(
     )
 
 
-def train_model(config: TrainConfig, backend: Backend, base_dir: Path, artifacts_dir: Path) -> TrainReport:
-    """Train, save and register the challenger (and bootstrap a champion on a fresh registry)."""
+AUDIT_BOOTSTRAP_APPROVAL = "approve_bootstrap"
+
+
+def train_model(
+    config: TrainConfig,
+    backend: Backend,
+    base_dir: Path,
+    artifacts_dir: Path,
+    *,
+    actor: str = "pipeline",
+    execution_id: str | None = None,
+) -> TrainReport:
+    """Train, save and register the challenger (and bootstrap a champion on a fresh registry).
+
+    ``actor`` and ``execution_id`` go on the ledger entry of a bootstrap approval.
+    """
     if not config.enabled:
         return TrainReport(skipped=True, package_group=config.package_group)
     data_path = base_dir / config.data
@@ -218,6 +233,20 @@ def train_model(config: TrainConfig, backend: Backend, base_dir: Path, artifacts
         )
         updated = backend.update_approval(champion.arn, ApprovalStatus.APPROVED, reason)
         champion = champion.model_copy(update={"approval_status": updated.approval_status})
+        backend.append_audit(
+            actor,
+            AUDIT_BOOTSTRAP_APPROVAL,
+            champion.arn,
+            reason,
+            evidence={
+                "package_group": config.package_group,
+                "version": champion.version,
+                "cohorts": [oldest],
+                "data_sha256": sha256,
+                "metrics": dict(champion.metrics),
+            },
+            execution_id=execution_id,
+        )
 
     challenger = _train_or_reuse(
         role="challenger",

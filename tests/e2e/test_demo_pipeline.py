@@ -84,6 +84,7 @@ def test_ledger_records_the_whole_schedule_and_verifies(demo: dict[str, Any]) ->
     entries = [json.loads(line) for line in cli(home, "audit", "--json").stdout.splitlines()]
     mine = [e for e in entries if e["execution_id"] == demo["result"]["id"]]
     actions = [e["action"] for e in mine]
+    assert actions[0] == "approve_bootstrap", "the fresh registry's first champion was approved by the run"
     assert actions.count("weights") == 3
     assert actions[-1] == "promote"
     verify = cli(home, "audit", "verify")

@@ -14,6 +14,7 @@ class FakeRegistry:
     def __init__(self) -> None:
         self.groups: dict[str, list[ModelPackage]] = {}
         self.calls: list[str] = []
+        self.audit: list[dict[str, Any]] = []
         self._clock = 1_000.0
 
     def ensure_package_group(self, group: str, description: str = "") -> None:
@@ -63,3 +64,25 @@ class FakeRegistry:
         packages = self.groups[package.group]
         packages[packages.index(package)] = updated
         return updated
+
+    def append_audit(
+        self,
+        actor: str,
+        action: str,
+        subject: str,
+        reason: str,
+        evidence: Mapping[str, Any] | None = None,
+        execution_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Keep the entry as a plain dict in ``audit`` (the hash chain is the real backends' business)."""
+        self.calls.append("append_audit")
+        entry = {
+            "actor": actor,
+            "action": action,
+            "subject": subject,
+            "reason": reason,
+            "evidence": dict(evidence or {}),
+            "execution_id": execution_id,
+        }
+        self.audit.append(entry)
+        return entry

@@ -58,6 +58,11 @@ def test_fresh_registry_bootstraps_an_approved_champion_and_a_pending_challenger
     assert meta["cohorts"] == "all" and meta["n_examples"] == 400 and meta["seed"] == 7
     assert meta["data_sha256"] == hashlib.sha256((small_train / "train.jsonl").read_bytes()).hexdigest()
     assert 0.9 <= packages[1].metrics["training_accuracy_intent"] <= 1.0
+    (entry,) = registry.audit  # the one approval no gate decided is in the ledger
+    assert entry["action"] == "approve_bootstrap" and entry["subject"] == champion.arn
+    assert entry["reason"] == packages[0].approval_description
+    assert entry["evidence"]["cohorts"] == ["2026-q2"] and entry["evidence"]["version"] == 1
+    assert entry["evidence"]["data_sha256"] == meta["data_sha256"]
     path = artifact_path(challenger.artifact_uri)
     assert path.parent == tmp_path.resolve() and path.is_file()
     assert meta["artifact_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -74,6 +79,7 @@ def test_rerun_reuses_packages_instead_of_registering_duplicates(small_train: Pa
     second = _run(registry, small_train, tmp_path)
     assert len(registry.list_packages(GROUP)) == 2
     assert "register_package" not in registry.calls and "update_approval" not in registry.calls
+    assert "append_audit" not in registry.calls, "nothing was approved, so nothing to record"
     assert second.bootstrap_champion is None, "a champion exists now"
     assert second.challenger is not None and first.challenger is not None
     assert second.challenger.reused and second.challenger.arn == first.challenger.arn
