@@ -11,7 +11,8 @@ package is reused (and its artifact rebuilt if the file went missing) instead of
 Bootstrap: a release needs a champion to compare against. On a fresh registry (no Approved package in the
 group) and with ``bootstrap_champion`` on, the step first trains a baseline on the oldest cohort only and
 registers and approves it as the first champion, recording why in the approval description and in the
-audit ledger (action ``approve_bootstrap``: the one approval no gate decided). The demo then has a real
+audit ledger (action ``approve_bootstrap``: the one approval no gate decided; written before the approval,
+once per package, so a resume after a kill completes it without a second entry). The demo then has a real
 champion/challenger pair whose quality differs only through their training data.
 """
 
@@ -185,6 +186,28 @@ def _train_or_reuse(
 AUDIT_BOOTSTRAP_APPROVAL = "approve_bootstrap"
 
 
+def _record_bootstrap_approval(
+    backend: Backend,
+    champion: TrainedPackage,
+    reason: str,
+    *,
+    evidence: Mapping[str, Any],
+    actor: str,
+    execution_id: str | None,
+) -> None:
+    """Write the approval to the ledger before making it, once per package.
+
+    Ledger first, as the promotion step does: if the process dies between the two, the resume finds no
+    Approved package, reuses the same one (same data, seed, cohort) and approves it, and this finds its
+    entry and does not write a second. The other order could leave an approval the ledger never saw.
+    """
+    if any(e.action == AUDIT_BOOTSTRAP_APPROVAL and e.subject == champion.arn for e in backend.list_audit()):
+        return
+    backend.append_audit(
+        actor, AUDIT_BOOTSTRAP_APPROVAL, champion.arn, reason, evidence=evidence, execution_id=execution_id
+    )
+
+
 def train_model(
     config: TrainConfig,
     backend: Backend,
@@ -231,12 +254,9 @@ def train_model(
             f"bootstrap champion: no Approved package in {config.package_group}; baseline trained on the "
             f"oldest cohort ({oldest}) so the first release has a champion to compare against"
         )
-        updated = backend.update_approval(champion.arn, ApprovalStatus.APPROVED, reason)
-        champion = champion.model_copy(update={"approval_status": updated.approval_status})
-        backend.append_audit(
-            actor,
-            AUDIT_BOOTSTRAP_APPROVAL,
-            champion.arn,
+        _record_bootstrap_approval(
+            backend,
+            champion,
             reason,
             evidence={
                 "package_group": config.package_group,
@@ -245,8 +265,11 @@ def train_model(
                 "data_sha256": sha256,
                 "metrics": dict(champion.metrics),
             },
+            actor=actor,
             execution_id=execution_id,
         )
+        updated = backend.update_approval(champion.arn, ApprovalStatus.APPROVED, reason)
+        champion = champion.model_copy(update={"approval_status": updated.approval_status})
 
     challenger = _train_or_reuse(
         role="challenger",

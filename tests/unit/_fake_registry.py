@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from agent_release.steps.backend import ApprovalStatus, BackendError, ModelPackage, ModelSpec
@@ -86,3 +87,7 @@ class FakeRegistry:
         }
         self.audit.append(entry)
         return entry
+
+    def list_audit(self) -> list[SimpleNamespace]:
+        """The entries, oldest first, with attribute access like ``AuditEntry``."""
+        return [SimpleNamespace(**entry) for entry in self.audit]

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from agent_release.agents.demo_model.serving import artifact_path, load_demo_model
 from agent_release.agents.demo_model.training import TrainingDataError, load_examples
-from agent_release.steps.backend import ApprovalStatus, Backend
+from agent_release.steps.backend import ApprovalStatus, Backend, ModelPackage
 from agent_release.steps.train_model import TrainConfig, train_model
 
 DATA = Path(__file__).resolve().parents[2] / "datasets" / "support"
@@ -122,3 +122,30 @@ def test_user_mistakes_are_clear_errors(small_train: Path, tmp_path: Path) -> No
     with pytest.raises(ValidationError):
         _config(learning_rate=0.1)
     assert TrainConfig.model_fields["bootstrap_champion"].description
+
+
+def test_an_approval_interrupted_after_its_ledger_entry_is_completed_once_on_rerun(
+    small_train: Path, tmp_path: Path
+) -> None:
+    class DiesWhileApproving(FakeRegistry):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dead = True
+
+        def update_approval(self, arn: str, status: ApprovalStatus, description: str) -> ModelPackage:
+            if self.dead:
+                self.dead = False
+                raise KeyboardInterrupt("killed between the ledger entry and the approval")
+            return super().update_approval(arn, status, description)
+
+    registry = DiesWhileApproving()
+    with pytest.raises(KeyboardInterrupt):
+        _run(registry, small_train, tmp_path)
+    assert [e["action"] for e in registry.audit] == ["approve_bootstrap"], "the ledger was written first"
+    assert all(p.approval_status == ApprovalStatus.PENDING for p in registry.list_packages(GROUP))
+
+    report = _run(registry, small_train, tmp_path)  # the resume
+    assert report.bootstrap_champion is not None and report.bootstrap_champion.reused
+    assert report.bootstrap_champion.approval_status == ApprovalStatus.APPROVED
+    assert [e["action"] for e in registry.audit] == ["approve_bootstrap"], "not recorded twice"
+    assert registry.audit[0]["subject"] == report.bootstrap_champion.arn
