@@ -1,8 +1,8 @@
 """Fewer garbage-collector pauses while evaluation runs: freeze the long-lived heap, collect young less often.
 
-Why (measured in ``benchmarks/bench_eval.py``, ``docs/performance.md``): once MLflow, Strands, pandas and
-SQLAlchemy are imported, CPython's cyclic collector keeps rescanning their hundreds of thousands of
-long-lived objects. During an evaluation at concurrency 16 that cost about 3 ms of CPU per case in the
+Why (timed with ``gc.callbacks`` on ``benchmarks/bench_eval.py``'s workloads; ``docs/performance.md``):
+once MLflow, Strands, pandas and SQLAlchemy are imported, CPython's cyclic collector keeps rescanning their
+hundreds of thousands of long-lived objects. During an evaluation at concurrency 16 that cost about 3 ms of CPU per case in the
 harness's process (188 young, 17 middle and one full collection for 160 cases; the full one stops every
 case at once) and 5 ms per trace in the trace writer process. ``gc.freeze()`` moves everything alive now to
 the permanent generation, which collections skip, and a higher young-generation threshold makes the
