@@ -61,7 +61,7 @@ def test_malformed_yaml(project: Path, tmp_path: Path, command: str) -> None:
 
 
 def test_unknown_key_names_path_and_line(project: Path, tmp_path: Path) -> None:
-    edit(project, "  concurrency: 16", "  concurency: 16")
+    edit(project, "  concurrency: 8 ", "  concurency: 8 ")
     proc = run_cli(["validate"], project, tmp_path / "home")
     err = assert_one_line_error(proc, "evaluate.concurency", "unknown key")
     assert f"pipeline.yaml:{line_of(project, 'concurency')}:" in err
@@ -90,7 +90,7 @@ def test_empty_and_absent_files(project: Path, tmp_path: Path) -> None:
 
 def test_bad_config_run_writes_nothing(project: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    edit(project, "  concurrency: 16", "  concurrency: sixteen")
+    edit(project, "  concurrency: 8 ", "  concurrency: sixteen ")
     assert_one_line_error(run_cli(["run"], project, home), "evaluate.concurrency")
     # Nothing deployed, registered or recorded: the state database was never created.
     assert not (home / "state.db").exists()
