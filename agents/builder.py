@@ -17,6 +17,7 @@ Usage::
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,11 @@ class ModelBinding:
     max_attempts: int = 4
     session_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def environment_region(default: str = "us-east-1") -> str:
+    """The AWS region this process's environment names (``AWS_DEFAULT_REGION``, then ``AWS_REGION``)."""
+    return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or default
 
 
 def build_model(binding: ModelBinding) -> SageMakerAIModel:

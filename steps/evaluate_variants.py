@@ -25,13 +25,12 @@ import contextlib
 import io
 import json
 import logging
-import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from agent_release.agents.builder import ModelBinding, build_agent, build_model
+from agent_release.agents.builder import ModelBinding, build_agent, build_model, environment_region
 from agent_release.steps.agent_tracing import apply_tracing_environment, traced_as
 from agent_release.steps.eval_harness import (
     CaseOutcome,
@@ -43,10 +42,11 @@ from agent_release.steps.eval_harness import (
 )
 from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
-from agent_release.steps.inline_scoring import InlineScoring, as_score
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs
-from agent_release.steps.trace_export import install_row_first_export
+
+if TYPE_CHECKING:
+    from agent_release.steps.inline_scoring import InlineScoring
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +86,10 @@ def evaluate_variants(
     :class:`~agent_release.steps.scorers.ScorerConfigError` for a bad scorer spec.
     """
     import mlflow
+
+    # Imported here, not at the top: both import MLflow, and the CLI builds the step list (compile, run)
+    # from this module without needing it.
+    from agent_release.steps.trace_export import install_row_first_export
 
     apply_tracing_environment()
     install_row_first_export()
@@ -139,7 +143,7 @@ def _default_model_factory(config: EvaluateConfig, region: str | None) -> ModelF
             ModelBinding(
                 endpoint_name=agent.endpoint_name,
                 variant=agent.variant,
-                region=region or os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                region=region or environment_region(),
                 max_tokens=agent.inference.max_tokens,
                 temperature=agent.inference.temperature,
                 stream=agent.inference.stream,
@@ -214,6 +218,8 @@ def _evaluate_one(
     progress: Callable[[ProgressEvent], None] | None,
 ) -> tuple[VariantEvaluation, list[CaseResult]]:
     import mlflow
+
+    from agent_release.steps.inline_scoring import InlineScoring
 
     ModelCallRetries(max_attempts=config.max_retries + 1).attach(model)
     with mlflow.start_run(
@@ -326,6 +332,8 @@ def _score(
     """Score the outcomes' traces with ``mlflow.genai.evaluate``; unit key -> scorer name -> value."""
     import mlflow
     import pandas as pd
+
+    from agent_release.steps.inline_scoring import as_score
 
     traces = _run_traces(experiment_id, run_id)
     if _stand_in_missing(outcomes, traces, run_id):

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 
+from agent_release.agents.builder import environment_region
 from agent_release.steps.backend import (
     ApprovalStatus,
     AuditEntry,
@@ -919,7 +919,7 @@ def promote_variant(
         else InferenceConfig(),
         # The pipeline signs for agent.region; a manual promote has no config at hand, so it signs for the
         # region the command's AWS environment names.
-        region=os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or "us-east-1",
+        region=environment_region(),
     )
     promotion = _Promotion(config, backend, release, schedule=schedule or config.schedule, progress=progress)
     done = _terminal_entry(_entries_of(backend, execution_id, subject), {AUDIT_PROMOTE: "promoted"})

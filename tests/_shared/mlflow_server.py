@@ -15,14 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from _shared.loopback import free_port
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+__all__ = ["free_port", "start_mlflow_server", "stop_server"]
 
 
 # Typically 10-20 s; far longer on a busy machine (MLflow is imported twice: the CLI, then uvicorn).

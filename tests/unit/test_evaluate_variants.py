@@ -292,3 +292,15 @@ def test_hung_case_is_an_error_row_with_a_stand_in_trace(tracking: str) -> None:
     trace = mlflow.get_trace(hung.trace_id)
     assert trace.info.tags.get("eval.stand_in") == "true"
     assert rows["C-0"].error is None and rows["C-0"].scores["task_success"] == 1.0
+
+
+def test_models_sign_for_the_region_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_release.agents.builder import environment_region
+
+    monkeypatch.delenv("AWS_DEFAULT_REGION", raising=False)
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    assert environment_region() == "us-east-1"
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
+    assert environment_region() == "eu-west-1"
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")  # the variable the pipeline itself sets
+    assert environment_region() == "eu-central-1"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from _shared.loopback import serve
 
 from agent_release.steps.evaluate_config import EvaluateConfig, JudgeConfig, PriceTable, ScorerSpec
 from agent_release.steps.scorers import (
@@ -244,12 +244,8 @@ class _FakeJudge(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def judge_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeJudge)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with serve(_FakeJudge) as url:
+        yield f"{url}/v1"
 
 
 def test_llm_judge_against_fake_openai_server(judge_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

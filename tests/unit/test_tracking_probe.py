@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
+from _shared.loopback import free_port, serve
 
 from agent_release.pipelines.tracking import probe_tracking_server
 
@@ -26,18 +26,8 @@ class _Health(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    with serve(_Health) as url:
+        yield url
 
 
 def test_a_server_that_answers_passes(server: str) -> None:
@@ -50,7 +40,7 @@ def test_an_answer_other_than_200_still_means_reachable(server: str) -> None:
 
 
 def test_a_refused_connection_fails_at_once_with_one_line() -> None:
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(ConnectionError) as caught:
         probe_tracking_server(uri)
