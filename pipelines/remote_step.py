@@ -12,6 +12,7 @@ Call :func:`run_remote_step` directly to run one step in-process (the tests do, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -43,6 +44,9 @@ SHARD_INDEX = "shard_index"
 SHARD_COUNT = "shard_count"
 
 BackendFactory = Callable[[LoadedConfig], Backend]
+
+ENDPOINT_CHANGING_STEPS = frozenset({"deploy_variants", "promote_challenger"})
+"""Steps that hold the endpoint lock while they run (see :func:`_endpoint_lock_for`)."""
 
 
 class RemoteStepError(ValueError):
@@ -201,5 +205,21 @@ def run_remote_step(
             logger.info("step=<%s> | skipped", step_name)
             return dict(SKIPPED)
         logger.info("step=<%s>, execution=<%s> | running", step_name, run.execution_id)
-        output = step.run(run)
+        with _endpoint_lock_for(step_name, backend, config.deploy.endpoint_name, run.execution_id):
+            output = step.run(run)
         return dict(SKIPPED) if output is None else output.model_dump(mode="json")
+
+
+def _endpoint_lock_for(
+    step_name: str, backend: Backend, endpoint: str, execution_id: str
+) -> contextlib.AbstractContextManager[None]:
+    """The endpoint lock for a step that changes the endpoint; nothing for the others.
+
+    Each step of a SageMaker execution is its own job, so no process can hold the lock for a whole run as a
+    local run does: the steps that change the endpoint hold it while they run. A step that finds it held
+    (another execution deploying or shifting the same endpoint) fails with the holder's name;
+    ``promote_challenger`` also refuses to act if the endpoint was redeployed after this execution's deploy.
+    """
+    if step_name not in ENDPOINT_CHANGING_STEPS:
+        return contextlib.nullcontext()
+    return backend.lock(f"endpoint:{endpoint}", f"sagemaker execution {execution_id}, step {step_name}")

@@ -2,8 +2,11 @@
 
 :func:`promote_challenger` is the pipeline step; :func:`promote_variant` and :func:`rollback_endpoint` are the
 release-manager actions behind ``agent-release promote`` / ``rollback``. The callers hold the endpoint lock
-(``backend.lock(f"endpoint:{name}", owner)``): the pipeline for its whole run, the CLI around each action.
-Nothing here takes it, so the step can run inside the pipeline's lock.
+(``backend.lock(f"endpoint:{name}", owner)``): a local run for its whole run, a SageMaker pipeline while its
+deploy and promote steps run, the CLI around each action. Nothing here takes it, so the step can run inside
+the caller's lock. Before acting on a promote decision the step checks that the endpoint still serves the
+package it evaluated (another execution may have redeployed it between the steps); if not, it changes
+nothing and records ``no_change`` with the reason.
 
 What each decision does:
 
@@ -194,6 +197,27 @@ def _describe(backend: Backend, endpoint: str) -> EndpointState:
     if state is None:
         raise PromotionError(f"endpoint {endpoint} is not deployed")
     return state
+
+
+def endpoint_moved_on(
+    backend: Backend, endpoint: str, challenger: str, evaluated_arn: str | None
+) -> str | None:
+    """Why ``endpoint`` no longer serves the package this execution evaluated as ``challenger``; None if it does.
+
+    Between deploy and promote another execution may redeploy the endpoint (on SageMaker each step holds the
+    endpoint lock only while it runs): promoting then would shift traffic to a package nobody evaluated.
+    """
+    if evaluated_arn is None:
+        return None
+    state = _describe(backend, endpoint)
+    serving = next((v for v in state.variants if v.name == challenger), None)
+    now = "is gone" if serving is None else f"now serves {serving.package_arn or 'no registered package'}"
+    if serving is not None and serving.package_arn == evaluated_arn:
+        return None
+    return (
+        f"endpoint {endpoint} changed after this execution deployed it: variant {challenger} {now}, "
+        f"not the evaluated {evaluated_arn}; nothing shifted"
+    )
 
 
 def _weights(state: EndpointState) -> dict[str, float]:
@@ -790,6 +814,12 @@ def promote_challenger(
             AUDIT_NO_CHANGE, f"inconclusive: {decision.reason}; would settle it: {settle}", release.evidence
         )
         return promotion.report("no_change", f"inconclusive: {decision.reason}; {settle}")
+    moved = endpoint_moved_on(backend, release.endpoint, release.challenger, release.challenger_arn)
+    if moved is not None:
+        promotion.audit(
+            AUDIT_NO_CHANGE, moved, {**release.evidence, "evaluated_package": release.challenger_arn}
+        )
+        return promotion.report("no_change", moved)
     if config.mode == "manual":
         entry = promotion.audit(
             AUDIT_DECISION,

@@ -335,6 +335,27 @@ def test_reject_and_inconclusive_leave_weights_alone(env: Env, decision: str) ->
         assert entry.action == "no_change" and "about 200 more cases" in entry.reason
 
 
+def test_promote_refuses_when_another_execution_redeployed_the_endpoint(env: Env) -> None:
+    inputs = make_inputs(env, "promote")  # what this execution deployed and evaluated
+    assert env.deployed.challenger is not None
+    evaluated = env.deployed.challenger.package_arn
+    newer = env.backend.register_package(GROUP, MODEL)  # another execution deploys a newer package
+    redeployed = deploy_variants(DeployConfig(endpoint_name=ENDPOINT, package_group=GROUP), env.backend)
+    assert redeployed.challenger is not None and redeployed.challenger.package_arn == newer.arn
+    before = weights(env.backend)
+
+    report = promote_challenger(fast_config(), inputs, env.backend, tools_factory=tools, progress=None)
+
+    assert report.action == "no_change" and not report.timeline
+    assert weights(env.backend) == before == {"champion": 1.0, "challenger": 0.0}
+    entry = env.backend.list_audit()[-1]
+    assert entry.action == "no_change" and entry.execution_id == "exec-1"
+    assert f"now serves {newer.arn}" in entry.reason and f"not the evaluated {evaluated}" in entry.reason
+    assert entry.evidence["evaluated_package"] == evaluated
+    for arn in (evaluated, newer.arn):  # neither package was approved on evidence about the other
+        assert env.backend.get_package(arn).approval_status == ApprovalStatus.PENDING
+
+
 class ExplodingMetricsBackend(LocalBackend):
     """The local backend whose metrics store fails once the challenger holds a share of traffic."""
 

@@ -86,6 +86,40 @@ def test_decide_step_runs_the_dag_adapter_with_the_execution_parameters(local_ba
     assert strict["min_improvement"] == 0.6
 
 
+def test_steps_that_change_the_endpoint_hold_its_lock(local_backend: Any) -> None:
+    from agent_release.pipelines.config import load_config
+    from agent_release.pipelines.dag import pipeline_steps
+    from agent_release.pipelines.remote_step import ENDPOINT_CHANGING_STEPS, run_remote_step
+    from agent_release.steps.backend import BackendError, LockBusyError
+
+    assert {s.name for s in pipeline_steps()} >= ENDPOINT_CHANGING_STEPS
+    text = (ROOT / "pipeline.yaml").read_text()
+    endpoint = load_config(ROOT / "pipeline.yaml").config.deploy.endpoint_name
+    backend = local_backend(None)
+    holder = "sagemaker execution other-exec, step deploy_variants"
+    with backend.lock(f"endpoint:{endpoint}", holder):
+        for step in sorted(ENDPOINT_CHANGING_STEPS):
+            with pytest.raises(LockBusyError, match="other-exec"):
+                run_remote_step(step, text, {}, execution_id="this-exec", backend_factory=local_backend)
+        # A step that leaves the endpoint alone runs meanwhile.
+        upstream = {"evaluate_variants": _evaluation().model_dump(mode="json")}
+        assert run_remote_step("decide_promotion", text, upstream, backend_factory=local_backend)["decision"]
+    # Free again: the step takes the lock under its own name, and gives it back even when it fails (no package).
+    taken: list[str] = []
+    original = backend.lock
+
+    def spy(name: str, owner: str) -> Any:
+        taken.append(f"{name} by {owner}")
+        return original(name, owner)
+
+    backend.lock = spy
+    with pytest.raises(BackendError, match="has no packages to deploy"):
+        run_remote_step("deploy_variants", text, {}, execution_id="this-exec", backend_factory=local_backend)
+    assert taken == [f"endpoint:{endpoint} by sagemaker execution this-exec, step deploy_variants"]
+    with original(f"endpoint:{endpoint}", "next holder"):
+        pass
+
+
 def test_run_pipeline_step_routes_named_inputs(local_backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from agent_release.pipelines import remote_step
 
