@@ -12,7 +12,10 @@ whole traces only (when the root span ends, as MLflow's exporter does) and hands
 (a child process, so the writes use another core; in-process if there is none or it died), which writes each
 trace with ``TracingClient.start_trace`` (its ``TraceInfo`` carries the assessments logged while the trace
 was active, written in the same transaction) and then the spans of the whole batch with one
-``TracingClient.log_spans`` call (:func:`write_batch`). Everything goes through MLflow's own client and
+``TracingClient.log_spans`` call (:func:`write_batch`). When traces pile up behind a busy writer (a backlog
+of :data:`BACKLOG_FOR_ANOTHER_WRITER`), a second writer thread and process start and take batches too, up to
+``AGENT_RELEASE_TRACE_WRITERS`` (default 2): the first writer alone is what bounds evaluation throughput,
+while the second core still has room. A write the database refuses as locked is retried. Everything goes through MLflow's own client and
 store; only the order, the batching and the process are ours. ``mlflow.flush_trace_async_logging`` drains
 the writer too (MLflow's ``flush_exporter`` flushes an exporter's ``_span_batcher``).
 
@@ -32,9 +35,11 @@ import atexit
 import logging
 import os
 import pickle
+import random
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
@@ -45,7 +50,7 @@ __all__ = [
     "RowFirstTraceExporter",
     "TraceBatchWriter",
     "WriterProcess",
-    "current_writer_pid",
+    "current_writer_pids",
     "install_row_first_export",
     "is_database_uri",
     "uninstall_row_first_export",
@@ -54,6 +59,12 @@ __all__ = [
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 MAX_BATCH = 64
+# A backlog this long behind a busy writer starts another (short runs, e.g. a test's, never pay for one).
+BACKLOG_FOR_ANOTHER_WRITER = 16
+DEFAULT_MAX_WRITERS = 2
+# SQLite refuses a write at once ("database is locked"), without waiting out its busy timeout, when waiting
+# could deadlock two transactions; another writer process makes that possible. Such a write is retried.
+LOCKED_RETRIES = 8
 
 
 def is_database_uri(uri: str) -> bool:
@@ -79,7 +90,7 @@ def write_batch(client: Any, batch: Batch) -> int:
     for trace, prompts in batch:
         try:
             add_size_stats_to_trace_metadata(trace)
-            client.start_trace(trace.info)
+            _retry_if_locked(client.start_trace, trace.info)
         except Exception as exc:
             failed += 1
             logger.warning("trace_id=<%s>, error=<%s> | failed to write trace", trace.info.trace_id, exc)
@@ -89,7 +100,7 @@ def write_batch(client: Any, batch: Batch) -> int:
             try_link_prompts_to_trace(client, trace.info.trace_id, prompts, synchronous=True)
     for experiment_id, spans in spans_by_experiment.items():
         try:
-            client.log_spans(experiment_id, spans)
+            _retry_if_locked(client.log_spans, experiment_id, spans)
         except Exception as exc:
             failed += len({s.trace_id for s in spans})
             logger.warning(
@@ -99,6 +110,26 @@ def write_batch(client: Any, batch: Batch) -> int:
                 exc,
             )
     return failed
+
+
+def is_locked_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite refusing a write because another connection holds the lock."""
+    return "database is locked" in str(exc).lower()
+
+
+def _retry_if_locked(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)``, retried with jittered backoff while SQLite answers "database is locked".
+
+    Each MLflow store call is its own transaction, rolled back when it fails, so a retry starts clean.
+    """
+    for attempt in range(LOCKED_RETRIES):
+        try:
+            return call(*args)
+        except Exception as exc:
+            if not is_locked_error(exc):
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
+    return call(*args)
 
 
 class WriterProcess:
@@ -131,7 +162,9 @@ class WriterProcess:
                 str(from_child_w),
             ],
             pass_fds=(to_child_r, from_child_w),
-            env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
+            # MLflow logs at INFO by default (e.g. each engine it creates); the pipeline's own output is
+            # the progress display, so the child says only what goes wrong unless the user asked for more.
+            env={"MLFLOW_LOGGING_LEVEL": "WARNING", **os.environ, "MLFLOW_TRACKING_URI": tracking_uri},
             stdin=subprocess.DEVNULL,
             stdout=stdout,
         )
@@ -181,115 +214,175 @@ class WriterProcess:
             self._proc.kill()
 
 
-_process: WriterProcess | None = None
+_processes: dict[int, WriterProcess] = {}
 _process_lock = threading.Lock()
 
 
-def writer_process(tracking_uri: str) -> WriterProcess | None:
-    """The writer process for ``tracking_uri`` (started on first use); None if switched off.
+def writer_limit() -> int:
+    """How many writer processes may write at once (``AGENT_RELEASE_TRACE_WRITERS``, default 2, at least 1)."""
+    try:
+        return max(1, int(os.environ.get("AGENT_RELEASE_TRACE_WRITERS", DEFAULT_MAX_WRITERS)))
+    except ValueError:
+        return DEFAULT_MAX_WRITERS
 
-    One at a time: a run writes to one tracking store, and a process per store would pile up in a
-    long-lived interpreter (a test session uses a store per test), so asking for another store, or after the
-    process broke, replaces it. ``AGENT_RELEASE_TRACE_WRITER=thread`` writes in a thread of this process.
+
+def writer_process(tracking_uri: str, slot: int = 0) -> WriterProcess | None:
+    """Writer process number ``slot`` for ``tracking_uri`` (started on first use); None if switched off.
+
+    All writer processes serve one tracking store: a run writes to one store, and processes per store would
+    pile up in a long-lived interpreter (a test session uses a store per test), so asking for another store
+    closes them all and starts afresh. A broken process is replaced. ``AGENT_RELEASE_TRACE_WRITER=thread``
+    writes in threads of this process instead.
     """
-    global _process
     if os.environ.get("AGENT_RELEASE_TRACE_WRITER", "process") == "thread":
         return None
     with _process_lock:
-        if _process is None or _process.broken or _process.tracking_uri != tracking_uri:
-            if _process is not None:
-                _process.close()
-            _process = WriterProcess(tracking_uri)
-        return _process
+        if any(p.tracking_uri != tracking_uri for p in _processes.values()):
+            for other in _processes.values():
+                other.close()
+            _processes.clear()
+        process = _processes.get(slot)
+        if process is None or process.broken:
+            if process is not None:
+                process.close()
+            process = _processes[slot] = WriterProcess(tracking_uri)
+        return process
 
 
-def current_writer_pid() -> int | None:
-    """Process id of the live writer process, if any (benchmarks count its CPU as the harness's)."""
+def current_writer_pids() -> list[int]:
+    """Process ids of the live writer processes (benchmarks count their CPU as the harness's)."""
     with _process_lock:
-        return _process.pid if _process is not None and not _process.broken else None
+        return [p.pid for p in _processes.values() if not p.broken]
 
 
 @atexit.register
-def _close_process() -> None:
+def _close_processes() -> None:
     with _process_lock:
-        if _process is not None:
-            _process.close()
+        for process in _processes.values():
+            process.close()
 
 
 class TraceBatchWriter:
-    """A thread that writes finished traces in batches, through the writer process when there is one.
+    """Writer threads that write finished traces in batches, each through its own writer process.
 
-    ``add`` never blocks on the store. ``flush`` returns once everything added before it is written (or has
-    failed, which is logged). If the writer process dies, the batch and all later
-    ones are written in this process instead, so no trace is lost. The writer looks like MLflow's
-    ``SpanBatcher`` to ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
+    ``add`` never blocks on the store. One writer thread runs from the start; when a backlog of
+    ``another_writer_at`` traces waits behind busy writers, another starts (up to ``max_writers``), with a
+    process of its own, and stays for the exporter's lifetime. ``flush`` returns once everything added before
+    it is written (or has failed, which is logged). If a writer process dies, its thread writes that batch and
+    later ones in this process instead (a process that died once is not trusted again), so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to
+    ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
 
-    def __init__(self, client: Any, tracking_uri: str, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        client: Any,
+        tracking_uri: str,
+        max_batch: int = MAX_BATCH,
+        *,
+        max_writers: int | None = None,
+        another_writer_at: int = BACKLOG_FOR_ANOTHER_WRITER,
+    ) -> None:
         self._client = client
-        self._process = writer_process(tracking_uri)
+        self._tracking_uri = tracking_uri
         self._max_batch = max_batch
+        self._max_writers = max_writers if max_writers is not None else writer_limit()
+        self._another_writer_at = another_writer_at
         self._pending: list[tuple[Any, Sequence[Any]]] = []
-        self._busy = False
+        self._in_flight = 0
         self._stopped = False
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._loop, name="agent-release-trace-writer", daemon=True)
-        self._thread.start()
+        self._threads: list[threading.Thread] = []
+        with self._cond:
+            self._start_writer()
+
+    @property
+    def writers(self) -> int:
+        """How many writer threads run."""
+        with self._cond:
+            return len(self._threads)
 
     def add(self, trace: Any, prompts: Sequence[Any]) -> None:
         """Queue one finished trace (``mlflow.entities.Trace``) and the prompt versions it used."""
         with self._cond:
             self._pending.append((trace, prompts))
+            if (
+                self._in_flight >= len(self._threads)
+                and len(self._pending) >= self._another_writer_at
+                and len(self._threads) < self._max_writers
+            ):
+                self._start_writer()
             self._cond.notify_all()
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every trace added so far is written; False if ``timeout_s`` passed first.
 
-        If the writer thread is gone (e.g. at interpreter exit), the caller writes what is left itself.
+        If the writer threads are gone (e.g. at interpreter exit), the caller writes what is left itself.
         """
         with self._cond:
             done = self._cond.wait_for(
-                lambda: (not self._pending and not self._busy) or not self._thread.is_alive(),
-                timeout=timeout_s,
+                lambda: (not self._pending and not self._in_flight) or not self._alive(), timeout=timeout_s
             )
-            leftover, self._pending = ([], self._pending) if self._thread.is_alive() else (self._pending, [])
+            leftover, self._pending = ([], self._pending) if self._alive() else (self._pending, [])
         if leftover:
-            self._write_logged(leftover)
+            self._write_logged(0, leftover)
         return done
 
     def shutdown(self) -> None:
-        """Write what is queued, then stop the thread (the shared writer process stays)."""
+        """Write what is queued, then stop the threads (the shared writer processes stay)."""
         self.flush()
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        self._thread.join(timeout=5)
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=5)
 
-    def _loop(self) -> None:
+    def _alive(self) -> bool:
+        return any(t.is_alive() for t in self._threads)
+
+    def _start_writer(self) -> None:
+        slot = len(self._threads)
+        thread = threading.Thread(
+            target=self._loop, args=(slot,), name=f"agent-release-trace-writer-{slot}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+        if slot:
+            logger.info(
+                "writer=<%d>, backlog=<%d> | traces pile up; started another writer", slot, len(self._pending)
+            )
+
+    def _loop(self, slot: int) -> None:
+        process = writer_process(self._tracking_uri, slot)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._pending) or self._stopped)
                 if self._stopped and not self._pending:
                     return
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                self._busy = True
+                self._in_flight += 1
             try:
-                self._write_logged(batch)
+                self._write_logged(slot, batch, process)
             finally:
                 with self._cond:
-                    self._busy = False
+                    self._in_flight -= 1
                     self._cond.notify_all()
 
-    def _write_logged(self, batch: Batch) -> None:
+    def _write_logged(self, slot: int, batch: Batch, process: WriterProcess | None = None) -> None:
         try:
-            self._write(batch)
+            self._write(batch, process)
         except Exception as exc:  # the thread must outlive any one batch, or flush would wait forever
-            logger.warning("traces=<%d>, error=<%s> | failed to write a batch of traces", len(batch), exc)
+            logger.warning(
+                "writer=<%d>, traces=<%d>, error=<%s> | failed to write a batch of traces",
+                slot,
+                len(batch),
+                exc,
+            )
 
-    def _write(self, batch: Batch) -> int:
-        if self._process is not None and not self._process.broken:
+    def _write(self, batch: Batch, process: WriterProcess | None) -> int:
+        if process is not None and not process.broken:
             try:
-                failed = self._process.write(batch)
+                failed = process.write(batch)
                 if failed is not None:
                     return failed
             except (OSError, EOFError) as exc:

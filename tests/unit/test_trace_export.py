@@ -209,3 +209,126 @@ def test_the_writer_process_reads_each_experiment_once_per_batch(tmp_path: Path,
     stored = mlflow.search_traces(locations=[tracking], return_type="list", include_spans=True)
     assert sorted(t.info.trace_id for t in stored) == sorted(ids[:3])
     assert all(len(t.data.spans) == 3 and t.info.assessments for t in stored)
+
+
+def _stored_elsewhere(tmp_path: Path, tracking: str, n: int) -> tuple[list[Any], str]:
+    """``n`` finished traces (written by MLflow's exporter) and a fresh target store with the same experiment."""
+    import mlflow
+
+    ids = [_make_trace(str(i)) for i in range(n)]
+    mlflow.flush_trace_async_logging()
+    traces = [mlflow.get_trace(trace_id) for trace_id in ids]
+    for trace in traces:
+        assert trace is not None
+        trace.info.tags.pop("mlflow.artifactLocation")  # the target store sets its own
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    mlflow.set_tracking_uri(target)
+    assert mlflow.set_experiment("trace-export").experiment_id == tracking
+    return traces, target
+
+
+def _gated(call: Any, entered: Any, release: Any) -> Any:
+    """``call`` whose first use waits for ``release`` (after setting ``entered``): a writer kept busy."""
+    first = [True]
+
+    def gated(*args: Any) -> Any:
+        if first[0]:
+            first[0] = False
+            entered.set()
+            assert release.wait(timeout=60)
+        return call(*args)
+
+    return gated
+
+
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_a_backlog_behind_a_busy_writer_starts_another(
+    tmp_path: Path, tracking: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    import mlflow
+    from mlflow.tracing.client import TracingClient
+
+    from agent_release.steps.trace_export import TraceBatchWriter, current_writer_pids
+
+    monkeypatch.setenv("AGENT_RELEASE_TRACE_WRITER", mode)
+    traces, target = _stored_elsewhere(tmp_path, tracking, 7)
+    client = TracingClient(target)
+    entered, release = threading.Event(), threading.Event()
+    first_process = writer_process(target, 0)
+    if first_process is not None:  # the first writer's process answers its first batch only when released
+        monkeypatch.setattr(first_process, "write", _gated(first_process.write, entered, release))
+    else:
+        monkeypatch.setattr(client, "start_trace", _gated(client.start_trace, entered, release))
+    writer = TraceBatchWriter(client, target, max_batch=2, max_writers=2, another_writer_at=3)
+    try:
+        writer.add(traces[0], [])
+        assert entered.wait(timeout=60)  # the first writer is now busy with trace 0
+        for trace in traces[1:3]:
+            writer.add(trace, [])
+        assert writer.writers == 1  # two waiting: below the backlog that starts another
+        writer.add(traces[3], [])
+        assert writer.writers == 2
+        for trace in traces[4:]:
+            writer.add(trace, [])
+        assert not writer.flush(timeout_s=0.5)  # trace 0 is still held back
+        release.set()
+        assert writer.flush(timeout_s=60)
+        if mode == "process":
+            assert len(current_writer_pids()) == 2
+    finally:
+        release.set()
+        writer.shutdown()
+    stored = mlflow.search_traces(locations=[tracking], return_type="list", include_spans=True)
+    assert sorted(t.info.trace_id for t in stored) == sorted(t.info.trace_id for t in traces)
+    assert all(len(t.data.spans) == 3 and t.info.assessments for t in stored)
+
+
+def test_a_write_refused_as_locked_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    monkeypatch.setattr(trace_export.time, "sleep", lambda _: None)
+    answers: list[Any] = [sqlite3.OperationalError("database is locked")] * 3 + ["written"]
+
+    def flaky(label: str) -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return f"{answer} {label}"
+
+    assert trace_export._retry_if_locked(flaky, "t1") == "written t1"
+    assert answers == []
+
+    def broken(label: str) -> str:
+        raise ValueError(f"no such experiment {label}")
+
+    with pytest.raises(ValueError, match="no such experiment"):  # other errors are not retried
+        trace_export._retry_if_locked(broken, "t2")
+    always: list[int] = []
+
+    def locked(label: str) -> str:
+        always.append(1)
+        raise sqlite3.OperationalError("database is locked")
+
+    with pytest.raises(sqlite3.OperationalError):
+        trace_export._retry_if_locked(locked, "t3")
+    assert len(always) == trace_export.LOCKED_RETRIES + 1
+
+
+@pytest.mark.parametrize("user_level", [None, "INFO"])
+def test_the_writer_process_keeps_mlflows_info_lines_off_the_console(
+    tmp_path: Path, user_level: str | None, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if user_level is None:
+        monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", user_level)
+    process = WriterProcess(f"sqlite:///{tmp_path / 'quiet.db'}")
+    try:
+        assert process.write([]) == 0  # the child has built its client and store (and their engine) by now
+    finally:
+        process.close()
+    said = capfd.readouterr().err
+    # MLflow announces creating the store's tables (and engines) at INFO; a user who asks for INFO still gets it.
+    assert (" INFO mlflow." in said) == (user_level == "INFO")
