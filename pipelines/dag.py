@@ -148,6 +148,28 @@ def dataset_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+DATASET_SHARD_OF = "dataset_shard_of"
+"""``RunContext.extras`` key: the whole dataset file a shard step's evaluation dataset was cut from."""
+
+
+def pinned_dataset_hash(run: StepRun, name: str, path: Path) -> str:
+    """The sha256 of dataset ``name`` at ``path``, refused if it differs from what validation pinned.
+
+    A resumed execution keeps the validate step's result, so a file edited after the interruption would be
+    evaluated without ever passing its data contract. When this execution has no validate result at hand (a
+    remote step given only its direct inputs), there is nothing to compare with.
+    """
+    digest = dataset_hash(path)
+    validated = run.maybe("validate_datasets")
+    pinned = next((d.sha256 for d in validated.datasets if d.name == name), None) if validated else None
+    if pinned is not None and pinned != digest:
+        raise StepFailed(
+            f"dataset {name} ({path}) changed after validate_datasets pinned it (sha256 {pinned[:12]}, now "
+            f"{digest[:12]}); start a new run so its data contract is checked again"
+        )
+    return digest
+
+
 def _evaluate_variants(run: StepRun) -> Any:
     from agent_release.steps.evaluate_variants import evaluate_variants
 
@@ -156,13 +178,17 @@ def _evaluate_variants(run: StepRun) -> Any:
     cfg = ctx.loaded.config
     spec = cfg.datasets[cfg.evaluate.dataset]
     path = ctx.loaded.resolve(spec.path)
+    # A SageMaker shard step evaluates a slice of the file validation pinned: check the whole file.
+    whole = ctx.extras.get(DATASET_SHARD_OF)
+    pinned_dataset_hash(run, cfg.evaluate.dataset, Path(whole) if whole else path)
+    digest = dataset_hash(path)
     progress = ctx.progress.eval_progress if ctx.progress is not None else None
     report = evaluate_variants(
         cfg.evaluate,
         run.output("register_agents"),
         read_jsonl(path),
         dataset_name=cfg.evaluate.dataset,
-        dataset_hash=dataset_hash(path),
+        dataset_hash=digest,
         system_prompt=system_prompt_of(ctx.loaded),
         tools_factory=tools_factory_of(ctx.loaded),
         experiment=cfg.tracking.experiment,

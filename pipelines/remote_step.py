@@ -23,7 +23,13 @@ from typing import Any
 import yaml
 
 from agent_release.pipelines.config import LoadedConfig, parse_config
-from agent_release.pipelines.dag import RunContext, dataset_hash, pipeline_steps, read_jsonl
+from agent_release.pipelines.dag import (
+    DATASET_SHARD_OF,
+    RunContext,
+    dataset_hash,
+    pipeline_steps,
+    read_jsonl,
+)
 from agent_release.pipelines.eval_shards import merge_evaluations, shard_cases
 from agent_release.pipelines.executor import StepRun
 from agent_release.pipelines.sagemaker_parameters import DATASET_URI, apply_overrides, pipeline_name_of
@@ -191,6 +197,7 @@ def run_remote_step(
             state_dir=state_dir,
             tracking_uri=tracking_uri,
             actor="sagemaker-pipeline",
+            extras={DATASET_SHARD_OF: str(full_dataset)} if shard is not None else {},
         )
         outputs = {
             name: steps[name].output_type.model_validate(value)

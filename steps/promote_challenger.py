@@ -552,10 +552,27 @@ class _Promotion:
             if final is not None
             else None
         )
+        # A step whose bake saw fewer challenger calls than min_invocations was not judged by the guards
+        # (too few calls are noise): say so rather than call it green.
+        min_calls = max(self.config.guards.min_invocations, 1)
+        unjudged = [
+            percent
+            for percent, check in zip(self.schedule, checks, strict=False)
+            if (reading := check.readings.get(r.challenger)) is None or reading.invocations < min_calls
+        ]
+        caveat = (
+            f"; step {'/'.join(f'{p:g}' for p in unjudged)}% saw fewer than {min_calls} challenger calls, "
+            "too few for the guards to judge"
+            if unjudged
+            else ""
+        )
         entry = self.audit(
             AUDIT_PROMOTE,
-            f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with every guard green",
+            f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with no guard tripped{caveat}"
+            if unjudged
+            else f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with every guard green",
             {
+                "unjudged_steps": unjudged,
                 **r.evidence,
                 "schedule": self.schedule,
                 "bake_s": self.config.bake_s,
@@ -570,7 +587,7 @@ class _Promotion:
         return self.report(
             "promoted",
             f"{r.challenger} serves 100% after steps {'/'.join(f'{p:g}' for p in self.schedule)}% "
-            "with guards green; package Approved",
+            f"with {'no guard tripped' if unjudged else 'guards green'}{caveat}; package Approved",
         )
 
     def bake(self, monitor: GuardMonitor, since: float, seconds: float, label: str) -> GuardCheck:
@@ -857,18 +874,27 @@ def promote_challenger(
 
 
 def current_champion(backend: Backend, state: EndpointState, *, exclude: str | None = None) -> str | None:
-    """The champion of ``state``: the production variant whose package is the newest Approved one, else the
-    variant named ``champion``; ``exclude`` is never chosen. None when neither exists."""
+    """The champion of ``state``: the production variant whose Approved package was promoted last (by the
+    ledger sequence its approval records; a release manager promoting an older version makes it champion
+    again), then the newest Approved one, else the variant named ``champion``; ``exclude`` is never chosen.
+    None when neither exists."""
     candidates = [v for v in state.variants if not v.shadow and v.name != exclude]
-    approved: list[tuple[float, int, str]] = []
+    approved: list[tuple[int, float, int, str]] = []
     for v in candidates:
         if v.package_arn is None:
             continue
         package = backend.get_package(v.package_arn)
         if package.approval_status == ApprovalStatus.APPROVED:
-            approved.append((package.created_at, package.version, v.name))
+            approved.append(
+                (
+                    _approval_audit_seq(package.approval_description),
+                    package.created_at,
+                    package.version,
+                    v.name,
+                )
+            )
     if approved:
-        return max(approved)[2]
+        return max(approved)[3]
     if any(v.name == "champion" for v in candidates):
         return "champion"
     return None
@@ -915,6 +941,7 @@ def promote_variant(
             raise PromotionError(
                 f"variant {variant}'s package {package.arn} was Rejected; register a new version"
             )
+    baseline = _serving_other(state, variant)
     subject = f"{endpoint_name}/{variant}"
     held = next(
         (
@@ -936,7 +963,7 @@ def promote_variant(
     release = _Release(
         endpoint=endpoint_name,
         challenger=variant,
-        champion=current_champion(backend, state, exclude=variant) or _busiest_other(state, variant),
+        champion=baseline,
         challenger_arn=target.package_arn,
         execution_id=execution_id,
         actor=actor,
@@ -955,19 +982,42 @@ def promote_variant(
     done = _terminal_entry(_entries_of(backend, execution_id, subject), {AUDIT_PROMOTE: "promoted"})
     if done is not None:
         return _resume_done(promotion, done)
+    if baseline is None:
+        raise PromotionError(
+            f"variant {variant} already serves all of {endpoint_name}'s traffic; nothing to shift"
+        )
     traffic = _traffic_factory(config, release, system_prompt, tools_factory, live_inputs)
     return promotion.shift(traffic)
 
 
-def _busiest_other(state: EndpointState, variant: str) -> str | None:
-    others = [v for v in state.variants if not v.shadow and v.name != variant]
+def _approval_audit_seq(description: str | None) -> int:
+    """The ledger sequence number an approval description records (-1 when it records none)."""
+    try:
+        seq = json.loads(description or "").get("audit_seq")
+    except (ValueError, AttributeError):
+        return -1
+    return int(seq) if isinstance(seq, int) else -1
+
+
+def _serving_other(state: EndpointState, variant: str) -> str | None:
+    """The production variant other than ``variant`` that serves the most traffic; None if none serves any.
+
+    It is the baseline a manual promotion shifts away from: never a variant at 0%, which would hand most of
+    the traffic to a variant nobody chose (e.g. an unapproved challenger) at the first canary step.
+    """
+    others = [v for v in state.variants if not v.shadow and v.name != variant and v.current_weight > 0]
     return max(others, key=lambda v: v.current_weight).name if others else None
+
+
+class NothingToRollBack(PromotionError):
+    """The champion already serves all of the endpoint's traffic."""
 
 
 def rollback_endpoint(backend: Backend, endpoint_name: str, *, actor: str, reason: str) -> EndpointState:
     """Release manager: the champion (see :func:`current_champion`) takes 100% now; recorded in the ledger.
 
-    Raises :class:`PromotionError` when the endpoint does not exist or no champion can be told.
+    Raises :class:`PromotionError` when the endpoint does not exist or no champion can be told, and
+    :class:`NothingToRollBack` (writing nothing) when the champion already serves all traffic.
     """
     state = _describe(backend, endpoint_name)
     champion = current_champion(backend, state)
@@ -977,6 +1027,10 @@ def rollback_endpoint(backend: Backend, endpoint_name: str, *, actor: str, reaso
         )
     before = _weights(state)
     weights = _champion_only(state, champion)
+    if before == weights:
+        raise NothingToRollBack(
+            f"nothing to roll back: {champion} already serves all of {endpoint_name}'s traffic"
+        )
     after = backend.update_weights(endpoint_name, weights)
     backend.append_audit(
         actor,

@@ -22,8 +22,10 @@ from agent_release.steps.decide_promotion import DecisionReport
 from agent_release.steps.deploy_variants import DeployConfig, DeployReport, deploy_variants
 from agent_release.steps.evaluation_records import EvaluationReport, VariantEvaluation
 from agent_release.steps.promote_challenger import (
+    NothingToRollBack,
     PromotionError,
     PromotionInputs,
+    current_champion,
     promote_challenger,
     promote_variant,
     rollback_endpoint,
@@ -461,3 +463,66 @@ def test_promote_variant_refuses_rejected_package_and_unknown_variant(env: Env) 
             fast_config(), env.backend, ENDPOINT, "nope", actor="u", system_prompt="", tools_factory=tools
         )
     assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+
+
+def _manual_promote(env: Env, variant: str) -> Any:
+    with env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
+        return promote_variant(
+            fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.2),
+            env.backend,
+            ENDPOINT,
+            variant,
+            actor="user:alice",
+            system_prompt="",
+            tools_factory=tools,
+        )
+
+
+def test_promoting_the_variant_that_serves_everything_shifts_nothing(env: Env) -> None:
+    # A manual hold: the champion serves 100%, the unapproved challenger 0%.
+    promote_challenger(
+        fast_config(mode="manual"),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+    n_entries = len(env.backend.list_audit())
+    with pytest.raises(PromotionError, match=r"champion already serves all of .*; nothing to shift"):
+        _manual_promote(env, "champion")
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}  # no canary step on the challenger
+    assert len(env.backend.list_audit()) == n_entries
+    assert challenger_status(env) == ApprovalStatus.PENDING
+
+
+def test_promoting_an_older_version_makes_it_champion_and_rollback_keeps_it(env: Env) -> None:
+    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.2)
+    promote_challenger(config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None)
+    state = env.backend.describe_endpoint(ENDPOINT)
+    assert state is not None and current_champion(env.backend, state) == "challenger"
+
+    report = _manual_promote(env, "champion")  # the release manager goes back to the older version
+
+    assert report.action == "promoted"
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+    state = env.backend.describe_endpoint(ENDPOINT)
+    assert state is not None and current_champion(env.backend, state) == "champion"
+    n_entries = len(env.backend.list_audit())
+    with pytest.raises(NothingToRollBack, match="champion already serves all"):
+        rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="pager fired")
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+    assert len(env.backend.list_audit()) == n_entries, "a rollback that changes nothing records nothing"
+
+
+def test_a_canary_step_with_too_few_calls_is_not_called_green(env: Env) -> None:
+    # No live traffic: no step sees min_invocations challenger calls, so no guard could judge any of them.
+    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.2)
+    report = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert report.action == "promoted"
+    entry = env.backend.list_audit()[-1]
+    assert entry.action == "promote" and entry.evidence["unjudged_steps"] == [50.0, 100.0]
+    assert "every guard green" not in entry.reason
+    assert "step 50/100% saw fewer than 5 challenger calls" in entry.reason
+    assert "too few for the guards to judge" in report.reason

@@ -244,3 +244,62 @@ def test_parameter_overrides_are_typed_and_land_on_their_keys() -> None:
     assert data["deploy"]["endpoint_name"] == "canary"
     with pytest.raises(ParameterOverrideError):
         coerce_overrides({"MinCompletedCases": "many"})
+
+
+def test_a_shard_step_checks_the_whole_pinned_dataset(
+    local_backend: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_release.pipelines.dag import dataset_hash, read_jsonl
+    from agent_release.pipelines.executor import StepFailed
+    from agent_release.pipelines.remote_step import run_remote_step
+    from agent_release.steps import evaluate_variants as evaluate_module
+    from agent_release.steps.registration_records import RegistrationReport
+    from agent_release.steps.validate_datasets import DatasetResult, DatasetValidationReport
+
+    dataset = tmp_path / "golden.jsonl"
+    dataset.write_text("".join(f'{{"id": "case-{i}", "input": "hi {i}"}}\n' for i in range(6)))
+    pinned = DatasetValidationReport(
+        success=True,
+        datasets=(
+            DatasetResult(
+                name="golden",
+                path=str(dataset),
+                sha256=dataset_hash(dataset),
+                n_rows=6,
+                n_clusters=6,
+                success=True,
+            ),
+        ),
+    )
+    upstream = {
+        "validate_datasets": pinned.model_dump(mode="json"),
+        "register_agents": RegistrationReport(
+            tracking_uri="sqlite:///unused.db", experiment_id="0", agents=(), changed=False
+        ).model_dump(mode="json"),
+    }
+    evaluated: list[list[str]] = []
+
+    def fake_evaluate(config: Any, registration: Any, cases: Any, **kwargs: Any) -> Any:
+        evaluated.append([c["id"] for c in cases])  # what the step would evaluate: the shard's cases
+        return _evaluation(n_cases=3)
+
+    fake_evaluate.__name__ = "evaluate_variants"  # the DAG names its steps after the step functions
+    monkeypatch.setattr(evaluate_module, "evaluate_variants", fake_evaluate)
+
+    def shard_step() -> Any:
+        return run_remote_step(
+            "evaluate_variants",
+            (ROOT / "pipeline.yaml").read_text(),
+            upstream,
+            overrides={"DatasetUri": str(dataset)},
+            shard=(0, 2),
+            backend_factory=local_backend,
+        )
+
+    shard_step()  # the shard file differs from the pinned file, the whole dataset does not
+    assert len(evaluated) == 1 and 0 < len(evaluated[0]) < 6
+    assert set(evaluated[0]) <= {r["id"] for r in read_jsonl(dataset)}
+    dataset.write_text('{"id": "case-0", "input": "edited"}\n')
+    with pytest.raises(StepFailed, match="changed after validate_datasets pinned it"):
+        shard_step()
+    assert len(evaluated) == 1
