@@ -43,7 +43,9 @@ from _drill import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.e2e]
+# The module's fixture runs nine CLI processes in a row (about 150 s on a quiet 2-core machine); the
+# default 300 s per-test timeout would cut it short on a loaded one.
+pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(900)]
 
 KILL_ENV = "AGENT_RELEASE_DRILL_KILL_AFTER_STEP"
 # Distinctive fake credentials: if any of them shows up in an output, it leaked from the environment.

@@ -114,8 +114,11 @@ def test_mlflow_lists_both_agent_versions_with_aliases(demo: dict[str, Any]) -> 
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     versions = client.search_model_versions("name='support-agent'")
     assert len(versions) == 2
+    # The demo promotes: the champion alias moved to the challenger's version, whose alias is gone.
     champion = client.get_model_version_by_alias("support-agent", "champion")
-    assert champion.version in {v.version for v in versions}
+    assert champion.tags["agent_release.variant"] == "challenger"
+    assert int(champion.version) == max(int(v.version) for v in versions)
+    assert all("challenger" not in v.aliases for v in versions)
     models = client.search_logged_models(
         experiment_ids=[client.get_experiment_by_name("support-agent").experiment_id]
     )

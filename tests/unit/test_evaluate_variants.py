@@ -304,3 +304,24 @@ def test_models_sign_for_the_region_the_environment_names(monkeypatch: pytest.Mo
     assert environment_region() == "eu-west-1"
     monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-central-1")  # the variable the pipeline itself sets
     assert environment_region() == "eu-central-1"
+    # The models the step builds sign for it (the client is what actually calls SageMaker).
+    from agent_release.steps.evaluate_variants import _default_model_factory
+
+    agent = RegisteredAgent(
+        variant="challenger",
+        role="challenger",
+        endpoint_name="support",
+        package_arn=None,
+        package_version=None,
+        logged_model_id="m-1",
+        prompt_uri="prompts:/support/1",
+        registered_model_name="support-agent",
+        registered_model_version=None,
+        tool_names=(),
+        tools_hash="h",
+        inference=InferenceConfig(),
+    )
+    model = _default_model_factory(EvaluateConfig(), None)(agent)
+    assert model.client.meta.region_name == "eu-central-1"
+    pinned = _default_model_factory(EvaluateConfig(), "ap-south-1")(agent)  # the pipeline's agent.region wins
+    assert pinned.client.meta.region_name == "ap-south-1"
