@@ -1,7 +1,7 @@
-"""Step 4: evaluate each registered agent on the golden dataset with MLflow and the configured scorers.
+"""Step 5: evaluate each registered agent on the golden dataset with MLflow and the configured scorers.
 
-For every variant: one MLflow run (``evaluate-<variant>``, nested under one ``evaluate`` parent run) with the
-agent's LoggedModel active, so each case's trace links to the model and to the run. The cases run
+For every variant: one MLflow run (``evaluate-<variant>``, nested under one ``evaluate-<dataset>`` parent
+run) with the agent's LoggedModel active, so each case's trace links to the model and to the run. The cases run
 concurrently (:mod:`agent_release.steps.eval_harness`) and are scored with the scorers built from the config
 (:mod:`agent_release.steps.scorers`), as assessments on each case's trace: by default inside the trace, so
 the scores are written with it (:mod:`agent_release.steps.inline_scoring`); with ``scoring:

@@ -1,4 +1,4 @@
-"""Step 6: act on the decision — shift traffic progressively with live guards, update registry and ledger.
+"""Step 7: act on the decision — shift traffic progressively with live guards, update registry and ledger.
 
 :func:`promote_challenger` is the pipeline step; :func:`promote_variant` and :func:`rollback_endpoint` are the
 release-manager actions behind ``agent-release promote`` / ``rollback``. The callers hold the endpoint lock
