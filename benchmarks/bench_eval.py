@@ -12,7 +12,7 @@ included; ``traces_persisted`` is counted afterwards by searching the tracking s
 which 15+ writer threads deadlock); (c) strands-evals ``Experiment.run_evaluations_async(max_workers=10)``
 with each case's score logged to its trace; the peers run with MLflow's own trace exporter. An ablation line
 gives the step with ``scoring: mlflow_evaluate``. Also the harness's CPU per case against a zero-latency
-variant: this process plus the trace writer processes (the runtime's own process is not counted).
+variant: this process plus the trace writer process (the runtime's own process is not counted).
 
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--cases 160] [--peer-cases 48]``; one JSON line per
 result on stdout.
@@ -204,11 +204,12 @@ def _process_cpu_s(pid: int) -> float:
 
 
 def cpu_s() -> float:
-    """CPU seconds of the harness: this process plus the trace writer processes it writes through."""
-    from agent_release.steps.trace_export import current_writer_pids
+    """CPU seconds of the harness: this process plus the trace writer process it writes through."""
+    from agent_release.steps.trace_export import current_writer_pid
 
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime + sum(_process_cpu_s(pid) for pid in current_writer_pids())
+    writer = current_writer_pid()
+    return usage.ru_utime + usage.ru_stime + (_process_cpu_s(writer) if writer else 0.0)
 
 
 def run_ours(

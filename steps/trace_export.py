@@ -12,10 +12,7 @@ whole traces only (when the root span ends, as MLflow's exporter does) and hands
 (a child process, so the writes use another core; in-process if there is none or it died), which writes each
 trace with ``TracingClient.start_trace`` (its ``TraceInfo`` carries the assessments logged while the trace
 was active, written in the same transaction) and then the spans of the whole batch with one
-``TracingClient.log_spans`` call (:func:`write_batch`). When traces pile up behind a busy writer (a backlog
-of :data:`BACKLOG_FOR_ANOTHER_WRITER`), a second writer thread and process start and take batches too, up to
-``AGENT_RELEASE_TRACE_WRITERS`` (default 2): the first writer alone is what bounds evaluation throughput,
-while the second core still has room. A write the database refuses as locked is retried. Everything goes through MLflow's own client and
+``TracingClient.log_spans`` call (:func:`write_batch`). Everything goes through MLflow's own client and
 store; only the order, the batching and the process are ours. ``mlflow.flush_trace_async_logging`` drains
 the writer too (MLflow's ``flush_exporter`` flushes an exporter's ``_span_batcher``).
 
@@ -50,20 +47,19 @@ __all__ = [
     "RowFirstTraceExporter",
     "TraceBatchWriter",
     "WriterProcess",
-    "current_writer_pids",
+    "current_writer_pid",
     "install_row_first_export",
     "is_database_uri",
+    "is_locked_error",
     "uninstall_row_first_export",
     "write_batch",
 ]
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 MAX_BATCH = 64
-# A backlog this long behind a busy writer starts another (short runs, e.g. a test's, never pay for one).
-BACKLOG_FOR_ANOTHER_WRITER = 16
-DEFAULT_MAX_WRITERS = 2
 # SQLite refuses a write at once ("database is locked"), without waiting out its busy timeout, when waiting
-# could deadlock two transactions; another writer process makes that possible. Such a write is retried.
+# could deadlock two transactions; the pipeline process writes runs and metrics to the same database while
+# the writer process writes traces. Such a write is retried.
 LOCKED_RETRIES = 8
 
 
@@ -214,175 +210,115 @@ class WriterProcess:
             self._proc.kill()
 
 
-_processes: dict[int, WriterProcess] = {}
+_process: WriterProcess | None = None
 _process_lock = threading.Lock()
 
 
-def writer_limit() -> int:
-    """How many writer processes may write at once (``AGENT_RELEASE_TRACE_WRITERS``, default 2, at least 1)."""
-    try:
-        return max(1, int(os.environ.get("AGENT_RELEASE_TRACE_WRITERS", DEFAULT_MAX_WRITERS)))
-    except ValueError:
-        return DEFAULT_MAX_WRITERS
+def writer_process(tracking_uri: str) -> WriterProcess | None:
+    """The writer process for ``tracking_uri`` (started on first use); None if switched off.
 
-
-def writer_process(tracking_uri: str, slot: int = 0) -> WriterProcess | None:
-    """Writer process number ``slot`` for ``tracking_uri`` (started on first use); None if switched off.
-
-    All writer processes serve one tracking store: a run writes to one store, and processes per store would
-    pile up in a long-lived interpreter (a test session uses a store per test), so asking for another store
-    closes them all and starts afresh. A broken process is replaced. ``AGENT_RELEASE_TRACE_WRITER=thread``
-    writes in threads of this process instead.
+    One at a time: a run writes to one tracking store, and a process per store would pile up in a
+    long-lived interpreter (a test session uses a store per test), so asking for another store, or after the
+    process broke, replaces it. ``AGENT_RELEASE_TRACE_WRITER=thread`` writes in a thread of this process.
     """
+    global _process
     if os.environ.get("AGENT_RELEASE_TRACE_WRITER", "process") == "thread":
         return None
     with _process_lock:
-        if any(p.tracking_uri != tracking_uri for p in _processes.values()):
-            for other in _processes.values():
-                other.close()
-            _processes.clear()
-        process = _processes.get(slot)
-        if process is None or process.broken:
-            if process is not None:
-                process.close()
-            process = _processes[slot] = WriterProcess(tracking_uri)
-        return process
+        if _process is None or _process.broken or _process.tracking_uri != tracking_uri:
+            if _process is not None:
+                _process.close()
+            _process = WriterProcess(tracking_uri)
+        return _process
 
 
-def current_writer_pids() -> list[int]:
-    """Process ids of the live writer processes (benchmarks count their CPU as the harness's)."""
+def current_writer_pid() -> int | None:
+    """Process id of the live writer process, if any (benchmarks count its CPU as the harness's)."""
     with _process_lock:
-        return [p.pid for p in _processes.values() if not p.broken]
+        return _process.pid if _process is not None and not _process.broken else None
 
 
 @atexit.register
-def _close_processes() -> None:
+def _close_process() -> None:
     with _process_lock:
-        for process in _processes.values():
-            process.close()
+        if _process is not None:
+            _process.close()
 
 
 class TraceBatchWriter:
-    """Writer threads that write finished traces in batches, each through its own writer process.
+    """A thread that writes finished traces in batches, through the writer process when there is one.
 
-    ``add`` never blocks on the store. One writer thread runs from the start; when a backlog of
-    ``another_writer_at`` traces waits behind busy writers, another starts (up to ``max_writers``), with a
-    process of its own, and stays for the exporter's lifetime. ``flush`` returns once everything added before
-    it is written (or has failed, which is logged). If a writer process dies, its thread writes that batch and
-    later ones in this process instead (a process that died once is not trusted again), so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to
-    ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
+    ``add`` never blocks on the store. ``flush`` returns once everything added before it is written (or has
+    failed, which is logged). If the writer process dies, the batch and all later
+    ones are written in this process instead, so no trace is lost. The writer looks like MLflow's
+    ``SpanBatcher`` to ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
 
-    def __init__(
-        self,
-        client: Any,
-        tracking_uri: str,
-        max_batch: int = MAX_BATCH,
-        *,
-        max_writers: int | None = None,
-        another_writer_at: int = BACKLOG_FOR_ANOTHER_WRITER,
-    ) -> None:
+    def __init__(self, client: Any, tracking_uri: str, max_batch: int = MAX_BATCH) -> None:
         self._client = client
-        self._tracking_uri = tracking_uri
+        self._process = writer_process(tracking_uri)
         self._max_batch = max_batch
-        self._max_writers = max_writers if max_writers is not None else writer_limit()
-        self._another_writer_at = another_writer_at
         self._pending: list[tuple[Any, Sequence[Any]]] = []
-        self._in_flight = 0
+        self._busy = False
         self._stopped = False
         self._cond = threading.Condition()
-        self._threads: list[threading.Thread] = []
-        with self._cond:
-            self._start_writer()
-
-    @property
-    def writers(self) -> int:
-        """How many writer threads run."""
-        with self._cond:
-            return len(self._threads)
+        self._thread = threading.Thread(target=self._loop, name="agent-release-trace-writer", daemon=True)
+        self._thread.start()
 
     def add(self, trace: Any, prompts: Sequence[Any]) -> None:
         """Queue one finished trace (``mlflow.entities.Trace``) and the prompt versions it used."""
         with self._cond:
             self._pending.append((trace, prompts))
-            if (
-                self._in_flight >= len(self._threads)
-                and len(self._pending) >= self._another_writer_at
-                and len(self._threads) < self._max_writers
-            ):
-                self._start_writer()
             self._cond.notify_all()
 
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every trace added so far is written; False if ``timeout_s`` passed first.
 
-        If the writer threads are gone (e.g. at interpreter exit), the caller writes what is left itself.
+        If the writer thread is gone (e.g. at interpreter exit), the caller writes what is left itself.
         """
         with self._cond:
             done = self._cond.wait_for(
-                lambda: (not self._pending and not self._in_flight) or not self._alive(), timeout=timeout_s
+                lambda: (not self._pending and not self._busy) or not self._thread.is_alive(),
+                timeout=timeout_s,
             )
-            leftover, self._pending = ([], self._pending) if self._alive() else (self._pending, [])
+            leftover, self._pending = ([], self._pending) if self._thread.is_alive() else (self._pending, [])
         if leftover:
-            self._write_logged(0, leftover)
+            self._write_logged(leftover)
         return done
 
     def shutdown(self) -> None:
-        """Write what is queued, then stop the threads (the shared writer processes stay)."""
+        """Write what is queued, then stop the thread (the shared writer process stays)."""
         self.flush()
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout=5)
+        self._thread.join(timeout=5)
 
-    def _alive(self) -> bool:
-        return any(t.is_alive() for t in self._threads)
-
-    def _start_writer(self) -> None:
-        slot = len(self._threads)
-        thread = threading.Thread(
-            target=self._loop, args=(slot,), name=f"agent-release-trace-writer-{slot}", daemon=True
-        )
-        self._threads.append(thread)
-        thread.start()
-        if slot:
-            logger.info(
-                "writer=<%d>, backlog=<%d> | traces pile up; started another writer", slot, len(self._pending)
-            )
-
-    def _loop(self, slot: int) -> None:
-        process = writer_process(self._tracking_uri, slot)
+    def _loop(self) -> None:
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: bool(self._pending) or self._stopped)
                 if self._stopped and not self._pending:
                     return
                 batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
-                self._in_flight += 1
+                self._busy = True
             try:
-                self._write_logged(slot, batch, process)
+                self._write_logged(batch)
             finally:
                 with self._cond:
-                    self._in_flight -= 1
+                    self._busy = False
                     self._cond.notify_all()
 
-    def _write_logged(self, slot: int, batch: Batch, process: WriterProcess | None = None) -> None:
+    def _write_logged(self, batch: Batch) -> None:
         try:
-            self._write(batch, process)
+            self._write(batch)
         except Exception as exc:  # the thread must outlive any one batch, or flush would wait forever
-            logger.warning(
-                "writer=<%d>, traces=<%d>, error=<%s> | failed to write a batch of traces",
-                slot,
-                len(batch),
-                exc,
-            )
+            logger.warning("traces=<%d>, error=<%s> | failed to write a batch of traces", len(batch), exc)
 
-    def _write(self, batch: Batch, process: WriterProcess | None) -> int:
-        if process is not None and not process.broken:
+    def _write(self, batch: Batch) -> int:
+        if self._process is not None and not self._process.broken:
             try:
-                failed = process.write(batch)
+                failed = self._process.write(batch)
                 if failed is not None:
                     return failed
             except (OSError, EOFError) as exc:
