@@ -46,7 +46,7 @@ class RunContext:
 
     @property
     def artifacts_dir(self) -> Path:
-        """Where trained models and reports are written."""
+        """Where trained models (``models/``) and MLflow artifacts go; reports go to ``<state_dir>/reports``."""
         return self.state_dir / "artifacts"
 
 

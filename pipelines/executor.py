@@ -7,9 +7,10 @@ idempotent (deploy, register and approval changes compare with what exists first
 
 Usage::
 
-    executor = LocalExecutor(state_dir)
-    result = executor.run(plan, context_factory)            # new execution
-    result = executor.run(plan, context_factory, resume_id)  # continue one
+    executor = LocalExecutor(ExecutionStore(state_dir))       # optional observer= gets step events
+    execution_id = executor.start(cfg.name, loaded.path, loaded.text, steps)   # a new execution
+    result = executor.run(execution_id, steps, context)
+    result = executor.run(execution_id, steps, context, resume=True)           # continue an interrupted one
 """
 
 from __future__ import annotations

@@ -1,15 +1,22 @@
-"""The local backend: model registry, endpoints, invocation metrics, audit ledger and locks in ``state.db``.
+"""The local backend: model registry, endpoints, invocation metrics and audit ledger in ``state.db``.
 
 ``LocalBackend(state_dir)`` implements :class:`agent_release.steps.backend.Backend` with SQLite (the shared
 state database of :mod:`agent_release.pipelines.state_db`) and the loopback endpoint runtime
 (:mod:`agent_release.pipelines.runtime`). Several processes may use one state directory at once (a running
 pipeline, ``agent-release serve``, a release manager's ``promote``): writes that read before they write run in
-``BEGIN IMMEDIATE`` transactions, and named locks are file locks that the OS releases when a process dies.
+``BEGIN IMMEDIATE`` transactions, and named locks are file locks (``locks/<name>.lock``) that the OS releases
+when a process dies. The ledger's head (seq and hash of the newest entry) is also kept in ``audit-head.json``.
 
 Usage::
 
     backend = LocalBackend(Path(".agent-release"))
-    backend.deploy_endpoint("support", [VariantSpec(name="champion", model=spec, initial_weight=1.0)])
+    backend.deploy_endpoint(
+        "support",
+        [
+            VariantSpec(name="champion", model=spec, initial_weight=1.0),
+            VariantSpec(name="challenger", model=spec, initial_weight=0.0),
+        ],
+    )
     url = backend.start_runtime()          # sagemaker-runtime clients use endpoint_url=url
     backend.update_weights("support", {"champion": 0.9, "challenger": 0.1})
     backend.stop_runtime()

@@ -18,6 +18,11 @@ DEFAULT_SD = 0.5
 DEFAULT_ICC = 0.1
 
 
+def confidence_label(alpha: float) -> str:
+    """The one-sided confidence level of ``alpha`` as a percentage: 0.05 -> "95%", 0.025 -> "97.5%"."""
+    return f"{round((1.0 - alpha) * 100.0, 6):g}%"
+
+
 def _last_evaluation(state_dir: Path) -> tuple[str, object] | None:
     """(execution id, EvaluationReport) of the newest execution with a finished, paired evaluation."""
     from agent_release.pipelines.executor import ExecutionStore
@@ -57,8 +62,9 @@ def plan_power(
     repeats = cfg.evaluate.repeats
     lines = [
         f"golden set     {cfg.evaluate.dataset}: {n_cases} cases in {n_clusters} clusters, K={repeats}",
-        f"gate           {cfg.decide.primary_metric}: promote when the one-sided 95% lower confidence bound of the paired "
-        f"difference exceeds {cfg.decide.min_improvement:g} (one-sided alpha {cfg.decide.alpha:g})",
+        f"gate           {cfg.decide.primary_metric}: promote when the one-sided "
+        f"{confidence_label(cfg.decide.alpha)} lower confidence bound of the paired difference exceeds "
+        f"{cfg.decide.min_improvement:g} (one-sided alpha {cfg.decide.alpha:g})",
     ]
     last = None if (assumed_sd is not None or assumed_icc is not None) else _last_evaluation(state_dir)
     if last is not None and isinstance(last[1], EvaluationReport):

@@ -17,7 +17,13 @@ Everything else lives in one S3 bucket under ``prefix``:
 Usage::
 
     backend = SageMakerBackend(bucket="my-bucket", role_arn="arn:aws:iam::...:role/x", region="us-east-1")
-    backend.deploy_endpoint("support", [VariantSpec(name="champion", model=spec, initial_weight=1.0)])
+    backend.deploy_endpoint(
+        "support",
+        [
+            VariantSpec(name="champion", model=spec, initial_weight=1.0),
+            VariantSpec(name="challenger", model=spec, initial_weight=0.0),
+        ],
+    )
     backend.update_weights("support", {"champion": 0.9, "challenger": 0.1})
 
 boto3 honours ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>``, which is how the contract tests point

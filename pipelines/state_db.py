@@ -1,12 +1,13 @@
 """The local state directory and its SQLite database.
 
-Everything the embedded default persists lives under one directory: ``.agent-release/`` in the project root,
-or ``$AGENT_RELEASE_HOME``. Inside it:
+Everything the embedded default persists lives under one directory: ``$AGENT_RELEASE_HOME``, or else
+``.agent-release/`` in the current working directory (the CLI passes no project root). Inside it:
 
 - ``state.db``: executions and steps (executor), endpoints, variants, model registry, invocation metrics,
-  audit ledger, evaluation rows (local backend);
+  audit ledger (local backend), evaluation rows (evaluation_store);
+- ``audit-head.json``: seq and hash of the newest ledger entry; ``locks/``: the local backend's file locks;
 - ``mlflow.db``: the MLflow tracking store (SQLite), unless a tracking URI is configured;
-- ``artifacts/``: trained models, reports and MLflow artifacts.
+- ``artifacts/``: trained models and MLflow artifacts; ``reports/``: the HTML reports.
 
 Each module that owns tables declares its DDL and calls :func:`ensure_schema`; the connection settings (WAL,
 busy timeout) are decided here once, because several processes (a running pipeline, ``serve``, a release

@@ -13,8 +13,8 @@ executor is sized to the concurrency, because its stock size (cores + 4) would c
 
 Usage::
 
-    outcomes = run_cases(units, make_agent=lambda: build_agent(model, prompt, tools), variant="challenger",
-                         concurrency=16, timeout_s=60)
+    outcomes = run_cases(units, make_agent=lambda unit: build_agent(model, prompt, tools),
+                         variant="challenger", concurrency=16, timeout_s=60)
 """
 
 from __future__ import annotations

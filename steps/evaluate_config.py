@@ -10,7 +10,8 @@ from agent_release.steps.backend import Frozen
 
 
 class ScorerSpec(Frozen):
-    """One scorer: a built-in name (see docs/pipeline-yaml.md) or an import path 'pkg.module:factory'."""
+    """One scorer: a built-in name (see "Built-in scorers" at the end of docs/pipeline-yaml.md) or an import
+    path 'pkg.module:factory'."""
 
     name: str = Field(description="Registered scorer name or import path of a scorer factory.")
     args: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the factory.")

@@ -1,4 +1,4 @@
-"""Step 3: register one agent version per deployed variant in MLflow.
+"""Step 4: register one agent version per deployed variant in MLflow.
 
 For each variant of the deployed endpoint this records, with MLflow's own APIs:
 

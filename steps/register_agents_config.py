@@ -26,7 +26,9 @@ class AgentConfig(Frozen):
         description="Agent name; also the MLflow registered model and prompt name prefix.",
     )
     system_prompt: str | None = Field(
-        default=None, description="System prompt text. Exactly one of system_prompt / system_prompt_file."
+        default=None,
+        description="System prompt text. Give at most one of system_prompt / system_prompt_file. With neither, "
+        "toolset 'support' uses its built-in prompt; any other toolset needs one.",
     )
     system_prompt_file: str | None = Field(
         default=None, description="Path (relative to pipeline.yaml) of a file holding the system prompt."

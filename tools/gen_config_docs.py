@@ -1,4 +1,4 @@
-"""Generate docs/pipeline-yaml.md from the config model, so the reference can never drift from the code.
+"""Generate docs/pipeline-yaml.md from the config model and the scorer registry, so it cannot drift.
 
 Run ``.venv/bin/python tools/gen_config_docs.py`` after changing a config model; ``make test`` fails
 (tests/unit/test_config_docs.py) when the committed file is out of date.
@@ -18,11 +18,12 @@ INTRO = """# pipeline.yaml reference
 
 `pipeline.yaml` is the one definition a user edits. It is validated by a frozen pydantic model
 (`agent_release.pipelines.config.PipelineConfig`): unknown keys and wrong types are errors that name the key
-path and the line, e.g. `pipeline.yaml:47: evaluate.concurency: unknown key`. Relative paths resolve against
-the directory of the file. `agent-release schema` prints the JSON Schema; `agent-release validate` checks
-the file, every file it references and the datasets' data contracts.
+path and the line, e.g. `pipeline.yaml:<line>: evaluate.concurency: unknown key`. Relative paths resolve
+against the directory of the file. `agent-release schema` prints the JSON Schema; `agent-release validate`
+checks the file, every file it references and the datasets' data contracts.
 
-This page is generated from the model by `tools/gen_config_docs.py`; do not edit it by hand.
+This page is generated from the model and the scorer registry by `tools/gen_config_docs.py`; do not edit it
+by hand.
 
 ## A complete example (the default pipeline)
 
@@ -30,6 +31,23 @@ This page is generated from the model by `tools/gen_config_docs.py`; do not edit
 {example}```
 
 ## Fields
+"""
+
+SCORERS_INTRO = """
+## Built-in scorers
+
+`evaluate.scorers` lists scorers as `name` + `args`. The names below are built in
+(`agent_release.steps.scorers`); an `args` key a scorer does not take is an error. `cost` gets
+`evaluate.prices` as `prices`, and `llm_judge` gets the fields of `evaluate.judge`, unless `args` sets them;
+a configured `judge` adds `llm_judge` when the list does not name it. Any other name must be an import path
+`pkg.module:factory`: the factory is called with `args` and returns an MLflow `Scorer` or a function
+`(inputs, outputs, expectations) -> float | None`.
+
+`tool_trajectory` modes: `exact`, the same sequence of tool names; `in_order`, the expected names in order,
+extra calls allowed; `subset`, every expected tool called at least once, in any order.
+
+| name | args | what it scores |
+|---|---|---|
 """
 
 
@@ -106,6 +124,53 @@ def _default_of(cls: type | None, key: str) -> str | None:
     return json.dumps(value, sort_keys=True)
 
 
+def _arg_type(tp: Any) -> str:
+    """A scorer argument's annotation in the page's notation (Literal values quoted, None as null)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin is typing.Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_arg_type(a) for a in args)
+    if tp is type(None):
+        return "null"
+    if origin is not None and args and getattr(origin, "__name__", "") in ("Mapping", "dict"):
+        return f"map[{_arg_type(args[0])}, {_arg_type(args[1])}]"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _arg_default(value: Any, module: Any) -> str:
+    """The default as JSON, or the name of the module constant it is (long texts such as a rubric)."""
+    for name, constant in vars(module).items():
+        if name.isupper() and isinstance(value, str) and constant is value:
+            return f"`{module.__name__.removeprefix('agent_release.')}.{name}`"
+    return json.dumps(value)
+
+
+def render_scorers() -> str:
+    """The table of built-in scorers: name, arguments (type, default) and the factory's summary."""
+    import inspect
+
+    from agent_release.steps import scorers
+
+    rows = [SCORERS_INTRO]
+    for name in scorers.registered_scorers():
+        factory = scorers._REGISTRY[name]
+        args = []
+        for param in inspect.signature(factory, eval_str=True).parameters.values():
+            if param.default is inspect.Parameter.empty:
+                default = "required"
+            else:
+                default = f"default {_arg_default(param.default, scorers)}"
+            args.append(f"`{param.name}` ({_arg_type(param.annotation)}, {default})")
+        summary = (inspect.getdoc(factory) or "").split("\n\n")[0].replace("``", "`")
+        rows.append(f"| `{name}` | {_cell('; '.join(args) or 'none')} | {_cell(summary)} |\n")
+    return "".join(rows)
+
+
 def render() -> str:
     """The markdown reference for the current config model."""
     from agent_release.pipelines.config import PipelineConfig
@@ -141,6 +206,7 @@ def render() -> str:
                 if ref not in seen and ref in defs and "properties" in defs[ref]:
                     seen.add(ref)
                     queue.append((ref, defs[ref]))
+    parts.append(render_scorers())
     return "".join(parts)
 
 

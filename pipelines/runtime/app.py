@@ -13,9 +13,10 @@ into ``ClientError``: unknown endpoint/variant, bad body, wrong content type →
 failing model → ``ModelError`` (424, with ``OriginalStatusCode``). Request headers honoured:
 ``X-Amzn-SageMaker-Target-Variant`` and ``X-Amzn-SageMaker-Session-Id`` (see :mod:`.routing`).
 
-The two invocation paths are matched by hand before anything else: with uvicorn's pure-Python HTTP parser
-here, Starlette's router and request objects cost about 0.35 ms per call (1,650 vs 4,100 req/s for an echo
-app), more than the whole overhead budget. Everything else (ping, unknown paths) goes through Starlette.
+The two invocation paths are matched by hand before anything else: Starlette's router and request objects
+cost about 0.35 ms per call (1,650 vs 4,100 req/s for an echo app), more than the whole overhead budget. That
+was measured with uvicorn's pure-Python h11 parser; :mod:`.server` now runs httptools' parser (uvicorn's
+``auto`` choice only when httptools is missing). Everything else (ping, unknown paths) goes through Starlette.
 
 Endpoints come from the state database; a background thread re-reads them when the endpoint revision
 counter changes (checked every ``poll_interval_s``), so weight changes by another process apply within about

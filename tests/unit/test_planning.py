@@ -1,0 +1,32 @@
+"""`agent-release plan`: the gate line states the confidence level of the configured alpha."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent_release.pipelines.planning import confidence_label, plan_power
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("alpha", "label"), [(0.05, "95%"), (0.25, "75%"), (0.025, "97.5%"), (0.1, "90%"), (0.001, "99.9%")]
+)
+def test_confidence_label_follows_alpha(alpha: float, label: str) -> None:
+    assert confidence_label(alpha) == label
+
+
+def test_plan_states_the_confidence_level_of_the_configured_alpha(tmp_path: Path) -> None:
+    (tmp_path / "datasets").symlink_to(ROOT / "datasets")
+    text = (ROOT / "pipeline.yaml").read_text(encoding="utf-8")
+    assert "\n  alpha: 0.05\n" in text
+    (tmp_path / "pipeline.yaml").write_text(text.replace("\n  alpha: 0.05\n", "\n  alpha: 0.25\n", 1))
+
+    lines = plan_power(tmp_path / "pipeline.yaml", tmp_path / "state", assumed_sd=0.5, assumed_icc=0.1)
+
+    gate = next(line for line in lines if line.startswith("gate"))
+    assert "one-sided 75% lower confidence bound" in gate, gate
+    assert "95%" not in gate
+    assert "one-sided alpha 0.25" in gate
