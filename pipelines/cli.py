@@ -112,10 +112,12 @@ def main(verbose: bool) -> None:
 def validate(config_path: Path) -> None:
     """Check pipeline.yaml, the files it references and the datasets' data contracts."""
     from agent_release.pipelines.config import check_referenced_files, load_config
+    from agent_release.pipelines.config_checks import check_config
     from agent_release.steps.validate_datasets import validate_datasets
 
     loaded = load_config(config_path)
     check_referenced_files(loaded)
+    check_config(loaded)
     report = validate_datasets(loaded.config.datasets, loaded.base_dir)
     for ds in report.datasets:
         mark = "ok" if ds.success else "FAILED"

@@ -171,6 +171,39 @@ def _line_index(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[st
             _line_index(item, (*path, i), out)
 
 
+def _duplicate_key(node: yaml.Node, path: tuple[str | int, ...]) -> tuple[str, int] | None:
+    """The dotted path and line of the first key repeated within one mapping, at any depth."""
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if isinstance(key, str) and key != "<<":
+                if key in seen:
+                    return ".".join(str(p) for p in (*path, key)), key_node.start_mark.line + 1
+                seen.add(key)
+            found = _duplicate_key(value_node, (*path, key))
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            found = _duplicate_key(item, (*path, i))
+            if found is not None:
+                return found
+    return None
+
+
+def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    """Every key path of the YAML ``text`` mapped to its 1-based line (empty when it does not parse)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return {}
+    lines: dict[tuple[str | int, ...], int] = {}
+    if node is not None:
+        _line_index(node, (), lines)
+    return lines
+
+
 def _first_error_line(err: dict[str, Any], lines: dict[tuple[str | int, ...], int]) -> int | None:
     loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
     while loc:
@@ -214,6 +247,9 @@ def parse_config(text: str, source: str = "pipeline.yaml") -> PipelineConfig:
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     lines: dict[tuple[str | int, ...], int] = {}
     if node is not None:
+        duplicate = _duplicate_key(node, ())
+        if duplicate is not None:
+            raise ConfigError(f"{source}:{duplicate[1]}: {duplicate[0]}: duplicate key")
         _line_index(node, (), lines)
     try:
         return PipelineConfig.model_validate(data)

@@ -65,8 +65,11 @@ def local_runtime_environment(url: str, region: str) -> Iterator[None]:
 def load_for_run(config_path: Path, store: ExecutionStore | None, resume_id: str | None) -> LoadedConfig:
     """The config of a new execution (from the file) or of a resumed one (as stored when it started)."""
     if resume_id is None:
+        from agent_release.pipelines.config_checks import check_config
+
         loaded = load_config(config_path)
         check_referenced_files(loaded)
+        check_config(loaded)
         return loaded
     if store is None:
         raise ValueError("resuming needs the state database")

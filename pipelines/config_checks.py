@@ -1,0 +1,185 @@
+"""Checks of pipeline.yaml that one section's pydantic model cannot make on its own.
+
+They need another section (a decision metric must be produced by a configured scorer), an import (user
+scorers, the toolset) or a referenced file (the training cohorts). ``validate`` and a new ``run`` both call
+:func:`check_config` after :func:`~agent_release.pipelines.config.check_referenced_files`, so a mistake
+fails before anything is trained, registered or deployed, with one line naming the key and its line. The
+other commands that load the config (``promote``, ``plan``, ``compile``/``upsert``) do not: building the
+scorers imports MLflow and the user's scorer modules, which may exist only in the step image.
+
+What still needs run-time state and is left to the steps: whether an explicit ``deploy.champion`` /
+``deploy.challenger`` ARN or version exists in the registry, and whether an ``approved`` champion exists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines
+from agent_release.steps.decide_promotion import COUNTED_FIELDS
+from agent_release.steps.evaluate_config import ScorerSpec
+from agent_release.steps.scorers import ScorerConfigError, build_scorer, effective_specs
+
+# Metrics decide_promotion reads from the row itself rather than from ``CaseResult.scores``
+# (``_row_value``): ``error``, ``latency_s`` and the counted fields. Any other metric must be a scorer name.
+ROW_FIELD_METRICS: tuple[str, ...] = ("error", "latency_s", *COUNTED_FIELDS)
+
+# numpy's and scikit-learn's accepted range for a seed / random_state.
+SEED_MAX = 2**32 - 1
+
+_T = TypeVar("_T")
+
+
+class _Reporter:
+    """Builds the one-line error ``<file>:<line>: <dotted.key>: <message>``."""
+
+    def __init__(self, loaded: LoadedConfig) -> None:
+        self.source = str(loaded.path)
+        self.lines = key_lines(loaded.text)
+
+    def error(self, key: tuple[str | int, ...], message: str) -> ConfigError:
+        loc = key
+        line = None
+        while loc:
+            if loc in self.lines:
+                line = self.lines[loc]
+                break
+            loc = loc[:-1]
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where}: {'.'.join(str(p) for p in key)}: {message}")
+
+
+def check_config(loaded: LoadedConfig) -> None:
+    """Raise :class:`ConfigError` (one line) for the first cross-section mistake in ``loaded``."""
+    report = _Reporter(loaded)
+    metrics = check_scorers(loaded, report)
+    check_metrics(loaded, report, metrics)
+    check_deploy(loaded, report)
+    check_train(loaded, report)
+    check_tools(loaded, report)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _guard(key: tuple[str | int, ...], report: _Reporter, fn: Callable[[], _T], what: str) -> _T:
+    try:
+        return fn()
+    except ScorerConfigError as exc:
+        raise report.error(key, str(exc)) from None
+    except Exception as exc:  # user code (a scorer or toolset import) may raise anything
+        raise report.error(key, f"{what}: {_one_line(exc)}") from None
+
+
+def check_scorers(loaded: LoadedConfig, report: _Reporter) -> set[str]:
+    """Build every effective scorer as evaluate_variants will; return the metric names they produce."""
+    evaluate = loaded.config.evaluate
+    names: dict[str, int] = {}
+    for index, spec in enumerate(effective_specs(evaluate)):
+        key: tuple[str | int, ...] = (
+            ("evaluate", "scorers", index, "name") if index < len(evaluate.scorers) else ("evaluate", "judge")
+        )
+
+        def build(spec: ScorerSpec = spec) -> str:
+            return build_scorer(spec).name
+
+        name = _guard(key, report, build, f"scorer '{spec.name}' cannot be built")
+        if name in names:
+            raise report.error(
+                key, f"scorer name '{name}' is produced twice (also by evaluate.scorers.{names[name]})"
+            )
+        names[name] = index
+    return set(names)
+
+
+def check_metrics(loaded: LoadedConfig, report: _Reporter, scorer_metrics: set[str]) -> None:
+    """The gate's primary metric and guardrail metrics must be scorer names or per-row fields."""
+    decide = loaded.config.decide
+    valid = scorer_metrics | set(ROW_FIELD_METRICS)
+
+    def unknown(metric: str) -> str:
+        return (
+            f"'{metric}' is not produced by any configured scorer nor a per-row field "
+            f"(valid: {', '.join(sorted(valid))})"
+        )
+
+    if decide.primary_metric not in valid:
+        raise report.error(("decide", "primary_metric"), unknown(decide.primary_metric))
+    for index, guard in enumerate(decide.guardrails):
+        if guard.metric not in valid:
+            raise report.error(("decide", "guardrails", index, "metric"), unknown(guard.metric))
+
+
+def _package_ref_ok(ref: str | int, keyword: str) -> bool:
+    if isinstance(ref, int):
+        return ref >= 1
+    return ref == keyword or ref.startswith("arn:") or (ref.isdigit() and int(ref) >= 1)
+
+
+def check_deploy(loaded: LoadedConfig, report: _Reporter) -> None:
+    """Distinct variant names, a positive weight sum, faults on known variants, well-formed package refs."""
+    deploy = loaded.config.deploy
+    if deploy.champion_variant_name == deploy.challenger_variant_name:
+        raise report.error(
+            ("deploy", "challenger_variant_name"),
+            f"must differ from deploy.champion_variant_name ('{deploy.champion_variant_name}')",
+        )
+    if deploy.challenger is not None and deploy.champion_weight + deploy.challenger_weight <= 0:
+        raise report.error(("deploy", "challenger_weight"), "champion_weight + challenger_weight must be > 0")
+    variants = {deploy.champion_variant_name, deploy.challenger_variant_name}
+    for name in deploy.faults:
+        if name not in variants:
+            raise report.error(
+                ("deploy", "faults", name), f"unknown variant (known: {', '.join(sorted(variants))})"
+            )
+    if not _package_ref_ok(deploy.champion, "approved"):
+        raise report.error(
+            ("deploy", "champion"),
+            f"{deploy.champion!r} is neither 'approved', a package ARN nor a version number >= 1",
+        )
+    if deploy.challenger is not None and not _package_ref_ok(deploy.challenger, "latest_pending"):
+        raise report.error(
+            ("deploy", "challenger"),
+            f"{deploy.challenger!r} is neither 'latest_pending', a package ARN, a version number >= 1 nor null",
+        )
+
+
+def check_train(loaded: LoadedConfig, report: _Reporter) -> None:
+    """The seed in numpy/scikit-learn's range; the cohorts present in the training data."""
+    train = loaded.config.train
+    if train is None:
+        return
+    if not 0 <= train.seed <= SEED_MAX:
+        raise report.error(("train", "seed"), f"must be between 0 and 2**32-1 ({SEED_MAX}), got {train.seed}")
+    if not train.enabled or not train.cohorts:
+        return
+    from agent_release.agents.demo_model.training import load_examples
+
+    data = loaded.resolve(train.data)
+    examples = _guard(("train", "data"), report, lambda: load_examples(data), "cannot read training data")
+    available = sorted({e.cohort for e in examples})
+    unknown = sorted(set(train.cohorts) - set(available))
+    if unknown:
+        raise report.error(
+            ("train", "cohorts"),
+            f"{', '.join(unknown)} not in {train.data} (it has {', '.join(available) or 'no cohorts'})",
+        )
+
+
+def check_tools(loaded: LoadedConfig, report: _Reporter) -> None:
+    """The toolset loads and every name in ``agent.tools`` is one of its tools."""
+    from agent_release.agents.builder import load_toolset
+
+    agent = loaded.config.agent
+    data_dir = loaded.resolve(agent.tool_data_dir)
+    key: tuple[str, ...] = ("agent", "tools") if agent.tools is not None else ("agent", "toolset")
+    try:
+        load_toolset(agent.toolset, data_dir, agent.tools)
+    except ValueError as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
+        raise report.error(("agent", "toolset") if message.startswith("toolset") else key, message) from None
+    except Exception as exc:  # a user toolset factory may raise anything
+        raise report.error(("agent", "toolset"), f"cannot load toolset: {_one_line(exc)}") from None
