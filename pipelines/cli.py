@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -33,6 +34,16 @@ def _state_dir() -> Path:
     return resolve_state_dir()
 
 
+def _existing_state_dir() -> Path:
+    """The state directory for a read-only command; never created (a wrong cwd must not look like a clean state)."""
+    state_dir = _state_dir()
+    if not state_dir.is_dir():
+        raise CommandFailed(
+            f"no state directory at {state_dir} (run from the project directory or set AGENT_RELEASE_HOME)"
+        )
+    return state_dir
+
+
 def _fail(message: str) -> None:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
@@ -47,7 +58,10 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            execution_id = getattr(exc, "execution_id", None)
+            if execution_id:
+                _fail(f"interrupted; resume with `agent-release run --resume {execution_id}`")
             _fail("interrupted; resume with `agent-release run --resume <id>` (see `agent-release status`)")
         except Exception as exc:
             if os.environ.get("AGENT_RELEASE_DEBUG"):
@@ -62,6 +76,19 @@ def handle_errors(fn: F) -> F:
             _fail(prefix + one_line(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _sigterm_as_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (timeout, CI, systemd) takes the Ctrl-C path: a run or shift rolls back and says so."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _install_sigterm_handler() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -82,6 +109,35 @@ def _setup_logging(verbose: bool) -> None:
         warnings.filterwarnings("ignore")
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+def _float_in(low: float, high: float) -> Callable[[click.Context, click.Parameter, Any], float | None]:
+    """A click callback: a finite float in [low, high], or a usage error naming the option (exit 2)."""
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> float | None:
+        if value is None:
+            return None
+        if not (math.isfinite(value) and low <= value <= high):
+            raise click.BadParameter(f"must be a finite number in [{low:g}, {high:g}], got {value!r}")
+        return float(value)
+
+    return check
+
+
+def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
+    """``--schedule 10,50,100`` as floats; anything else is a usage error naming the option (exit 2)."""
+    if not value:
+        return None
+    steps: list[float] = []
+    for part in value.split(","):
+        try:
+            step = float(part)
+        except ValueError:
+            raise click.BadParameter(f"{part.strip()!r} is not a number (expected e.g. 10,50,100)") from None
+        if not math.isfinite(step):
+            raise click.BadParameter(f"{part.strip()!r} is not a finite number")
+        steps.append(step)
+    return steps
 
 
 config_option = click.option(
@@ -153,6 +209,7 @@ def run(config_path: Path, resume_id: str | None, quiet: bool, as_json: bool) ->
     from agent_release.pipelines.console import RunConsole
     from agent_release.pipelines.local_run import run_local
 
+    _install_sigterm_handler()
     console = RunConsole(quiet=quiet or as_json)
     state_dir = _state_dir()
     result = run_local(config_path, state_dir=state_dir, resume_id=resume_id, console=console)
@@ -238,8 +295,10 @@ def serve(port: int, host: str) -> None:
     """Run the local SageMaker endpoint runtime in the foreground for the deployed endpoints."""
     from agent_release.pipelines.runtime.server import serve as serve_forever
 
-    click.echo(f"serving SageMaker Runtime on http://{host}:{port} (Ctrl-C stops)", err=True)
-    serve_forever(_state_dir(), host=host, port=port)
+    def announce(url: str) -> None:
+        click.echo(f"serving SageMaker Runtime on {url} (Ctrl-C stops)", err=True)
+
+    serve_forever(_state_dir(), host=host, port=port, on_bound=announce)
 
 
 # -- plan -----------------------------------------------------------------------------------------------------
@@ -247,8 +306,22 @@ def serve(port: int, host: str) -> None:
 
 @main.command()
 @config_option
-@click.option("--sd", "assumed_sd", type=float, default=None, help="Assumed SD of per-case differences.")
-@click.option("--icc", "assumed_icc", type=float, default=None, help="Assumed intra-cluster correlation.")
+@click.option(
+    "--sd",
+    "assumed_sd",
+    type=float,
+    default=None,
+    callback=_float_in(0.0, math.inf),
+    help="Assumed SD of per-case differences.",
+)
+@click.option(
+    "--icc",
+    "assumed_icc",
+    type=float,
+    default=None,
+    callback=_float_in(0.0, 1.0),
+    help="Assumed intra-cluster correlation.",
+)
 @handle_errors
 def plan(config_path: Path, assumed_sd: float | None, assumed_icc: float | None) -> None:
     """Power analysis: the minimum detectable effect of the configured golden set."""
@@ -273,15 +346,22 @@ def _actor() -> str:
 @main.command()
 @click.argument("variant")
 @config_option
-@click.option("--schedule", default=None, help="Comma-separated challenger percentages, e.g. 10,50,100.")
+@click.option(
+    "--schedule",
+    default=None,
+    callback=_schedule,
+    help="Comma-separated challenger percentages, e.g. 10,50,100.",
+)
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
 @handle_errors
-def promote(variant: str, config_path: Path, schedule: str | None, quiet: bool) -> None:
+def promote(variant: str, config_path: Path, schedule: list[float] | None, quiet: bool) -> None:
     """Shift traffic to VARIANT progressively with live guards (continues a manual approval)."""
     from agent_release.pipelines.release_actions import promote_command
 
-    steps = [float(p) for p in schedule.split(",")] if schedule else None
-    report = promote_command(config_path, _state_dir(), variant, actor=_actor(), schedule=steps, quiet=quiet)
+    _install_sigterm_handler()
+    report = promote_command(
+        config_path, _state_dir(), variant, actor=_actor(), schedule=schedule, quiet=quiet
+    )
     click.echo(f"{report.action}: {report.reason}")
     if report.action == "rolled_back":
         raise CommandFailed(f"promotion of {variant} rolled back: {report.reason}")
@@ -295,6 +375,7 @@ def rollback(config_path: Path, reason: str) -> None:
     """Send 100% of traffic back to the champion now."""
     from agent_release.pipelines.release_actions import rollback_command
 
+    _install_sigterm_handler()
     state = rollback_command(config_path, _state_dir(), actor=_actor(), reason=reason)
     weights = ", ".join(f"{v.name}={v.current_weight:g}" for v in state.variants)
     click.echo(f"rolled back {state.name}: {weights}")
@@ -308,7 +389,7 @@ def audit(action: str, as_json: bool) -> None:
     """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
     from agent_release.pipelines.local_backend import LocalBackend
 
-    backend = LocalBackend(_state_dir())
+    backend = LocalBackend(_existing_state_dir())
     if action == "verify":
         problems = backend.verify_audit()
         if problems:
@@ -335,7 +416,7 @@ def report(execution_id: str | None) -> None:
     from agent_release.pipelines.executor import ExecutionStore
     from agent_release.pipelines.report import render_report
 
-    state_dir = _state_dir()
+    state_dir = _existing_state_dir()
     store = ExecutionStore(state_dir)
     try:
         row = store.execution(execution_id) if execution_id else store.latest()

@@ -602,7 +602,15 @@ class LocalBackend:
             prev = entry.hash
         head_path = self._audit_head_path()
         if head_path.exists():
-            head = json.loads(head_path.read_text())
+            try:
+                head = json.loads(head_path.read_text())
+                if not isinstance(head, dict) or "seq" not in head or "hash" not in head:
+                    raise KeyError("seq and hash are required")
+            except (ValueError, TypeError, KeyError) as exc:
+                problems.append(
+                    f"the ledger's recorded head {head_path} is damaged ({type(exc).__name__}: {exc})"
+                )
+                return problems
             last = entries[-1] if entries else None
             if last is None or last.seq != head["seq"] or last.hash != head["hash"]:
                 problems.append(

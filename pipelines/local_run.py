@@ -62,6 +62,14 @@ def local_runtime_environment(url: str, region: str) -> Iterator[None]:
                 os.environ[k] = v
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during an execution; carries its id for the resume hint."""
+
+    def __init__(self, execution_id: str) -> None:
+        super().__init__(execution_id)
+        self.execution_id = execution_id
+
+
 def load_for_run(config_path: Path, store: ExecutionStore | None, resume_id: str | None) -> LoadedConfig:
     """The config of a new execution (from the file) or of a resumed one (as stored when it started)."""
     if resume_id is None:
@@ -147,6 +155,8 @@ def run_local(
                         extras={"tracking_ready": True},
                     )
                     return executor.run(execution_id, steps, context, resume=resume_id is not None)
+            except KeyboardInterrupt as exc:
+                raise RunInterrupted(execution_id) from exc
             finally:
                 backend.stop_runtime()
     finally:

@@ -66,16 +66,36 @@ def connect(state_dir: Path, *, timeout_s: float | None = None) -> sqlite3.Conne
     ``BEGIN IMMEDIATE`` where read-modify-write must be atomic across processes. ``timeout_s`` defaults to
     :func:`busy_timeout_s`.
     """
+    if state_dir.exists() and not state_dir.is_dir():
+        raise StateDbUnavailable(f"state directory {state_dir} is not a directory (check AGENT_RELEASE_HOME)")
     state_dir.mkdir(parents=True, exist_ok=True)
     timeout = busy_timeout_s() if timeout_s is None else timeout_s
-    conn = sqlite3.connect(
-        state_db_path(state_dir), timeout=timeout, isolation_level=None, check_same_thread=False
-    )
-    conn.row_factory = sqlite3.Row
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA foreign_keys=ON")
+    path = state_db_path(state_dir)
+    try:
+        conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    except sqlite3.DatabaseError as exc:
+        if is_locked_error(exc):
+            raise
+        raise StateDbUnavailable(_open_failure(path, exc)) from exc
     return conn
+
+
+class StateDbUnavailable(RuntimeError):
+    """The state database cannot be opened; ``str()`` names the file and the cause."""
+
+
+def _open_failure(path: Path, exc: sqlite3.DatabaseError) -> str:
+    text = str(exc)
+    if "not a database" in text or "malformed" in text:
+        return f"state database {path} is damaged ({text}); move it aside or restore it from a backup"
+    unwritable = not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK))
+    if ("unable to open" in text or "readonly" in text) and unwritable:
+        return f"state database {path} cannot be opened for writing (read-only?): {text}"
+    return f"state database {path} cannot be opened: {text}"
 
 
 def ensure_schema(conn: sqlite3.Connection, ddl: str) -> None:

@@ -16,6 +16,7 @@ import logging
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -175,7 +176,13 @@ class RuntimeServer:
         self.stop()
 
 
-def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info") -> None:
+def serve(
+    state_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+    on_bound: Callable[[str], None] | None = None,
+) -> None:
     """Serve the endpoints of ``state_dir`` in the foreground until interrupted.
 
     Returns normally after Ctrl-C. On SIGTERM uvicorn shuts down gracefully and then re-raises the signal, so
@@ -185,6 +192,8 @@ def serve(state_dir: Path, host: str = "127.0.0.1", port: int = 8080, log_level:
     state_dir = Path(state_dir)
     sock = _bind(host, port)
     url = _url(sock)
+    if on_bound is not None:
+        on_bound(url)  # after the bind, so a port in use never prints a "serving" line first
     app = RuntimeApp(state_dir)
     app.on_shutdown.append(lambda: remove_runtime_file(state_dir, url))
     server = uvicorn.Server(_config(app, log_level))

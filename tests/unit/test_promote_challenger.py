@@ -526,3 +526,44 @@ def test_a_canary_step_with_too_few_calls_is_not_called_green(env: Env) -> None:
     assert "every guard green" not in entry.reason
     assert "step 50/100% saw fewer than 5 challenger calls" in entry.reason
     assert "too few for the guards to judge" in report.reason
+
+
+def test_sigterm_mid_shift_puts_the_champion_back_like_ctrl_c(env: Env) -> None:
+    """What `run`/`promote` do when a timeout, CI or systemd stops them with SIGTERM during the canary."""
+    import os
+    import signal
+    import threading
+
+    from agent_release.pipelines.cli import _install_sigterm_handler
+
+    previous = signal.getsignal(signal.SIGTERM)
+    _install_sigterm_handler()
+    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=5.0)
+    shifted = threading.Event()
+
+    class Watching(LocalBackend):
+        def update_weights(self, name: str, weights: Mapping[str, float]) -> Any:
+            state = super().update_weights(name, weights)
+            if weights.get("challenger", 0.0) > 0:
+                shifted.set()
+            return state
+
+    backend = Watching(env.state_dir)
+    killer = threading.Thread(
+        target=lambda: shifted.wait(30) and (time.sleep(0.3), os.kill(os.getpid(), signal.SIGTERM)),
+        daemon=True,
+    )
+    killer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            promote_challenger(
+                config, make_inputs(env, "promote"), backend, tools_factory=tools, progress=None
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        killer.join(timeout=30)
+    assert shifted.is_set()
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+    entry = env.backend.list_audit()[-1]
+    assert entry.action == "rollback" and entry.evidence["trigger"] == "error"
+    assert "KeyboardInterrupt" in entry.reason
