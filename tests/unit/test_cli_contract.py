@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _shared.pipeline_yaml import edit, line_of
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "agent_release.pipelines.cli"]
@@ -37,20 +38,6 @@ def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str)
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
-
-
-def edit(project: Path, old: str, new: str) -> None:
-    p = project / "pipeline.yaml"
-    text = p.read_text()
-    assert old in text
-    p.write_text(text.replace(old, new, 1))
-
-
-def line_of(project: Path, needle: str) -> int:
-    for i, line in enumerate((project / "pipeline.yaml").read_text().splitlines(), start=1):
-        if needle in line:
-            return i
-    raise AssertionError(needle)
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _shared.pipeline_yaml import edit, line_of
 
 from agent_release.pipelines.config import ConfigError, check_referenced_files, load_config
 from agent_release.pipelines.config_checks import ROW_FIELD_METRICS, check_config
@@ -25,20 +26,6 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "datasets").symlink_to(ROOT / "datasets")
     shutil.copy(ROOT / "pipeline.yaml", tmp_path / "pipeline.yaml")
     return tmp_path
-
-
-def edit(project: Path, old: str, new: str) -> None:
-    p = project / "pipeline.yaml"
-    text = p.read_text()
-    assert old in text, old
-    p.write_text(text.replace(old, new, 1))
-
-
-def line_of(project: Path, needle: str) -> int:
-    for i, line in enumerate((project / "pipeline.yaml").read_text().splitlines(), start=1):
-        if needle in line:
-            return i
-    raise AssertionError(needle)
 
 
 def check(project: Path) -> None:
