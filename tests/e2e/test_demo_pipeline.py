@@ -25,7 +25,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AGENT_RELEASE_HOME": str(home)}
+    # Only this project's state: an MLFLOW_TRACKING_URI left by another test would redirect the run.
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    env["AGENT_RELEASE_HOME"] = str(home)
     return subprocess.run([*CLI, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
 
 
@@ -109,6 +111,7 @@ def test_status_json_contract(demo: dict[str, Any]) -> None:
 
 def test_mlflow_lists_both_agent_versions_with_aliases(demo: dict[str, Any]) -> None:
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     uri = f"sqlite:///{demo['home'] / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -118,7 +121,8 @@ def test_mlflow_lists_both_agent_versions_with_aliases(demo: dict[str, Any]) -> 
     champion = client.get_model_version_by_alias("support-agent", "champion")
     assert champion.tags["agent_release.variant"] == "challenger"
     assert int(champion.version) == max(int(v.version) for v in versions)
-    assert all("challenger" not in v.aliases for v in versions)
+    with pytest.raises(MlflowException):
+        client.get_model_version_by_alias("support-agent", "challenger")
     models = client.search_logged_models(
         experiment_ids=[client.get_experiment_by_name("support-agent").experiment_id]
     )

@@ -285,6 +285,9 @@ def test_a_shard_step_checks_the_whole_pinned_dataset(
 
     fake_evaluate.__name__ = "evaluate_variants"  # the DAG names its steps after the step functions
     monkeypatch.setattr(evaluate_module, "evaluate_variants", fake_evaluate)
+    # The step configures MLflow tracking, and mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI: keep
+    # that from leaking into later tests' CLI subprocesses (monkeypatch restores the variable).
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'leak-guard.db'}")
 
     def shard_step() -> Any:
         return run_remote_step(
@@ -303,3 +306,6 @@ def test_a_shard_step_checks_the_whole_pinned_dataset(
     with pytest.raises(StepFailed, match="changed after validate_datasets pinned it"):
         shard_step()
     assert len(evaluated) == 1
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
