@@ -60,9 +60,11 @@ def handle_errors(fn: F) -> F:
             raise
         except KeyboardInterrupt as exc:
             execution_id = getattr(exc, "execution_id", None)
-            if execution_id:
-                _fail(f"interrupted; resume with `agent-release run --resume {execution_id}`")
-            _fail("interrupted; resume with `agent-release run --resume <id>` (see `agent-release status`)")
+            _fail(
+                f"interrupted; resume with `agent-release run --resume {execution_id}`"
+                if execution_id
+                else "interrupted; resume with `agent-release run --resume <id>` (see `agent-release status`)"
+            )
         except Exception as exc:
             if os.environ.get("AGENT_RELEASE_DEBUG"):
                 raise

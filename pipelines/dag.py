@@ -180,8 +180,11 @@ def _evaluate_variants(run: StepRun) -> Any:
     path = ctx.loaded.resolve(spec.path)
     # A SageMaker shard step evaluates a slice of the file validation pinned: check the whole file.
     whole = ctx.extras.get(DATASET_SHARD_OF)
-    pinned_dataset_hash(run, cfg.evaluate.dataset, Path(whole) if whole else path)
-    digest = dataset_hash(path)
+    if whole:
+        pinned_dataset_hash(run, cfg.evaluate.dataset, Path(whole))
+        digest = dataset_hash(path)
+    else:
+        digest = pinned_dataset_hash(run, cfg.evaluate.dataset, path)
     progress = ctx.progress.eval_progress if ctx.progress is not None else None
     report = evaluate_variants(
         cfg.evaluate,

@@ -120,12 +120,12 @@ def run_local(
     from agent_release.pipelines.tracking import configure_tracking, resolve_tracking_uri
 
     console = console or RunConsole(quiet=True)
-    if resume_id is None:
-        # Validate before touching the state directory: a bad config must leave no trace behind.
-        load_for_run(config_path, None, None)
+    # A new run's config is checked before the state directory is touched (a bad config leaves no trace);
+    # a resumed one comes from the state database.
+    fresh = load_for_run(config_path, None, None) if resume_id is None else None
     store = ExecutionStore(state_dir)
     try:
-        loaded = load_for_run(config_path, store, resume_id)
+        loaded = fresh or load_for_run(config_path, store, resume_id)
         cfg = loaded.config
         steps = pipeline_steps()
         backend = LocalBackend(state_dir)

@@ -211,9 +211,9 @@ def endpoint_moved_on(
         return None
     state = _describe(backend, endpoint)
     serving = next((v for v in state.variants if v.name == challenger), None)
-    now = "is gone" if serving is None else f"now serves {serving.package_arn or 'no registered package'}"
     if serving is not None and serving.package_arn == evaluated_arn:
         return None
+    now = "is gone" if serving is None else f"now serves {serving.package_arn or 'no registered package'}"
     return (
         f"endpoint {endpoint} changed after this execution deployed it: variant {challenger} {now}, "
         f"not the evaluated {evaluated_arn}; nothing shifted"
@@ -560,17 +560,15 @@ class _Promotion:
             for percent, check in zip(self.schedule, checks, strict=False)
             if (reading := check.readings.get(r.challenger)) is None or reading.invocations < min_calls
         ]
-        caveat = (
-            f"; step {'/'.join(f'{p:g}' for p in unjudged)}% saw fewer than {min_calls} challenger calls, "
-            "too few for the guards to judge"
+        verdict = (
+            f"no guard tripped; step {'/'.join(f'{p:g}' for p in unjudged)}% saw fewer than {min_calls} "
+            "challenger calls, too few for the guards to judge"
             if unjudged
-            else ""
+            else "every guard green"
         )
         entry = self.audit(
             AUDIT_PROMOTE,
-            f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with no guard tripped{caveat}"
-            if unjudged
-            else f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with every guard green",
+            f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with {verdict}",
             {
                 "unjudged_steps": unjudged,
                 **r.evidence,
@@ -587,7 +585,7 @@ class _Promotion:
         return self.report(
             "promoted",
             f"{r.challenger} serves 100% after steps {'/'.join(f'{p:g}' for p in self.schedule)}% "
-            f"with {'no guard tripped' if unjudged else 'guards green'}{caveat}; package Approved",
+            f"with {verdict}; package Approved",
         )
 
     def bake(self, monitor: GuardMonitor, since: float, seconds: float, label: str) -> GuardCheck:

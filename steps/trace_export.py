@@ -50,7 +50,6 @@ __all__ = [
     "current_writer_pid",
     "install_row_first_export",
     "is_database_uri",
-    "is_locked_error",
     "uninstall_row_first_export",
     "write_batch",
 ]
@@ -108,8 +107,12 @@ def write_batch(client: Any, batch: Batch) -> int:
     return failed
 
 
-def is_locked_error(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite refusing a write because another connection holds the lock."""
+def _is_locked(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite refusing a write because another connection holds the lock.
+
+    Unlike ``pipelines.state_db.is_locked_error`` (a raw ``sqlite3.OperationalError``, and not importable
+    from steps), the store's error arrives wrapped by SQLAlchemy or MLflow: only its message says so.
+    """
     return "database is locked" in str(exc).lower()
 
 
@@ -122,7 +125,7 @@ def _retry_if_locked(call: Callable[..., Any], *args: Any) -> Any:
         try:
             return call(*args)
         except Exception as exc:
-            if not is_locked_error(exc):
+            if not _is_locked(exc):
                 raise
             time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
     return call(*args)

@@ -21,12 +21,35 @@ def test_sigterm_raises_keyboard_interrupt_like_sigint() -> None:
         signal.signal(signal.SIGTERM, previous)
 
 
-@pytest.mark.parametrize("command", ["run", "promote", "rollback"])
-def test_shifting_commands_install_the_sigterm_handler(command: str) -> None:
-    import inspect
+@pytest.mark.parametrize(
+    ("args", "module", "action"),
+    [
+        (["run"], "agent_release.pipelines.local_run", "run_local"),
+        (["promote", "challenger"], "agent_release.pipelines.release_actions", "promote_command"),
+        (["rollback"], "agent_release.pipelines.release_actions", "rollback_command"),
+    ],
+)
+def test_shifting_commands_turn_sigterm_into_an_interrupt_before_acting(
+    args: list[str], module: str, action: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import importlib
 
-    source = inspect.getsource(getattr(cli, command).callback)
-    assert "_install_sigterm_handler()" in source
+    from click.testing import CliRunner
+
+    handlers: list[object] = []
+
+    def acting(*_: object, **__: object) -> None:
+        handlers.append(signal.getsignal(signal.SIGTERM))
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(importlib.import_module(module), action, acting)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        result = CliRunner().invoke(cli.main, args, env={"AGENT_RELEASE_HOME": str(tmp_path)})
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert result.exit_code == 1 and "stop here" in result.output
+    assert handlers == [cli._sigterm_as_interrupt]  # in place when the command started acting
 
 
 @pytest.mark.parametrize(
