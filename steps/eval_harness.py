@@ -20,12 +20,13 @@ Usage::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -303,6 +304,33 @@ async def _run_all(
     return list(await asyncio.gather(*(guarded(u) for u in units)))
 
 
+# Strands logs one ERROR line for each failed agent call ("event loop cycle failed", "SageMaker error").
+# During an evaluation every failure is already a row with its error, and the run ends with one summary
+# line, so those records go to DEBUG instead of interleaving with the progress display.
+CASE_ERROR_LOGGERS = ("strands.event_loop.event_loop", "strands.models.sagemaker")
+
+
+class _DemoteToDebug(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
+@contextlib.contextmanager
+def _case_errors_at_debug() -> Iterator[None]:
+    demote = _DemoteToDebug()
+    loggers = [logging.getLogger(name) for name in CASE_ERROR_LOGGERS]
+    for each in loggers:
+        each.addFilter(demote)
+    try:
+        yield
+    finally:
+        for each in loggers:
+            each.removeFilter(demote)
+
+
 def run_cases(
     units: Sequence[CaseUnit],
     *,
@@ -322,8 +350,18 @@ def run_cases(
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
     )
-    with fewer_gc_pauses():  # ~3 ms of collector work per case otherwise (see steps/gc_pauses.py)
-        return asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress, score))
+    with fewer_gc_pauses(), _case_errors_at_debug():  # gc: ~3 ms of collector work per case otherwise
+        outcomes = asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress, score))
+    failed = [o for o in outcomes if o.error is not None]
+    if failed:
+        logger.warning(
+            "variant=<%s>, failed=<%d>, cases=<%d>, first=<%s> | cases failed; each is a row with its error",
+            variant,
+            len(failed),
+            len(outcomes),
+            failed[0].error,
+        )
+    return outcomes
 
 
 def log_stand_in_traces(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -64,7 +65,8 @@ def test_faulty_variant_is_retried_and_completes(world: EvalWorld) -> None:
     assert all(r.scores["task_success"] == 1.0 for r in rows)
 
 
-def test_unrecoverable_faults_are_error_rows(world: EvalWorld) -> None:
+def test_unrecoverable_faults_are_error_rows(world: EvalWorld, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
     report = _evaluate(world, max_retries=0, stream=False)
     ev = {v.variant: v for v in report.variants}  # type: ignore[attr-defined]
     rows = [r for r in report.rows if r.variant == "challenger"]  # type: ignore[attr-defined]
@@ -77,3 +79,8 @@ def test_unrecoverable_faults_are_error_rows(world: EvalWorld) -> None:
     assert all(r.trace_id for r in rows)
     assert ev["challenger"].retries == 0
     assert ev["champion"].cases_errored == 0
+    # One summary line for the failing variant, not one ERROR line from Strands per failed case.
+    assert not [r for r in caplog.records if r.name.startswith("strands") and r.levelno >= logging.ERROR]
+    summaries = [r.getMessage() for r in caplog.records if "cases failed" in r.getMessage()]
+    assert len(summaries) == 1 and "variant=<challenger>" in summaries[0]
+    assert f"failed=<{len(errored)}>" in summaries[0]
