@@ -281,15 +281,14 @@ def test_the_writer_process_puts_a_sqlite_store_in_wal_mode(
     assert mode == ("delete" if switch == "0" else "wal")
 
 
-def test_wal_mode_leaves_other_stores_alone() -> None:
-    from types import SimpleNamespace
-
-    import sqlalchemy
-
+def test_wal_mode_leaves_other_stores_alone(tmp_path: Path) -> None:
     from agent_release.steps.trace_writer_process import use_write_ahead_log
 
-    assert use_write_ahead_log(SimpleNamespace()) is False  # not a SQLAlchemy store (a tracking server)
-    postgres = SimpleNamespace(engine=SimpleNamespace(dialect=SimpleNamespace(name="postgresql")))
-    assert use_write_ahead_log(postgres) is False
-    # SQLite keeps an in-memory database's journal in memory: the switch answers "memory", not "wal".
-    assert use_write_ahead_log(SimpleNamespace(engine=sqlalchemy.create_engine("sqlite://"))) is False
+    class NotSqlAlchemy:
+        pass
+
+    assert use_write_ahead_log(NotSqlAlchemy()) is False
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    memory = SqlAlchemyStore("sqlite:///:memory:", str(tmp_path / "artifacts"))
+    assert use_write_ahead_log(memory) is False  # SQLite keeps an in-memory database's journal in memory
