@@ -9,7 +9,6 @@ the pipe closes.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -39,50 +38,6 @@ def read_experiments_once_per_batch(store: Any) -> Callable[[], None]:
     return cache.clear
 
 
-logger = logging.getLogger(__name__)
-
-WAL_SWITCH = "AGENT_RELEASE_SQLITE_WAL"
-
-
-def use_write_ahead_log(store: Any) -> bool:
-    """Put a SQLite tracking store in WAL mode, with this process's connections at ``synchronous=NORMAL``.
-
-    In SQLite's default rollback-journal mode every commit creates, syncs and deletes a journal file; the
-    writer commits once per trace (``start_trace``) and once per batch of spans, and that bookkeeping was
-    about a quarter of its time per trace (``docs/performance.md``). In WAL mode a commit appends to one log
-    and, at ``synchronous=NORMAL``, syncs only at checkpoints: a crash of any process loses nothing
-    committed, a power cut can lose the last commits. Readers (the pipeline reading runs and traces back)
-    no longer wait for the writer either. It is the mode MLflow's own ``fs2db`` migration sets. WAL mode
-    is a property of the database file, so it stays on for every later user of the file; it needs a local
-    file system (not NFS). ``AGENT_RELEASE_SQLITE_WAL=0`` leaves the file as it is.
-
-    Returns whether the store is now in WAL mode; any other store, or a file SQLite cannot switch (e.g.
-    another connection holds a transaction), is left alone.
-    """
-    engine = getattr(store, "engine", None)
-    if engine is None or engine.dialect.name != "sqlite" or os.environ.get(WAL_SWITCH, "1") == "0":
-        return False
-    from sqlalchemy import event
-
-    try:
-        with engine.connect() as conn:
-            mode = str(conn.exec_driver_sql("PRAGMA journal_mode=WAL").scalar()).lower()
-    except Exception as exc:
-        logger.warning("error=<%s> | cannot switch the tracking database to WAL mode; leaving it", exc)
-        return False
-    if mode != "wal":  # e.g. an in-memory database
-        return False
-
-    def normal_sync(dbapi_conn: Any, _record: Any) -> None:
-        cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    event.listen(engine, "connect", normal_sync)
-    engine.dispose()  # pooled connections were opened before the listener
-    return True
-
-
 def main(argv: list[str]) -> int:
     """Serve batches until the parent closes the pipe."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -95,7 +50,6 @@ def main(argv: list[str]) -> int:
     outbox = Connection(int(argv[1]), readable=False)
     client = TracingClient()
     end_of_batch = read_experiments_once_per_batch(client.store)
-    use_write_ahead_log(client.store)
     freeze_long_lived_heap()  # MLflow's imported heap is never garbage; ~5 ms of collection per trace else
     while True:
         try:

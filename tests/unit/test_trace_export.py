@@ -258,37 +258,3 @@ def test_the_writer_process_keeps_mlflows_info_lines_off_the_console(
     said = capfd.readouterr().err
     # MLflow announces creating the store's tables (and engines) at INFO; a user who asks for INFO still gets it.
     assert (" INFO mlflow." in said) == (user_level == "INFO")
-
-
-@pytest.mark.parametrize("switch", [None, "0"])
-def test_the_writer_process_puts_a_sqlite_store_in_wal_mode(
-    tmp_path: Path, switch: str | None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import sqlite3
-
-    if switch is None:
-        monkeypatch.delenv("AGENT_RELEASE_SQLITE_WAL", raising=False)
-    else:
-        monkeypatch.setenv("AGENT_RELEASE_SQLITE_WAL", switch)
-    db = tmp_path / "wal.db"
-    process = WriterProcess(f"sqlite:///{db}")
-    try:
-        assert process.write([]) == 0  # answered, so the child has set up its store
-    finally:
-        process.close()
-    with sqlite3.connect(db) as conn:
-        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    assert mode == ("delete" if switch == "0" else "wal")
-
-
-def test_wal_mode_leaves_other_stores_alone(tmp_path: Path) -> None:
-    from agent_release.steps.trace_writer_process import use_write_ahead_log
-
-    class NotSqlAlchemy:
-        pass
-
-    assert use_write_ahead_log(NotSqlAlchemy()) is False
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    memory = SqlAlchemyStore("sqlite:///:memory:", str(tmp_path / "artifacts"))
-    assert use_write_ahead_log(memory) is False  # SQLite keeps an in-memory database's journal in memory
