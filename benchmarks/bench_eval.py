@@ -38,6 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LATENCY_MS = 250.0
 CONCURRENCY = 16
 ENDPOINT = "bench"
+# Where the bench's experiments keep their artifacts (set by main to its temporary directory): MLflow's own
+# default for a SQLite store is ./mlruns in the working directory, i.e. the repository.
+ARTIFACTS: list[Path] = []
 IDEAL = {"W1": CONCURRENCY / (LATENCY_MS / 1000), "W2": CONCURRENCY / (2 * LATENCY_MS / 1000)}
 
 # Before MLflow builds its tracer: the same settings the pipeline's tracking set-up uses.
@@ -152,13 +155,28 @@ def start_runtime(state_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
     return proc, url
 
 
+def set_experiment(name: str) -> str:
+    """``mlflow.set_experiment(name)``, creating it with its artifacts under the bench's temporary directory."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment_by_name(name)
+    if existing is not None:
+        experiment_id = str(existing.experiment_id)
+    else:
+        location = (ARTIFACTS[0] / name).as_uri() if ARTIFACTS else None
+        experiment_id = client.create_experiment(name, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
 def registration(variant: str, tag: str) -> Any:
     import mlflow
 
     from agent_release.steps.register_agents_config import InferenceConfig
     from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 
-    experiment_id = mlflow.set_experiment(f"bench-{tag}").experiment_id
+    experiment_id = set_experiment(f"bench-{tag}")
     model = mlflow.create_external_model(name=f"bench-agent-{tag}")
     agent = RegisteredAgent(
         variant=variant,
@@ -279,7 +297,7 @@ def peer_sequential(workload: str, n: int) -> tuple[float, int]:
     import mlflow
     import pandas as pd
 
-    experiment_id = mlflow.set_experiment(f"bench-seq-{workload}").experiment_id
+    experiment_id = set_experiment(f"bench-seq-{workload}")
     _, new_agent = _model_and_agent_factory("slow")
     cases = make_cases(workload, n)
     started = time.perf_counter()
@@ -311,7 +329,7 @@ def peer_genai_default(workload: str, n: int) -> tuple[float, int]:
 
     saved = {k: os.environ.pop(k) for k in STEP_ONLY_ENV if k in os.environ}
     try:
-        experiment_id = mlflow.set_experiment(f"bench-genai-{workload}").experiment_id
+        experiment_id = set_experiment(f"bench-genai-{workload}")
         _, new_agent = _model_and_agent_factory("slow")
         cases = make_cases(workload, n)
 
@@ -353,7 +371,7 @@ def peer_strands_evals(workload: str, n: int) -> tuple[float, int]:
             score = fact_coverage(str(evaluation_case.actual_output or ""), facts) or 0.0
             return [EvaluationOutput(score=score, test_pass=score == 1.0, reason="facts")]
 
-    experiment_id = mlflow.set_experiment(f"bench-strands-{workload}").experiment_id
+    experiment_id = set_experiment(f"bench-strands-{workload}")
     _, new_agent = _model_and_agent_factory("slow")
     cases = make_cases(workload, n)
     trace_of: dict[str, str] = {}
@@ -414,6 +432,7 @@ def main() -> None:
             from agent_release.steps.trace_export import uninstall_row_first_export
 
             mlflow.set_tracking_uri(f"sqlite:///{state_dir / 'mlflow.db'}")
+            ARTIFACTS.append(state_dir / "artifacts")
             mlflow.strands.autolog()
             run_ours("W1", 8, variant="zero")  # warm-up: imports, database tables, first connections
             for workload in ("W1", "W2"):
