@@ -9,6 +9,9 @@ Run: ``.venv/bin/python benchmarks/bench_runtime.py`` (about 20 s). Prints one J
   directly in this process, interleaved call by call; overhead = percentile of the HTTP latency minus the same
   percentile of the direct call. It includes the client's own HTTP work (http.client), so it is the overhead
   a caller sees, not only the server's (the server's own measure is reported as ``server_overhead_p50_ms``).
+- ``server_model_p50_ms``: the model latency the runtime itself records for those calls (what guards and
+  CloudWatch-style metrics read), for the no-op model; tests check that it is recorded and consistent, not its
+  size.
 - Throughput: ``CLIENTS`` keep-alive client threads in this process for ``THROUGHPUT_S`` seconds. Client and
   server share the machine's cores, so this is a floor for what the server alone could do.
 """
@@ -139,7 +142,8 @@ def main() -> None:
         finally:
             stop.set()
             server.join(30)
-        server_overhead = backend.variant_metrics("bench", since)["noop"].overhead_latency_ms_p50
+        recorded = backend.variant_metrics("bench", since)["noop"]
+        server_overhead, server_model = recorded.overhead_latency_ms_p50, recorded.model_latency_ms_p50
         try:
             import uvloop  # noqa: F401
 
@@ -158,6 +162,7 @@ def main() -> None:
             "overhead_p99_ms": round(float(np.percentile(http_ms, 99) - np.percentile(direct_ms, 99)), 4),
             "requests_per_s": round(requests_per_s, 1),
             "server_overhead_p50_ms": round(server_overhead, 4) if server_overhead is not None else None,
+            "server_model_p50_ms": round(server_model, 4) if server_model is not None else None,
             "direct_p50_ms": round(float(np.percentile(direct_ms, 50)), 4),
             "clients": CLIENTS,
             "cpus": os.cpu_count(),

@@ -98,6 +98,37 @@ def offline_aws(region: str) -> Iterator[boto3.Session]:
         werkzeug_log.setLevel(previous_level)
 
 
+# The SDK's loggers. ``sagemaker.remote_function`` has its own INFO-level stream handler and does not propagate,
+# so the CLI's logging set-up (WARNING unless -v) does not reach it.
+_SDK_LOGGERS = ("sagemaker", "sagemaker.remote_function")
+
+
+def _warning_or_worse(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING
+
+
+@contextmanager
+def _sdk_info_quieted() -> Iterator[None]:
+    """Keep the SageMaker SDK's loggers to WARNING and above for the block, unless INFO was asked for (``-v``).
+
+    Building a definition makes the SDK log "Uploading serialized function code/arguments to s3://..." at INFO
+    for every step, although during ``compile`` those uploads only reach the throwaway stand-in server.
+    Warnings and errors still show; with ``-v`` (this module's logger enabled for INFO) nothing is changed.
+    A filter rather than a level: the SDK sets its logger to INFO when it first builds it, which may come later.
+    """
+    if logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    quieted = [logging.getLogger(name) for name in _SDK_LOGGERS]
+    for sdk_logger in quieted:
+        sdk_logger.addFilter(_warning_or_worse)
+    try:
+        yield
+    finally:
+        for sdk_logger in quieted:
+            sdk_logger.removeFilter(_warning_or_worse)
+
+
 def _pipeline_session(loaded: LoadedConfig, boto_session: boto3.Session) -> Any:
     from sagemaker.core.workflow.pipeline_context import PipelineSession
 
@@ -123,7 +154,7 @@ def definition_json(loaded: LoadedConfig, boto_session: boto3.Session) -> str:
 def compile_definition(config_path: Path | str, output: Path | str) -> Path:
     """Write the SageMaker pipeline definition of ``config_path`` to ``output`` (no AWS account needed)."""
     loaded = _load(config_path)
-    with offline_aws(loaded.config.sagemaker.region) as boto_session:
+    with offline_aws(loaded.config.sagemaker.region) as boto_session, _sdk_info_quieted():
         text = definition_json(loaded, boto_session)
     path = Path(output)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import json
 import random
 import re
 import sys
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -719,12 +720,21 @@ INTENTS = ["order_status", "refund_request", "kb_question", "escalate", "chitcha
 TOOL_SEQUENCE = r"^(?:(?:lookup_order|check_refund_eligibility|search_kb)(?:,(?:lookup_order|check_refund_eligibility|search_kb))*)?$"
 
 
-def contract_suite(name: str, min_rows: int, max_rows: int, min_cluster_size: int) -> dict[str, Any]:
+def contract_suite(
+    name: str,
+    min_rows: int,
+    max_rows: int,
+    min_cluster_size: int,
+    max_cluster_size: int,
+    min_clusters: int,
+) -> dict[str, Any]:
     """The Great Expectations suite (JSON form) guarding one evaluation set.
 
     It runs on the flattened table ``steps/validate_datasets.py`` builds: one row per case with ``intent`` and
     ``difficulty`` from ``tags``, ``expected_tools`` (comma-joined names), ``n_expected_facts`` and
-    ``cluster_size`` (cases sharing the row's cluster).
+    ``cluster_size`` (cases sharing the row's cluster). The cluster expectations keep the clustered comparison
+    meaningful: enough distinct clusters, none of them swallowing the set. A ``cluster_size`` minimum of 1 is
+    left out, since every row's cluster holds at least that row: it could never fail.
     """
 
     def exp(kind: str, **kwargs: Any) -> dict[str, Any]:
@@ -749,7 +759,13 @@ def contract_suite(name: str, min_rows: int, max_rows: int, min_cluster_size: in
             exp("expect_column_value_lengths_to_be_between", column="input", min_value=2, max_value=300),
             exp("expect_column_values_to_match_regex", column="expected_tools", regex=TOOL_SEQUENCE),
             exp("expect_column_values_to_be_between", column="n_expected_facts", min_value=1, max_value=6),
-            exp("expect_column_values_to_be_between", column="cluster_size", min_value=min_cluster_size),
+            exp(
+                "expect_column_values_to_be_between",
+                column="cluster_size",
+                **({"min_value": min_cluster_size} if min_cluster_size > 1 else {}),
+                max_value=max_cluster_size,
+            ),
+            exp("expect_column_unique_value_count_to_be_between", column="cluster", min_value=min_clusters),
         ],
         "meta": {"great_expectations_version": "1.24.1", "generated_by": "tools/generate_support_data.py"},
     }
@@ -800,8 +816,15 @@ def main(argv: list[str] | None = None) -> int:
     write_jsonl(out / "holdout_live.jsonl", live)
     write_jsonl(out / "train.jsonl", train)
     for name, rows, min_cluster in (("golden", golden, 3), ("smoke", smoke, 3), ("holdout_live", live, 1)):
+        sizes = Counter(r["cluster"] for r in rows)
+        # The same slack as the row count: a tenth fewer clusters, clusters up to twice the largest generated.
         suite = contract_suite(
-            name, min_rows=len(rows) - len(rows) // 10, max_rows=2 * len(rows), min_cluster_size=min_cluster
+            name,
+            min_rows=len(rows) - len(rows) // 10,
+            max_rows=2 * len(rows),
+            min_cluster_size=min_cluster,
+            max_cluster_size=2 * max(sizes.values()),
+            min_clusters=len(sizes) - len(sizes) // 10,
         )
         (out / f"{name}.suite.json").write_text(json.dumps(suite, indent=1) + "\n", encoding="utf-8")
     sys.stderr.write(

@@ -175,3 +175,79 @@ def test_eval_shards_run_in_parallel_and_merge_before_the_decision(
         assert "--pipeline_step_name" in args
     assert _depends(steps["evaluate_variants"]) == set(shards)
     assert "evaluate_variants" in _depends(steps["decide_promotion"])
+
+
+def _cli_environment(home: Path) -> dict[str, str]:
+    """The user's environment without AWS credentials or configuration (as ``no_aws_credentials``)."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(HOME=str(home), AWS_EC2_METADATA_DISABLED="true")
+    return env
+
+
+def test_compile_prints_the_path_and_no_sdk_info_lines(tmp_path: Path) -> None:
+    """The SDK logs "Uploading serialized function ..." at INFO for every step (to the throwaway stand-in S3).
+
+    Run as a user runs it, in its own process: the SDK's ``sagemaker.remote_function`` logger writes through its
+    own stderr handler, which an in-process runner does not capture.
+    """
+    import subprocess
+    import sys
+
+    output = tmp_path / "definition.json"
+    command = ["compile", "-c", str(ROOT / "pipeline.yaml"), "-o", str(output)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent_release.pipelines.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env=_cli_environment(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == str(output)
+    assert json.loads(output.read_text())["Steps"]
+    info = [line for line in proc.stderr.splitlines() if re.search(r"\bINFO\b", line)]
+    assert info == [], f"{len(info)} INFO lines on stderr, e.g. {info[:2]}"
+    assert "Uploading" not in proc.stderr
+
+
+def test_compile_quiets_only_the_sdks_info_lines() -> None:
+    """Warnings still show; with INFO enabled for our loggers (``-v``) the SDK's INFO lines show too."""
+    import logging
+
+    from agent_release.pipelines import sagemaker_target
+
+    records: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    sdk = logging.getLogger("sagemaker.remote_function")
+    target_logger = logging.getLogger(sagemaker_target.__name__)
+    sdk_level, target_level = sdk.level, target_logger.level
+    handler = Collect(level=logging.DEBUG)
+    sdk.addHandler(handler)
+    try:
+        sdk.setLevel(logging.INFO)  # as the SDK sets it when it builds the logger
+        target_logger.setLevel(logging.WARNING)  # what `agent-release` configures without -v
+        with sagemaker_target._sdk_info_quieted():
+            sdk.info("Uploading serialized function code to s3://bucket/key")
+            sdk.warning("a warning the user must see")
+        assert [(r.levelno, r.getMessage()) for r in records] == [
+            (logging.WARNING, "a warning the user must see")
+        ]
+        sdk.info("after the build")
+        assert records[-1].getMessage() == "after the build", "only quieted while the definition is built"
+
+        records.clear()
+        target_logger.setLevel(logging.DEBUG)  # what `agent-release -v` configures
+        with sagemaker_target._sdk_info_quieted():
+            sdk.info("Uploading serialized function code to s3://bucket/key")
+        assert [r.levelno for r in records] == [logging.INFO]
+    finally:
+        sdk.removeHandler(handler)
+        sdk.setLevel(sdk_level)
+        target_logger.setLevel(target_level)

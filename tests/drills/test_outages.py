@@ -12,7 +12,7 @@ One execution against a real ``mlflow server`` (module fixture ``outage``), in f
 
 MLflow's HTTP client retries a refused connection 7 times with exponential backoff by default (247 s
 measured). Act 2 runs with the user's defaults: the pipeline probes the server's ``/health`` first and must
-fail within seconds. Act 3 sets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, because a server dying mid-run is
+fail before that backoff could have run its course. Act 3 sets ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=0``, because a server dying mid-run is
 only noticed by MLflow's own client, and the drill measures our handling, not that wait.
 """
 
@@ -108,6 +108,22 @@ def _first_step_started(outage: Outage) -> bool:
     return bool(outage.project.steps(outage.execution_id)["validate_datasets"]["status"] != "pending")
 
 
+def _mlflow_default_backoff_s() -> float:
+    """The least time MLflow's HTTP client spends backing off before it gives up on a refused connection.
+
+    urllib3 sleeps ``factor * 2 ** (n - 1)`` seconds (at most ``DEFAULT_BACKOFF_MAX``) before retry n >= 2:
+    with MLflow's defaults (7 retries, factor 2) 4 + 8 + 16 + 32 + 64 + 120 = 244 s, jitter not counted.
+    """
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    )
+    from urllib3.util.retry import Retry
+
+    factor, retries = MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(), MLFLOW_HTTP_REQUEST_MAX_RETRIES.get()
+    return float(sum(min(factor * 2 ** (n - 1), Retry.DEFAULT_BACKOFF_MAX) for n in range(2, retries + 1)))
+
+
 def _timed(outage: Outage, act: str, proc_factory: Any) -> subprocess.CompletedProcess[str]:
     started = time.monotonic()
     proc: subprocess.CompletedProcess[str] = proc_factory()
@@ -153,7 +169,6 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
     server = start_mlflow_server(port, server_store)
     try:
         run = project.popen("run", "-c", str(project.config), "--json", **NO_RETRIES)
-        started = time.monotonic()
         try:
             wait_for(
                 lambda: run.poll() is not None or _first_step_started(result), 180, "the run's first step"
@@ -164,7 +179,6 @@ def outage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Outage]:
             if run.poll() is None:
                 run.kill()
                 run.wait(timeout=30)
-        result.seconds["tracking dies mid-run"] = time.monotonic() - started
         result.acts["tracking dies mid-run"] = subprocess.CompletedProcess([], run.returncode, out, err)
     finally:
         stop_server(server)
@@ -190,9 +204,13 @@ def test_locked_state_database_is_one_clear_line_and_records_nothing(outage: Out
 def test_tracking_down_at_start_fails_clearly_and_is_recorded(outage: Outage) -> None:
     line = one_error_line(outage.acts["tracking down at start"])
     assert outage.tracking_uri in line, f"names the tracking URI: {line}"
-    # With MLflow's default retries and no probe this took over four minutes; the run itself starts a
-    # Python process, the runtime and the first steps.
-    assert outage.seconds["tracking down at start"] < 90, outage.seconds
+    assert f"{outage.tracking_uri}/health" in line, (
+        f"the probe found it, not MLflow's retrying client: {line}"
+    )
+    # Liveness, not speed: without the probe, MLflow's client backs off for over four minutes before it gives
+    # up, which is the hang this catches. The bound is that backoff itself (computed from MLflow's defaults); the
+    # run also starts a Python process, the runtime and the first steps, which take far less.
+    assert outage.seconds["tracking down at start"] < _mlflow_default_backoff_s(), outage.seconds
     snap = outage.after_at_start
     assert snap["executions"][0]["status"] == "failed", "not left 'running' forever"
     assert snap["executions"][0]["error"]
@@ -241,4 +259,3 @@ def test_resume_after_the_server_returns_completes_without_duplicates(outage: Ou
     assert not (outage.project.home / "mlflow.db").exists(), "everything went to the server"
     state = outage.project.backend().describe_endpoint(ENDPOINT)
     assert {v.name: v.current_weight for v in state.variants} == {"champion": 0.0, "challenger": 1.0}
-    print("outage drill timings (s):", {k: round(v, 1) for k, v in outage.seconds.items()})

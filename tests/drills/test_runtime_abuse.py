@@ -4,7 +4,11 @@ tests/unit/test_runtime_app.py already covers malformed JSON, a non-object body,
 type (415), a 6 MB + 1 byte body with Content-Length (413), wrong methods and paths. These drills add what a
 misbehaving or hostile client does on the wire: headers sent a byte at a time, bodies that never finish,
 bodies far over the limit without (or with a lying) Content-Length, oversized headers, non-HTTP bytes, and
-hundreds of idle connections, each while a well-behaved client measures its latency.
+hundreds of idle connections, each while a well-behaved client checks that it is still served.
+
+The time bounds here are liveness checks derived from the runtime's request read timeout, not speed checks
+(benchmarks/bench_runtime.py measures speed): the failure they catch is a caller stuck behind an abusive client
+until the server's read timeout frees it, or a server that waits for bytes that never come.
 """
 
 from __future__ import annotations
@@ -24,11 +28,16 @@ from urllib.parse import urlparse
 import pytest
 
 from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.pipelines.runtime.server import REQUEST_READ_TIMEOUT_S
 from agent_release.steps.backend import ModelSpec, VariantSpec
 
 BODY = json.dumps({"messages": [{"role": "user", "content": "hello"}]}).encode()
 PATH = "/endpoints/abuse/invocations"
 LIMIT = 6 * 1024 * 1024
+# A caller that queued behind a stalled client would wait for the read timeout that frees the stalled
+# connection; an echo call on loopback takes milliseconds. Half the read timeout separates the two on a loaded
+# machine: a call that takes longer counts as starved (it is also the well-behaved client's socket timeout).
+STARVED_S = REQUEST_READ_TIMEOUT_S / 2
 
 
 class EchoModel:
@@ -63,7 +72,7 @@ def _address(url: str) -> tuple[str, int]:
     return parsed.hostname, parsed.port
 
 
-def _invoke(url: str, timeout: float = 5.0) -> tuple[int, float]:
+def _invoke(url: str, timeout: float = STARVED_S) -> tuple[int, float]:
     """One well-behaved InvokeEndpoint call: (status, seconds)."""
     host, port = _address(url)
     started = time.perf_counter()
@@ -137,7 +146,7 @@ def test_slow_and_stalled_clients_do_not_delay_others(url: str) -> None:
         f"{statistics.median(latencies) * 1000:.1f} ms (max {max(latencies) * 1000:.1f} ms) "
         "beside 25 slow-header and 25 stalled-body clients"
     )
-    assert max(latencies) < 2.0, latencies
+    assert max(latencies) < STARVED_S, latencies
     assert _invoke(url)[0] == 200, "still serving after the slow clients went away"
 
 
@@ -146,7 +155,7 @@ def test_hundreds_of_idle_connections_do_not_starve_a_caller(url: str) -> None:
         for _ in range(300):
             stack.enter_context(socket.create_connection(_address(url)))
         status, seconds = _invoke(url)
-    assert status == 200 and seconds < 2.0
+    assert status == 200 and seconds < STARVED_S
 
 
 def test_chunked_body_over_the_limit_is_413(url: str) -> None:
@@ -162,9 +171,11 @@ def test_lying_content_length_is_cut_off_at_the_limit(url: str) -> None:
     """Content-Length says 1 TB: the server stops reading at 6 MB and answers 413 without waiting for more."""
     head = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {10**12}\r\n\r\n"
     started = time.perf_counter()
-    response = _raw_exchange(url, head.encode() + b"x" * (LIMIT + 65536))
+    response = _raw_exchange(url, head.encode() + b"x" * (LIMIT + 65536), timeout=2 * REQUEST_READ_TIMEOUT_S)
     assert _status_of(response) == 413
-    assert time.perf_counter() - started < 10
+    # Liveness, not speed: a server waiting for the announced terabyte would answer (if at all) only when its
+    # read timeout closes the connection, so an answer before that proves it stopped reading at the limit.
+    assert time.perf_counter() - started < REQUEST_READ_TIMEOUT_S
     assert _invoke(url)[0] == 200
 
 
@@ -221,12 +232,11 @@ def _non_loopback_address() -> str | None:
     return None if address.startswith("127.") or address == "0.0.0.0" else address
 
 
-HEADER_TIMEOUT_S = 10.0
-
-
 def test_a_client_that_never_finishes_its_headers_is_cut_off(url: str) -> None:
-    """A request whose headers never complete gets 408 (or a close) within a bounded time."""
-    with socket.create_connection(_address(url), timeout=HEADER_TIMEOUT_S + 5) as sock:
+    """A request whose headers never complete gets 408 (or a close) once the read timeout passes."""
+    # Liveness, not speed: the socket's own timeout, twice the server's read timeout, is the bound; a server
+    # that never cuts the client off leaves the connection open past it.
+    with socket.create_connection(_address(url), timeout=2 * REQUEST_READ_TIMEOUT_S) as sock:
         sock.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\n".encode())
         started = time.perf_counter()
         try:
@@ -236,4 +246,6 @@ def test_a_client_that_never_finishes_its_headers_is_cut_off(url: str) -> None:
         waited = time.perf_counter() - started
     assert answer is not None, f"connection still open after {waited:.0f} s"
     assert answer == b"" or _status_of(answer) == 408
-    assert waited <= HEADER_TIMEOUT_S + 1
+    # A lower bound from the configured timeout: the client was cut off by it, not at once for another reason
+    # (the timer starts when the server reads the last bytes, a moment before ``started``).
+    assert waited >= REQUEST_READ_TIMEOUT_S - 0.5, waited

@@ -107,6 +107,8 @@ def start_world(state_dir: Path, faults: Mapping[str, FaultSpec], class_path: st
     backend.deploy_endpoint(ENDPOINT, variants)
     url = backend.start_runtime()
     mlflow.set_tracking_uri(f"sqlite:///{state_dir / 'mlflow.db'}")
+    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working directory.
+    mlflow.create_experiment("eval-e2e", artifact_location=(state_dir / "artifacts").as_uri())
     mlflow.strands.autolog()
     return EvalWorld(backend, url, "eval-e2e")
 

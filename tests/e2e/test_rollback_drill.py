@@ -109,10 +109,11 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
     assert [e.action for e in ledger] == ["weights", "rollback"], "caught at the first canary step"
     shifted, rolled_back = ledger
     assert shifted.evidence["percent"] == 25.0
-    # Automatic and prompt: within the first bake interval after the weight change that exposed the challenger.
-    # The guards are read during the bake and once more as it ends; on a loaded machine the live traffic may
-    # reach min_invocations only by that last read, so the bound is the bake plus that read's processing time.
-    assert rolled_back.at - shifted.at < BAKE_S + 1.0
+    # Automatic and prompt: decided by the guards in the bake of the first step, the one whose weight change
+    # exposed the challenger, and the next ledger entry after it. That is shown by what was recorded, not by
+    # clock readings: how long the bake's last guard read takes depends on the machine's load.
+    assert rolled_back.seq == shifted.seq + 1 and rolled_back.at >= shifted.at
+    assert rolled_back.evidence["where"] == "canary 25%"
     assert rolled_back.evidence["trigger"] == "guard"
     why = rolled_back.evidence["why"]
     assert "error rate" in why or "mSPRT" in why
@@ -121,8 +122,11 @@ def test_failing_challenger_is_rolled_back_within_one_bake(
 
     rollback_events = [ev for ev in report.timeline if ev.phase == "rollback"]
     assert len(rollback_events) == 1 and rollback_events[0].tripped
-    first_step = next(ev for ev in report.timeline if ev.phase == "canary")
-    assert rollback_events[0].at - first_step.at < BAKE_S + 1.0
+    # The timeline never reaches a second canary step: every canary event before the rollback is at 25%.
+    phases = [ev.phase for ev in report.timeline]
+    canary = [ev for ev in report.timeline[: phases.index("rollback")] if ev.phase == "canary"]
+    assert canary and all(ev.weights["challenger"] == 0.25 for ev in canary), [ev.weights for ev in canary]
+    assert rollback_events[0].at >= canary[0].at
 
     package = backend.get_package(challenger_pkg.arn)
     assert package.approval_status == ApprovalStatus.REJECTED

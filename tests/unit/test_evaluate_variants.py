@@ -105,6 +105,8 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working directory.
+    mlflow.create_experiment("eval-test", artifact_location=(tmp_path / "artifacts").as_uri())
     mlflow.strands.autolog()
     yield "eval-test"
     mlflow.set_tracking_uri(None)

@@ -47,6 +47,8 @@ def experiment(tmp_path: Path) -> Iterator[str]:
     import mlflow
 
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working directory.
+    mlflow.create_experiment("inline-scoring", artifact_location=(tmp_path / "artifacts").as_uri())
     yield mlflow.set_experiment("inline-scoring").experiment_id
     mlflow.set_tracking_uri(None)
 

@@ -228,13 +228,18 @@ def _endpoint_known(client: Any, endpoint: str) -> bool:
     return True
 
 
+ADDED_LATENCY_MS = 150
+TIMER_RESOLUTION_MS = 1.0
+
+
 def test_fault_injection(backend: LocalBackend, client: Any) -> None:
+    since = time.time()
     backend.deploy_endpoint(
         "faulty",
         [
             variant("ok", 1.0),
             variant("errors", 0.0, faults=FaultSpec(error_rate=1.0)),
-            variant("slow", 0.0, faults=FaultSpec(added_latency_ms=150)),
+            variant("slow", 0.0, faults=FaultSpec(added_latency_ms=ADDED_LATENCY_MS)),
             variant("hangs", 0.0, faults=FaultSpec(hang=True)),
         ],
     )
@@ -243,7 +248,13 @@ def test_fault_injection(backend: LocalBackend, client: Any) -> None:
         invoke(client, "faulty", TargetVariant="errors")
     started = time.perf_counter()
     assert invoke(client, "faulty", TargetVariant="slow")[0] == "slow"
-    assert time.perf_counter() - started >= 0.15
+    # A lower bound set by the injected delay, not a speed check: the fault is applied, so the caller waits at
+    # least that long, and the runtime counts it as model latency (where CloudWatch's ModelLatency puts it). The
+    # event loop's timers have millisecond resolution and may fire up to that much early.
+    assert (time.perf_counter() - started) * 1000.0 >= ADDED_LATENCY_MS - TIMER_RESOLUTION_MS
+    wait_until(lambda: backend.variant_metrics("faulty", since)["slow"].invocations == 1)
+    (slow_ms,) = backend.variant_metrics("faulty", since)["slow"].latencies_ms
+    assert slow_ms >= ADDED_LATENCY_MS - TIMER_RESOLUTION_MS
     import boto3
 
     impatient = boto3.client(
@@ -282,8 +293,11 @@ def test_metrics_count_calls_and_errors_per_variant(backend: LocalBackend, clien
         "metered", [variant("good", 1.0), variant("flaky", 0.0, faults=FaultSpec(error_rate=1))]
     )
     wait_until(lambda: _can_invoke(client, "metered"))
+    waited_ms: list[float] = []
     for _ in range(5):
+        started = time.perf_counter()
         invoke(client, "metered", TargetVariant="good")
+        waited_ms.append((time.perf_counter() - started) * 1000.0)
     for _ in range(3):
         with pytest.raises(client.exceptions.ModelError):
             invoke(client, "metered", TargetVariant="flaky")
@@ -298,9 +312,19 @@ def test_metrics_count_calls_and_errors_per_variant(backend: LocalBackend, clien
     assert (good.errors_4xx, good.errors_5xx) == (1, 0)
     assert (flaky.errors_4xx, flaky.errors_5xx) == (0, 3)
     assert flaky.outcomes == (False, False, False)
-    assert good.model_latency_ms_p50 is not None and good.model_latency_ms_p50 < 100
-    assert good.overhead_latency_ms_p50 is not None and good.overhead_latency_ms_p50 >= 0
+    # Latency is recorded and consistent; how fast the runtime is, is benchmarks/bench_runtime.py's business.
     assert len(good.latencies_ms) == good.invocations - good.errors_4xx
+    assert all(ms > 0 for ms in good.latencies_ms)
+    p50, p95, p99 = good.model_latency_ms_p50, good.model_latency_ms_p95, good.model_latency_ms_p99
+    assert p50 is not None and p95 is not None and p99 is not None
+    assert min(good.latencies_ms) <= p50 <= p95 <= p99 <= max(good.latencies_ms)
+    assert good.overhead_latency_ms_p50 is not None and good.overhead_latency_ms_p50 >= 0
+    # The runtime times the model inside the request, so each call's model latency is within what its caller
+    # waited (the last five answered calls are the timed ones; the rows are oldest first).
+    for model_ms, client_ms in zip(good.latencies_ms[-5:], waited_ms, strict=True):
+        assert model_ms <= client_ms
+    # Failed calls count as invocations but not in the latency series the guards read.
+    assert flaky.latencies_ms == () and flaky.model_latency_ms_p50 is None
 
 
 def _raw(url: str, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None) -> Any:

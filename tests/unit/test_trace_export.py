@@ -24,6 +24,8 @@ def tracking(tmp_path: Path) -> Iterator[str]:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working directory.
+    mlflow.create_experiment("trace-export", artifact_location=(tmp_path / "artifacts").as_uri())
     experiment_id = mlflow.set_experiment("trace-export").experiment_id
     yield experiment_id
     uninstall_row_first_export()
@@ -142,7 +144,9 @@ def test_thread_mode_needs_no_process(tracking: str, monkeypatch: pytest.MonkeyP
     assert mlflow.get_trace(trace_id) is not None
 
 
-def test_other_tracking_stores_keep_mlflows_exporter(tmp_path: Path) -> None:
+def test_other_tracking_stores_keep_mlflows_exporter(tracking: str, tmp_path: Path) -> None:
+    # ``tracking`` points MLflow at a temporary store: building MLflow's exporter reads the tracking URI, whose
+    # default is sqlite:///mlflow.db in the working directory (the repository).
     from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
 
     from agent_release.steps.trace_export import RowFirstTraceExporter
@@ -187,6 +191,7 @@ def test_the_writer_process_reads_each_experiment_once_per_batch(tmp_path: Path,
         trace.info.tags.pop("mlflow.artifactLocation")  # the target store sets its own
     target = f"sqlite:///{tmp_path / 'target.db'}"
     mlflow.set_tracking_uri(target)
+    mlflow.create_experiment("trace-export", artifact_location=(tmp_path / "target-artifacts").as_uri())
     assert mlflow.set_experiment("trace-export").experiment_id == tracking
     client = TracingClient(target)
     store = client.store

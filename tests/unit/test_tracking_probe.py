@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 from _shared.loopback import free_port, serve
 
-from agent_release.pipelines.tracking import probe_tracking_server
+from agent_release.pipelines.tracking import PROBE_TIMEOUT_S, probe_tracking_server
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -43,21 +43,30 @@ def test_a_refused_connection_fails_at_once_with_one_line() -> None:
     uri = f"http://127.0.0.1:{free_port()}"
     started = time.monotonic()
     with pytest.raises(ConnectionError) as caught:
-        probe_tracking_server(uri)
-    assert time.monotonic() - started < 5
+        probe_tracking_server(uri, timeout_s=PROBE_TIMEOUT_S)
+    # Liveness, not speed: a refusal is reported as it happens, without waiting out the probe's timeout or
+    # retrying (MLflow's client retries for about four minutes). A refusal takes milliseconds, so the timeout is
+    # a wide margin; the failure this catches is a wait of the timeout or longer.
+    assert time.monotonic() - started < PROBE_TIMEOUT_S
     message = str(caught.value)
     assert "\n" not in message and f"{uri}/health" in message
+    assert "within" not in message, "reported as a refusal, not as a timeout"
 
 
 def test_a_server_that_never_answers_times_out() -> None:
+    timeout_s = 0.5
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)  # accepts the connection, never answers
         uri = f"http://127.0.0.1:{listener.getsockname()[1]}"
         started = time.monotonic()
         with pytest.raises(ConnectionError, match=r"within 0\.5 s"):
-            probe_tracking_server(uri, timeout_s=0.5)
-        assert time.monotonic() - started < 3
+            probe_tracking_server(uri, timeout_s=timeout_s)
+        waited = time.monotonic() - started
+    # The probe waits for the configured timeout (a lower bound from that setting) and then gives up. The upper
+    # bound is a liveness check, not a speed check: the failure it catches is a probe that hangs or retries, so
+    # it is the timeout with a tenfold margin for a loaded machine.
+    assert timeout_s <= waited < 10 * timeout_s
 
 
 def test_database_and_managed_uris_are_not_probed() -> None:

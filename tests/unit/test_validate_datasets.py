@@ -102,3 +102,55 @@ def test_dataset_spec_is_strict() -> None:
     spec = DatasetSpec(path="a.jsonl", suite="a.suite.json")
     with pytest.raises(ValidationError):
         spec.path = "b.jsonl"  # type: ignore[misc]
+
+
+def _holdout(tmp_path: Path, rows: list[dict[str, Any]]) -> DatasetValidationReport:
+    shutil.copy(ROOT / "datasets/support/holdout_live.suite.json", tmp_path / "holdout_live.suite.json")
+    (tmp_path / "holdout_live.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"holdout_live": DatasetSpec(path="holdout_live.jsonl", suite="holdout_live.suite.json")}
+    return validate_datasets(spec, tmp_path)
+
+
+def _holdout_rows() -> list[dict[str, Any]]:
+    text = (ROOT / "datasets/support/holdout_live.jsonl").read_text()
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_holdout_clusters_must_be_many_and_none_may_swallow_the_set(tmp_path: Path) -> None:
+    rows = _holdout_rows()
+    report = _holdout(tmp_path, rows)
+    assert report.success, report.summary_lines()
+
+    # One cluster takes over a fifth of the cases: the clustered comparison would rest on one template.
+    swallowed = [r["id"] for r in rows[:20]]
+    for row in rows[:20]:
+        row["cluster"] = "one-big-cluster"
+    failures = {(f.expectation, f.column): f for f in _holdout(tmp_path, rows).datasets[0].failures}
+    too_big = failures["expect_column_values_to_be_between", "cluster_size"]
+    assert too_big.unexpected_count == 20 and set(too_big.sample_ids) <= set(swallowed)
+
+    # Every case in one of three clusters (an export that lost the cluster key, say).
+    for number, row in enumerate(rows):
+        row["cluster"] = f"bucket-{number % 3}"
+    failures = {(f.expectation, f.column): f for f in _holdout(tmp_path, rows).datasets[0].failures}
+    assert failures["expect_column_unique_value_count_to_be_between", "cluster"].detail == "observed 3"
+    assert ("expect_column_values_to_be_between", "cluster_size") in failures
+
+
+def test_no_shipped_cluster_size_bound_is_vacuous() -> None:
+    """Every row's cluster holds at least that row: ``cluster_size >= 1`` alone could never fail."""
+    for name in SHIPPED:
+        suite = json.loads((ROOT / f"datasets/support/{name}.suite.json").read_text())
+        bounds = [
+            e["kwargs"]
+            for e in suite["expectations"]
+            if e["type"] == "expect_column_values_to_be_between" and e["kwargs"]["column"] == "cluster_size"
+        ]
+        assert bounds, f"{name}: no cluster size expectation"
+        for kwargs in bounds:
+            assert kwargs.get("max_value") is not None or kwargs.get("min_value", 0) > 1, (name, kwargs)
+        cluster_counts = [
+            e for e in suite["expectations"] if e["type"] == "expect_column_unique_value_count_to_be_between"
+        ]
+        assert [e["kwargs"]["column"] for e in cluster_counts] == ["cluster"], name
+        assert cluster_counts[0]["kwargs"]["min_value"] > 1, name
