@@ -39,7 +39,8 @@ def _existing_state_dir() -> Path:
     state_dir = _state_dir()
     if not state_dir.is_dir():
         raise CommandFailed(
-            f"no state directory at {state_dir} (run from the project directory or set AGENT_RELEASE_HOME)"
+            f"no state directory at {state_dir}: nothing has run here yet "
+            "(run from the project directory or set AGENT_RELEASE_HOME)"
         )
     return state_dir
 
@@ -170,22 +171,25 @@ def main(verbose: bool) -> None:
 def validate(config_path: Path) -> None:
     """Check pipeline.yaml, the files it references and the datasets' data contracts."""
     from agent_release.pipelines.config import check_referenced_files, load_config
-    from agent_release.pipelines.config_checks import check_config
+    from agent_release.pipelines.config_checks import check_config, config_warnings
     from agent_release.steps.validate_datasets import validate_datasets
 
     loaded = load_config(config_path)
     check_referenced_files(loaded)
     check_config(loaded)
+    for warning in config_warnings(loaded):
+        click.echo(f"warning: {warning}")
     report = validate_datasets(loaded.config.datasets, loaded.base_dir)
     for ds in report.datasets:
         mark = "ok" if ds.success else "FAILED"
         click.echo(f"{ds.name}: {mark} ({ds.n_rows} rows, {ds.n_clusters} clusters, sha256 {ds.sha256[:12]})")
-    lines = report.summary_lines()
     if not report.success:
-        for line in lines:
+        # Only failures: a dataset that passed has its "ok" line above and is no "more" failure.
+        failures = report.failure_lines()
+        for line in failures:
             click.echo(f"  {line}")
-        more = f" (+{len(lines) - 1} more)" if len(lines) > 1 else ""
-        raise CommandFailed(f"data contract failed: {lines[0]}{more}")
+        more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+        raise CommandFailed(f"data contract failed: {failures[0]}{more}")
     click.echo(f"{config_path}: valid")
 
 
@@ -279,7 +283,8 @@ def status(as_json: bool, config_path: Path) -> None:
     """Endpoints, variants and weights, champion/challenger, last decision, tracking URI, state dir."""
     from agent_release.pipelines.status import collect_status, render_status
 
-    data = collect_status(_state_dir(), config_path if config_path.exists() else None)
+    # Read-only: outside a project (no state directory) say so instead of creating an empty one.
+    data = collect_status(_existing_state_dir(), config_path if config_path.exists() else None)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -389,15 +394,17 @@ def rollback(config_path: Path, reason: str) -> None:
 @handle_errors
 def audit(action: str, as_json: bool) -> None:
     """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
-    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.local_backend import DAMAGED_EVIDENCE_KEY, LocalBackend
 
     backend = LocalBackend(_existing_state_dir())
     if action == "verify":
         problems = backend.verify_audit()
         if problems:
-            for p in problems:
-                click.echo(p, err=True)
-            raise CommandFailed(f"audit ledger tampered: {problems[0]}")
+            if len(problems) > 1:  # one problem is the error line alone
+                for p in problems:
+                    click.echo(p, err=True)
+            more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise CommandFailed(f"audit ledger tampered: {problems[0]}{more}")
         click.echo(f"audit ledger intact ({len(backend.list_audit())} entries)")
         return
     for entry in backend.list_audit():
@@ -407,7 +414,14 @@ def audit(action: str, as_json: bool) -> None:
             import time as _time
 
             at = _time.strftime("%Y-%m-%d %H:%M:%S", _time.localtime(entry.at))
-            click.echo(f"#{entry.seq} {at} {entry.actor} {entry.action} {entry.subject}: {entry.reason}")
+            damaged = (
+                " [damaged evidence: see `agent-release audit verify`]"
+                if DAMAGED_EVIDENCE_KEY in entry.evidence
+                else ""
+            )
+            click.echo(
+                f"#{entry.seq} {at} {entry.actor} {entry.action} {entry.subject}: {entry.reason}{damaged}"
+            )
 
 
 @main.command()

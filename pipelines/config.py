@@ -37,7 +37,8 @@ class TrackingConfig(Frozen):
     uri: str | None = Field(
         default=None,
         description="MLflow tracking URI. None: $MLFLOW_TRACKING_URI if set, else SQLite under the state "
-        "directory. A SageMaker managed MLflow tracking server ARN also works (needs sagemaker-mlflow).",
+        "directory. A SageMaker managed MLflow tracking server ARN also works (needs sagemaker-mlflow). Its "
+        "scheme must be one MLflow has a store for (validate checks).",
     )
     experiment: str = Field(default="agent-release", description="MLflow experiment name.")
 
@@ -81,7 +82,9 @@ class SageMakerConfig(Frozen):
     mlflow_tracking_arn: str | None = Field(
         default=None, description="SageMaker managed MLflow tracking server ARN."
     )
-    eval_shards: int = Field(default=1, ge=1, le=64, description="Evaluation shards run as parallel steps.")
+    eval_shards: int = Field(
+        default=1, ge=1, le=64, description="Evaluation shards run as parallel steps (at most 64)."
+    )
 
 
 class PipelineConfig(Frozen):

@@ -1,11 +1,15 @@
 """Checks of pipeline.yaml that one section's pydantic model cannot make on its own.
 
 They need another section (a decision metric must be produced by a configured scorer), an import (user
-scorers, the toolset) or a referenced file (the training cohorts). ``validate`` and a new ``run`` both call
-:func:`check_config` after :func:`~agent_release.pipelines.config.check_referenced_files`, so a mistake
-fails before anything is trained, registered or deployed, with one line naming the key and its line. The
+scorers, the toolset), a referenced file (the training cohorts) or MLflow (which URI schemes it can track
+to). ``validate`` and a new ``run`` both call :func:`check_config` after
+:func:`~agent_release.pipelines.config.check_referenced_files`, so a mistake fails before anything is
+trained, registered or deployed, with one line naming the key and its line. The
 other commands that load the config (``promote``, ``plan``, ``compile``/``upsert``) do not: building the
 scorers imports MLflow and the user's scorer modules, which may exist only in the step image.
+
+:func:`config_warnings` lists what is valid but will not work as intended (a canary step whose replayed
+traffic is too thin for the guards to judge); ``validate`` prints them and still passes.
 
 What still needs run-time state and is left to the steps: whether an explicit ``deploy.champion`` /
 ``deploy.challenger`` ARN or version exists in the registry, and whether an ``approved`` champion exists.
@@ -19,6 +23,7 @@ from typing import TypeVar
 from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines
 from agent_release.steps.decide_promotion import COUNTED_FIELDS
 from agent_release.steps.evaluate_config import ScorerSpec
+from agent_release.steps.promote_config import thin_bakes
 from agent_release.steps.scorers import ScorerConfigError, build_scorer, effective_specs
 
 # Metrics decide_promotion reads from the row itself rather than from ``CaseResult.scores``
@@ -39,6 +44,9 @@ class _Reporter:
         self.lines = key_lines(loaded.text)
 
     def error(self, key: tuple[str | int, ...], message: str) -> ConfigError:
+        return ConfigError(self.line(key, message))
+
+    def line(self, key: tuple[str | int, ...], message: str) -> str:
         loc = key
         line = None
         while loc:
@@ -47,7 +55,7 @@ class _Reporter:
                 break
             loc = loc[:-1]
         where = f"{self.source}:{line}" if line else self.source
-        return ConfigError(f"{where}: {'.'.join(str(p) for p in key)}: {message}")
+        return f"{where}: {'.'.join(str(p) for p in key)}: {message}"
 
 
 def check_config(loaded: LoadedConfig) -> None:
@@ -58,6 +66,13 @@ def check_config(loaded: LoadedConfig) -> None:
     check_deploy(loaded, report)
     check_train(loaded, report)
     check_tools(loaded, report)
+    check_tracking(loaded, report)
+
+
+def config_warnings(loaded: LoadedConfig) -> list[str]:
+    """One line per setting that is valid but will not do what it is for (``validate`` prints them)."""
+    report = _Reporter(loaded)
+    return check_canary_traffic(loaded, report)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -183,3 +198,49 @@ def check_tools(loaded: LoadedConfig, report: _Reporter) -> None:
         raise report.error(("agent", "toolset") if message.startswith("toolset") else key, message) from None
     except Exception as exc:  # a user toolset factory may raise anything
         raise report.error(("agent", "toolset"), f"cannot load toolset: {_one_line(exc)}") from None
+
+
+def check_tracking(loaded: LoadedConfig, report: _Reporter) -> None:
+    """``tracking.uri`` has a scheme MLflow can track to (an outage is found at run time; a typo here)."""
+    from agent_release.pipelines.tracking import unsupported_tracking_uri
+
+    uri = loaded.config.tracking.uri
+    if uri is None:
+        return
+    problem = unsupported_tracking_uri(uri)
+    if problem is not None:
+        raise report.error(("tracking", "uri"), f"{uri!r}: {problem}")
+
+
+def check_canary_traffic(loaded: LoadedConfig, report: _Reporter) -> list[str]:
+    """Bakes whose replayed traffic cannot reach ``promote.guards.min_invocations`` challenger calls.
+
+    Such a bake is not judged by the guards (reported "unjudged" when the run promotes), so a bad
+    challenger could pass it unseen. A warning, not an error: the canary still runs and says so.
+    """
+    promote = loaded.config.promote
+    rate = promote.live_traffic.requests_per_s
+    warnings: list[str] = []
+    for thin in thin_bakes(promote):
+        shares = ", ".join(f"{p:g}%" for p in thin.percents)
+        calls = ", ".join(f"{c:.3g}" for c in thin.expected_calls)
+        what = "canary step" if thin.phase == "canary" else "shadow phase at"
+        plural = "s" if len(thin.percents) > 1 else ""
+        key: tuple[str, ...] = (
+            ("promote", "bake_s") if thin.phase == "canary" else ("promote", "shadow", "bake_s")
+        )
+        fix = (
+            f"{'.'.join(key)}: {thin.sufficient_bake_s:g} would suffice"
+            if thin.sufficient_bake_s is not None
+            else "raise promote.live_traffic.requests_per_s"
+        )
+        share = "share" if plural else shares
+        warnings.append(
+            report.line(
+                key,
+                f"{what}{plural} {shares} expect{'' if plural else 's'} about {calls} challenger calls "
+                f"({rate:g} req/s x {thin.bake_s:g} s x {share}), fewer than promote.guards.min_invocations "
+                f"({thin.min_calls}): the guards cannot judge {'them' if plural else 'it'}; {fix}",
+            )
+        )
+    return warnings

@@ -99,7 +99,7 @@ def _validate_datasets(run: StepRun) -> Any:
     ctx = _ctx(run)
     report = validate_datasets(ctx.loaded.config.datasets, ctx.loaded.base_dir)
     if not report.success:
-        lines = report.summary_lines()
+        lines = report.failure_lines()
         more = f" (+{len(lines) - 1} more; see `agent-release validate`)" if len(lines) > 1 else ""
         raise StepFailed(f"data contract failed: {lines[0] if lines else 'see agent-release validate'}{more}")
     return report

@@ -68,6 +68,9 @@ logger = logging.getLogger(__name__)
 LOCAL_REGION = "local"
 LOCAL_ACCOUNT = "000000000000"
 RUNTIME_FILE = "runtime.json"
+# Evidence of a ledger entry whose stored evidence_json does not read as a JSON object: the stored text under
+# this key, so listing the ledger still works; ``verify_audit`` reports the entry as damaged.
+DAMAGED_EVIDENCE_KEY = "damaged_evidence_json"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS package_groups (
@@ -567,33 +570,46 @@ class LocalBackend:
         os.replace(tmp, self._audit_head_path())
 
     def list_audit(self) -> list[AuditEntry]:
-        """The whole ledger, oldest first."""
-        return [
-            AuditEntry(
+        """The whole ledger, oldest first.
+
+        An entry whose stored evidence is not a JSON object (the database was edited or damaged) is listed
+        with ``{DAMAGED_EVIDENCE_KEY: <the stored text>}`` as its evidence; :meth:`verify_audit` reports it.
+        """
+        return [entry for entry, _ in self._audit_entries()]
+
+    def _audit_entries(self) -> list[tuple[AuditEntry, str | None]]:
+        """Every ledger entry with why its evidence is unreadable (None when it reads)."""
+        entries: list[tuple[AuditEntry, str | None]] = []
+        for r in self._query("SELECT * FROM audit ORDER BY seq"):
+            evidence, damage = _read_evidence(r["evidence_json"])
+            entry = AuditEntry(
                 seq=r["seq"],
                 at=r["at"],
                 actor=r["actor"],
                 action=r["action"],
                 subject=r["subject"],
                 reason=r["reason"],
-                evidence=json.loads(r["evidence_json"]),
+                evidence=evidence,
                 execution_id=r["execution_id"],
                 prev_hash=r["prev_hash"],
                 hash=r["hash"],
             )
-            for r in self._query("SELECT * FROM audit ORDER BY seq")
-        ]
+            entries.append((entry, damage))
+        return entries
 
     def verify_audit(self) -> list[str]:
         """Problems found in the ledger (empty when intact): edited, removed, reordered, truncated entries."""
         problems: list[str] = []
         prev = GENESIS_HASH
-        entries = self.list_audit()
-        for expected_seq, entry in enumerate(entries, start=1):
+        checked = self._audit_entries()
+        entries = [entry for entry, _ in checked]
+        for expected_seq, (entry, damage) in enumerate(checked, start=1):
             if entry.seq != expected_seq:
                 problems.append(f"entry {expected_seq} is missing (next entry found is {entry.seq})")
             fields = entry.model_dump(mode="json")
-            if audit_hash(fields) != entry.hash:
+            if damage is not None:
+                problems.append(f"entry {entry.seq} is damaged or was edited: {damage}")
+            elif audit_hash(fields) != entry.hash:
                 problems.append(f"entry {entry.seq} was edited (its hash does not match its content)")
             if entry.prev_hash != prev:
                 problems.append(
@@ -646,6 +662,19 @@ class LocalBackend:
         finally:
             holder_file.unlink(missing_ok=True)
             file_lock.release()
+
+
+def _read_evidence(stored: Any) -> tuple[dict[str, Any], str | None]:
+    """A ledger row's evidence and, when it is not a JSON object, why (the raw text is kept under a marker)."""
+    try:
+        evidence = json.loads(stored)
+    except (TypeError, ValueError) as exc:
+        return {DAMAGED_EVIDENCE_KEY: str(stored)}, f"its evidence is not valid JSON ({exc})"
+    if not isinstance(evidence, dict):
+        return {DAMAGED_EVIDENCE_KEY: str(stored)}, (
+            f"its evidence is {type(evidence).__name__}, not a JSON object"
+        )
+    return evidence, None
 
 
 def write_runtime_file(state_dir: Path, url: str) -> None:

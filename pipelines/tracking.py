@@ -33,6 +33,7 @@ __all__ = [
     "quiet_mlflow_logs",
     "resolve_tracking_uri",
     "traced_as",
+    "unsupported_tracking_uri",
 ]
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,32 @@ def resolve_tracking_uri(configured: str | None, state_dir: Path) -> str:
     if from_env:
         return from_env
     return f"sqlite:///{(state_dir / 'mlflow.db').resolve()}"
+
+
+def unsupported_tracking_uri(uri: str) -> str | None:
+    """Why MLflow cannot track to ``uri`` (its scheme has no tracking or registry store), else None.
+
+    MLflow decides: its store registries map each URI scheme to a store (built-in ones plus plugins such as
+    sagemaker-mlflow's ``arn``). Only the scheme is looked up; nothing is connected to or created. An
+    unknown scheme is a mistake in the configuration, not an outage: no retry or resume can fix it.
+    """
+    try:
+        from mlflow.tracking._model_registry.utils import _get_store_registry
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+        from mlflow.utils.uri import get_uri_scheme
+    except ImportError:  # MLflow moved its registries: let MLflow itself report the URI when it is used
+        return None
+    try:
+        parsed = get_uri_scheme(uri)  # type: ignore[no-untyped-call]
+        scheme = uri if uri in {"databricks", "databricks-uc", "uc"} else str(parsed)
+    except ValueError as exc:  # urllib's parse errors, e.g. "Invalid IPv6 URL"
+        return f"not a URI ({exc})"
+    for registry in (_tracking_store_registry, _get_store_registry()):  # type: ignore[no-untyped-call]
+        supported = getattr(registry, "_registry", None)
+        if isinstance(supported, dict) and scheme not in supported:
+            known = ", ".join(sorted(s for s in supported if s)) or "none"
+            return f"MLflow has no tracking store for URI scheme '{scheme}' (supported: {known})"
+    return None
 
 
 def default_artifact_root(state_dir: Path) -> Path:

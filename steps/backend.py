@@ -56,7 +56,12 @@ class FaultSpec(Frozen):
     """Faults the local runtime injects into one variant (tests and rollback drills only)."""
 
     error_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of calls answered with 5xx.")
-    added_latency_ms: float = Field(default=0.0, ge=0.0, description="Latency added to every call.")
+    added_latency_ms: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=3_600_000.0,
+        description="Latency added to every call in ms (at most 3,600,000: an hour).",
+    )
     hang: bool = Field(default=False, description="Never answer (the client times out).")
 
 

@@ -90,6 +90,11 @@ class DecisionInputError(ValueError):
     """The evaluation cannot be decided on as given (e.g. no challenger rows, inconsistent clusters)."""
 
 
+# Upper bounds no real configuration reaches; beyond them a typo would make the gate unreachable or endless.
+MAX_CASES = 1_000_000
+MAX_BOOTSTRAP_RESAMPLES = 100_000
+
+
 class GuardrailSpec(BaseModel):
     """A metric the challenger must not make worse by more than ``margin`` (non-inferiority)."""
 
@@ -100,7 +105,9 @@ class GuardrailSpec(BaseModel):
         description="Which way is better for this metric."
     )
     margin: float = Field(
-        ge=0.0, description="Non-inferiority margin: the largest tolerated worsening, in the metric's units."
+        ge=0.0,
+        allow_inf_nan=False,
+        description="Non-inferiority margin: the largest tolerated worsening, in the metric's units (finite).",
     )
     statistic: Literal["mean", "p95"] = Field(
         default="mean", description="Compare per-case means, or the 95th percentiles of the two variants."
@@ -134,7 +141,9 @@ class DecisionConfig(BaseModel):
     )
     min_improvement: float = Field(
         default=0.0,
-        description="Promote only if the lower bound of challenger - champion exceeds this (metric units).",
+        allow_inf_nan=False,
+        description="Promote only if the lower bound of challenger - champion exceeds this (metric units, "
+        "finite).",
     )
     alpha: float = Field(
         default=0.05, gt=0.0, lt=0.5, description="One-sided error rate of each decision (false promotion)."
@@ -143,7 +152,10 @@ class DecisionConfig(BaseModel):
         default=0.8, gt=0.0, lt=1.0, description="Target power for the MDE in plans and advice."
     )
     min_completed_cases: int = Field(
-        default=30, ge=1, description="Fewer paired cases completed by both variants is inconclusive."
+        default=30,
+        ge=1,
+        le=MAX_CASES,
+        description="Fewer paired cases completed by both variants is inconclusive (at most 1,000,000).",
     )
     max_error_rate: float = Field(
         default=0.2,
@@ -153,13 +165,25 @@ class DecisionConfig(BaseModel):
     )
     first_release_min_primary: float = Field(
         default=0.0,
-        description="No champion: promote if the lower bound of the challenger's primary mean exceeds this.",
+        allow_inf_nan=False,
+        description="No champion: promote if the lower bound of the challenger's primary mean exceeds this "
+        "(finite).",
     )
     guardrails: tuple[GuardrailSpec, ...] = Field(
         default=DEFAULT_GUARDRAILS, description="Non-inferiority checks that must all hold to promote."
     )
-    bootstrap_resamples: int = Field(default=2000, ge=100, description="Resamples per cluster bootstrap.")
-    seed: int = Field(default=0, description="Seed of every bootstrap, so decisions are reproducible.")
+    bootstrap_resamples: int = Field(
+        default=2000,
+        ge=100,
+        le=MAX_BOOTSTRAP_RESAMPLES,
+        description="Resamples per cluster bootstrap (at most 100,000).",
+    )
+    seed: int = Field(
+        default=0,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed of every bootstrap, so decisions are reproducible (0 to 2**32-1).",
+    )
 
 
 class GuardrailResult(Frozen):

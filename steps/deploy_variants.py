@@ -39,6 +39,8 @@ from agent_release.steps.backend import (
 logger = logging.getLogger(__name__)
 
 Role = Literal["champion", "challenger"]
+# Weights are relative; a bound far above any real share keeps their sum finite (1e308 + 1e308 is inf).
+MAX_WEIGHT = 1_000_000.0
 
 
 class DeployConfigError(ValueError):
@@ -60,12 +62,16 @@ class DeployConfig(Frozen):
         "explicit package ARN or version number, or null for no challenger.",
     )
     champion_weight: float = Field(
-        default=1.0, ge=0.0, description="Initial relative weight of the champion."
+        default=1.0,
+        ge=0.0,
+        le=MAX_WEIGHT,
+        description="Initial relative weight of the champion (at most 1,000,000).",
     )
     challenger_weight: float = Field(
         default=0.0,
         ge=0.0,
-        description="Initial relative weight of the challenger (0 = reachable only by "
+        le=MAX_WEIGHT,
+        description="Initial relative weight of the challenger, at most 1,000,000 (0 = reachable only by "
         "TargetVariant, which is how evaluation reaches it before any live traffic).",
     )
     champion_variant_name: str = Field(

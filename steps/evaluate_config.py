@@ -8,6 +8,10 @@ from pydantic import Field
 
 from agent_release.steps.backend import Frozen
 
+# Upper bounds no real configuration reaches; beyond them a typo (1e308) would hang or overflow a run.
+MAX_TIMEOUT_S = 3_600.0  # an hour per case
+MAX_PRICE_PER_1K = 1_000.0  # currency units per 1,000 tokens
+
 
 class ScorerSpec(Frozen):
     """One scorer: a built-in name (see "Built-in scorers" at the end of docs/pipeline-yaml.md) or an import
@@ -20,8 +24,15 @@ class ScorerSpec(Frozen):
 class PriceTable(Frozen):
     """Token prices used by the cost scorer (currency units per 1,000 tokens)."""
 
-    input_per_1k: float = Field(default=0.0, ge=0.0, description="Price of 1,000 prompt tokens.")
-    output_per_1k: float = Field(default=0.0, ge=0.0, description="Price of 1,000 completion tokens.")
+    input_per_1k: float = Field(
+        default=0.0, ge=0.0, le=MAX_PRICE_PER_1K, description="Price of 1,000 prompt tokens (at most 1,000)."
+    )
+    output_per_1k: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=MAX_PRICE_PER_1K,
+        description="Price of 1,000 completion tokens (at most 1,000).",
+    )
 
 
 class JudgeConfig(Frozen):
@@ -36,14 +47,24 @@ class EvaluateConfig(Frozen):
     """How each variant's agent is evaluated on a golden dataset."""
 
     dataset: str = Field(default="golden", description="Name of a dataset declared under `datasets:`.")
-    concurrency: int = Field(default=16, ge=1, le=256, description="Cases in flight at once per variant.")
+    concurrency: int = Field(
+        default=16, ge=1, le=256, description="Cases in flight at once per variant (at most 256)."
+    )
     timeout_s: float = Field(
-        default=60.0, gt=0, description="Per-case timeout; a timed-out case is an error row."
+        default=60.0,
+        gt=0,
+        le=MAX_TIMEOUT_S,
+        description="Per-case timeout in seconds (at most 3,600); a timed-out case is an error row.",
     )
     max_retries: int = Field(
-        default=3, ge=0, le=10, description="Retries with backoff for throttling and 5xx per model call."
+        default=3,
+        ge=0,
+        le=10,
+        description="Retries with backoff for throttling and 5xx per model call (at most 10).",
     )
-    repeats: int = Field(default=1, ge=1, le=20, description="K: how many times each case is run.")
+    repeats: int = Field(
+        default=1, ge=1, le=20, description="K: how many times each case is run (at most 20)."
+    )
     scorers: list[ScorerSpec] = Field(
         default_factory=lambda: [
             ScorerSpec(name="answer_correctness"),

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from typing import Literal
 
 from pydantic import Field, field_validator
 
 from agent_release.steps.backend import Frozen
+
+# Upper bounds no real configuration reaches; beyond them a typo (1e308) would hang a canary or a bake.
+MAX_BAKE_S = 86_400.0  # a day per step
+MAX_LATENCY_MS = 3_600_000.0  # an hour
+MAX_MIN_INVOCATIONS = 1_000_000
+MAX_REQUESTS_PER_S = 1_000.0
+MAX_SCHEDULE_STEPS = 100
 
 
 class GuardConfig(Frozen):
@@ -17,13 +25,21 @@ class GuardConfig(Frozen):
         default=0.05, ge=0.0, le=1.0, description="Challenger live error rate above which the guard trips."
     )
     max_latency_p95_ms: float | None = Field(
-        default=None, gt=0, description="Challenger live p95 model latency bound (None = no bound)."
+        default=None,
+        gt=0,
+        le=MAX_LATENCY_MS,
+        description="Challenger live p95 model latency bound in ms, at most 3,600,000 (an hour; None = no "
+        "bound).",
     )
     msprt_alpha: float = Field(
         default=0.05, gt=0, lt=1, description="Level of the always-valid sequential test (challenger worse)."
     )
     min_invocations: int = Field(
-        default=10, ge=0, description="Challenger calls needed in a bake before its guards are read."
+        default=10,
+        ge=0,
+        le=MAX_MIN_INVOCATIONS,
+        description="Challenger calls needed in a bake before its guards are read (at most 1,000,000). "
+        "`validate` warns when replayed traffic (requests_per_s x bake_s x a step's share) falls short.",
     )
 
 
@@ -35,8 +51,15 @@ class LiveTrafficConfig(Frozen):
         default="datasets/support/holdout_live.jsonl",
         description="JSONL file of held-out inputs (field 'input'), relative to pipeline.yaml.",
     )
-    requests_per_s: float = Field(default=10.0, gt=0, description="Conversations started per second.")
-    concurrency: int = Field(default=4, ge=1, le=64, description="Conversations in flight at once.")
+    requests_per_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=MAX_REQUESTS_PER_S,
+        description="Conversations started per second (at most 1,000).",
+    )
+    concurrency: int = Field(
+        default=4, ge=1, le=64, description="Conversations in flight at once (at most 64)."
+    )
 
 
 class ShadowConfig(Frozen):
@@ -44,7 +67,12 @@ class ShadowConfig(Frozen):
 
     enabled: bool = Field(default=False, description="Run a shadow phase before the canary.")
     sample_percent: float = Field(default=50.0, gt=0, le=100, description="Share of requests mirrored.")
-    bake_s: float = Field(default=5.0, gt=0, description="Length of the shadow phase in seconds.")
+    bake_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=MAX_BAKE_S,
+        description="Length of the shadow phase in seconds (at most 86,400: a day).",
+    )
 
 
 class PromotionConfig(Frozen):
@@ -57,9 +85,13 @@ class PromotionConfig(Frozen):
     )
     schedule: list[float] = Field(
         default_factory=lambda: [10.0, 50.0, 100.0],
-        description="Challenger traffic share (percent) per step, increasing, ending at 100.",
+        max_length=MAX_SCHEDULE_STEPS,
+        description="Challenger traffic share (percent) per step, increasing, ending at 100 (at most 100 "
+        "steps).",
     )
-    bake_s: float = Field(default=5.0, gt=0, description="Bake time per step in seconds.")
+    bake_s: float = Field(
+        default=5.0, gt=0, le=MAX_BAKE_S, description="Bake time per step in seconds (at most 86,400: a day)."
+    )
     guards: GuardConfig = Field(default_factory=GuardConfig, description="Live guards.")
     live_traffic: LiveTrafficConfig = Field(default_factory=LiveTrafficConfig, description="Replay source.")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Shadow phase.")
@@ -76,3 +108,62 @@ class PromotionConfig(Frozen):
         if v[-1] != 100:
             raise ValueError("schedule must end at 100")
         return v
+
+
+class ThinBake(Frozen):
+    """A bake whose replayed traffic is expected to give the challenger too few calls for the guards."""
+
+    phase: Literal["canary", "shadow"] = Field(
+        description="Which bakes: the canary steps or the shadow phase."
+    )
+    percents: tuple[float, ...] = Field(description="Challenger share(s) of those bakes (percent).")
+    expected_calls: tuple[float, ...] = Field(description="Expected challenger calls per bake, in order.")
+    bake_s: float = Field(description="The configured bake (seconds).")
+    min_calls: int = Field(description="Calls the guards need before they judge a bake.")
+    sufficient_bake_s: float | None = Field(
+        description="Shortest bake (seconds, rounded up) that would give every such bake enough calls; None "
+        "when even the longest allowed bake would not."
+    )
+
+
+def _sufficient_bake_s(requests_per_s: float, percent: float, min_calls: int) -> float | None:
+    needed = min_calls / (requests_per_s * percent / 100.0)
+    rounded = math.ceil(needed) if needed >= 1 else math.ceil(needed * 10) / 10
+    return float(rounded) if rounded <= MAX_BAKE_S else None
+
+
+def thin_bakes(config: PromotionConfig) -> list[ThinBake]:
+    """Bakes whose expected challenger calls (requests/s x bake x challenger share) are below min_invocations.
+
+    Each replayed conversation makes at least one model call, so requests_per_s x bake_s x share is a
+    conservative estimate of the calls the guards will see; a bake that sees fewer than
+    ``guards.min_invocations`` is reported "unjudged" at run time. Only replayed traffic can be estimated: with ``live_traffic`` off the calls come from real users
+    and nothing is returned.
+    """
+    live = config.live_traffic
+    if not live.enabled:
+        return []
+    min_calls = max(config.guards.min_invocations, 1)
+    found: list[ThinBake] = []
+    phases: list[tuple[Literal["canary", "shadow"], list[float], float]] = [
+        ("canary", list(config.schedule), config.bake_s)
+    ]
+    if config.shadow.enabled:
+        phases.insert(0, ("shadow", [config.shadow.sample_percent], config.shadow.bake_s))
+    for phase, percents, bake_s in phases:
+        thin = [(p, live.requests_per_s * bake_s * p / 100.0) for p in percents]
+        thin = [(p, calls) for p, calls in thin if calls < min_calls]
+        if thin:
+            found.append(
+                ThinBake(
+                    phase=phase,
+                    percents=tuple(p for p, _ in thin),
+                    expected_calls=tuple(calls for _, calls in thin),
+                    bake_s=bake_s,
+                    min_calls=min_calls,
+                    sufficient_bake_s=_sufficient_bake_s(
+                        live.requests_per_s, min(p for p, _ in thin), min_calls
+                    ),
+                )
+            )
+    return found

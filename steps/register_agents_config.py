@@ -6,11 +6,19 @@ from pydantic import Field
 
 from agent_release.steps.backend import Frozen
 
+# Above any model's context window; beyond it a typo would be sent to the model server as is.
+MAX_TOKENS = 1_000_000
+
 
 class InferenceConfig(Frozen):
     """Inference parameters sent with every model call (Strands ``payload_config``)."""
 
-    max_tokens: int = Field(default=512, gt=0, description="Upper bound on generated tokens per model call.")
+    max_tokens: int = Field(
+        default=512,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Upper bound on generated tokens per model call (at most 1,000,000).",
+    )
     temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature.")
     stream: bool = Field(
         default=True, description="Use InvokeEndpointWithResponseStream (True) or InvokeEndpoint (False)."

@@ -4,7 +4,8 @@
 it into one row per case, runs its suite (JSON beside the data) in an ephemeral GE context, and returns a
 :class:`DatasetValidationReport` with each file's SHA-256 (pinned by the pipeline), row and cluster counts and
 the failed expectations with sample case ids. Failing data is a result (``success=False``), not an
-exception; a missing or unparsable file raises :class:`DatasetError`.
+exception; a dataset with no rows fails without running its suite (one failure line, not one per
+expectation). A missing or unparsable file (not UTF-8, not JSON) raises :class:`DatasetError` naming it.
 
 The flattened table has the columns the suites name: ``id``, ``input``, ``cluster``, ``intent`` and
 ``difficulty`` (from ``tags``), ``expected_tools`` (comma-joined tool names), ``n_expected_facts``, and
@@ -83,27 +84,44 @@ class DatasetValidationReport(_Frozen):
         raise KeyError(name)
 
     def summary_lines(self) -> list[str]:
-        """One readable line per dataset that passed and per failed expectation."""
+        """One readable line per dataset that passed and per failure (see :meth:`failure_lines`)."""
         lines = []
         for d in self.datasets:
             if d.success:
                 lines.append(
                     f"{d.name}: ok ({d.n_rows} rows, {d.n_clusters} clusters, sha256 {d.sha256[:12]})"
                 )
-            for f in d.failures:
-                target = f"({f.column})" if f.column else ""
-                what = f"{f.unexpected_count} rows" if f.unexpected_count else (f.detail or "failed")
-                sample = f", e.g. {', '.join(f.sample_ids)}" if f.sample_ids else ""
-                lines.append(f"{d.name}: {f.expectation}{target} failed: {what}{sample}")
+            else:
+                lines += _failure_lines(d)
         return lines
+
+    def failure_lines(self) -> list[str]:
+        """One readable line per failure of the datasets that failed (empty when every dataset passed)."""
+        return [line for d in self.datasets if not d.success for line in _failure_lines(d)]
+
+
+def _failure_lines(d: DatasetResult) -> list[str]:
+    if d.n_rows == 0:
+        return [f"dataset {d.name} ({d.path}) has no rows"]
+    lines = []
+    for f in d.failures:
+        target = f"({f.column})" if f.column else ""
+        what = f"{f.unexpected_count} rows" if f.unexpected_count else (f.detail or "failed")
+        sample = f", e.g. {', '.join(f.sample_ids)}" if f.sample_ids else ""
+        lines.append(f"{d.name}: {f.expectation}{target} failed: {what}{sample}")
+    return lines or [f"{d.name}: failed its data contract"]
 
 
 def read_cases(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file; raises :class:`DatasetError` naming the first bad line."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"cannot read dataset {path}: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(_not_utf8(path, data, exc)) from None
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -116,6 +134,12 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
             raise DatasetError(f"{path}:{number}: expected a JSON object")
         rows.append(row)
     return rows
+
+
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> str:
+    """``<path>:<line>: not valid UTF-8 (byte 0xNN at offset N)``: where an editor or ``xxd`` finds it."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    return f"{path}:{line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
 
 
 def cases_frame(rows: list[dict[str, Any]]) -> Any:
@@ -174,10 +198,16 @@ def load_suite(path: Path) -> Any:
     import great_expectations as gx
 
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-        return gx.ExpectationSuite(**document)
+        data = path.read_bytes()
     except OSError as exc:
         raise DatasetError(f"cannot read suite {path}: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(_not_utf8(path, data, exc)) from None
+    try:
+        document = json.loads(text)
+        return gx.ExpectationSuite(**document)
     except (ValueError, TypeError) as exc:
         raise DatasetError(f"{path}: not an expectation suite ({str(exc).splitlines()[0]})") from exc
 
@@ -233,6 +263,20 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
         data_path = base_dir / spec.path
         rows = read_cases(data_path)
         suite = load_suite(base_dir / spec.suite)
+        if not rows:
+            # Every expectation of the suite would fail on an empty table and bury the one real problem.
+            results.append(
+                DatasetResult(
+                    name=name,
+                    path=spec.path,
+                    sha256=hashlib.sha256(data_path.read_bytes()).hexdigest(),
+                    n_rows=0,
+                    n_clusters=0,
+                    success=False,
+                )
+            )
+            logger.info("dataset=<%s>, path=<%s> | dataset has no rows", name, spec.path)
+            continue
         suite.name = f"{name}:{suite.name}"
         frame = cases_frame(rows)
         batch = source.add_dataframe_asset(name).add_batch_definition_whole_dataframe(f"{name}-all")

@@ -55,7 +55,7 @@ def test_unknown_key_names_path_and_line(project: Path, tmp_path: Path) -> None:
 
 
 def test_wrong_type_names_path(project: Path, tmp_path: Path) -> None:
-    edit(project, "  bake_s: 3 ", "  bake_s: soon ")
+    edit(project, "  bake_s: 10 ", "  bake_s: soon ")
     proc = run_cli(["validate"], project, tmp_path / "home")
     err = assert_one_line_error(proc, "promote.bake_s")
     assert f"pipeline.yaml:{line_of(project, 'bake_s: soon')}:" in err

@@ -1,0 +1,47 @@
+"""Run the ``agent-release`` command line as a subprocess and check its one-line error contract."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, "-m", "agent_release.pipelines.cli"]
+
+
+def run_cli(
+    args: list[str], cwd: Path, home: Path | None, timeout_s: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``agent-release ARGS`` in ``cwd``; ``home`` is AGENT_RELEASE_HOME (None: unset, the cwd decides)."""
+    env = {**os.environ}
+    env.pop("AGENT_RELEASE_DEBUG", None)
+    env.pop("AGENT_RELEASE_HOME", None)
+    if home is not None:
+        env["AGENT_RELEASE_HOME"] = str(home)
+    return subprocess.run([*CLI, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout_s)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
+    """Exit 1, exactly one ``error:`` line on stderr containing every needle, no traceback; the line."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert lines[0].startswith("error: ")
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return lines[0]
+
+
+def copy_project(target: Path, *, copy_datasets: bool = False) -> Path:
+    """The default pipeline.yaml in ``target`` beside the shipped datasets (linked, or copied to edit)."""
+    target.mkdir(parents=True, exist_ok=True)
+    if copy_datasets:
+        shutil.copytree(ROOT / "datasets", target / "datasets")
+    else:
+        (target / "datasets").symlink_to(ROOT / "datasets")
+    shutil.copy(ROOT / "pipeline.yaml", target / "pipeline.yaml")
+    return target
