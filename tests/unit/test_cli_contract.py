@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _shared.cli import assert_one_line_error
 from _shared.pipeline_yaml import edit, line_of
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,17 +28,6 @@ def project(tmp_path: Path) -> Path:
     (tmp_path / "datasets").symlink_to(ROOT / "datasets")
     shutil.copy(ROOT / "pipeline.yaml", tmp_path / "pipeline.yaml")
     return tmp_path
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> str:
-    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert lines[0].startswith("error: ")
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
