@@ -20,7 +20,10 @@ INTRO = """# pipeline.yaml reference
 (`agent_release.pipelines.config.PipelineConfig`): unknown keys and wrong types are errors that name the key
 path and the line, e.g. `pipeline.yaml:<line>: evaluate.concurency: unknown key`. Relative paths resolve
 against the directory of the file. `agent-release schema` prints the JSON Schema; `agent-release validate`
-checks the file, every file it references and the datasets' data contracts.
+checks the file, every file it references and the datasets' data contracts. Numbers have upper bounds no real
+configuration reaches (given in each field's description). `validate` also prints `warning:` lines that do
+not fail it, e.g. when a canary step's replayed traffic (`requests_per_s` x `bake_s` x the step's share) is
+below `promote.guards.min_invocations`, so the guards could not judge that step.
 
 This page is generated from the model and the scorer registry by `tools/gen_config_docs.py`; do not edit it
 by hand.
