@@ -207,13 +207,18 @@ def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
     return lines
 
 
+def line_of_key(lines: dict[tuple[str | int, ...], int], key: tuple[str | int, ...]) -> int | None:
+    """The line of ``key`` in :func:`key_lines`' map, else of its nearest parent that is in the file."""
+    while key:
+        if key in lines:
+            return lines[key]
+        key = key[:-1]
+    return None
+
+
 def _first_error_line(err: dict[str, Any], lines: dict[tuple[str | int, ...], int]) -> int | None:
     loc = tuple(p for p in err.get("loc", ()) if not (isinstance(p, str) and p.startswith("function-")))
-    while loc:
-        if loc in lines:
-            return lines[loc]
-        loc = loc[:-1]
-    return None
+    return line_of_key(lines, loc)
 
 
 def format_validation_error(

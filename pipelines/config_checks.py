@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines
+from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines, line_of_key
 from agent_release.steps.decide_promotion import COUNTED_FIELDS
 from agent_release.steps.evaluate_config import ScorerSpec
 from agent_release.steps.promote_config import thin_bakes
@@ -47,13 +47,7 @@ class _Reporter:
         return ConfigError(self.line(key, message))
 
     def line(self, key: tuple[str | int, ...], message: str) -> str:
-        loc = key
-        line = None
-        while loc:
-            if loc in self.lines:
-                line = self.lines[loc]
-                break
-            loc = loc[:-1]
+        line = line_of_key(self.lines, key)
         where = f"{self.source}:{line}" if line else self.source
         return f"{where}: {'.'.join(str(p) for p in key)}: {message}"
 

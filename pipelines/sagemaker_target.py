@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent_release.pipelines.config import LoadedConfig, check_referenced_files, load_config
 from agent_release.pipelines.sagemaker_parameters import bucket_of, coerce_overrides, pipeline_name_of
+from agent_release.steps.log_filters import filtered_loggers
 
 if TYPE_CHECKING:
     import boto3
@@ -119,14 +120,8 @@ def _sdk_info_quieted() -> Iterator[None]:
     if logger.isEnabledFor(logging.INFO):
         yield
         return
-    quieted = [logging.getLogger(name) for name in _SDK_LOGGERS]
-    for sdk_logger in quieted:
-        sdk_logger.addFilter(_warning_or_worse)
-    try:
+    with filtered_loggers(_SDK_LOGGERS, _warning_or_worse):
         yield
-    finally:
-        for sdk_logger in quieted:
-            sdk_logger.removeFilter(_warning_or_worse)
 
 
 def _pipeline_session(loaded: LoadedConfig, boto_session: boto3.Session) -> Any:

@@ -20,18 +20,18 @@ Usage::
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent_release.steps.gc_pauses import fewer_gc_pauses
+from agent_release.steps.log_filters import filtered_loggers
 
 logger = logging.getLogger(__name__)
 
@@ -310,25 +310,12 @@ async def _run_all(
 CASE_ERROR_LOGGERS = ("strands.event_loop.event_loop", "strands.models.sagemaker")
 
 
-class _DemoteToDebug(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno >= logging.ERROR:
-            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
-            return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
-        return True
-
-
-@contextlib.contextmanager
-def _case_errors_at_debug() -> Iterator[None]:
-    demote = _DemoteToDebug()
-    loggers = [logging.getLogger(name) for name in CASE_ERROR_LOGGERS]
-    for each in loggers:
-        each.addFilter(demote)
-    try:
-        yield
-    finally:
-        for each in loggers:
-            each.removeFilter(demote)
+def _demote_to_debug(record: logging.LogRecord) -> bool:
+    """Pass an ERROR record on as DEBUG (dropped unless its logger is enabled for DEBUG)."""
+    if record.levelno >= logging.ERROR:
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+    return True
 
 
 def run_cases(
@@ -350,7 +337,10 @@ def run_cases(
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
     )
-    with fewer_gc_pauses(), _case_errors_at_debug():  # gc: ~3 ms of collector work per case otherwise
+    with (
+        fewer_gc_pauses(),  # ~3 ms of collector work per case otherwise (see steps/gc_pauses.py)
+        filtered_loggers(CASE_ERROR_LOGGERS, _demote_to_debug),
+    ):
         outcomes = asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress, score))
     failed = [o for o in outcomes if o.error is not None]
     if failed:

@@ -263,13 +263,14 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
         data_path = base_dir / spec.path
         rows = read_cases(data_path)
         suite = load_suite(base_dir / spec.suite)
+        digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
         if not rows:
             # Every expectation of the suite would fail on an empty table and bury the one real problem.
             results.append(
                 DatasetResult(
                     name=name,
                     path=spec.path,
-                    sha256=hashlib.sha256(data_path.read_bytes()).hexdigest(),
+                    sha256=digest,
                     n_rows=0,
                     n_clusters=0,
                     success=False,
@@ -293,7 +294,7 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
             DatasetResult(
                 name=name,
                 path=spec.path,
-                sha256=hashlib.sha256(data_path.read_bytes()).hexdigest(),
+                sha256=digest,
                 n_rows=len(rows),
                 n_clusters=n_clusters,
                 success=bool(validation.success),
