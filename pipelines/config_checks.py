@@ -23,7 +23,7 @@ from typing import TypeVar
 from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines, line_of_key
 from agent_release.steps.decide_promotion import COUNTED_FIELDS
 from agent_release.steps.evaluate_config import ScorerSpec
-from agent_release.steps.promote_config import thin_bakes
+from agent_release.steps.promote_config import ThinBake, thin_bakes
 from agent_release.steps.scorers import ScorerConfigError, build_scorer, effective_specs
 
 # Metrics decide_promotion reads from the row itself rather than from ``CaseResult.scores``
@@ -209,8 +209,9 @@ def check_tracking(loaded: LoadedConfig, report: _Reporter) -> None:
 def check_canary_traffic(loaded: LoadedConfig, report: _Reporter) -> list[str]:
     """Bakes whose replayed traffic cannot reach ``promote.guards.min_invocations`` challenger calls.
 
-    Such a bake is not judged by the guards (reported "unjudged" when the run promotes), so a bad
-    challenger could pass it unseen. A warning, not an error: the canary still runs and says so.
+    A canary step short of them at ``bake_s`` bakes on up to ``max_bake_s``; one still short then is not
+    judged by the guards, and ``guards.unjudged`` rolls the canary back (or promotes on the offline evidence
+    alone). A shadow phase is never extended. Warnings, not errors: the canary still runs and says so.
     """
     promote = loaded.config.promote
     rate = promote.live_traffic.requests_per_s
@@ -229,12 +230,28 @@ def check_canary_traffic(loaded: LoadedConfig, report: _Reporter) -> list[str]:
             else "raise promote.live_traffic.requests_per_s"
         )
         share = "share" if plural else shares
-        warnings.append(
-            report.line(
-                key,
-                f"{what}{plural} {shares} expect{'' if plural else 's'} about {calls} challenger calls "
-                f"({rate:g} req/s x {thin.bake_s:g} s x {share}), fewer than promote.guards.min_invocations "
-                f"({thin.min_calls}): the guards cannot judge {'them' if plural else 'it'}; {fix}",
-            )
+        short = (
+            f"{what}{plural} {shares} expect{'' if plural else 's'} about {calls} challenger calls "
+            f"({rate:g} req/s x {thin.bake_s:g} s x {share}), fewer than promote.guards.min_invocations "
+            f"({thin.min_calls})"
         )
+        warnings.append(report.line(key, f"{short}: {_what_follows(thin, promote.guards.unjudged)}; {fix}"))
     return warnings
+
+
+def _what_follows(thin: ThinBake, policy: str) -> str:
+    """What the run will do with a thin bake: extend it, roll back, or promote unjudged."""
+    if thin.phase == "shadow":
+        return "the guards cannot judge the shadow phase (the canary steps still do)"
+    if not thin.unjudged_percents:
+        return f"the step bakes up to {thin.limit_s:g} s (promote.max_bake_s) waiting for them"
+    steps = "/".join(f"{p:g}" for p in thin.unjudged_percents)
+    outcome = (
+        "the canary will roll back"
+        if policy == "rollback"
+        else "the challenger would be promoted without the guards judging it"
+    )
+    return (
+        f"even at {thin.limit_s:g} s (promote.max_bake_s) step {steps}% stays short, so {outcome} "
+        f"(promote.guards.unjudged: {policy})"
+    )

@@ -14,8 +14,12 @@ What each decision does:
 promote, mode auto      [shadow phase] -> for each schedule step p: weights champion (100-p)/100,
                         challenger p/100, audit ``weights``, bake ``bake_s`` with replayed live traffic
                         and guards every ~0.5 s. A trip: champion back to 1 at once, audit ``rollback``,
-                        package Rejected -> ``rolled_back``. All green: audit ``promote``, package
-                        Approved with the evidence, MLflow aliases moved -> ``promoted``.
+                        package Rejected -> ``rolled_back``. A step with fewer than ``min_invocations``
+                        challenger calls bakes on up to ``max_bake_s``; still short, it is unjudged:
+                        with ``guards.unjudged: rollback`` (default) champion back to 1, audit
+                        ``rollback`` (trigger ``unjudged``), package left PendingManualApproval ->
+                        ``rolled_back``. All green: audit ``promote``, package Approved with the
+                        evidence, MLflow aliases moved -> ``promoted``.
 promote, mode manual    no weight change; audit ``decision``; package stays PendingManualApproval with
                         the evidence in its description -> ``held_for_approval`` (``held=True``).
 reject                  package Rejected, audit ``reject``, weights untouched -> ``rejected``.
@@ -28,7 +32,8 @@ Safety: while weights move, any exception (or interrupt) restores champion=1 / o
 is never left with all weights zero or a weight on an unknown variant.
 
 Resume: the ledger is the source of truth. If it already holds a terminal entry of this execution
-(``promote``, ``rollback`` by a guard, ``reject``, ``decision``, ``no_change``), the step does not act again:
+(``promote``, ``rollback`` by a guard or of an unjudged step, ``reject``, ``decision``,
+``no_change``), the step does not act again:
 it re-applies the idempotent registry updates of that outcome and returns. If it holds only ``weights``
 entries (a run killed mid-shift), it records ``resume`` and restarts the schedule from its first step: the
 first step's challenger share is the smallest, so restarting only ever lowers the challenger's exposure.
@@ -84,6 +89,13 @@ AUDIT_DECISION = "decision"
 AUDIT_NO_CHANGE = "no_change"
 AUDIT_RESUME = "resume"
 AUDIT_SHADOW = "shadow"
+# The ``trigger`` of a rollback entry: a guard tripped, the guards could not judge a step, or an error.
+TRIGGER_GUARD = "guard"
+TRIGGER_UNJUDGED = "unjudged"
+# Keys a rollback entry adds to the decision's evidence; a retry after an unjudged rollback drops them.
+_ROLLBACK_KEYS = frozenset(
+    {"trigger", "why", "where", "weights_before", "weights_after", "guard_readings", "guards", "approval"}
+)
 
 # Terminal ledger actions of one execution -> the report action they mean (see "Resume" above).
 _TERMINAL: dict[str, Action] = {
@@ -503,11 +515,23 @@ class _Promotion:
                     r.challenger,
                     percent,
                 )
-                check = self.bake(monitor, since, self.config.bake_s, f"canary {percent:g}%")
+                check = self.bake(
+                    monitor,
+                    since,
+                    self.config.bake_s,
+                    f"canary {percent:g}%",
+                    limit_s=self.config.step_bake_limit_s,
+                )
                 self.event("canary", weights, check)
                 last_checks.append(check)
                 if check.tripped:
                     return self.roll_back(check, f"canary {percent:g}%", traffic)
+                if self.config.guards.unjudged == "rollback" and not self.judged(
+                    check.readings.get(r.challenger)
+                ):
+                    return self.roll_back(
+                        check, f"canary {percent:g}%", traffic, unjudged=time.time() - since
+                    )
         except BaseException as exc:
             self.restore_after_error(exc)
             if isinstance(exc, Exception):
@@ -554,14 +578,13 @@ class _Promotion:
         )
         # A step whose bake saw fewer challenger calls than min_invocations was not judged by the guards
         # (too few calls are noise): say so rather than call it green.
-        min_calls = max(self.config.guards.min_invocations, 1)
         unjudged = [
             percent
             for percent, check in zip(self.schedule, checks, strict=False)
-            if (reading := check.readings.get(r.challenger)) is None or reading.invocations < min_calls
+            if not self.judged(check.readings.get(r.challenger))
         ]
         verdict = (
-            f"no guard tripped; step {'/'.join(f'{p:g}' for p in unjudged)}% saw fewer than {min_calls} "
+            f"no guard tripped; step {'/'.join(f'{p:g}' for p in unjudged)}% saw fewer than {self.min_calls} "
             "challenger calls, too few for the guards to judge"
             if unjudged
             else "every guard green"
@@ -588,28 +611,66 @@ class _Promotion:
             f"with {verdict}; package Approved",
         )
 
-    def bake(self, monitor: GuardMonitor, since: float, seconds: float, label: str) -> GuardCheck:
-        """Watch the guards for ``seconds`` from ``since``; return at the first trip or at the end."""
+    def bake(
+        self,
+        monitor: GuardMonitor,
+        since: float,
+        seconds: float,
+        label: str,
+        *,
+        limit_s: float | None = None,
+    ) -> GuardCheck:
+        """Watch the guards for ``seconds`` from ``since``; return at the first trip or at the end.
+
+        With ``limit_s`` the bake goes on past ``seconds`` (up to ``limit_s``) while the challenger has fewer
+        than ``guards.min_invocations`` calls: a step the guards cannot read yet is given time, not a pass.
+        """
         monitor.start_window()
         update = None
         bake_progress = getattr(self.progress, "bake_progress", None)
         if callable(bake_progress):
             update = bake_progress(label, seconds)
+        limit = max(limit_s if limit_s is not None else seconds, seconds)
         poll = min(POLL_INTERVAL_S, seconds / 2)
         start = time.monotonic()
         while True:
-            remaining = seconds - (time.monotonic() - start)
-            time.sleep(max(min(poll, remaining), 0.0))
+            elapsed = time.monotonic() - start
+            deadline = seconds if elapsed < seconds else limit
+            time.sleep(max(min(poll, deadline - elapsed), 0.0))
             check = monitor.look(self.backend.variant_metrics(self.release.endpoint, since))
+            elapsed = time.monotonic() - start
+            reading = check.readings.get(self.release.challenger)
             if update is not None:
-                reading = check.readings.get(self.release.challenger)
                 text = f"{reading.invocations} calls, {reading.errors} errors" if reading else ""
-                update(time.monotonic() - start, text)
-            if check.tripped or time.monotonic() - start >= seconds:
+                if elapsed >= seconds and not self.judged(reading):
+                    text += f"; waiting for {self.min_calls} (up to {limit:g}s)"
+                update(elapsed, text)
+            if check.tripped or elapsed >= limit or (elapsed >= seconds and self.judged(reading)):
                 return check
 
-    def roll_back(self, check: GuardCheck, where: str, traffic: LiveTraffic | None) -> PromotionReport:
-        """A guard tripped: champion back to all traffic now, ledger entry, package Rejected."""
+    @property
+    def min_calls(self) -> int:
+        """Challenger calls a bake needs before the guards judge it."""
+        return max(self.config.guards.min_invocations, 1)
+
+    def judged(self, reading: GuardReading | None) -> bool:
+        """Whether the guards could judge a bake whose challenger reading is ``reading``."""
+        return reading is not None and reading.invocations >= self.min_calls
+
+    def roll_back(
+        self,
+        check: GuardCheck,
+        where: str,
+        traffic: LiveTraffic | None,
+        *,
+        unjudged: float | None = None,
+    ) -> PromotionReport:
+        """Champion back to all traffic now, with a ledger entry; a guard trip Rejects the package.
+
+        ``unjudged`` (the seconds the step baked) says no guard tripped but the step never had
+        ``min_invocations`` challenger calls: the canary cannot vouch for the challenger, yet nothing speaks
+        against it either, so its package is left pending approval for ``agent-release promote``.
+        """
         r = self.release
         assert r.champion is not None  # only a shift with a champion rolls back
         state = _describe(self.backend, r.endpoint)
@@ -618,28 +679,62 @@ class _Promotion:
         state = self.backend.update_weights(r.endpoint, weights)
         if traffic is not None:
             traffic.set_shares(state.traffic_shares())
-        why = f"{where}: {check.tripped}"
-        self.event("rollback", weights, check)
+        reading = check.readings.get(r.challenger)
+        calls = reading.invocations if reading is not None else 0
+        cause = (
+            check.tripped
+            if unjudged is None
+            else f"unjudged: {calls} challenger calls in {unjudged:.0f} s, fewer than min_invocations "
+            f"{self.min_calls}"
+        )
+        why = f"{where}: {cause}"
+        self.event("rollback", weights, check, note=None if unjudged is None else cause)
         logger.warning(
             "endpoint=<%s>, challenger=<%s>, why=<%s> | rolled back", r.endpoint, r.challenger, why
         )
         entry = self.audit(
             AUDIT_ROLLBACK,
-            f"guard tripped at {why}; {r.champion} back to 100%",
+            f"{'guard tripped' if unjudged is None else 'guards could not judge'} at {why}; "
+            f"{r.champion} back to 100%",
             {
                 **r.evidence,
-                "trigger": "guard",
-                "why": check.tripped,
+                "trigger": TRIGGER_GUARD if unjudged is None else TRIGGER_UNJUDGED,
+                "why": cause,
                 "where": where,
                 "weights_before": before,
                 "weights_after": weights,
                 "guard_readings": {k: v.model_dump(mode="json") for k, v in check.readings.items()},
                 "guards": self.config.guards.model_dump(mode="json"),
-                "approval": "Rejected",
+                "approval": "Rejected" if unjudged is None else "PendingManualApproval",
             },
         )
-        self.reject(f"rolled back at {why}", entry.seq)
-        return self.report("rolled_back", f"{why}; traffic back to {r.champion}, package Rejected")
+        if unjudged is None:
+            self.reject(f"rolled back at {why}", entry.seq)
+            return self.report("rolled_back", f"{why}; traffic back to {r.champion}, package Rejected")
+        self.hold_unjudged(entry)
+        return self.report(
+            "rolled_back",
+            f"{why}; traffic back to {r.champion}, package left pending approval: run "
+            f"`agent-release promote {r.challenger}` when the endpoint has traffic",
+        )
+
+    def hold_unjudged(self, entry: AuditEntry) -> None:
+        """After an unjudged rollback: package PendingManualApproval, pointing at the ledger entry."""
+        r = self.release
+        self.set_approval(
+            ApprovalStatus.PENDING,
+            _approval_description(
+                {
+                    "status": "PendingManualApproval",
+                    "rolled_back": TRIGGER_UNJUDGED,
+                    "execution": r.execution_id,
+                    "audit_seq": entry.seq,
+                    "reason": entry.reason,
+                    "next": f"agent-release promote {r.challenger}",
+                },
+                optional=("reason",),
+            ),
+        )
 
     def restore_after_error(self, exc: BaseException) -> None:
         """Champion back to all traffic after an unexpected failure (best effort; never masks ``exc``)."""
@@ -752,7 +847,7 @@ def _entries_of(backend: Backend, execution_id: str | None, subject: str) -> lis
 
 def _terminal_entry(entries: Sequence[AuditEntry], allowed: Mapping[str, Action]) -> AuditEntry | None:
     for e in reversed(entries):
-        if e.action == AUDIT_ROLLBACK and e.evidence.get("trigger") != "guard":
+        if e.action == AUDIT_ROLLBACK and e.evidence.get("trigger") not in (TRIGGER_GUARD, TRIGGER_UNJUDGED):
             continue  # a rollback after an error is not an outcome: the step failed and may run again
         if e.action in allowed:
             return e
@@ -766,6 +861,8 @@ def _resume_done(promotion: _Promotion, entry: AuditEntry) -> PromotionReport:
     promotion.audit_seqs.append(entry.seq)
     if action == "promoted":
         promotion.approve(entry.seq, None)
+    elif entry.action == AUDIT_ROLLBACK and entry.evidence.get("trigger") == TRIGGER_UNJUDGED:
+        promotion.hold_unjudged(entry)
     elif action in ("rolled_back", "rejected"):
         promotion.reject(entry.reason, entry.seq)
     logger.info("execution=<%s>, action=<%s> | already done per audit ledger", entry.execution_id, action)
@@ -914,8 +1011,9 @@ def promote_variant(
 ) -> PromotionReport:
     """Release manager: shift ``variant`` to 100% with the same guarded schedule (continues a manual hold).
 
-    The evidence comes from the latest ``decision`` (held) entry for the variant in the ledger, whose
-    execution id is used when ``execution_id`` is None. Refuses a Rejected package. The caller holds
+    The evidence comes from the latest entry that left the variant pending approval in the ledger (a
+    manual-mode ``decision``, or a ``rollback`` of a canary the guards could not judge), whose execution id
+    is used when ``execution_id`` is None. Refuses a Rejected package. The caller holds
     ``backend.lock(f"endpoint:{endpoint_name}", owner)``.
     """
     if schedule is not None:
@@ -945,14 +1043,16 @@ def promote_variant(
         (
             e
             for e in reversed(backend.list_audit())
-            if e.action == AUDIT_DECISION
+            if _holds_for_approval(e)
             and e.subject == subject
             and (execution_id is None or e.execution_id == execution_id)
         ),
         None,
     )
     evidence: dict[str, Any] = (
-        dict(held.evidence) if held is not None else {"note": "no pipeline decision on record"}
+        {k: v for k, v in held.evidence.items() if held.action == AUDIT_DECISION or k not in _ROLLBACK_KEYS}
+        if held is not None
+        else {"note": "no pipeline decision on record"}
     )
     execution_id = execution_id or (held.execution_id if held is not None else None)
     recorded = evidence.get("challenger")
@@ -986,6 +1086,13 @@ def promote_variant(
         )
     traffic = _traffic_factory(config, release, system_prompt, tools_factory, live_inputs)
     return promotion.shift(traffic)
+
+
+def _holds_for_approval(entry: AuditEntry) -> bool:
+    """Whether ``entry`` left its challenger pending approval: a manual-mode decision or an unjudged rollback."""
+    return entry.action == AUDIT_DECISION or (
+        entry.action == AUDIT_ROLLBACK and entry.evidence.get("trigger") == TRIGGER_UNJUDGED
+    )
 
 
 def _approval_audit_seq(description: str | None) -> int:

@@ -6,7 +6,7 @@ import math
 from itertools import pairwise
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent_release.steps.backend import Frozen
 
@@ -39,7 +39,15 @@ class GuardConfig(Frozen):
         ge=0,
         le=MAX_MIN_INVOCATIONS,
         description="Challenger calls needed in a bake before its guards are read (at most 1,000,000). "
-        "`validate` warns when replayed traffic (requests_per_s x bake_s x a step's share) falls short.",
+        "A canary step with fewer bakes on, up to promote.max_bake_s; `validate` warns when replayed "
+        "traffic (requests_per_s x bake x a step's share) falls short.",
+    )
+    unjudged: Literal["rollback", "promote"] = Field(
+        default="rollback",
+        description="A canary step that still has fewer than min_invocations challenger calls at "
+        "promote.max_bake_s was not judged. rollback: traffic back to the champion, the package left "
+        "pending approval (`agent-release promote` retries). promote: carry on, on the offline evidence "
+        "alone (the promote entry lists the unjudged steps).",
     )
 
 
@@ -92,6 +100,13 @@ class PromotionConfig(Frozen):
     bake_s: float = Field(
         default=5.0, gt=0, le=MAX_BAKE_S, description="Bake time per step in seconds (at most 86,400: a day)."
     )
+    max_bake_s: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_BAKE_S,
+        description="Longest a canary step bakes while it waits for guards.min_invocations challenger calls "
+        "(seconds, at least bake_s, at most 86,400; None = 3 x bake_s, capped at a day).",
+    )
     guards: GuardConfig = Field(default_factory=GuardConfig, description="Live guards.")
     live_traffic: LiveTrafficConfig = Field(default_factory=LiveTrafficConfig, description="Replay source.")
     shadow: ShadowConfig = Field(default_factory=ShadowConfig, description="Shadow phase.")
@@ -109,6 +124,19 @@ class PromotionConfig(Frozen):
             raise ValueError("schedule must end at 100")
         return v
 
+    @model_validator(mode="after")
+    def _max_bake_covers_bake(self) -> PromotionConfig:
+        if self.max_bake_s is not None and self.max_bake_s < self.bake_s:
+            raise ValueError(f"max_bake_s ({self.max_bake_s:g}) must be at least bake_s ({self.bake_s:g})")
+        return self
+
+    @property
+    def step_bake_limit_s(self) -> float:
+        """How long a canary step may bake waiting for calls: ``max_bake_s``, else 3 x ``bake_s`` (<= a day)."""
+        if self.max_bake_s is not None:
+            return self.max_bake_s
+        return min(3.0 * self.bake_s, max(MAX_BAKE_S, self.bake_s))
+
 
 class ThinBake(Frozen):
     """A bake whose replayed traffic is expected to give the challenger too few calls for the guards."""
@@ -119,6 +147,12 @@ class ThinBake(Frozen):
     percents: tuple[float, ...] = Field(description="Challenger share(s) of those bakes (percent).")
     expected_calls: tuple[float, ...] = Field(description="Expected challenger calls per bake, in order.")
     bake_s: float = Field(description="The configured bake (seconds).")
+    limit_s: float = Field(
+        description="The longest such a bake may run waiting for calls (canary: max_bake_s; shadow: bake_s)."
+    )
+    unjudged_percents: tuple[float, ...] = Field(
+        description="The shares still short of min_calls at limit_s: the guards will not judge those bakes."
+    )
     min_calls: int = Field(description="Calls the guards need before they judge a bake.")
     sufficient_bake_s: float | None = Field(
         description="Shortest bake (seconds, rounded up) that would give every such bake enough calls; None "
@@ -136,21 +170,24 @@ def thin_bakes(config: PromotionConfig) -> list[ThinBake]:
     """Bakes whose expected challenger calls (requests/s x bake x challenger share) are below min_invocations.
 
     Each replayed conversation makes at least one model call, so requests_per_s x bake_s x share is a
-    conservative estimate of the calls the guards will see; a bake that sees fewer than
-    ``guards.min_invocations`` is reported "unjudged" at run time. Only replayed traffic can be estimated: with ``live_traffic`` off the calls come from real users
-    and nothing is returned.
+    conservative estimate of the calls the guards will see. A canary step that is short of
+    ``guards.min_invocations`` at ``bake_s`` bakes on up to ``max_bake_s``; one still short then is
+    "unjudged" (``guards.unjudged`` says what follows). Only replayed traffic can be estimated: with
+    ``live_traffic`` off the calls come from real users and nothing is returned.
     """
     live = config.live_traffic
     if not live.enabled:
         return []
     min_calls = max(config.guards.min_invocations, 1)
     found: list[ThinBake] = []
-    phases: list[tuple[Literal["canary", "shadow"], list[float], float]] = [
-        ("canary", list(config.schedule), config.bake_s)
+    phases: list[tuple[Literal["canary", "shadow"], list[float], float, float]] = [
+        ("canary", list(config.schedule), config.bake_s, config.step_bake_limit_s)
     ]
     if config.shadow.enabled:
-        phases.insert(0, ("shadow", [config.shadow.sample_percent], config.shadow.bake_s))
-    for phase, percents, bake_s in phases:
+        phases.insert(
+            0, ("shadow", [config.shadow.sample_percent], config.shadow.bake_s, config.shadow.bake_s)
+        )
+    for phase, percents, bake_s, limit_s in phases:
         thin = [(p, live.requests_per_s * bake_s * p / 100.0) for p in percents]
         thin = [(p, calls) for p, calls in thin if calls < min_calls]
         if thin:
@@ -160,6 +197,10 @@ def thin_bakes(config: PromotionConfig) -> list[ThinBake]:
                     percents=tuple(p for p, _ in thin),
                     expected_calls=tuple(calls for _, calls in thin),
                     bake_s=bake_s,
+                    limit_s=limit_s,
+                    unjudged_percents=tuple(
+                        p for p, _ in thin if live.requests_per_s * limit_s * p / 100.0 < min_calls
+                    ),
                     min_calls=min_calls,
                     sufficient_bake_s=_sufficient_bake_s(
                         live.requests_per_s, min(p for p, _ in thin), min_calls

@@ -21,18 +21,20 @@ from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
 ENDPOINT = "support-race"
 
 # One release manager: import, meet the other at a file barrier, then lock + promote (no live traffic: the
-# race is about the lock, not the guards). Prints one JSON line with the outcome.
+# race is about the lock, not the guards, so the unjudged steps carry on without baking longer). Prints one
+# JSON line with the outcome.
 PROMOTER = """
 import json, sys, time
 from pathlib import Path
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.steps.backend import LockBusyError
 from agent_release.steps.promote_challenger import promote_variant
-from agent_release.steps.promote_config import LiveTrafficConfig, PromotionConfig
+from agent_release.steps.promote_config import GuardConfig, LiveTrafficConfig, PromotionConfig
 
 state_dir, endpoint, actor, barrier = Path(sys.argv[1]), sys.argv[2], sys.argv[3], Path(sys.argv[4])
 backend = LocalBackend(state_dir)
-config = PromotionConfig(schedule=[50.0, 100.0], bake_s=1.0, live_traffic=LiveTrafficConfig(enabled=False))
+config = PromotionConfig(schedule=[50.0, 100.0], bake_s=1.0, max_bake_s=1.0,
+                         live_traffic=LiveTrafficConfig(enabled=False), guards=GuardConfig(unjudged="promote"))
 (barrier / actor).touch()
 deadline = time.time() + 120
 while len(list(barrier.iterdir())) < 2 and time.time() < deadline:

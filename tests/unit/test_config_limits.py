@@ -11,6 +11,7 @@ import pytest
 import yaml
 from _shared.cli import assert_one_line_error, copy_project, run_cli
 from _shared.pipeline_yaml import edit, line_of
+from pydantic import ValidationError
 
 from agent_release.pipelines.config import ConfigError, PipelineConfig, load_config, parse_config
 from agent_release.pipelines.config_checks import check_config, config_warnings
@@ -161,14 +162,28 @@ def test_thin_bakes_expected_calls_and_sufficient_bake() -> None:
     assert thin.phase == "canary" and thin.percents == (10.0,)
     assert thin.expected_calls == pytest.approx((4.5,))
     assert thin.sufficient_bake_s == 7  # 10 calls / (15 req/s x 10%) = 6.7 s, rounded up
+    # The step bakes on up to max_bake_s (default 3 x bake_s = 9 s): 13.5 calls by then, so it is judged.
+    assert thin.limit_s == 9 and thin.unjudged_percents == ()
+    (short,) = thin_bakes(_promotion(max_bake_s=3))
+    assert short.limit_s == 3 and short.unjudged_percents == (10.0,)
     (both,) = thin_bakes(_promotion(bake_s=1))
     assert both.percents == (10.0, 50.0) and both.sufficient_bake_s == 7
+    assert both.limit_s == 3 and both.unjudged_percents == (10.0,)  # 50% has 22.5 calls by 3 s
     assert thin_bakes(_promotion(bake_s=7)) == []
     assert thin_bakes(_promotion(live_traffic={"enabled": False})) == []  # real users' traffic: unknown
     unreachable = thin_bakes(_promotion(guards={"min_invocations": 1_000_000}))
     assert unreachable[0].sufficient_bake_s is None
     shadow = thin_bakes(_promotion(bake_s=7, shadow={"enabled": True, "sample_percent": 50, "bake_s": 1}))
     assert [(t.phase, t.percents, t.sufficient_bake_s) for t in shadow] == [("shadow", (50.0,), 2)]
+    assert shadow[0].limit_s == 1 and shadow[0].unjudged_percents == (50.0,)  # a shadow phase never bakes on
+
+
+def test_max_bake_defaults_to_three_bakes_and_may_not_be_shorter_than_one() -> None:
+    assert _promotion().step_bake_limit_s == 9
+    assert _promotion(max_bake_s=60).step_bake_limit_s == 60
+    assert _promotion(bake_s=86_400).step_bake_limit_s == 86_400  # capped at a day, never below bake_s
+    with pytest.raises(ValidationError, match=r"max_bake_s \(2\) must be at least bake_s \(3\)"):
+        _promotion(max_bake_s=2)
 
 
 def test_default_pipeline_judges_every_step() -> None:
@@ -183,9 +198,16 @@ def test_warning_names_the_step_the_line_and_a_bake_that_suffices(project: Path)
     )
     assert "canary step 10% expects about 4.5 challenger calls" in warning
     assert "min_invocations (10)" in warning and "promote.bake_s: 7 would suffice" in warning
-    edit(project, "  min_invocations: 10", "  min_invocations: 1000000")
+    assert "the step bakes up to 9 s (promote.max_bake_s) waiting for them" in warning
+    edit(project, "  bake_s: 3 ", "  bake_s: 3\n  max_bake_s: 3 ")
+    (warning,) = config_warnings(load_config(project / "pipeline.yaml"))
+    assert "even at 3 s (promote.max_bake_s) step 10% stays short" in warning
+    assert "the canary will roll back (promote.guards.unjudged: rollback)" in warning
+    edit(project, "  min_invocations: 10", "  min_invocations: 1000000\n    unjudged: promote")
     (warning,) = config_warnings(load_config(project / "pipeline.yaml"))
     assert "canary steps 10%, 50%, 100%" in warning and "raise promote.live_traffic.requests_per_s" in warning
+    assert "step 10/50/100% stays short" in warning
+    assert "would be promoted without the guards judging it (promote.guards.unjudged: promote)" in warning
 
 
 def test_cli_validate_warns_and_still_passes(project: Path, tmp_path: Path) -> None:

@@ -194,6 +194,23 @@ def fast_config(**overrides: Any) -> PromotionConfig:
     return PromotionConfig(**base)
 
 
+def no_traffic_config(**overrides: Any) -> PromotionConfig:
+    """A config with no replayed traffic, for tests of the shift's bookkeeping (resume, errors, ledger).
+
+    No call reaches the challenger, so no step can be judged; ``guards.unjudged: promote`` lets those steps
+    carry on (the default rolls back, tested below) and ``max_bake_s = bake_s`` keeps them from waiting.
+    """
+    bake_s = overrides.pop("bake_s", 0.3)
+    base: dict[str, Any] = {
+        "bake_s": bake_s,
+        "max_bake_s": bake_s,
+        "live_traffic": LiveTrafficConfig(enabled=False),
+        "guards": GuardConfig(max_error_rate=0.2, min_invocations=5, msprt_alpha=0.05, unjudged="promote"),
+    }
+    base.update(overrides)
+    return fast_config(**base)
+
+
 def weights(backend: LocalBackend) -> dict[str, float]:
     state = backend.describe_endpoint(ENDPOINT)
     assert state is not None
@@ -246,7 +263,7 @@ def test_auto_promote_walks_the_whole_schedule_with_live_traffic(env: Env) -> No
 
 
 def test_rerun_of_a_completed_execution_does_not_shift_again(env: Env) -> None:
-    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.3)
+    config = no_traffic_config(bake_s=0.3)
     first = promote_challenger(
         config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
     )
@@ -271,7 +288,7 @@ def test_resume_after_a_partial_shift_restarts_the_schedule(env: Env) -> None:
         {"percent": 50.0},
         execution_id="exec-1",
     )
-    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.3, schedule=[10.0, 100.0])
+    config = no_traffic_config(bake_s=0.3, schedule=[10.0, 100.0])
     report = promote_challenger(
         config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
     )
@@ -371,7 +388,7 @@ class ExplodingMetricsBackend(LocalBackend):
 
 def test_exception_mid_shift_leaves_the_champion_at_full_traffic(env: Env) -> None:
     broken = ExplodingMetricsBackend(env.state_dir)
-    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.3)
+    config = no_traffic_config(bake_s=0.3)
     with pytest.raises(PromotionError) as info:
         promote_challenger(config, make_inputs(env, "promote"), broken, tools_factory=tools, progress=None)
     message = str(info.value)
@@ -468,7 +485,7 @@ def test_promote_variant_refuses_rejected_package_and_unknown_variant(env: Env) 
 def _manual_promote(env: Env, variant: str) -> Any:
     with env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
         return promote_variant(
-            fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.2),
+            no_traffic_config(bake_s=0.2),
             env.backend,
             ENDPOINT,
             variant,
@@ -496,7 +513,7 @@ def test_promoting_the_variant_that_serves_everything_shifts_nothing(env: Env) -
 
 
 def test_promoting_an_older_version_makes_it_champion_and_rollback_keeps_it(env: Env) -> None:
-    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.2)
+    config = no_traffic_config(bake_s=0.2)
     promote_challenger(config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None)
     state = env.backend.describe_endpoint(ENDPOINT)
     assert state is not None and current_champion(env.backend, state) == "challenger"
@@ -516,7 +533,7 @@ def test_promoting_an_older_version_makes_it_champion_and_rollback_keeps_it(env:
 
 def test_a_canary_step_with_too_few_calls_is_not_called_green(env: Env) -> None:
     # No live traffic: no step sees min_invocations challenger calls, so no guard could judge any of them.
-    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.2)
+    config = no_traffic_config(bake_s=0.2)
     report = promote_challenger(
         config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
     )
@@ -526,6 +543,79 @@ def test_a_canary_step_with_too_few_calls_is_not_called_green(env: Env) -> None:
     assert "every guard green" not in entry.reason
     assert "step 50/100% saw fewer than 5 challenger calls" in entry.reason
     assert "too few for the guards to judge" in report.reason
+
+
+def test_a_step_the_guards_cannot_judge_rolls_back_and_leaves_the_package_pending(env: Env) -> None:
+    # The default policy. No traffic reaches the challenger (live traffic off, no users): the first step
+    # bakes on to max_bake_s waiting for min_invocations calls, then goes back to the champion. Nothing
+    # speaks against the challenger either, so its package is left pending, not Rejected.
+    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.3, max_bake_s=1.2)
+    assert config.guards.unjudged == "rollback"
+    report = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+
+    assert report.action == "rolled_back"
+    assert "unjudged: 0 challenger calls" in report.reason and "fewer than min_invocations 5" in report.reason
+    assert "agent-release promote challenger" in report.reason
+    step_start, step_end = (ev.at for ev in report.timeline if ev.phase == "canary")
+    assert step_end - step_start >= 1.2, "the step baked on to max_bake_s before giving up on calls"
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+    assert actions(env.backend, "exec-1") == ["weights", "rollback"], "the 100% step never ran"
+    entry = env.backend.list_audit()[-1]
+    assert entry.evidence["trigger"] == "unjudged" and entry.evidence["where"] == "canary 50%"
+    assert entry.evidence["approval"] == "PendingManualApproval"
+    assert challenger_status(env) == ApprovalStatus.PENDING
+    assert env.deployed.challenger is not None
+    pending = json.loads(env.backend.get_package(env.deployed.challenger.package_arn).approval_description)
+    assert pending["rolled_back"] == "unjudged" and pending["audit_seq"] == entry.seq
+    assert pending["next"] == "agent-release promote challenger"
+
+    # A resumed run does not act again and keeps the package pending.
+    n_entries = len(env.backend.list_audit())
+    again = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert again.resumed and again.action == "rolled_back"
+    assert len(env.backend.list_audit()) == n_entries
+    assert challenger_status(env) == ApprovalStatus.PENDING
+
+    # The release manager retries once traffic flows: the guards judge every step and it promotes, with the
+    # gate's evidence (not the rollback's) carried into the promote entry.
+    with env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
+        retried = promote_variant(
+            fast_config(),
+            env.backend,
+            ENDPOINT,
+            "challenger",
+            actor="user:alice",
+            system_prompt="",
+            tools_factory=tools,
+            live_inputs=LIVE_INPUTS,
+        )
+    assert retried.action == "promoted" and "every guard green" in retried.reason
+    promoted = env.backend.list_audit()[-1]
+    assert promoted.action == "promote" and promoted.execution_id == "exec-1"
+    assert promoted.evidence["decision"] == entry.evidence["decision"] == "promote"
+    assert promoted.evidence["n_paired"] == 10 and "trigger" not in promoted.evidence
+    assert challenger_status(env) == ApprovalStatus.APPROVED
+
+
+def test_a_thin_step_bakes_on_until_the_guards_can_judge_it(env: Env) -> None:
+    # 4 conversations/s at a 50% share give the challenger about 2 calls/s: short of min_invocations (5) at
+    # bake_s (1 s), enough well before max_bake_s (20 s). Each step is judged, none waits the whole limit.
+    config = fast_config(
+        bake_s=1.0, max_bake_s=20.0, live_traffic=LiveTrafficConfig(requests_per_s=4.0, concurrency=2)
+    )
+    started = time.monotonic()
+    report = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert report.action == "promoted" and "every guard green" in report.reason
+    bakes = [ev for ev in report.timeline if ev.phase == "canary" and ev.readings]
+    assert [ev.readings["challenger"].invocations >= 5 for ev in bakes] == [True, True]
+    assert time.monotonic() - started < 2 * 20.0, "a judged step stops baking"
+    assert env.backend.list_audit()[-1].evidence["unjudged_steps"] == []
 
 
 def test_sigterm_mid_shift_puts_the_champion_back_like_ctrl_c(env: Env) -> None:
@@ -538,7 +628,7 @@ def test_sigterm_mid_shift_puts_the_champion_back_like_ctrl_c(env: Env) -> None:
 
     previous = signal.getsignal(signal.SIGTERM)
     _install_sigterm_handler()
-    config = fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=5.0)
+    config = no_traffic_config(bake_s=5.0)
     shifted = threading.Event()
 
     class Watching(LocalBackend):
