@@ -4,6 +4,8 @@
   UpdateEndpointWeightsAndCapacities accept (names, at least one positive production weight).
 - :func:`canonical_json`, :func:`audit_hash`, :data:`GENESIS_HASH`: the audit ledger's hash chain, identical
   in SQLite (local) and S3 (SageMaker), so ``audit verify`` means the same thing on both.
+- :func:`read_evidence`, :data:`DAMAGED_EVIDENCE_KEY`: how a ledger reader treats an entry whose evidence is
+  not a JSON object, so a damaged entry is listed (flagged) and named by ``verify_audit`` on both.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from agent_release.steps.backend import BackendError, EndpointState, VariantSpec
 
 # prev_hash of the first ledger entry.
 GENESIS_HASH = "0" * 64
+# Evidence of a ledger entry whose stored evidence does not read as a JSON object: the stored text under this
+# key, so listing the ledger still works; ``verify_audit`` reports the entry as damaged.
+DAMAGED_EVIDENCE_KEY = "damaged_evidence_json"
 
 
 def canonical_json(value: Any) -> str:
@@ -30,6 +35,23 @@ def audit_hash(fields: Mapping[str, Any]) -> str:
     """sha256 over the canonical JSON of an entry's fields (``prev_hash`` included, ``hash`` excluded)."""
     payload = {k: v for k, v in fields.items() if k != "hash"}
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
+
+
+def read_evidence(stored: Any) -> tuple[dict[str, Any], str | None]:
+    """A ledger entry's evidence from its stored JSON text, and why it is damaged (None when it reads).
+
+    Evidence that is not valid JSON, or not a JSON object, comes back as ``{DAMAGED_EVIDENCE_KEY: <the text>}``
+    with the reason, which ``verify_audit`` words as "entry N is damaged or was edited: <reason>".
+    """
+    try:
+        evidence = json.loads(stored)
+    except (TypeError, ValueError) as exc:
+        return {DAMAGED_EVIDENCE_KEY: str(stored)}, f"its evidence is not valid JSON ({exc})"
+    if not isinstance(evidence, dict):
+        return {DAMAGED_EVIDENCE_KEY: str(stored)}, (
+            f"its evidence is {type(evidence).__name__}, not a JSON object"
+        )
+    return evidence, None
 
 
 def validate_weights(state: EndpointState, weights: Mapping[str, float]) -> dict[str, float]:

@@ -35,7 +35,11 @@ def _state_dir() -> Path:
 
 
 def _existing_state_dir() -> Path:
-    """The state directory for a read-only command; never created (a wrong cwd must not look like a clean state)."""
+    """The state directory of an earlier run; :class:`CommandFailed` where there is none. Never creates it.
+
+    For every command that has nothing to act on without state: the read-only ones, ``promote``, ``rollback``
+    and ``serve``. A wrong cwd must not look like a clean state.
+    """
     state_dir = _state_dir()
     if not state_dir.is_dir():
         raise CommandFailed(
@@ -305,7 +309,9 @@ def serve(port: int, host: str) -> None:
     def announce(url: str) -> None:
         click.echo(f"serving SageMaker Runtime on {url} (Ctrl-C stops)", err=True)
 
-    serve_forever(_state_dir(), host=host, port=port, on_bound=announce)
+    # Without a state directory nothing is deployed, so there is nothing to serve; creating one here would
+    # leave an empty state in a wrong cwd that a later run from the project never reaches.
+    serve_forever(_existing_state_dir(), host=host, port=port, on_bound=announce)
 
 
 # -- plan -----------------------------------------------------------------------------------------------------
@@ -365,10 +371,10 @@ def promote(variant: str, config_path: Path, schedule: list[float] | None, quiet
     """Shift traffic to VARIANT progressively with live guards (continues a manual approval)."""
     from agent_release.pipelines.release_actions import promote_command
 
+    # Nothing has run without a state directory, so nothing is deployed to promote: say so, create nothing.
+    state_dir = _existing_state_dir()
     _install_sigterm_handler()
-    report = promote_command(
-        config_path, _state_dir(), variant, actor=_actor(), schedule=schedule, quiet=quiet
-    )
+    report = promote_command(config_path, state_dir, variant, actor=_actor(), schedule=schedule, quiet=quiet)
     click.echo(f"{report.action}: {report.reason}")
     if report.action == "rolled_back":
         raise CommandFailed(f"promotion of {variant} rolled back: {report.reason}")
@@ -382,8 +388,10 @@ def rollback(config_path: Path, reason: str) -> None:
     """Send 100% of traffic back to the champion now."""
     from agent_release.pipelines.release_actions import rollback_command
 
+    # As promote: no state directory means nothing deployed, so nothing to roll back.
+    state_dir = _existing_state_dir()
     _install_sigterm_handler()
-    state = rollback_command(config_path, _state_dir(), actor=_actor(), reason=reason)
+    state = rollback_command(config_path, state_dir, actor=_actor(), reason=reason)
     weights = ", ".join(f"{v.name}={v.current_weight:g}" for v in state.variants)
     click.echo(f"rolled back {state.name}: {weights}")
 
@@ -394,7 +402,8 @@ def rollback(config_path: Path, reason: str) -> None:
 @handle_errors
 def audit(action: str, as_json: bool) -> None:
     """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
-    from agent_release.pipelines.local_backend import DAMAGED_EVIDENCE_KEY, LocalBackend
+    from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
+    from agent_release.pipelines.local_backend import LocalBackend
 
     backend = LocalBackend(_existing_state_dir())
     if action == "verify":

@@ -43,6 +43,7 @@ from agent_release.pipelines.backend_rules import (
     GENESIS_HASH,
     audit_hash,
     canonical_json,
+    read_evidence,
     validate_endpoint_spec,
     validate_weights,
 )
@@ -68,9 +69,6 @@ logger = logging.getLogger(__name__)
 LOCAL_REGION = "local"
 LOCAL_ACCOUNT = "000000000000"
 RUNTIME_FILE = "runtime.json"
-# Evidence of a ledger entry whose stored evidence_json does not read as a JSON object: the stored text under
-# this key, so listing the ledger still works; ``verify_audit`` reports the entry as damaged.
-DAMAGED_EVIDENCE_KEY = "damaged_evidence_json"
 
 DDL = """
 CREATE TABLE IF NOT EXISTS package_groups (
@@ -581,7 +579,7 @@ class LocalBackend:
         """Every ledger entry with why its evidence is unreadable (None when it reads)."""
         entries: list[tuple[AuditEntry, str | None]] = []
         for r in self._query("SELECT * FROM audit ORDER BY seq"):
-            evidence, damage = _read_evidence(r["evidence_json"])
+            evidence, damage = read_evidence(r["evidence_json"])
             entry = AuditEntry(
                 seq=r["seq"],
                 at=r["at"],
@@ -662,19 +660,6 @@ class LocalBackend:
         finally:
             holder_file.unlink(missing_ok=True)
             file_lock.release()
-
-
-def _read_evidence(stored: Any) -> tuple[dict[str, Any], str | None]:
-    """A ledger row's evidence and, when it is not a JSON object, why (the raw text is kept under a marker)."""
-    try:
-        evidence = json.loads(stored)
-    except (TypeError, ValueError) as exc:
-        return {DAMAGED_EVIDENCE_KEY: str(stored)}, f"its evidence is not valid JSON ({exc})"
-    if not isinstance(evidence, dict):
-        return {DAMAGED_EVIDENCE_KEY: str(stored)}, (
-            f"its evidence is {type(evidence).__name__}, not a JSON object"
-        )
-    return evidence, None
 
 
 def write_runtime_file(state_dir: Path, url: str) -> None:

@@ -53,6 +53,7 @@ from agent_release.pipelines.backend_rules import (
     GENESIS_HASH,
     audit_hash,
     canonical_json,
+    read_evidence,
     validate_endpoint_spec,
     validate_weights,
 )
@@ -866,23 +867,41 @@ class SageMakerBackend:
         raise BackendError("audit head is too busy to move")
 
     def list_audit(self) -> list[AuditEntry]:
-        """The whole ledger, oldest first."""
-        entries: list[AuditEntry] = []
+        """The whole ledger, oldest first.
+
+        An entry whose evidence is not a JSON object (its S3 object was edited or damaged) is listed with
+        ``{DAMAGED_EVIDENCE_KEY: <the evidence as JSON text>}`` as its evidence, as the local backend lists
+        one; :meth:`verify_audit` reports it.
+        """
+        return [entry for entry, _ in self._audit_entries()]
+
+    def _audit_entries(self) -> list[tuple[AuditEntry, str | None]]:
+        """Every ledger entry with why its evidence is unreadable (None when it reads)."""
+        entries: list[tuple[AuditEntry, str | None]] = []
         for key in self._audit_keys():
             found = self._get_json(key)
-            if found is not None:
-                entries.append(AuditEntry.model_validate(found[0]))
+            if found is None:
+                continue
+            fields = found[0]
+            # The object holds the evidence decoded; the shared rule reads the JSON text the local ledger
+            # stores, so both backends judge the same value the same way (a string is damage even when it
+            # holds an object's JSON).
+            evidence, damage = read_evidence(json.dumps(fields.get("evidence", {}), ensure_ascii=False))
+            entries.append((AuditEntry.model_validate({**fields, "evidence": evidence}), damage))
         return entries
 
     def verify_audit(self) -> list[str]:
-        """Problems found in the ledger (empty when intact): edited, removed, reordered or truncated."""
+        """Problems found in the ledger (empty when intact): edited, removed, reordered, truncated or damaged."""
         problems: list[str] = []
         prev = GENESIS_HASH
-        entries = self.list_audit()
-        for expected_seq, entry in enumerate(entries, start=1):
+        checked = self._audit_entries()
+        entries = [entry for entry, _ in checked]
+        for expected_seq, (entry, damage) in enumerate(checked, start=1):
             if entry.seq != expected_seq:
                 problems.append(f"entry {expected_seq} is missing (next entry found is {entry.seq})")
-            if audit_hash(entry.model_dump(mode="json")) != entry.hash:
+            if damage is not None:
+                problems.append(f"entry {entry.seq} is damaged or was edited: {damage}")
+            elif audit_hash(entry.model_dump(mode="json")) != entry.hash:
                 problems.append(f"entry {entry.seq} was edited (its hash does not match its content)")
             if entry.prev_hash != prev:
                 problems.append(

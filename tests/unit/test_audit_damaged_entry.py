@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from _shared.cli import assert_one_line_error, run_cli
 
-from agent_release.pipelines.local_backend import DAMAGED_EVIDENCE_KEY, LocalBackend
+from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
+from agent_release.pipelines.local_backend import LocalBackend
 
 
 def _ledger_with_damaged_entry(state_dir: Path, stored: str) -> None:
