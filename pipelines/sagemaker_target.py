@@ -100,12 +100,25 @@ def offline_aws(region: str) -> Iterator[boto3.Session]:
 
 
 # The SDK's loggers. ``sagemaker.remote_function`` has its own INFO-level stream handler and does not propagate,
-# so the CLI's logging set-up (WARNING unless -v) does not reach it.
-_SDK_LOGGERS = ("sagemaker", "sagemaker.remote_function")
+# so the CLI's logging set-up (WARNING unless -v) does not reach it. Filters on a logger see only the records
+# logged on it, so the module that logs the job-name notice below is named too.
+_SDK_LOGGERS = ("sagemaker", "sagemaker.remote_function", "sagemaker.core.workflow.utilities")
+# The SDK warns once per @step that it leaves the step's job name out of the definition "since it will be
+# overridden at pipeline execution time" (suggesting PipelineDefinitionConfig). That is the design here: each
+# execution names its jobs, and no job-name prefix is configured; the warning says nothing a user should act on.
+_JOB_NAME_NOTICE = "Popping out 'TrainingJobName' from the pipeline definition"
 
 
 def _warning_or_worse(record: logging.LogRecord) -> bool:
-    return record.levelno >= logging.WARNING
+    return record.levelno >= logging.WARNING and not _is_job_name_notice(record)
+
+
+def _is_job_name_notice(record: logging.LogRecord) -> bool:
+    return record.getMessage().startswith(_JOB_NAME_NOTICE)
+
+
+def _not_job_name_notice(record: logging.LogRecord) -> bool:
+    return not _is_job_name_notice(record)
 
 
 @contextmanager
@@ -114,13 +127,24 @@ def _sdk_info_quieted() -> Iterator[None]:
 
     Building a definition makes the SDK log "Uploading serialized function code/arguments to s3://..." at INFO
     for every step, although during ``compile`` those uploads only reach the throwaway stand-in server.
-    Warnings and errors still show; with ``-v`` (this module's logger enabled for INFO) nothing is changed.
+    Warnings and errors still show, except the per-step job-name notice (``_JOB_NAME_NOTICE``); with ``-v``
+    (this module's logger enabled for INFO) nothing is changed.
     A filter rather than a level: the SDK sets its logger to INFO when it first builds it, which may come later.
     """
     if logger.isEnabledFor(logging.INFO):
         yield
         return
     with filtered_loggers(_SDK_LOGGERS, _warning_or_worse):
+        yield
+
+
+@contextmanager
+def _job_name_notice_quieted() -> Iterator[None]:
+    """Drop only the SDK's per-step job-name notice (see ``_JOB_NAME_NOTICE``), unless ``-v`` asked for INFO."""
+    if logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    with filtered_loggers(_SDK_LOGGERS, _not_job_name_notice):
         yield
 
 
@@ -253,7 +277,8 @@ def upsert_pipeline(config_path: Path | str) -> str:
     config = loaded.config
     boto_session = _boto_session(loaded)
     pipeline = build_pipeline(loaded, _pipeline_session(loaded, boto_session))
-    response = pipeline.upsert(role_arn=config.sagemaker.role_arn, description=config.description or None)
+    with _job_name_notice_quieted():
+        response = pipeline.upsert(role_arn=config.sagemaker.role_arn, description=config.description or None)
     pipeline_arn = str(response["PipelineArn"])
     lines = [pipeline_arn]
     name = schedule_name(pipeline.name)

@@ -211,6 +211,9 @@ def test_compile_prints_the_path_and_no_sdk_info_lines(tmp_path: Path) -> None:
     info = [line for line in proc.stderr.splitlines() if re.search(r"\bINFO\b", line)]
     assert info == [], f"{len(info)} INFO lines on stderr, e.g. {info[:2]}"
     assert "Uploading" not in proc.stderr
+    # The SDK's per-step notice that it leaves job names to each execution is by design, not a warning to act on.
+    assert "Popping out 'TrainingJobName'" not in proc.stderr
+    assert proc.stderr.strip() == "", proc.stderr[-2000:]
 
 
 def test_compile_quiets_only_the_sdks_info_lines() -> None:
@@ -236,9 +239,15 @@ def test_compile_quiets_only_the_sdks_info_lines() -> None:
         with sagemaker_target._sdk_info_quieted():
             sdk.info("Uploading serialized function code to s3://bucket/key")
             sdk.warning("a warning the user must see")
+            sdk.warning("Popping out 'TrainingJobName' from the pipeline definition by default since ...")
         assert [(r.levelno, r.getMessage()) for r in records] == [
             (logging.WARNING, "a warning the user must see")
         ]
+        records.clear()
+        with sagemaker_target._job_name_notice_quieted():  # upsert: INFO stays, only the notice goes
+            sdk.info("Uploading serialized function code to s3://bucket/key")
+            sdk.warning("Popping out 'TrainingJobName' from the pipeline definition by default since ...")
+        assert [r.getMessage() for r in records] == ["Uploading serialized function code to s3://bucket/key"]
         sdk.info("after the build")
         assert records[-1].getMessage() == "after the build", "only quieted while the definition is built"
 
