@@ -89,21 +89,33 @@ class RunConsole:
                 self._tasks[variant] = progress.add_task(f"evaluate {variant}", total=total, extra="")
             progress.update(self._tasks[variant], completed=done, total=total, extra=extra)
 
-    def bake_progress(self, label: str, seconds: float) -> Callable[[float, str], None]:
-        """A callback (elapsed_s, status text) for one bake period."""
+    def bake_progress(self, label: str, seconds: float) -> Callable[[float, float, str], None]:
+        """A callback ``update(elapsed_s, total_s, status_text)`` for one bake period of ``seconds``.
+
+        ``total_s`` grows past ``seconds`` when the bake goes on because the guards cannot judge the step
+        yet; the bar then stretches to the new limit, and a non-interactive run prints one line saying so.
+        """
         if self.quiet:
-            return lambda elapsed, text: None
+            return lambda elapsed, total, text: None
         if not self.interactive:
-            self.console.print(f"  {label}: baking {seconds:.0f}s")
-            return lambda elapsed, text: None
+            self.console.print(f"  {label}: baking {seconds:g}s")
+            extended = False
+
+            def note_extension(elapsed: float, total: float, text: str) -> None:
+                nonlocal extended
+                if total > seconds and not extended:
+                    extended = True
+                    self.console.print(f"  {label}: after {elapsed:.0f}s, {text}")
+
+            return note_extension
         with self._lock:
             progress = self._ensure_progress()
             task = progress.add_task(label, total=seconds, extra="")
 
-        def update(elapsed: float, text: str) -> None:
+        def update(elapsed: float, total: float, text: str) -> None:
             with self._lock:
                 if self._progress is not None:
-                    self._progress.update(task, completed=min(elapsed, seconds), extra=text)
+                    self._progress.update(task, completed=min(elapsed, total), total=total, extra=text)
 
         return update
 

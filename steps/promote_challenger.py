@@ -641,10 +641,11 @@ class _Promotion:
             elapsed = time.monotonic() - start
             reading = check.readings.get(self.release.challenger)
             if update is not None:
-                text = f"{reading.invocations} calls, {reading.errors} errors" if reading else ""
-                if elapsed >= seconds and not self.judged(reading):
-                    text += f"; waiting for {self.min_calls} (up to {limit:g}s)"
-                update(elapsed, text)
+                text = f"{reading.invocations} calls, {reading.errors} errors" if reading else "0 calls"
+                waiting = elapsed >= seconds and not self.judged(reading) and limit > seconds
+                if waiting:
+                    text += f"; baking on until {self.min_calls} calls (up to {limit:g}s)"
+                update(elapsed, limit if waiting else seconds, text)
             if check.tripped or elapsed >= limit or (elapsed >= seconds and self.judged(reading)):
                 return check
 

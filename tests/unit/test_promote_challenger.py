@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -607,11 +607,22 @@ def test_a_thin_step_bakes_on_until_the_guards_can_judge_it(env: Env) -> None:
     config = fast_config(
         bake_s=1.0, max_bake_s=20.0, live_traffic=LiveTrafficConfig(requests_per_s=4.0, concurrency=2)
     )
+    updates: list[tuple[str, float, float, str]] = []
+
+    class Recording:
+        def bake_progress(self, label: str, seconds: float) -> Callable[[float, float, str], None]:
+            return lambda elapsed, total, text: updates.append((label, elapsed, total, text))
+
     started = time.monotonic()
     report = promote_challenger(
-        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=Recording()
     )
     assert report.action == "promoted" and "every guard green" in report.reason
+    # What the user sees while a step bakes on: the bar stretches to the limit and says why.
+    extended = [u for u in updates if u[2] == 20.0]
+    assert extended and all(u[1] >= 1.0 for u in extended)
+    assert "baking on until 5 calls (up to 20s)" in extended[0][3]
+    assert all(u[2] == 1.0 for u in updates if u[1] < 1.0)
     bakes = [ev for ev in report.timeline if ev.phase == "canary" and ev.readings]
     assert [ev.readings["challenger"].invocations >= 5 for ev in bakes] == [True, True]
     assert time.monotonic() - started < 2 * 20.0, "a judged step stops baking"

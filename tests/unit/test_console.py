@@ -1,0 +1,55 @@
+"""What the run console prints for a bake that goes on because the guards cannot judge the step yet."""
+
+from __future__ import annotations
+
+import io
+
+from rich.console import Console
+
+from agent_release.pipelines.console import RunConsole
+
+
+def _console(*, terminal: bool) -> tuple[RunConsole, io.StringIO]:
+    out = io.StringIO()
+    run_console = RunConsole()
+    run_console.console = Console(file=out, force_terminal=terminal, width=120, highlight=False)
+    run_console.interactive = terminal
+    return run_console, out
+
+
+def test_a_log_gets_one_line_when_a_bake_goes_on_past_its_period() -> None:
+    run_console, out = _console(terminal=False)
+    update = run_console.bake_progress("canary 10%", 10.0)
+    update(5.0, 10.0, "2 calls, 0 errors")
+    update(10.2, 30.0, "3 calls, 0 errors; baking on until 5 calls (up to 30s)")
+    update(12.0, 30.0, "4 calls, 0 errors; baking on until 5 calls (up to 30s)")
+    assert out.getvalue().splitlines() == [
+        "  canary 10%: baking 10s",
+        "  canary 10%: after 10s, 3 calls, 0 errors; baking on until 5 calls (up to 30s)",
+    ]
+
+
+def test_a_log_gets_only_the_bake_line_when_the_step_is_judged_in_time() -> None:
+    run_console, out = _console(terminal=False)
+    update = run_console.bake_progress("canary 50%", 10.0)
+    update(10.0, 10.0, "12 calls, 0 errors")
+    assert out.getvalue().splitlines() == ["  canary 50%: baking 10s"]
+
+
+def test_the_bar_stretches_to_the_limit_while_the_bake_goes_on() -> None:
+    run_console, _ = _console(terminal=True)
+    update = run_console.bake_progress("canary 10%", 10.0)
+    progress = run_console._progress
+    assert progress is not None
+    (task,) = progress.tasks
+    update(10.5, 30.0, "3 calls; baking on until 5 calls (up to 30s)")
+    assert (task.total, task.completed) == (30.0, 10.5)
+    assert task.fields["extra"].endswith("(up to 30s)")
+    run_console._stop_progress()
+
+
+def test_quiet_prints_nothing() -> None:
+    run_console, out = _console(terminal=False)
+    run_console.quiet = True
+    run_console.bake_progress("canary 10%", 10.0)(11.0, 30.0, "baking on")
+    assert out.getvalue() == ""
