@@ -47,9 +47,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from pydantic import ValidationError
 
 from agent_release.pipelines.backend_rules import (
+    DAMAGED_EVIDENCE_KEY,
     GENESIS_HASH,
     audit_hash,
     canonical_json,
@@ -84,6 +87,11 @@ _MAX_NAME = 63
 _MAX_PROPERTY = 256
 _PROPERTY_PREFIX = "agent-release."
 _APPEND_ATTEMPTS = 25
+# A ledger object that is not an entry is listed as a placeholder: seq from its key, this as actor and action,
+# and at most this many characters of its text as the damaged evidence.
+_ENTRY_KEY_RE = re.compile(r"(\d+)\.json$")
+_UNREADABLE = "<unreadable>"
+_DAMAGED_TEXT_MAX = 500
 
 EndpointStatus = Literal["Creating", "Updating", "InService", "Failed", "Deleting"]
 _STATUS: dict[str, EndpointStatus] = {
@@ -171,6 +179,43 @@ def _resource_name(*parts: str, digest: str) -> str:
     return f"{head[:room].rstrip('-')}-{digest}"
 
 
+class _LedgerRead(NamedTuple):
+    """One ledger object as read: the entry (a placeholder when unreadable) and why it is damaged."""
+
+    entry: AuditEntry
+    damage: str | None  # None when it reads
+    readable: bool  # False: the object is not an entry at all; ``entry`` is a placeholder, its hash unknown
+
+
+def _json_object(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """A ledger object's body as a JSON object, or None and why it is not one."""
+    try:
+        value = json.loads(body.decode("utf-8"))  # written as UTF-8: no other encoding is guessed
+    except ValueError as exc:  # UnicodeDecodeError included
+        return None, f"its object is not valid JSON ({exc})"
+    if not isinstance(value, dict):
+        return None, f"its object is {type(value).__name__}, not a JSON object"
+    return value, None
+
+
+def _read_audit_head(body: bytes) -> tuple[tuple[int, str] | None, str | None]:
+    """(seq, hash) recorded in ``audit/HEAD.json``, or None and why it does not read."""
+    head, damage = _json_object(body)
+    if head is None:
+        return None, damage
+    seq, digest = head.get("seq"), head.get("hash")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not isinstance(digest, str):
+        return None, "its object lacks an integer seq and a string hash"
+    return (seq, digest), None
+
+
+def _field_errors(exc: ValidationError) -> str:
+    """``field: message; ...`` of a validation error, on one line."""
+    return "; ".join(
+        f"{'.'.join(str(part) for part in error['loc']) or 'entry'}: {error['msg']}" for error in exc.errors()
+    )
+
+
 class SageMakerBackend:
     """boto3 implementation of the backend seam (SageMaker, CloudWatch and S3 in one region)."""
 
@@ -228,8 +273,8 @@ class SageMakerBackend:
     def _fail(self, what: str, exc: ClientError) -> BackendError:
         return BackendError(f"{what}: {_error_code(exc)}: {_error_message(exc)}")
 
-    def _get_json(self, key: str) -> tuple[Any, str] | None:
-        """(decoded JSON, ETag) of an S3 object, or None when it does not exist."""
+    def _get_bytes(self, key: str) -> tuple[bytes, str] | None:
+        """(body, ETag) of an S3 object, or None when it does not exist."""
         from botocore.exceptions import ClientError
 
         try:
@@ -238,7 +283,12 @@ class SageMakerBackend:
             if _is_not_found(exc):
                 return None
             raise self._fail(f"reading s3://{self.bucket}/{key}", exc) from None
-        return json.loads(obj["Body"].read()), str(obj["ETag"])
+        return bytes(obj["Body"].read()), str(obj["ETag"])
+
+    def _get_json(self, key: str) -> tuple[Any, str] | None:
+        """(decoded JSON, ETag) of an S3 object, or None when it does not exist."""
+        found = self._get_bytes(key)
+        return (json.loads(found[0]), found[1]) if found is not None else None
 
     def _put_json(self, key: str, value: Any, **conditions: str) -> None:
         self.s3.put_object(
@@ -799,8 +849,17 @@ class SageMakerBackend:
     def _audit_entry_key(self, seq: int) -> str:
         return self._key("audit", "entries", f"{seq:012d}.json")
 
+    def _audit_head_key(self) -> str:
+        return self._key("audit", "HEAD.json")
+
     def _audit_keys(self) -> list[str]:
         return self._list_keys(self._key("audit", "entries") + "/")
+
+    def _refuse_append(self, key: str, damage: str) -> BackendError:
+        return BackendError(
+            f"refusing to append to the audit ledger: s3://{self.bucket}/{key} is damaged or was edited "
+            f"({damage}); run `agent-release audit verify`"
+        )
 
     def append_audit(
         self,
@@ -815,14 +874,23 @@ class SageMakerBackend:
 
         The entry object is written with ``If-None-Match: *``: when another writer took the same seq first,
         S3 answers 412 and this writer re-reads the tail and tries the next seq.
+
+        Raises BackendError, writing nothing, when the newest entry object or ``audit/HEAD.json`` does not
+        read as a ledger record: a damaged chain is not extended (the new entry could not name the hash
+        before it, and a damaged head would be left behind the entry).
         """
         from botocore.exceptions import ClientError
 
         evidence_value = json.loads(canonical_json(dict(evidence or {})))
+        head = self._get_bytes(self._audit_head_key())
+        if head is not None and (head_damage := _read_audit_head(head[0])[1]) is not None:
+            raise self._refuse_append(self._audit_head_key(), head_damage)
         for _attempt in range(_APPEND_ATTEMPTS):
             keys = self._audit_keys()
-            last = self._get_json(keys[-1]) if keys else None
-            seq = int(last[0]["seq"]) + 1 if last else 1
+            last = self._audit_entry_at(keys[-1], len(keys)) if keys else None
+            if last is not None and not last.readable:
+                raise self._refuse_append(keys[-1], str(last.damage))
+            seq = last.entry.seq + 1 if last else 1
             fields: dict[str, Any] = {
                 "seq": seq,
                 "at": time.time(),
@@ -832,7 +900,7 @@ class SageMakerBackend:
                 "reason": reason,
                 "evidence": evidence_value,
                 "execution_id": execution_id,
-                "prev_hash": last[0]["hash"] if last else GENESIS_HASH,
+                "prev_hash": last.entry.hash if last else GENESIS_HASH,
             }
             fields["hash"] = audit_hash(fields)
             try:
@@ -852,11 +920,18 @@ class SageMakerBackend:
         """Move ``audit/HEAD.json`` forward to ``seq`` unless a concurrent writer already moved it further."""
         from botocore.exceptions import ClientError
 
-        key = self._key("audit", "HEAD.json")
+        key = self._audit_head_key()
         for _attempt in range(_APPEND_ATTEMPTS):
-            found = self._get_json(key)
-            if found is not None and int(found[0]["seq"]) >= seq:
-                return
+            found = self._get_bytes(key)
+            if found is not None:
+                head, damage = _read_audit_head(found[0])
+                if head is None:  # damaged since append_audit checked it
+                    raise BackendError(
+                        f"moving the audit head: s3://{self.bucket}/{key} is damaged or was edited ({damage}); "
+                        "run `agent-release audit verify`"
+                    )
+                if head[0] >= seq:
+                    return
             condition = {"IfMatch": found[1]} if found is not None else {"IfNoneMatch": "*"}
             try:
                 self._put_json(key, {"seq": seq, "hash": digest}, **condition)
@@ -871,53 +946,104 @@ class SageMakerBackend:
 
         An entry whose evidence is not a JSON object (its S3 object was edited or damaged) is listed with
         ``{DAMAGED_EVIDENCE_KEY: <the evidence as JSON text>}`` as its evidence, as the local backend lists
-        one; :meth:`verify_audit` reports it.
+        one; :meth:`verify_audit` reports it. An entry object that does not read as an entry at all (not
+        JSON, not a JSON object, fields missing or mistyped) is listed as a placeholder: its seq from the
+        object key, actor and action ``<unreadable>``, the object's S3 URI as subject, why as reason, its
+        text (truncated) under ``DAMAGED_EVIDENCE_KEY``, at 0 and empty hashes.
         """
-        return [entry for entry, _ in self._audit_entries()]
+        return [read.entry for read in self._audit_entries()]
 
-    def _audit_entries(self) -> list[tuple[AuditEntry, str | None]]:
-        """Every ledger entry with why its evidence is unreadable (None when it reads)."""
-        entries: list[tuple[AuditEntry, str | None]] = []
-        for key in self._audit_keys():
-            found = self._get_json(key)
-            if found is None:
-                continue
-            fields = found[0]
+    def _audit_entries(self) -> list[_LedgerRead]:
+        """Every ledger entry, or a placeholder for an unreadable object, with why it is damaged."""
+        entries: list[_LedgerRead] = []
+        for position, key in enumerate(self._audit_keys(), start=1):
+            read = self._audit_entry_at(key, position)
+            if read is not None:
+                entries.append(read)
+        return entries
+
+    def _audit_entry_at(self, key: str, position: int) -> _LedgerRead | None:
+        """The entry stored at ``key`` (the ``position``-th key), or None when the object is gone."""
+        found = self._get_bytes(key)
+        if found is None:
+            return None
+        body = found[0]
+        fields, damage = _json_object(body)
+        if fields is not None:
             # The object holds the evidence decoded; the shared rule reads the JSON text the local ledger
             # stores, so both backends judge the same value the same way (a string is damage even when it
             # holds an object's JSON).
-            evidence, damage = read_evidence(json.dumps(fields.get("evidence", {}), ensure_ascii=False))
-            entries.append((AuditEntry.model_validate({**fields, "evidence": evidence}), damage))
-        return entries
+            evidence, evidence_damage = read_evidence(
+                json.dumps(fields.get("evidence", {}), ensure_ascii=False)
+            )
+            try:
+                entry = AuditEntry.model_validate({**fields, "evidence": evidence})
+            except ValidationError as exc:
+                damage = f"its object lacks or mistypes fields ({_field_errors(exc)})"
+            else:
+                return _LedgerRead(entry, evidence_damage, readable=True)
+        match = _ENTRY_KEY_RE.search(key)
+        text = body.decode("utf-8", errors="replace")
+        if len(text) > _DAMAGED_TEXT_MAX:
+            text = f"{text[:_DAMAGED_TEXT_MAX]}... ({len(text)} characters in all)"
+        placeholder = AuditEntry(
+            seq=int(match.group(1)) if match else position,
+            at=0.0,
+            actor=_UNREADABLE,
+            action=_UNREADABLE,
+            subject=f"s3://{self.bucket}/{key}",
+            reason=f"damaged ledger entry: {damage}",
+            evidence={DAMAGED_EVIDENCE_KEY: text},
+            prev_hash="",
+            hash="",
+        )
+        return _LedgerRead(placeholder, damage, readable=False)
 
     def verify_audit(self) -> list[str]:
-        """Problems found in the ledger (empty when intact): edited, removed, reordered, truncated or damaged."""
+        """Problems found in the ledger (empty when intact): edited, removed, reordered, truncated or damaged.
+
+        An entry object that does not read as an entry is named once ("entry N is damaged or was edited:
+        its object ..."; N from its key). Its hash is unknown, so the next entry's ``prev_hash`` is not
+        checked against it (that would only repeat the same damage as a second, misleading message); a
+        removal right after it still shows as a gap in the seqs, and the chain is checked again from the next
+        readable entry on. A damaged ``audit/HEAD.json`` is a problem of its own, and then the ledger's end is
+        not compared with it.
+        """
         problems: list[str] = []
-        prev = GENESIS_HASH
+        prev: str | None = GENESIS_HASH
         checked = self._audit_entries()
-        entries = [entry for entry, _ in checked]
-        for expected_seq, (entry, damage) in enumerate(checked, start=1):
+        for expected_seq, read in enumerate(checked, start=1):
+            entry = read.entry
             if entry.seq != expected_seq:
                 problems.append(f"entry {expected_seq} is missing (next entry found is {entry.seq})")
-            if damage is not None:
-                problems.append(f"entry {entry.seq} is damaged or was edited: {damage}")
+            if read.damage is not None:
+                problems.append(f"entry {entry.seq} is damaged or was edited: {read.damage}")
             elif audit_hash(entry.model_dump(mode="json")) != entry.hash:
                 problems.append(f"entry {entry.seq} was edited (its hash does not match its content)")
-            if entry.prev_hash != prev:
+            if read.readable and prev is not None and entry.prev_hash != prev:
                 problems.append(
                     f"entry {entry.seq} does not follow the entry before it (removed or reordered)"
                 )
-            prev = entry.hash
-        head = self._get_json(self._key("audit", "HEAD.json"))
-        last = entries[-1] if entries else None
-        if head is not None:
-            if last is None or last.seq != head[0]["seq"] or last.hash != head[0]["hash"]:
-                problems.append(
-                    f"ledger ends at entry {last.seq if last else 0} "
-                    f"but its recorded head is entry {head[0]['seq']}"
-                )
-        elif entries:
-            problems.append("the ledger's recorded head (audit/HEAD.json) is missing")
+            prev = entry.hash if read.readable else None
+        found = self._get_bytes(self._audit_head_key())
+        last = checked[-1] if checked else None
+        if found is None:
+            if checked:
+                problems.append("the ledger's recorded head (audit/HEAD.json) is missing")
+            return problems
+        head, damage = _read_audit_head(found[0])
+        if head is None:
+            problems.append(
+                f"the ledger's recorded head (audit/HEAD.json) is damaged or was edited: {damage}"
+            )
+        elif (
+            last is None
+            or last.entry.seq != head[0]
+            or (last.readable and last.entry.hash != head[1])  # an unreadable entry's hash is unknown
+        ):
+            problems.append(
+                f"ledger ends at entry {last.entry.seq if last else 0} but its recorded head is entry {head[0]}"
+            )
         return problems
 
     # -- locks ---------------------------------------------------------------------------------------------
