@@ -41,6 +41,8 @@ def _existing_state_dir() -> Path:
     and ``serve``. A wrong cwd must not look like a clean state.
     """
     state_dir = _state_dir()
+    if state_dir.exists() and not state_dir.is_dir():
+        raise CommandFailed(f"state directory {state_dir} is not a directory (check AGENT_RELEASE_HOME)")
     if not state_dir.is_dir():
         raise CommandFailed(
             f"no state directory at {state_dir}: nothing has run here yet "
@@ -64,25 +66,42 @@ def handle_errors(fn: F) -> F:
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException, SystemExit):
             raise
         except KeyboardInterrupt as exc:
-            execution_id = getattr(exc, "execution_id", None)
-            _fail(
-                f"interrupted; resume with `agent-release run --resume {execution_id}`"
-                if execution_id
-                else "interrupted; resume with `agent-release run --resume <id>` (see `agent-release status`)"
-            )
+            _fail(_interrupted(fn.__name__, getattr(exc, "execution_id", None)))
         except Exception as exc:
             if os.environ.get("AGENT_RELEASE_DEBUG"):
                 raise
             from agent_release.pipelines.executor import one_line
-            from agent_release.pipelines.state_db import is_locked_error, locked_message
+            from agent_release.pipelines.state_db import (
+                damaged_message,
+                is_damaged_error,
+                is_locked_error,
+                locked_message,
+                state_db_path,
+            )
 
             if is_locked_error(exc):
                 _fail(locked_message(_state_dir()))
+            if is_damaged_error(exc):  # a damaged page met by a query, after the file opened fine
+                _fail(damaged_message(state_db_path(_state_dir()), exc))
             known = (ValueError, CommandFailed, LookupError, OSError, RuntimeError)
             prefix = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
             _fail(prefix + one_line(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted(command: str, execution_id: str | None) -> str:
+    """The one line for Ctrl-C (or SIGTERM): only ``run`` has an execution to resume."""
+    if execution_id:
+        return f"interrupted; resume with `agent-release run --resume {execution_id}`"
+    if command == "run":
+        return "interrupted; resume with `agent-release run --resume <id>` (see `agent-release status`)"
+    if command == "promote":
+        # promote_challenger sends the traffic back to the baseline on any failure mid-shift, Ctrl-C included.
+        return "interrupted; a traffic shift in progress was rolled back (see `agent-release status`)"
+    if command == "rollback":
+        return "interrupted; see `agent-release status` for the endpoint's weights"
+    return "interrupted"
 
 
 def _sigterm_as_interrupt(signum: int, frame: object) -> None:
@@ -219,9 +238,13 @@ def run(config_path: Path, resume_id: str | None, quiet: bool, as_json: bool) ->
     from agent_release.pipelines.console import RunConsole
     from agent_release.pipelines.local_run import run_local
 
+    if resume_id is not None and not resume_id.strip():
+        raise click.BadParameter("needs an execution id (see `agent-release status`)", param_hint="--resume")
     _install_sigterm_handler()
     console = RunConsole(quiet=quiet or as_json)
-    state_dir = _state_dir()
+    # A new run creates the state directory; a resumed one needs the state of the run it continues (creating
+    # an empty one in a wrong cwd would only hide where that state is).
+    state_dir = _state_dir() if resume_id is None else _existing_state_dir()
     result = run_local(config_path, state_dir=state_dir, resume_id=resume_id, console=console)
     report_path = _render_report_quietly(state_dir, result.id)
     if as_json:
@@ -306,12 +329,26 @@ def serve(port: int, host: str) -> None:
     """Run the local SageMaker endpoint runtime in the foreground for the deployed endpoints."""
     from agent_release.pipelines.runtime.server import serve as serve_forever
 
+    bound = False
+
     def announce(url: str) -> None:
+        nonlocal bound
+        bound = True
         click.echo(f"serving SageMaker Runtime on {url} (Ctrl-C stops)", err=True)
 
     # Without a state directory nothing is deployed, so there is nothing to serve; creating one here would
     # leave an empty state in a wrong cwd that a later run from the project never reaches.
-    serve_forever(_existing_state_dir(), host=host, port=port, on_bound=announce)
+    state_dir = _existing_state_dir()
+    try:
+        serve_forever(state_dir, host=host, port=port, on_bound=announce)
+    except OSError as exc:
+        if bound:
+            raise
+        # The bind failed (port in use, unknown host, address not on this machine): name the address.
+        raise CommandFailed(
+            f"cannot serve on {host}:{port}: {exc.strerror or exc} "
+            "(choose another --port, --port 0 for any free one, or check --host)"
+        ) from None
 
 
 # -- plan -----------------------------------------------------------------------------------------------------

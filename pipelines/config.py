@@ -26,6 +26,9 @@ from agent_release.steps.register_agents_config import AgentConfig
 from agent_release.steps.train_model import TrainConfig
 from agent_release.steps.validate_datasets import DatasetSpec
 
+# Values pipeline.yaml may hold once its aliases are expanded: a real one holds a few hundred.
+MAX_EXPANDED_VALUES = 100_000
+
 
 class ConfigError(ValueError):
     """pipeline.yaml is unreadable or invalid; the message is one line naming the key path and line."""
@@ -195,6 +198,34 @@ def _duplicate_key(node: yaml.Node, path: tuple[str | int, ...]) -> tuple[str, i
     return None
 
 
+def _check_aliases(node: yaml.Node, source: str, sizes: dict[int, int], open_: set[int]) -> int:
+    """How many values ``node`` holds with every alias expanded; :class:`ConfigError` when that has no end.
+
+    An alias is the very node its anchor names: one that refers to itself expands forever, and a few
+    nested ones ("billion laughs") expand to billions of values, which every later walk of the config
+    (key lines, validation, scorer arguments) would take hours over. Each node is counted once.
+    """
+    key = id(node)
+    if key in sizes:
+        return sizes[key]
+    if key in open_:
+        raise ConfigError(f"{source}:{node.start_mark.line + 1}: an anchor refers to itself")
+    open_.add(key)
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    size = 1 + sum(_check_aliases(child, source, sizes, open_) for child in children)
+    open_.discard(key)
+    if size > MAX_EXPANDED_VALUES:
+        raise ConfigError(
+            f"{source}:{node.start_mark.line + 1}: aliases expand to more than {MAX_EXPANDED_VALUES} values"
+        )
+    sizes[key] = size
+    return size
+
+
 def key_lines(text: str) -> dict[tuple[str | int, ...], int]:
     """Every key path of the YAML ``text`` mapped to its 1-based line (empty when it does not parse)."""
     try:
@@ -241,10 +272,20 @@ def format_validation_error(
 
 def parse_config(text: str, source: str = "pipeline.yaml") -> PipelineConfig:
     """Parse and validate YAML text; raise :class:`ConfigError` with a one-line message."""
+    try:
+        return _parse_config(text, source)
+    except RecursionError:
+        # PyYAML and pydantic recurse once per level of nesting: thousands of levels exhaust the stack.
+        raise ConfigError(f"{source}: nested too deeply (thousands of levels of lists or mappings)") from None
+
+
+def _parse_config(text: str, source: str) -> PipelineConfig:
     if not text.strip():
         raise ConfigError(f"{source}: the file is empty")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _check_aliases(node, source, {}, set())
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)

@@ -17,6 +17,8 @@ What still needs run-time state and is left to the steps: whether an explicit ``
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -32,6 +34,8 @@ ROW_FIELD_METRICS: tuple[str, ...] = ("error", "latency_s", *COUNTED_FIELDS)
 
 # numpy's and scikit-learn's accepted range for a seed / random_state.
 SEED_MAX = 2**32 - 1
+# SageMaker's names of endpoints and model package groups (at most 63 characters besides).
+_AWS_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
 
 _T = TypeVar("_T")
 
@@ -129,8 +133,18 @@ def _package_ref_ok(ref: str | int, keyword: str) -> bool:
 
 
 def check_deploy(loaded: LoadedConfig, report: _Reporter) -> None:
-    """Distinct variant names, a positive weight sum, faults on known variants, well-formed package refs."""
+    """Names both backends accept, distinct variant names, a positive weight sum, faults on known variants,
+    well-formed package refs."""
     deploy = loaded.config.deploy
+    # What CreateEndpoint and CreateModelPackageGroup accept (backend_rules / LocalBackend apply it at run
+    # time, after training has registered a package): checked before anything is trained or registered.
+    for field in ("endpoint_name", "package_group"):
+        value = getattr(deploy, field)
+        if not _AWS_NAME.fullmatch(value) or len(value) > 63:
+            raise report.error(
+                ("deploy", field),
+                f"{value!r}: use letters, digits and hyphens, starting and ending with a letter or digit (max 63)",
+            )
     if deploy.champion_variant_name == deploy.challenger_variant_name:
         raise report.error(
             ("deploy", "challenger_variant_name"),
@@ -195,15 +209,23 @@ def check_tools(loaded: LoadedConfig, report: _Reporter) -> None:
 
 
 def check_tracking(loaded: LoadedConfig, report: _Reporter) -> None:
-    """``tracking.uri`` has a scheme MLflow can track to (an outage is found at run time; a typo here)."""
+    """The tracking URI the run will use has a scheme MLflow can track to (an outage is found at run time; a
+    typo here): ``tracking.uri``, else ``$MLFLOW_TRACKING_URI``. And an experiment name MLflow accepts."""
     from agent_release.pipelines.tracking import unsupported_tracking_uri
 
-    uri = loaded.config.tracking.uri
-    if uri is None:
+    tracking = loaded.config.tracking
+    if not tracking.experiment.strip():
+        raise report.error(("tracking", "experiment"), "must name an MLflow experiment, got an empty name")
+    uri = tracking.uri
+    from_env = os.environ.get("MLFLOW_TRACKING_URI") if uri is None else None
+    if uri is None and not from_env:
         return
-    problem = unsupported_tracking_uri(uri)
-    if problem is not None:
+    problem = unsupported_tracking_uri(uri or from_env or "")
+    if problem is None:
+        return
+    if uri is not None:
         raise report.error(("tracking", "uri"), f"{uri!r}: {problem}")
+    raise report.error(("tracking", "uri"), f"unset, so $MLFLOW_TRACKING_URI {from_env!r} is used: {problem}")
 
 
 def check_canary_traffic(loaded: LoadedConfig, report: _Reporter) -> list[str]:

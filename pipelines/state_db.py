@@ -68,7 +68,12 @@ def connect(state_dir: Path, *, timeout_s: float | None = None) -> sqlite3.Conne
     """
     if state_dir.exists() and not state_dir.is_dir():
         raise StateDbUnavailable(f"state directory {state_dir} is not a directory (check AGENT_RELEASE_HOME)")
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # e.g. a parent is a file
+        raise StateDbUnavailable(
+            f"state directory {state_dir} cannot be created: {exc.strerror} (check AGENT_RELEASE_HOME)"
+        ) from None
     timeout = busy_timeout_s() if timeout_s is None else timeout_s
     path = state_db_path(state_dir)
     try:
@@ -88,10 +93,21 @@ class StateDbUnavailable(RuntimeError):
     """The state database cannot be opened; ``str()`` names the file and the cause."""
 
 
+def is_damaged_error(exc: BaseException) -> bool:
+    """True for SQLite's errors about a damaged file (at open, or when a query reaches a damaged page)."""
+    text = str(exc)
+    return isinstance(exc, sqlite3.DatabaseError) and ("not a database" in text or "malformed" in text)
+
+
+def damaged_message(path: Path, exc: BaseException) -> str:
+    """One line for a damaged state database: which file, and what to do."""
+    return f"state database {path} is damaged ({exc}); move it aside or restore it from a backup"
+
+
 def _open_failure(path: Path, exc: sqlite3.DatabaseError) -> str:
     text = str(exc)
-    if "not a database" in text or "malformed" in text:
-        return f"state database {path} is damaged ({text}); move it aside or restore it from a backup"
+    if is_damaged_error(exc):
+        return damaged_message(path, exc)
     unwritable = not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK))
     if ("unable to open" in text or "readonly" in text) and unwritable:
         return f"state database {path} cannot be opened for writing (read-only?): {text}"
@@ -130,7 +146,8 @@ def processes_with_open(path: Path, limit: int = 3) -> list[str]:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:  # the process exited, or it is not ours to inspect
             continue
-        command = " ".join(a.decode(errors="replace") for a in argv if a)[:80]
+        # One line: an argument may hold newlines (``python -c "..."``), and the message is one line.
+        command = " ".join(" ".join(a.decode(errors="replace").split()) for a in argv if a)[:80]
         found.append(f"pid {entry.name} ({command})")
         if len(found) >= limit:
             break

@@ -160,12 +160,18 @@ def cases_frame(rows: list[dict[str, Any]]) -> Any:
         value = row.get("expected_facts")
         return len(value) if isinstance(value, list) else None
 
+    def cluster(row: dict[str, Any]) -> Any:
+        # A JSON object or array is unhashable (pandas cannot group by it): the contract sees it as the text
+        # the evaluation clusters it by (``str``).
+        value = row.get("cluster")
+        return str(value) if isinstance(value, dict | list) else value
+
     records = []
     for number, row in enumerate(rows, 1):
         record: dict[str, Any] = {
             "id": row.get("id"),
             "input": row.get("input"),
-            "cluster": row.get("cluster"),
+            "cluster": cluster(row),
         }
         record.update(intent=tag(row, "intent"), difficulty=tag(row, "difficulty"))
         record.update(expected_tools=tools(row), n_expected_facts=facts(row))
@@ -207,9 +213,36 @@ def load_suite(path: Path) -> Any:
         raise DatasetError(_not_utf8(path, data, exc)) from None
     try:
         document = json.loads(text)
-        return gx.ExpectationSuite(**document)
+        invalid = _invalid_expectation(document.get("expectations") if isinstance(document, dict) else None)
+        if invalid is None:
+            return gx.ExpectationSuite(**document)
     except (ValueError, TypeError) as exc:
         raise DatasetError(f"{path}: not an expectation suite ({str(exc).splitlines()[0]})") from exc
+    raise DatasetError(f"{path}: {invalid}")
+
+
+def _invalid_expectation(entries: Any) -> str | None:
+    """Why an entry of a suite's ``expectations`` cannot be built, else None.
+
+    ``ExpectationSuite`` logs such an entry with a traceback and leaves it out, so a misspelt expectation
+    type would silently weaken the contract; it is an error here instead.
+    """
+    from great_expectations.exceptions.exceptions import (
+        ExpectationNotFoundError,
+        InvalidExpectationConfigurationError,
+    )
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        if not isinstance(entry, dict):
+            continue  # ExpectationSuite raises TypeError for it
+        try:
+            ExpectationConfiguration(**entry).to_domain_obj()
+        except ExpectationNotFoundError:
+            return f"expectations[{index}]: unknown expectation type {entry.get('type')!r}"
+        except InvalidExpectationConfigurationError as exc:
+            return f"expectations[{index}] ({entry.get('type')}): {str(exc).strip().splitlines()[0]}"
+    return None
 
 
 def _quiet_great_expectations() -> None:
@@ -231,7 +264,7 @@ def _failures(validation: Any) -> list[ExpectationFailure]:
             ref = str(entry.get("case_ref")) if isinstance(entry, dict) else str(entry)
             if ref not in samples:
                 samples.append(ref)
-        exception = (result.exception_info or {}).get("exception_message") if result.exception_info else None
+        exception = _exception_message(result.exception_info)
         detail = ""
         if "observed_value" in info:
             detail = f"observed {info['observed_value']}"
@@ -247,6 +280,18 @@ def _failures(validation: Any) -> list[ExpectationFailure]:
             )
         )
     return failures
+
+
+def _exception_message(info: Any) -> str | None:
+    """The message of an expectation that raised: flat, or keyed by metric (GE 1.x), else None."""
+    if not isinstance(info, dict):
+        return None
+    if info.get("exception_message"):
+        return str(info["exception_message"])
+    for value in info.values():
+        if isinstance(value, dict) and value.get("exception_message"):
+            return str(value["exception_message"])
+    return None
 
 
 def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> DatasetValidationReport:
