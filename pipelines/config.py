@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
+from agent_release.pipelines.schedule_expression import schedule_problem
 from agent_release.steps.backend import Frozen
 from agent_release.steps.decide_promotion import DecisionConfig
 from agent_release.steps.deploy_variants import DeployConfig
@@ -51,12 +52,22 @@ class ScheduleConfig(Frozen):
 
     cron: str | None = Field(
         default=None,
-        description="EventBridge Scheduler expression, e.g. 'cron(0 3 ? * MON *)' or 'rate(1 day)'.",
+        description=(
+            "EventBridge Scheduler expression, e.g. 'cron(0 3 ? * MON *)', 'rate(1 day)' or "
+            "'at(2026-12-24T10:00:00)'; validate checks it by the Scheduler's rules."
+        ),
     )
     on_new_package: bool = Field(
         default=False,
         description="Start an execution when a model package is registered in the deploy package group.",
     )
+
+    @field_validator("cron")
+    @classmethod
+    def _known_expression(cls, value: str | None) -> str | None:
+        if value is not None and (problem := schedule_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
 
 class SageMakerConfig(Frozen):
@@ -266,6 +277,8 @@ def format_validation_error(
         msg = "unknown key"
     elif first.get("type") == "missing":
         msg = "required key is missing"
+    elif first.get("type") == "value_error":
+        msg = msg.removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {loc}: {msg}{more}"
 

@@ -13,7 +13,8 @@ from typing import Any
 from agent_release.pipelines.config import check_referenced_files, load_config
 from agent_release.pipelines.console import RunConsole
 from agent_release.pipelines.dag import read_jsonl, system_prompt_of, tools_factory_of
-from agent_release.pipelines.local_run import local_runtime_environment
+from agent_release.pipelines.executor import one_line
+from agent_release.pipelines.local_run import TrackingUnavailable, local_runtime_environment
 from agent_release.steps.backend import EndpointState
 
 
@@ -54,7 +55,15 @@ def promote_command(
         url = backend.start_runtime()
         try:
             with local_runtime_environment(url, cfg.agent.region):
-                configure_tracking(resolve_tracking_uri(cfg.tracking.uri, state_dir), cfg.tracking.experiment)
+                tracking_uri = resolve_tracking_uri(cfg.tracking.uri, state_dir)
+                try:
+                    configure_tracking(tracking_uri, cfg.tracking.experiment)
+                except Exception as exc:
+                    # Before any weight moved: say which store failed, not just the driver's exception.
+                    raise TrackingUnavailable(
+                        f"MLflow tracking at {tracking_uri} is unavailable: {one_line(exc)}; "
+                        "no traffic was shifted"
+                    ) from None
                 report = promote_variant(
                     cfg.promote,
                     backend,

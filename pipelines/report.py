@@ -21,9 +21,7 @@ import importlib
 import json
 import logging
 import math
-import os
 import sqlite3
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent_release.pipelines import report_plots as plots
+from agent_release.pipelines.atomic_write import write_text_atomically
 
 if TYPE_CHECKING:
     from markupsafe import Markup
@@ -82,7 +81,7 @@ def render_report(state_dir: Path, execution_id: str) -> Path:
     """
     view = build_view(state_dir, execution_id)
     path = report_path(state_dir, execution_id)
-    _write_atomically(path, render_html(view))
+    write_text_atomically(path, render_html(view))
     logger.info("execution=<%s>, path=<%s> | report written", execution_id, path)
     log_to_mlflow(path, view.mlflow)
     return path
@@ -793,15 +792,3 @@ def render_html(view: ReportView) -> str:
     from agent_release import __version__
 
     return env.get_template(TEMPLATE_NAME).render(view=view, e=view.execution, version=__version__)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent_release.pipelines.atomic_write import write_text_atomically
 from agent_release.pipelines.config import LoadedConfig, check_referenced_files, load_config
 from agent_release.pipelines.sagemaker_parameters import bucket_of, coerce_overrides, pipeline_name_of
 from agent_release.steps.log_filters import filtered_loggers
@@ -176,8 +177,10 @@ def compile_definition(config_path: Path | str, output: Path | str) -> Path:
     with offline_aws(loaded.config.sagemaker.region) as boto_session, _sdk_info_quieted():
         text = definition_json(loaded, boto_session)
     path = Path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    try:
+        write_text_atomically(path, text)  # a failed write keeps the previous definition whole
+    except OSError as exc:
+        raise OSError(f"cannot write the pipeline definition to {path}: {exc.strerror or exc}") from None
     logger.info("pipeline=<%s>, path=<%s> | definition written", pipeline_name_of(loaded.config), path)
     return path
 

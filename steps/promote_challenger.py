@@ -204,6 +204,14 @@ def _one_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _failure_text(exc: BaseException) -> str:
+    """How the ledger names what stopped a shift: Ctrl-C and SIGTERM read as an interruption, not a crash."""
+    if isinstance(exc, KeyboardInterrupt):
+        detail = str(exc).strip()  # the CLI raises it with "signal 15" for SIGTERM; Ctrl-C leaves it empty
+        return f"interrupted ({detail})" if detail else "interrupted (Ctrl-C)"
+    return f"{type(exc).__name__}: {_one_line(exc)}"
+
+
 def _describe(backend: Backend, endpoint: str) -> EndpointState:
     state = backend.describe_endpoint(endpoint)
     if state is None:
@@ -746,12 +754,12 @@ class _Promotion:
             state = _describe(self.backend, r.endpoint)
             weights = _champion_only(state, r.champion)
             self.backend.update_weights(r.endpoint, weights)
-            self.event("rollback", weights, note=f"error: {_one_line(exc)}")
+            failure = _failure_text(exc)
+            self.event("rollback", weights, note=f"error: {failure}")
             self.audit(
                 AUDIT_ROLLBACK,
-                f"promotion failed mid-shift ({type(exc).__name__}: {_one_line(exc)}); "
-                f"{r.champion} back to 100%",
-                {"trigger": "error", "error": _one_line(exc), "weights_after": weights},
+                f"promotion failed mid-shift ({failure}); {r.champion} back to 100%",
+                {"trigger": "error", "error": failure, "weights_after": weights},
             )
         except Exception:
             logger.exception(

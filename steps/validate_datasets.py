@@ -187,6 +187,50 @@ def cases_frame(rows: list[dict[str, Any]]) -> Any:
     return frame
 
 
+def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
+    """What every evaluation case needs whatever its suite says: the shape the evaluation step reads.
+
+    A case without an id or a text ``input``, with ``tags`` that are not an object, or expectations of the
+    wrong JSON type would otherwise pass a suite that does not check it, and stop the run at evaluation,
+    after training and deployment. Each rule failed is one :class:`ExpectationFailure` with sample refs.
+    """
+    rules: list[tuple[str, str, Any]] = [
+        ("case_has_an_id", "id", lambda r: r.get("id") not in (None, "")),
+        ("case_has_a_text_input", "input", lambda r: isinstance(r.get("input"), str) and r["input"].strip()),
+        ("case_tags_are_an_object", "tags", lambda r: isinstance(r.get("tags", {}), dict)),
+        (
+            "case_expected_facts_are_a_list",
+            "expected_facts",
+            lambda r: isinstance(r.get("expected_facts", []), list),
+        ),
+        (
+            "case_expected_tool_calls_are_objects",
+            "expected_tool_calls",
+            lambda r: (
+                isinstance(calls := r.get("expected_tool_calls", []), list)
+                and all(isinstance(c, dict) and isinstance(c.get("arguments", {}), dict) for c in calls)
+            ),
+        ),
+    ]
+    failures = []
+    for expectation, column, holds in rules:
+        refs = [
+            str(row["id"]) if row.get("id") not in (None, "") else f"line {number}"
+            for number, row in enumerate(rows, 1)
+            if not holds(row)
+        ]
+        if refs:
+            failures.append(
+                ExpectationFailure(
+                    expectation=expectation,
+                    column=column,
+                    unexpected_count=len(refs),
+                    sample_ids=tuple(refs[:SAMPLE_IDS]),
+                )
+            )
+    return failures
+
+
 def _row_keys(row: dict[str, Any]) -> set[str]:
     keys = set(row)
     tags = row.get("tags")
@@ -333,7 +377,15 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
             batch_parameters={"dataframe": frame},
             result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["case_ref"]},
         )
-        failures = _failures(validation)
+        contract = _failures(validation)
+        # A shape rule the suite already reported for the same rows (e.g. a null input) is not said twice.
+        reported = {(f.column, f.unexpected_count, f.sample_ids) for f in contract}
+        shape = [
+            f
+            for f in case_shape_failures(rows)
+            if (f.column, f.unexpected_count, f.sample_ids) not in reported
+        ]
+        failures = shape + contract
         n_clusters = int(frame["cluster"].nunique(dropna=True)) if "cluster" in frame else 0
         results.append(
             DatasetResult(
@@ -342,7 +394,7 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
                 sha256=digest,
                 n_rows=len(rows),
                 n_clusters=n_clusters,
-                success=bool(validation.success),
+                success=bool(validation.success) and not failures,
                 failures=tuple(failures),
             )
         )

@@ -667,4 +667,6 @@ def test_sigterm_mid_shift_puts_the_champion_back_like_ctrl_c(env: Env) -> None:
     assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
     entry = env.backend.list_audit()[-1]
     assert entry.action == "rollback" and entry.evidence["trigger"] == "error"
-    assert "KeyboardInterrupt" in entry.reason
+    # Named as an interruption by which signal, not as "KeyboardInterrupt: ..." (it is not a crash).
+    assert f"promotion failed mid-shift (interrupted (signal {int(signal.SIGTERM)}))" in entry.reason
+    assert entry.evidence["error"] == f"interrupted (signal {int(signal.SIGTERM)})"

@@ -154,3 +154,37 @@ def test_no_shipped_cluster_size_bound_is_vacuous() -> None:
         ]
         assert [e["kwargs"]["column"] for e in cluster_counts] == ["cluster"], name
         assert cluster_counts[0]["kwargs"]["min_value"] > 1, name
+
+
+def test_cases_the_evaluation_cannot_read_fail_the_contract_whatever_the_suite(tmp_path: Path) -> None:
+    # Each of these passed the golden suite and then stopped the run at evaluate_variants, after training and
+    # deployment ("case #3 needs an 'id' and a text 'input'", or an AttributeError on the tags).
+    rows = _golden_rows()
+    rows[2]["input"] = ["where", "is", "my", "order"]
+    rows[3]["input"] = 42
+    rows[4]["tags"] = ["refund"]
+    rows[5]["expected_tool_calls"] = ["lookup_order"]
+    rows[6]["expected_facts"] = "refund in 5 days"
+    report = validate_datasets(SPEC, _copy(tmp_path, rows))
+    assert not report.success
+    lines = report.summary_lines()
+    assert (
+        f"golden: case_has_a_text_input(input) failed: 2 rows, e.g. {rows[2]['id']}, {rows[3]['id']}" in lines
+    )
+    assert f"golden: case_tags_are_an_object(tags) failed: 1 rows, e.g. {rows[4]['id']}" in lines
+    expected_calls = f"golden: case_expected_tool_calls_are_objects(expected_tool_calls) failed: 1 rows, e.g. {rows[5]['id']}"
+    assert expected_calls in lines
+    assert (
+        f"golden: case_expected_facts_are_a_list(expected_facts) failed: 1 rows, e.g. {rows[6]['id']}"
+        in lines
+    )
+
+
+def test_a_null_input_is_reported_once(tmp_path: Path) -> None:
+    rows = _golden_rows()
+    rows[1]["input"] = None
+    lines = validate_datasets(SPEC, _copy(tmp_path, rows)).summary_lines()
+    # The suite's not-null expectation names it; the shape rule for the same row is not repeated.
+    assert lines == [
+        f"golden: expect_column_values_to_not_be_null(input) failed: 1 rows, e.g. {rows[1]['id']}"
+    ]

@@ -1,0 +1,140 @@
+"""Failures around a release action that used to be a bare exception or a half-written file.
+
+``promote`` with MLflow tracking unreachable names the store and shifts nothing; ``compile -o`` that cannot
+write leaves the previous definition whole and names the path; an interrupted shift is recorded in the ledger
+as an interruption, not as a ``KeyboardInterrupt`` crash.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _shared.pipeline_yaml import edit
+from click.testing import CliRunner
+
+from agent_release.pipelines import atomic_write, cli
+from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.steps.backend import ApprovalStatus, ModelSpec
+from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
+from agent_release.steps.promote_challenger import _failure_text
+
+ROOT = Path(__file__).resolve().parents[2]
+GROUP = "support-model"
+ENDPOINT = "support-agent"
+# Never invoked here: the promotion fails before any call reaches the endpoint.
+MODEL = ModelSpec(kind="python", options={"class_path": "nowhere:Unused"})
+
+
+def invoke(args: list[str], home: Path, cwd: Path) -> Any:
+    runner = CliRunner()
+    with runner.isolated_filesystem(temp_dir=cwd):
+        return runner.invoke(
+            cli.main,
+            [*args],
+            env={"AGENT_RELEASE_HOME": str(home), "AGENT_RELEASE_DEBUG": "", "MLFLOW_TRACKING_URI": ""},
+        )
+
+
+def one_error_line(result: Any, *needles: str) -> str:
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return str(lines[0])
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "datasets").symlink_to(ROOT / "datasets")
+    shutil.copy(ROOT / "pipeline.yaml", root / "pipeline.yaml")
+    return root
+
+
+def test_promote_with_tracking_unreachable_names_mlflow_and_shifts_nothing(
+    project: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "state"
+    backend = LocalBackend(home)
+    backend.ensure_package_group(GROUP)
+    first = backend.register_package(GROUP, MODEL)
+    backend.update_approval(first.arn, ApprovalStatus.APPROVED, "initial champion")
+    backend.register_package(GROUP, MODEL)
+    deploy_variants(DeployConfig(endpoint_name=ENDPOINT, package_group=GROUP), backend)
+    before = backend.describe_endpoint(ENDPOINT)
+    ledger_before = backend.list_audit()
+    uri = f"http://127.0.0.1:{closed_port()}"
+    edit(project, "  experiment: support-agent", f"  experiment: support-agent\n  uri: {uri}")
+
+    result = invoke(["promote", "challenger", "-c", str(project / "pipeline.yaml")], home, tmp_path)
+
+    # It used to print the probe's bare "no answer from .../health": no word of MLflow or of the endpoint.
+    one_error_line(result, f"MLflow tracking at {uri} is unavailable", "/health", "no traffic was shifted")
+    after = LocalBackend(home)
+    assert after.describe_endpoint(ENDPOINT) == before
+    assert after.list_audit() == ledger_before
+
+
+def test_compile_to_an_unwritable_path_names_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    target = blocker / "definition.json"
+
+    result = invoke(
+        ["compile", "-c", str(ROOT / "pipeline.yaml"), "-o", str(target)], tmp_path / "h", tmp_path
+    )
+
+    one_error_line(result, f"cannot write the pipeline definition to {target}")
+
+
+def test_a_failed_write_keeps_the_previous_file_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "definition.json"
+    target.write_text('{"previous": true}\n')
+
+    class DiskFull:
+        def __init__(self, fd: int, *args: Any, **kwargs: Any) -> None:
+            self.file = open(fd, "w", encoding="utf-8")  # noqa: SIM115 - closed in __exit__
+
+        def __enter__(self) -> DiskFull:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.file.close()
+
+        def write(self, text: str) -> int:
+            self.file.write(text[: len(text) // 2])
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(atomic_write.os, "fdopen", DiskFull)
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write.write_text_atomically(target, '{"new": "definition"}\n' * 100)
+
+    assert target.read_text() == '{"previous": true}\n'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["definition.json"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    ("exc", "text"),
+    [
+        (KeyboardInterrupt(), "interrupted (Ctrl-C)"),
+        (KeyboardInterrupt("signal 15"), "interrupted (signal 15)"),
+        (RuntimeError("endpoint gone\ntraceback..."), "RuntimeError: endpoint gone"),
+    ],
+)
+def test_what_stopped_a_shift_is_named_for_the_ledger(exc: BaseException, text: str) -> None:
+    # Ctrl-C used to be recorded as "KeyboardInterrupt: KeyboardInterrupt".
+    assert _failure_text(exc) == text
