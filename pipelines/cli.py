@@ -83,11 +83,25 @@ def handle_errors(fn: F) -> F:
                 _fail(locked_message(_state_dir()))
             if is_damaged_error(exc):  # a damaged page met by a query, after the file opened fine
                 _fail(damaged_message(state_db_path(_state_dir()), exc))
+            if _is_missing_aws_credentials(exc):
+                _fail(
+                    f"no AWS credentials ({one_line(exc)}): set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                    "AWS_SECRET_ACCESS_KEY, or run where an IAM role provides them (`compile` needs none)"
+                )
             known = (ValueError, CommandFailed, LookupError, OSError, RuntimeError)
             prefix = "" if isinstance(exc, known) else f"{type(exc).__name__}: "
             _fail(prefix + one_line(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_missing_aws_credentials(exc: BaseException) -> bool:
+    """True for botocore's "no credentials" errors (only possible once botocore has been imported)."""
+    if "botocore" not in sys.modules:
+        return False
+    from botocore.exceptions import NoCredentialsError, PartialCredentialsError
+
+    return isinstance(exc, NoCredentialsError | PartialCredentialsError)
 
 
 def _interrupted(command: str, execution_id: str | None) -> str:
@@ -482,11 +496,16 @@ def report(execution_id: str | None) -> None:
     store = ExecutionStore(state_dir)
     try:
         row = store.execution(execution_id) if execution_id else store.latest()
+        recent = [str(r["id"]) for r in store.recent(limit=3)] if row is None else []
     finally:
         store.close()
+    if row is None and execution_id and recent:
+        raise CommandFailed(f"no execution {execution_id}; the most recent: {', '.join(recent)}")
     if row is None:
         raise CommandFailed(
-            f"no execution {execution_id}" if execution_id else "no executions yet; run one first"
+            f"no execution {execution_id}; nothing has run here yet"
+            if execution_id
+            else "no executions yet; run one first"
         )
     click.echo(str(render_report(state_dir, row["id"])))
 

@@ -653,9 +653,12 @@ class LocalBackend:
             file_lock.acquire(timeout=0)
         except Timeout:
             holder = holder_file.read_text().strip() if holder_file.exists() else "unknown"
-            raise LockBusyError(f"lock {name!r} is held by {holder}") from None
+            raise LockBusyError(f"lock {name!r} is held by {holder}; retry when it has finished") from None
         try:
-            holder_file.write_text(f"{owner} (pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%S')})")
+            pid = f"pid {os.getpid()}"
+            since = f"since {time.strftime('%Y-%m-%dT%H:%M:%S')}"
+            # A run's owner already names its pid ("run pid N"): say it once.
+            holder_file.write_text(f"{owner} ({since})" if pid in owner else f"{owner} ({pid}, {since})")
             yield
         finally:
             holder_file.unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -211,6 +212,20 @@ def test_lock_is_exclusive_across_processes_and_names_the_holder(backend: LocalB
         other.lock("promote", "c"),
     ):
         pass
+
+
+def test_a_busy_lock_names_the_holder_once_and_says_what_to_do(backend: LocalBackend) -> None:
+    pid = os.getpid()
+    with (
+        backend.lock("endpoint:e", f"run pid {pid}"),
+        pytest.raises(LockBusyError) as info,
+        LocalBackend(backend.state_dir).lock("endpoint:e", "alice"),
+    ):
+        pass
+    message = str(info.value)
+    # It used to read "held by run pid N (pid N, since ...)" and stop there.
+    assert message.startswith(f"lock 'endpoint:e' is held by run pid {pid} (since ")
+    assert message.count(f"pid {pid}") == 1 and message.endswith("; retry when it has finished")
 
 
 def test_runtime_url_is_found_through_the_state_dir(backend: LocalBackend) -> None:

@@ -7,6 +7,7 @@ as an interruption, not as a ``KeyboardInterrupt`` crash.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 from pathlib import Path
@@ -119,7 +120,7 @@ def test_a_failed_write_keeps_the_previous_file_whole(
             self.file.write(text[: len(text) // 2])
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atomic_write.os, "fdopen", DiskFull)
+    monkeypatch.setattr(os, "fdopen", DiskFull)  # atomic_write opens its temporary file through it
     with pytest.raises(OSError, match="No space left"):
         atomic_write.write_text_atomically(target, '{"new": "definition"}\n' * 100)
 
@@ -138,3 +139,37 @@ def test_a_failed_write_keeps_the_previous_file_whole(
 def test_what_stopped_a_shift_is_named_for_the_ledger(exc: BaseException, text: str) -> None:
     # Ctrl-C used to be recorded as "KeyboardInterrupt: KeyboardInterrupt".
     assert _failure_text(exc) == text
+
+
+def test_report_of_an_unknown_execution_names_the_recent_ones(tmp_path: Path) -> None:
+    from agent_release.pipelines.executor import ExecutionStore
+
+    home = tmp_path / "state"
+    store = ExecutionStore(home)
+    try:
+        ids = [store.create("p", tmp_path / "pipeline.yaml", "name: p\n", []) for _ in range(4)]
+    finally:
+        store.close()
+
+    line = one_error_line(invoke(["report", "nope"], home, tmp_path), "no execution nope; the most recent: ")
+    # It used to say only "no execution nope", with no way from there to a real id.
+    assert line.endswith(", ".join(reversed(ids[1:])))
+
+
+def test_start_without_aws_credentials_says_where_they_come_from(tmp_path: Path) -> None:
+    no_credentials: dict[str, str | None] = {
+        "AWS_ACCESS_KEY_ID": None,
+        "AWS_SECRET_ACCESS_KEY": None,
+        "AWS_SESSION_TOKEN": None,
+        "AWS_PROFILE": None,
+        "AWS_CONFIG_FILE": str(tmp_path / "none"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": None,
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI": None,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": None,
+        "AGENT_RELEASE_DEBUG": "",
+    }
+    result = CliRunner().invoke(cli.main, ["start", "-c", str(ROOT / "pipeline.yaml")], env=no_credentials)
+    # It used to be the bare "NoCredentialsError: Unable to locate credentials".
+    one_error_line(result, "no AWS credentials (Unable to locate credentials): set AWS_PROFILE")
