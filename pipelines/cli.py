@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,9 +30,13 @@ class CommandFailed(Exception):
 
 
 def _state_dir() -> Path:
-    from agent_release.pipelines.state_db import resolve_state_dir
+    """The state directory; :class:`CommandFailed` naming ``AGENT_RELEASE_HOME`` where it cannot be resolved."""
+    from agent_release.pipelines.state_db import STATE_DIR_ENV, resolve_state_dir
 
-    return resolve_state_dir()
+    try:
+        return resolve_state_dir()
+    except RuntimeError as exc:  # "~someone" for a user that does not exist: pathlib names no variable
+        raise CommandFailed(f"{STATE_DIR_ENV}={os.environ.get(STATE_DIR_ENV)!r}: {exc}") from None
 
 
 def _existing_state_dir() -> Path:
@@ -41,7 +46,13 @@ def _existing_state_dir() -> Path:
     and ``serve``. A wrong cwd must not look like a clean state.
     """
     state_dir = _state_dir()
-    if state_dir.exists() and not state_dir.is_dir():
+    try:
+        exists = state_dir.exists()
+    except OSError as exc:  # e.g. a name too long: the path cannot even be looked up
+        raise CommandFailed(
+            f"state directory {state_dir} cannot be looked up: {exc.strerror} (check AGENT_RELEASE_HOME)"
+        ) from None
+    if exists and not state_dir.is_dir():
         raise CommandFailed(f"state directory {state_dir} is not a directory (check AGENT_RELEASE_HOME)")
     if not state_dir.is_dir():
         raise CommandFailed(
@@ -49,6 +60,17 @@ def _existing_state_dir() -> Path:
             "(run from the project directory or set AGENT_RELEASE_HOME)"
         )
     return state_dir
+
+
+def _existing_state() -> Path:
+    """:func:`_existing_state_dir` that also holds a state database; never creates either.
+
+    For the read-only commands: an existing directory without ``state.db`` (``AGENT_RELEASE_HOME`` naming
+    the home or project directory) is not a state, and opening the database there would create one.
+    """
+    from agent_release.pipelines.status import require_state_db
+
+    return require_state_db(_existing_state_dir())
 
 
 def _fail(message: str) -> None:
@@ -151,6 +173,15 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 
+def _one_line_reason(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """A non-blank, single-line ``--reason``: it is recorded in the ledger, one entry per line in `audit`."""
+    if not value.strip():
+        raise click.BadParameter("needs a reason (it is recorded in the audit ledger)")
+    if any(ch in value for ch in "\r\n"):
+        raise click.BadParameter("must be one line (each ledger entry is one line in `agent-release audit`)")
+    return value.strip()
+
+
 def _float_in(low: float, high: float) -> Callable[[click.Context, click.Parameter, Any], float | None]:
     """A click callback: a finite float in [low, high], or a usage error naming the option (exit 2)."""
 
@@ -165,9 +196,13 @@ def _float_in(low: float, high: float) -> Callable[[click.Context, click.Paramet
 
 
 def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> list[float] | None:
-    """``--schedule 10,50,100`` as floats; anything else is a usage error naming the option (exit 2)."""
-    if not value:
+    """``--schedule 10,50,100`` as floats obeying ``promote.schedule``'s rules (increasing, in (0, 100], ending
+    at 100); anything else is a usage error naming the option (exit 2), before any config or state is read."""
+    if value is None:
         return None
+    if not value.strip():
+        # An empty value (`--schedule "$STEPS"` with STEPS unset) must not silently mean the configured one.
+        raise click.BadParameter("needs at least one step (e.g. 10,50,100)")
     steps: list[float] = []
     for part in value.split(","):
         try:
@@ -177,7 +212,12 @@ def _schedule(ctx: click.Context, param: click.Parameter, value: str | None) -> 
         if not math.isfinite(step):
             raise click.BadParameter(f"{part.strip()!r} is not a finite number")
         steps.append(step)
-    return steps
+    from agent_release.steps.promote_challenger import PromotionError, checked_schedule
+
+    try:
+        return checked_schedule(steps)
+    except PromotionError as exc:
+        raise click.BadParameter(f"{exc} (expected e.g. 10,50,100)") from None
 
 
 config_option = click.option(
@@ -325,7 +365,12 @@ def status(as_json: bool, config_path: Path) -> None:
     from agent_release.pipelines.status import collect_status, render_status
 
     # Read-only: outside a project (no state directory) say so instead of creating an empty one.
-    data = collect_status(_existing_state_dir(), config_path if config_path.exists() else None)
+    state_dir = _existing_state()
+    explicit = click.get_current_context().get_parameter_source("config_path") != ParameterSource.DEFAULT
+    if explicit and not config_path.exists():
+        # A default pipeline.yaml may be absent (AGENT_RELEASE_HOME from elsewhere); a named one is a typo.
+        raise CommandFailed(f"{config_path}: no such file (-c/--config)")
+    data = collect_status(state_dir, config_path if config_path.exists() else None)
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:
@@ -422,6 +467,9 @@ def promote(variant: str, config_path: Path, schedule: list[float] | None, quiet
     """Shift traffic to VARIANT progressively with live guards (continues a manual approval)."""
     from agent_release.pipelines.release_actions import promote_command
 
+    if not variant.strip():
+        raise click.BadParameter("needs a variant name (see `agent-release status`)", param_hint="VARIANT")
+
     # Nothing has run without a state directory, so nothing is deployed to promote: say so, create nothing.
     state_dir = _existing_state_dir()
     _install_sigterm_handler()
@@ -433,7 +481,13 @@ def promote(variant: str, config_path: Path, schedule: list[float] | None, quiet
 
 @main.command()
 @config_option
-@click.option("--reason", default="manual rollback", show_default=True, help="Why (recorded in the ledger).")
+@click.option(
+    "--reason",
+    default="manual rollback",
+    show_default=True,
+    callback=_one_line_reason,
+    help="Why (recorded in the ledger).",
+)
 @handle_errors
 def rollback(config_path: Path, reason: str) -> None:
     """Send 100% of traffic back to the champion now."""
@@ -449,23 +503,32 @@ def rollback(config_path: Path, reason: str) -> None:
 
 @main.command()
 @click.argument("action", required=False, type=click.Choice(["list", "verify"]), default="list")
-@click.option("--json", "as_json", is_flag=True, help="Entries as JSON lines.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help='Entries as JSON lines; with verify, {"intact", "entries", "problems"}.',
+)
 @handle_errors
 def audit(action: str, as_json: bool) -> None:
     """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
     from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
     from agent_release.pipelines.local_backend import LocalBackend
 
-    backend = LocalBackend(_existing_state_dir())
+    backend = LocalBackend(_existing_state())
     if action == "verify":
         problems = backend.verify_audit()
+        if as_json:  # a script asking for JSON gets JSON whatever the verdict (the exit code still says it)
+            entries = len(backend.list_audit())
+            click.echo(json.dumps({"intact": not problems, "entries": entries, "problems": problems}))
         if problems:
-            if len(problems) > 1:  # one problem is the error line alone
+            if len(problems) > 1 and not as_json:  # one problem is the error line alone
                 for p in problems:
                     click.echo(p, err=True)
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
             raise CommandFailed(f"audit ledger tampered: {problems[0]}{more}")
-        click.echo(f"audit ledger intact ({len(backend.list_audit())} entries)")
+        if not as_json:
+            click.echo(f"audit ledger intact ({len(backend.list_audit())} entries)")
         return
     for entry in backend.list_audit():
         if as_json:
@@ -492,7 +555,10 @@ def report(execution_id: str | None) -> None:
     from agent_release.pipelines.executor import ExecutionStore
     from agent_release.pipelines.report import render_report
 
-    state_dir = _existing_state_dir()
+    if execution_id is not None and not execution_id.strip():
+        # An empty id (`report "$ID"` with ID unset) must not silently mean the latest execution.
+        raise click.BadParameter("needs an execution id, or none for the latest", param_hint="EXECUTION_ID")
+    state_dir = _existing_state()
     store = ExecutionStore(state_dir)
     try:
         row = store.execution(execution_id) if execution_id else store.latest()

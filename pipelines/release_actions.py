@@ -8,14 +8,40 @@ once with a message naming the holder. Every weight change is appended to the au
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent_release.pipelines.config import check_referenced_files, load_config
 from agent_release.pipelines.console import RunConsole
-from agent_release.pipelines.dag import read_jsonl, system_prompt_of, tools_factory_of
+from agent_release.pipelines.dag import live_inputs_of, system_prompt_of, tools_factory_of
 from agent_release.pipelines.executor import one_line
 from agent_release.pipelines.local_run import TrackingUnavailable, local_runtime_environment
 from agent_release.steps.backend import EndpointState
+
+if TYPE_CHECKING:
+    from agent_release.pipelines.local_backend import LocalBackend
+
+
+def deployed_backend(state_dir: Path, endpoint: str, config_path: Path) -> LocalBackend:
+    """The local backend of ``state_dir`` where it has deployed ``endpoint``; ValueError naming it otherwise.
+
+    Checks for the state database before opening it (opening creates it), and when the endpoint is missing
+    names the ones that are deployed: a ``pipeline.yaml`` whose ``deploy.endpoint_name`` changed since the run
+    is the usual cause, and "run the pipeline first" alone would deploy a second endpoint beside the first.
+    """
+    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.status import require_state_db
+
+    backend = LocalBackend(require_state_db(state_dir))
+    if backend.describe_endpoint(endpoint) is not None:
+        return backend
+    deployed = [ep.name for ep in backend.list_endpoints()]
+    backend.close()
+    if not deployed:
+        raise ValueError(f"endpoint {endpoint} is not deployed; nothing is (run the pipeline first)")
+    raise ValueError(
+        f"endpoint {endpoint} (deploy.endpoint_name in {config_path}) is not deployed; deployed here: "
+        f"{', '.join(deployed)} (pass -c with the config that deployed it, or run the pipeline first)"
+    )
 
 
 def promote_command(
@@ -29,22 +55,17 @@ def promote_command(
 ) -> Any:
     """Shift traffic to ``variant`` by the configured (or given) schedule with live guards."""
     from agent_release.pipelines.executor import ExecutionStore
-    from agent_release.pipelines.local_backend import LocalBackend
     from agent_release.pipelines.tracking import configure_tracking, resolve_tracking_uri
     from agent_release.steps.promote_challenger import promote_variant
 
     loaded = load_config(config_path)
     check_referenced_files(loaded)
     cfg = loaded.config
-    backend = LocalBackend(state_dir)
+    # The rules `validate` applies (a row without a text "input" named by file and line, an empty file
+    # refused), before any state is opened: a bare KeyError("input") here read "error: 'input'".
+    live_inputs = live_inputs_of(loaded) if cfg.promote.live_traffic.enabled else ()
     endpoint = cfg.deploy.endpoint_name
-    if backend.describe_endpoint(endpoint) is None:
-        raise ValueError(f"endpoint {endpoint} is not deployed; run the pipeline first")
-    live_inputs: tuple[str, ...] = ()
-    if cfg.promote.live_traffic.enabled:
-        live_inputs = tuple(
-            str(r["input"]) for r in read_jsonl(loaded.resolve(cfg.promote.live_traffic.inputs))
-        )
+    backend = deployed_backend(state_dir, endpoint, config_path)
     store = ExecutionStore(state_dir)
     try:
         latest = store.latest()
@@ -90,13 +111,10 @@ def promote_command(
 
 def rollback_command(config_path: Path, state_dir: Path, *, actor: str, reason: str) -> EndpointState:
     """Champion back to 100% of traffic now."""
-    from agent_release.pipelines.local_backend import LocalBackend
     from agent_release.steps.promote_challenger import rollback_endpoint
 
     cfg = load_config(config_path).config
-    backend = LocalBackend(state_dir)
     endpoint = cfg.deploy.endpoint_name
-    if backend.describe_endpoint(endpoint) is None:
-        raise ValueError(f"endpoint {endpoint} is not deployed; nothing to roll back")
+    backend = deployed_backend(state_dir, endpoint, config_path)
     with backend.lock(f"endpoint:{endpoint}", actor):
         return rollback_endpoint(backend, endpoint, actor=actor, reason=reason)

@@ -152,11 +152,15 @@ def minimum_detectable_effect(
         deff = 1.0 if design_effect is None else design_effect
     if deff <= 0:
         raise StatsInputError(f"design effect must be positive, got {deff}")
-    variance = sd_diff**2 * ((1.0 - within_case_share) + within_case_share / repeats)
-    se = math.sqrt(variance * deff / n_cases)
+    # sd_diff scales the SE outside the square root: squaring it first overflows for SDs above ~1e154.
+    share = (1.0 - within_case_share) + within_case_share / repeats
+    se = sd_diff * math.sqrt(share * deff / n_cases)
     df = n_clusters - 1
+    mde = mde_from_se(se, df, alpha=alpha, power=power, two_sided=two_sided) if math.isfinite(se) else se
+    if not math.isfinite(mde):
+        raise StatsInputError(f"sd_diff {sd_diff:g} is too large: the minimum detectable effect overflows")
     return MdeReport(
-        mde=mde_from_se(se, df, alpha=alpha, power=power, two_sided=two_sided),
+        mde=mde,
         se=se,
         df=df,
         design_effect=deff,

@@ -1004,6 +1004,21 @@ def current_champion(backend: Backend, state: EndpointState, *, exclude: str | N
     return None
 
 
+def checked_schedule(schedule: Sequence[float]) -> list[float]:
+    """``schedule`` if it obeys pipeline.yaml's ``promote.schedule`` rules, else :class:`PromotionError`.
+
+    The message is the rule that failed, without pydantic's "Value error, " prefix, e.g.
+    ``schedule [50.0, 20.0]: schedule must increase strictly``. The CLI checks ``--schedule`` with it before
+    anything is read, so a bad schedule is a usage error, not a refusal after the config and state load.
+    """
+    try:
+        return PromotionConfig(schedule=list(schedule)).schedule
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        reason = error.get("ctx", {}).get("error") or error["msg"]
+        raise PromotionError(f"schedule {list(schedule)}: {reason}") from None
+
+
 def promote_variant(
     config: PromotionConfig,
     backend: Backend,
@@ -1026,10 +1041,7 @@ def promote_variant(
     ``backend.lock(f"endpoint:{endpoint_name}", owner)``.
     """
     if schedule is not None:
-        try:  # the same rules as pipeline.yaml's promote.schedule
-            schedule = PromotionConfig(schedule=list(schedule)).schedule
-        except ValidationError as exc:
-            raise PromotionError(f"schedule {list(schedule)}: {exc.errors()[0]['msg']}") from None
+        schedule = checked_schedule(schedule)
     state = _describe(backend, endpoint_name)
     try:
         target = state.variant(variant)
