@@ -110,7 +110,8 @@ ToolsetFactory = Callable[[Path], list[Any]]
 def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None) -> list[Any]:
     """Tools of a toolset: the built-in ``support`` or an import path ``pkg.module:factory``.
 
-    Raises ``ValueError`` (one line) for an unknown toolset or tool name.
+    Raises ``ValueError`` (one line) for an unknown toolset or tool name, and for a factory that is not a
+    function or does not return a list of Strands tools.
     """
     if toolset == "support":
         from agent_release.agents.support.tools import support_tools
@@ -118,7 +119,7 @@ def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None
         factory: ToolsetFactory = support_tools
     else:
         module_name, _, attr = toolset.partition(":")
-        if not attr:
+        if not module_name or not attr:
             raise ValueError(
                 f"toolset '{toolset}' is neither 'support' nor an import path 'pkg.module:factory'"
             )
@@ -126,7 +127,16 @@ def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None
             factory = getattr(importlib.import_module(module_name), attr)
         except (ImportError, AttributeError) as exc:
             raise ValueError(f"toolset '{toolset}' cannot be imported: {exc}") from None
+        if not callable(factory):
+            raise ValueError(
+                f"toolset '{toolset}' is a {type(factory).__name__}, not a function (data_dir) -> tools"
+            )
     tools = factory(data_dir)
+    # A factory that returns something else would only fail when the agent is registered, after deployment.
+    if not isinstance(tools, list | tuple) or not all(hasattr(t, "tool_spec") for t in tools):
+        got = type(tools).__name__ if not isinstance(tools, list | tuple) else "a list holding non-tools"
+        raise ValueError(f"toolset '{toolset}' returned {got}, not a list of Strands tools")
+    tools = list(tools)
     if only is None:
         return tools
     by_name = {tool_name(t): t for t in tools}

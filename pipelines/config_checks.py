@@ -1,12 +1,13 @@
 """Checks of pipeline.yaml that one section's pydantic model cannot make on its own.
 
-They need another section (a decision metric must be produced by a configured scorer), an import (user
-scorers, the toolset), a referenced file (the training cohorts) or MLflow (which URI schemes it can track
-to). ``validate`` and a new ``run`` both call :func:`check_config` after
-:func:`~agent_release.pipelines.config.check_referenced_files`, so a mistake fails before anything is
-trained, registered or deployed, with one line naming the key and its line. The
-other commands that load the config (``promote``, ``plan``, ``compile``/``upsert``) do not: building the
-scorers imports MLflow and the user's scorer modules, which may exist only in the step image.
+They need another section (a decision metric must be produced by a configured scorer, and point the way
+the gate reads it; prices keyed by a deployed variant), an import (user scorers, the toolset), a referenced
+file's content (training examples and cohorts, the system prompt file, the live-traffic inputs, the number
+of cases the gate can see) or MLflow (which URI schemes it can track to). ``validate`` and a new ``run``
+both call :func:`check_config` after :func:`~agent_release.pipelines.config.check_referenced_files`, so a
+mistake fails before anything is trained, registered or deployed, with one line naming the key and its
+line. The other commands that load the config (``promote``, ``plan``, ``compile``/``upsert``) do not:
+building the scorers imports MLflow and the user's scorer modules, which may exist only in the step image.
 
 :func:`config_warnings` lists what is valid but will not work as intended (a canary step whose replayed
 traffic is too thin for the guards to judge); ``validate`` prints them and still passes.
@@ -19,14 +20,20 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TypeVar
 
 from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines, line_of_key
 from agent_release.steps.decide_promotion import COUNTED_FIELDS
 from agent_release.steps.evaluate_config import ScorerSpec
 from agent_release.steps.promote_config import ThinBake, thin_bakes
-from agent_release.steps.scorers import ScorerConfigError, build_scorer, effective_specs
+from agent_release.steps.scorers import (
+    LOWER_IS_BETTER_SCORERS,
+    ScorerConfigError,
+    build_scorer,
+    effective_specs,
+    registered_scorers,
+)
 
 # Metrics decide_promotion reads from the row itself rather than from ``CaseResult.scores``
 # (``_row_value``): ``error``, ``latency_s`` and the counted fields. Any other metric must be a scorer name.
@@ -61,9 +68,13 @@ def check_config(loaded: LoadedConfig) -> None:
     report = _Reporter(loaded)
     metrics = check_scorers(loaded, report)
     check_metrics(loaded, report, metrics)
+    check_gate_reachable(loaded, report)
     check_deploy(loaded, report)
+    check_prices(loaded, report)
     check_train(loaded, report)
     check_tools(loaded, report)
+    check_system_prompt(loaded, report)
+    check_live_traffic(loaded, report)
     check_tracking(loaded, report)
 
 
@@ -87,10 +98,12 @@ def _guard(key: tuple[str | int, ...], report: _Reporter, fn: Callable[[], _T], 
         raise report.error(key, f"{what}: {_one_line(exc)}") from None
 
 
-def check_scorers(loaded: LoadedConfig, report: _Reporter) -> set[str]:
-    """Build every effective scorer as evaluate_variants will; return the metric names they produce."""
+def check_scorers(loaded: LoadedConfig, report: _Reporter) -> dict[str, str]:
+    """Build every effective scorer as evaluate_variants will; return the metric names they produce, each
+    with the name of the scorer that produces it (a built-in's name, or an import path)."""
     evaluate = loaded.config.evaluate
     names: dict[str, int] = {}
+    producers: dict[str, str] = {}
     for index, spec in enumerate(effective_specs(evaluate)):
         key: tuple[str | int, ...] = (
             ("evaluate", "scorers", index, "name") if index < len(evaluate.scorers) else ("evaluate", "judge")
@@ -105,13 +118,26 @@ def check_scorers(loaded: LoadedConfig, report: _Reporter) -> set[str]:
                 key, f"scorer name '{name}' is produced twice (also by evaluate.scorers.{names[name]})"
             )
         names[name] = index
-    return set(names)
+        producers[name] = spec.name
+    return producers
 
 
-def check_metrics(loaded: LoadedConfig, report: _Reporter, scorer_metrics: set[str]) -> None:
-    """The gate's primary metric and guardrail metrics must be scorer names or per-row fields."""
+def _direction(metric: str, producers: Mapping[str, str]) -> str | None:
+    """Which way is better for ``metric``, where the project knows (row fields, built-in scorers)."""
+    if metric in ROW_FIELD_METRICS:
+        return "lower_is_better"  # errors, seconds, money, tokens, retries
+    producer = producers.get(metric)
+    if producer is None or producer not in registered_scorers():
+        return None  # a user scorer: its direction is the user's to say
+    return "lower_is_better" if producer in LOWER_IS_BETTER_SCORERS else "higher_is_better"
+
+
+def check_metrics(loaded: LoadedConfig, report: _Reporter, producers: Mapping[str, str]) -> None:
+    """The gate's primary metric and guardrail metrics must be scorer names or per-row fields, and point the
+    way the gate reads them: the primary metric is higher-is-better (the gate promotes a challenger whose
+    primary metric is higher), and a guardrail on a known metric names the direction that metric has."""
     decide = loaded.config.decide
-    valid = scorer_metrics | set(ROW_FIELD_METRICS)
+    valid = set(producers) | set(ROW_FIELD_METRICS)
 
     def unknown(metric: str) -> str:
         return (
@@ -121,9 +147,71 @@ def check_metrics(loaded: LoadedConfig, report: _Reporter, scorer_metrics: set[s
 
     if decide.primary_metric not in valid:
         raise report.error(("decide", "primary_metric"), unknown(decide.primary_metric))
+    if _direction(decide.primary_metric, producers) == "lower_is_better":
+        raise report.error(
+            ("decide", "primary_metric"),
+            f"'{decide.primary_metric}' is lower-is-better, but the gate promotes a challenger whose primary "
+            "metric is higher; gate on a quality score and keep it as a guardrail (direction: "
+            "lower_is_better)",
+        )
     for index, guard in enumerate(decide.guardrails):
         if guard.metric not in valid:
             raise report.error(("decide", "guardrails", index, "metric"), unknown(guard.metric))
+        known = _direction(guard.metric, producers)
+        if known is not None and guard.direction != known:
+            raise report.error(
+                ("decide", "guardrails", index, "direction"),
+                f"'{guard.metric}' is {known.replace('_', '-')}, so {guard.direction} would guard the wrong "
+                "way",
+            )
+
+
+def check_gate_reachable(loaded: LoadedConfig, report: _Reporter) -> None:
+    """``decide.min_completed_cases`` within the evaluation dataset's cases: with more, every decision is
+    inconclusive, found only after training, deployment and the whole evaluation."""
+    from agent_release.pipelines.dag import read_jsonl
+
+    config = loaded.config
+    spec = config.datasets.get(config.evaluate.dataset)
+    if spec is None:
+        return
+    try:
+        rows = read_jsonl(loaded.resolve(spec.path))
+    except (OSError, ValueError):
+        return  # the dataset's own check (its data contract) names what is wrong with it
+    # Cases are counted as the evaluation counts them, by id; a row without one is the data contract's to
+    # refuse, so it is counted as a case of its own here (never a reason to fail this check).
+    ids = {str(r["id"]) for r in rows if isinstance(r, dict) and r.get("id") not in (None, "")}
+    cases = len(ids) + sum(1 for r in rows if not isinstance(r, dict) or r.get("id") in (None, ""))
+    wanted = config.decide.min_completed_cases
+    if wanted > cases:
+        raise report.error(
+            ("decide", "min_completed_cases"),
+            f"{wanted} is more than the {cases} cases of dataset {config.evaluate.dataset}, so every decision "
+            "would be inconclusive",
+        )
+
+
+def check_prices(loaded: LoadedConfig, report: _Reporter) -> None:
+    """Price tables are keyed by a deployed variant's name or ``default``: any other key (a model name) is
+    never looked up, and its variants would cost 0.0 on every case."""
+    deploy = loaded.config.deploy
+    known = {"default", deploy.champion_variant_name, deploy.challenger_variant_name}
+    tables: list[tuple[tuple[str | int, ...], Mapping[str, object]]] = [
+        (("evaluate", "prices"), loaded.config.evaluate.prices)
+    ]
+    for index, spec in enumerate(loaded.config.evaluate.scorers):
+        prices = spec.args.get("prices") if spec.name == "cost" else None
+        if isinstance(prices, Mapping):  # its shape is the cost scorer's to check
+            tables.append((("evaluate", "scorers", index, "args", "prices"), prices))
+    for key, table in tables:
+        for name in table:
+            if name not in known:
+                raise report.error(
+                    (*key, str(name)),
+                    f"no variant is named '{name}'; prices are keyed by variant name or 'default' (known: "
+                    f"{', '.join(sorted(known))})",
+                )
 
 
 def _package_ref_ok(ref: str | int, keyword: str) -> bool:
@@ -177,12 +265,19 @@ def check_train(loaded: LoadedConfig, report: _Reporter) -> None:
         return
     if not 0 <= train.seed <= SEED_MAX:
         raise report.error(("train", "seed"), f"must be between 0 and 2**32-1 ({SEED_MAX}), got {train.seed}")
-    if not train.enabled or not train.cohorts:
+    if not train.enabled:
         return
-    from agent_release.agents.demo_model.training import load_examples
+    from agent_release.agents.demo_model.training import TrainingDataError, load_examples
 
     data = loaded.resolve(train.data)
-    examples = _guard(("train", "data"), report, lambda: load_examples(data), "cannot read training data")
+    try:
+        examples = load_examples(data)
+    except TrainingDataError as exc:  # one line naming the file (and the line) already
+        raise report.error(("train", "data"), str(exc)) from None
+    if not examples:
+        raise report.error(("train", "data"), f"{train.data} holds no training examples")
+    if not train.cohorts:
+        return
     available = sorted({e.cohort for e in examples})
     unknown = sorted(set(train.cohorts) - set(available))
     if unknown:
@@ -206,6 +301,42 @@ def check_tools(loaded: LoadedConfig, report: _Reporter) -> None:
         raise report.error(("agent", "toolset") if message.startswith("toolset") else key, message) from None
     except Exception as exc:  # a user toolset factory may raise anything
         raise report.error(("agent", "toolset"), f"cannot load toolset: {_one_line(exc)}") from None
+
+
+def check_system_prompt(loaded: LoadedConfig, report: _Reporter) -> None:
+    """The system prompt the agent will be registered with can be had: a readable UTF-8
+    ``system_prompt_file``, and one of the two keys for a toolset without a built-in prompt (register_agents
+    would refuse either only after deployment)."""
+    agent = loaded.config.agent
+    if agent.system_prompt_file is not None:
+        path = loaded.resolve(agent.system_prompt_file)
+        try:
+            path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise report.error(
+                ("agent", "system_prompt_file"), f"{path}: cannot be read: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise report.error(("agent", "system_prompt_file"), f"{path}: not UTF-8 text") from None
+    elif agent.system_prompt is None and agent.toolset != "support":
+        raise report.error(
+            ("agent", "toolset"),
+            f"toolset '{agent.toolset}' has no built-in prompt: set agent.system_prompt or "
+            "agent.system_prompt_file",
+        )
+
+
+def check_live_traffic(loaded: LoadedConfig, report: _Reporter) -> None:
+    """Replayed live traffic has inputs to send: each row a JSON object with a text ``input``, at least one
+    (the promote step reads them only after the evaluation and the decision)."""
+    from agent_release.pipelines.dag import live_inputs_of
+
+    if not loaded.config.promote.live_traffic.enabled:
+        return
+    try:
+        live_inputs_of(loaded)
+    except ValueError as exc:
+        raise report.error(("promote", "live_traffic", "inputs"), str(exc)) from None
 
 
 def check_tracking(loaded: LoadedConfig, report: _Reporter) -> None:

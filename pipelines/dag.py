@@ -69,6 +69,41 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def live_inputs_of(loaded: LoadedConfig) -> tuple[str, ...]:
+    """The user messages ``promote.live_traffic.inputs`` replays: the text ``input`` of every row.
+
+    Raises ValueError (one line naming the file and line) for a row that is not JSON, not an object, or has
+    no non-empty text ``input``, and for a file without rows: the canary would send no traffic, so the guards
+    could never judge a step. ``validate`` calls it too, so none of this is found only after the evaluation.
+    """
+    path = loaded.resolve(loaded.config.promote.live_traffic.inputs)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            lines = list(enumerate(fh, start=1))
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not UTF-8 text") from None
+    inputs: list[str] = []
+    for number, line in lines:
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
+        text = row.get("input") if isinstance(row, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"{path}:{number}: each row needs a non-empty text 'input' (the user message)")
+        inputs.append(text)
+    if not inputs:
+        raise ValueError(
+            f"{path} has no rows, so the canary would replay no traffic for the guards to judge "
+            "(or set promote.live_traffic.enabled: false)"
+        )
+    return tuple(inputs)
+
+
 def system_prompt_of(loaded: LoadedConfig) -> str:
     """The configured system prompt: inline text, a file, or the support agent's default."""
     agent = loaded.config.agent
@@ -216,11 +251,7 @@ def _promote_challenger(run: StepRun) -> Any:
     ctx = _ctx(run)
     ctx.ensure_tracking()
     cfg = ctx.loaded.config
-    live_inputs: list[str] = []
-    if cfg.promote.live_traffic.enabled:
-        live_inputs = [
-            str(r["input"]) for r in read_jsonl(ctx.loaded.resolve(cfg.promote.live_traffic.inputs))
-        ]
+    live_inputs = live_inputs_of(ctx.loaded) if cfg.promote.live_traffic.enabled else ()
     return promote_challenger(
         cfg.promote,
         PromotionInputs(
@@ -231,7 +262,7 @@ def _promote_challenger(run: StepRun) -> Any:
             decision=run.output("decide_promotion"),
             datasets=run.output("validate_datasets"),
             system_prompt=system_prompt_of(ctx.loaded),
-            live_inputs=tuple(live_inputs),
+            live_inputs=live_inputs,
             actor=ctx.actor,
             region=cfg.agent.region,
         ),

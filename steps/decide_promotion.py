@@ -28,7 +28,8 @@ step  condition                                                         decision
 1     challenger errored on more than ``max_error_rate`` of its rows    reject
 2     no champion rows (first release): see below                       any
 3     champion errored on more than ``max_error_rate`` of its rows      inconclusive
-4     fewer than ``min_completed_cases`` paired completed cases         inconclusive
+4     fewer than ``min_completed_cases`` paired completed cases, or     inconclusive
+      fewer pairs than that with a primary score on both sides
 5     U < m (worse than the champion, or better by less than m)         reject
 6     a guardrail's whole interval lies beyond its margin               reject
 7     L > m and every guardrail held                                    promote
@@ -40,7 +41,8 @@ the comparison meaningless, so that is inconclusive. Too little data is never ev
 
 First release (step 2: no champion to compare with): promotion is not automatic. The challenger's clustered
 mean of the primary metric must have its lower bound above ``first_release_min_primary`` (and at least
-``min_completed_cases`` completed cases); an upper bound below it rejects; otherwise inconclusive.
+``min_completed_cases`` completed cases with a primary score); an upper bound below it rejects; otherwise
+inconclusive.
 Guardrails need a champion and are skipped.
 
 For inconclusive decisions ``what_would_settle_it`` uses :mod:`agent_release.steps.power` to say how many
@@ -155,7 +157,10 @@ class DecisionConfig(BaseModel):
         default=30,
         ge=1,
         le=MAX_CASES,
-        description="Fewer paired cases completed by both variants is inconclusive (at most 1,000,000).",
+        description=(
+            "Fewer paired cases completed by both variants, or fewer with a primary score on both sides, is "
+            "inconclusive (at most 1,000,000)."
+        ),
     )
     max_error_rate: float = Field(
         default=0.2,
@@ -470,6 +475,16 @@ def _decide_first_release(ctx: _Context, rows: list[CaseResult]) -> DecisionRepo
             settle=f"complete at least {config.min_completed_cases - completed} more cases.",
         )
     values = _case_values(rows, metric, _is_binary(rows, metric))
+    if len(values) < config.min_completed_cases:  # as for a comparison: the evidence is the scored cases
+        return _report(
+            ctx,
+            "inconclusive",
+            f"first release: {len(values)} of {completed} completed cases have a {metric} score, fewer than "
+            f"min_completed_cases {config.min_completed_cases} (the others' scorer raised or did not apply)",
+            n_completed=completed,
+            settle=f"find why {metric} is missing on {completed - len(values)} cases (the scorer's errors "
+            "are on their traces) and re-run the evaluation.",
+        )
     clusters = _cluster_map(rows)
     try:
         est = clustered_mean(
@@ -590,6 +605,20 @@ def decide_promotion(config: DecisionConfig, evaluation: EvaluationReport) -> De
             f"{metric} cannot be compared: {exc}",
             n_completed=completed,
             settle="add paired cases from at least 2 clusters.",
+        )
+    if primary.n_paired < config.min_completed_cases:
+        # Completed cases whose score is missing (a scorer that raised, or "not applicable") are left out of
+        # the pairs: the evidence behind the decision is these pairs, not the completed cases.
+        return _report(
+            ctx,
+            "inconclusive",
+            f"{primary.n_paired} of {completed} paired completed cases have a {metric} score for both "
+            f"variants, fewer than min_completed_cases {config.min_completed_cases} (the others' scorer "
+            "raised or did not apply)",
+            n_completed=completed,
+            primary=primary,
+            settle=f"find why {metric} is missing on {completed - primary.n_paired} cases (the scorer's "
+            "errors are on their traces) and re-run the evaluation.",
         )
     mcnemar = None
     if binary and all(v in (0.0, 1.0) for v in (*chal_values.values(), *champ_values.values())):

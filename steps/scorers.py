@@ -37,7 +37,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-from agent_release.steps.evaluate_config import EvaluateConfig, ScorerSpec
+from pydantic import ValidationError
+
+from agent_release.steps.evaluate_config import MAX_TIMEOUT_S, EvaluateConfig, PriceTable, ScorerSpec
 
 RowScorer = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], float | None]
 ScorerFactory = Callable[..., Any]
@@ -47,6 +49,8 @@ TrajectoryMode = Literal["exact", "in_order", "subset"]
 FactsMode = Literal["all", "fraction"]
 
 _REGISTRY: dict[str, ScorerFactory] = {}
+# Built-in scorers whose smaller values are better; every other built-in scores quality (higher is better).
+LOWER_IS_BETTER_SCORERS = frozenset({"latency", "tokens", "cost", "error"})
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
 
 
@@ -93,6 +97,14 @@ def _lookup(name: str) -> ScorerFactory:
         raise ScorerConfigError(f"scorer '{name}' cannot be imported: {exc}") from None
     if not callable(factory):
         raise ScorerConfigError(f"scorer '{name}' is not callable")
+    from mlflow.genai.scorers import Scorer
+
+    if isinstance(factory, Scorer):
+        # Called with the spec's args, an @scorer function would run (and fail) instead of returning one.
+        raise ScorerConfigError(
+            f"scorer '{name}' is an MLflow Scorer, not a factory: name a function that returns it "
+            f"(def {attr}_factory(): return {attr})"
+        )
     return factory  # type: ignore[no-any-return]
 
 
@@ -353,7 +365,7 @@ def tokens() -> RowScorer:
 @register_scorer("cost")
 def cost(prices: Mapping[str, Mapping[str, float]] | None = None) -> RowScorer:
     """Cost of the case's tokens from ``prices`` (variant name or ``default`` -> input/output per 1k)."""
-    table = dict(prices or {})
+    table = _price_tables(prices)
 
     def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float:
         return case_cost(
@@ -364,6 +376,27 @@ def cost(prices: Mapping[str, Mapping[str, float]] | None = None) -> RowScorer:
         )
 
     return score
+
+
+def _price_tables(prices: Any) -> dict[str, dict[str, float]]:
+    """``prices`` checked as ``evaluate.prices`` is (a map of price tables), so a wrong shape or a misspelt
+    key is refused when the scorer is built instead of erroring or costing 0.0 on every case."""
+    if prices is None:
+        return {}
+    if not isinstance(prices, Mapping):
+        raise ScorerConfigError(
+            f"cost: prices must map a variant name (or 'default') to {{input_per_1k, output_per_1k}}, "
+            f"got {type(prices).__name__}"
+        )
+    tables: dict[str, dict[str, float]] = {}
+    for name, table in prices.items():
+        try:
+            tables[str(name)] = PriceTable.model_validate(table).model_dump()
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in (name, *first["loc"]))
+            raise ScorerConfigError(f"cost: prices.{where}: {first['msg']}") from None
+    return tables
 
 
 @register_scorer("error")
@@ -394,6 +427,7 @@ def llm_judge(
     """A judge model behind an OpenAI-compatible ``/chat/completions`` grades the answer from 0 to 1."""
     import httpx
 
+    _check_judge(base_url, model, api_key_env, rubric, timeout_s)
     url = base_url.rstrip("/") + "/chat/completions"
 
     def score(
@@ -421,6 +455,32 @@ def llm_judge(
         return parse_judge_score(str(response.json()["choices"][0]["message"]["content"]))
 
     return score
+
+
+def _check_judge(base_url: Any, model: Any, api_key_env: Any, rubric: Any, timeout_s: Any) -> None:
+    """Refuse a judge that cannot answer when the scorer is built: every case would otherwise score a
+    SCORER_ERROR (a judge unreachable for other reasons is still found only when it is called)."""
+    if not isinstance(base_url, str) or not re.match(r"^https?://[^/\s]+", base_url):
+        raise ScorerConfigError(
+            f"llm_judge: base_url must be an http(s) URL of the judge server, got {base_url!r}"
+        )
+    if not isinstance(model, str) or not model.strip():
+        raise ScorerConfigError(f"llm_judge: model must name the judge model, got {model!r}")
+    if api_key_env is not None and not (isinstance(api_key_env, str) and os.environ.get(api_key_env)):
+        raise ScorerConfigError(
+            f"llm_judge: api_key_env names ${api_key_env}, which is not set: the judge would be called "
+            "without its key"
+        )
+    if not isinstance(rubric, str) or not rubric.strip():
+        raise ScorerConfigError("llm_judge: rubric must be non-empty text")
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not 0 < timeout_s <= MAX_TIMEOUT_S
+    ):
+        raise ScorerConfigError(
+            f"llm_judge: timeout_s must be seconds in (0, {MAX_TIMEOUT_S:g}], got {timeout_s!r}"
+        )
 
 
 def parse_judge_score(content: str) -> float:

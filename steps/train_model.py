@@ -50,7 +50,9 @@ class TrainConfig(BaseModel):
     seed: int = Field(default=7, description="Random seed; the same data and seed give the same model file.")
     package_group: str = Field(description="Model package group the trained model is registered in.")
     cohorts: list[str] | None = Field(
-        default=None, description="Data cohorts (the `cohort` field of each example) to train on; null = all."
+        default=None,
+        min_length=1,  # an empty list would select no examples, found only after the bootstrap champion
+        description="Data cohorts (the `cohort` field of each example) to train on; null = all.",
     )
     bootstrap_champion: bool = Field(
         default=True,
@@ -225,6 +227,9 @@ def train_model(
         return TrainReport(skipped=True, package_group=config.package_group)
     data_path = base_dir / config.data
     examples = load_examples(data_path)
+    if not examples:
+        # Before anything is registered (the bootstrap champion trains on the oldest cohort of these).
+        raise TrainingDataError(f"no training examples in {config.data}")
     sha256 = file_sha256(data_path)
     backend.ensure_package_group(config.package_group, "agent-release demo support models")
 

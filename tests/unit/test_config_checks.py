@@ -172,7 +172,12 @@ def test_row_field_metrics_are_read_from_the_row() -> None:
 def test_metric_of_a_row_field_and_of_any_scorer_is_accepted(project: Path) -> None:
     edit(project, "primary_metric: task_success", "primary_metric: answer_correctness")
     check(project)
-    edit(project, "primary_metric: answer_correctness", "primary_metric: retries")
+    # A row field is lower-is-better: a guardrail, not the primary metric (test_eval_config_sweep.py).
+    edit(
+        project,
+        "  min_completed_cases: 100\n",
+        "  min_completed_cases: 100\n  guardrails:\n    - {metric: retries, direction: lower_is_better, margin: 0.5}\n",
+    )
     check(project)
 
 

@@ -307,3 +307,33 @@ def test_never_promotes_with_fewer_completed_cases_than_required(
         assert report.n_completed == len(done)
     if len(done) < min_completed:
         assert report.decision != "promote"
+
+
+def _without_primary_score(report: EvaluationReport, keep_every: int) -> EvaluationReport:
+    """The same rows with ``task_success`` missing (a scorer that raised) on all but every Nth case."""
+    rows = [
+        r.model_copy(update={"scores": {}}) if int(r.case_id.split("-")[0][1:]) % keep_every else r
+        for r in report.rows
+    ]
+    return report.model_copy(update={"rows": tuple(rows)})
+
+
+def test_a_primary_score_missing_on_most_cases_is_inconclusive_not_a_decision() -> None:
+    # Every case completed, but the scorer raised on 4 of 5 clusters' cases: 24 scored pairs of 120.
+    evaluation = _without_primary_score(_scenario(), keep_every=5)
+    config = DecisionConfig(bootstrap_resamples=500, min_completed_cases=100)
+    report = decide_promotion(config, evaluation)
+    # It used to promote on the 24 scored pairs while min_completed_cases asked for 100.
+    assert report.decision == "inconclusive", report.reason
+    assert report.reason.startswith(
+        "24 of 120 paired completed cases have a task_success score for both variants, fewer than "
+        "min_completed_cases 100"
+    )
+    assert report.what_would_settle_it is not None and "missing on 96 cases" in report.what_would_settle_it
+    first = decide_promotion(
+        config.model_copy(update={"first_release_min_primary": 0.1}),
+        _without_primary_score(_scenario(roles=("challenger",)), keep_every=5),
+    )
+    assert first.decision == "inconclusive" and first.reason.startswith(
+        "first release: 24 of 120 completed cases have a task_success score"
+    ), first.reason
