@@ -10,6 +10,7 @@ Call :func:`load_config` (path) -> :class:`LoadedConfig`; ``agent-release schema
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,20 +125,21 @@ class PipelineConfig(Frozen):
 
     @model_validator(mode="after")
     def _cross_references(self) -> PipelineConfig:
+        # Each message starts with the key it is about: format_validation_error reports its line.
         if self.evaluate.dataset not in self.datasets:
             raise ValueError(
-                f"evaluate.dataset '{self.evaluate.dataset}' is not declared under datasets "
+                f"evaluate.dataset: '{self.evaluate.dataset}' is not declared under datasets "
                 f"(declared: {', '.join(sorted(self.datasets))})"
             )
         if self.agent.system_prompt is not None and self.agent.system_prompt_file is not None:
-            raise ValueError("agent: give system_prompt or system_prompt_file, not both")
+            raise ValueError("agent.system_prompt_file: give system_prompt or system_prompt_file, not both")
         if (
             self.train is not None
             and self.train.enabled
             and self.train.package_group != self.deploy.package_group
         ):
             raise ValueError(
-                f"train.package_group '{self.train.package_group}' differs from deploy.package_group "
+                f"train.package_group: '{self.train.package_group}' differs from deploy.package_group "
                 f"'{self.deploy.package_group}': the trained challenger would never be deployed"
             )
         return self
@@ -268,9 +270,14 @@ def format_validation_error(
 ) -> str:
     """One line: the first error's key path, line and message, plus how many more errors there are."""
     errors = exc.errors()
-    first = errors[0]
+    first: dict[str, Any] = dict(errors[0])
+    if not first.get("loc") and first.get("type") == "value_error":
+        # A whole-config check (a cross-reference) names its key first, "evaluate.dataset: ...": point at it.
+        keyed = re.match(r"Value error, ([a-z_]+(?:\.[a-z_]+)*): (.*)", str(first.get("msg", "")))
+        if keyed is not None and tuple(keyed.group(1).split(".")) in lines:
+            first.update(loc=tuple(keyed.group(1).split(".")), msg=f"Value error, {keyed.group(2)}")
     loc = ".".join(str(p) for p in first.get("loc", ())) or "(top level)"
-    line = _first_error_line(dict(first), lines)
+    line = _first_error_line(first, lines)
     where = f"{source}:{line}" if line else source
     msg = first.get("msg", "invalid")
     if first.get("type") == "extra_forbidden":

@@ -1097,7 +1097,8 @@ def promote_variant(
         # region the command's AWS environment names.
         region=environment_region(),
     )
-    promotion = _Promotion(config, backend, release, schedule=schedule or config.schedule, progress=progress)
+    steps = _steps_from_current_share(schedule or config.schedule, state, variant)
+    promotion = _Promotion(config, backend, release, schedule=steps, progress=progress)
     done = _terminal_entry(_entries_of(backend, execution_id, subject), {AUDIT_PROMOTE: "promoted"})
     if done is not None:
         return _resume_done(promotion, done)
@@ -1107,6 +1108,19 @@ def promote_variant(
         )
     traffic = _traffic_factory(config, release, system_prompt, tools_factory, live_inputs)
     return promotion.shift(traffic)
+
+
+def _steps_from_current_share(schedule: Sequence[float], state: EndpointState, variant: str) -> list[float]:
+    """The steps of ``schedule`` at or above ``variant``'s current share of traffic.
+
+    A manual promotion starts from whatever the endpoint serves (an A/B split, a shift that died half-way).
+    Walking the schedule from its first step would first take traffic *away* from the variant being
+    promoted and give it to the baseline, which may be an unapproved challenger: promoting the champion
+    from 50/50 would send 90% of traffic to the challenger at a 10% step. The step equal to the current
+    share is kept, so that share is baked and judged before it grows.
+    """
+    share = state.traffic_shares().get(variant, 0.0) * 100.0
+    return [p for p in schedule if p >= share - 1e-9] or [100.0]
 
 
 def _holds_for_approval(entry: AuditEntry) -> bool:

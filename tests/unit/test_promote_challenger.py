@@ -335,6 +335,33 @@ def test_manual_mode_holds_then_promote_variant_continues(env: Env) -> None:
     }
 
 
+def test_manual_promotion_never_lowers_the_promoted_variants_share(env: Env) -> None:
+    # An A/B split: promoting the champion must not hand the (pending) challenger 90% at a 10% step.
+    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
+    seen: list[float] = []
+
+    class Watching(LocalBackend):
+        def update_weights(self, name: str, weights: Mapping[str, float]) -> Any:
+            seen.append(weights["champion"])
+            return super().update_weights(name, weights)
+
+    backend = Watching(env.state_dir)
+    with backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
+        report = promote_variant(
+            no_traffic_config(schedule=[10.0, 50.0, 100.0]),
+            backend,
+            ENDPOINT,
+            "champion",
+            actor="user:alice",
+            system_prompt="You are terse.",
+            tools_factory=tools,
+        )
+    assert report.action == "promoted"
+    # It used to set champion 0.1 / challenger 0.9 first, then 0.5, then 1.0.
+    assert seen == [0.5, 1.0]
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+
+
 @pytest.mark.parametrize("decision", ["reject", "inconclusive"])
 def test_reject_and_inconclusive_leave_weights_alone(env: Env, decision: str) -> None:
     before = weights(env.backend)
