@@ -14,8 +14,9 @@ with each case's score logged to its trace; the peers run with MLflow's own trac
 gives the step with ``scoring: mlflow_evaluate``. Also the harness's CPU per case against a zero-latency
 variant: this process plus the trace writer process (the runtime's own process is not counted).
 
-Run: ``.venv/bin/python benchmarks/bench_eval.py [--cases 160] [--peer-cases 48]``; one JSON line per
-result on stdout.
+Run: ``.venv/bin/python benchmarks/bench_eval.py [--cases 160] [--peer-cases 48] [--scale 4]``; one JSON
+line per result on stdout. ``eval_throughput_scaling`` repeats the step on ``scale`` times as many cases and
+splits its time into a fixed cost per evaluation and a steady per-case rate.
 """
 
 from __future__ import annotations
@@ -402,12 +403,44 @@ def peer_strands_evals(workload: str, n: int) -> tuple[float, int]:
     return n / elapsed, persisted
 
 
+def scaling(workload: str, n: int, rate: float, scale: int) -> dict[str, Any]:
+    """Fixed and per-case cost of an evaluation from ``n`` cases (at ``rate``) and ``scale * n`` cases.
+
+    An evaluation pays a fixed cost (the MLflow run and its parameters, the final trace flush, the check
+    that every trace is stored, the metrics and the per-case table) besides its cases; a two-point fit of
+    elapsed time against the number of cases separates the two, so the ratio a larger golden set reaches
+    can be read off instead of guessed. Both points are measured in this run.
+    """
+    big, persisted, _ = run_ours(workload, scale * n)
+    small_s, big_s = n / rate, scale * n / big
+    per_case_s = (big_s - small_s) / ((scale - 1) * n)
+    steady = 1.0 / per_case_s if per_case_s > 0 else float("inf")
+    return {
+        "bench": "eval_throughput_scaling",
+        "workload": workload,
+        "cases": [n, scale * n],
+        "cases_per_s": [round(rate, 2), round(big, 2)],
+        "ratio_to_ideal": [round(rate / IDEAL[workload], 3), round(big / IDEAL[workload], 3)],
+        "fixed_s": round(small_s - n * per_case_s, 3),
+        "steady_cases_per_s": round(steady, 2),
+        "steady_ratio_to_ideal": round(steady / IDEAL[workload], 3),
+        "traces_expected": scale * n,
+        "traces_persisted": persisted,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", type=int, default=160, help="cases per workload for evaluate_variants")
     parser.add_argument("--peer-cases", type=int, default=48, help="cases per workload for (b) and (c)")
     parser.add_argument(
         "--seq-cases", type=int, default=16, help="cases per workload for the sequential loop"
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=4,
+        help="also evaluate SCALE x --cases to split fixed from per-case cost (1 skips it)",
     )
     args = parser.parse_args()
     os.environ.update(ENV)
@@ -435,8 +468,10 @@ def main() -> None:
             ARTIFACTS.append(state_dir / "artifacts")
             mlflow.strands.autolog()
             run_ours("W1", 8, variant="zero")  # warm-up: imports, database tables, first connections
+            rates: dict[str, float] = {}
             for workload in ("W1", "W2"):
                 rate, persisted, _ = run_ours(workload, args.cases)
+                rates[workload] = rate
                 # The peers run with MLflow's own trace exporter, as a user would have it.
                 uninstall_row_first_export()
                 peers = {
@@ -478,6 +513,9 @@ def main() -> None:
                         }
                     )
                 )
+            for workload in ("W1", "W2"):
+                if args.scale > 1:
+                    emit(json.dumps(scaling(workload, args.cases, rates[workload], args.scale)))
             for workload in ("W1", "W2"):
                 n = 64
                 _, _, cpu = run_ours(workload, n, variant="zero")
