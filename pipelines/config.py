@@ -23,6 +23,7 @@ from agent_release.steps.backend import Frozen
 from agent_release.steps.decide_promotion import DecisionConfig
 from agent_release.steps.deploy_variants import DeployConfig
 from agent_release.steps.evaluate_config import EvaluateConfig
+from agent_release.steps.project_paths import project_path
 from agent_release.steps.promote_config import PromotionConfig
 from agent_release.steps.register_agents_config import AgentConfig
 from agent_release.steps.train_model import TrainConfig
@@ -156,8 +157,8 @@ class LoadedConfig:
 
     def resolve(self, relative: str) -> Path:
         """Resolve a path from pipeline.yaml against the file's directory."""
-        p = Path(relative).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p).resolve()
+        path = project_path(self.base_dir, relative)
+        return path if Path(relative).expanduser().is_absolute() else path.resolve()
 
     def referenced_files(self) -> list[tuple[str, Path]]:
         """Every file the config points at, as (key path, resolved path)."""

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from agent_release.agents.builder import load_toolset, tool_name, tool_specs
 from agent_release.steps.deploy_variants import DeployedVariant, DeployReport
 from agent_release.steps.evaluation_records import Role
+from agent_release.steps.project_paths import project_path
 from agent_release.steps.register_agents_config import AgentConfig
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 
@@ -166,7 +167,7 @@ def load_system_prompt(config: AgentConfig, base_dir: Path) -> str:
     if config.system_prompt is not None:
         return config.system_prompt
     if config.system_prompt_file is not None:
-        path = base_dir / config.system_prompt_file
+        path = project_path(base_dir, config.system_prompt_file)
         try:
             return path.read_text(encoding="utf-8")
         except OSError as exc:
@@ -189,7 +190,7 @@ def tools_sha256(specs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _describe_toolset(config: AgentConfig, base_dir: Path) -> _Toolset:
-    tools = load_toolset(config.toolset, base_dir / config.tool_data_dir, config.tools)
+    tools = load_toolset(config.toolset, project_path(base_dir, config.tool_data_dir), config.tools)
     return _Toolset(names=tuple(tool_name(t) for t in tools), sha256=tools_sha256(tool_specs(tools)))
 
 

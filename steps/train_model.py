@@ -32,6 +32,7 @@ from agent_release.agents.demo_model.training import (
     train_support_model,
 )
 from agent_release.steps.backend import ApprovalStatus, Backend, ModelPackage, ModelSpec
+from agent_release.steps.project_paths import project_path
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ def train_model(
     """
     if not config.enabled:
         return TrainReport(skipped=True, package_group=config.package_group)
-    data_path = base_dir / config.data
+    data_path = project_path(base_dir, config.data)
     examples = load_examples(data_path)
     if not examples:
         # Before anything is registered (the bootstrap champion trains on the oldest cohort of these).

@@ -25,6 +25,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_release.steps.project_paths import project_path
+
 logger = logging.getLogger(__name__)
 
 SAMPLE_IDS = 5
@@ -349,9 +351,9 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
     source = context.data_sources.add_pandas("agent_release_datasets")
     results = []
     for name, spec in datasets.items():
-        data_path = base_dir / spec.path
+        data_path = project_path(base_dir, spec.path)
         rows = read_cases(data_path)
-        suite = load_suite(base_dir / spec.suite)
+        suite = load_suite(project_path(base_dir, spec.suite))
         digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
         if not rows:
             # Every expectation of the suite would fail on an empty table and bury the one real problem.
