@@ -14,15 +14,45 @@ from pathlib import Path
 def write_text_atomically(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` via a temporary file beside it and ``os.replace``.
 
-    Creates missing parent directories. Raises ``OSError`` as the file system does; the temporary file is
-    removed on any failure, so nothing is left behind.
+    Creates missing parent directories. The file gets the mode an ordinary write would give it: the existing
+    file's, else 0666 less the umask (``mkstemp`` makes it 0600, which would hide a report from the
+    group). Raises ``OSError`` as the file system does, ``NotADirectoryError`` naming a parent that is a
+    file; the temporary file is removed on any failure, so nothing is left behind.
     """
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                # mkdir(exist_ok=True) would report "File exists", which does not say what is wrong.
+                raise NotADirectoryError(20, f"{parent} is not a directory", str(parent))
+            break
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits ``path`` has, or those a new file gets under the process's umask."""
+    try:
+        return path.stat().st_mode & 0o777
+    except FileNotFoundError:
+        return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where it can be; os.umask can only read it by setting it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # briefly a common value rather than 0, should another thread create a file now
+    os.umask(mask)
+    return mask

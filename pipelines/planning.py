@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agent_release.pipelines.config import check_referenced_files, load_config
 from agent_release.pipelines.dag import read_jsonl
+from agent_release.steps.power import format_effect
 
 DEFAULT_SD = 0.5
 DEFAULT_ICC = 0.1
@@ -78,9 +79,9 @@ def plan_power(
     m = plan.mde
     lines += [
         f"variance       {source}",
-        f"design effect  {m.design_effect:.2f} (effective n {m.effective_n:.0f}), clustered SE {m.se:.4f}",
-        f"MDE            {m.mde:.4f} at {m.power:.0%} power",
-        f"promotable     true gains of about {plan.smallest_promotable_effect:.4f} or more",
+        f"design effect  {m.design_effect:.2f} (effective n {m.effective_n:.0f}), clustered SE {format_effect(m.se)}",
+        f"MDE            {format_effect(m.mde)} at {m.power:.0%} power",
+        f"promotable     true gains of about {format_effect(plan.smallest_promotable_effect)} or more",
     ]
     if plan.warning:
         lines.append(f"warning        {plan.warning}")

@@ -76,6 +76,7 @@ from agent_release.steps.power import (
     MdeReport,
     clusters_needed,
     estimate_variance_components,
+    format_effect,
     minimum_detectable_effect,
 )
 
@@ -698,8 +699,9 @@ def power_plan(
     warning = None
     if config.min_improvement < report.mde:
         warning = (
-            f"min_improvement {config.min_improvement:g} is below the MDE {report.mde:.3f} of this design: "
-            f"only true gains of about {smallest:.3f} or more are promoted with {config.power:.0%} power; "
+            f"min_improvement {config.min_improvement:g} is below the MDE {format_effect(report.mde, 3)} of "
+            f"this design: only true gains of about {format_effect(smallest, 3)} or more are promoted with "
+            f"{config.power:.0%} power; "
             f"smaller real gains will mostly end inconclusive (add clusters to lower the MDE)."
         )
     return PowerPlan(

@@ -261,3 +261,9 @@ def estimate_variance_components(diffs: Sequence[float], clusters: Sequence[str]
         n_cases=n,
         n_clusters=g,
     )
+
+
+def format_effect(value: float, decimals: int = 4) -> str:
+    """An effect or SE for people: fixed decimals on a metric's own scale, scientific notation past a
+    million (``plan --sd 1e308`` printed a 300-digit MDE)."""
+    return f"{value:.{decimals}f}" if abs(value) < 1e6 else f"{value:.{decimals}g}"

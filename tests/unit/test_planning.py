@@ -30,3 +30,21 @@ def test_plan_states_the_confidence_level_of_the_configured_alpha(tmp_path: Path
     assert "one-sided 75% lower confidence bound" in gate, gate
     assert "95%" not in gate
     assert "one-sided alpha 0.25" in gate
+
+
+def test_a_huge_assumed_sd_prints_readable_numbers(tmp_path: Path) -> None:
+    lines = plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_sd=1e300, assumed_icc=0.1)
+
+    # It printed the MDE with 300 digits, twice in the warning line alone.
+    mde = next(line for line in lines if line.startswith("MDE"))
+    assert "e+299" in mde and len(mde) < 60, mde
+    assert all(len(line) < 400 for line in lines), max(lines, key=len)[:120]
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [(0.0796, "0.0796"), (-12.5, "-12.5000"), (1.591e299, "1.591e+299")]
+)
+def test_effects_are_fixed_point_until_a_million(value: float, text: str) -> None:
+    from agent_release.steps.power import format_effect
+
+    assert format_effect(value) == text

@@ -97,7 +97,25 @@ def test_compile_to_an_unwritable_path_names_it(tmp_path: Path) -> None:
         ["compile", "-c", str(ROOT / "pipeline.yaml"), "-o", str(target)], tmp_path / "h", tmp_path
     )
 
-    one_error_line(result, f"cannot write the pipeline definition to {target}")
+    # It used to say "File exists" (mkdir's view of a/file/), not what is wrong.
+    one_error_line(result, f"cannot write the pipeline definition to {target}: {blocker} is not a directory")
+
+
+def test_a_rewritten_file_keeps_its_mode_and_a_new_one_follows_the_umask(tmp_path: Path) -> None:
+    kept = tmp_path / "report.html"
+    kept.write_text("old")
+    kept.chmod(0o640)
+    atomic_write.write_text_atomically(kept, "new")
+    # mkstemp's 0600 used to replace the file's mode: a shared report became readable by its owner only.
+    assert (kept.read_text(), kept.stat().st_mode & 0o777) == ("new", 0o640)
+
+    previous = os.umask(0o022)
+    try:
+        fresh = tmp_path / "definition.json"
+        atomic_write.write_text_atomically(fresh, "{}")
+    finally:
+        os.umask(previous)
+    assert fresh.stat().st_mode & 0o777 == 0o644
 
 
 def test_a_failed_write_keeps_the_previous_file_whole(
