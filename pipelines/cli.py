@@ -623,6 +623,10 @@ def start(config_path: Path, parameters: tuple[str, ...]) -> None:
         name, sep, value = p.partition("=")
         if not sep:
             raise click.BadParameter(f"expected NAME=VALUE, got {p!r}", param_hint="--parameter")
+        if name in overrides:  # the later value would silently replace the earlier one
+            raise click.BadParameter(
+                f"{name} given twice ({name}={overrides[name]}, {name}={value})", param_hint="--parameter"
+            )
         overrides[name] = value
     click.echo(start_pipeline(config_path, overrides))
 
@@ -645,8 +649,11 @@ def iam_policy(config_path: Path) -> None:
     """Print the least-privilege IAM policy of the pipeline's execution role (JSON)."""
     from agent_release.pipelines.config import load_config
     from agent_release.pipelines.iam_policy import execution_role_policy
+    from agent_release.pipelines.sagemaker_target import check_region
 
-    click.echo(json.dumps(execution_role_policy(load_config(config_path).config), indent=2))
+    config = load_config(config_path).config
+    check_region(config.sagemaker.region)  # ARNs in a region that does not exist would grant nothing
+    click.echo(json.dumps(execution_role_policy(config), indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

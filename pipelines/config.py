@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -101,6 +101,70 @@ class SageMakerConfig(Frozen):
     eval_shards: int = Field(
         default=1, ge=1, le=64, description="Evaluation shards run as parallel steps (at most 64)."
     )
+
+    # What AWS accepts, checked when the file loads: otherwise `upsert` uploads the step code and project files
+    # first and only CreatePipeline (or S3, or the SDK's role lookup) refuses, with a message naming no key.
+    # CreatePipeline's PipelineName: ^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,255}$
+    PIPELINE_NAME: ClassVar[re.Pattern[str]] = re.compile(r"[A-Za-z0-9](-*[A-Za-z0-9]){0,255}")
+    REGION: ClassVar[re.Pattern[str]] = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
+    # Every partition (aws, aws-cn, aws-us-gov, ...); a role path may hold slashes: role/service-role/name.
+    ROLE_ARN: ClassVar[re.Pattern[str]] = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
+    BUCKET: ClassVar[re.Pattern[str]] = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+    @field_validator("pipeline_name")
+    @classmethod
+    def _sagemaker_pipeline_name(cls, value: str | None) -> str | None:
+        if value is not None and not cls.PIPELINE_NAME.fullmatch(value):
+            raise ValueError(
+                f"{cls._clip(value)!r} is not a SageMaker pipeline name: use letters, digits and hyphens, "
+                "starting and ending with a letter or digit (at most 256)"
+            )
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _region_code(cls, value: str) -> str:
+        if not cls.REGION.fullmatch(value):
+            raise ValueError(f"{cls._clip(value)!r} is not an AWS region code (e.g. us-east-1, eu-west-1)")
+        return value
+
+    @field_validator("role_arn")
+    @classmethod
+    def _iam_role_arn(cls, value: str) -> str:
+        if not cls.ROLE_ARN.fullmatch(value):
+            raise ValueError(
+                f"{cls._clip(value)!r} is not an IAM role ARN (expected arn:aws:iam::<12-digit account>:role/<name>)"
+            )
+        return value
+
+    @field_validator("bucket")
+    @classmethod
+    def _s3_bucket_name(cls, value: str | None) -> str | None:
+        if value is not None and (problem := cls.bucket_problem(value)) is not None:
+            raise ValueError(f"{cls._clip(value)!r} is not an S3 bucket name: {problem}")
+        return value
+
+    @classmethod
+    def bucket_problem(cls, name: str) -> str | None:
+        """Why S3 refuses ``name`` as a general-purpose bucket name (CreateBucket's rules), or None."""
+        if name.startswith("s3://") or "/" in name:
+            return "give the bucket name alone, without s3:// or a prefix"
+        if not cls.BUCKET.fullmatch(name):
+            return "use 3-63 lowercase letters, digits, dots and hyphens, starting and ending with a letter or digit"
+        if ".." in name or ".-" in name or "-." in name:
+            return "dots may not be next to each other or to a hyphen"
+        if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
+            return "it may not look like an IP address"
+        if name.startswith(("xn--", "sthree-", "amzn-s3-demo-")) or name.endswith(
+            ("-s3alias", "--ol-s3", "--x-s3")
+        ):
+            return "the prefix or suffix is reserved by S3"
+        return None
+
+    @staticmethod
+    def _clip(value: str, limit: int = 80) -> str:
+        # A runaway value (a pasted file, a 300-character name) must keep the error one readable line.
+        return value if len(value) <= limit else f"{value[:limit]}..."
 
 
 class PipelineConfig(Frozen):

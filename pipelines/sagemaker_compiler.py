@@ -134,7 +134,11 @@ def _ancestors(steps: Sequence[StepDef], name: str) -> list[str]:
 
 
 def build_pipeline(loaded: LoadedConfig, session: PipelineSession) -> Pipeline:
-    """The SageMaker pipeline for ``loaded``; uploads the project files (S3 via ``session``) it refers to."""
+    """The SageMaker pipeline for ``loaded``; uploads the project files (S3 via ``session``) it refers to.
+
+    The session's default bucket is created when missing, once the project files are packed, so a project
+    that cannot be shipped creates nothing.
+    """
     from sagemaker.core.workflow.conditions import ConditionEquals
     from sagemaker.core.workflow.execution_variables import ExecutionVariables
     from sagemaker.mlops.workflow import ConditionStep, Pipeline
@@ -146,7 +150,8 @@ def build_pipeline(loaded: LoadedConfig, session: PipelineSession) -> Pipeline:
     bucket = bucket_of(sm)
     inputs_prefix = f"agent-release/{name}/inputs"
 
-    bundle = build_bundle(loaded)
+    bundle = build_bundle(loaded)  # refuses files outside the project: before anything exists on S3
+    session.default_bucket()  # creates the bucket when it does not exist yet
     bundle_uri = _upload(
         session, bucket, f"{inputs_prefix}/bundle-{hashlib.sha256(bundle).hexdigest()[:16]}.tar.gz", bundle
     )

@@ -15,12 +15,15 @@ Usage::
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from agent_release.pipelines.config import PipelineConfig, SageMakerConfig
+from pydantic import ValidationError
+
+from agent_release.pipelines.config import PipelineConfig, SageMakerConfig, format_validation_error
 
 ParameterKind = Literal["string", "float", "integer"]
 DATASET_URI = "DatasetUri"
@@ -93,10 +96,63 @@ def coerce_overrides(overrides: Mapping[str, str]) -> dict[str, str | float | in
     for name, raw in overrides.items():
         p = parameter_def(name)
         try:
-            values[name] = float(raw) if p.kind == "float" else int(raw) if p.kind == "integer" else raw
+            value = float(raw) if p.kind == "float" else int(raw) if p.kind == "integer" else raw
         except ValueError:
             raise ParameterOverrideError(f"parameter {name} expects {p.kind}, got {raw!r}") from None
+        # float() takes "nan" and "inf", and "1e400" overflows to inf: no config value means either.
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParameterOverrideError(f"parameter {name} expects a finite float, got {raw!r}")
+        values[name] = value
     return values
+
+
+# The endpoint names CreateEndpoint accepts (backend_rules.validate_endpoint_spec applies the same rule).
+_ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
+
+
+def check_override_values(data: Mapping[str, Any], values: Mapping[str, str | float | int]) -> None:
+    """Raise :class:`ParameterOverrideError` for a typed override the execution's steps would refuse.
+
+    ``data`` is pipeline.yaml as parsed YAML, ``values`` the output of :func:`coerce_overrides`. Each value
+    is applied alone and the result validated as the remote steps validate it (``apply_overrides`` then the
+    config model), so ``start`` refuses ``Alpha=5`` or ``PromotionMode=yolo`` before an execution starts
+    that would fail in its first step; the error names the parameter and the config key.
+
+    Usage::
+
+        check_override_values(yaml.safe_load(loaded.text), coerce_overrides({"Alpha": "0.1"}))
+    """
+    for name, value in values.items():
+        parameter_def(name)  # an unknown name fails here, naming the known ones
+        if name == DATASET_URI:
+            if not re.fullmatch(r"s3://[^/]+/.+", str(value)):
+                raise ParameterOverrideError(
+                    f"parameter {name} expects an S3 URI s3://bucket/key of a JSONL file, got {value!r} "
+                    "(the steps run on AWS and cannot read a local path)"
+                )
+            continue
+        if name == "EndpointName" and (not _ENDPOINT_NAME.fullmatch(str(value)) or len(str(value)) > 63):
+            raise ParameterOverrideError(
+                f"parameter {name} {value!r} is not an endpoint name: use letters, digits and hyphens, "
+                "starting and ending with a letter or digit (max 63)"
+            )
+        try:
+            applied = apply_overrides(data, {name: value})
+        except ValueError:  # TrafficSchedule: a part that is no number
+            raise ParameterOverrideError(
+                f"parameter {name} expects comma-separated numbers (e.g. 10,50,100), got {value!r}"
+            ) from None
+        try:
+            PipelineConfig.model_validate(applied)
+        except ValidationError as exc:
+            problem = format_validation_error(exc, {}, "").removeprefix(": ")
+            raise ParameterOverrideError(f"parameter {name}={value!r} is refused: {problem}") from None
+    try:  # each value passed alone; together they may still break a rule across keys
+        PipelineConfig.model_validate(apply_overrides(data, values))
+    except ValidationError as exc:
+        problem = format_validation_error(exc, {}, "").removeprefix(": ")
+        given = " ".join(f"{n}={v!r}" for n, v in values.items())
+        raise ParameterOverrideError(f"parameters {given} are refused together: {problem}") from None
 
 
 def apply_overrides(data: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,14 +21,22 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import yaml
+
 from agent_release.pipelines.atomic_write import write_text_atomically
 from agent_release.pipelines.config import LoadedConfig, check_referenced_files, load_config
-from agent_release.pipelines.sagemaker_parameters import bucket_of, coerce_overrides, pipeline_name_of
+from agent_release.pipelines.sagemaker_parameters import (
+    bucket_of,
+    check_override_values,
+    coerce_overrides,
+    pipeline_name_of,
+)
 from agent_release.steps.log_filters import filtered_loggers
 
 if TYPE_CHECKING:
@@ -118,10 +126,6 @@ def _is_job_name_notice(record: logging.LogRecord) -> bool:
     return record.getMessage().startswith(_JOB_NAME_NOTICE)
 
 
-def _not_job_name_notice(record: logging.LogRecord) -> bool:
-    return not _is_job_name_notice(record)
-
-
 @contextmanager
 def _sdk_info_quieted() -> Iterator[None]:
     """Keep the SageMaker SDK's loggers to WARNING and above for the block, unless INFO was asked for (``-v``).
@@ -139,6 +143,10 @@ def _sdk_info_quieted() -> Iterator[None]:
         yield
 
 
+def _not_job_name_notice(record: logging.LogRecord) -> bool:
+    return not _is_job_name_notice(record)
+
+
 @contextmanager
 def _job_name_notice_quieted() -> Iterator[None]:
     """Drop only the SDK's per-step job-name notice (see ``_JOB_NAME_NOTICE``), unless ``-v`` asked for INFO."""
@@ -152,15 +160,125 @@ def _job_name_notice_quieted() -> Iterator[None]:
 def _pipeline_session(loaded: LoadedConfig, boto_session: boto3.Session) -> Any:
     from sagemaker.core.workflow.pipeline_context import PipelineSession
 
-    session = PipelineSession(boto_session=boto_session, default_bucket=bucket_of(loaded.config.sagemaker))
-    session.default_bucket()  # creates the bucket when it does not exist yet
-    return session
+    # No bucket yet: build_pipeline creates it once the project files are packed, so a config that cannot
+    # be shipped (a dataset outside the project directory) leaves nothing behind.
+    return PipelineSession(boto_session=boto_session, default_bucket=bucket_of(loaded.config.sagemaker))
 
 
 def _load(config_path: Path | str) -> LoadedConfig:
+    """The config as ``validate`` checks it (without the data contracts), before anything is built or sent.
+
+    A config ``run`` would refuse (an unknown scorer, an endpoint name SageMaker refuses) would otherwise be
+    compiled and upserted, and only fail in the first step of every execution on AWS.
+    """
+    from agent_release.pipelines.config_checks import check_config
+
     loaded = load_config(config_path)
     check_referenced_files(loaded)
+    check_config(loaded)
+    check_region(loaded.config.sagemaker.region)
     return loaded
+
+
+def check_region(region: str) -> None:
+    """Raise :class:`TargetError` unless ``region`` is one where this botocore knows SageMaker is offered.
+
+    Against AWS an unknown region fails only when its endpoint cannot be resolved, after the retries of
+    every call; ``compile`` would write a definition naming a bucket in it.
+    """
+    import boto3
+
+    session = boto3.Session()
+    known = {
+        r
+        for partition in session.get_available_partitions()
+        for r in session.get_available_regions("sagemaker", partition_name=partition)
+    }
+    if region not in known:
+        raise TargetError(
+            f"sagemaker.region {region!r} is not a region SageMaker is offered in (known to this botocore: "
+            f"{len(known)} regions, e.g. us-east-1, eu-west-1); check the spelling, or upgrade boto3 for a new region"
+        )
+
+
+def _client_error_line(exc: Exception, doing: str) -> str:
+    """One line for an AWS refusal of ``doing``: the operation, the error code and AWS's message."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return f"{doing}: {exc}"
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "?"))
+    message = str(error.get("Message", "")).strip()
+    if message.startswith("<"):
+        # A markup body botocore could not parse (an XML error where JSON was expected, a proxy's HTML page):
+        # its Code and Message elements, if any, instead of the raw document.
+        found_code = re.search(r"<Code>(.*?)</Code>", message, re.S)
+        found_message = re.search(r"<Message>(.*?)</Message>", message, re.S)
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+        code = found_code.group(1).strip() if found_code else f"HTTP {status}"
+        message = (
+            found_message.group(1).strip()
+            if found_message
+            else "the answer is no AWS error (a proxy, or AWS_ENDPOINT_URL pointing elsewhere?)"
+        )
+    line = f"{doing}: AWS refused {exc.operation_name} ({code}): {message}"
+    if code in _CREDENTIAL_CODES:
+        line += " (refresh or replace the AWS credentials)"
+    elif code in _DENIED_CODES:
+        line += " (the deployer's credentials lack this permission)"
+    return line
+
+
+_CREDENTIAL_CODES = frozenset(
+    {
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "RequestExpired",
+    }
+)
+_DENIED_CODES = frozenset({"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"})
+
+
+def _is_missing_pipeline(exc: Exception) -> bool:
+    """True for the answer to a call on a pipeline that does not exist (AWS: ResourceNotFound)."""
+    from botocore.exceptions import ClientError
+
+    if not isinstance(exc, ClientError):
+        return False
+    error = exc.response.get("Error", {})
+    message = str(error.get("Message", "")).lower()
+    return error.get("Code") == "ResourceNotFound" or (
+        error.get("Code") == "ValidationException"
+        and ("could not find pipeline" in message or "does not exist" in message)
+    )
+
+
+@contextmanager
+def _aws_errors(doing: str, pipeline: str = "", region: str = "") -> Iterator[None]:
+    """Re-raise an AWS refusal inside the block as a one-line :class:`TargetError` saying what was being done.
+
+    ``pipeline``/``region``: the pipeline the calls are about; a call on a pipeline that does not exist then
+    says so and points at ``upsert``.
+    """
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, PartialCredentialsError
+
+    try:
+        yield
+    except (NoCredentialsError, PartialCredentialsError):
+        raise  # the CLI's own message for missing credentials
+    except ClientError as exc:
+        if pipeline and _is_missing_pipeline(exc):
+            raise TargetError(
+                f"no SageMaker pipeline {pipeline!r} in {region}: create it with `agent-release upsert` first"
+            ) from None
+        raise TargetError(_client_error_line(exc, doing)) from None
+    except BotoCoreError as exc:  # endpoint unreachable, bad parameter shapes: no AWS answer at all
+        raise TargetError(f"{doing}: {exc}") from None
 
 
 def definition_json(loaded: LoadedConfig, boto_session: boto3.Session) -> str:
@@ -224,14 +342,34 @@ def package_rule_pattern(group: str) -> dict[str, Any]:
     }
 
 
+# EventBridge rule and Scheduler schedule names: at most 64 characters.
+_TRIGGER_NAME_MAX = 64
+
+
+def _trigger_name(pipeline_name: str, suffix: str) -> str:
+    """``<pipeline>-<suffix>``, or, when that is longer than 64, a cut name with a digest of the full name.
+
+    Cutting alone would give two long pipeline names that differ only after the cut the same rule and
+    schedule: each ``upsert`` would retarget, and one without a schedule delete, the other pipeline's.
+    """
+    import hashlib
+
+    name = f"{pipeline_name}-{suffix}"
+    if len(name) <= _TRIGGER_NAME_MAX:
+        return name
+    digest = hashlib.sha256(pipeline_name.encode()).hexdigest()[:8]
+    keep = _TRIGGER_NAME_MAX - len(suffix) - len(digest) - 2
+    return f"{pipeline_name[:keep]}-{digest}-{suffix}"
+
+
 def package_rule_name(pipeline_name: str) -> str:
-    """Name of the on-new-package EventBridge rule of a pipeline."""
-    return f"{pipeline_name}-on-new-package"[:64]
+    """Name of the on-new-package EventBridge rule of a pipeline (unique per pipeline name, at most 64)."""
+    return _trigger_name(pipeline_name, "on-new-package")
 
 
 def schedule_name(pipeline_name: str) -> str:
-    """Name of the EventBridge Scheduler schedule of a pipeline."""
-    return f"{pipeline_name}-schedule"[:64]
+    """Name of the EventBridge Scheduler schedule of a pipeline (unique per pipeline name, at most 64)."""
+    return _trigger_name(pipeline_name, "schedule")
 
 
 def _sync_package_rule(loaded: LoadedConfig, boto_session: boto3.Session, pipeline_arn: str) -> str | None:
@@ -273,26 +411,37 @@ def _sync_package_rule(loaded: LoadedConfig, boto_session: boto3.Session, pipeli
 
 
 def upsert_pipeline(config_path: Path | str) -> str:
-    """Create or update the pipeline and its schedule/trigger; returns its ARN, then one line per trigger."""
+    """Create or update the pipeline and its schedule/trigger; returns its ARN, then one line per trigger.
+
+    Raises :class:`TargetError` (one line) when AWS refuses a call; one refused after the pipeline was
+    written says so, since the pipeline then runs with its previous triggers until ``upsert`` is rerun.
+    """
     from agent_release.pipelines.sagemaker_compiler import build_pipeline
 
     loaded = _load(config_path)
     config = loaded.config
     boto_session = _boto_session(loaded)
-    pipeline = build_pipeline(loaded, _pipeline_session(loaded, boto_session))
-    with _job_name_notice_quieted():
-        response = pipeline.upsert(role_arn=config.sagemaker.role_arn, description=config.description or None)
+    with _aws_errors(f"upsert of pipeline {pipeline_name_of(config)!r}"):
+        pipeline = build_pipeline(loaded, _pipeline_session(loaded, boto_session))
+        with _job_name_notice_quieted():
+            response = pipeline.upsert(
+                role_arn=config.sagemaker.role_arn, description=config.description or None
+            )
     pipeline_arn = str(response["PipelineArn"])
     lines = [pipeline_arn]
     name = schedule_name(pipeline.name)
-    if config.schedule.cron:
-        arns = pipeline.put_triggers(
-            [_schedule(config.schedule.cron, name)], role_arn=config.sagemaker.role_arn
-        )
-        lines.extend(f"schedule {arn}" for arn in arns)
-    else:
-        pipeline.delete_triggers([name])
-    rule_arn = _sync_package_rule(loaded, boto_session, pipeline_arn)
+    with _aws_errors(
+        f"pipeline {pipeline_arn} is written but its schedule/trigger is not (rerun `agent-release upsert` "
+        "once fixed)"
+    ):
+        if config.schedule.cron:
+            arns = pipeline.put_triggers(
+                [_schedule(config.schedule.cron, name)], role_arn=config.sagemaker.role_arn
+            )
+            lines.extend(f"schedule {arn}" for arn in arns)
+        else:
+            pipeline.delete_triggers([name])
+        rule_arn = _sync_package_rule(loaded, boto_session, pipeline_arn)
     if rule_arn:
         lines.append(f"trigger {rule_arn}")
     logger.info("pipeline=<%s>, triggers=<%d> | upserted", pipeline_arn, len(lines) - 1)
@@ -300,35 +449,49 @@ def upsert_pipeline(config_path: Path | str) -> str:
 
 
 def start_pipeline(config_path: Path | str, overrides: dict[str, str]) -> str:
-    """Start an execution with ``NAME=VALUE`` parameter overrides (checked and typed); returns its ARN."""
+    """Start an execution with ``NAME=VALUE`` parameter overrides (checked and typed); returns its ARN.
+
+    Raises :class:`ParameterOverrideError` for an override the steps would refuse, :class:`TargetError` when
+    the pipeline does not exist (yet) or AWS refuses the call.
+    """
     values = coerce_overrides(overrides)
     loaded = load_config(config_path)
+    check_override_values(yaml.safe_load(loaded.text), values)
+    sm = loaded.config.sagemaker
+    check_region(sm.region)
+    name = pipeline_name_of(loaded.config)
     boto_session = _boto_session(loaded)
     from sagemaker.core.workflow.pipeline_context import PipelineSession
     from sagemaker.mlops.workflow import Pipeline
 
     session = PipelineSession(boto_session=boto_session)
-    execution = Pipeline(name=pipeline_name_of(loaded.config), sagemaker_session=session).start(
-        parameters=values or None
-    )
+    with _aws_errors(f"start of pipeline {name!r}", pipeline=name, region=sm.region):
+        execution = Pipeline(name=name, sagemaker_session=session).start(parameters=values or None)
     arn = str(execution.arn)
     logger.info("execution=<%s> | started", arn)
     return arn
 
 
 def list_executions(config_path: Path | str) -> list[str]:
-    """Executions of the pipeline, newest first: ``ARN  STATUS  START-TIME`` per line."""
+    """Executions of the pipeline, newest first: ``ARN  STATUS  START-TIME`` per line.
+
+    Raises :class:`TargetError` when the pipeline does not exist (yet) or AWS refuses the call.
+    """
     loaded = load_config(config_path)
+    sm = loaded.config.sagemaker
+    check_region(sm.region)
+    name = pipeline_name_of(loaded.config)
     client = _boto_session(loaded).client("sagemaker")
     lines: list[str] = []
     paginator = client.get_paginator("list_pipeline_executions")
-    for page in paginator.paginate(PipelineName=pipeline_name_of(loaded.config), SortOrder="Descending"):
-        for summary in page.get("PipelineExecutionSummaries", []):
-            started = summary.get("StartTime")
-            lines.append(
-                f"{summary['PipelineExecutionArn']}  {summary.get('PipelineExecutionStatus', '?')}  "
-                f"{started.isoformat() if started is not None else '-'}"
-            )
+    with _aws_errors(f"listing executions of pipeline {name!r}", pipeline=name, region=sm.region):
+        for page in paginator.paginate(PipelineName=name, SortOrder="Descending"):
+            for summary in page.get("PipelineExecutionSummaries", []):
+                started = summary.get("StartTime")
+                lines.append(
+                    f"{summary['PipelineExecutionArn']}  {summary.get('PipelineExecutionStatus', '?')}  "
+                    f"{started.isoformat() if started is not None else '-'}"
+                )
     return lines
 
 
