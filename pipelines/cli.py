@@ -89,6 +89,8 @@ def handle_errors(fn: F) -> F:
             raise
         except KeyboardInterrupt as exc:
             _fail(_interrupted(fn.__name__, getattr(exc, "execution_id", None)))
+        except BrokenPipeError:
+            _reader_went_away()
         except Exception as exc:
             if os.environ.get("AGENT_RELEASE_DEBUG"):
                 raise
@@ -124,6 +126,17 @@ def _is_missing_aws_credentials(exc: BaseException) -> bool:
     from botocore.exceptions import NoCredentialsError, PartialCredentialsError
 
     return isinstance(exc, NoCredentialsError | PartialCredentialsError)
+
+
+def _reader_went_away() -> None:
+    """Exit quietly when stdout's reader closed the pipe (``agent-release audit | head -1``).
+
+    What the reader wanted has been written; an "error: Broken pipe" line would only be noise. Stdout is
+    pointed at /dev/null first, or the interpreter's final flush raises the same error again at exit.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(0)
 
 
 def _interrupted(command: str, execution_id: str | None) -> str:

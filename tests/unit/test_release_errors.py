@@ -191,3 +191,30 @@ def test_start_without_aws_credentials_says_where_they_come_from(tmp_path: Path)
     result = CliRunner().invoke(cli.main, ["start", "-c", str(ROOT / "pipeline.yaml")], env=no_credentials)
     # It used to be the bare "NoCredentialsError: Unable to locate credentials".
     one_error_line(result, "no AWS credentials (Unable to locate credentials): set AWS_PROFILE")
+
+
+def test_a_reader_that_closes_the_pipe_early_is_not_an_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from agent_release.pipelines.local_backend import LocalBackend
+
+    home = tmp_path / "state"
+    backend = LocalBackend(home)
+    for i in range(1500):  # far more than a pipe's 64 KB buffer once listed
+        backend.append_audit("test", "note", f"entry-{i}", "x" * 200, {"i": i})
+    backend.close()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent_release.pipelines.cli", "audit"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "AGENT_RELEASE_HOME": str(home), "AGENT_RELEASE_DEBUG": ""},
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what `| head -1` does
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert first.startswith(b"#1 ")
+    # It used to end with "error: [Errno 32] Broken pipe" and exit 1.
+    assert (proc.returncode, stderr) == (0, "")
