@@ -76,23 +76,12 @@ def live_inputs_of(loaded: LoadedConfig) -> tuple[str, ...]:
     no non-empty text ``input``, and for a file without rows: the canary would send no traffic, so the guards
     could never judge a step. ``validate`` calls it too, so none of this is found only after the evaluation.
     """
+    from agent_release.steps.validate_datasets import numbered_objects
+
     path = loaded.resolve(loaded.config.promote.live_traffic.inputs)
-    try:
-        with path.open(encoding="utf-8") as fh:
-            lines = list(enumerate(fh, start=1))
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot be read: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not UTF-8 text") from None
     inputs: list[str] = []
-    for number, line in lines:
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}:{number}: not valid JSON: {exc.msg}") from None
-        text = row.get("input") if isinstance(row, dict) else None
+    for number, row in numbered_objects(path):  # DatasetError (a ValueError) names a bad file or line
+        text = row.get("input")
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"{path}:{number}: each row needs a non-empty text 'input' (the user message)")
         inputs.append(text)

@@ -116,6 +116,15 @@ def _failure_lines(d: DatasetResult) -> list[str]:
 
 def read_cases(path: Path) -> list[dict[str, Any]]:
     """The JSON objects of a JSONL file; raises :class:`DatasetError` naming the first bad line."""
+    return [row for _, row in numbered_objects(path)]
+
+
+def numbered_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) for each non-blank line of a JSONL file.
+
+    Raises :class:`DatasetError` (one line) for a file that cannot be read, is not UTF-8 (naming line and
+    byte offset), or has a line that is not JSON or not an object (naming the line).
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -134,7 +143,7 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
             raise DatasetError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
         if not isinstance(row, dict):
             raise DatasetError(f"{path}:{number}: expected a JSON object")
-        rows.append(row)
+        rows.append((number, row))
     return rows
 
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "agent_release.pipelines.cli"]
@@ -45,3 +46,13 @@ def copy_project(target: Path, *, copy_datasets: bool = False) -> Path:
         (target / "datasets").symlink_to(ROOT / "datasets")
     shutil.copy(ROOT / "pipeline.yaml", target / "pipeline.yaml")
     return target
+
+
+def one_error_line(result: Any, *needles: str) -> str:
+    """A ``CliRunner`` result that exited 1 with exactly one ``error:`` line containing every needle."""
+    assert result.exit_code == 1, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    return str(lines[0])

@@ -19,3 +19,17 @@ def line_of(project: Path, needle: str) -> int:
         if needle in line:
             return i
     raise AssertionError(needle)
+
+
+def config_error(project: Path) -> str:
+    """The one-line ``ConfigError`` that ``validate``'s checks raise for ``project/pipeline.yaml``."""
+    import pytest
+
+    from agent_release.pipelines.config import ConfigError, check_referenced_files, load_config
+    from agent_release.pipelines.config_checks import check_config
+
+    loaded = load_config(project / "pipeline.yaml")
+    check_referenced_files(loaded)
+    with pytest.raises(ConfigError) as info:
+        check_config(loaded)
+    return str(info.value)

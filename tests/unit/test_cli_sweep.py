@@ -9,7 +9,6 @@ settings that ``run`` would only refuse after training.
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -17,12 +16,12 @@ import time
 from pathlib import Path
 
 import pytest
-from _shared.pipeline_yaml import edit
+from _shared.cli import copy_project, one_error_line
+from _shared.pipeline_yaml import config_error, edit
 from click.testing import CliRunner
 
 from agent_release.pipelines import cli
-from agent_release.pipelines.config import ConfigError, check_referenced_files, load_config, parse_config
-from agent_release.pipelines.config_checks import check_config
+from agent_release.pipelines.config import ConfigError, parse_config
 from agent_release.pipelines.state_db import StateDbUnavailable, connect, processes_with_open
 from agent_release.steps.validate_datasets import DatasetError, cases_frame, load_suite
 
@@ -33,15 +32,6 @@ def invoke(args: list[str], home: Path) -> object:
     return CliRunner().invoke(
         cli.main, args, env={"AGENT_RELEASE_HOME": str(home), "AGENT_RELEASE_DEBUG": ""}
     )
-
-
-def one_error_line(result: object, *needles: str) -> str:
-    assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]  # type: ignore[attr-defined]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 # -- pipeline.yaml ----------------------------------------------------------------------------------------------
@@ -70,17 +60,10 @@ def test_deep_nesting_is_a_config_error(text: str) -> None:
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "datasets").symlink_to(ROOT / "datasets")
-    shutil.copy(ROOT / "pipeline.yaml", tmp_path / "pipeline.yaml")
-    return tmp_path
+    return copy_project(tmp_path)
 
 
-def check(project: Path) -> str:
-    loaded = load_config(project / "pipeline.yaml")
-    check_referenced_files(loaded)
-    with pytest.raises(ConfigError) as info:
-        check_config(loaded)
-    return str(info.value)
+check = config_error
 
 
 @pytest.mark.parametrize(

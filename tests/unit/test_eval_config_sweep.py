@@ -10,7 +10,6 @@ dataset holds, training data that holds no examples. Each is now one line naming
 
 from __future__ import annotations
 
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +17,13 @@ from typing import cast
 
 import pytest
 from _fake_registry import FakeRegistry
-from _shared.pipeline_yaml import edit, line_of
+from _shared.cli import copy_project
+from _shared.pipeline_yaml import config_error, edit, line_of
 from click.testing import CliRunner
 
 from agent_release.agents.demo_model.training import TrainingDataError
 from agent_release.pipelines import cli
-from agent_release.pipelines.config import ConfigError, check_referenced_files, load_config
+from agent_release.pipelines.config import ConfigError, load_config
 from agent_release.pipelines.config_checks import check_config
 from agent_release.pipelines.dag import live_inputs_of
 from agent_release.steps.backend import Backend
@@ -37,17 +37,10 @@ SCORERS_END = "    - name: error\n"
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    (tmp_path / "datasets").symlink_to(ROOT / "datasets")
-    shutil.copy(ROOT / "pipeline.yaml", tmp_path / "pipeline.yaml")
-    return tmp_path
+    return copy_project(tmp_path)
 
 
-def check(project: Path) -> str:
-    loaded = load_config(project / "pipeline.yaml")
-    check_referenced_files(loaded)
-    with pytest.raises(ConfigError) as info:
-        check_config(loaded)
-    return str(info.value)
+check = config_error
 
 
 def at(project: Path, needle: str, key: str) -> str:
@@ -64,7 +57,7 @@ def at(project: Path, needle: str, key: str) -> str:
         ('{"text": "Where is my order?"}\n', "live.jsonl:1: each row needs a non-empty text 'input'"),
         (
             '{"input": "ok"}\n\n["Where is my order?"]\n',
-            "live.jsonl:3: each row needs a non-empty text 'input'",
+            "live.jsonl:3: expected a JSON object",
         ),
         ('{"input": "ok"}\n{"input": 42}\n', "live.jsonl:2: each row needs a non-empty text 'input'"),
         ('{"input": "ok"}\n{"input": \n', "live.jsonl:2: not valid JSON"),

@@ -8,12 +8,12 @@ as an interruption, not as a ``KeyboardInterrupt`` crash.
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _shared.cli import copy_project, one_error_line
 from _shared.pipeline_yaml import edit
 from click.testing import CliRunner
 
@@ -40,15 +40,6 @@ def invoke(args: list[str], home: Path, cwd: Path) -> Any:
         )
 
 
-def one_error_line(result: Any, *needles: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return str(lines[0])
-
-
 def closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -57,11 +48,7 @@ def closed_port() -> int:
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "datasets").symlink_to(ROOT / "datasets")
-    shutil.copy(ROOT / "pipeline.yaml", root / "pipeline.yaml")
-    return root
+    return copy_project(tmp_path / "project")
 
 
 def test_promote_with_tracking_unreachable_names_mlflow_and_shifts_nothing(

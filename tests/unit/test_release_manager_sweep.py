@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _shared.cli import copy_project, one_error_line
 from _shared.pipeline_yaml import edit
 from click.testing import CliRunner
 
@@ -38,15 +38,6 @@ def invoke(args: list[str], home: Path) -> Any:
     )
 
 
-def one_error_line(result: Any, *needles: str) -> str:
-    assert result.exit_code == 1, result.output
-    lines = [ln for ln in result.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), lines
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def usage_error(result: Any, *needles: str) -> str:
     assert result.exit_code == 2, result.output
     last = result.output.strip().splitlines()[-1]
@@ -57,11 +48,7 @@ def usage_error(result: Any, *needles: str) -> str:
 
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    (root / "datasets").symlink_to(ROOT / "datasets")
-    shutil.copy(ROOT / "pipeline.yaml", root / "pipeline.yaml")
-    return root
+    return copy_project(tmp_path / "project")
 
 
 def deploy(home: Path) -> None:
@@ -157,7 +144,7 @@ def test_promote_where_nothing_is_deployed_says_so(project: Path, tmp_path: Path
     ("rows", "needle"),
     [
         ('{"text": "hi"}\n', "live.jsonl:1: each row needs a non-empty text 'input'"),
-        ("[1, 2]\n", "live.jsonl:1: each row needs a non-empty text 'input'"),
+        ("[1, 2]\n", "live.jsonl:1: expected a JSON object"),
         ('{"input": 5}\n', "live.jsonl:1: each row needs a non-empty text 'input'"),
         ("\n", "live.jsonl has no rows, so the canary would replay no traffic"),
     ],
