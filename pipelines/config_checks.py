@@ -6,8 +6,9 @@ file's content (training examples and cohorts, the system prompt file, the live-
 of cases the gate can see) or MLflow (which URI schemes it can track to). ``validate`` and a new ``run``
 both call :func:`check_config` after :func:`~agent_release.pipelines.config.check_referenced_files`, so a
 mistake fails before anything is trained, registered or deployed, with one line naming the key and its
-line. The other commands that load the config (``promote``, ``plan``, ``compile``/``upsert``) do not:
-building the scorers imports MLflow and the user's scorer modules, which may exist only in the step image.
+line. ``compile`` and ``upsert`` call it with ``modules_may_be_missing=True``: a user scorer or toolset
+module that cannot be imported on this machine may exist only in the step image, so its checks are skipped
+(with a warning) instead of failing. ``promote`` and ``plan`` do not call it.
 
 :func:`config_warnings` lists what is valid but will not work as intended (a canary step whose replayed
 traffic is too thin for the guards to judge); ``validate`` prints them and still passes.
@@ -18,6 +19,7 @@ What still needs run-time state and is left to the steps: whether an explicit ``
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -34,6 +36,8 @@ from agent_release.steps.scorers import (
     effective_specs,
     registered_scorers,
 )
+
+logger = logging.getLogger(__name__)
 
 # Metrics decide_promotion reads from the row itself rather than from ``CaseResult.scores``
 # (``_row_value``): ``error``, ``latency_s`` and the counted fields. Any other metric must be a scorer name.
@@ -63,16 +67,26 @@ class _Reporter:
         return f"{where}: {'.'.join(str(p) for p in key)}: {message}"
 
 
-def check_config(loaded: LoadedConfig) -> None:
-    """Raise :class:`ConfigError` (one line) for the first cross-section mistake in ``loaded``."""
+def check_config(loaded: LoadedConfig, *, modules_may_be_missing: bool = False) -> None:
+    """Raise :class:`ConfigError` (one line) for the first cross-section mistake in ``loaded``.
+
+    ``modules_may_be_missing``: a user scorer or toolset given by an import path whose module is not
+    importable here is skipped with a warning (the SageMaker target: it may be in the step image only),
+    and so are the metric checks, which need every scorer's name.
+    """
     report = _Reporter(loaded)
-    metrics = check_scorers(loaded, report)
-    check_metrics(loaded, report, metrics)
+    skip = _absent_modules(loaded) if modules_may_be_missing else set()
+    for name in sorted(skip):
+        logger.warning("module=<%s> | not importable here; it must be installed in the step image", name)
+    metrics = check_scorers(loaded, report, skip=skip)
+    if not skip:
+        check_metrics(loaded, report, metrics)
     check_gate_reachable(loaded, report)
     check_deploy(loaded, report)
     check_prices(loaded, report)
     check_train(loaded, report)
-    check_tools(loaded, report)
+    if _module_of(loaded.config.agent.toolset) not in skip:
+        check_tools(loaded, report)
     check_system_prompt(loaded, report)
     check_live_traffic(loaded, report)
     check_tracking(loaded, report)
@@ -98,13 +112,39 @@ def _guard(key: tuple[str | int, ...], report: _Reporter, fn: Callable[[], _T], 
         raise report.error(key, f"{what}: {_one_line(exc)}") from None
 
 
-def check_scorers(loaded: LoadedConfig, report: _Reporter) -> dict[str, str]:
+def _module_of(import_path: str) -> str | None:
+    """The module of a ``pkg.module:attr`` import path (None for a built-in name)."""
+    module, sep, _ = import_path.partition(":")
+    return module if sep and module else None
+
+
+def _absent_modules(loaded: LoadedConfig) -> set[str]:
+    """Modules of user scorers and the toolset that cannot be found on this machine."""
+    import importlib.util
+
+    config = loaded.config
+    paths = [spec.name for spec in effective_specs(config.evaluate)] + [config.agent.toolset]
+    absent = set()
+    for module in filter(None, map(_module_of, paths)):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package is missing, or the name is malformed
+            found = False
+        if not found:
+            absent.add(module)
+    return absent
+
+
+def check_scorers(loaded: LoadedConfig, report: _Reporter, skip: set[str] | None = None) -> dict[str, str]:
     """Build every effective scorer as evaluate_variants will; return the metric names they produce, each
-    with the name of the scorer that produces it (a built-in's name, or an import path)."""
+    with the name of the scorer that produces it (a built-in's name, or an import path). Scorers from the
+    modules in ``skip`` are not built."""
     evaluate = loaded.config.evaluate
     names: dict[str, int] = {}
     producers: dict[str, str] = {}
     for index, spec in enumerate(effective_specs(evaluate)):
+        if skip and _module_of(spec.name) in skip:
+            continue
         key: tuple[str | int, ...] = (
             ("evaluate", "scorers", index, "name") if index < len(evaluate.scorers) else ("evaluate", "judge")
         )

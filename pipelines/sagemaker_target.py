@@ -175,7 +175,7 @@ def _load(config_path: Path | str) -> LoadedConfig:
 
     loaded = load_config(config_path)
     check_referenced_files(loaded)
-    check_config(loaded)
+    check_config(loaded, modules_may_be_missing=True)  # user modules may be in the step image only
     check_region(loaded.config.sagemaker.region)
     return loaded
 

@@ -170,6 +170,20 @@ def test_a_dataset_outside_the_project_creates_no_bucket(tmp_path: Path, boto_se
     assert not _bucket_exists(boto_session, _config(project)["sagemaker"]["bucket"])
 
 
+def test_a_user_scorer_installed_only_in_the_step_image_still_compiles(tmp_path: Path) -> None:
+    def edit(data: dict[str, Any]) -> None:
+        data["evaluate"]["scorers"].append({"name": "team_scorers_in_image.quality:politeness"})
+
+    project = _project(tmp_path, edit)
+    # validate imports user scorers, so it refuses here, where the module is not installed ...
+    assert_one_line_error(_cli(project, "validate"), "team_scorers_in_image")
+    # ... but the SageMaker target may find it in the step image: compile warns and writes the definition.
+    proc = _cli(project, "compile", "-o", str(tmp_path / "definition.json"))
+    assert proc.returncode == 0, proc.stderr
+    assert "module=<team_scorers_in_image.quality> | not importable here" in proc.stderr
+    assert (tmp_path / "definition.json").is_file()
+
+
 def test_a_config_validate_refuses_is_not_upserted(tmp_path: Path, boto_session: Any) -> None:
     def edit(data: dict[str, Any]) -> None:
         data["evaluate"]["scorers"].append({"name": "answer_corectness"})
