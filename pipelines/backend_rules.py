@@ -75,9 +75,15 @@ def validate_weights(state: EndpointState, weights: Mapping[str, float]) -> dict
     return merged
 
 
+def is_sagemaker_name(name: str) -> bool:
+    """Whether SageMaker accepts ``name`` for an endpoint or model package group: letters, digits and
+    hyphens, starting and ending with a letter or digit, at most 63 characters."""
+    return len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name) is not None
+
+
 def validate_endpoint_spec(name: str, variants: Sequence[VariantSpec]) -> None:
     """Rules both backends apply before creating or updating an endpoint; raises BackendError if broken."""
-    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name) or len(name) > 63:
+    if not is_sagemaker_name(name):
         raise BackendError(f"invalid endpoint name {name!r}: use letters, digits and hyphens (max 63)")
     if not variants:
         raise BackendError(f"endpoint {name!r} needs at least one variant")

@@ -42,9 +42,13 @@ def _state_dir() -> Path:
 def _existing_state_dir() -> Path:
     """The state directory of an earlier run; :class:`CommandFailed` where there is none. Never creates it.
 
-    For every command that has nothing to act on without state: the read-only ones, ``promote``, ``rollback``
-    and ``serve``. A wrong cwd must not look like a clean state.
+    For every command that has nothing to act on without state: the read-only ones, ``promote``, ``rollback``,
+    ``serve`` and ``run --resume``. A wrong cwd must not look like a clean state, and neither may an existing
+    directory without ``state.db`` (``AGENT_RELEASE_HOME`` naming the home or project directory): opening the
+    database there would create an empty one.
     """
+    from agent_release.pipelines.state_db import state_db_path
+
     state_dir = _state_dir()
     try:
         exists = state_dir.exists()
@@ -59,18 +63,12 @@ def _existing_state_dir() -> Path:
             f"no state directory at {state_dir}: nothing has run here yet "
             "(run from the project directory or set AGENT_RELEASE_HOME)"
         )
+    if not state_db_path(state_dir).is_file():
+        raise CommandFailed(
+            f"no state database in {state_dir}: nothing has run here yet (run from the project directory, "
+            "or set AGENT_RELEASE_HOME to the .agent-release directory a run created)"
+        )
     return state_dir
-
-
-def _existing_state() -> Path:
-    """:func:`_existing_state_dir` that also holds a state database; never creates either.
-
-    For the read-only commands: an existing directory without ``state.db`` (``AGENT_RELEASE_HOME`` naming
-    the home or project directory) is not a state, and opening the database there would create one.
-    """
-    from agent_release.pipelines.status import require_state_db
-
-    return require_state_db(_existing_state_dir())
 
 
 def _fail(message: str) -> None:
@@ -378,7 +376,7 @@ def status(as_json: bool, config_path: Path) -> None:
     from agent_release.pipelines.status import collect_status, render_status
 
     # Read-only: outside a project (no state directory) say so instead of creating an empty one.
-    state_dir = _existing_state()
+    state_dir = _existing_state_dir()
     explicit = click.get_current_context().get_parameter_source("config_path") != ParameterSource.DEFAULT
     if explicit and not config_path.exists():
         # A default pipeline.yaml may be absent (AGENT_RELEASE_HOME from elsewhere); a named one is a typo.
@@ -528,7 +526,7 @@ def audit(action: str, as_json: bool) -> None:
     from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
     from agent_release.pipelines.local_backend import LocalBackend
 
-    backend = LocalBackend(_existing_state())
+    backend = LocalBackend(_existing_state_dir())
     if action == "verify":
         problems = backend.verify_audit()
         if as_json:  # a script asking for JSON gets JSON whatever the verdict (the exit code still says it)
@@ -571,7 +569,7 @@ def report(execution_id: str | None) -> None:
     if execution_id is not None and not execution_id.strip():
         # An empty id (`report "$ID"` with ID unset) must not silently mean the latest execution.
         raise click.BadParameter("needs an execution id, or none for the latest", param_hint="EXECUTION_ID")
-    state_dir = _existing_state()
+    state_dir = _existing_state_dir()
     store = ExecutionStore(state_dir)
     try:
         row = store.execution(execution_id) if execution_id else store.latest()

@@ -336,21 +336,20 @@ def format_validation_error(
     """One line: the first error's key path, line and message, plus how many more errors there are."""
     errors = exc.errors()
     first: dict[str, Any] = dict(errors[0])
-    if not first.get("loc") and first.get("type") == "value_error":
-        # A whole-config check (a cross-reference) names its key first, "evaluate.dataset: ...": point at it.
-        keyed = re.match(r"Value error, ([a-z_]+(?:\.[a-z_]+)*): (.*)", str(first.get("msg", "")))
-        if keyed is not None and tuple(keyed.group(1).split(".")) in lines:
-            first.update(loc=tuple(keyed.group(1).split(".")), msg=f"Value error, {keyed.group(2)}")
-    loc = ".".join(str(p) for p in first.get("loc", ())) or "(top level)"
-    line = _first_error_line(first, lines)
-    where = f"{source}:{line}" if line else source
-    msg = first.get("msg", "invalid")
+    msg = str(first.get("msg", "invalid"))
     if first.get("type") == "extra_forbidden":
         msg = "unknown key"
     elif first.get("type") == "missing":
         msg = "required key is missing"
     elif first.get("type") == "value_error":
         msg = msg.removeprefix("Value error, ")  # pydantic's prefix for a validator's own message
+        keyed = re.fullmatch(r"([a-z_]+(?:\.[a-z_]+)*): (.*)", msg)
+        if not first.get("loc") and keyed is not None and tuple(keyed.group(1).split(".")) in lines:
+            # A whole-config check (a cross-reference) names its key first, "evaluate.dataset: ...": point at it.
+            first["loc"], msg = tuple(keyed.group(1).split(".")), keyed.group(2)
+    loc = ".".join(str(p) for p in first.get("loc", ())) or "(top level)"
+    line = _first_error_line(first, lines)
+    where = f"{source}:{line}" if line else source
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{where}: {loc}: {msg}{more}"
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Callable, Mapping
 from typing import TypeVar
 
+from agent_release.pipelines.backend_rules import is_sagemaker_name
 from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines, line_of_key
 from agent_release.steps.decide_promotion import COUNTED_FIELDS
 from agent_release.steps.evaluate_config import ScorerSpec
@@ -36,6 +36,7 @@ from agent_release.steps.scorers import (
     effective_specs,
     registered_scorers,
 )
+from agent_release.steps.validate_datasets import DatasetError, case_ref, numbered_objects
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,6 @@ ROW_FIELD_METRICS: tuple[str, ...] = ("error", "latency_s", *COUNTED_FIELDS)
 
 # numpy's and scikit-learn's accepted range for a seed / random_state.
 SEED_MAX = 2**32 - 1
-# SageMaker's names of endpoints and model package groups (at most 63 characters besides).
-_AWS_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
 
 _T = TypeVar("_T")
 
@@ -209,20 +208,17 @@ def check_metrics(loaded: LoadedConfig, report: _Reporter, producers: Mapping[st
 def check_gate_reachable(loaded: LoadedConfig, report: _Reporter) -> None:
     """``decide.min_completed_cases`` within the evaluation dataset's cases: with more, every decision is
     inconclusive, found only after training, deployment and the whole evaluation."""
-    from agent_release.pipelines.dag import read_jsonl
-
     config = loaded.config
     spec = config.datasets.get(config.evaluate.dataset)
     if spec is None:
         return
     try:
-        rows = read_jsonl(loaded.resolve(spec.path))
-    except (OSError, ValueError):
+        rows = numbered_objects(loaded.resolve(spec.path))
+    except DatasetError:
         return  # the dataset's own check (its data contract) names what is wrong with it
     # Cases are counted as the evaluation counts them, by id; a row without one is the data contract's to
     # refuse, so it is counted as a case of its own here (never a reason to fail this check).
-    ids = {str(r["id"]) for r in rows if isinstance(r, dict) and r.get("id") not in (None, "")}
-    cases = len(ids) + sum(1 for r in rows if not isinstance(r, dict) or r.get("id") in (None, ""))
+    cases = len({case_ref(row, number) for number, row in rows})
     wanted = config.decide.min_completed_cases
     if wanted > cases:
         raise report.error(
@@ -268,7 +264,7 @@ def check_deploy(loaded: LoadedConfig, report: _Reporter) -> None:
     # time, after training has registered a package): checked before anything is trained or registered.
     for field in ("endpoint_name", "package_group"):
         value = getattr(deploy, field)
-        if not _AWS_NAME.fullmatch(value) or len(value) > 63:
+        if not is_sagemaker_name(value):
             raise report.error(
                 ("deploy", field),
                 f"{value!r}: use letters, digits and hyphens, starting and ending with a letter or digit (max 63)",

@@ -22,16 +22,16 @@ if TYPE_CHECKING:
 
 
 def deployed_backend(state_dir: Path, endpoint: str, config_path: Path) -> LocalBackend:
-    """The local backend of ``state_dir`` where it has deployed ``endpoint``; ValueError naming it otherwise.
+    """The local backend of ``state_dir`` (which holds a state database: the CLI checks) where it has deployed
+    ``endpoint``; ValueError naming it otherwise.
 
-    Checks for the state database before opening it (opening creates it), and when the endpoint is missing
-    names the ones that are deployed: a ``pipeline.yaml`` whose ``deploy.endpoint_name`` changed since the run
-    is the usual cause, and "run the pipeline first" alone would deploy a second endpoint beside the first.
+    When the endpoint is missing it names the ones that are deployed: a ``pipeline.yaml`` whose
+    ``deploy.endpoint_name`` changed since the run is the usual cause, and "run the pipeline first" alone
+    would deploy a second endpoint beside the first.
     """
     from agent_release.pipelines.local_backend import LocalBackend
-    from agent_release.pipelines.status import require_state_db
 
-    backend = LocalBackend(require_state_db(state_dir))
+    backend = LocalBackend(state_dir)
     if backend.describe_endpoint(endpoint) is not None:
         return backend
     deployed = [ep.name for ep in backend.list_endpoints()]

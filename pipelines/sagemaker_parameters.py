@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from agent_release.pipelines.backend_rules import is_sagemaker_name
 from agent_release.pipelines.config import PipelineConfig, SageMakerConfig, format_validation_error
 
 ParameterKind = Literal["string", "float", "integer"]
@@ -106,10 +107,6 @@ def coerce_overrides(overrides: Mapping[str, str]) -> dict[str, str | float | in
     return values
 
 
-# The endpoint names CreateEndpoint accepts (backend_rules.validate_endpoint_spec applies the same rule).
-_ENDPOINT_NAME = re.compile(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*")
-
-
 def check_override_values(data: Mapping[str, Any], values: Mapping[str, str | float | int]) -> None:
     """Raise :class:`ParameterOverrideError` for a typed override the execution's steps would refuse.
 
@@ -131,7 +128,7 @@ def check_override_values(data: Mapping[str, Any], values: Mapping[str, str | fl
                     "(the steps run on AWS and cannot read a local path)"
                 )
             continue
-        if name == "EndpointName" and (not _ENDPOINT_NAME.fullmatch(str(value)) or len(str(value)) > 63):
+        if name == "EndpointName" and not is_sagemaker_name(str(value)):
             raise ParameterOverrideError(
                 f"parameter {name} {value!r} is not an endpoint name: use letters, digits and hyphens, "
                 "starting and ending with a letter or digit (max 63)"

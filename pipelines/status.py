@@ -25,27 +25,6 @@ from typing import Any
 from agent_release.steps.backend import ApprovalStatus, Backend, BackendError, EndpointState, ModelPackage
 
 
-class NoStateDatabase(LookupError):
-    """The state directory exists but holds no state database: nothing has run there."""
-
-
-def require_state_db(state_dir: Path) -> Path:
-    """``state_dir`` if it holds the state database a run creates; :class:`NoStateDatabase` otherwise.
-
-    Opening the database creates it, so a command that only reads state (or acts on what a run deployed)
-    checks first: an ``AGENT_RELEASE_HOME`` naming some other existing directory (the home directory, the
-    project itself) must be refused, not left with an empty ``state.db`` and reported as a clean state.
-    """
-    from agent_release.pipelines.state_db import state_db_path
-
-    if not state_db_path(state_dir).is_file():
-        raise NoStateDatabase(
-            f"no state database in {state_dir}: nothing has run here yet (run from the project directory, "
-            "or set AGENT_RELEASE_HOME to the .agent-release directory a run created)"
-        )
-    return state_dir
-
-
 def variant_roles(
     backend: Backend, endpoint: EndpointState
 ) -> dict[str, tuple[str | None, ModelPackage | None]]:

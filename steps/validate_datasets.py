@@ -186,8 +186,7 @@ def cases_frame(rows: list[dict[str, Any]]) -> Any:
         }
         record.update(intent=tag(row, "intent"), difficulty=tag(row, "difficulty"))
         record.update(expected_tools=tools(row), n_expected_facts=facts(row))
-        # Failure samples name the case id, or the line when the id itself is what is missing.
-        record["case_ref"] = str(row["id"]) if row.get("id") is not None else f"line {number}"
+        record["case_ref"] = case_ref(row, number)
         records.append(record)
     frame = pd.DataFrame.from_records(records, columns=[*_TABLE_COLUMNS, "case_ref"])
     # A column absent from every row is dropped so that the suite's column-exists expectation reports it.
@@ -196,6 +195,12 @@ def cases_frame(rows: list[dict[str, Any]]) -> Any:
     if "cluster" in frame:
         frame["cluster_size"] = frame.groupby("cluster", dropna=True)["case_ref"].transform("count")
     return frame
+
+
+def case_ref(row: Mapping[str, Any], number: int) -> str:
+    """How a failure sample names the ``number``-th row: its case id, or its line when the id is missing."""
+    case_id = row.get("id")
+    return str(case_id) if case_id not in (None, "") else f"line {number}"
 
 
 def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
@@ -225,11 +230,7 @@ def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
     ]
     failures = []
     for expectation, column, holds in rules:
-        refs = [
-            str(row["id"]) if row.get("id") not in (None, "") else f"line {number}"
-            for number, row in enumerate(rows, 1)
-            if not holds(row)
-        ]
+        refs = [case_ref(row, number) for number, row in enumerate(rows, 1) if not holds(row)]
         if refs:
             failures.append(
                 ExpectationFailure(

@@ -56,3 +56,12 @@ def one_error_line(result: Any, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return str(lines[0])
+
+
+def state_of_a_run(home: Path) -> Path:
+    """``home`` holding a state database, as a run leaves it (nothing deployed): what the commands that act
+    on earlier state (promote, rollback, serve, status, ...) require before they do anything."""
+    from agent_release.pipelines.local_backend import LocalBackend
+
+    LocalBackend(home).close()
+    return home

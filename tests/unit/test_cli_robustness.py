@@ -7,6 +7,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from _shared.cli import state_of_a_run
 
 from agent_release.pipelines import cli
 
@@ -45,7 +46,7 @@ def test_shifting_commands_turn_sigterm_into_an_interrupt_before_acting(
     monkeypatch.setattr(importlib.import_module(module), action, acting)
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        result = CliRunner().invoke(cli.main, args, env={"AGENT_RELEASE_HOME": str(tmp_path)})
+        result = CliRunner().invoke(cli.main, args, env={"AGENT_RELEASE_HOME": str(state_of_a_run(tmp_path))})
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert result.exit_code == 1 and "stop here" in result.output
@@ -70,12 +71,12 @@ def test_bad_numeric_options_are_usage_errors(args: list[str], option: str, tmp_
     assert option in result.output
 
 
-def test_serve_port_zero_prints_the_bound_port(tmp_path: object) -> None:
+def test_serve_port_zero_prints_the_bound_port(tmp_path: Path) -> None:
     import re
     import subprocess
     import sys
 
-    env = {**os.environ, "AGENT_RELEASE_HOME": str(tmp_path)}
+    env = {**os.environ, "AGENT_RELEASE_HOME": str(state_of_a_run(tmp_path))}
     process = subprocess.Popen(
         [sys.executable, "-m", "agent_release.pipelines.cli", "serve", "--port", "0"],
         env=env,
@@ -93,7 +94,7 @@ def test_serve_port_zero_prints_the_bound_port(tmp_path: object) -> None:
     assert int(match.group(1)) != 0, line
 
 
-def test_serve_port_in_use_prints_only_the_error(tmp_path: object) -> None:
+def test_serve_port_in_use_prints_only_the_error(tmp_path: Path) -> None:
     import socket
     import subprocess
     import sys
@@ -102,7 +103,7 @@ def test_serve_port_in_use_prints_only_the_error(tmp_path: object) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env = {**os.environ, "AGENT_RELEASE_HOME": str(tmp_path)}
+        env = {**os.environ, "AGENT_RELEASE_HOME": str(state_of_a_run(tmp_path))}
         proc = subprocess.run(
             [sys.executable, "-m", "agent_release.pipelines.cli", "serve", "--port", str(port)],
             env=env,
@@ -112,7 +113,7 @@ def test_serve_port_in_use_prints_only_the_error(tmp_path: object) -> None:
         )
     assert proc.returncode == 1, proc.stderr
     assert "serving" not in proc.stderr
-    assert proc.stderr.startswith("error: ")
+    assert proc.stderr.startswith(f"error: cannot serve on 127.0.0.1:{port}: "), proc.stderr
 
 
 def test_interrupt_message_names_the_execution(capsys: pytest.CaptureFixture[str]) -> None:

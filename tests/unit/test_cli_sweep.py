@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from _shared.cli import copy_project, one_error_line
+from _shared.cli import copy_project, one_error_line, state_of_a_run
 from _shared.pipeline_yaml import config_error, edit
 from click.testing import CliRunner
 
@@ -209,7 +209,9 @@ def test_interrupted_promote_does_not_point_at_run_resume(
     monkeypatch.setattr(release_actions, "promote_command", interrupted)
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        line = one_error_line(invoke(["promote", "challenger"], tmp_path), "interrupted", "rolled back")
+        line = one_error_line(
+            invoke(["promote", "challenger"], state_of_a_run(tmp_path)), "interrupted", "rolled back"
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert "--resume" not in line
@@ -225,7 +227,7 @@ def test_serve_names_the_address_it_cannot_bind(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(server, "serve", busy)
     one_error_line(
-        invoke(["serve", "--port", "8123"], tmp_path),
+        invoke(["serve", "--port", "8123"], state_of_a_run(tmp_path)),
         "cannot serve on 127.0.0.1:8123: Address already in use",
         "--port",
     )
