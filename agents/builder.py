@@ -7,6 +7,10 @@ per-service endpoint variable) before models are built.
 Strands agents are not re-entrant and accumulate history, so callers build a fresh ``Agent`` per case or
 conversation with :func:`build_agent`, sharing one model object (thread-safe) per variant.
 
+Every model's client reads botocore's service data (the endpoint rules, the SageMaker Runtime model) through
+one data loader shared by the process (:class:`SharedLoaderClients`), so only the first model of a process
+pays to parse it from disk.
+
 Usage::
 
     model = build_model(ModelBinding(endpoint_name="support-agent", variant="challenger"))
@@ -16,6 +20,7 @@ Usage::
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 from collections.abc import Callable, Sequence
@@ -24,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from botocore.config import Config
+    from botocore.loaders import Loader
     from strands import Agent
     from strands.models.sagemaker import SageMakerAIModel
 
@@ -38,8 +45,9 @@ class ModelBinding:
     max_tokens: int = 512
     temperature: float = 0.0
     stream: bool = True
-    # Read timeout for one model call and botocore's own retry budget (standard mode retries throttling and 5xx
-    # with exponential backoff; the evaluation counts the retries it observes).
+    # Read timeout for one model call and botocore's own retry budget: ``max_attempts`` counts the first call
+    # too (standard mode retries throttling and 5xx with exponential backoff; the evaluation counts the
+    # retries it observes).
     read_timeout_s: float = 60.0
     max_attempts: int = 4
     session_id: str | None = None
@@ -49,6 +57,36 @@ class ModelBinding:
 def environment_region(default: str = "us-east-1") -> str:
     """The AWS region this process's environment names (``AWS_DEFAULT_REGION``, then ``AWS_REGION``)."""
     return os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION") or default
+
+
+@functools.cache
+def _shared_data_loader() -> Loader:
+    from botocore.loaders import create_loader
+
+    return create_loader()
+
+
+class SharedLoaderClients:
+    """What ``SageMakerAIModel`` asks of its ``boto_session``: ``client(service_name=..., config=...)``.
+
+    Without a session, Strands creates a new boto3 session per model, and each new session parses
+    botocore's JSON service data from disk again (the endpoint rules alone are over 1 MB): 40-210 ms per
+    model on the 2-core machine, against 9-11 ms with a shared loader (``docs/performance.md``). Here
+    every client gets a fresh botocore session of its own, so credentials, region and endpoint URL
+    (``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``) are resolved from the environment when the client is made,
+    as boto3 would; only botocore's read-only data loader, which caches what it parsed, is shared.
+    """
+
+    def __init__(self, region: str) -> None:
+        self.region = region
+
+    def client(self, service_name: str, config: Config | None = None) -> Any:
+        """A botocore client for ``service_name`` in this object's region."""
+        from botocore.session import Session
+
+        session = Session()
+        session.register_component("data_loader", _shared_data_loader())
+        return session.create_client(service_name, region_name=self.region, config=config)
 
 
 def build_model(binding: ModelBinding) -> SageMakerAIModel:
@@ -73,13 +111,16 @@ def build_model(binding: ModelBinding) -> SageMakerAIModel:
     client_config = Config(
         read_timeout=binding.read_timeout_s,
         connect_timeout=5,
-        retries={"mode": "standard", "max_attempts": binding.max_attempts},
+        # botocore's own "max_attempts" key counts retries only (3 would mean 4 calls).
+        retries={"mode": "standard", "total_max_attempts": binding.max_attempts},
         max_pool_connections=64,
     )
     return SageMakerAIModel(
         endpoint_config=endpoint_config,  # type: ignore[arg-type]
         payload_config=payload_config,  # type: ignore[arg-type]
         boto_client_config=client_config,
+        # Duck-typed: Strands calls only ``client(service_name=, config=)`` on it (see the class).
+        boto_session=SharedLoaderClients(binding.region),  # type: ignore[arg-type]
     )
 
 

@@ -92,7 +92,7 @@ def evaluate_variants(
     from agent_release.steps.trace_export import install_row_first_export
 
     apply_tracing_environment()
-    install_row_first_export()
+    row_first = install_row_first_export()
     units = _units(cases, config.repeats)
     expectations = {str(c["id"]): _expectations(c) for c in cases}
     scorers = build_scorers(effective_specs(config))
@@ -121,6 +121,7 @@ def evaluate_variants(
                 tools=tools_factory(),
                 model=make_model(agent),
                 progress=progress,
+                row_first=row_first,
             )
             variants.append(evaluation)
             rows.extend(agent_rows)
@@ -216,10 +217,12 @@ def _evaluate_one(
     tools: list[Any],
     model: Any,
     progress: Callable[[ProgressEvent], None] | None,
+    row_first: bool,
 ) -> tuple[VariantEvaluation, list[CaseResult]]:
     import mlflow
 
     from agent_release.steps.inline_scoring import InlineScoring
+    from agent_release.steps.trace_export import recording_stored_traces
 
     ModelCallRetries(max_attempts=config.max_retries + 1).attach(model)
     with mlflow.start_run(
@@ -234,23 +237,26 @@ def _evaluate_one(
             if config.scoring == "inline"
             else None
         )
-        with traced_as(agent.logged_model_id):
-            outcomes = run_cases(
-                units,
-                make_agent=lambda unit: build_agent(
-                    model, system_prompt, tools, trace_attributes={"eval.case_id": unit.case_id}
-                ),
-                variant=agent.variant,
-                concurrency=config.concurrency,
-                timeout_s=config.timeout_s,
-                progress=progress,
-                score=inline,
-            )
-        ran = time.perf_counter()
-        mlflow.flush_trace_async_logging()
+        with recording_stored_traces() as stored:
+            with traced_as(agent.logged_model_id):
+                outcomes = run_cases(
+                    units,
+                    make_agent=lambda unit: build_agent(
+                        model, system_prompt, tools, trace_attributes={"eval.case_id": unit.case_id}
+                    ),
+                    variant=agent.variant,
+                    concurrency=config.concurrency,
+                    timeout_s=config.timeout_s,
+                    progress=progress,
+                    score=inline,
+                )
+            ran = time.perf_counter()
+            mlflow.flush_trace_async_logging()
         flushed = time.perf_counter()
         if inline is not None:
-            scores = _inline_scores(outcomes, experiment_id, run.info.run_id, inline)
+            # The row-first writer says which trace rows it committed; otherwise the store is asked.
+            found = stored if row_first else _run_trace_ids(experiment_id, run.info.run_id)
+            scores = _inline_scores(outcomes, found, run.info.run_id, inline)
         else:
             scores = _score(outcomes, expectations, scorers, experiment_id, run.info.run_id, agent)
         logger.info(
@@ -290,17 +296,22 @@ def _evaluate_one(
 
 
 def _inline_scores(
-    outcomes: Sequence[CaseOutcome], experiment_id: str, run_id: str, inline: InlineScoring
+    outcomes: Sequence[CaseOutcome], persisted: Collection[str], run_id: str, inline: InlineScoring
 ) -> dict[str, dict[str, float | None]]:
-    """The scores each case logged inside its trace; a case whose trace never reached the store gets a
-    scored stand-in trace, so every row's scores are persisted in MLflow. Unit key -> name -> value."""
+    """The scores each case logged inside its trace; a case whose trace is not among ``persisted`` (it
+    never reached the store) gets a scored stand-in trace, so every row's scores are persisted in MLflow.
+    Unit key -> name -> value."""
+    _stand_in_missing(outcomes, persisted, run_id, score=inline)
+    return {o.unit.key: dict(o.scores) for o in outcomes}
+
+
+def _run_trace_ids(experiment_id: str, run_id: str) -> set[str]:
     import mlflow
 
     found = mlflow.search_traces(
         locations=[experiment_id], run_id=run_id, return_type="list", include_spans=False
     )
-    _stand_in_missing(outcomes, {t.info.trace_id for t in found}, run_id, score=inline)
-    return {o.unit.key: dict(o.scores) for o in outcomes}
+    return {t.info.trace_id for t in found}
 
 
 def _stand_in_missing(

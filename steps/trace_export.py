@@ -29,6 +29,7 @@ Usage (before the first trace of the run; idempotent)::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import pickle
@@ -36,7 +37,7 @@ import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
@@ -50,12 +51,16 @@ __all__ = [
     "current_writer_pid",
     "install_row_first_export",
     "is_database_uri",
+    "recording_stored_traces",
     "uninstall_row_first_export",
     "write_batch",
 ]
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 MAX_BATCH = 64
+# Traces a flushing caller takes at a time from the queue while the writer process is busy (and the size
+# of the writer's own batches meanwhile).
+FLUSH_CHUNK = 8
 # SQLite refuses a write at once ("database is locked"), without waiting out its busy timeout, when waiting
 # could deadlock two transactions; the pipeline process writes runs and metrics to the same database while
 # the writer process writes traces. Such a write is retried.
@@ -71,23 +76,25 @@ def is_database_uri(uri: str) -> bool:
 Batch = Sequence[tuple[Any, Sequence[Any]]]
 
 
-def write_batch(client: Any, batch: Batch) -> int:
-    """Write each trace row (with its assessments), then all the batch's spans; returns how many failed.
+def write_batch(client: Any, batch: Batch) -> list[str]:
+    """Write each trace row (with its assessments), then all the batch's spans; returns the ids of the
+    traces whose row could not be written.
 
-    ``client`` is a ``mlflow.tracing.client.TracingClient``. A failure is logged (as MLflow's exporter does)
-    and counted, never raised.
+    ``client`` is a ``mlflow.tracing.client.TracingClient``. A failure is logged (as MLflow's exporter does),
+    never raised. A trace whose row was written but whose spans were not is in the store (with its
+    assessments, without spans): it is logged, not returned.
     """
     from mlflow.tracing.export.utils import try_link_prompts_to_trace
     from mlflow.tracing.utils import add_size_stats_to_trace_metadata
 
-    failed = 0
+    failed: list[str] = []
     spans_by_experiment: dict[str, list[Any]] = defaultdict(list)
     for trace, prompts in batch:
         try:
             add_size_stats_to_trace_metadata(trace)
             _retry_if_locked(client.start_trace, trace.info)
         except Exception as exc:
-            failed += 1
+            failed.append(trace.info.trace_id)
             logger.warning("trace_id=<%s>, error=<%s> | failed to write trace", trace.info.trace_id, exc)
             continue
         spans_by_experiment[trace.info.experiment_id].extend(trace.data.spans)
@@ -97,7 +104,6 @@ def write_batch(client: Any, batch: Batch) -> int:
         try:
             _retry_if_locked(client.log_spans, experiment_id, spans)
         except Exception as exc:
-            failed += len({s.trace_id for s in spans})
             logger.warning(
                 "experiment_id=<%s>, spans=<%d>, error=<%s> | failed to write spans",
                 experiment_id,
@@ -136,7 +142,7 @@ class WriterProcess:
 
     Started once per tracking URI and shared by every exporter of the process (MLflow rebuilds its exporter
     after each ``mlflow.set_experiment``). Batches travel pickled over a private pipe; the child answers
-    each with its failure count. It exits when the pipe closes, i.e. with this process at the latest.
+    each with the ids of the traces it could not write. It exits when the pipe closes, i.e. with this process at the latest.
     """
 
     def __init__(self, tracking_uri: str) -> None:
@@ -175,8 +181,9 @@ class WriterProcess:
         self.broken = False
         self.pid = self._proc.pid
 
-    def write(self, batch: Batch) -> int | None:
-        """Send one batch and wait for the child's answer (failed traces); None if it cannot be pickled.
+    def write(self, batch: Batch) -> list[str] | None:
+        """Send one batch and wait for the child's answer (ids of the traces it could not write); None if
+        the batch cannot be pickled.
 
         Raises ``OSError``/``EOFError`` if the child is gone. Traces travel pickled, which costs a third of
         ``Trace.to_json``; ``Connection.send`` pickles the whole batch before writing a byte, so a batch
@@ -195,7 +202,7 @@ class WriterProcess:
                 while not self._recv.poll(1.0):
                     if self._proc.poll() is not None:
                         raise EOFError(f"trace writer process exited with {self._proc.returncode}")
-                return int(self._recv.recv())
+                return [str(trace_id) for trace_id in self._recv.recv()]
             except (OSError, EOFError):
                 self.broken = True
                 raise
@@ -248,13 +255,47 @@ def _close_process() -> None:
             _process.close()
 
 
+_recorders: list[set[str]] = []
+_recorders_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def recording_stored_traces() -> Iterator[set[str]]:
+    """Collect, while the block runs, the id of every trace whose row a :class:`TraceBatchWriter` stores.
+
+    A row counts once the store's ``start_trace`` has committed it (in the writer process or here), so
+    after ``mlflow.flush_trace_async_logging()`` the set says which traces are in the store without
+    reading them back. It sees only traces this module writes: use it where :func:`install_row_first_export`
+    returned True.
+    """
+    stored: set[str] = set()
+    with _recorders_lock:
+        _recorders.append(stored)
+    try:
+        yield stored
+    finally:
+        with _recorders_lock:
+            _recorders.remove(stored)
+
+
+def _record_stored(batch: Batch, failed: Collection[str]) -> None:
+    with _recorders_lock:
+        if not _recorders:
+            return
+        ids = {trace.info.trace_id for trace, _ in batch} - set(failed)
+        for stored in _recorders:
+            stored.update(ids)
+
+
 class TraceBatchWriter:
     """A thread that writes finished traces in batches, through the writer process when there is one.
 
     ``add`` never blocks on the store. ``flush`` returns once everything added before it is written (or has
-    failed, which is logged). If the writer process dies, the batch and all later
-    ones are written in this process instead, so no trace is lost. The writer looks like MLflow's
-    ``SpanBatcher`` to ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
+    failed, which is logged); while it waits behind a busy writer process it writes part of the backlog
+    itself, in chunks of :data:`FLUSH_CHUNK`, so the traces queued when an evaluation ends are written on
+    both cores. If the writer process dies, the batch and all later ones are written in this process
+    instead, so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to ``flush_exporter``
+    (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
 
     def __init__(self, client: Any, tracking_uri: str, max_batch: int = MAX_BATCH) -> None:
@@ -263,6 +304,7 @@ class TraceBatchWriter:
         self._max_batch = max_batch
         self._pending: list[tuple[Any, Sequence[Any]]] = []
         self._busy = False
+        self._helpers = 0
         self._stopped = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="agent-release-trace-writer", daemon=True)
@@ -277,17 +319,41 @@ class TraceBatchWriter:
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every trace added so far is written; False if ``timeout_s`` passed first.
 
-        If the writer thread is gone (e.g. at interpreter exit), the caller writes what is left itself.
+        While the writer process is busy with a batch, the caller takes queued traces a chunk at a time and
+        writes them itself (the caller would only wait otherwise). If the writer thread is gone (e.g. at
+        interpreter exit), the caller writes what is left itself.
         """
-        with self._cond:
-            done = self._cond.wait_for(
-                lambda: (not self._pending and not self._busy) or not self._thread.is_alive(),
-                timeout=timeout_s,
-            )
-            leftover, self._pending = ([], self._pending) if self._thread.is_alive() else (self._pending, [])
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._cond:
+                if not self._thread.is_alive():
+                    leftover, self._pending = self._pending, []
+                    break
+                if not self._pending and not self._busy and not self._helpers:
+                    return True
+                if self._pending and self._busy and self._helps_here():
+                    chunk, self._pending = self._pending[:FLUSH_CHUNK], self._pending[FLUSH_CHUNK:]
+                    self._helpers += 1
+                else:
+                    chunk = []
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        return False
+                    self._cond.wait(timeout=remaining)
+            if chunk:
+                try:
+                    self._write_logged(chunk, here=True)
+                finally:
+                    with self._cond:
+                        self._helpers -= 1
+                        self._cond.notify_all()
         if leftover:
             self._write_logged(leftover)
-        return done
+        return True
+
+    def _helps_here(self) -> bool:
+        # Only beside a writer process: in thread mode the writer already runs in this interpreter.
+        return self._process is not None and not self._process.broken
 
     def shutdown(self) -> None:
         """Write what is queued, then stop the thread (the shared writer process stays)."""
@@ -303,7 +369,9 @@ class TraceBatchWriter:
                 self._cond.wait_for(lambda: bool(self._pending) or self._stopped)
                 if self._stopped and not self._pending:
                     return
-                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+                # Beside a flushing helper, small batches keep the two writers' shares even.
+                size = FLUSH_CHUNK if self._helpers else self._max_batch
+                batch, self._pending = self._pending[:size], self._pending[size:]
                 self._busy = True
             try:
                 self._write_logged(batch)
@@ -312,13 +380,15 @@ class TraceBatchWriter:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write_logged(self, batch: Batch) -> None:
+    def _write_logged(self, batch: Batch, *, here: bool = False) -> None:
         try:
-            self._write(batch)
+            failed = write_batch(self._client, batch) if here else self._write(batch)
         except Exception as exc:  # the thread must outlive any one batch, or flush would wait forever
             logger.warning("traces=<%d>, error=<%s> | failed to write a batch of traces", len(batch), exc)
+            return
+        _record_stored(batch, failed)
 
-    def _write(self, batch: Batch) -> int:
+    def _write(self, batch: Batch) -> list[str]:
         if self._process is not None and not self._process.broken:
             try:
                 failed = self._process.write(batch)
@@ -353,7 +423,8 @@ class RowFirstTraceExporter(MlflowV3SpanExporter):
             # Inside mlflow.genai.evaluate(predict_fn=...) the harness reads the trace back at once; with
             # MLFLOW_ENABLE_ASYNC_TRACE_LOGGING=false the user asked for a trace to be stored when it ends
             # (and MLflow's flush would not reach the writer: there is no batch processor to drain it).
-            write_batch(self._client, [(trace, prompts)])
+            batch = [(trace, prompts)]
+            _record_stored(batch, write_batch(self._client, batch))
             return
         self._span_batcher.add(trace, prompts)
 

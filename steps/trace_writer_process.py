@@ -2,8 +2,8 @@
 
 Started by :class:`agent_release.steps.trace_export.WriterProcess`. Reads pickled batches of ``(Trace, prompt
 versions)`` from the first pipe, writes each with :func:`~agent_release.steps.trace_export.write_batch` to
-the tracking URI in ``MLFLOW_TRACKING_URI``, and answers with the number of traces that failed. Exits when
-the pipe closes.
+the tracking URI in ``MLFLOW_TRACKING_URI``, and answers with the ids of the traces it could not write.
+Exits when the pipe closes.
 """
 
 from __future__ import annotations

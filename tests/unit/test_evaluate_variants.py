@@ -327,3 +327,52 @@ def test_models_sign_for_the_region_the_environment_names(monkeypatch: pytest.Mo
     assert model.client.meta.region_name == "eu-central-1"
     pinned = _default_model_factory(EvaluateConfig(), "ap-south-1")(agent)  # the pipeline's agent.region wins
     assert pinned.client.meta.region_name == "ap-south-1"
+
+
+def test_a_trace_row_the_store_refused_gets_a_stand_in_without_reading_traces_back(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Which traces are stored comes from the writer's own commits: a refused row is noticed, no search."""
+    import mlflow
+
+    from agent_release.steps import trace_export
+
+    monkeypatch.setenv("AGENT_RELEASE_TRACE_WRITER", "thread")  # the writes happen here, where they can fail
+    real_write = trace_export.write_batch
+    refused: list[str] = []
+
+    def refuse_c1(client: Any, batch: Any) -> list[str]:
+        keep = []
+        for trace, prompts in batch:
+            tags = trace.info.tags
+            if tags.get("eval.case_id") == "C-1" and "eval.stand_in" not in tags:
+                refused.append(trace.info.trace_id)
+            else:
+                keep.append((trace, prompts))
+        return [*real_write(client, keep), *(t.info.trace_id for t, _ in batch if t.info.trace_id in refused)]
+
+    monkeypatch.setattr(trace_export, "write_batch", refuse_c1)
+    monkeypatch.setattr(mlflow, "search_traces", lambda *a, **k: pytest.fail("traces read back"))
+    registration = _registration(tracking)
+    registration = registration.model_copy(update={"agents": registration.agents[1:]})
+    report = evaluate_variants(
+        EvaluateConfig(concurrency=4, timeout_s=10),
+        registration,
+        CASES[:4],
+        dataset_name="d",
+        dataset_hash="h",
+        system_prompt="p",
+        tools_factory=_tools,
+        experiment=tracking,
+        model_factory=lambda _a: _strands_model(),
+    )
+    monkeypatch.undo()
+    rows = {r.case_id: r for r in report.rows}
+    assert len(refused) == 1 and rows["C-1"].trace_id not in refused
+    stand_in = mlflow.get_trace(rows["C-1"].trace_id)
+    assert stand_in is not None and stand_in.info.tags.get("eval.stand_in") == "true"
+    assert rows["C-1"].scores["task_success"] == 1.0
+    assert {a.name for a in stand_in.info.assessments} >= {"task_success", "error"}
+    for case_id in ("C-0", "C-2", "C-3"):
+        trace = mlflow.get_trace(rows[case_id].trace_id)
+        assert trace is not None and "eval.stand_in" not in trace.info.tags

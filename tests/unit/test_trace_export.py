@@ -128,7 +128,7 @@ def test_an_unpicklable_batch_is_refused_and_the_pipe_stays_usable(tracking: str
     try:
         assert process.write([(object(), [lambda: None])]) is None
         assert not process.broken
-        assert process.write([]) == 0
+        assert process.write([]) == []
     finally:
         process.close()
 
@@ -205,11 +205,11 @@ def test_the_writer_process_reads_each_experiment_once_per_batch(tmp_path: Path,
     store.get_experiment = counted
     end_of_batch = read_experiments_once_per_batch(store)
 
-    assert write_batch(client, [(t, []) for t in traces[:3]]) == 0
+    assert write_batch(client, [(t, []) for t in traces[:3]]) == []
     assert reads == [tracking]  # three traces, one read
     end_of_batch()
     mlflow.delete_experiment(tracking)
-    assert write_batch(client, [(traces[3], [])]) == 1  # the next batch sees the deletion
+    assert write_batch(client, [(traces[3], [])]) == [ids[3]]  # the next batch sees the deletion
     assert reads == [tracking, tracking]
     stored = mlflow.search_traces(locations=[tracking], return_type="list", include_spans=True)
     assert sorted(t.info.trace_id for t in stored) == sorted(ids[:3])
@@ -257,9 +257,111 @@ def test_the_writer_process_keeps_mlflows_info_lines_off_the_console(
         monkeypatch.setenv("MLFLOW_LOGGING_LEVEL", user_level)
     process = WriterProcess(f"sqlite:///{tmp_path / 'quiet.db'}")
     try:
-        assert process.write([]) == 0  # the child has built its client and store (and their engine) by now
+        assert process.write([]) == []  # the child has built its client and store (and their engine) by now
     finally:
         process.close()
     said = capfd.readouterr().err
     # MLflow announces creating the store's tables (and engines) at INFO; a user who asks for INFO still gets it.
     assert (" INFO mlflow." in said) == (user_level == "INFO")
+
+
+def test_the_recorder_names_every_trace_stored_while_it_runs(tracking: str) -> None:
+    import mlflow
+
+    from agent_release.steps.trace_export import recording_stored_traces
+
+    install_row_first_export()
+    with recording_stored_traces() as stored:
+        ids = [_make_trace(str(i)) for i in range(12)]
+        mlflow.flush_trace_async_logging()
+    later = _make_trace("after")
+    mlflow.flush_trace_async_logging()
+    assert stored == set(ids)
+    assert later not in stored
+    found = mlflow.search_traces(locations=[tracking], return_type="list", include_spans=False)
+    assert {t.info.trace_id for t in found} == {*ids, later}
+
+
+class _FakeTrace:
+    def __init__(self, trace_id: str) -> None:
+        self.info = type("Info", (), {"trace_id": trace_id})()
+
+
+class _BlockingProcess:
+    """Stands in for the writer process: each write waits for ``release``; the child refuses ``refuse``."""
+
+    def __init__(self, refuse: frozenset[str] = frozenset()) -> None:
+        import threading
+
+        self.broken = False
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[list[str]] = []
+        self.refuse = refuse
+
+    def write(self, batch: Any) -> list[str]:
+        self.started.set()
+        assert self.release.wait(10)
+        ids = [trace.info.trace_id for trace, _ in batch]
+        self.batches.append(ids)
+        return [i for i in ids if i in self.refuse]
+
+
+def test_a_flush_behind_a_busy_writer_process_writes_part_of_the_backlog_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from agent_release.steps.trace_export import FLUSH_CHUNK, TraceBatchWriter, recording_stored_traces
+
+    process = _BlockingProcess(refuse=frozenset({"t0"}))
+    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: process)
+    here: list[tuple[str, list[str]]] = []
+
+    def write_here(_client: Any, batch: Any) -> list[str]:
+        here.append((threading.current_thread().name, [t.info.trace_id for t, _ in batch]))
+        if sum(len(ids) for _, ids in here) >= 20:
+            process.release.set()  # the writer process finishes its batch once the backlog is gone
+        return ["t7"] if any(t.info.trace_id == "t7" for t, _ in batch) else []
+
+    monkeypatch.setattr(trace_export, "write_batch", write_here)
+    writer = TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+    with recording_stored_traces() as stored:
+        writer.add(_FakeTrace("t0"), [])
+        assert process.started.wait(10)  # the writer thread is inside the process's write with t0
+        for i in range(1, 21):
+            writer.add(_FakeTrace(f"t{i}"), [])
+        assert writer.flush(timeout_s=10)
+    assert process.batches == [["t0"]]
+    assert {name for name, _ in here} == {threading.current_thread().name}  # written by the flushing caller
+    assert [len(ids) for _, ids in here] == [FLUSH_CHUNK, FLUSH_CHUNK, 20 - 2 * FLUSH_CHUNK]
+    assert [i for _, ids in here for i in ids] == [f"t{i}" for i in range(1, 21)]  # each once, in order
+    assert stored == {f"t{i}" for i in range(1, 21)} - {"t7"}  # refused rows are not stored
+    writer.shutdown()
+
+
+def test_without_a_writer_process_a_flush_waits_for_the_writer_thread(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """In thread mode the writer already shares this interpreter: the caller must not write beside it."""
+    import threading
+    import time
+
+    from agent_release.steps.trace_export import TraceBatchWriter
+
+    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: None)
+    written: list[tuple[str, list[str]]] = []
+
+    def slow_write(_client: Any, batch: Any) -> list[str]:
+        time.sleep(0.05)
+        written.append((threading.current_thread().name, [t.info.trace_id for t, _ in batch]))
+        return []
+
+    monkeypatch.setattr(trace_export, "write_batch", slow_write)
+    writer = TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+    for i in range(30):
+        writer.add(_FakeTrace(f"t{i}"), [])
+    assert writer.flush(timeout_s=10)
+    assert {name for name, _ in written} == {"agent-release-trace-writer"}
+    assert sorted(i for _, ids in written for i in ids) == sorted(f"t{i}" for i in range(30))
+    writer.shutdown()
