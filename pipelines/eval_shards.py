@@ -35,7 +35,7 @@ def shard_cases(cases: Sequence[T], index: int, count: int) -> list[T]:
 
 def merge_evaluations(shards: Sequence[EvaluationReport], dataset_hash: str) -> EvaluationReport:
     """One report from the shard reports: rows concatenated, counts summed, aggregates recomputed."""
-    from agent_release.steps.evaluate_variants import aggregate_rows
+    from agent_release.steps.evaluate_variants import aggregate_rows, scorer_error_counts
 
     if not shards:
         raise ShardError("no shard reports to merge")
@@ -60,6 +60,7 @@ def merge_evaluations(shards: Sequence[EvaluationReport], dataset_hash: str) -> 
                     "cases_completed": sum(p.cases_completed for p in parts),
                     "cases_errored": sum(p.cases_errored for p in parts),
                     "retries": sum(p.retries for p in parts),
+                    "scorer_errors": scorer_error_counts([r for r in rows if r.variant == head.variant]),
                     "aggregates": aggregate_rows([r for r in rows if r.variant == head.variant]),
                 }
             )

@@ -9,6 +9,7 @@ evaluation replaces the rows of the earlier attempt instead of duplicating them.
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from agent_release.pipelines.state_db import connect, ensure_schema
@@ -31,9 +32,23 @@ CREATE TABLE IF NOT EXISTS evaluation_rows (
     retries INTEGER NOT NULL,
     trace_id TEXT,
     dataset_hash TEXT NOT NULL,
+    scorer_errors_json TEXT NOT NULL DEFAULT '{}',
     PRIMARY KEY (execution_id, variant, case_id, repeat)
 );
 """
+# Added after the table was first shipped: a database made before it gets the column on its next save.
+_ADDED_COLUMNS = {"scorer_errors_json": "TEXT NOT NULL DEFAULT '{}'"}
+_COLUMNS = (
+    "execution_id", "case_id", "cluster", "variant", "role", "repeat", "scores_json", "error", "latency_s",
+    "input_tokens", "output_tokens", "cost", "retries", "trace_id", "dataset_hash", "scorer_errors_json",
+)  # fmt: skip
+
+
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    present = {row[1] for row in conn.execute("PRAGMA table_info(evaluation_rows)")}
+    for name, declaration in _ADDED_COLUMNS.items():
+        if name not in present:
+            conn.execute(f"ALTER TABLE evaluation_rows ADD COLUMN {name} {declaration}")
 
 
 def save_evaluation_rows(state_dir: Path, execution_id: str, report: EvaluationReport) -> int:
@@ -43,14 +58,16 @@ def save_evaluation_rows(state_dir: Path, execution_id: str, report: EvaluationR
         ensure_schema(conn, _DDL)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            _add_missing_columns(conn)
             conn.execute("DELETE FROM evaluation_rows WHERE execution_id = ?", (execution_id,))
             conn.executemany(
-                "INSERT INTO evaluation_rows VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO evaluation_rows ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})",
                 [
                     (
                         execution_id, r.case_id, r.cluster, r.variant, r.role, r.repeat,
                         json.dumps(dict(r.scores), sort_keys=True), r.error, r.latency_s, r.input_tokens,
                         r.output_tokens, r.cost, r.retries, r.trace_id, report.dataset_hash,
+                        json.dumps(dict(r.scorer_errors), sort_keys=True),
                     )
                     for r in report.rows
                 ],
@@ -75,12 +92,15 @@ def load_evaluation_rows(state_dir: Path, execution_id: str) -> list[CaseResult]
         ).fetchall()
     finally:
         conn.close()
+    # A database made before the column existed, and only read since (no save added it): no errors recorded.
+    with_errors = bool(rows) and "scorer_errors_json" in rows[0].keys()  # noqa: SIM118 - a Row's "in" is by value
     return [
         CaseResult(
             case_id=r["case_id"], cluster=r["cluster"], variant=r["variant"], role=r["role"],
             repeat=r["repeat"], scores=json.loads(r["scores_json"]), error=r["error"], latency_s=r["latency_s"],
             input_tokens=r["input_tokens"], output_tokens=r["output_tokens"], cost=r["cost"],
             retries=r["retries"], trace_id=r["trace_id"],
+            scorer_errors=json.loads(r["scorer_errors_json"]) if with_errors else {},
         )
         for r in rows
     ]  # fmt: skip

@@ -290,6 +290,20 @@ def _completed_cases(rows: list[CaseResult]) -> set[str]:
     return {r.case_id for r in rows if r.error is None}
 
 
+def _why_scores_are_missing(rows: list[CaseResult], metric: str) -> str:
+    """Why completed rows lack ``metric``: how many its scorer raised on (with the first error), else N/A."""
+    raised = [
+        r.scorer_errors.get(metric) or r.scorer_errors["*"]
+        for r in rows
+        if r.error is None
+        and r.scores.get(metric) is None
+        and (metric in r.scorer_errors or "*" in r.scorer_errors)
+    ]
+    if not raised:
+        return f"on the others {metric} did not apply"
+    return f"{metric}'s scorer raised on {len(raised)} completed rows, first: {raised[0]}"
+
+
 def _fmt_interval(low: float, high: float) -> str:
     return f"{low:+.3f}..{high:+.3f}"
 
@@ -481,7 +495,7 @@ def _decide_first_release(ctx: _Context, rows: list[CaseResult]) -> DecisionRepo
             ctx,
             "inconclusive",
             f"first release: {len(values)} of {completed} completed cases have a {metric} score, fewer than "
-            f"min_completed_cases {config.min_completed_cases} (the others' scorer raised or did not apply)",
+            f"min_completed_cases {config.min_completed_cases} ({_why_scores_are_missing(rows, metric)})",
             n_completed=completed,
             settle=f"find why {metric} is missing on {completed - len(values)} cases (the scorer's errors "
             "are on their traces) and re-run the evaluation.",
@@ -614,8 +628,8 @@ def decide_promotion(config: DecisionConfig, evaluation: EvaluationReport) -> De
             ctx,
             "inconclusive",
             f"{primary.n_paired} of {completed} paired completed cases have a {metric} score for both "
-            f"variants, fewer than min_completed_cases {config.min_completed_cases} (the others' scorer "
-            "raised or did not apply)",
+            f"variants, fewer than min_completed_cases {config.min_completed_cases} "
+            f"({_why_scores_are_missing([*challenger_rows, *champion_rows], metric)})",
             n_completed=completed,
             primary=primary,
             settle=f"find why {metric} is missing on {completed - primary.n_paired} cases (the scorer's "

@@ -74,6 +74,8 @@ class CaseOutcome:
     retries: int = 0
     trace_id: str | None = None
     scores: dict[str, float | None] = field(default_factory=dict)
+    # Scorer name -> what it raised on this case ("*": scoring failed as a whole).
+    scorer_errors: dict[str, str] = field(default_factory=dict)
 
     def outputs(self) -> dict[str, Any]:
         """The ``outputs`` a scorer sees (see :mod:`agent_release.steps.scorers`)."""
@@ -222,6 +224,7 @@ async def _score_in_trace(outcome: CaseOutcome, score: CaseScorer | None) -> Non
     try:
         outcome.scores = await asyncio.to_thread(score, outcome)
     except Exception as exc:  # scorers' own errors are feedbacks already; this is a harness fault
+        outcome.scorer_errors["*"] = _describe(exc)
         logger.warning(
             "case=<%s>, error=<%s> | scoring failed; the row keeps no scores", outcome.unit.key, exc
         )

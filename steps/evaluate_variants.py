@@ -25,6 +25,7 @@ import contextlib
 import io
 import json
 import logging
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -274,6 +275,16 @@ def _evaluate_one(
         )
         mlflow.log_table(data=_rows_frame(rows), artifact_file=CASES_TABLE)
     errored = sum(1 for r in rows if r.error)
+    scorer_errors = scorer_error_counts(rows)
+    for name, count in scorer_errors.items():
+        first = next(r.scorer_errors[name] for r in rows if name in r.scorer_errors)
+        logger.warning(
+            "variant=<%s>, scorer=<%s>, cases=<%d>, first=<%s> | scorer raised; those rows have no score from it",
+            agent.variant,
+            name,
+            count,
+            first,
+        )
     logger.info(
         "variant=<%s>, cases=<%d>, errors=<%d>, run_id=<%s> | evaluated",
         agent.variant,
@@ -288,6 +299,7 @@ def _evaluate_one(
         cases_completed=len(rows) - errored,
         cases_errored=errored,
         retries=sum(r.retries for r in rows),
+        scorer_errors=scorer_errors,
         mlflow_run_id=run.info.run_id,
         logged_model_id=agent.logged_model_id,
         aggregates=aggregates,
@@ -343,8 +355,9 @@ def _score(
     """Score the outcomes' traces with ``mlflow.genai.evaluate``; unit key -> scorer name -> value."""
     import mlflow
     import pandas as pd
+    from mlflow.entities import AssessmentError
 
-    from agent_release.steps.inline_scoring import as_score
+    from agent_release.steps.inline_scoring import as_score, error_text
 
     traces = _run_traces(experiment_id, run_id)
     if _stand_in_missing(outcomes, traces, run_id):
@@ -371,9 +384,26 @@ def _score(
     frame = result.result_df
     names = [b.name for b in scorers]
     by_trace: dict[str, dict[str, float | None]] = {}
+    errors_by_trace: dict[str, dict[str, str]] = {}
     for record in frame.to_dict(orient="records") if frame is not None else []:
-        by_trace[str(record.get("trace_id"))] = {n: as_score(record.get(f"{n}/value")) for n in names}
+        trace_id = str(record.get("trace_id"))
+        by_trace[trace_id] = {n: as_score(record.get(f"{n}/value")) for n in names}
+        errors_by_trace[trace_id] = {}
+        for n in names:
+            code, message = _cell(record.get(f"{n}/error_code")), _cell(record.get(f"{n}/error_message"))
+            if code or message:
+                error = AssessmentError(error_code=code or "SCORER_ERROR", error_message=message)
+                errors_by_trace[trace_id][n] = error_text(error)
+    for o in outcomes:
+        o.scorer_errors.update(errors_by_trace.get(o.trace_id or "", {}))
     return {o.unit.key: by_trace.get(o.trace_id or "", {}) for o in outcomes}
+
+
+def _cell(value: Any) -> str | None:
+    """A cell of ``mlflow.genai.evaluate``'s result table as text; None when empty (None, or pandas' NaN)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    return str(value)
 
 
 def _run_traces(experiment_id: str, run_id: str) -> dict[str, Any]:
@@ -404,7 +434,17 @@ def _row(
         retries=outcome.retries,
         trace_id=outcome.trace_id,
         tags=dict(outcome.unit.tags),
+        scorer_errors=dict(outcome.scorer_errors),
     )
+
+
+def scorer_error_counts(rows: Sequence[CaseResult]) -> dict[str, int]:
+    """Scorer name -> how many of ``rows`` it raised on."""
+    counts: dict[str, int] = defaultdict(int)
+    for row in rows:
+        for name in row.scorer_errors:
+            counts[name] += 1
+    return dict(sorted(counts.items()))
 
 
 def aggregate_rows(rows: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
@@ -452,6 +492,7 @@ def _flat_metrics(
         "cases_completed": float(sum(1 for r in rows if not r.error)),
         "cases_errored": float(sum(1 for r in rows if r.error)),
         "retries": float(sum(r.retries for r in rows)),
+        "scorer_errors": float(sum(len(r.scorer_errors) for r in rows)),
     }
     for name, agg in aggregates.items():
         if with_means:
@@ -483,6 +524,7 @@ def _rows_frame(rows: Sequence[CaseResult]) -> Any:
                 "retries": r.retries,
                 "trace_id": r.trace_id,
                 "tags": json.dumps(dict(r.tags), sort_keys=True),
+                "scorer_errors": json.dumps(dict(r.scorer_errors), sort_keys=True),
             }
             for r in rows
         ]

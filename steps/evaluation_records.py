@@ -24,8 +24,12 @@ class CaseResult(Frozen):
     variant: str
     role: Role
     repeat: int = 0
-    # Scorer name -> value. Binary scorers use 0.0/1.0. None means "not applicable" (e.g. no expected tools).
+    # Scorer name -> value. Binary scorers use 0.0/1.0. None means "not applicable" (e.g. no expected tools)
+    # or, when the name is also in ``scorer_errors``, that the scorer raised on this case.
     scores: Mapping[str, float | None] = Field(default_factory=dict)
+    # Scorer name -> what it raised on this case (its SCORER_ERROR feedback is on the trace too). "*" means
+    # the case could not be scored at all.
+    scorer_errors: Mapping[str, str] = Field(default_factory=dict)
     error: str | None = None
     latency_s: float | None = None
     input_tokens: int = 0
@@ -45,6 +49,8 @@ class VariantEvaluation(Frozen):
     cases_completed: int
     cases_errored: int
     retries: int
+    # Scorer name -> cases on which it raised (those rows have no score from it).
+    scorer_errors: Mapping[str, int] = Field(default_factory=dict)
     mlflow_run_id: str | None = None
     logged_model_id: str | None = None
     # metric name -> {"mean", "se", "ci_low", "ci_high", "n", "n_clusters"}

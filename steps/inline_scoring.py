@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import re
 import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -42,7 +43,10 @@ from agent_release.steps.scorers import BuiltScorer
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InlineScoring", "as_score"]
+__all__ = ["InlineScoring", "as_score", "error_text"]
+
+# How much of a scorer's error message a per-case row keeps (the whole one is on the trace).
+ERROR_TEXT_LIMIT = 300
 
 
 def as_score(value: Any) -> float | None:
@@ -54,6 +58,21 @@ def as_score(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if math.isnan(number) else number
+
+
+def error_text(error: Any) -> str:
+    """One line for a scorer's ``AssessmentError``: the exception's type (from its traceback) and message,
+    else the error code and message; whitespace folded, at most :data:`ERROR_TEXT_LIMIT` characters."""
+    message = " ".join(str(getattr(error, "error_message", None) or "").split())
+    stack = str(getattr(error, "stack_trace", None) or "").splitlines()
+    raised = next((m.group(1) for line in reversed(stack) if (m := _EXCEPTION_LINE.match(line))), None)
+    label = raised or getattr(error, "error_code", None)
+    line = f"{label}: {message}" if label and message else str(label or message or "scorer error")
+    return line[:ERROR_TEXT_LIMIT]
+
+
+# The line of a traceback that names the exception: "ValueError: ...", "pkg.errors.Boom", "KeyError: 'x'".
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*)(?::|$)")
 
 
 def _wants_trace(scorer: Any) -> bool:
@@ -99,6 +118,8 @@ class InlineScoring:
             for feedback in self._run_scorer(built, inputs, outputs, expectations, trace):
                 feedback.metadata = {**self._scorer_metadata[built.name], **(feedback.metadata or {})}
                 values[feedback.name] = None if feedback.error is not None else as_score(feedback.value)
+                if feedback.error is not None:
+                    outcome.scorer_errors[feedback.name] = error_text(feedback.error)
                 self._log(trace_id, root_span_id, feedback)
         for name, value in expectations.items():
             self._log(

@@ -46,6 +46,12 @@ a configured `judge` adds `llm_judge` when the list does not name it. Any other 
 `pkg.module:factory`: the factory is called with `args` and returns an MLflow `Scorer` or a function
 `(inputs, outputs, expectations) -> float | None`.
 
+A scorer that raises on a case does not lose the row, and its missing score is not taken for "not
+applicable" (None): the row names the error under `scorer_errors` (in the per-case table, as an MLflow
+artifact and in `state.db`), the trace keeps MLflow's `SCORER_ERROR` feedback with the traceback, the variant
+counts its scorer errors (the `scorer_errors` metric, the report), and a gate left without enough scored
+pairs says how many rows the scorer raised on and what it raised.
+
 `tool_trajectory` modes: `exact`, the same sequence of tool names; `in_order`, the expected names in order,
 extra calls allowed; `subset`, every expected tool called at least once, in any order.
 

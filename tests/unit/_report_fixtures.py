@@ -193,6 +193,7 @@ def evaluation_report(rows: Sequence[CaseResult], run_ids: dict[str, str | None]
                 cases_completed=len(mine),
                 cases_errored=0,
                 retries=0,
+                scorer_errors={"answer_correctness": 2} if role == "challenger" else {},
                 mlflow_run_id=run_ids.get(variant),
                 logged_model_id=f"m-{variant}",
                 aggregates=aggregates,

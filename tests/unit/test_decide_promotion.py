@@ -337,3 +337,22 @@ def test_a_primary_score_missing_on_most_cases_is_inconclusive_not_a_decision() 
     assert first.decision == "inconclusive" and first.reason.startswith(
         "first release: 24 of 120 completed cases have a task_success score"
     ), first.reason
+
+
+def test_an_inconclusive_gate_says_whether_the_scorer_raised_or_did_not_apply() -> None:
+    config = DecisionConfig(bootstrap_resamples=200, min_completed_cases=100)
+    not_applicable = decide_promotion(config, _without_primary_score(_scenario(), keep_every=5))
+    assert not_applicable.reason.endswith("(on the others task_success did not apply)"), not_applicable.reason
+    raised = _without_primary_score(_scenario(), keep_every=5)
+    rows = [
+        r.model_copy(update={"scorer_errors": {"task_success": "KeyError: 'facts'"}})
+        if "task_success" not in r.scores and r.role == "challenger"
+        else r
+        for r in raised.rows
+    ]
+    report = decide_promotion(config, raised.model_copy(update={"rows": tuple(rows)}))
+    failed = sum(1 for r in rows if r.scorer_errors and r.error is None)
+    assert report.decision == "inconclusive"
+    assert report.reason.endswith(
+        f"(task_success's scorer raised on {failed} completed rows, first: KeyError: 'facts')"
+    ), report.reason

@@ -376,3 +376,66 @@ def test_a_trace_row_the_store_refused_gets_a_stand_in_without_reading_traces_ba
     for case_id in ("C-0", "C-2", "C-3"):
         trace = mlflow.get_trace(rows[case_id].trace_id)
         assert trace is not None and "eval.stand_in" not in trace.info.tags
+
+
+def fails_on_slow_questions() -> Any:
+    """A user scorer that raises on one kind of case (it reads an output key only some cases have)."""
+    from mlflow.genai.scorers import scorer
+
+    @scorer(name="picky")
+    def picky(inputs: Any, outputs: Any) -> float:
+        if "ORD-" not in inputs["input"]:
+            raise LookupError(f"no order id in case {inputs['case_id']}")
+        return 1.0
+
+    return picky
+
+
+@pytest.mark.parametrize("scoring", ["inline", "mlflow_evaluate"])
+def test_a_scorer_that_raises_is_recorded_on_its_rows_not_taken_for_not_applicable(
+    tracking: str, scoring: str
+) -> None:
+    import mlflow
+
+    from agent_release.steps.evaluate_config import ScorerSpec
+
+    registration = _registration(tracking)
+    registration = registration.model_copy(update={"agents": registration.agents[1:]})
+    cases = [
+        *CASES[:3],
+        {"id": "C-plain", "input": "hello there", "expected_facts": ["shipped"], "cluster": "k9"},
+    ]
+    config = EvaluateConfig(
+        concurrency=2,
+        timeout_s=10,
+        scoring=scoring,  # type: ignore[arg-type]
+        scorers=[
+            ScorerSpec(name="task_success"),
+            ScorerSpec(name="test_evaluate_variants:fails_on_slow_questions"),
+        ],
+    )
+    report = evaluate_variants(
+        config,
+        registration,
+        cases,
+        dataset_name="d",
+        dataset_hash="h",
+        system_prompt="p",
+        tools_factory=_tools,
+        experiment=tracking,
+        model_factory=lambda _a: _strands_model(),
+    )
+    rows = {r.case_id: r for r in report.rows}
+    plain = rows["C-plain"]
+    assert plain.error is None and plain.scores.get("picky") is None
+    # Inline scoring has the traceback; mlflow.genai.evaluate's result table only the error code and message.
+    raised = "LookupError" if scoring == "inline" else "SCORER_ERROR"
+    assert plain.scorer_errors == {"picky": f"{raised}: no order id in case C-plain"}
+    assert all(rows[c].scorer_errors == {} and rows[c].scores["picky"] == 1.0 for c in ("C-0", "C-1", "C-2"))
+    (variant,) = report.variants
+    assert variant.scorer_errors == {"picky": 1}
+    run = mlflow.get_run(variant.mlflow_run_id)
+    assert run.data.metrics["scorer_errors"] == 1.0
+    table = mlflow.load_table("eval_cases.json", run_ids=[run.info.run_id]).set_index("case_id")
+    assert json.loads(table.loc["C-plain", "scorer_errors"]) == plain.scorer_errors
+    assert json.loads(table.loc["C-0", "scorer_errors"]) == {}

@@ -133,6 +133,8 @@ def test_a_failing_scorer_is_an_error_feedback_not_a_lost_row(experiment: str) -
     assert failed.feedback.error is not None
     assert failed.feedback.error.error_code == "SCORER_ERROR"
     assert "scorer bug" in (failed.feedback.error.error_message or "")
+    # The row says the scorer raised (not "not applicable"), with the exception as its traceback names it.
+    assert outcome.scorer_errors == {"explodes": "ValueError: scorer bug"}
 
 
 def test_a_scorer_asking_for_the_trace_sees_the_cases_spans(experiment: str) -> None:
@@ -147,3 +149,20 @@ def test_scoring_outside_the_cases_trace_is_refused(experiment: str) -> None:
     outcome.trace_id = "tr-not-active"
     with pytest.raises(RuntimeError, match="inside the case's own trace"):
         scoring(outcome)
+
+
+def test_error_text_is_one_bounded_line() -> None:
+    from mlflow.entities import AssessmentError
+
+    from agent_release.steps.inline_scoring import ERROR_TEXT_LIMIT, error_text
+
+    raised = AssessmentError(
+        error_code="SCORER_ERROR",
+        error_message="bad\nvalue",
+        stack_trace="Traceback (most recent call last):\n  File \"x.py\", line 1\nKeyError: 'bad\nvalue'\n",
+    )
+    assert error_text(raised) == "KeyError: bad value"  # the type from the traceback, the message folded
+    assert error_text(AssessmentError(error_code="JUDGE_TIMEOUT", error_message="no\n answer")) == (
+        "JUDGE_TIMEOUT: no answer"
+    )
+    assert len(error_text(AssessmentError(error_code="E", error_message="x" * 5000))) == ERROR_TEXT_LIMIT

@@ -101,6 +101,19 @@ def test_report_shows_the_decision_and_its_reason(rolled_back: tuple[Path, str, 
     assert f"{decision.min_improvement:+.3f}" in text
 
 
+def test_report_counts_each_variants_scorer_errors(rolled_back: tuple[Path, str, str]) -> None:
+    _, _, text = rolled_back
+    section = re.search(r'<section id="evaluation">(.*?)</section>', text, re.DOTALL)
+    assert section is not None
+    rows = re.findall(
+        r"<tr><td>([^<]+)</td><td>([^<]+)</td>.*?<td>([^<]*)</td></tr>", section.group(1), re.DOTALL
+    )
+    assert {(variant, errors) for variant, _, errors in rows} == {
+        (CHALLENGER, "answer_correctness: 2"),
+        (CHAMPION, "none"),
+    }
+
+
 def test_report_has_inline_svg_figures(rolled_back: tuple[Path, str, str]) -> None:
     _, _, text = rolled_back
     figures = re.findall(r"<figure>\s*<svg.*?</svg>", text, re.DOTALL)

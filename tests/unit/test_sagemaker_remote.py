@@ -171,6 +171,18 @@ def test_merged_shards_equal_one_unsharded_evaluation(local_backend: Any, tmp_pa
     from agent_release.steps.evaluate_variants import aggregate_rows
 
     whole = _evaluation(n_cases=30)
+    # A scorer that raised on some challenger rows: each shard counts its own, the merge counts them all.
+    failing = {"case-3", "case-4", "case-17"}
+    whole = whole.model_copy(
+        update={
+            "rows": tuple(
+                r.model_copy(update={"scorer_errors": {"picky": "LookupError: x"}})
+                if r.case_id in failing and r.variant == "challenger"
+                else r
+                for r in whole.rows
+            )
+        }
+    )
     case_ids = sorted({r.case_id for r in whole.rows})
     parts = []
     for i in range(3):
@@ -206,6 +218,8 @@ def test_merged_shards_equal_one_unsharded_evaluation(local_backend: Any, tmp_pa
     assert merged.dataset_hash == dataset_hash(dataset)
     challenger = next(v for v in merged.variants if v.variant == "challenger")
     assert challenger.cases_expected == 30
+    assert challenger.scorer_errors == {"picky": 3}
+    assert next(v for v in merged.variants if v.variant != "challenger").scorer_errors == {}
     expected = aggregate_rows([r for r in whole.rows if r.variant == "challenger"])
     assert challenger.aggregates["task_success"]["mean"] == pytest.approx(expected["task_success"]["mean"])
     assert challenger.aggregates["task_success"]["se"] == pytest.approx(expected["task_success"]["se"])
