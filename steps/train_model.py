@@ -13,13 +13,16 @@ group) and with ``bootstrap_champion`` on, the step first trains a baseline on t
 registers and approves it as the first champion, recording why in the approval description and in the
 audit ledger (action ``approve_bootstrap``: the one approval no gate decided; written before the approval,
 once per package, so a resume after a kill completes it without a second entry). The demo then has a real
-champion/challenger pair whose quality differs only through their training data.
+champion/challenger pair whose quality differs only through their training data. Both models are trained
+before anything is created in the registry, so data one of them cannot be trained on fails the step with
+no package group, package or approval left behind.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +113,17 @@ def _artifact_path(artifact_uri: str) -> Path:
     return artifact_path(artifact_uri)
 
 
-def _train_or_reuse(
+@dataclass(frozen=True)
+class _Prepared:
+    """A package to reuse, or a model trained in memory and not yet saved or registered."""
+
+    role: str
+    cohorts: Sequence[str] | None
+    existing: ModelPackage | None = None
+    model: Any = None
+
+
+def _prepare(
     *,
     role: str,
     config: TrainConfig,
@@ -118,14 +131,31 @@ def _train_or_reuse(
     backend: Backend,
     data_path: Path,
     sha256: str,
-    artifacts_dir: Path,
-) -> TrainedPackage:
+) -> _Prepared:
+    """Find the package this training would reproduce, or train the model (raising on unusable data)."""
     key = _cohort_key(cohorts)
     existing = [
         p for p in backend.list_packages(config.package_group) if _matches(p, sha256, config.seed, key)
     ]
     if existing and existing[-1].model.artifact_uri:
-        package = existing[-1]
+        return _Prepared(role, cohorts, existing=existing[-1])
+    return _Prepared(role, cohorts, model=train_support_model(data_path, seed=config.seed, cohorts=cohorts))
+
+
+def _register(
+    prepared: _Prepared,
+    *,
+    config: TrainConfig,
+    backend: Backend,
+    data_path: Path,
+    sha256: str,
+    artifacts_dir: Path,
+) -> TrainedPackage:
+    """Reuse the prepared package, or save the prepared model and register it."""
+    role, cohorts = prepared.role, prepared.cohorts
+    key = _cohort_key(cohorts)
+    if prepared.existing is not None:
+        package = prepared.existing
         artifact_uri = package.model.artifact_uri or ""
         if not _artifact_path(artifact_uri).is_file():
             # Same data and seed reproduce the same file, so rebuilding keeps the registered package valid.
@@ -146,7 +176,7 @@ def _train_or_reuse(
             metrics=package.metrics,
         )
 
-    model = train_support_model(data_path, seed=config.seed, cohorts=cohorts)
+    model = prepared.model
     file_name = f"demo-support-{sha256[:12]}-s{config.seed}-{key.replace(',', '+')}.joblib"
     path = model.save(artifacts_dir / file_name).resolve()
     accuracy: Mapping[str, float] = model.info["training_accuracy"]
@@ -232,7 +262,6 @@ def train_model(
         # Before anything is registered (the bootstrap champion trains on the oldest cohort of these).
         raise TrainingDataError(f"no training examples in {config.data}")
     sha256 = file_sha256(data_path)
-    backend.ensure_package_group(config.package_group, "agent-release demo support models")
 
     available = sorted({e.cohort for e in examples})
     unknown = sorted(set(config.cohorts or ()) - set(available))
@@ -245,17 +274,31 @@ def train_model(
     has_champion = any(
         p.approval_status == ApprovalStatus.APPROVED for p in backend.list_packages(config.package_group)
     )
-    if config.bootstrap_champion and not has_champion:
-        oldest = available[0]
-        champion = _train_or_reuse(
-            role="bootstrap_champion",
+    bootstrap = config.bootstrap_champion and not has_champion
+    oldest = available[0]
+
+    def prepare(role: str, trained_on: Sequence[str] | None) -> _Prepared:
+        return _prepare(
+            role=role, config=config, cohorts=trained_on, backend=backend, data_path=data_path, sha256=sha256
+        )
+
+    def register(prepared: _Prepared) -> TrainedPackage:
+        return _register(
+            prepared,
             config=config,
-            cohorts=[oldest],
             backend=backend,
             data_path=data_path,
             sha256=sha256,
             artifacts_dir=artifacts_dir,
         )
+
+    # Both models are trained before anything is registered or approved: data the challenger cannot be
+    # trained on (a cohort with one intent) must not leave an approved bootstrap champion behind.
+    prepared_champion = prepare("bootstrap_champion", [oldest]) if bootstrap else None
+    prepared_challenger = prepare("challenger", cohorts)
+    backend.ensure_package_group(config.package_group, "agent-release demo support models")
+    if prepared_champion is not None:
+        champion = register(prepared_champion)
         reason = (
             f"bootstrap champion: no Approved package in {config.package_group}; baseline trained on the "
             f"oldest cohort ({oldest}) so the first release has a champion to compare against"
@@ -277,15 +320,7 @@ def train_model(
         updated = backend.update_approval(champion.arn, ApprovalStatus.APPROVED, reason)
         champion = champion.model_copy(update={"approval_status": updated.approval_status})
 
-    challenger = _train_or_reuse(
-        role="challenger",
-        config=config,
-        cohorts=cohorts,
-        backend=backend,
-        data_path=data_path,
-        sha256=sha256,
-        artifacts_dir=artifacts_dir,
-    )
+    challenger = register(prepared_challenger)
     return TrainReport(
         skipped=False, package_group=config.package_group, challenger=challenger, bootstrap_champion=champion
     )

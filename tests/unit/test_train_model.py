@@ -149,3 +149,21 @@ def test_an_approval_interrupted_after_its_ledger_entry_is_completed_once_on_rer
     assert report.bootstrap_champion.approval_status == ApprovalStatus.APPROVED
     assert [e["action"] for e in registry.audit] == ["approve_bootstrap"], "not recorded twice"
     assert registry.audit[0]["subject"] == report.bootstrap_champion.arn
+
+
+def test_data_the_challenger_cannot_train_on_leaves_no_package_and_no_approval(
+    small_train: Path, tmp_path: Path
+) -> None:
+    """The bootstrap champion (oldest cohort) trains fine; the challenger's cohort has one intent only."""
+    examples = load_examples(small_train / "train.jsonl")
+    one_intent = next(e.intent for e in examples if e.cohort == "2026-q3")
+    rows = [e for e in examples if e.cohort == "2026-q2" or e.intent == one_intent]
+    base = tmp_path / "project"
+    base.mkdir()
+    (base / "train.jsonl").write_text("".join(json.dumps(e.model_dump()) + "\n" for e in rows))
+    registry = FakeRegistry()
+    with pytest.raises(TrainingDataError, match="at least two intents"):
+        _run(registry, base, tmp_path / "artifacts", cohorts=["2026-q3"])
+    assert registry.list_packages(GROUP) == []
+    assert set(registry.calls) == {"list_packages"}  # read only: no group, package, approval or ledger entry
+    assert not (tmp_path / "artifacts").exists() or not any((tmp_path / "artifacts").iterdir())
