@@ -72,7 +72,10 @@ def _existing_state_dir() -> Path:
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    from agent_release.pipelines.executor import flatten
+
+    # One line whatever the message quotes: a path, id or value with a newline in it would break it.
+    click.echo(f"error: {flatten(message)}", err=True)
     sys.exit(1)
 
 
@@ -525,10 +528,15 @@ def audit(action: str, as_json: bool) -> None:
     """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
     from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
     from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.state_db import audit_head_problem
 
-    backend = LocalBackend(_existing_state_dir())
+    state_dir = _existing_state_dir()
+    backend = LocalBackend(state_dir)
     if action == "verify":
-        problems = backend.verify_audit()
+        # A head that is no file (a directory, a FIFO) is a damaged head: verify_audit would fail with the
+        # raw errno message, or wait forever on a FIFO.
+        head_problem = audit_head_problem(state_dir)
+        problems = [f"the ledger's recorded head {head_problem}"] if head_problem else backend.verify_audit()
         if as_json:  # a script asking for JSON gets JSON whatever the verdict (the exit code still says it)
             entries = len(backend.list_audit())
             click.echo(json.dumps({"intact": not problems, "entries": entries, "problems": problems}))

@@ -10,13 +10,17 @@ Call :func:`load_config` (path) -> :class:`LoadedConfig`; ``agent-release schema
 
 from __future__ import annotations
 
+import enum
+import math
 import re
+import types
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from agent_release.pipelines.schedule_expression import schedule_problem
 from agent_release.steps.backend import Frozen
@@ -77,9 +81,11 @@ class SageMakerConfig(Frozen):
 
     pipeline_name: str | None = Field(default=None, description="Pipeline name (default: `name`).")
     region: str = Field(default="us-east-1", description="AWS region.")
-    role_arn: str = Field(
-        default="arn:aws:iam::111122223333:role/agent-release-pipeline",
-        description="Execution role of the pipeline and its steps.",
+    role_arn: str | None = Field(
+        default=None,
+        description="Execution role of the pipeline, its steps and its schedule/trigger, e.g. "
+        "arn:aws:iam::<account>:role/agent-release-pipeline. No default: compile, upsert, start, executions "
+        "and iam-policy refuse a project without it; local runs ignore it.",
     )
     bucket: str | None = Field(
         default=None, description="S3 bucket for step code, datasets and artifacts (default: derived)."
@@ -110,6 +116,10 @@ class SageMakerConfig(Frozen):
     # Every partition (aws, aws-cn, aws-us-gov, ...); a role path may hold slashes: role/service-role/name.
     ROLE_ARN: ClassVar[re.Pattern[str]] = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]{1,512}")
     BUCKET: ClassVar[re.Pattern[str]] = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+    ROLE_ARN_MISSING: ClassVar[str] = (
+        "sagemaker.role_arn is not set: the SageMaker target needs the pipeline's execution role, e.g. "
+        "role_arn: arn:aws:iam::<account>:role/agent-release-pipeline under sagemaker: (docs/aws.md, step 2)"
+    )
 
     @field_validator("pipeline_name")
     @classmethod
@@ -130,12 +140,22 @@ class SageMakerConfig(Frozen):
 
     @field_validator("role_arn")
     @classmethod
-    def _iam_role_arn(cls, value: str) -> str:
-        if not cls.ROLE_ARN.fullmatch(value):
+    def _iam_role_arn(cls, value: str | None) -> str | None:
+        if value is not None and not cls.ROLE_ARN.fullmatch(value):
             raise ValueError(
                 f"{cls._clip(value)!r} is not an IAM role ARN (expected arn:aws:iam::<12-digit account>:role/<name>)"
             )
         return value
+
+    def execution_role(self) -> str:
+        """``role_arn``; :class:`ConfigError` saying to set it when the project does not.
+
+        Everything that writes a definition or a policy embedding the role, or acts on the pipeline in AWS,
+        asks for the role through this: a default role would silently name an account that is not the user's.
+        """
+        if self.role_arn is None:
+            raise ConfigError(self.ROLE_ARN_MISSING)
+        return self.role_arn
 
     @field_validator("bucket")
     @classmethod
@@ -354,6 +374,102 @@ def format_validation_error(
     return f"{where}: {loc}: {msg}{more}"
 
 
+def _alternatives(annotation: Any) -> list[Any]:
+    """The types a field accepts: a union's members (``Annotated`` and ``Optional`` unwrapped), else itself."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _alternatives(get_args(annotation)[0])
+    if origin is Union or origin is types.UnionType:
+        return [t for arg in get_args(annotation) for t in _alternatives(arg)]
+    return [annotation]
+
+
+def _takes_text(alternative: Any, value: str) -> bool:
+    """Whether ``alternative`` accepts the string ``value`` as text (not by parsing it as a number)."""
+    if alternative is str or alternative is Any:
+        return True
+    if get_origin(alternative) is Literal:
+        return value in get_args(alternative)
+    return isinstance(alternative, type) and issubclass(alternative, enum.Enum)
+
+
+def _not_a_number(annotation: Any, value: Any, plain: bool) -> str | None:
+    """Why ``value`` may not stand for the number a field typed ``annotation`` wants; None when it may.
+
+    Pydantic's lax mode takes YAML ``true`` as 1 and ``"16"`` as 16 where a number is expected: a boolean that
+    slipped into a number (``concurrency: true``) or a quoted number would pass unnoticed. ``plain`` says the
+    value was written without quotes: YAML 1.1 reads ``1e-3`` as text, and that stays a number.
+    """
+    alternatives = _alternatives(annotation)
+    numbers = [t for t in alternatives if t is int or t is float]
+    if not numbers or Any in alternatives or not isinstance(value, bool | str):
+        return None
+    wanted = "a number" if float in numbers else "an integer"
+    if str in alternatives:
+        wanted += " or a name"
+    if isinstance(value, bool):
+        return None if bool in alternatives else f"expected {wanted}, got the boolean {str(value).lower()}"
+    if plain or any(_takes_text(t, value) for t in alternatives):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None  # no number at all: the model's own message says what it expects
+    shown = value if len(value) <= 40 else f"{value[:40]}..."
+    hint = " (write the number without quotes)" if math.isfinite(number) else ""
+    return f"expected {wanted}, got the string {shown!r}{hint}"
+
+
+def _plain_scalars(node: yaml.Node, path: tuple[str | int, ...], out: set[tuple[str | int, ...]]) -> None:
+    """Collect the key path of every scalar of the composed YAML tree written without quotes."""
+    if isinstance(node, yaml.ScalarNode) and node.style is None:
+        out.add(path)
+    elif isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            _plain_scalars(value_node, (*path, key_node.value), out)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _plain_scalars(item, (*path, i), out)
+
+
+def lax_number(
+    annotation: Any,
+    value: Any,
+    key: tuple[str | int, ...] = (),
+    plain: Collection[tuple[str | int, ...]] = frozenset(),
+) -> tuple[tuple[str | int, ...], str] | None:
+    """The key path of the first boolean or quoted number in ``value`` where ``annotation`` wants a number,
+    with why; None when there is none. ``value`` is parsed YAML checked against a config model, e.g.
+    ``lax_number(PipelineConfig, yaml.safe_load(text))``; anything of the wrong shape is left to the model.
+    A string at a key path in ``plain`` was written without quotes (e.g. ``1e-3``) and may stand for a number.
+    """
+    problem = _not_a_number(annotation, value, key in plain)
+    if problem is not None:
+        return key, problem
+    for alternative in _alternatives(annotation):
+        origin, args = get_origin(alternative), get_args(alternative)
+        if isinstance(value, dict) and isinstance(alternative, type) and issubclass(alternative, BaseModel):
+            for name, field in alternative.model_fields.items():
+                if name in value and (
+                    found := lax_number(field.annotation, value[name], (*key, name), plain)
+                ):
+                    return found
+            return None
+        if isinstance(value, dict) and origin in (dict, Mapping) and len(args) == 2:
+            for item_key, item in value.items():
+                if found := lax_number(args[1], item, (*key, item_key), plain):
+                    return found
+            return None
+        if isinstance(value, list) and origin in (list, tuple, set, frozenset, Sequence) and args:
+            fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
+            for i, item in enumerate(value):
+                item_type = (args[i] if i < len(args) else None) if fixed else args[0]
+                if item_type is not None and (found := lax_number(item_type, item, (*key, i), plain)):
+                    return found
+            return None
+    return None
+
+
 def parse_config(text: str, source: str = "pipeline.yaml") -> PipelineConfig:
     """Parse and validate YAML text; raise :class:`ConfigError` with a one-line message."""
     try:
@@ -379,11 +495,21 @@ def _parse_config(text: str, source: str) -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
     lines: dict[tuple[str | int, ...], int] = {}
+    plain: set[tuple[str | int, ...]] = set()
     if node is not None:
         duplicate = _duplicate_key(node, ())
         if duplicate is not None:
             raise ConfigError(f"{source}:{duplicate[1]}: {duplicate[0]}: duplicate key")
         _line_index(node, (), lines)
+        _plain_scalars(node, (), plain)
+    lax = lax_number(PipelineConfig, data, plain=plain)
+    if lax is not None:
+        key, problem = lax
+        line = line_of_key(lines, key)
+        where = f"{source}:{line}" if line else source
+        from agent_release.pipelines.executor import flatten  # a mapping key in the path may hold a newline
+
+        raise ConfigError(flatten(f"{where}: {'.'.join(str(p) for p in key)}: {problem}"))
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:

@@ -11,7 +11,8 @@ module that cannot be imported on this machine may exist only in the step image,
 (with a warning) instead of failing. ``promote`` and ``plan`` do not call it.
 
 :func:`config_warnings` lists what is valid but will not work as intended (a canary step whose replayed
-traffic is too thin for the guards to judge); ``validate`` prints them and still passes.
+traffic is too thin for the guards to judge, a project set up for the SageMaker target without the
+``sagemaker.role_arn`` its commands require); ``validate`` prints them and still passes.
 
 What still needs run-time state and is left to the steps: whether an explicit ``deploy.champion`` /
 ``deploy.challenger`` ARN or version exists in the registry, and whether an ``approved`` champion exists.
@@ -94,7 +95,27 @@ def check_config(loaded: LoadedConfig, *, modules_may_be_missing: bool = False) 
 def config_warnings(loaded: LoadedConfig) -> list[str]:
     """One line per setting that is valid but will not do what it is for (``validate`` prints them)."""
     report = _Reporter(loaded)
-    return check_canary_traffic(loaded, report)
+    return [*check_canary_traffic(loaded, report), *check_sagemaker_role(loaded, report)]
+
+
+def check_sagemaker_role(loaded: LoadedConfig, report: _Reporter) -> list[str]:
+    """A warning when the project is set up for the SageMaker target (a ``sagemaker:`` section or a
+    ``schedule``) but names no execution role: the target commands refuse it, local runs do not need it."""
+    config = loaded.config
+    for_sagemaker = (
+        "sagemaker" in config.model_fields_set
+        or config.schedule.cron is not None
+        or config.schedule.on_new_package
+    )
+    if config.sagemaker.role_arn is not None or not for_sagemaker:
+        return []
+    return [
+        report.line(
+            ("sagemaker", "role_arn"),
+            "is not set: compile, upsert, start, executions and iam-policy of the SageMaker target refuse this "
+            "project until it names the pipeline's execution role (local runs do not need one)",
+        )
+    ]
 
 
 def _one_line(exc: BaseException) -> str:

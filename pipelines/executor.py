@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sqlite3
 import time
@@ -339,7 +340,7 @@ class LocalExecutor:
             try:
                 output = step.run(run)
             except Exception as exc:  # a step failure is recorded, not raised: the run ends cleanly
-                message = locked_message(self.store.state_dir) if is_locked_error(exc) else one_line(exc)
+                message = locked_message(self.store.state_dir) if is_locked_error(exc) else first_line(exc)
                 self.store.mark_step(
                     execution_id, step.name, "failed", finished_at=time.time(), error=message
                 )
@@ -398,7 +399,41 @@ class LocalExecutor:
         return result
 
 
+# What one_line keeps of a message that spans lines: the whole first line, then up to this many characters.
+ONE_LINE_MAX_CHARS = 300
+# Line breaks as str.splitlines() knows them, and the other control characters a terminal acts on.
+_LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
+_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
+
+
 def one_line(exc: BaseException) -> str:
-    """The first line of an exception's message, with its type when the message is empty."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
+    """An exception's message as one line (see :func:`flatten`), its type when the message is empty."""
+    return flatten(str(exc)) or type(exc).__name__
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (see :func:`flatten`), its type when the message is empty.
+
+    What a failed step records, and what the run's error line shows after the step's name: a step's exception
+    may be a library's multi-line report, whose first line says what failed.
+    """
+    lines = str(exc).strip().splitlines()
+    return flatten(lines[0]) if lines else type(exc).__name__
+
+
+def flatten(text: str) -> str:
+    """``text`` on one line: each line break shown as ``\\n``, other control characters as ``\\xNN``.
+
+    A message quoting a user value that holds a newline (``agent-release report $'abc\\ndef'``) keeps what
+    follows the newline instead of ending mid-sentence, and no value can break the line or drive the terminal.
+    The first line is always kept whole; a message that goes on for many lines (a traceback-like report) is
+    cut after :data:`ONE_LINE_MAX_CHARS` characters with "...".
+    """
+    text = text.strip()
+    first_break = _LINE_BREAK.search(text)
+    cut = len(text) if first_break is None else first_break.start()
+    head, rest = text[:cut], _LINE_BREAK.sub(lambda _: "\\n", text[cut:])
+    budget = max(ONE_LINE_MAX_CHARS - len(head), 0)
+    if len(rest) > budget:
+        rest = rest[:budget].rstrip() + "..."
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", head + rest)

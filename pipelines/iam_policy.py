@@ -75,7 +75,7 @@ BACKEND_ACTIONS = frozenset(
 
 def _sagemaker_arn(config: PipelineConfig, resource: str) -> str:
     sm = config.sagemaker
-    return f"arn:aws:sagemaker:{sm.region}:{account_of(sm.role_arn)}:{resource}"
+    return f"arn:aws:sagemaker:{sm.region}:{account_of(sm.execution_role())}:{resource}"
 
 
 def _statement(sid: str, actions: tuple[str, ...], resources: list[str], **extra: Any) -> dict[str, Any]:
@@ -83,9 +83,14 @@ def _statement(sid: str, actions: tuple[str, ...], resources: list[str], **extra
 
 
 def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
-    """The IAM policy document (``Version`` 2012-10-17) for ``sagemaker.role_arn``."""
+    """The IAM policy document (``Version`` 2012-10-17) for ``sagemaker.role_arn``.
+
+    Raises :class:`~agent_release.pipelines.config.ConfigError` when the config names no role: the policy
+    grants ``iam:PassRole`` on it and is scoped to its account.
+    """
     sm = config.sagemaker
-    account = account_of(sm.role_arn)
+    role = sm.execution_role()
+    account = account_of(role)
     name = pipeline_name_of(config)
     endpoint = config.deploy.endpoint_name
     group = config.deploy.package_group
@@ -120,7 +125,7 @@ def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
         _statement(
             "PassRoleToSageMaker",
             ("iam:PassRole",),
-            [sm.role_arn],
+            [role],
             Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         ),
         _statement("StateObjects", STATE_OBJECT_ACTIONS, [f"arn:aws:s3:::{bucket}/{p}*" for p in prefixes]),

@@ -29,6 +29,7 @@ from agent_release.pipelines.executor import (
     LocalExecutor,
     one_line,
 )
+from agent_release.pipelines.state_db import check_audit_head
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ def run_local(
     # A new run's config is checked before the state directory is touched (a bad config leaves no trace);
     # a resumed one comes from the state database.
     fresh = load_for_run(config_path, None, None) if resume_id is None else None
+    # Steps record what they change in the ledger after changing it: refuse before the first change instead.
+    check_audit_head(state_dir)
     store = ExecutionStore(state_dir)
     try:
         loaded = fresh or load_for_run(config_path, store, resume_id)

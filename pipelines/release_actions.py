@@ -15,6 +15,7 @@ from agent_release.pipelines.console import RunConsole
 from agent_release.pipelines.dag import live_inputs_of, system_prompt_of, tools_factory_of
 from agent_release.pipelines.executor import one_line
 from agent_release.pipelines.local_run import TrackingUnavailable, local_runtime_environment
+from agent_release.pipelines.state_db import check_audit_head
 from agent_release.steps.backend import EndpointState
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def promote_command(
     # refused), before any state is opened: a bare KeyError("input") here read "error: 'input'".
     live_inputs = live_inputs_of(loaded) if cfg.promote.live_traffic.enabled else ()
     endpoint = cfg.deploy.endpoint_name
+    check_audit_head(state_dir)  # every weight change is recorded: refuse before the first one
     backend = deployed_backend(state_dir, endpoint, config_path)
     store = ExecutionStore(state_dir)
     try:
@@ -115,6 +117,7 @@ def rollback_command(config_path: Path, state_dir: Path, *, actor: str, reason: 
 
     cfg = load_config(config_path).config
     endpoint = cfg.deploy.endpoint_name
+    check_audit_head(state_dir)  # the weights move before the ledger records it: refuse before they do
     backend = deployed_backend(state_dir, endpoint, config_path)
     with backend.lock(f"endpoint:{endpoint}", actor):
         return rollback_endpoint(backend, endpoint, actor=actor, reason=reason)

@@ -233,10 +233,14 @@ class SageMakerBackend:
         wait_timeout_s: float = 3600.0,
         lock_ttl_s: float = 6 * 3600.0,
         jumpstart_resolver: JumpStartResolver = resolve_jumpstart_container,
+        generated_by: str | None = None,
     ) -> None:
         import boto3
 
         self.bucket = bucket
+        # MetadataProperties.GeneratedBy of every package registered here (the pipeline's steps: its ARN, so
+        # its on-new-package trigger can leave out the packages it trained itself); None: not set.
+        self.generated_by = generated_by
         self.role_arn = role_arn
         self.region = region
         self.prefix = prefix.strip("/")
@@ -254,12 +258,17 @@ class SageMakerBackend:
 
     @classmethod
     def from_config(cls, config: SageMakerConfig, pipeline_name: str) -> SageMakerBackend:
-        """The backend a pipeline's steps use: bucket, role and region from the ``sagemaker:`` section."""
-        from agent_release.pipelines.sagemaker_parameters import bucket_of
+        """The backend a pipeline's steps use: bucket, role and region from the ``sagemaker:`` section.
+
+        Packages it registers name the pipeline as ``MetadataProperties.GeneratedBy``
+        (:func:`~agent_release.pipelines.sagemaker_parameters.package_source_of`).
+        """
+        from agent_release.pipelines.sagemaker_parameters import bucket_of, package_source_of
 
         return cls(
             bucket=bucket_of(config),
-            role_arn=config.role_arn,
+            role_arn=config.execution_role(),
+            generated_by=package_source_of(config, pipeline_name),
             region=config.region,
             prefix=f"agent-release/{pipeline_name}",
             default_instance_type=config.instance_type,
@@ -404,7 +413,8 @@ class SageMakerBackend:
     ) -> ModelPackage:
         """Register the next numbered version in ``group`` with status PendingManualApproval.
 
-        A local ``artifact_uri`` is uploaded to S3 first; the stored spec names the S3 copy.
+        A local ``artifact_uri`` is uploaded to S3 first; the stored spec names the S3 copy. With
+        ``generated_by`` set, the package's ``MetadataProperties.GeneratedBy`` is that value.
         """
         from botocore.exceptions import ClientError
 
@@ -426,6 +436,8 @@ class SageMakerBackend:
         spec = self._inference_specification(model)
         if spec is not None:
             request["InferenceSpecification"] = spec
+        if self.generated_by:
+            request["MetadataProperties"] = {"GeneratedBy": self.generated_by}
         try:
             arn = str(self.sagemaker.create_model_package(**request)["ModelPackageArn"])
         except ClientError as exc:

@@ -170,7 +170,7 @@ def build_pipeline(loaded: LoadedConfig, session: PipelineSession) -> Pipeline:
     step_options: dict[str, Any] = {
         "instance_type": sm.instance_type,
         "image_uri": image_uri_of(sm),
-        "role": sm.role_arn,
+        "role": sm.execution_role(),
         "keep_alive_period_in_seconds": 0,
         "environment_variables": {"AGENT_RELEASE_PIPELINE": name},
     }

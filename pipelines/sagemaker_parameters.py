@@ -153,7 +153,10 @@ def check_override_values(data: Mapping[str, Any], values: Mapping[str, str | fl
 
 
 def apply_overrides(data: Mapping[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
-    """A copy of pipeline.yaml ``data`` with parameter ``values`` set at their keys (DatasetUri ignored)."""
+    """A copy of pipeline.yaml ``data`` with parameter ``values`` set at their keys (DatasetUri ignored).
+
+    Raises :class:`ParameterOverrideError` naming the parameter for a TrafficSchedule part that is no number.
+    """
     result: dict[str, Any] = copy.deepcopy(dict(data))
     for name, value in values.items():
         p = parameter_def(name)
@@ -163,7 +166,14 @@ def apply_overrides(data: Mapping[str, Any], values: Mapping[str, Any]) -> dict[
         for part in p.key[:-1]:
             node = node.setdefault(part, {})
         if p.key == ("promote", "schedule"):
-            node[p.key[-1]] = [float(v) for v in re.split(r"[,\s]+", str(value).strip()) if v]
+            try:
+                node[p.key[-1]] = [float(v) for v in re.split(r"[,\s]+", str(value).strip()) if v]
+            except ValueError:
+                # Not only `start` passes values here: a remote step gets whatever the execution was started
+                # with (console, boto3, a schedule), where float()'s own message names no parameter.
+                raise ParameterOverrideError(
+                    f"parameter {name} expects comma-separated numbers (e.g. 10,50,100), got {value!r}"
+                ) from None
         else:
             node[p.key[-1]] = value
     return result
@@ -179,7 +189,7 @@ def account_of(role_arn: str) -> str:
 
 def bucket_of(config: SageMakerConfig) -> str:
     """The configured bucket, or SageMaker's default bucket name for the role's account and region."""
-    return config.bucket or f"sagemaker-{config.region}-{account_of(config.role_arn)}"
+    return config.bucket or f"sagemaker-{config.region}-{account_of(config.execution_role())}"
 
 
 def image_uri_of(config: SageMakerConfig) -> str:
@@ -196,9 +206,21 @@ def image_uri_of(config: SageMakerConfig) -> str:
         tag = version("agent-release")
     except PackageNotFoundError:
         tag = "latest"
-    return f"{account_of(config.role_arn)}.dkr.ecr.{config.region}.amazonaws.com/agent-release:{tag}"
+    return f"{account_of(config.execution_role())}.dkr.ecr.{config.region}.amazonaws.com/agent-release:{tag}"
 
 
 def pipeline_name_of(config: PipelineConfig) -> str:
     """The SageMaker pipeline name: ``sagemaker.pipeline_name`` or the pipeline's ``name``."""
     return config.sagemaker.pipeline_name or config.name
+
+
+def package_source_of(config: SageMakerConfig, pipeline_name: str) -> str:
+    """What the pipeline's own steps write as ``MetadataProperties.GeneratedBy`` of the packages they register.
+
+    The pipeline's ARN as SageMaker forms it (the role's partition and account, the name lowercased). The
+    on-new-package trigger of ``upsert`` matches only packages without this value, so a package the pipeline
+    trained itself does not start another execution of it.
+    """
+    role = config.execution_role()
+    partition, account = role.split(":")[1], account_of(role)
+    return f"arn:{partition}:sagemaker:{config.region}:{account}:pipeline/{pipeline_name.lower()}"

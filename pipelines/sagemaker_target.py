@@ -8,7 +8,9 @@
 - :func:`upsert_pipeline` creates or updates the pipeline with the ambient AWS credentials, then its triggers:
   an EventBridge Scheduler schedule from ``schedule.cron`` and, with ``schedule.on_new_package``, an
   EventBridge rule on "SageMaker Model Package State Change" for the deploy package group that starts an
-  execution.
+  execution (not for the packages the pipeline's own steps register); it removes the triggers an earlier
+  release named differently for the same pipeline.
+- Every command here needs ``sagemaker.role_arn`` (:func:`require_role`): it has no default.
 - :func:`start_pipeline` and :func:`list_executions` start and list executions.
 
 The definition is written with sorted keys and two-space indentation so it diffs in review; what the SDK
@@ -30,11 +32,12 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from agent_release.pipelines.atomic_write import write_text_atomically
-from agent_release.pipelines.config import LoadedConfig, check_referenced_files, load_config
+from agent_release.pipelines.config import ConfigError, LoadedConfig, check_referenced_files, load_config
 from agent_release.pipelines.sagemaker_parameters import (
     bucket_of,
     check_override_values,
     coerce_overrides,
+    package_source_of,
     pipeline_name_of,
 )
 from agent_release.steps.log_filters import filtered_loggers
@@ -131,7 +134,8 @@ def _sdk_info_quieted() -> Iterator[None]:
     """Keep the SageMaker SDK's loggers to WARNING and above for the block, unless INFO was asked for (``-v``).
 
     Building a definition makes the SDK log "Uploading serialized function code/arguments to s3://..." at INFO
-    for every step, although during ``compile`` those uploads only reach the throwaway stand-in server.
+    for every step: 16 lines before ``compile``'s path or ``upsert``'s ARNs (or before the one-line error of an
+    ``upsert`` that fails), although during ``compile`` those uploads only reach the throwaway stand-in server.
     Warnings and errors still show, except the per-step job-name notice (``_JOB_NAME_NOTICE``); with ``-v``
     (this module's logger enabled for INFO) nothing is changed.
     A filter rather than a level: the SDK sets its logger to INFO when it first builds it, which may come later.
@@ -140,20 +144,6 @@ def _sdk_info_quieted() -> Iterator[None]:
         yield
         return
     with filtered_loggers(_SDK_LOGGERS, _warning_or_worse):
-        yield
-
-
-def _not_job_name_notice(record: logging.LogRecord) -> bool:
-    return not _is_job_name_notice(record)
-
-
-@contextmanager
-def _job_name_notice_quieted() -> Iterator[None]:
-    """Drop only the SDK's per-step job-name notice (see ``_JOB_NAME_NOTICE``), unless ``-v`` asked for INFO."""
-    if logger.isEnabledFor(logging.INFO):
-        yield
-        return
-    with filtered_loggers(_SDK_LOGGERS, _not_job_name_notice):
         yield
 
 
@@ -174,10 +164,23 @@ def _load(config_path: Path | str) -> LoadedConfig:
     from agent_release.pipelines.config_checks import check_config
 
     loaded = load_config(config_path)
+    require_role(loaded, config_path)
     check_referenced_files(loaded)
     check_config(loaded, modules_may_be_missing=True)  # user modules may be in the step image only
     check_region(loaded.config.sagemaker.region)
     return loaded
+
+
+def require_role(loaded: LoadedConfig, config_path: Path | str) -> str:
+    """``sagemaker.role_arn``, or :class:`ConfigError` naming the file and saying to set it.
+
+    It has no default: the role is embedded in the definition (the pipeline's, every step's, the schedule's
+    and the trigger's role) and names the account of the default bucket and image, so a default would put an
+    account that is not the user's into AWS without a word. Local commands never ask for it.
+    """
+    if loaded.config.sagemaker.role_arn is None:
+        raise ConfigError(f"{Path(config_path).expanduser()}: {loaded.config.sagemaker.ROLE_ARN_MISSING}")
+    return loaded.config.sagemaker.role_arn
 
 
 def check_region(region: str) -> None:
@@ -329,16 +332,27 @@ def _schedule(expression: str, name: str) -> Any:
     raise TargetError(f"schedule.cron {expression!r}: expected cron(...), rate(...) or at(...)")
 
 
-def package_rule_pattern(group: str) -> dict[str, Any]:
-    """EventBridge pattern: a new package (PendingManualApproval) registered in ``group``.
+def package_rule_pattern(group: str, own_packages: str) -> dict[str, Any]:
+    """EventBridge pattern: a new package (PendingManualApproval) registered in ``group`` by anyone but the
+    pipeline itself, whose steps register theirs with ``MetadataProperties.GeneratedBy`` = ``own_packages``.
 
     Approval changes emit the same event type; matching only the pending status keeps the pipeline's own
-    approve/reject updates from starting another execution.
+    approve/reject updates from starting another execution. The event's ``detail`` is the package's
+    description (DescribeModelPackage, ``MetadataProperties`` included), so the pipeline's ``train`` step,
+    which registers into this very group, does not start one more execution per package it trains; a package
+    without ``GeneratedBy`` (registered by hand, by another job) or generated by something else still does.
     """
     return {
         "source": ["aws.sagemaker"],
         "detail-type": [PACKAGE_EVENT],
-        "detail": {"ModelPackageGroupName": [group], "ModelApprovalStatus": ["PendingManualApproval"]},
+        "detail": {
+            "ModelPackageGroupName": [group],
+            "ModelApprovalStatus": ["PendingManualApproval"],
+            "$or": [
+                {"MetadataProperties": {"GeneratedBy": [{"exists": False}]}},
+                {"MetadataProperties": {"GeneratedBy": [{"anything-but": [own_packages]}]}},
+            ],
+        },
     }
 
 
@@ -360,6 +374,77 @@ def _trigger_name(pipeline_name: str, suffix: str) -> str:
     digest = hashlib.sha256(pipeline_name.encode()).hexdigest()[:8]
     keep = _TRIGGER_NAME_MAX - len(suffix) - len(digest) - 2
     return f"{pipeline_name[:keep]}-{digest}-{suffix}"
+
+
+def _delete_schedule(boto_session: boto3.Session, name: str) -> None:
+    """Delete the schedule ``name`` (default group) if it exists.
+
+    The SDK's ``Pipeline.delete_triggers`` does the same but logs a WARNING that the schedule "does not
+    exist" on every ``upsert`` of a pipeline that never had one.
+    """
+    from botocore.exceptions import ClientError
+
+    try:
+        boto_session.client("scheduler").delete_schedule(Name=name)
+    except ClientError as exc:
+        if _error_code(exc) != "ResourceNotFoundException":
+            raise
+
+
+def _old_trigger_name(pipeline_name: str, suffix: str) -> str:
+    """What releases before the digest of :func:`_trigger_name` named a trigger: ``<pipeline>-<suffix>`` cut at 64."""
+    return f"{pipeline_name}-{suffix}"[:_TRIGGER_NAME_MAX]
+
+
+def _error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
+
+
+def _remove_old_named_triggers(
+    boto_session: boto3.Session, pipeline_name: str, pipeline_arn: str
+) -> list[str]:
+    """Remove the rule and schedule an earlier release named for this pipeline; one output line per removal.
+
+    Releases before the digest in :func:`_trigger_name` cut a long name at 64 characters, and the new name of
+    the same trigger differs: after an upgrade the old-named rule and schedule would go on starting the
+    pipeline beside the new ones. A trigger counts as this pipeline's only when its target is the pipeline: a
+    cut name may be shared with another long pipeline name, whose trigger is left alone, and a target someone
+    added to the old rule stays with the rule.
+    """
+    from botocore.exceptions import ClientError
+
+    lines: list[str] = []
+    rule = _old_trigger_name(pipeline_name, "on-new-package")
+    if rule != package_rule_name(pipeline_name):
+        events = boto_session.client("events")
+        try:
+            targets = events.list_targets_by_rule(Rule=rule).get("Targets", [])
+        except ClientError as exc:
+            if _error_code(exc) != "ResourceNotFoundException":
+                raise
+            targets = []
+        ours = [str(t["Id"]) for t in targets if t.get("Arn") == pipeline_arn]
+        if ours:
+            events.remove_targets(Rule=rule, Ids=ours)
+            if len(ours) == len(targets):
+                events.delete_rule(Name=rule)
+                lines.append(f"removed old-named trigger rule {rule}")
+            else:
+                lines.append(f"removed the pipeline from old-named rule {rule} (its other targets stay)")
+    schedule = _old_trigger_name(pipeline_name, "schedule")
+    if schedule != schedule_name(pipeline_name):
+        scheduler = boto_session.client("scheduler")
+        try:
+            target = scheduler.get_schedule(Name=schedule).get("Target", {})
+        except ClientError as exc:
+            if _error_code(exc) != "ResourceNotFoundException":
+                raise
+            target = {}
+        if target.get("Arn") == pipeline_arn:
+            scheduler.delete_schedule(Name=schedule)
+            lines.append(f"removed old-named schedule {schedule}")
+    return lines
 
 
 def package_rule_name(pipeline_name: str) -> str:
@@ -389,10 +474,15 @@ def _sync_package_rule(loaded: LoadedConfig, boto_session: boto3.Session, pipeli
     rule_arn = str(
         events.put_rule(
             Name=rule,
-            EventPattern=json.dumps(package_rule_pattern(config.deploy.package_group), sort_keys=True),
+            EventPattern=json.dumps(
+                package_rule_pattern(
+                    config.deploy.package_group, package_source_of(config.sagemaker, pipeline_name_of(config))
+                ),
+                sort_keys=True,
+            ),
             State="ENABLED",
             Description=f"Start {pipeline_name_of(config)} when a package is registered in "
-            f"{config.deploy.package_group}",
+            f"{config.deploy.package_group} (not by the pipeline itself)",
         )["RuleArn"]
     )
     events.put_targets(
@@ -401,7 +491,7 @@ def _sync_package_rule(loaded: LoadedConfig, boto_session: boto3.Session, pipeli
             {
                 "Id": "start-pipeline",
                 "Arn": pipeline_arn,
-                "RoleArn": config.sagemaker.role_arn,
+                "RoleArn": config.sagemaker.execution_role(),
                 # The pipeline picks the newest pending package itself (deploy.challenger); defaults suffice.
                 "SageMakerPipelineParameters": {"PipelineParameterList": []},
             }
@@ -411,7 +501,8 @@ def _sync_package_rule(loaded: LoadedConfig, boto_session: boto3.Session, pipeli
 
 
 def upsert_pipeline(config_path: Path | str) -> str:
-    """Create or update the pipeline and its schedule/trigger; returns its ARN, then one line per trigger.
+    """Create or update the pipeline and its schedule/trigger; returns its ARN, then one line per trigger and
+    one per old-named trigger removed (:func:`_remove_old_named_triggers`).
 
     Raises :class:`TargetError` (one line) when AWS refuses a call; one refused after the pipeline was
     written says so, since the pipeline then runs with its previous triggers until ``upsert`` is rerun.
@@ -420,30 +511,31 @@ def upsert_pipeline(config_path: Path | str) -> str:
 
     loaded = _load(config_path)
     config = loaded.config
+    role = config.sagemaker.execution_role()
     boto_session = _boto_session(loaded)
-    with _aws_errors(f"upsert of pipeline {pipeline_name_of(config)!r}"):
+    with _aws_errors(f"upsert of pipeline {pipeline_name_of(config)!r}"), _sdk_info_quieted():
         pipeline = build_pipeline(loaded, _pipeline_session(loaded, boto_session))
-        with _job_name_notice_quieted():
-            response = pipeline.upsert(
-                role_arn=config.sagemaker.role_arn, description=config.description or None
-            )
+        response = pipeline.upsert(role_arn=role, description=config.description or None)
     pipeline_arn = str(response["PipelineArn"])
     lines = [pipeline_arn]
     name = schedule_name(pipeline.name)
-    with _aws_errors(
-        f"pipeline {pipeline_arn} is written but its schedule/trigger is not (rerun `agent-release upsert` "
-        "once fixed)"
+    with (
+        _aws_errors(
+            f"pipeline {pipeline_arn} is written but its schedule/trigger is not (rerun `agent-release upsert` "
+            "once fixed)"
+        ),
+        _sdk_info_quieted(),
     ):
         if config.schedule.cron:
-            arns = pipeline.put_triggers(
-                [_schedule(config.schedule.cron, name)], role_arn=config.sagemaker.role_arn
-            )
+            arns = pipeline.put_triggers([_schedule(config.schedule.cron, name)], role_arn=role)
             lines.extend(f"schedule {arn}" for arn in arns)
         else:
-            pipeline.delete_triggers([name])
+            _delete_schedule(boto_session, name)
         rule_arn = _sync_package_rule(loaded, boto_session, pipeline_arn)
-    if rule_arn:
-        lines.append(f"trigger {rule_arn}")
+        if rule_arn:
+            lines.append(f"trigger {rule_arn}")
+        # After the new triggers exist, so that no moment is without them.
+        lines.extend(_remove_old_named_triggers(boto_session, pipeline.name, pipeline_arn))
     logger.info("pipeline=<%s>, triggers=<%d> | upserted", pipeline_arn, len(lines) - 1)
     return "\n".join(lines)
 
@@ -456,6 +548,7 @@ def start_pipeline(config_path: Path | str, overrides: dict[str, str]) -> str:
     """
     values = coerce_overrides(overrides)
     loaded = load_config(config_path)
+    require_role(loaded, config_path)
     check_override_values(yaml.safe_load(loaded.text), values)
     sm = loaded.config.sagemaker
     check_region(sm.region)
@@ -478,6 +571,7 @@ def list_executions(config_path: Path | str) -> list[str]:
     Raises :class:`TargetError` when the pipeline does not exist (yet) or AWS refuses the call.
     """
     loaded = load_config(config_path)
+    require_role(loaded, config_path)
     sm = loaded.config.sagemaker
     check_region(sm.region)
     name = pipeline_name_of(loaded.config)

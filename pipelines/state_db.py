@@ -20,6 +20,9 @@ import math
 import os
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 STATE_DIR_ENV = "AGENT_RELEASE_HOME"
@@ -29,7 +32,12 @@ BUSY_TIMEOUT_S = 10.0
 # Overrides BUSY_TIMEOUT_S (seconds); the reliability drills shorten it (docs/reliability.md).
 DB_TIMEOUT_ENV = "AGENT_RELEASE_DB_TIMEOUT_S"
 
+# The ledger's head (seq and hash of the newest entry), which the local backend replaces on every append.
+AUDIT_HEAD_FILE = "audit-head.json"
+
 _schema_lock = threading.Lock()
+# Set by read_only(): connect() then opens the existing database read-only (see there).
+_read_only_scope: ContextVar[bool] = ContextVar("agent_release_state_db_read_only", default=False)
 
 
 def resolve_state_dir(project_root: Path | None = None) -> Path:
@@ -59,13 +67,44 @@ def busy_timeout_s() -> float:
     return value
 
 
-def connect(state_dir: Path, *, timeout_s: float | None = None) -> sqlite3.Connection:
+class ReadOnlyConnection(sqlite3.Connection):
+    """A connection to the state database opened read-only (SQLite ``mode=ro``); see :func:`read_only`."""
+
+
+@contextmanager
+def read_only() -> Iterator[None]:
+    """Open every state database connection made in the block read-only, for commands that only look.
+
+    The stores and the local backend open their connections through :func:`connect`; inside the block it
+    opens the existing ``state.db`` with SQLite's ``mode=ro`` and :func:`ensure_schema` runs no DDL, so
+    nothing is created (directory, file, table) or written, and a read-only state directory or file works.
+    A table an older state database lacks is then missing, not created: readers treat it as empty.
+
+    Usage::
+
+        with read_only():
+            backend = LocalBackend(state_dir)   # reads only
+    """
+    token = _read_only_scope.set(True)
+    try:
+        yield
+    finally:
+        _read_only_scope.reset(token)
+
+
+def connect(
+    state_dir: Path, *, timeout_s: float | None = None, read_only: bool | None = None
+) -> sqlite3.Connection:
     """Open (creating if needed) the state database with the settings every process must share.
 
     The connection is in autocommit mode (``isolation_level=None``): callers open transactions explicitly with
     ``BEGIN IMMEDIATE`` where read-modify-write must be atomic across processes. ``timeout_s`` defaults to
-    :func:`busy_timeout_s`.
+    :func:`busy_timeout_s`. ``read_only`` (default: inside a :func:`read_only` block) opens the existing
+    database read-only instead, a :class:`ReadOnlyConnection`.
     """
+    timeout = busy_timeout_s() if timeout_s is None else timeout_s
+    if _read_only_scope.get() if read_only is None else read_only:
+        return _connect_read_only(state_db_path(state_dir), timeout)
     if state_dir.exists() and not state_dir.is_dir():
         raise StateDbUnavailable(f"state directory {state_dir} is not a directory (check AGENT_RELEASE_HOME)")
     try:
@@ -74,7 +113,6 @@ def connect(state_dir: Path, *, timeout_s: float | None = None) -> sqlite3.Conne
         raise StateDbUnavailable(
             f"state directory {state_dir} cannot be created: {exc.strerror} (check AGENT_RELEASE_HOME)"
         ) from None
-    timeout = busy_timeout_s() if timeout_s is None else timeout_s
     path = state_db_path(state_dir)
     try:
         conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
@@ -89,8 +127,71 @@ def connect(state_dir: Path, *, timeout_s: float | None = None) -> sqlite3.Conne
     return conn
 
 
+def _connect_read_only(path: Path, timeout: float) -> ReadOnlyConnection:
+    """``path`` opened with SQLite's ``mode=ro``: never created, written or converted.
+
+    A reader of a WAL database needs its ``-shm`` index: SQLite creates it (and an empty ``-wal``) beside the
+    file when the directory is writable, and shares the one a running writer has. Where it can do neither (a
+    read-only directory and no writer), the file is opened ``immutable``: nothing can be writing it then.
+    """
+    if not path.is_file():
+        raise StateDbUnavailable(f"no state database at {path}")
+    sidecars_usable = os.access(path.parent, os.W_OK) or Path(f"{path}-shm").exists()
+    immutable = not sidecars_usable and not Path(f"{path}-wal").exists()
+    uri = f"{path.absolute().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+    try:
+        conn = sqlite3.connect(
+            uri,
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+            factory=ReadOnlyConnection,
+        )
+        conn.row_factory = sqlite3.Row
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the file now: damage shows here
+    except sqlite3.DatabaseError as exc:
+        if is_locked_error(exc):
+            raise
+        if is_damaged_error(exc):
+            raise StateDbUnavailable(damaged_message(path, exc)) from exc
+        raise StateDbUnavailable(f"state database {path} cannot be read: {exc}") from exc
+    return conn
+
+
 class StateDbUnavailable(RuntimeError):
     """The state database cannot be opened; ``str()`` names the file and the cause."""
+
+
+def audit_head_problem(state_dir: Path) -> str | None:
+    """Why the ledger's head file in ``state_dir`` can be neither read nor replaced, e.g. ``/x/audit-head.json
+    is a directory, not a file``; None when it is a file or absent (the first append writes it).
+
+    Every ledger append replaces the file after its entry is recorded, so a directory there makes each append
+    fail after the change it records was made (a rollback whose weights moved with no entry), and a FIFO
+    makes ``audit verify`` wait forever.
+    """
+    path = state_dir / AUDIT_HEAD_FILE
+    try:
+        if not path.exists() or path.is_file():
+            return None
+        kind = "a directory" if path.is_dir() else "a special file (a FIFO, socket or device)"
+    except OSError as exc:
+        return f"{path} cannot be looked up ({exc.strerror})"
+    return f"{path} is {kind}, not a file"
+
+
+def check_audit_head(state_dir: Path) -> None:
+    """Raise :class:`StateDbUnavailable` (one line naming the file) when the ledger could not record an append.
+
+    Called before a command changes anything it records in the ledger (``run``, ``promote``, ``rollback``).
+    """
+    problem = audit_head_problem(state_dir)
+    if problem is not None:
+        raise StateDbUnavailable(
+            f"the audit ledger's head {problem}: nothing was changed, since the ledger could not record it "
+            "(move it aside, then check the ledger with `agent-release audit verify`)"
+        )
 
 
 def is_damaged_error(exc: BaseException) -> bool:
@@ -115,7 +216,9 @@ def _open_failure(path: Path, exc: sqlite3.DatabaseError) -> str:
 
 
 def ensure_schema(conn: sqlite3.Connection, ddl: str) -> None:
-    """Run idempotent DDL (``CREATE TABLE IF NOT EXISTS ...``) once per connection."""
+    """Run idempotent DDL (``CREATE TABLE IF NOT EXISTS ...``) once per connection; none on a read-only one."""
+    if isinstance(conn, ReadOnlyConnection):
+        return
     with _schema_lock:
         conn.executescript(ddl)
 

@@ -8,6 +8,9 @@
      "last_execution": {"id", "status", "decision", "started_at", "finished_at", "error",
                         "interrupted"} | null}
 
+Everything is read through read-only connections (:func:`~agent_release.pipelines.state_db.read_only`):
+``status`` creates and writes nothing, and works on a read-only state directory.
+
 ``interrupted`` is true when the last execution is recorded as running but the process that ran it is gone
 (killed, or the machine restarted): a shift it was making is left where it stopped, unguarded.
 
@@ -19,10 +22,14 @@ challenger; anything else has no role (null).
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent_release.steps.backend import ApprovalStatus, Backend, BackendError, EndpointState, ModelPackage
+
+T = TypeVar("T")
 
 
 def variant_roles(
@@ -62,6 +69,7 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
     """The status document (see module docstring)."""
     from agent_release.pipelines.executor import ExecutionStore
     from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.state_db import read_only
     from agent_release.pipelines.tracking import resolve_tracking_uri
 
     configured_uri: str | None = None
@@ -72,9 +80,44 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
             configured_uri = load_config(config_path).config.tracking.uri
         except ValueError:
             configured_uri = None
-    backend = LocalBackend(state_dir)
+    with read_only():
+        backend = LocalBackend(state_dir)
+        try:
+            endpoints = _endpoints(backend)
+        finally:
+            backend.close()
+        store = ExecutionStore(state_dir)
+        try:
+            row = _unless_missing(store.latest, None)
+        finally:
+            store.close()
+    last = None
+    if row is not None:
+        last = {k: row[k] for k in ("id", "status", "decision", "started_at", "finished_at", "error")}
+        last["interrupted"] = row["status"] == "running" and not _process_alive(row["pid"])
+    return {
+        "state_dir": str(state_dir),
+        "tracking_uri": resolve_tracking_uri(configured_uri, state_dir),
+        "endpoints": endpoints,
+        "last_execution": last,
+    }
+
+
+def _unless_missing(read: Callable[[], T], empty: T) -> T:
+    """``read()``, or ``empty`` where its table is missing (a read-only connection creates none)."""
+    try:
+        return read()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return empty
+        raise
+
+
+def _endpoints(backend: Backend) -> list[dict[str, Any]]:
+    """Every endpoint of the local backend with its variants, roles and packages (the status contract)."""
     endpoints: list[dict[str, Any]] = []
-    for ep in backend.list_endpoints():
+    no_endpoints: list[EndpointState] = []
+    for ep in _unless_missing(backend.list_endpoints, no_endpoints):
         roles = variant_roles(backend, ep)
         shares = ep.traffic_shares()
         endpoints.append(
@@ -96,21 +139,7 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
                 ],
             }
         )
-    store = ExecutionStore(state_dir)
-    try:
-        row = store.latest()
-    finally:
-        store.close()
-    last = None
-    if row is not None:
-        last = {k: row[k] for k in ("id", "status", "decision", "started_at", "finished_at", "error")}
-        last["interrupted"] = row["status"] == "running" and not _process_alive(row["pid"])
-    return {
-        "state_dir": str(state_dir),
-        "tracking_uri": resolve_tracking_uri(configured_uri, state_dir),
-        "endpoints": endpoints,
-        "last_execution": last,
-    }
+    return endpoints
 
 
 def _process_alive(pid: int | None) -> bool:

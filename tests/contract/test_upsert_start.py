@@ -58,6 +58,12 @@ def test_upsert_adds_a_rule_that_starts_the_pipeline_on_a_new_package(
     assert pattern["source"] == ["aws.sagemaker"]
     assert pattern["detail-type"] == ["SageMaker Model Package State Change"]
     assert pattern["detail"]["ModelPackageGroupName"] == ["support-model"]
+    # Packages the pipeline's own train step registers (GeneratedBy: the pipeline) do not start it again.
+    own = "arn:aws:sagemaker:us-east-1:111122223333:pipeline/support-agent-release"
+    assert pattern["detail"]["$or"] == [
+        {"MetadataProperties": {"GeneratedBy": [{"exists": False}]}},
+        {"MetadataProperties": {"GeneratedBy": [{"anything-but": [own]}]}},
+    ]
     (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
     assert target["Arn"] == upserted[0]
     assert "SageMakerPipelineParameters" in target
