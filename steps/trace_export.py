@@ -58,8 +58,8 @@ __all__ = [
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 MAX_BATCH = 64
-# Traces a flushing caller takes at a time from the queue while the writer process is busy (and the size
-# of the writer's own batches meanwhile).
+# Traces a flushing caller takes at a time from the queue beside the writer process (and the size of the
+# writer's own batches meanwhile).
 FLUSH_CHUNK = 8
 # SQLite refuses a write at once ("database is locked"), without waiting out its busy timeout, when waiting
 # could deadlock two transactions; the pipeline process writes runs and metrics to the same database while
@@ -291,9 +291,9 @@ class TraceBatchWriter:
     """A thread that writes finished traces in batches, through the writer process when there is one.
 
     ``add`` never blocks on the store. ``flush`` returns once everything added before it is written (or has
-    failed, which is logged); while it waits behind a busy writer process it writes part of the backlog
-    itself, in chunks of :data:`FLUSH_CHUNK`, so the traces queued when an evaluation ends are written on
-    both cores. If the writer process dies, the batch and all later ones are written in this process
+    failed, which is logged); beside a writer process it writes part of the backlog itself, both taking
+    chunks of :data:`FLUSH_CHUNK` from the queue, so the traces queued when an evaluation ends are written
+    on both cores. If the writer process dies, the batch and all later ones are written in this process
     instead, so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to ``flush_exporter``
     (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
@@ -305,6 +305,7 @@ class TraceBatchWriter:
         self._pending: list[tuple[Any, Sequence[Any]]] = []
         self._busy = False
         self._helpers = 0
+        self._flushing = 0
         self._stopped = False
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="agent-release-trace-writer", daemon=True)
@@ -319,11 +320,20 @@ class TraceBatchWriter:
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every trace added so far is written; False if ``timeout_s`` passed first.
 
-        While the writer process is busy with a batch, the caller takes queued traces a chunk at a time and
-        writes them itself (the caller would only wait otherwise). If the writer thread is gone (e.g. at
-        interpreter exit), the caller writes what is left itself.
+        Beside a writer process, the caller takes queued traces a chunk at a time and writes them itself (it
+        would only wait otherwise), while the writer thread also takes chunks instead of whole batches. If
+        the writer thread is gone (e.g. at interpreter exit), the caller writes what is left itself.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            self._flushing += 1
+        try:
+            return self._flush_until(deadline)
+        finally:
+            with self._cond:
+                self._flushing -= 1
+
+    def _flush_until(self, deadline: float | None) -> bool:
         while True:
             with self._cond:
                 if not self._thread.is_alive():
@@ -331,7 +341,7 @@ class TraceBatchWriter:
                     break
                 if not self._pending and not self._busy and not self._helpers:
                     return True
-                if self._pending and self._busy and self._helps_here():
+                if self._pending and self._helps_here():
                     chunk, self._pending = self._pending[:FLUSH_CHUNK], self._pending[FLUSH_CHUNK:]
                     self._helpers += 1
                 else:
@@ -369,8 +379,8 @@ class TraceBatchWriter:
                 self._cond.wait_for(lambda: bool(self._pending) or self._stopped)
                 if self._stopped and not self._pending:
                     return
-                # Beside a flushing helper, small batches keep the two writers' shares even.
-                size = FLUSH_CHUNK if self._helpers else self._max_batch
+                # While a caller flushes and helps, small batches keep the two writers' shares even.
+                size = FLUSH_CHUNK if self._flushing and self._helps_here() else self._max_batch
                 batch, self._pending = self._pending[:size], self._pending[size:]
                 self._busy = True
             try:
