@@ -15,10 +15,13 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
+
+if TYPE_CHECKING:
+    from agent_release.pipelines.local_backend import LocalBackend
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -526,12 +529,24 @@ def rollback(config_path: Path, reason: str) -> None:
 @handle_errors
 def audit(action: str, as_json: bool) -> None:
     """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
-    from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
     from agent_release.pipelines.local_backend import LocalBackend
-    from agent_release.pipelines.state_db import audit_head_problem
+    from agent_release.pipelines.state_db import read_only
 
     state_dir = _existing_state_dir()
-    backend = LocalBackend(state_dir)
+    # Only looks: an auditor with read access to the state directory can list and verify the ledger, and
+    # nothing is created or written.
+    with read_only():
+        backend = LocalBackend(state_dir)
+        try:
+            _audit(backend, state_dir, action, as_json)
+        finally:
+            backend.close()
+
+
+def _audit(backend: LocalBackend, state_dir: Path, action: str, as_json: bool) -> None:
+    from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
+    from agent_release.pipelines.state_db import audit_head_problem
+
     if action == "verify":
         # A head that is no file (a directory, a FIFO) is a damaged head: verify_audit would fail with the
         # raw errno message, or wait forever on a FIFO.

@@ -387,6 +387,47 @@ def test_status_of_a_read_only_state_directory(tmp_path: Path) -> None:
         home.chmod(0o755)
 
 
+def test_audit_lists_and_verifies_a_read_only_ledger_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "state"
+    deploy(home)
+    opened: list[str] = []
+    real_connect = sqlite3.connect
+
+    def spy(database: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append(str(database))
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", spy)
+    (home / "state.db").chmod(0o444)
+    home.chmod(0o555)
+    try:
+        before = _files(home)
+        listed = invoke(["audit"], home)
+        assert listed.exit_code == 0, listed.output
+        assert f"pipeline weights {ENDPOINT}/challenger: canary step 50%" in listed.output
+        verified = invoke(["audit", "verify", "--json"], home)
+        assert verified.exit_code == 0, verified.output
+        assert json.loads(verified.output) == {"intact": True, "entries": 1, "problems": []}
+        _assert_untouched(home, before)
+    finally:
+        home.chmod(0o755)
+    assert opened and all(uri.endswith("state.db?mode=ro") or "immutable=1" in uri for uri in opened), opened
+
+
+def test_audit_of_a_state_database_no_backend_wrote_is_an_empty_ledger(tmp_path: Path) -> None:
+    home = tmp_path / "state"
+    home.mkdir()
+    sqlite3.connect(home / "state.db").execute("CREATE TABLE executions (id TEXT)").connection.commit()
+    before = _files(home)
+    listed = invoke(["audit", "--json"], home)
+    assert listed.exit_code == 0 and listed.output == "", listed.output
+    verified = invoke(["audit", "verify"], home)
+    assert verified.exit_code == 0 and "audit ledger intact (0 entries)" in verified.output, verified.output
+    _assert_untouched(home, before)
+
+
 def test_status_opens_every_connection_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "state"
     deploy(home)
