@@ -560,7 +560,7 @@ class LocalBackend:
         return AuditEntry.model_validate(fields)
 
     def _audit_head_path(self) -> Path:
-        return self.state_dir / "audit-head.json"
+        return self.state_dir / state_db.AUDIT_HEAD_FILE
 
     def _write_audit_head(self, seq: int, digest: str) -> None:
         tmp = self._audit_head_path().with_suffix(".tmp")
