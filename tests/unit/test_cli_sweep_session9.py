@@ -387,11 +387,8 @@ def test_status_of_a_read_only_state_directory(tmp_path: Path) -> None:
         home.chmod(0o755)
 
 
-def test_audit_lists_and_verifies_a_read_only_ledger_and_writes_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    home = tmp_path / "state"
-    deploy(home)
+def record_connections(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The database argument of every ``sqlite3.connect`` from now on (URIs say how it was opened)."""
     opened: list[str] = []
     real_connect = sqlite3.connect
 
@@ -400,6 +397,15 @@ def test_audit_lists_and_verifies_a_read_only_ledger_and_writes_nothing(
         return real_connect(database, *args, **kwargs)
 
     monkeypatch.setattr(sqlite3, "connect", spy)
+    return opened
+
+
+def test_audit_lists_and_verifies_a_read_only_ledger_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "state"
+    deploy(home)
+    opened = record_connections(monkeypatch)
     (home / "state.db").chmod(0o444)
     home.chmod(0o555)
     try:
@@ -431,14 +437,7 @@ def test_audit_of_a_state_database_no_backend_wrote_is_an_empty_ledger(tmp_path:
 def test_status_opens_every_connection_read_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path / "state"
     deploy(home)
-    opened: list[str] = []
-    real_connect = sqlite3.connect
-
-    def spy(database: Any, *args: Any, **kwargs: Any) -> Any:
-        opened.append(str(database))
-        return real_connect(database, *args, **kwargs)
-
-    monkeypatch.setattr(sqlite3, "connect", spy)
+    opened = record_connections(monkeypatch)
     collect_status(home, None)
     assert len(opened) == 2 and all(uri.endswith("state.db?mode=ro") for uri in opened), opened
 

@@ -251,6 +251,22 @@ def test_tool_calls_of_reads_assistant_tool_uses() -> None:
     assert tool_calls_of(messages) == [{"name": "a", "arguments": {"x": 1}}]
 
 
+def _evaluate_challenger(tracking: str, config: EvaluateConfig, cases: list[dict[str, Any]]) -> Any:
+    """``evaluate_variants`` of the challenger alone, on the scripted model, with these cases."""
+    registration = _registration(tracking)
+    return evaluate_variants(
+        config,
+        registration.model_copy(update={"agents": registration.agents[1:]}),
+        cases,
+        dataset_name="d",
+        dataset_hash="h",
+        system_prompt="p",
+        tools_factory=_tools,
+        experiment=tracking,
+        model_factory=lambda _a: _strands_model(),
+    )
+
+
 def test_bad_cases_are_rejected(tracking: str) -> None:
     registration = _registration(tracking)
     kwargs: dict[str, Any] = {
@@ -270,23 +286,11 @@ def test_bad_cases_are_rejected(tracking: str) -> None:
 def test_hung_case_is_an_error_row_with_a_stand_in_trace(tracking: str) -> None:
     import mlflow
 
-    registration = _registration(tracking)
-    registration = registration.model_copy(update={"agents": registration.agents[1:]})
     cases = [
         CASES[0],
         {"id": "C-hang", "input": "hang forever", "expected_facts": ["shipped"], "cluster": "k9"},
     ]
-    report = evaluate_variants(
-        EvaluateConfig(concurrency=2, timeout_s=0.3),
-        registration,
-        cases,
-        dataset_name="d",
-        dataset_hash="h",
-        system_prompt="p",
-        tools_factory=_tools,
-        experiment=tracking,
-        model_factory=lambda _a: _strands_model(),
-    )
+    report = _evaluate_challenger(tracking, EvaluateConfig(concurrency=2, timeout_s=0.3), cases)
     rows = {r.case_id: r for r in report.rows}
     hung = rows["C-hang"]
     assert hung.error is not None and hung.error.startswith("TimeoutError")
@@ -353,19 +357,7 @@ def test_a_trace_row_the_store_refused_gets_a_stand_in_without_reading_traces_ba
 
     monkeypatch.setattr(trace_export, "write_batch", refuse_c1)
     monkeypatch.setattr(mlflow, "search_traces", lambda *a, **k: pytest.fail("traces read back"))
-    registration = _registration(tracking)
-    registration = registration.model_copy(update={"agents": registration.agents[1:]})
-    report = evaluate_variants(
-        EvaluateConfig(concurrency=4, timeout_s=10),
-        registration,
-        CASES[:4],
-        dataset_name="d",
-        dataset_hash="h",
-        system_prompt="p",
-        tools_factory=_tools,
-        experiment=tracking,
-        model_factory=lambda _a: _strands_model(),
-    )
+    report = _evaluate_challenger(tracking, EvaluateConfig(concurrency=4, timeout_s=10), CASES[:4])
     monkeypatch.undo()
     rows = {r.case_id: r for r in report.rows}
     assert len(refused) == 1 and rows["C-1"].trace_id not in refused
@@ -399,8 +391,6 @@ def test_a_scorer_that_raises_is_recorded_on_its_rows_not_taken_for_not_applicab
 
     from agent_release.steps.evaluate_config import ScorerSpec
 
-    registration = _registration(tracking)
-    registration = registration.model_copy(update={"agents": registration.agents[1:]})
     cases = [
         *CASES[:3],
         {"id": "C-plain", "input": "hello there", "expected_facts": ["shipped"], "cluster": "k9"},
@@ -414,17 +404,7 @@ def test_a_scorer_that_raises_is_recorded_on_its_rows_not_taken_for_not_applicab
             ScorerSpec(name="test_evaluate_variants:fails_on_slow_questions"),
         ],
     )
-    report = evaluate_variants(
-        config,
-        registration,
-        cases,
-        dataset_name="d",
-        dataset_hash="h",
-        system_prompt="p",
-        tools_factory=_tools,
-        experiment=tracking,
-        model_factory=lambda _a: _strands_model(),
-    )
+    report = _evaluate_challenger(tracking, config, cases)
     rows = {r.case_id: r for r in report.rows}
     plain = rows["C-plain"]
     assert plain.error is None and plain.scores.get("picky") is None
