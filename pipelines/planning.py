@@ -14,6 +14,7 @@ from pathlib import Path
 from agent_release.pipelines.config import check_referenced_files, load_config
 from agent_release.pipelines.dag import read_jsonl
 from agent_release.steps.power import format_effect
+from agent_release.steps.validate_datasets import case_cluster, case_ref
 
 DEFAULT_SD = 0.5
 DEFAULT_ICC = 0.1
@@ -58,8 +59,9 @@ def plan_power(
     cfg = loaded.config
     spec = cfg.datasets[cfg.evaluate.dataset]
     cases = read_jsonl(loaded.resolve(spec.path))
-    n_cases = len(cases)
-    n_clusters = len({str(c.get("cluster", c.get("id"))) for c in cases})
+    # Counted as the evaluation counts them: cases by id, a case without a cluster is a cluster of its own.
+    n_cases = len({case_ref(c, number) for number, c in enumerate(cases, 1)})
+    n_clusters = len({case_cluster(c) for c in cases})
     repeats = cfg.evaluate.repeats
     lines = [
         f"golden set     {cfg.evaluate.dataset}: {n_cases} cases in {n_clusters} clusters, K={repeats}",

@@ -45,6 +45,7 @@ from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs
+from agent_release.steps.validate_datasets import case_cluster
 
 if TYPE_CHECKING:
     from agent_release.steps.inline_scoring import InlineScoring
@@ -170,7 +171,7 @@ def _units(cases: Sequence[Mapping[str, Any]], repeats: int) -> list[CaseUnit]:
             raise EvaluationInputError(f"case id '{case_id}' appears twice")
         seen.add(case_id)
         tags = {str(k): str(v) for k, v in (case.get("tags") or {}).items()}
-        base.append(CaseUnit(case_id, str(case.get("cluster") or case_id), str(case["input"]), 0, tags))
+        base.append(CaseUnit(case_id, case_cluster(case), str(case["input"]), 0, tags))
     return [CaseUnit(u.case_id, u.cluster, u.input, r, u.tags) for r in range(repeats) for u in base]
 
 

@@ -203,6 +203,12 @@ def case_ref(row: Mapping[str, Any], number: int) -> str:
     return str(case_id) if case_id not in (None, "") else f"line {number}"
 
 
+def case_cluster(case: Mapping[str, Any]) -> str:
+    """The cluster a golden case counts in, for the evaluation, the gate and ``plan`` alike: its ``cluster``,
+    or its own id when it has none (empty or null included), making it a cluster of its own."""
+    return str(case.get("cluster") or case.get("id"))
+
+
 def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
     """What every evaluation case needs whatever its suite says: the shape the evaluation step reads.
 

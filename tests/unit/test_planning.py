@@ -48,3 +48,32 @@ def test_effects_are_fixed_point_until_a_million(value: float, text: str) -> Non
     from agent_release.steps.power import format_effect
 
     assert format_effect(value) == text
+
+
+def test_plan_counts_cases_and_clusters_as_the_evaluation_does(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from agent_release.steps.evaluate_variants import _units
+
+    shutil.copytree(ROOT / "datasets", tmp_path / "datasets")
+    shutil.copy(ROOT / "pipeline.yaml", tmp_path / "pipeline.yaml")
+    golden = tmp_path / "datasets" / "support" / "golden.jsonl"
+    cases = [
+        {"id": "a", "input": "q", "cluster": "k1"},
+        {"id": "b", "input": "q", "cluster": "k1"},
+        {"id": "c", "input": "q", "cluster": None},  # each of these is a cluster of its own
+        {"id": "d", "input": "q", "cluster": None},
+        {"id": "e", "input": "q", "cluster": ""},
+        {"id": "f", "input": "q", "cluster": ""},
+        {"id": "g", "input": "q"},
+    ]
+    golden.write_text("".join(json.dumps(c) + "\n" for c in cases))
+
+    lines = plan_power(tmp_path / "pipeline.yaml", tmp_path / "state", assumed_sd=0.5, assumed_icc=0.1)
+
+    evaluated = {u.cluster for u in _units(cases, repeats=1)}
+    assert evaluated == {"k1", "c", "d", "e", "f", "g"}
+    head = next(line for line in lines if line.startswith("golden set"))
+    # It said 4 clusters: the two null clusters counted as one ("None"), and so did the two empty ones.
+    assert f"7 cases in {len(evaluated)} clusters" in head, head
