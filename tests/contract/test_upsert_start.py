@@ -70,11 +70,19 @@ def test_upsert_adds_a_rule_that_starts_the_pipeline_on_a_new_package(
     assert any(line == f"trigger {rule['Arn']}" for line in upserted)
 
 
-def test_upsert_twice_updates_in_place(upserted: list[str]) -> None:
-    from agent_release.pipelines.sagemaker_target import upsert_pipeline
+def test_upsert_twice_updates_in_place(upserted: list[str], boto_session: Any) -> None:
+    from agent_release.pipelines.sagemaker_target import package_rule_name, upsert_pipeline
 
     again = upsert_pipeline(ROOT / "pipeline.yaml").splitlines()
     assert again[0] == upserted[0]
+    # The same schedule and trigger are updated, not added beside the first ones (nothing old is left to remove).
+    assert again == [line for line in upserted if not line.startswith("removed ")]
+    pages = boto_session.client("sagemaker").get_paginator("list_pipelines").paginate()
+    names = [p["PipelineName"] for page in pages for p in page["PipelineSummaries"]]
+    assert names.count("support-agent-release") == 1
+    events = boto_session.client("events")
+    (target,) = events.list_targets_by_rule(Rule=package_rule_name("support-agent-release"))["Targets"]
+    assert target["Arn"] == upserted[0]
 
 
 def test_start_with_typed_overrides_and_list_executions(upserted: list[str], boto_session: Any) -> None:

@@ -69,9 +69,8 @@ def test_bad_config_run_writes_nothing(project: Path, tmp_path: Path) -> None:
     home = tmp_path / "home"
     edit(project, "  concurrency: 8 ", "  concurrency: sixteen ")
     assert_one_line_error(run_cli(["run"], project, home), "evaluate.concurrency")
-    # Nothing deployed, registered or recorded: the state database was never created.
-    assert not (home / "state.db").exists()
-    assert not (home / "mlflow.db").exists()
+    # Nothing deployed, registered or recorded: not even the state directory was created.
+    assert not home.exists(), sorted(p.name for p in home.iterdir())
 
 
 def test_usage_errors_exit_2(project: Path, tmp_path: Path) -> None:

@@ -173,7 +173,9 @@ def test_lock_holders_are_named_on_one_line(tmp_path: Path) -> None:
         found = processes_with_open(path)
         while not found and time.monotonic() < deadline:
             found = processes_with_open(path)
-        assert found and all("\n" not in entry for entry in found), found
+        # The holder is named by pid and command; its command (``python -c`` with newlines) is on one line.
+        assert any(entry.startswith(f"pid {holder.pid} (") for entry in found), (holder.pid, found)
+        assert all("\n" not in entry for entry in found), found
     finally:
         holder.kill()
         holder.wait()

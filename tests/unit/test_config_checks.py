@@ -126,7 +126,12 @@ def test_scorer_module_that_raises_on_import(project: Path, monkeypatch: pytest.
 
 def test_scorer_with_bad_args(project: Path) -> None:
     edit(project, "args: {mode: exact}", "args: {mode: sideways}")
-    config_error(project, "evaluate.scorers.1.name", "tool_trajectory", line_needle="name: tool_trajectory")
+    config_error(
+        project,
+        "evaluate.scorers.1.name",
+        "tool_trajectory: mode must be exact, in_order or subset, got 'sideways'",
+        line_needle="name: tool_trajectory",
+    )
 
 
 def test_scorer_listed_twice(project: Path) -> None:

@@ -334,6 +334,9 @@ def test_user_scorer_guardrail_direction_is_the_users(project: Path, monkeypatch
         "  min_completed_cases: 100\n  guardrails:\n    - {metric: rude, direction: lower_is_better, margin: 0.1}\n",
     )
     check_config(load_config(project / "pipeline.yaml"))
+    # Either way round: only the user knows which way their score is better.
+    edit(project, "{metric: rude, direction: lower_is_better", "{metric: rude, direction: higher_is_better")
+    check_config(load_config(project / "pipeline.yaml"))
 
 
 def test_min_completed_cases_beyond_the_dataset_fails_validation(project: Path) -> None:

@@ -254,11 +254,17 @@ def test_prompt_file_and_default_prompt(tracking_uri: str, tmp_path: Path) -> No
 
 
 def test_user_mistakes_raise_one_line_errors(tracking_uri: str, tmp_path: Path) -> None:
-    with pytest.raises(RegistrationError, match="more than one deployed variant plays role champion"):
+    messages: list[str] = []
+    with pytest.raises(RegistrationError, match="more than one deployed variant plays role champion") as info:
         register(AgentConfig(system_prompt="p"), tracking_uri, deployed("champion", "champion"))
-    with pytest.raises(RegistrationError, match="cannot be read"):
+    messages.append(str(info.value))
+    with pytest.raises(RegistrationError, match="cannot be read") as info:
         register(AgentConfig(system_prompt_file="missing.txt"), tracking_uri)
-    with pytest.raises(RegistrationError, match="no deployed variants"):
+    messages.append(str(info.value))
+    with pytest.raises(RegistrationError, match="no deployed variants") as info:
         register(AgentConfig(system_prompt="p"), tracking_uri, deployed(count=0))
-    with pytest.raises(ValueError, match="unknown tool"):
+    messages.append(str(info.value))
+    with pytest.raises(ValueError, match="unknown tool") as value_info:
         register(AgentConfig(system_prompt="p", tools=["nope"]), tracking_uri)
+    messages.append(str(value_info.value))
+    assert [m for m in messages if "\n" in m] == [], messages

@@ -189,11 +189,31 @@ def test_a_schedule_breaking_its_rules_is_a_usage_error_before_anything_is_read(
     assert not home.exists()
 
 
-def test_a_valid_schedule_with_spaces_still_parses(tmp_path: Path) -> None:
+def test_a_valid_schedule_with_spaces_still_parses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    from agent_release.pipelines import release_actions
+
     home = tmp_path / "nowhere"
     one_error_line(
         invoke(["promote", "challenger", "--schedule", " 10, 50 ,100"], home), "no state directory"
     )
+    # Where there is state, the promotion is handed the steps as written.
+    given: list[object] = []
+
+    def promote_command(*_: object, schedule: object = None, **__: object) -> None:
+        given.append(schedule)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(release_actions, "promote_command", promote_command)
+    state = tmp_path / "state"
+    LocalBackend(state).close()
+    previous = signal.getsignal(signal.SIGTERM)  # promote installs its SIGTERM handler
+    try:
+        one_error_line(invoke(["promote", "challenger", "--schedule", " 10, 50 ,100"], state), "stop here")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert given == [[10.0, 50.0, 100.0]]
 
 
 @pytest.mark.parametrize("variant", ["", "  "])

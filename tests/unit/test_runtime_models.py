@@ -163,6 +163,22 @@ def test_chunks_without_finish_reason_or_usage() -> None:
         completion_to_chunks({"nope": 1})
 
 
-def test_demo_kind_loads_through_the_demo_model_module(tmp_path: Any) -> None:
+def test_demo_kind_loads_through_the_demo_model_module(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_release.agents.demo_model import serving
+
     with pytest.raises(ValueError, match="demo model artifact not found"):
         load_chat_model(ModelSpec(kind="demo", artifact_uri=str(tmp_path / "missing.joblib")))
+
+    loaded: list[str] = []
+
+    def load_demo_model(artifact_uri: str) -> Configured:
+        loaded.append(artifact_uri)
+        return Configured("from the demo module")
+
+    monkeypatch.setattr(serving, "load_demo_model", load_demo_model)
+    uri = f"file://{tmp_path}/model.joblib"
+    model = load_chat_model(ModelSpec(kind="demo", artifact_uri=uri))
+    assert loaded == [uri]  # the artifact URI is handed over as registered
+    assert model.complete({})["choices"][0]["message"]["content"] == "from the demo module"

@@ -267,5 +267,7 @@ def test_llm_judge_against_fake_openai_server(judge_url: str, monkeypatch: pytes
 
 def test_parse_judge_score_clips_and_rejects_prose() -> None:
     assert parse_judge_score('{"score": 1.7}') == 1.0
+    assert parse_judge_score('{"score": -0.4}') == 0.0
+    assert parse_judge_score('I think {"score": 0.35, "rationale": "partly"}.') == 0.35
     with pytest.raises(ValueError, match="no JSON"):
         parse_judge_score("great answer")

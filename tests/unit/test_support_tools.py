@@ -168,8 +168,9 @@ def test_tools_refuse_to_read_outside_their_data_directory(
 
 
 def test_missing_or_malformed_data_is_a_one_line_error(tmp_path: Path, data_dir: Path) -> None:
-    with pytest.raises(DataAccessError, match="not found"):
+    with pytest.raises(DataAccessError, match="not found") as missing:
         SupportData.load(tmp_path / "nope")
+    assert "\n" not in str(missing.value)
     (data_dir / "policy.json").write_text(json.dumps({"return_window_days": 30}))
     with pytest.raises(DataAccessError, match="malformed") as info:
         SupportData.load(data_dir)

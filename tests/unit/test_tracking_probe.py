@@ -6,6 +6,7 @@ import socket
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
+from typing import ClassVar
 
 import pytest
 from _shared.loopback import free_port, serve
@@ -14,7 +15,10 @@ from agent_release.pipelines.tracking import PROBE_TIMEOUT_S, probe_tracking_ser
 
 
 class _Health(BaseHTTPRequestHandler):
+    paths: ClassVar[list[str]] = []  # what the probe asked for, in order
+
     def do_GET(self) -> None:
+        type(self).paths.append(self.path)
         status = 200 if self.path == "/health" else 404
         self.send_response(status)
         self.end_headers()
@@ -26,6 +30,7 @@ class _Health(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server() -> Iterator[str]:
+    _Health.paths.clear()
     with serve(_Health) as url:
         yield url
 
@@ -33,10 +38,12 @@ def server() -> Iterator[str]:
 def test_a_server_that_answers_passes(server: str) -> None:
     probe_tracking_server(server)
     probe_tracking_server(server + "/")
+    assert _Health.paths == ["/health", "/health"], "each probe asked the server's /health route"
 
 
 def test_an_answer_other_than_200_still_means_reachable(server: str) -> None:
     probe_tracking_server(server + "/prefix")  # /prefix/health answers 404
+    assert _Health.paths == ["/prefix/health"], "the probe got the 404 answer and took it as reachable"
 
 
 def test_a_refused_connection_fails_at_once_with_one_line() -> None:

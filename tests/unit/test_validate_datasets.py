@@ -82,8 +82,9 @@ def test_small_clusters_missing_ids_and_missing_columns_are_reported(tmp_path: P
 
 
 def test_missing_or_unparsable_files_raise_one_line_errors(tmp_path: Path) -> None:
-    with pytest.raises(DatasetError, match="cannot read dataset"):
+    with pytest.raises(DatasetError, match="cannot read dataset") as missing:
         validate_datasets(SPEC, tmp_path)
+    assert "\n" not in str(missing.value)
     _copy(tmp_path, _golden_rows()[:5])
     with (tmp_path / "golden.jsonl").open("a") as f:
         f.write("{not json\n")
@@ -92,8 +93,9 @@ def test_missing_or_unparsable_files_raise_one_line_errors(tmp_path: Path) -> No
     assert "\n" not in str(info.value)
     (tmp_path / "golden.jsonl").write_text(json.dumps(_golden_rows()[0]) + "\n")
     (tmp_path / "golden.suite.json").write_text("[1, 2]")
-    with pytest.raises(DatasetError, match="not an expectation suite"):
+    with pytest.raises(DatasetError, match="not an expectation suite") as not_a_suite:
         validate_datasets(SPEC, tmp_path)
+    assert "\n" not in str(not_a_suite.value)
 
 
 def test_dataset_spec_is_strict() -> None:
