@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 from _shared.cli import ROOT, assert_one_line_error, copy_project, one_error_line, run_cli, state_of_a_run
+from _shared.release_state import ENDPOINT
+from _shared.release_state import deploy_half_way_canary as deploy
 from click.testing import CliRunner
 from pydantic import BaseModel
 
@@ -38,35 +40,12 @@ from agent_release.pipelines.executor import (
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.pipelines.state_db import connect, read_only
 from agent_release.pipelines.status import collect_status
-from agent_release.steps.backend import ApprovalStatus, ModelSpec
-from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
-
-ENDPOINT = "support-agent"  # pipeline.yaml's deploy.endpoint_name
-GROUP = "support-model"
-MODEL = ModelSpec(kind="python", options={"class_path": "nowhere:NeverLoaded"})  # never served here
 
 
 def invoke(args: list[str], home: Path) -> Any:
     return CliRunner().invoke(
         cli.main, args, env={"AGENT_RELEASE_HOME": str(home), "AGENT_RELEASE_DEBUG": ""}
     )
-
-
-def deploy(home: Path) -> None:
-    """Champion (Approved) and a pending challenger at 50/50 on ENDPOINT, with one ledger entry."""
-    backend = LocalBackend(home)
-    try:
-        backend.ensure_package_group(GROUP)
-        first = backend.register_package(GROUP, MODEL)
-        backend.update_approval(first.arn, ApprovalStatus.APPROVED, "initial champion")
-        backend.register_package(GROUP, MODEL)
-        deploy_variants(DeployConfig(endpoint_name=ENDPOINT, package_group=GROUP), backend)
-        backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
-        backend.append_audit(
-            "pipeline", "weights", f"{ENDPOINT}/challenger", "canary step 50%", {"percent": 50}
-        )
-    finally:
-        backend.close()
 
 
 def weights_and_ledger(home: Path) -> tuple[dict[str, float], int]:

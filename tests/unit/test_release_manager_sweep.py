@@ -17,19 +17,16 @@ from typing import Any
 import pytest
 from _shared.cli import copy_project, one_error_line
 from _shared.pipeline_yaml import edit
+from _shared.release_state import ENDPOINT
+from _shared.release_state import deploy_half_way_canary as deploy
 from click.testing import CliRunner
 
 from agent_release.pipelines import cli
 from agent_release.pipelines.local_backend import LocalBackend
-from agent_release.steps.backend import ApprovalStatus, ModelSpec
-from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
 from agent_release.steps.paired_stats import StatsInputError
 from agent_release.steps.power import minimum_detectable_effect
 
 ROOT = Path(__file__).resolve().parents[2]
-ENDPOINT = "support-agent"  # pipeline.yaml's deploy.endpoint_name
-GROUP = "support-model"
-MODEL = ModelSpec(kind="python", options={"class_path": "nowhere:NeverLoaded"})  # never served here
 
 
 def invoke(args: list[str], home: Path) -> Any:
@@ -49,24 +46,6 @@ def usage_error(result: Any, *needles: str) -> str:
 @pytest.fixture()
 def project(tmp_path: Path) -> Path:
     return copy_project(tmp_path / "project")
-
-
-def deploy(home: Path) -> None:
-    """Champion (Approved) at 100% and a pending challenger at 0% on ENDPOINT, by the real deploy step."""
-    backend = LocalBackend(home)
-    try:
-        backend.ensure_package_group(GROUP)
-        first = backend.register_package(GROUP, MODEL)
-        backend.update_approval(first.arn, ApprovalStatus.APPROVED, "initial champion")
-        backend.register_package(GROUP, MODEL)
-        deploy_variants(DeployConfig(endpoint_name=ENDPOINT, package_group=GROUP), backend)
-        # A canary left half-way, so that rollback would have something to do.
-        backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
-        backend.append_audit(
-            "pipeline", "weights", f"{ENDPOINT}/challenger", "canary step 50%", {"percent": 50}
-        )
-    finally:
-        backend.close()
 
 
 def snapshot(home: Path) -> tuple[dict[str, float], int, bytes]:
