@@ -178,8 +178,18 @@ class WriterProcess:
         self._send = Connection(to_child_w, readable=False)
         self._recv = Connection(from_child_r, writable=False)
         self._lock = threading.Lock()
-        self.broken = False
+        self._broken = False
         self.pid = self._proc.pid
+
+    @property
+    def broken(self) -> bool:
+        """Whether the pipe failed, the process was closed, or the child has exited.
+
+        The exit counts too: a flush writes queued traces itself as long as the process looks alive, so a
+        child that died while no batch was in flight could otherwise go unnoticed (and :func:`writer_process`
+        would hand the dead process to the next exporter).
+        """
+        return self._broken or self._proc.poll() is not None
 
     def write(self, batch: Batch) -> list[str] | None:
         """Send one batch and wait for the child's answer (ids of the traces it could not write); None if
@@ -187,8 +197,10 @@ class WriterProcess:
 
         Raises ``OSError``/``EOFError`` if the child is gone. Traces travel pickled, which costs a third of
         ``Trace.to_json``; ``Connection.send`` pickles the whole batch before writing a byte, so a batch
-        that cannot be pickled leaves the pipe clean.
+        that cannot be pickled leaves the pipe clean. The batch's assessments get their ids here first, so
+        that writing it again after the child died mid-batch cannot store a score twice.
         """
+        _pin_assessment_ids(batch)
         with self._lock:
             try:
                 self._send.send(list(batch))
@@ -196,7 +208,7 @@ class WriterProcess:
                 logger.warning("error=<%s> | trace batch cannot be pickled; writing it in this process", exc)
                 return None
             except (OSError, EOFError):
-                self.broken = True
+                self._broken = True
                 raise
             try:
                 while not self._recv.poll(1.0):
@@ -204,13 +216,13 @@ class WriterProcess:
                         raise EOFError(f"trace writer process exited with {self._proc.returncode}")
                 return [str(trace_id) for trace_id in self._recv.recv()]
             except (OSError, EOFError):
-                self.broken = True
+                self._broken = True
                 raise
 
     def close(self) -> None:
         """Close the pipe and wait for the child to finish its last batch (idempotent)."""
         with self._lock:
-            self.broken = True
+            self._broken = True
             for conn in (self._send, self._recv):
                 if not conn.closed:
                     conn.close()
@@ -407,6 +419,25 @@ class TraceBatchWriter:
             except (OSError, EOFError) as exc:
                 logger.warning("error=<%s> | trace writer process is gone; writing in this process", exc)
         return write_batch(self._client, batch)
+
+
+def _pin_assessment_ids(batch: Batch) -> None:
+    """Give each assessment of ``batch`` that has no id yet its id here, before the writer process sees it.
+
+    The store generates a missing id when it inserts the row (``SqlAssessments.from_mlflow_entity``), on its
+    own copy of the trace, which dies with the writer process. If that process dies after committing some rows
+    of a batch but before answering, :class:`TraceBatchWriter` writes the batch again in this process, and
+    ``start_trace``'s merge path would store those traces' assessments a second time under fresh ids: each
+    score twice (found by tests/drills/test_trace_writer_faults.py). With the ids fixed on this side before the
+    batch is sent, the second write merges onto the rows the first one committed.
+    """
+    from mlflow.tracing.utils import generate_assessment_id
+
+    for trace, _ in batch:
+        # Anything that is not a trace is left for the pickling to refuse, as before.
+        for assessment in getattr(getattr(trace, "info", None), "assessments", None) or ():
+            if assessment.assessment_id is None:
+                assessment.assessment_id = generate_assessment_id()
 
 
 class RowFirstTraceExporter(MlflowV3SpanExporter):

@@ -1,0 +1,455 @@
+"""Drills of the evaluation's trace path under faults, through the real ``evaluate_variants``.
+
+The project's promise is that no case and no trace is lost: every (case, repeat) has exactly one persisted trace
+carrying its scores, a stand-in (``eval.stand_in=true``) when its own trace never reached the store. Each drill
+injects one fault into the path ``RowFirstTraceExporter`` -> ``TraceBatchWriter`` (thread) -> ``WriterProcess``
+(child process writing MLflow's SQLite store) while 120 cases run at concurrency 16 through the local runtime
+against a variant with 60 ms of added latency, then counts what the store holds for the variant's run:
+
+* the writer process SIGKILLed after a third of the cases, in the middle of a batch it has partly committed;
+* the writer process wedged (SIGSTOP) mid-batch for the second half of the cases, so a backlog builds, then
+  SIGKILLed once the final flush has started;
+* the tracking database write-locked by another connection (``BEGIN IMMEDIATE``) for 1.5 s while the writer
+  is writing the run's traces;
+* a store that refuses the row of some traces (thread writer, ``start_trace`` failing for chosen cases).
+
+The writer process is warmed up first (it writes one trace elsewhere), as it is for every variant after the
+first; cold, it would still be importing MLflow when the cases end.
+
+Figures are in docs/reliability.md ("Drills").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from e2e._eval_fixtures import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
+
+from agent_release.steps import trace_export
+from agent_release.steps.backend import FaultSpec
+from agent_release.steps.evaluate_config import EvaluateConfig
+from agent_release.steps.evaluate_variants import ProgressEvent, evaluate_variants
+from agent_release.steps.evaluation_records import EvaluationReport
+
+# Each drill takes 5-11 s on 2 cores (not "slow"); they run the local endpoint runtime as tests/e2e does.
+pytestmark = pytest.mark.e2e
+
+N_CASES = 60
+REPEATS = 2
+N_UNITS = N_CASES * REPEATS
+CONCURRENCY = 16
+LATENCY_MS = 60
+WARM_UP = "warm-up"
+SCORES = {"answer_correctness", "error"}  # scorers of the default config every trace must carry
+
+
+@dataclass
+class Drill:
+    world: EvalWorld
+    db_path: Path
+
+
+@pytest.fixture
+def drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drill]:
+    import mlflow
+
+    world = start_world(
+        tmp_path, {"challenger": FaultSpec(added_latency_ms=LATENCY_MS)}, "e2e._eval_fixtures:LookupModel"
+    )
+    for key, value in aws_env(world.url).items():
+        monkeypatch.setenv(key, value)
+    yield Drill(world, tmp_path / "mlflow.db")
+    world.backend.close()
+    mlflow.set_tracking_uri(None)
+
+
+def _evaluate(
+    drill: Drill, progress: Callable[[ProgressEvent], None] | None = None
+) -> tuple[EvaluationReport, str, float]:
+    """Run the real evaluation of one variant; (report, experiment id, seconds)."""
+    registration = register(drill.world.experiment, {"challenger": "challenger"})
+    started = time.perf_counter()
+    report = evaluate_variants(
+        EvaluateConfig(concurrency=CONCURRENCY, timeout_s=30, repeats=REPEATS),
+        registration,
+        make_cases(N_CASES, with_tool=False),
+        dataset_name="golden",
+        dataset_hash="sha256:drill",
+        system_prompt="You are a support agent.",
+        tools_factory=lookup_tools,
+        experiment=drill.world.experiment,
+        progress=progress,
+    )
+    return report, registration.experiment_id, time.perf_counter() - started
+
+
+def _warm_writer(drill: Drill) -> trace_export.WriterProcess:
+    """Start the writer process for the drill's store and have it write one trace (in another experiment).
+
+    A cold writer spends its first seconds importing MLflow and opening the store, while 120 cases take
+    1.5-4 s here: its first trace would land about when the last case ends, and a fault "mid-evaluation" would
+    hit a process still starting. Warm, it writes while the cases run, as it does for every variant after the
+    first.
+    """
+    import mlflow
+
+    assert trace_export.install_row_first_export()
+    mlflow.create_experiment(WARM_UP, artifact_location=(drill.db_path.parent / "warm-up").as_uri())
+    mlflow.set_experiment(WARM_UP)
+    with mlflow.start_span(name="warm-up") as span:
+        trace_id = span.trace_id
+    # Not flushed: a flush could write the trace in this process instead of the writer's.
+    conn = sqlite3.connect(drill.db_path, timeout=30)
+    try:
+        deadline = time.monotonic() + 60
+        while not conn.execute("SELECT 1 FROM trace_info WHERE request_id = ?", (trace_id,)).fetchone():
+            assert time.monotonic() < deadline, "the writer process never wrote the warm-up trace"
+            time.sleep(0.02)
+    finally:
+        conn.close()
+    return _the_writer_process()
+
+
+def _stored(conn: sqlite3.Connection, experiment: str) -> int:
+    """Trace rows of ``experiment`` in the store."""
+    count: int = conn.execute(
+        "SELECT count(*) FROM trace_info WHERE experiment_id = "
+        "(SELECT experiment_id FROM experiments WHERE name = ?)",
+        (experiment,),
+    ).fetchone()[0]
+    return count
+
+
+def _run_traces(experiment_id: str, run_id: str) -> list[Any]:
+    import mlflow
+
+    return list(
+        mlflow.search_traces(
+            locations=[experiment_id], run_id=run_id, return_type="list", include_spans=False
+        )
+    )
+
+
+def _assert_one_scored_trace_per_unit(report: EvaluationReport, experiment_id: str) -> list[Any]:
+    """Every row completed with a trace id; the run holds exactly one trace per (case, repeat), the rows'
+    traces, each carrying the row's scores. Returns the run's traces."""
+    (variant,) = report.variants
+    assert variant.cases_expected == N_UNITS
+    errors = [r.error for r in report.rows if r.error]
+    assert not errors and variant.cases_completed == N_UNITS, errors[:3]
+    row_ids = [r.trace_id for r in report.rows]
+    assert None not in row_ids and len(set(row_ids)) == N_UNITS
+
+    assert variant.mlflow_run_id is not None
+    traces = _run_traces(experiment_id, variant.mlflow_run_id)
+    units = Counter((t.info.tags.get("eval.case_id"), t.info.tags.get("eval.repeat")) for t in traces)
+    duplicated = {unit: n for unit, n in units.items() if n > 1}
+    assert not duplicated, (
+        f"{len(duplicated)} units have more than one trace, e.g. {list(duplicated.items())[:3]}"
+    )
+    assert len(traces) == N_UNITS, f"{len(traces)} traces for {N_UNITS} cases"
+    assert len({case for case, _ in units}) == N_CASES
+    assert {t.info.trace_id for t in traces} == set(row_ids)
+
+    rows = {r.trace_id: r for r in report.rows}
+    doubled = []
+    for trace in traces:
+        row = rows[trace.info.trace_id]
+        names = Counter(a.name for a in trace.info.assessments)
+        if max(names.values()) > 1:
+            doubled.append((trace.info.trace_id, names))
+            continue
+        assessed = {a.name: a.value for a in trace.info.assessments}
+        assert set(assessed) >= SCORES and set(assessed) >= set(row.scores), (
+            trace.info.trace_id,
+            sorted(assessed),
+        )
+        assert {name: assessed[name] for name in row.scores} == row.scores
+        assert row.scores["answer_correctness"] == 1.0
+    assert not doubled, f"{len(doubled)} traces hold an assessment more than once, e.g. {doubled[0]}"
+    return traces
+
+
+def _no_traceback(capfd: pytest.CaptureFixture[str]) -> str:
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, (out + err)[-3000:]
+    return err
+
+
+def _acknowledged() -> int:
+    """Traces the writer has answered for so far (``recording_stored_traces`` of the running evaluation)."""
+    with trace_export._recorders_lock:
+        return sum(len(ids) for ids in trace_export._recorders)
+
+
+def _freeze_mid_batch(process: trace_export.WriterProcess, drill: Drill, timeout_s: float = 20) -> int:
+    """SIGSTOP the writer process while it holds a batch part of which it has committed but not answered for
+    yet; returns how many such rows (0, the process left running, if that did not happen within ``timeout_s``).
+    This is the moment a crash hurts most: those rows are in the store while the exporter still has to treat
+    the batch as unwritten."""
+    conn = sqlite3.connect(drill.db_path, timeout=0.2, isolation_level=None)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.002)
+            if not process._lock.locked():  # no batch in flight
+                continue
+            try:
+                if _stored(conn, drill.world.experiment) <= _acknowledged():
+                    continue
+                os.kill(process.pid, signal.SIGSTOP)
+                time.sleep(0.05)  # an answer sent just before the stop is read meanwhile
+                unanswered = _stored(conn, drill.world.experiment) - _acknowledged()
+            except sqlite3.OperationalError:  # stopped inside a commit: readers wait for it
+                unanswered = 0
+            if process._lock.locked() and unanswered > 0:
+                return unanswered
+            os.kill(process.pid, signal.SIGCONT)
+    finally:
+        conn.close()
+    return 0
+
+
+def _the_writer_process() -> trace_export.WriterProcess:
+    with trace_export._process_lock:
+        process = trace_export._process
+    assert process is not None and not process.broken, "no live trace writer process"
+    return process
+
+
+def test_writer_process_killed_mid_evaluation(
+    drill: Drill, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    third = threading.Event()
+    killed: dict[str, Any] = {}
+    done = [0]
+
+    def progress(event: ProgressEvent) -> None:
+        done[0] = event.done
+        if event.done >= N_UNITS // 3 and not third.is_set():
+            third.set()
+
+    def killer() -> None:
+        if not third.wait(timeout=120):
+            return
+        process = killed["process"] = _the_writer_process()
+        # Frozen first, to kill it at a known point: in the middle of a batch, some of whose rows are committed.
+        killed["unanswered"] = _freeze_mid_batch(process, drill)
+        killed["acknowledged"] = _acknowledged()
+        killed["done_at_kill"] = done[0]
+        if killed["unanswered"]:
+            os.kill(process.pid, signal.SIGKILL)
+
+    warm = _warm_writer(drill)
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    caplog.set_level(logging.WARNING, logger="agent_release")
+    report, experiment_id, seconds = _evaluate(drill, progress)
+    thread.join(timeout=10)
+
+    process = killed["process"]
+    assert process is warm
+    assert killed["unanswered"] > 0, "the writer never held a partly committed batch"
+    assert killed["done_at_kill"] < N_UNITS, "the kill came after the last case"
+    assert process._proc.wait(timeout=10) == -signal.SIGKILL
+    assert "trace writer process is gone" in caplog.text
+    traces = _assert_one_scored_trace_per_unit(report, experiment_id)
+    # Nothing needed a stand-in: the batch the process died with was written again in this process.
+    assert not [t for t in traces if t.info.tags.get("eval.stand_in")]
+    _no_traceback(capfd)
+    print(
+        f"\nkilled at {killed['done_at_kill']}/{N_UNITS} cases done, with {killed['acknowledged']} traces "
+        f"answered for and {killed['unanswered']} more committed from the batch in flight; "
+        f"evaluation {seconds:.1f} s"
+    )
+
+
+def test_writer_process_killed_during_the_final_flush(
+    drill: Drill,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    seen: dict[str, Any] = {}
+    half = threading.Event()
+    flushing = threading.Event()
+
+    def progress(event: ProgressEvent) -> None:
+        if event.done >= N_UNITS // 2:
+            half.set()
+
+    def freeze() -> None:
+        # Wedge the writer mid-batch for the rest of the cases, so the final flush starts on a backlog.
+        if not half.wait(timeout=120):
+            return
+        seen["process"] = process = _the_writer_process()
+        seen["unanswered"] = _freeze_mid_batch(process, drill)
+        # Never left wedged, whatever goes wrong: the flush would wait on it.
+        if not flushing.wait(timeout=60):
+            os.kill(process.pid, signal.SIGKILL)
+
+    freezer = threading.Thread(target=freeze, daemon=True)
+    original_flush = trace_export.TraceBatchWriter.flush
+
+    def flush(self: trace_export.TraceBatchWriter, timeout_s: float | None = None) -> bool:
+        # The first flush of the evaluation's exporter (the warm-up's exporter is flushed when the evaluation
+        # sets its experiment, before the cases start).
+        if half.is_set() and "flush_backlog" not in seen:
+            while "unanswered" not in seen and freezer.is_alive():
+                time.sleep(0.01)
+            flushing.set()
+            process = seen.get("process")
+            with self._cond:
+                seen["flush_backlog"] = len(self._pending)
+                seen["flush_busy"] = self._busy
+
+            def kill_once_flushing() -> None:
+                time.sleep(0.2)  # the flush is under way, writing chunks itself beside the wedged writer
+                with self._cond:
+                    seen["left_at_kill"] = len(self._pending)
+                if process is not None:
+                    os.kill(process.pid, signal.SIGKILL)
+
+            killer = threading.Thread(target=kill_once_flushing, daemon=True)
+            seen["killer"] = killer
+            killer.start()
+        return original_flush(self, timeout_s)
+
+    monkeypatch.setattr(trace_export.TraceBatchWriter, "flush", flush)
+    _warm_writer(drill)
+    freezer.start()
+    caplog.set_level(logging.WARNING, logger="agent_release")
+    report, experiment_id, seconds = _evaluate(drill, progress)
+    seen["killer"].join(timeout=10)
+
+    process = seen["process"]
+    assert seen["unanswered"] > 0, "the writer never held a partly committed batch"
+    assert process._proc.wait(timeout=10) == -signal.SIGKILL
+    # The flush started on a backlog and with a batch stuck in the wedged writer.
+    assert seen["flush_backlog"] > 0 and seen["flush_busy"], seen
+    assert "trace writer process is gone" in caplog.text
+    traces = _assert_one_scored_trace_per_unit(report, experiment_id)
+    assert not [t for t in traces if t.info.tags.get("eval.stand_in")]
+    _no_traceback(capfd)
+    print(
+        f"\nflush started with {seen['flush_backlog']} queued traces and a batch in the wedged writer "
+        f"({seen['unanswered']} of its rows committed); {seen['left_at_kill']} queued at the kill; "
+        f"evaluation {seconds:.1f} s"
+    )
+
+
+def test_tracking_database_write_locked_mid_run(drill: Drill, capfd: pytest.CaptureFixture[str]) -> None:
+    done = [0]
+    held: dict[str, float] = {}
+
+    def progress(event: ProgressEvent) -> None:
+        done[0] = event.done
+
+    def locker() -> None:
+        conn = sqlite3.connect(drill.db_path, timeout=30, isolation_level=None)
+        try:
+            # Once the writer has started on the run's traces (its first batch leaves after some 60 cases here).
+            deadline = time.monotonic() + 120
+            while not _stored(conn, drill.world.experiment) and time.monotonic() < deadline:
+                time.sleep(0.002)
+            started = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            held["done_at_lock"] = done[0]
+            held["stored_at_lock"] = _stored(conn, drill.world.experiment)
+            time.sleep(1.5)
+            held["done_at_release"] = done[0]
+            conn.execute("ROLLBACK")
+            held["held_s"] = time.perf_counter() - started
+        finally:
+            conn.close()
+
+    _warm_writer(drill)
+    thread = threading.Thread(target=locker, daemon=True)
+    thread.start()
+    report, experiment_id, seconds = _evaluate(drill, progress)
+    thread.join(timeout=30)
+
+    assert held.get("held_s", 0) >= 1.5, held
+    # The lock fell while the writer was writing the run's traces.
+    assert 0 < held["stored_at_lock"] < N_UNITS, held
+    traces = _assert_one_scored_trace_per_unit(report, experiment_id)
+    assert not [t for t in traces if t.info.tags.get("eval.stand_in")]
+    err = _no_traceback(capfd)
+    assert "failed to write" not in err, err[-3000:]
+    print(
+        f"\nwrite lock held {held['held_s']:.2f} s from {held['done_at_lock']:.0f} cases done "
+        f"({held['stored_at_lock']:.0f} traces stored) to {held['done_at_release']:.0f} done; "
+        f"evaluation {seconds:.1f} s"
+    )
+
+
+REFUSED_CASES = {f"E-{i:04d}" for i in range(0, N_CASES, 7)}  # 9 cases, both repeats: 18 traces
+
+
+class _RefusingClient:
+    """A ``TracingClient`` whose store refuses the row of the original traces of :data:`REFUSED_CASES`."""
+
+    def __init__(self, client: Any, refused: list[str]) -> None:
+        self._client = client
+        self._refused = refused
+
+    def start_trace(self, trace_info: Any) -> Any:
+        tags = trace_info.tags
+        if tags.get("eval.case_id") in REFUSED_CASES and tags.get("eval.stand_in") != "true":
+            self._refused.append(trace_info.trace_id)
+            raise RuntimeError("drill: the store refused this trace row")
+        return self._client.start_trace(trace_info)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_store_refusing_some_rows_gets_scored_stand_ins(
+    drill: Drill, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import mlflow
+
+    monkeypatch.setenv("AGENT_RELEASE_TRACE_WRITER", "thread")
+    refused: list[str] = []
+    original = trace_export.write_batch
+
+    def write_batch(client: Any, batch: Sequence[Any]) -> list[str]:
+        return original(_RefusingClient(client, refused), batch)
+
+    monkeypatch.setattr(trace_export, "write_batch", write_batch)
+    report, experiment_id, seconds = _evaluate(drill)
+
+    assert len(refused) == len(set(refused)) == len(REFUSED_CASES) * REPEATS, refused
+    traces = _assert_one_scored_trace_per_unit(report, experiment_id)
+    stand_ins = [t for t in traces if t.info.tags.get("eval.stand_in") == "true"]
+    assert sorted((t.info.tags["eval.case_id"], t.info.tags["eval.repeat"]) for t in stand_ins) == sorted(
+        (case, str(r)) for case in REFUSED_CASES for r in range(REPEATS)
+    )
+    # The refused originals are not in the store (no row, spans or assessments) and no row points at one.
+    assert not set(refused) & {r.trace_id for r in report.rows}
+    assert all(mlflow.get_trace(trace_id) is None for trace_id in refused)
+    conn = sqlite3.connect(drill.db_path, timeout=30)
+    try:
+        marks = ",".join("?" * len(refused))
+        for table, column in (
+            ("trace_info", "request_id"),
+            ("spans", "trace_id"),
+            ("assessments", "trace_id"),
+        ):
+            query = f"SELECT count(*) FROM {table} WHERE {column} IN ({marks})"
+            assert conn.execute(query, refused).fetchone()[0] == 0, table
+    finally:
+        conn.close()
+    _no_traceback(capfd)
+    print(f"\n{len(refused)} rows refused, {len(stand_ins)} stand-ins; evaluation {seconds:.1f} s")
