@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import math
 import os
 import pickle
 import random
@@ -65,6 +66,21 @@ FLUSH_CHUNK = 8
 # could deadlock two transactions; the pipeline process writes runs and metrics to the same database while
 # the writer process writes traces. Such a write is retried.
 LOCKED_RETRIES = 8
+
+
+def writer_answer_timeout_s() -> float:
+    """How long the writer process may take to answer one batch before it is taken as wedged.
+
+    ``AGENT_RELEASE_TRACE_WRITER_TIMEOUT_S`` (default 120 s: a batch of 64 traces takes 1-2 s on 2 cores, and
+    SQLite waits out another connection's lock for up to 20 s per statement). Past it the process is killed
+    and the batch is written in this process; its assessment ids are pinned, so rows it did commit are
+    merged, not stored twice.
+    """
+    try:
+        value = float(os.environ.get("AGENT_RELEASE_TRACE_WRITER_TIMEOUT_S", "120"))
+    except ValueError:
+        return 120.0
+    return value if math.isfinite(value) and value > 0 else 120.0
 
 
 def is_database_uri(uri: str) -> bool:
@@ -180,6 +196,7 @@ class WriterProcess:
         self._lock = threading.Lock()
         self._broken = False
         self.pid = self._proc.pid
+        self.answer_timeout_s = writer_answer_timeout_s()
 
     @property
     def broken(self) -> bool:
@@ -211,9 +228,17 @@ class WriterProcess:
                 self._broken = True
                 raise
             try:
-                while not self._recv.poll(1.0):
+                deadline = time.monotonic() + self.answer_timeout_s
+                while not self._recv.poll(min(1.0, self.answer_timeout_s)):
                     if self._proc.poll() is not None:
                         raise EOFError(f"trace writer process exited with {self._proc.returncode}")
+                    if time.monotonic() > deadline:
+                        # A wedged child would hold the flush, and so the evaluation, forever.
+                        self._proc.kill()
+                        self._proc.wait(timeout=10)
+                        raise EOFError(
+                            f"trace writer process did not answer within {self.answer_timeout_s:g} s; killed it"
+                        )
                 return [str(trace_id) for trace_id in self._recv.recv()]
             except (OSError, EOFError):
                 self._broken = True

@@ -365,3 +365,45 @@ def test_without_a_writer_process_a_flush_waits_for_the_writer_thread(
     assert {name for name, _ in written} == {"agent-release-trace-writer"}
     assert sorted(i for _, ids in written for i in ids) == sorted(f"t{i}" for i in range(30))
     writer.shutdown()
+
+
+def test_a_wedged_writer_process_is_killed_and_its_traces_written_here(tracking: str) -> None:
+    """A writer that stops answering (SIGSTOP: alive, silent) must not hold the flush forever."""
+    import os
+    import signal
+    import time
+
+    import mlflow
+
+    install_row_first_export()
+    process = writer_process(mlflow.get_tracking_uri())
+    assert process is not None
+    _make_trace("before")
+    mlflow.flush_trace_async_logging()  # the child is up and has answered once
+    process.answer_timeout_s = 1.0
+    os.kill(process.pid, signal.SIGSTOP)
+    try:
+        ids = [_make_trace(f"wedged-{i}") for i in range(5)]
+        started = time.monotonic()
+        mlflow.flush_trace_async_logging()
+        waited = time.monotonic() - started
+    finally:
+        if process._proc.poll() is None:
+            os.kill(process.pid, signal.SIGCONT)
+    assert process.broken and process._proc.poll() == -signal.SIGKILL
+    assert waited < 15, waited
+    for trace_id in ids:
+        trace = mlflow.get_trace(trace_id)
+        assert trace is not None and len(trace.data.spans) == 3
+        assert [a.name for a in trace.info.assessments] == ["task_success"]  # once, not twice
+
+
+def test_the_writer_answer_timeout_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent_release.steps.trace_export import writer_answer_timeout_s
+
+    assert writer_answer_timeout_s() == 120.0
+    monkeypatch.setenv("AGENT_RELEASE_TRACE_WRITER_TIMEOUT_S", "7.5")
+    assert writer_answer_timeout_s() == 7.5
+    for bad in ("soon", "0", "-3", "nan", "inf"):
+        monkeypatch.setenv("AGENT_RELEASE_TRACE_WRITER_TIMEOUT_S", bad)
+        assert writer_answer_timeout_s() == 120.0, bad
