@@ -70,8 +70,8 @@ class SharedLoaderClients:
     """What ``SageMakerAIModel`` asks of its ``boto_session``: ``client(service_name=..., config=...)``.
 
     Without a session, Strands creates a new boto3 session per model, and each new session parses
-    botocore's JSON service data from disk again (the endpoint rules alone are over 1 MB): 40-210 ms per
-    model on the 2-core machine, against 9-11 ms with a shared loader (``docs/performance.md``). Here
+    botocore's JSON service data from disk again (the endpoint rules alone are over 1 MB): ``build_model``
+    took 42-211 ms on the 2-core machine, 17-19 ms with the shared loader (``docs/performance.md``). Here
     every client gets a fresh botocore session of its own, so credentials, region and endpoint URL
     (``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``) are resolved from the environment when the client is made,
     as boto3 would; only botocore's read-only data loader, which caches what it parsed, is shared.

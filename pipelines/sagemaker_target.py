@@ -178,9 +178,10 @@ def require_role(loaded: LoadedConfig, config_path: Path | str) -> str:
     and the trigger's role) and names the account of the default bucket and image, so a default would put an
     account that is not the user's into AWS without a word. Local commands never ask for it.
     """
-    if loaded.config.sagemaker.role_arn is None:
-        raise ConfigError(f"{Path(config_path).expanduser()}: {loaded.config.sagemaker.ROLE_ARN_MISSING}")
-    return loaded.config.sagemaker.role_arn
+    try:
+        return loaded.config.sagemaker.execution_role()
+    except ConfigError as exc:
+        raise ConfigError(f"{Path(config_path).expanduser()}: {exc}") from None
 
 
 def check_region(region: str) -> None:
