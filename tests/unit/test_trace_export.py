@@ -368,34 +368,44 @@ def test_without_a_writer_process_a_flush_waits_for_the_writer_thread(
 
 
 def test_a_wedged_writer_process_is_killed_and_its_traces_written_here(tracking: str) -> None:
-    """A writer that stops answering (SIGSTOP: alive, silent) must not hold the flush forever."""
+    """A writer that stops answering (SIGSTOP: alive, silent) must not hold a batch, and the flush, forever."""
     import os
     import signal
     import time
 
     import mlflow
 
+    from agent_release.steps.trace_export import TraceBatchWriter
+
     install_row_first_export()
     process = writer_process(mlflow.get_tracking_uri())
     assert process is not None
-    _make_trace("before")
+    trace_id = _make_trace("before")
     mlflow.flush_trace_async_logging()  # the child is up and has answered once
+    trace = mlflow.get_trace(trace_id)
+    assert trace is not None
     process.answer_timeout_s = 1.0
     os.kill(process.pid, signal.SIGSTOP)
     try:
-        ids = [_make_trace(f"wedged-{i}") for i in range(5)]
+        # The writer thread's path, called directly so that the batch surely goes to the wedged process (a
+        # flush could otherwise write every queued trace itself before the thread takes one).
+        writer = TraceBatchWriter(
+            client=mlflow.tracing.client.TracingClient(), tracking_uri=mlflow.get_tracking_uri()
+        )
+        assert writer._process is process
         started = time.monotonic()
-        mlflow.flush_trace_async_logging()
+        failed = writer._write([(trace, [])])
         waited = time.monotonic() - started
+        writer.shutdown()
     finally:
         if process._proc.poll() is None:
             os.kill(process.pid, signal.SIGCONT)
+    assert failed == []  # written in this process instead
     assert process.broken and process._proc.poll() == -signal.SIGKILL
-    assert waited < 15, waited
-    for trace_id in ids:
-        trace = mlflow.get_trace(trace_id)
-        assert trace is not None and len(trace.data.spans) == 3
-        assert [a.name for a in trace.info.assessments] == ["task_success"]  # once, not twice
+    assert 1.0 <= waited < 15, waited
+    stored = mlflow.get_trace(trace_id)
+    assert stored is not None and len(stored.data.spans) == 3
+    assert [a.name for a in stored.info.assessments] == ["task_success"]  # once, not twice
 
 
 def test_the_writer_answer_timeout_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
