@@ -27,7 +27,9 @@ TRACING_ENV = {
     "MLFLOW_GENAI_EVAL_SKIP_TRACE_VALIDATION": "true",
     # More scoring threads than this hit "database is locked" on the SQLite store.
     "MLFLOW_GENAI_EVAL_MAX_WORKERS": "4",
-    # Batch span writes (about 20 -> 5 ms per trace) and never discard traces when the queue fills.
+    # Batch span writes (about 20 -> 5 ms per trace) and never discard traces when the queue fills. These
+    # three shape MLflow's own exporter (a tracking server); a database store's row-first exporter takes
+    # each span as it ends and batches whole traces itself (steps/trace_export.py).
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_SPAN_BATCH_SIZE": "256",
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS": "500",
     "MLFLOW_ASYNC_TRACE_LOGGING_MAX_QUEUE_SIZE": "100000",

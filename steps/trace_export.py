@@ -13,8 +13,10 @@ whole traces only (when the root span ends, as MLflow's exporter does) and hands
 trace with ``TracingClient.start_trace`` (its ``TraceInfo`` carries the assessments logged while the trace
 was active, written in the same transaction) and then the spans of the whole batch with one
 ``TracingClient.log_spans`` call (:func:`write_batch`). Everything goes through MLflow's own client and
-store; only the order, the batching and the process are ours. ``mlflow.flush_trace_async_logging`` drains
-the writer too (MLflow's ``flush_exporter`` flushes an exporter's ``_span_batcher``).
+store; only the order, the batching and the process are ours. Spans reach the exporter as they end, not
+every half second through OpenTelemetry's batch processor (:func:`_span_processor_for`).
+``mlflow.flush_trace_async_logging`` drains the writer too (MLflow's ``flush_exporter`` flushes an
+exporter's ``_span_batcher``).
 
 It is installed only for database tracking URIs (``sqlite:``, ``postgresql:``, ``mysql:``, ``mssql:``); for
 an MLflow server or Databricks, MLflow's exporter stays as it is.
@@ -542,16 +544,32 @@ def uninstall_row_first_export() -> None:
 
 
 def _span_processor_for(tracking_uri: str) -> Any:
-    """MLflow's span processor, with the row-first exporter when ``tracking_uri`` is a database."""
+    """MLflow's span processor, with the row-first exporter when ``tracking_uri`` is a database.
+
+    Each span goes to the exporter when it ends, not through OpenTelemetry's ``BatchSpanProcessor``: that
+    thread hands spans over every ``MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS`` (500 ms), so up to half
+    a second of finished traces reached the writer only at the final flush, which then waited for them
+    (0.37-0.46 s of a 160-case evaluation; 0.06-0.18 s without, ``docs/performance.md``). The exporter
+    does nothing for a span that is not a root, and for a root it only queues the trace for the writer
+    thread, so ending a span stays cheap. The pass-through takes the batch processor's place in MLflow's
+    processor (``_batch_delegate``) and registry, so MLflow still flushes this exporter with
+    ``mlflow.flush_trace_async_logging`` and still retires it (flushed, its writer thread stopped) when it
+    replaces the tracer provider, e.g. after ``mlflow.set_experiment``.
+    """
     if not is_database_uri(tracking_uri):
         return _original_factory(tracking_uri=tracking_uri)
     from mlflow.environment_variables import MLFLOW_USE_BATCH_SPAN_PROCESSOR
+    from mlflow.tracing.processor import base_mlflow
     from mlflow.tracing.processor.mlflow_v3 import MlflowV3SpanProcessor
     from mlflow.tracing.utils.otlp import should_export_otlp_metrics
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
     exporter = RowFirstTraceExporter(tracking_uri=tracking_uri)
-    return MlflowV3SpanProcessor(
-        span_exporter=exporter,
-        export_metrics=should_export_otlp_metrics(),
-        use_batch_processor=MLFLOW_USE_BATCH_SPAN_PROCESSOR.get() and exporter._is_async_enabled,  # type: ignore[no-untyped-call]
+    processor = MlflowV3SpanProcessor(
+        span_exporter=exporter, export_metrics=should_export_otlp_metrics(), use_batch_processor=False
     )
+    if MLFLOW_USE_BATCH_SPAN_PROCESSOR.get() and exporter._is_async_enabled:  # type: ignore[no-untyped-call]
+        processor._batch_delegate = SimpleSpanProcessor(exporter)  # type: ignore[assignment]
+        with base_mlflow._batch_processor_registry_lock:
+            base_mlflow._batch_processor_registry.add(processor)
+    return processor

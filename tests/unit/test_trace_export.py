@@ -100,6 +100,58 @@ def test_flush_waits_for_every_trace(tracking: str) -> None:
     assert {t.info.trace_id for t in found} == set(ids)
 
 
+def test_a_trace_reaches_the_store_when_its_root_span_ends_without_a_flush(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No batching interval stands between a finished trace and the writer (OTel's batch processor would
+    hold it for MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS, set here to ten minutes)."""
+    import time
+
+    import mlflow
+
+    from agent_release.steps.trace_export import recording_stored_traces
+
+    monkeypatch.setenv("MLFLOW_ASYNC_TRACE_LOGGING_MAX_INTERVAL_MILLIS", "600000")
+    install_row_first_export()
+    mlflow.tracing.reset()  # type: ignore[no-untyped-call]  # the processor reads the interval when built
+    with recording_stored_traces() as stored:
+        trace_id = _make_trace("prompt")
+        deadline = time.monotonic() + 30
+        while trace_id not in stored and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert trace_id in stored
+    trace = mlflow.get_trace(trace_id)
+    assert trace is not None and len(trace.data.spans) == 3
+
+
+def test_replacing_the_tracer_provider_flushes_the_old_exporter_and_stops_its_thread(
+    tracking: str, tmp_path: Path
+) -> None:
+    """MLflow retires a provider's exporter when it builds a new one (set_experiment, tracing.reset): the
+    traces queued in it are written and its writer thread ends, so none piles up across experiments."""
+    import threading
+
+    import mlflow
+
+    def writer_threads() -> int:
+        return sum(
+            1 for t in threading.enumerate() if t.name == "agent-release-trace-writer" and t.is_alive()
+        )
+
+    install_row_first_export()
+    ids = {_make_trace("first")}
+    baseline = writer_threads()
+    assert baseline >= 1
+    for i in range(5):
+        mlflow.create_experiment(f"other-{i}", artifact_location=(tmp_path / f"a{i}").as_uri())
+        mlflow.set_experiment(f"other-{i}")
+        ids.add(_make_trace(f"in-other-{i}"))
+    mlflow.tracing.reset()  # type: ignore[no-untyped-call]  # retires the last one too, with no flush call
+    assert writer_threads() < baseline + 1
+    for trace_id in ids:
+        assert mlflow.get_trace(trace_id) is not None
+
+
 def test_a_dead_writer_process_loses_no_trace(tracking: str) -> None:
     import mlflow
 
