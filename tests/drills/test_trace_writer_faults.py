@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e._eval_fixtures import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
+from _shared.eval_world import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
 
 from agent_release.steps import trace_export
 from agent_release.steps.backend import FaultSpec
@@ -65,7 +65,7 @@ def drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Drill]:
     import mlflow
 
     world = start_world(
-        tmp_path, {"challenger": FaultSpec(added_latency_ms=LATENCY_MS)}, "e2e._eval_fixtures:LookupModel"
+        tmp_path, {"challenger": FaultSpec(added_latency_ms=LATENCY_MS)}, "_shared.eval_world:LookupModel"
     )
     for key, value in aws_env(world.url).items():
         monkeypatch.setenv(key, value)

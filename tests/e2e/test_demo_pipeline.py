@@ -121,7 +121,7 @@ def test_mlflow_lists_both_agent_versions_with_aliases(demo: dict[str, Any]) -> 
     champion = client.get_model_version_by_alias("support-agent", "champion")
     assert champion.tags["agent_release.variant"] == "challenger"
     assert int(champion.version) == max(int(v.version) for v in versions)
-    with pytest.raises(MlflowException):
+    with pytest.raises(MlflowException, match="alias challenger not found"):
         client.get_model_version_by_alias("support-agent", "challenger")
     models = client.search_logged_models(
         experiment_ids=[client.get_experiment_by_name("support-agent").experiment_id]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _eval_fixtures import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
+from _shared.eval_world import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
 
 from agent_release.steps.backend import FaultSpec
 from agent_release.steps.evaluate_config import EvaluateConfig
@@ -25,7 +25,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EvalWorld
     world = start_world(
         tmp_path,
         {"champion": FaultSpec(), "challenger": FaultSpec(error_rate=0.1)},
-        "_eval_fixtures:LookupModel",
+        "_shared.eval_world:LookupModel",
     )
     for key, value in aws_env(world.url).items():
         monkeypatch.setenv(key, value)

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _eval_fixtures import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
+from _shared.eval_world import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
 
 from agent_release.steps.backend import FaultSpec
 from agent_release.steps.evaluate_config import EvaluateConfig
@@ -22,7 +22,7 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EvalWorld
     import mlflow
 
     world = start_world(
-        tmp_path, {"challenger": FaultSpec(added_latency_ms=20)}, "_eval_fixtures:LookupModel"
+        tmp_path, {"challenger": FaultSpec(added_latency_ms=20)}, "_shared.eval_world:LookupModel"
     )
     for key, value in aws_env(world.url).items():
         monkeypatch.setenv(key, value)

@@ -131,13 +131,21 @@ def test_full_decision_step_false_promotion_rate_and_agreement_with_the_core_rul
     assert decisions.count("inconclusive") / sims > 0.8
 
 
-@pytest.mark.slow  # ~8 s on an idle 2-core machine, 300 bootstraps
-def test_cluster_bootstrap_gate_false_promotion_rate() -> None:
-    sims = 300
-    challenger, champion = _simulate(np.random.default_rng(5), sims, effect=0.0)
+@pytest.mark.slow  # ~11 s on an idle 2-core machine, 400 bootstraps
+def test_cluster_bootstrap_gate_false_promotion_rate_and_power() -> None:
     config = DecisionConfig(alpha=ALPHA, guardrails=(), primary_method="bootstrap", bootstrap_resamples=500)
-    decisions = [
-        decide_promotion(config, _evaluation(a, b)).decision
-        for a, b in zip(challenger, champion, strict=True)
-    ]
-    assert decisions.count("promote") / sims <= ALPHA + _mc_error(ALPHA, sims)
+
+    def promote_rate(seed: int, sims: int, effect: float) -> float:
+        challenger, champion = _simulate(np.random.default_rng(seed), sims, effect=effect)
+        decisions = [
+            decide_promotion(config, _evaluation(a, b)).decision
+            for a, b in zip(challenger, champion, strict=True)
+        ]
+        return decisions.count("promote") / sims
+
+    null = promote_rate(5, 300, 0.0)
+    assert null <= ALPHA + _mc_error(ALPHA, 300)
+    assert null >= ALPHA - _mc_error(ALPHA, 300)  # a gate that never promotes would pass the line above
+    # At the MDE planned for the t-based rule the bootstrap gate has about the same power.
+    mde = minimum_detectable_effect(N_CASES, N_CLUSTERS, sd_diff=SD_DIFF, icc=ICC, alpha=ALPHA, power=POWER)
+    assert promote_rate(6, 100, mde.mde) >= POWER - _mc_error(POWER, 100)
