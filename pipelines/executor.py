@@ -340,10 +340,12 @@ class LocalExecutor:
             try:
                 output = step.run(run)
             except Exception as exc:  # a step failure is recorded, not raised: the run ends cleanly
-                message = locked_message(self.store.state_dir) if is_locked_error(exc) else first_line(exc)
-                self.store.mark_step(
-                    execution_id, step.name, "failed", finished_at=time.time(), error=message
-                )
+                locked = is_locked_error(exc)
+                message = locked_message(self.store.state_dir) if locked else first_line(exc)
+                # The step's record keeps the rest of a multi-line message (flattened, capped), for
+                # `report`; the run's error line shows its first line.
+                detail = message if locked else one_line(exc)
+                self.store.mark_step(execution_id, step.name, "failed", finished_at=time.time(), error=detail)
                 self.store.finish(execution_id, "failed", error=f"{step.name}: {message}")
                 self._observe(step.name, "failed", {"error": message})
                 logger.info(
@@ -414,8 +416,9 @@ def one_line(exc: BaseException) -> str:
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (see :func:`flatten`), its type when the message is empty.
 
-    What a failed step records, and what the run's error line shows after the step's name: a step's exception
-    may be a library's multi-line report, whose first line says what failed.
+    What the run's error line shows after a failed step's name (the step's own record keeps the rest, see
+    :func:`one_line`): a step's exception may be a library's multi-line report, whose first line says what
+    failed.
     """
     lines = str(exc).strip().splitlines()
     return flatten(lines[0]) if lines else type(exc).__name__

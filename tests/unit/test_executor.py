@@ -29,7 +29,7 @@ def make_steps(calls: list[str], fail_at: set[str]) -> list[StepDef]:
         def run(r: StepRun) -> BaseModel:
             calls.append(name)
             if name in fail_at:
-                raise RuntimeError(f"{name} broke\nsecond line is not shown")
+                raise RuntimeError(f"{name} broke\ndetails on a second line")
             upstream = sum(o.value for o in r.outputs.values() if isinstance(o, Out))
             return Out(value=upstream + value)
 
@@ -84,6 +84,10 @@ def test_failure_is_recorded_and_resume_skips_finished_steps(tmp_path: Path) -> 
     first = ex.run(eid, failing, context=None)
     assert first.status == "failed"
     assert first.error == "c: c broke"  # one line, prefixed with the step
+    assert store.execution(eid)["error"] == "c: c broke"
+    # The step's own record keeps the rest of the message, on one line.
+    failed_step = next(r for r in store.steps(eid) if r["name"] == "c")
+    assert failed_step["error"] == "c broke\\ndetails on a second line"
     assert calls == ["a", "b", "c"]
     assert store.execution(eid)["status"] == "failed"
 
