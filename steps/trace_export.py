@@ -558,7 +558,6 @@ def _span_processor_for(tracking_uri: str) -> Any:
     """
     if not is_database_uri(tracking_uri):
         return _original_factory(tracking_uri=tracking_uri)
-    from mlflow.environment_variables import MLFLOW_USE_BATCH_SPAN_PROCESSOR
     from mlflow.tracing.processor import base_mlflow
     from mlflow.tracing.processor.mlflow_v3 import MlflowV3SpanProcessor
     from mlflow.tracing.utils.otlp import should_export_otlp_metrics
@@ -568,8 +567,9 @@ def _span_processor_for(tracking_uri: str) -> Any:
     processor = MlflowV3SpanProcessor(
         span_exporter=exporter, export_metrics=should_export_otlp_metrics(), use_batch_processor=False
     )
-    if MLFLOW_USE_BATCH_SPAN_PROCESSOR.get() and exporter._is_async_enabled:  # type: ignore[no-untyped-call]
-        processor._batch_delegate = SimpleSpanProcessor(exporter)  # type: ignore[assignment]
-        with base_mlflow._batch_processor_registry_lock:
-            base_mlflow._batch_processor_registry.add(processor)
+    # Always, whatever MLFLOW_USE_BATCH_SPAN_PROCESSOR says (there is nothing left to batch): without a
+    # delegate MLflow would never retire this exporter, and its writer thread would outlive it.
+    processor._batch_delegate = SimpleSpanProcessor(exporter)  # type: ignore[assignment]
+    with base_mlflow._batch_processor_registry_lock:
+        base_mlflow._batch_processor_registry.add(processor)
     return processor

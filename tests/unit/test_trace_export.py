@@ -124,14 +124,23 @@ def test_a_trace_reaches_the_store_when_its_root_span_ends_without_a_flush(
     assert trace is not None and len(trace.data.spans) == 3
 
 
+@pytest.mark.parametrize(
+    "env",
+    [{}, {"MLFLOW_USE_BATCH_SPAN_PROCESSOR": "false"}, {"MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false"}],
+    ids=["default", "no-batch-processor", "sync-logging"],
+)
 def test_replacing_the_tracer_provider_flushes_the_old_exporter_and_stops_its_thread(
-    tracking: str, tmp_path: Path
+    tracking: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]
 ) -> None:
     """MLflow retires a provider's exporter when it builds a new one (set_experiment, tracing.reset): the
-    traces queued in it are written and its writer thread ends, so none piles up across experiments."""
+    traces queued in it are written and its writer thread ends, so none piles up across experiments, in
+    every logging mode."""
     import threading
 
     import mlflow
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
 
     def writer_threads() -> int:
         return sum(
