@@ -42,6 +42,11 @@ ENDPOINT = "bench"
 # Where the bench's experiments keep their artifacts (set by main to its temporary directory): MLflow's own
 # default for a SQLite store is ./mlruns in the working directory, i.e. the repository.
 ARTIFACTS: list[Path] = []
+# The runtime's state directory (set by main), whose invocation records show the calls in flight.
+RUNTIME_STATE: list[Path] = []
+# Most calls the endpoint served at once during each of our runs on the slow variant, by run tag.
+MAX_IN_FLIGHT: dict[str, int] = {}
+CALLS_PER_CASE = {"W1": 1, "W2": 2}
 IDEAL = {"W1": CONCURRENCY / (LATENCY_MS / 1000), "W2": CONCURRENCY / (2 * LATENCY_MS / 1000)}
 
 # Before MLflow builds its tracer: the same settings the pipeline's tracking set-up uses.
@@ -213,6 +218,39 @@ def count_persisted(experiment_id: str, run_id: str | None, key: Callable[[Any],
     return len(scored)
 
 
+def endpoint_max_in_flight(state_dir: Path, variant: str, since: float, calls: int) -> int:
+    """Most calls the runtime was serving at once for ``variant`` since ``since`` (epoch seconds).
+
+    Read from the runtime's own invocation records (each ends at ``at`` and lasted its model plus overhead
+    latency, from the request's arrival to the last byte of the answer), so it checks from the endpoint's
+    side that the evaluation kept to its concurrency. The runtime writes its records about every half
+    second: this waits (up to 10 s) until ``calls`` of them are in.
+    """
+    import sqlite3
+
+    from agent_release.pipelines.state_db import state_db_path
+
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.closing(sqlite3.connect(state_db_path(state_dir))) as conn:
+            rows = conn.execute(
+                "SELECT at, model_latency_ms, overhead_latency_ms FROM invocations "
+                "WHERE endpoint = ? AND variant = ? AND at >= ? AND shadow = 0",
+                (ENDPOINT, variant, since),
+            ).fetchall()
+        if len(rows) >= calls or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    events = []
+    for at, model_ms, overhead_ms in rows:
+        events += [(at - ((model_ms or 0.0) + (overhead_ms or 0.0)) / 1000.0, 1), (at, -1)]
+    in_flight = most = 0
+    for _, step in sorted(events):  # an end sorts before a start at the same instant
+        in_flight += step
+        most = max(most, in_flight)
+    return most
+
+
 def _process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a live process, from /proc (fields 14 and 15 of its stat line)."""
     try:
@@ -241,6 +279,7 @@ def run_ours(
     tag = f"ours-{workload}-{variant}-{scoring}"
     reg = registration(variant, tag)
     cases = make_cases(workload, n)
+    since = time.time()
     started, cpu0 = time.perf_counter(), cpu_s()
     report = evaluate_variants(
         EvaluateConfig(concurrency=CONCURRENCY, timeout_s=60, scoring=scoring),  # type: ignore[arg-type]
@@ -253,6 +292,10 @@ def run_ours(
         experiment=f"bench-{tag}",
     )
     elapsed, cpu = time.perf_counter() - started, cpu_s() - cpu0
+    if RUNTIME_STATE and variant == "slow":
+        MAX_IN_FLIGHT[tag] = endpoint_max_in_flight(
+            RUNTIME_STATE[0], variant, since, n * CALLS_PER_CASE[workload]
+        )
     run_id = report.variants[0].mlflow_run_id
     persisted = count_persisted(reg.experiment_id, run_id, lambda t: t.info.tags.get("eval.case_id"))
     return n / elapsed, persisted, cpu
@@ -426,6 +469,7 @@ def scaling(workload: str, n: int, rate: float, scale: int) -> dict[str, Any]:
         "steady_ratio_to_ideal": round(steady / IDEAL[workload], 3),
         "traces_expected": scale * n,
         "traces_persisted": persisted,
+        "endpoint_max_in_flight": MAX_IN_FLIGHT.get(f"ours-{workload}-slow-inline"),
     }
 
 
@@ -458,6 +502,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-eval-") as tmp, contextlib.redirect_stdout(sys.stderr):
         state_dir = Path(tmp)
         proc, url = start_runtime(state_dir)
+        RUNTIME_STATE.append(state_dir)
         os.environ["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = url
         try:
             import mlflow
@@ -472,6 +517,7 @@ def main() -> None:
             for workload in ("W1", "W2"):
                 rate, persisted, _ = run_ours(workload, args.cases)
                 rates[workload] = rate
+                max_in_flight = MAX_IN_FLIGHT.get(f"ours-{workload}-slow-inline")
                 # The peers run with MLflow's own trace exporter, as a user would have it.
                 uninstall_row_first_export()
                 peers = {
@@ -509,6 +555,7 @@ def main() -> None:
                             "ratio_to_ideal": round(rate / IDEAL[workload], 3),
                             "traces_expected": args.cases,
                             "traces_persisted": persisted,
+                            "endpoint_max_in_flight": max_in_flight,
                             "peers": peers,
                         }
                     )
