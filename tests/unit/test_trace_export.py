@@ -156,7 +156,7 @@ def test_replacing_the_tracer_provider_flushes_the_old_exporter_and_stops_its_th
         mlflow.set_experiment(f"other-{i}")
         ids.add(_make_trace(f"in-other-{i}"))
     mlflow.tracing.reset()  # type: ignore[no-untyped-call]  # retires the last one too, with no flush call
-    assert writer_threads() < baseline + 1
+    assert writer_threads() < baseline  # the first exporter's thread ended too, and no later one stayed
     for trace_id in ids:
         assert mlflow.get_trace(trace_id) is not None
 
