@@ -1,5 +1,6 @@
-"""Shared pieces of the evaluation end-to-end tests: a python-kind model served by the local runtime, the
-endpoint, MLflow tracking in a temporary directory, and a registration of LoggedModels."""
+"""Shared pieces of the evaluation end-to-end tests and the trace writer drills: a python-kind model served
+by the local runtime, the endpoint, MLflow tracking in a temporary directory, and a registration of
+LoggedModels."""
 
 from __future__ import annotations
 
