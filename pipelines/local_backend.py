@@ -578,12 +578,9 @@ class LocalBackend:
     def _audit_entries(self) -> list[tuple[AuditEntry, str | None]]:
         """Every ledger entry with why its evidence is unreadable (None when it reads)."""
         entries: list[tuple[AuditEntry, str | None]] = []
-        try:
-            rows = self._query("SELECT * FROM audit ORDER BY seq")
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            rows = []  # a read-only look (state_db.read_only) at a database no backend has written yet
+        # A read-only look (state_db.read_only) at a database no backend has written yet has no audit table.
+        no_rows: list[sqlite3.Row] = []
+        rows = state_db.unless_table_missing(lambda: self._query("SELECT * FROM audit ORDER BY seq"), no_rows)
         for r in rows:
             evidence, damage = read_evidence(r["evidence_json"])
             entry = AuditEntry(

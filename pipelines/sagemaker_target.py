@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -377,29 +377,30 @@ def _trigger_name(pipeline_name: str, suffix: str) -> str:
     return f"{pipeline_name[:keep]}-{digest}-{suffix}"
 
 
+def _unless_missing(call: Callable[[], Any]) -> Any:
+    """``call()``; None when AWS answers that what it names does not exist (``ResourceNotFoundException``)."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+            raise
+        return None
+
+
 def _delete_schedule(boto_session: boto3.Session, name: str) -> None:
     """Delete the schedule ``name`` (default group) if it exists.
 
     The SDK's ``Pipeline.delete_triggers`` does the same but logs a WARNING that the schedule "does not
     exist" on every ``upsert`` of a pipeline that never had one.
     """
-    from botocore.exceptions import ClientError
-
-    try:
-        boto_session.client("scheduler").delete_schedule(Name=name)
-    except ClientError as exc:
-        if _error_code(exc) != "ResourceNotFoundException":
-            raise
+    _unless_missing(lambda: boto_session.client("scheduler").delete_schedule(Name=name))
 
 
 def _old_trigger_name(pipeline_name: str, suffix: str) -> str:
     """What releases before the digest of :func:`_trigger_name` named a trigger: ``<pipeline>-<suffix>`` cut at 64."""
     return f"{pipeline_name}-{suffix}"[:_TRIGGER_NAME_MAX]
-
-
-def _error_code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 def _remove_old_named_triggers(
@@ -413,18 +414,11 @@ def _remove_old_named_triggers(
     cut name may be shared with another long pipeline name, whose trigger is left alone, and a target someone
     added to the old rule stays with the rule.
     """
-    from botocore.exceptions import ClientError
-
     lines: list[str] = []
     rule = _old_trigger_name(pipeline_name, "on-new-package")
     if rule != package_rule_name(pipeline_name):
         events = boto_session.client("events")
-        try:
-            targets = events.list_targets_by_rule(Rule=rule).get("Targets", [])
-        except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
-                raise
-            targets = []
+        targets = (_unless_missing(lambda: events.list_targets_by_rule(Rule=rule)) or {}).get("Targets", [])
         ours = [str(t["Id"]) for t in targets if t.get("Arn") == pipeline_arn]
         if ours:
             events.remove_targets(Rule=rule, Ids=ours)
@@ -436,12 +430,7 @@ def _remove_old_named_triggers(
     schedule = _old_trigger_name(pipeline_name, "schedule")
     if schedule != schedule_name(pipeline_name):
         scheduler = boto_session.client("scheduler")
-        try:
-            target = scheduler.get_schedule(Name=schedule).get("Target", {})
-        except ClientError as exc:
-            if _error_code(exc) != "ResourceNotFoundException":
-                raise
-            target = {}
+        target = (_unless_missing(lambda: scheduler.get_schedule(Name=schedule)) or {}).get("Target", {})
         if target.get("Arn") == pipeline_arn:
             scheduler.delete_schedule(Name=schedule)
             lines.append(f"removed old-named schedule {schedule}")
@@ -459,18 +448,16 @@ def schedule_name(pipeline_name: str) -> str:
 
 
 def _sync_package_rule(loaded: LoadedConfig, boto_session: boto3.Session, pipeline_arn: str) -> str | None:
-    from botocore.exceptions import ClientError
-
     config = loaded.config
     events = boto_session.client("events")
     rule = package_rule_name(pipeline_name_of(config))
     if not config.schedule.on_new_package:
-        try:
+
+        def remove_rule() -> None:
             events.remove_targets(Rule=rule, Ids=["start-pipeline"])
             events.delete_rule(Name=rule)
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                raise
+
+        _unless_missing(remove_rule)
         return None
     rule_arn = str(
         events.put_rule(

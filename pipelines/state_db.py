@@ -20,10 +20,13 @@ import math
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 STATE_DIR_ENV = "AGENT_RELEASE_HOME"
 DEFAULT_STATE_DIRNAME = ".agent-release"
@@ -125,6 +128,17 @@ def connect(
             raise
         raise StateDbUnavailable(_open_failure(path, exc)) from exc
     return conn
+
+
+def unless_table_missing(read: Callable[[], T], empty: T) -> T:
+    """``read()``, or ``empty`` when a table it reads does not exist: under :func:`read_only` nothing creates
+    the tables an older or partly written state database lacks, and readers treat them as empty."""
+    try:
+        return read()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return empty
+        raise
 
 
 def _connect_read_only(path: Path, timeout: float) -> ReadOnlyConnection:

@@ -22,14 +22,10 @@ challenger; anything else has no role (null).
 from __future__ import annotations
 
 import os
-import sqlite3
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from agent_release.steps.backend import ApprovalStatus, Backend, BackendError, EndpointState, ModelPackage
-
-T = TypeVar("T")
 
 
 def variant_roles(
@@ -69,7 +65,7 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
     """The status document (see module docstring)."""
     from agent_release.pipelines.executor import ExecutionStore
     from agent_release.pipelines.local_backend import LocalBackend
-    from agent_release.pipelines.state_db import read_only
+    from agent_release.pipelines.state_db import read_only, unless_table_missing
     from agent_release.pipelines.tracking import resolve_tracking_uri
 
     configured_uri: str | None = None
@@ -88,7 +84,7 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
             backend.close()
         store = ExecutionStore(state_dir)
         try:
-            row = _unless_missing(store.latest, None)
+            row = unless_table_missing(store.latest, None)
         finally:
             store.close()
     last = None
@@ -103,21 +99,13 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
     }
 
 
-def _unless_missing(read: Callable[[], T], empty: T) -> T:
-    """``read()``, or ``empty`` where its table is missing (a read-only connection creates none)."""
-    try:
-        return read()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return empty
-        raise
-
-
 def _endpoints(backend: Backend) -> list[dict[str, Any]]:
     """Every endpoint of the local backend with its variants, roles and packages (the status contract)."""
+    from agent_release.pipelines.state_db import unless_table_missing
+
     endpoints: list[dict[str, Any]] = []
     no_endpoints: list[EndpointState] = []
-    for ep in _unless_missing(backend.list_endpoints, no_endpoints):
+    for ep in unless_table_missing(backend.list_endpoints, no_endpoints):
         roles = variant_roles(backend, ep)
         shares = ep.traffic_shares()
         endpoints.append(

@@ -551,8 +551,8 @@ def _span_processor_for(tracking_uri: str) -> Any:
     a second of finished traces reached the writer only at the final flush, which then waited for them
     (0.37-0.46 s of a 160-case evaluation; 0.06-0.18 s without, ``docs/performance.md``). The exporter
     does next to nothing for a span that is not a root, and for a root it builds the trace and queues it for
-    the writer thread, so ending a span stays cheap. The pass-through takes the batch processor's place in MLflow's
-    processor (``_batch_delegate``) and registry, so MLflow still flushes this exporter with
+    the writer thread, so ending a span stays cheap. The pass-through takes the batch processor's place in
+    MLflow's processor (``_batch_delegate``) and registry, so MLflow still flushes this exporter with
     ``mlflow.flush_trace_async_logging`` and still retires it (flushed, its writer thread stopped) when it
     replaces the tracer provider, e.g. after ``mlflow.set_experiment``.
     """

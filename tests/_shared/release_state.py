@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from agent_release.pipelines.local_backend import LocalBackend
@@ -11,6 +12,19 @@ from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
 ENDPOINT = "support-agent"  # pipeline.yaml's deploy.endpoint_name
 GROUP = "support-model"
 MODEL = ModelSpec(kind="python", options={"class_path": "nowhere:NeverLoaded"})  # never served here
+
+
+def damage_executions_table(home: Path) -> None:
+    """Overwrite the first page of the executions table in ``home``'s state.db (made with ExecutionStore): the
+    file still opens, and the table no longer reads."""
+    conn = sqlite3.connect(home / "state.db")
+    conn.execute("PRAGMA journal_mode=DELETE")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'executions'").fetchone()[0]
+    conn.close()
+    with (home / "state.db").open("r+b") as fh:
+        fh.seek((root - 1) * page_size)
+        fh.write(b"\xde\xad" * (page_size // 2))
 
 
 def deploy_half_way_canary(home: Path) -> None:

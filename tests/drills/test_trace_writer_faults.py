@@ -181,6 +181,23 @@ def _assert_one_scored_trace_per_unit(report: EvaluationReport, experiment_id: s
     return traces
 
 
+def _assert_kill_recovered(
+    process: trace_export.WriterProcess,
+    report: EvaluationReport,
+    experiment_id: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The writer process died of the drill's SIGKILL, the exporter said so, and nothing was lost: one scored
+    trace per unit, none a stand-in (the batch the process died with was written again in this process), and
+    no traceback on the console."""
+    assert process._proc.wait(timeout=10) == -signal.SIGKILL
+    assert "trace writer process is gone" in caplog.text
+    traces = _assert_one_scored_trace_per_unit(report, experiment_id)
+    assert not [t for t in traces if t.info.tags.get("eval.stand_in")]
+    _no_traceback(capfd)
+
+
 def _no_traceback(capfd: pytest.CaptureFixture[str]) -> str:
     out, err = capfd.readouterr()
     assert "Traceback" not in out + err, (out + err)[-3000:]
@@ -262,12 +279,7 @@ def test_writer_process_killed_mid_evaluation(
     assert process is warm
     assert killed["unanswered"] > 0, "the writer never held a partly committed batch"
     assert killed["done_at_kill"] < N_UNITS, "the kill came after the last case"
-    assert process._proc.wait(timeout=10) == -signal.SIGKILL
-    assert "trace writer process is gone" in caplog.text
-    traces = _assert_one_scored_trace_per_unit(report, experiment_id)
-    # Nothing needed a stand-in: the batch the process died with was written again in this process.
-    assert not [t for t in traces if t.info.tags.get("eval.stand_in")]
-    _no_traceback(capfd)
+    _assert_kill_recovered(process, report, experiment_id, caplog, capfd)
     print(
         f"\nkilled at {killed['done_at_kill']}/{N_UNITS} cases done, with {killed['acknowledged']} traces "
         f"answered for and {killed['unanswered']} more committed from the batch in flight; "
@@ -335,13 +347,9 @@ def test_writer_process_killed_during_the_final_flush(
 
     process = seen["process"]
     assert seen["unanswered"] > 0, "the writer never held a partly committed batch"
-    assert process._proc.wait(timeout=10) == -signal.SIGKILL
     # The flush started on a backlog and with a batch stuck in the wedged writer.
     assert seen["flush_backlog"] > 0 and seen["flush_busy"], seen
-    assert "trace writer process is gone" in caplog.text
-    traces = _assert_one_scored_trace_per_unit(report, experiment_id)
-    assert not [t for t in traces if t.info.tags.get("eval.stand_in")]
-    _no_traceback(capfd)
+    _assert_kill_recovered(process, report, experiment_id, caplog, capfd)
     print(
         f"\nflush started with {seen['flush_backlog']} queued traces and a batch in the wedged writer "
         f"({seen['unanswered']} of its rows committed); {seen['left_at_kill']} queued at the kill; "

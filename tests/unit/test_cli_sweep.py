@@ -9,7 +9,6 @@ settings that ``run`` would only refuse after training.
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from _shared.cli import copy_project, one_error_line, state_of_a_run
 from _shared.pipeline_yaml import config_error, edit
+from _shared.release_state import damage_executions_table
 from click.testing import CliRunner
 
 from agent_release.pipelines import cli
@@ -151,14 +151,7 @@ def test_a_damaged_table_names_the_state_database(tmp_path: Path) -> None:
     from agent_release.pipelines.executor import ExecutionStore
 
     ExecutionStore(tmp_path).close()
-    conn = sqlite3.connect(tmp_path / "state.db")
-    conn.execute("PRAGMA journal_mode=DELETE")
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'executions'").fetchone()[0]
-    conn.close()
-    with (tmp_path / "state.db").open("r+b") as fh:  # the file opens; the executions table does not read
-        fh.seek((root - 1) * page_size)
-        fh.write(b"\xde\xad" * (page_size // 2))
+    damage_executions_table(tmp_path)  # the file opens; the executions table does not read
     one_error_line(invoke(["report"], tmp_path), f"state database {tmp_path / 'state.db'} is damaged")
 
 

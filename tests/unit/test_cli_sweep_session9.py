@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from _shared.cli import ROOT, assert_one_line_error, copy_project, one_error_line, run_cli, state_of_a_run
-from _shared.release_state import ENDPOINT
+from _shared.release_state import ENDPOINT, damage_executions_table
 from _shared.release_state import deploy_half_way_canary as deploy
 from click.testing import CliRunner
 from pydantic import BaseModel
@@ -95,14 +95,7 @@ def test_a_message_the_cli_prints_itself_is_one_line_too(tmp_path: Path) -> None
     # damaged_message() reaches the console without one_line(): a state dir with a newline split it.
     home = tmp_path / "state\nhome"
     ExecutionStore(home).close()
-    conn = sqlite3.connect(home / "state.db")
-    conn.execute("PRAGMA journal_mode=DELETE")
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'executions'").fetchone()[0]
-    conn.close()
-    with (home / "state.db").open("r+b") as fh:
-        fh.seek((root - 1) * page_size)
-        fh.write(b"\xde\xad" * (page_size // 2))
+    damage_executions_table(home)
     one_error_line(invoke(["report"], home), f"state database {tmp_path}/state\\nhome/state.db is damaged")
 
 
@@ -124,8 +117,9 @@ def test_one_line_caps_a_long_multi_line_message_but_keeps_the_first_line_whole(
     assert one_line(ValueError("")) == "ValueError"
 
 
-def test_a_failed_step_records_the_first_line_with_nothing_that_drives_the_terminal() -> None:
-    # The executor keeps a step's first line (tests/unit/test_executor.py), now without raw control characters.
+def test_a_failed_runs_error_line_is_the_first_line_with_nothing_that_drives_the_terminal() -> None:
+    # The run's error line names the step and its first line (tests/unit/test_executor.py), without raw
+    # control characters; the step's own record keeps the whole message through one_line.
     assert first_line(RuntimeError("step \x1b[31mbroke\nsecond line")) == "step \\x1b[31mbroke"
     assert first_line(RuntimeError("  ")) == "RuntimeError"
 
@@ -254,6 +248,7 @@ def test_numbers_of_every_kind_still_parse() -> None:
         ("champion: approved", "champion: 1"),  # a version number
         ("min_improvement: 0.02", "min_improvement: 2e-2"),
     ]:
+        assert old in text, old  # an edit that matched nothing would test the default instead
         text = text.replace(old, new, 1)
     config = parse_config(text, source="p.yaml")
     assert config.agent.inference.temperature == 0.0 and config.evaluate.timeout_s == 60.5
@@ -446,14 +441,8 @@ def test_a_read_only_directory_without_a_wal_index_opens_immutable(
     # with "attempt to write a readonly database"; root can always write, so the check is made to say no.
     home = tmp_path / "state"
     deploy(home)
-    opened: list[str] = []
-    real_connect, real_access = sqlite3.connect, os.access
-
-    def spy(database: Any, *args: Any, **kwargs: Any) -> Any:
-        opened.append(str(database))
-        return real_connect(database, *args, **kwargs)
-
-    monkeypatch.setattr(sqlite3, "connect", spy)
+    opened = record_connections(monkeypatch)
+    real_access = os.access
     monkeypatch.setattr(
         os, "access", lambda path, mode, **kw: mode != os.W_OK and real_access(path, mode, **kw)
     )
