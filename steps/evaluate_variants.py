@@ -44,6 +44,7 @@ from agent_release.steps.eval_harness import (
 from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
+from agent_release.steps.run_bookkeeping import RunBookkeeping
 from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs
 from agent_release.steps.validate_datasets import case_cluster
 
@@ -104,13 +105,17 @@ def evaluate_variants(
     make_model = model_factory or _default_model_factory(config, region)
 
     experiment_id = mlflow.set_experiment(experiment).experiment_id
+    client = mlflow.MlflowClient()
     variants: list[VariantEvaluation] = []
     rows: list[CaseResult] = []
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate-{dataset_name}") as parent:
-        _log_provenance(config, dataset_name, dataset_hash, specs)
-        for agent in registration.agents:
+        for index, agent in enumerate(registration.agents):
             evaluation, agent_rows = _evaluate_one(
                 agent,
+                client=client,
+                # The parent's provenance is written with the first variant's, once that run exists:
+                # queued earlier, its transaction would hold up the variant run's creation.
+                also_record=[parent.info.run_id] if index == 0 else [],
                 config=config,
                 units=units,
                 expectations=expectations,
@@ -185,28 +190,46 @@ def _expectations(case: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _log_provenance(
+def _provenance(
     config: EvaluateConfig, dataset_name: str, dataset_hash: str, specs: Sequence[Mapping[str, Any]]
-) -> None:
-    import mlflow
+) -> dict[str, Any]:
+    """The params that make an evaluation run self-describing (parent and variant runs alike)."""
+    return {
+        "dataset_name": dataset_name,
+        "dataset_hash": dataset_hash,
+        "repeats": config.repeats,
+        "concurrency": config.concurrency,
+        "timeout_s": config.timeout_s,
+        "max_retries": config.max_retries,
+        "scorers": ",".join(str(s["name"]) for s in specs),
+    }
 
-    mlflow.log_params(
-        {
-            "dataset_name": dataset_name,
-            "dataset_hash": dataset_hash,
-            "repeats": config.repeats,
-            "concurrency": config.concurrency,
-            "timeout_s": config.timeout_s,
-            "max_retries": config.max_retries,
-            "scorers": ",".join(str(s["name"]) for s in specs),
-        }
+
+def _log_provenance(
+    books: RunBookkeeping,
+    client: Any,
+    run_id: str,
+    params: Mapping[str, Any],
+    specs: Sequence[Mapping[str, Any]],
+    tags: Mapping[str, str] | None = None,
+) -> None:
+    """Queue ``params`` and ``tags`` (one transaction) and the exact scorer specs file for ``run_id``."""
+    from mlflow.entities import Param, RunTag
+
+    books.submit(
+        client.log_batch,
+        run_id,
+        params=[Param(key, str(value)) for key, value in params.items()],
+        tags=[RunTag(key, value) for key, value in (tags or {}).items()],
     )
-    mlflow.log_dict({"scorer_specs": list(specs)}, SCORER_SPECS_FILE)
+    books.submit(client.log_dict, run_id, {"scorer_specs": list(specs)}, SCORER_SPECS_FILE)
 
 
 def _evaluate_one(
     agent: RegisteredAgent,
     *,
+    client: Any,
+    also_record: Sequence[str],
     config: EvaluateConfig,
     units: Sequence[CaseUnit],
     expectations: Mapping[str, Mapping[str, Any]],
@@ -222,17 +245,34 @@ def _evaluate_one(
     row_first: bool,
 ) -> tuple[VariantEvaluation, list[CaseResult]]:
     import mlflow
+    from mlflow.entities import LoggedModelInput, Metric
 
     from agent_release.steps.inline_scoring import InlineScoring
     from agent_release.steps.trace_export import recording_stored_traces
 
     ModelCallRetries(max_attempts=config.max_retries + 1).attach(model)
-    with mlflow.start_run(
-        experiment_id=experiment_id, run_name=f"evaluate-{agent.variant}", nested=True
-    ) as run:
-        _log_provenance(config, dataset_name, dataset_hash, specs)
-        mlflow.log_params({"variant": agent.variant, "role": agent.role, "endpoint": agent.endpoint_name})
-        mlflow.set_tags({"agent_release.step": "evaluate_variants", "agent_release.variant": agent.variant})
+    with (
+        mlflow.start_run(
+            experiment_id=experiment_id, run_name=f"evaluate-{agent.variant}", nested=True
+        ) as run,
+        RunBookkeeping() as books,
+    ):
+        run_id = run.info.run_id
+        # Written while the first cases wait for the endpoint (see steps/run_bookkeeping.py).
+        provenance = _provenance(config, dataset_name, dataset_hash, specs)
+        _log_provenance(
+            books,
+            client,
+            run_id,
+            {**provenance, "variant": agent.variant, "role": agent.role, "endpoint": agent.endpoint_name},
+            specs,
+            tags={"agent_release.step": "evaluate_variants", "agent_release.variant": agent.variant},
+        )
+        for other_run_id in also_record:
+            _log_provenance(books, client, other_run_id, provenance, specs)
+        # The agent is the run's input; the metrics below name it too, which links them to its LoggedModel.
+        # (mlflow.log_metrics(model_id=...) would log this input once per metric, ~25 ms at the end.)
+        books.submit(client.log_inputs, run_id, models=[LoggedModelInput(agent.logged_model_id)])
         started = time.perf_counter()
         inline = (
             InlineScoring(scorers, expectations, run_id=run.info.run_id)
@@ -271,8 +311,15 @@ def _evaluate_one(
         prices = {name: table.model_dump() for name, table in config.prices.items()}
         rows = [_row(o, agent, scores.get(o.unit.key, {}), prices) for o in outcomes]
         aggregates = aggregate_rows(rows)
-        mlflow.log_metrics(
-            _flat_metrics(aggregates, rows, with_means=inline is not None), model_id=agent.logged_model_id
+        books.wait()  # the run's input must be logged before metrics that name its model
+        now_ms = int(time.time() * 1000)
+        metrics = _flat_metrics(aggregates, rows, with_means=inline is not None)
+        client.log_batch(
+            run_id,
+            metrics=[
+                Metric(key, value, now_ms, 0, model_id=agent.logged_model_id, run_id=run_id)
+                for key, value in metrics.items()
+            ],
         )
         mlflow.log_table(data=_rows_frame(rows), artifact_file=CASES_TABLE)
     errored = sum(1 for r in rows if r.error)

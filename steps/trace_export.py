@@ -36,14 +36,15 @@ import logging
 import math
 import os
 import pickle
-import random
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
+
+from agent_release.steps.store_retry import retry_if_locked
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,6 @@ MAX_BATCH = 64
 # Traces a flushing caller takes at a time from the queue beside the writer process (and the size of the
 # writer's own batches meanwhile).
 FLUSH_CHUNK = 8
-# SQLite refuses a write at once ("database is locked"), without waiting out its busy timeout, when waiting
-# could deadlock two transactions; the pipeline process writes runs and metrics to the same database while
-# the writer process writes traces. Such a write is retried.
-LOCKED_RETRIES = 8
 
 
 def writer_answer_timeout_s() -> float:
@@ -110,7 +107,7 @@ def write_batch(client: Any, batch: Batch) -> list[str]:
     for trace, prompts in batch:
         try:
             add_size_stats_to_trace_metadata(trace)
-            _retry_if_locked(client.start_trace, trace.info)
+            retry_if_locked(client.start_trace, trace.info)
         except Exception as exc:
             failed.append(trace.info.trace_id)
             logger.warning("trace_id=<%s>, error=<%s> | failed to write trace", trace.info.trace_id, exc)
@@ -120,7 +117,7 @@ def write_batch(client: Any, batch: Batch) -> list[str]:
             try_link_prompts_to_trace(client, trace.info.trace_id, prompts, synchronous=True)
     for experiment_id, spans in spans_by_experiment.items():
         try:
-            _retry_if_locked(client.log_spans, experiment_id, spans)
+            retry_if_locked(client.log_spans, experiment_id, spans)
         except Exception as exc:
             logger.warning(
                 "experiment_id=<%s>, spans=<%d>, error=<%s> | failed to write spans",
@@ -129,30 +126,6 @@ def write_batch(client: Any, batch: Batch) -> list[str]:
                 exc,
             )
     return failed
-
-
-def _is_locked(exc: BaseException) -> bool:
-    """Whether ``exc`` is SQLite refusing a write because another connection holds the lock.
-
-    Unlike ``pipelines.state_db.is_locked_error`` (a raw ``sqlite3.OperationalError``, and not importable
-    from steps), the store's error arrives wrapped by SQLAlchemy or MLflow: only its message says so.
-    """
-    return "database is locked" in str(exc).lower()
-
-
-def _retry_if_locked(call: Callable[..., Any], *args: Any) -> Any:
-    """``call(*args)``, retried with jittered backoff while SQLite answers "database is locked".
-
-    Each MLflow store call is its own transaction, rolled back when it fails, so a retry starts clean.
-    """
-    for attempt in range(LOCKED_RETRIES):
-        try:
-            return call(*args)
-        except Exception as exc:
-            if not _is_locked(exc):
-                raise
-            time.sleep(random.uniform(0.01, 0.05) * 2**attempt)
-    return call(*args)
 
 
 class WriterProcess:

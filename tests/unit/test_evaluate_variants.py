@@ -220,6 +220,17 @@ def test_evaluate_variants_end_to_end_with_scripted_model(tracking: str) -> None
     assert {a.name for a in trace.info.assessments} >= {"task_success", "expected_facts"}
     model = mlflow.get_logged_model(ev["challenger"].logged_model_id)
     assert any(m.key == "task_success/mean" for m in model.metrics or [])
+    # The agent is the run's one model input (logged once, not once per metric).
+    assert [m.model_id for m in run.inputs.model_inputs] == [ev["challenger"].logged_model_id]
+    assert run.data.params["variant"] == "challenger" and run.data.params["scorers"]
+    assert run.data.tags["agent_release.variant"] == "challenger"
+    # The parent run records the same provenance (written beside the first variant's cases).
+    parent = mlflow.get_run(run.data.tags["mlflow.parentRunId"])
+    assert parent.data.params["dataset_hash"] == "sha256:abc"
+    assert parent.data.params["scorers"] == run.data.params["scorers"]
+    assert "variant" not in parent.data.params
+    parent_specs = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/scorer_specs.json")
+    assert parent_specs == specs
 
     assert ev["champion"].aggregates["task_success"]["mean"] == 0.0
     assert ev["champion"].aggregates["tool_trajectory"]["mean"] == pytest.approx(12 / 16)
