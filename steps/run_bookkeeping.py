@@ -1,10 +1,11 @@
 """Write an MLflow run's bookkeeping from a second thread, while the work it describes runs.
 
 Why: before its first case an evaluation records, for the parent run and again for each variant's run, the
-provenance params, the scorer specs file, the variant's params and tags, and the agent's LoggedModel as the
-run's input: six SQLite transactions and a file, 30-40 ms on a 2-core machine. The first wave of cases then
-spends 250 ms waiting for the endpoint with this process idle. Written from a second thread, the bookkeeping
-fills that wait instead of delaying the first case (measured in docs/performance.md).
+provenance params and the scorer specs file, and for the variant its params, tags and the agent's
+LoggedModel as the run's input. Written in line, that held the first case back by about 50 ms on a 2-core
+machine, and then the first wave of cases spends 250 ms waiting for the endpoint with this process nearly
+idle. Written from a second thread, the bookkeeping fills that wait instead (measured in
+docs/performance.md, session 11).
 
 Nothing is lost or reordered for the reader: each call runs in submission order on one thread, and is
 retried while SQLite refuses it as "database is locked" (the trace writer shares the database). Leaving the
