@@ -53,6 +53,7 @@ __all__ = [
     "TraceBatchWriter",
     "WriterProcess",
     "current_writer_pid",
+    "current_writer_process",
     "install_row_first_export",
     "is_database_uri",
     "recording_stored_traces",
@@ -183,6 +184,18 @@ class WriterProcess:
         """
         return self._broken or self._proc.poll() is not None
 
+    @property
+    def batch_in_flight(self) -> bool:
+        """Whether a batch has been sent and its answer not yet read (the child may have committed part of it)."""
+        return self._lock.locked()
+
+    def wait_exit(self, timeout_s: float) -> int:
+        """Wait up to ``timeout_s`` for the child to exit; its return code (negative: the signal that ended it).
+
+        Raises ``subprocess.TimeoutExpired`` if it is still running.
+        """
+        return self._proc.wait(timeout=timeout_s)
+
     def write(self, batch: Batch) -> list[str] | None:
         """Send one batch and wait for the child's answer (ids of the traces it could not write); None if
         the batch cannot be pickled.
@@ -254,10 +267,16 @@ def writer_process(tracking_uri: str) -> WriterProcess | None:
         return _process
 
 
+def current_writer_process() -> WriterProcess | None:
+    """The live writer process, if any (not started by this call)."""
+    with _process_lock:
+        return _process if _process is not None and not _process.broken else None
+
+
 def current_writer_pid() -> int | None:
     """Process id of the live writer process, if any (benchmarks count its CPU as the harness's)."""
-    with _process_lock:
-        return _process.pid if _process is not None and not _process.broken else None
+    process = current_writer_process()
+    return process.pid if process is not None else None
 
 
 @atexit.register
@@ -372,6 +391,11 @@ class TraceBatchWriter:
         if leftover:
             self._write_logged(leftover)
         return True
+
+    def backlog(self) -> tuple[int, bool]:
+        """Traces queued and not yet taken by a writer, and whether the writer thread has a batch in hand."""
+        with self._cond:
+            return len(self._pending), self._busy
 
     def _helps_here(self) -> bool:
         # Only beside a writer process: in thread mode the writer already runs in this interpreter.

@@ -28,7 +28,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,7 @@ def _assert_kill_recovered(
     """The writer process died of the drill's SIGKILL, the exporter said so, and nothing was lost: one scored
     trace per unit, none a stand-in (the batch the process died with was written again in this process), and
     no traceback on the console."""
-    assert process._proc.wait(timeout=10) == -signal.SIGKILL
+    assert process.wait_exit(10) == -signal.SIGKILL
     assert "trace writer process is gone" in caplog.text
     traces = _assert_one_scored_trace_per_unit(report, experiment_id)
     assert not [t for t in traces if t.info.tags.get("eval.stand_in")]
@@ -204,33 +204,30 @@ def _no_traceback(capfd: pytest.CaptureFixture[str]) -> str:
     return err
 
 
-def _acknowledged() -> int:
-    """Traces the writer has answered for so far (``recording_stored_traces`` of the running evaluation)."""
-    with trace_export._recorders_lock:
-        return sum(len(ids) for ids in trace_export._recorders)
-
-
-def _freeze_mid_batch(process: trace_export.WriterProcess, drill: Drill, timeout_s: float = 20) -> int:
+def _freeze_mid_batch(
+    process: trace_export.WriterProcess, drill: Drill, acknowledged: Collection[str], timeout_s: float = 20
+) -> int:
     """SIGSTOP the writer process while it holds a batch part of which it has committed but not answered for
     yet; returns how many such rows (0, the process left running, if that did not happen within ``timeout_s``).
     This is the moment a crash hurts most: those rows are in the store while the exporter still has to treat
-    the batch as unwritten."""
+    the batch as unwritten. ``acknowledged`` is a ``recording_stored_traces()`` set opened after the warm-up:
+    the traces of the evaluation the writer has answered for so far."""
     conn = sqlite3.connect(drill.db_path, timeout=0.2, isolation_level=None)
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
             time.sleep(0.002)
-            if not process._lock.locked():  # no batch in flight
+            if not process.batch_in_flight:
                 continue
             try:
-                if _stored(conn, drill.world.experiment) <= _acknowledged():
+                if _stored(conn, drill.world.experiment) <= len(acknowledged):
                     continue
                 os.kill(process.pid, signal.SIGSTOP)
                 time.sleep(0.05)  # an answer sent just before the stop is read meanwhile
-                unanswered = _stored(conn, drill.world.experiment) - _acknowledged()
+                unanswered = _stored(conn, drill.world.experiment) - len(acknowledged)
             except sqlite3.OperationalError:  # stopped inside a commit: readers wait for it
                 unanswered = 0
-            if process._lock.locked() and unanswered > 0:
+            if process.batch_in_flight and unanswered > 0:
                 return unanswered
             os.kill(process.pid, signal.SIGCONT)
     finally:
@@ -239,9 +236,8 @@ def _freeze_mid_batch(process: trace_export.WriterProcess, drill: Drill, timeout
 
 
 def _the_writer_process() -> trace_export.WriterProcess:
-    with trace_export._process_lock:
-        process = trace_export._process
-    assert process is not None and not process.broken, "no live trace writer process"
+    process = trace_export.current_writer_process()
+    assert process is not None, "no live trace writer process"
     return process
 
 
@@ -262,18 +258,19 @@ def test_writer_process_killed_mid_evaluation(
             return
         process = killed["process"] = _the_writer_process()
         # Frozen first, to kill it at a known point: in the middle of a batch, some of whose rows are committed.
-        killed["unanswered"] = _freeze_mid_batch(process, drill)
-        killed["acknowledged"] = _acknowledged()
+        killed["unanswered"] = _freeze_mid_batch(process, drill, acknowledged)
+        killed["acknowledged"] = len(acknowledged)
         killed["done_at_kill"] = done[0]
         if killed["unanswered"]:
             os.kill(process.pid, signal.SIGKILL)
 
     warm = _warm_writer(drill)
-    thread = threading.Thread(target=killer, daemon=True)
-    thread.start()
     caplog.set_level(logging.WARNING, logger="agent_release")
-    report, experiment_id, seconds = _evaluate(drill, progress)
-    thread.join(timeout=10)
+    with trace_export.recording_stored_traces() as acknowledged:
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        report, experiment_id, seconds = _evaluate(drill, progress)
+        thread.join(timeout=10)
 
     process = killed["process"]
     assert process is warm
@@ -306,7 +303,7 @@ def test_writer_process_killed_during_the_final_flush(
         if not half.wait(timeout=120):
             return
         seen["process"] = process = _the_writer_process()
-        seen["unanswered"] = _freeze_mid_batch(process, drill)
+        seen["unanswered"] = _freeze_mid_batch(process, drill, acknowledged)
         # Never left wedged, whatever goes wrong: the flush would wait on it.
         if not flushing.wait(timeout=60):
             os.kill(process.pid, signal.SIGKILL)
@@ -322,14 +319,11 @@ def test_writer_process_killed_during_the_final_flush(
                 time.sleep(0.01)
             flushing.set()
             process = seen.get("process")
-            with self._cond:
-                seen["flush_backlog"] = len(self._pending)
-                seen["flush_busy"] = self._busy
+            seen["flush_backlog"], seen["flush_busy"] = self.backlog()
 
             def kill_once_flushing() -> None:
                 time.sleep(0.2)  # the flush is under way, writing chunks itself beside the wedged writer
-                with self._cond:
-                    seen["left_at_kill"] = len(self._pending)
+                seen["left_at_kill"] = self.backlog()[0]
                 if process is not None:
                     os.kill(process.pid, signal.SIGKILL)
 
@@ -340,10 +334,11 @@ def test_writer_process_killed_during_the_final_flush(
 
     monkeypatch.setattr(trace_export.TraceBatchWriter, "flush", flush)
     _warm_writer(drill)
-    freezer.start()
     caplog.set_level(logging.WARNING, logger="agent_release")
-    report, experiment_id, seconds = _evaluate(drill, progress)
-    seen["killer"].join(timeout=10)
+    with trace_export.recording_stored_traces() as acknowledged:
+        freezer.start()
+        report, experiment_id, seconds = _evaluate(drill, progress)
+        seen["killer"].join(timeout=10)
 
     process = seen["process"]
     assert seen["unanswered"] > 0, "the writer never held a partly committed batch"
