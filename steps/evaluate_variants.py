@@ -49,6 +49,8 @@ from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, e
 from agent_release.steps.validate_datasets import case_cluster
 
 if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
     from agent_release.steps.inline_scoring import InlineScoring
 
 logger = logging.getLogger(__name__)
@@ -207,7 +209,7 @@ def _provenance(
 
 def _log_provenance(
     books: RunBookkeeping,
-    client: Any,
+    client: MlflowClient,
     run_id: str,
     params: Mapping[str, Any],
     specs: Sequence[Mapping[str, Any]],
@@ -228,7 +230,7 @@ def _log_provenance(
 def _evaluate_one(
     agent: RegisteredAgent,
     *,
-    client: Any,
+    client: MlflowClient,
     also_record: Sequence[str],
     config: EvaluateConfig,
     units: Sequence[CaseUnit],
@@ -311,7 +313,7 @@ def _evaluate_one(
         prices = {name: table.model_dump() for name, table in config.prices.items()}
         rows = [_row(o, agent, scores.get(o.unit.key, {}), prices) for o in outcomes]
         aggregates = aggregate_rows(rows)
-        books.wait()  # the run's input must be logged before metrics that name its model
+        books.wait()  # the bookkeeping is in (or its failure raised) before any result is logged
         now_ms = int(time.time() * 1000)
         metrics = _flat_metrics(aggregates, rows, with_means=inline is not None)
         client.log_batch(
