@@ -135,9 +135,7 @@ def _run_traces(experiment_id: str, run_id: str) -> list[Any]:
     import mlflow
 
     return list(
-        mlflow.search_traces(
-            locations=[experiment_id], run_id=run_id, return_type="list", include_spans=False
-        )
+        mlflow.search_traces(locations=[experiment_id], run_id=run_id, return_type="list", include_spans=True)
     )
 
 
@@ -177,6 +175,15 @@ def _assert_one_scored_trace_per_unit(report: EvaluationReport, experiment_id: s
         )
         assert {name: assessed[name] for name in row.scores} == row.scores
         assert row.scores["answer_correctness"] == 1.0
+    # Spans too: a kill must not leave a trace whose row is stored without them (the batch in flight is
+    # written again here, rows and spans). A stand-in is a root span only, by design.
+    bare = [
+        t.info.trace_id
+        for t in traces
+        if not t.info.tags.get("eval.stand_in")
+        and (len(t.data.spans) < 3 or t.data.spans[0].name != "eval_case")
+    ]
+    assert not bare, f"{len(bare)} traces lack their spans, e.g. {bare[:3]}"
     assert not doubled, f"{len(doubled)} traces hold an assessment more than once, e.g. {doubled[0]}"
     return traces
 
