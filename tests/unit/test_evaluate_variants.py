@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _shared.eval_world import register
 
 from agent_release.steps.eval_harness import ProgressEvent, tool_calls_of
 from agent_release.steps.evaluate_config import EvaluateConfig, PriceTable
@@ -113,31 +114,8 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def _registration(tracking: str) -> RegistrationReport:
-    import mlflow
-
-    mlflow.set_experiment(tracking)
-    agents = []
-    for variant, role in (("champion", "champion"), ("challenger", "challenger")):
-        model = mlflow.create_external_model(name=f"support-agent-{variant}")
-        agents.append(
-            RegisteredAgent(
-                variant=variant,
-                role=role,
-                endpoint_name="support",
-                package_arn=None,
-                package_version=None,
-                logged_model_id=model.model_id,
-                prompt_uri="prompts:/support/1",
-                registered_model_name="support-agent",
-                registered_model_version=None,
-                tool_names=("lookup_order",),
-                tools_hash="h",
-                inference=InferenceConfig(),
-            )
-        )
-    return RegistrationReport(
-        tracking_uri=mlflow.get_tracking_uri(), experiment_id="0", agents=tuple(agents), changed=True
-    )
+    """Champion and challenger, each with its own MLflow LoggedModel, in the test's experiment."""
+    return register(tracking, {"champion": "champion", "challenger": "challenger"})
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from agent_release.steps import store_retry, trace_export
+from agent_release.steps import trace_export
 from agent_release.steps.trace_export import (
     WriterProcess,
     install_row_first_export,
@@ -275,37 +275,6 @@ def test_the_writer_process_reads_each_experiment_once_per_batch(tmp_path: Path,
     stored = mlflow.search_traces(locations=[tracking], return_type="list", include_spans=True)
     assert sorted(t.info.trace_id for t in stored) == sorted(ids[:3])
     assert all(len(t.data.spans) == 3 and t.info.assessments for t in stored)
-
-
-def test_a_write_refused_as_locked_is_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sqlite3
-
-    monkeypatch.setattr(store_retry.time, "sleep", lambda _: None)
-    answers: list[Any] = [sqlite3.OperationalError("database is locked")] * 3 + ["written"]
-
-    def flaky(label: str) -> str:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return f"{answer} {label}"
-
-    assert store_retry.retry_if_locked(flaky, "t1") == "written t1"
-    assert answers == []
-
-    def broken(label: str) -> str:
-        raise ValueError(f"no such experiment {label}")
-
-    with pytest.raises(ValueError, match="no such experiment"):  # other errors are not retried
-        store_retry.retry_if_locked(broken, "t2")
-    always: list[int] = []
-
-    def locked(label: str) -> str:
-        always.append(1)
-        raise sqlite3.OperationalError("database is locked")
-
-    with pytest.raises(sqlite3.OperationalError):
-        store_retry.retry_if_locked(locked, "t3")
-    assert len(always) == store_retry.LOCKED_RETRIES + 1
 
 
 @pytest.mark.parametrize("user_level", [None, "INFO"])
