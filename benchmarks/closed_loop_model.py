@@ -10,7 +10,8 @@ for it, and the busier it is, the longer each slot waits between calls.
 The simulation gives each case ``gil_ms`` of that work, cut into one chunk before, between and after its
 model calls (W1 one call, W2 two), each chunk uniformly +-50% around its share (seeded), served first come
 first served; the endpoint is a pure delay. It counts nothing else: no MLflow runs, tables or flush, and no
-writer process taking a core. So it is an upper bound for a given ``gil_ms``.
+writer process taking a core, so the whole step measures below it. It also starts all 16 slots at the same
+instant, which makes its first wave queue longer than a real one (about 0.02 of ideal at 160 cases).
 
 Run: ``.venv/bin/python benchmarks/closed_loop_model.py [--cases 160 640] [--gil-ms 4 6 8 10 12]``; one JSON
 line per (workload, gil_ms). ``--fixed-s F --target 0.9`` adds, per workload and case count, the most
