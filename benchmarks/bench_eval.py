@@ -17,8 +17,9 @@ variant: this process plus the trace writer process (the runtime's own process i
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--cases 160] [--repeats 3] [--peer-cases 48] [--scale 4]``;
 one JSON line per result on stdout. ``eval_throughput`` is the median of ``repeats`` evaluations of
 ``cases`` (each listed in ``runs_ratio_to_ideal``, with its CPU per case in ``runs_cpu_ms_per_case``;
-``traces_persisted`` is the fewest any of them persisted, of ``traces_expected`` each). ``eval_throughput_scaling`` repeats the step on ``scale`` times
-as many cases and splits its time into a fixed cost per evaluation and a steady per-case rate.
+``traces_persisted`` is the fewest any of them persisted, of ``traces_expected`` each).
+``eval_throughput_scaling`` repeats the step on ``scale`` times as many cases and splits its time into a
+fixed cost per evaluation and a steady per-case rate.
 """
 
 from __future__ import annotations
@@ -570,7 +571,7 @@ def main() -> None:
                             "ideal_cases_per_s": IDEAL[workload],
                             "ratio_to_ideal": round(rate / IDEAL[workload], 3),
                             "runs_ratio_to_ideal": [round(run[0] / IDEAL[workload], 3) for run in runs],
-                            # The machine's speed at the time: the same code's CPU per case swings ~2x in a day.
+                            # How fast the machine was: the same code's CPU per case swings ~2x in a day.
                             "runs_cpu_ms_per_case": [round(run[2] / args.cases * 1000, 1) for run in runs],
                             "traces_expected": args.cases,
                             "traces_persisted": persisted,
