@@ -276,11 +276,7 @@ def _evaluate_one(
         # (mlflow.log_metrics(model_id=...) would log this input once per metric, ~25 ms at the end.)
         books.submit(client.log_inputs, run_id, models=[LoggedModelInput(agent.logged_model_id)])
         started = time.perf_counter()
-        inline = (
-            InlineScoring(scorers, expectations, run_id=run.info.run_id)
-            if config.scoring == "inline"
-            else None
-        )
+        inline = InlineScoring(scorers, expectations, run_id=run_id) if config.scoring == "inline" else None
         with recording_stored_traces() as stored:
             with traced_as(agent.logged_model_id):
                 outcomes = run_cases(
@@ -299,10 +295,10 @@ def _evaluate_one(
         flushed = time.perf_counter()
         if inline is not None:
             # The row-first writer says which trace rows it committed; otherwise the store is asked.
-            found = stored if row_first else _run_trace_ids(experiment_id, run.info.run_id)
-            scores = _inline_scores(outcomes, found, run.info.run_id, inline)
+            found = stored if row_first else _run_trace_ids(experiment_id, run_id)
+            scores = _inline_scores(outcomes, found, run_id, inline)
         else:
-            scores = _score(outcomes, expectations, scorers, experiment_id, run.info.run_id, agent)
+            scores = _score(outcomes, expectations, scorers, experiment_id, run_id, agent)
         logger.info(
             "variant=<%s>, run_s=<%.2f>, flush_s=<%.2f>, score_s=<%.2f> | evaluation timings",
             agent.variant,
@@ -340,7 +336,7 @@ def _evaluate_one(
         agent.variant,
         len(rows),
         errored,
-        run.info.run_id,
+        run_id,
     )
     evaluation = VariantEvaluation(
         variant=agent.variant,
@@ -350,7 +346,7 @@ def _evaluate_one(
         cases_errored=errored,
         retries=sum(r.retries for r in rows),
         scorer_errors=scorer_errors,
-        mlflow_run_id=run.info.run_id,
+        mlflow_run_id=run_id,
         logged_model_id=agent.logged_model_id,
         aggregates=aggregates,
     )

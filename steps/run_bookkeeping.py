@@ -64,14 +64,11 @@ class RunBookkeeping:
         traceback: TracebackType | None,
     ) -> None:
         try:
+            self.wait()
+        except Exception as failure:
             if exc is None:
-                self.wait()
-                return
-            try:
-                self.wait()
-            except Exception as failure:  # the block's own error is the one to report
-                logger.warning(
-                    "error=<%s> | run bookkeeping failed after the step had already failed", failure
-                )
+                raise
+            # The block's own error is the one to report.
+            logger.warning("error=<%s> | run bookkeeping failed after the step had already failed", failure)
         finally:
             self._executor.shutdown(wait=True)
