@@ -420,6 +420,26 @@ def _not_a_number(annotation: Any, value: Any, plain: bool) -> str | None:
     return f"expected {wanted}, got the string {shown!r}{hint}"
 
 
+def _not_a_bool(annotation: Any, value: Any) -> str | None:
+    """Why ``value`` may not stand for the boolean a field typed ``annotation`` wants; None when it may.
+
+    Pydantic's lax mode takes ``"yes"``, ``"off"``, ``1`` and ``0`` as booleans: a quoted ``"false"`` or a
+    count written where a switch belongs would pass unnoticed. YAML's own unquoted ``true``/``false`` (and
+    YAML 1.1's ``yes``/``no``/``on``/``off``) arrive here as booleans already.
+    """
+    alternatives = _alternatives(annotation)
+    if bool not in alternatives or Any in alternatives or isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        if any(_takes_text(t, value) for t in alternatives):
+            return None
+        shown = value if len(value) <= 40 else f"{value[:40]}..."
+        return f"expected true or false, got the string {shown!r} (write true or false without quotes)"
+    if isinstance(value, int | float) and not any(t is int or t is float for t in alternatives):
+        return f"expected true or false, got the number {value!r}"
+    return None
+
+
 def _plain_scalars(node: yaml.Node, path: tuple[str | int, ...], out: set[tuple[str | int, ...]]) -> None:
     """Collect the key path of every scalar of the composed YAML tree written without quotes."""
     if isinstance(node, yaml.ScalarNode) and node.style is None:
@@ -432,18 +452,20 @@ def _plain_scalars(node: yaml.Node, path: tuple[str | int, ...], out: set[tuple[
             _plain_scalars(item, (*path, i), out)
 
 
-def lax_number(
+def lax_scalar(
     annotation: Any,
     value: Any,
     key: tuple[str | int, ...] = (),
     plain: Collection[tuple[str | int, ...]] = frozenset(),
 ) -> tuple[tuple[str | int, ...], str] | None:
-    """The key path of the first boolean or quoted number in ``value`` where ``annotation`` wants a number,
-    with why; None when there is none. ``value`` is parsed YAML checked against a config model, e.g.
-    ``lax_number(PipelineConfig, yaml.safe_load(text))``; anything of the wrong shape is left to the model.
+    """The key path of the first scalar pydantic's lax mode would coerce, with why; None when there is none.
+
+    That is a boolean or a quoted number where ``annotation`` wants a number, and a string or a number where
+    it wants a boolean. ``value`` is parsed YAML checked against a config model, e.g.
+    ``lax_scalar(PipelineConfig, yaml.safe_load(text))``; anything of the wrong shape is left to the model.
     A string at a key path in ``plain`` was written without quotes (e.g. ``1e-3``) and may stand for a number.
     """
-    problem = _not_a_number(annotation, value, key in plain)
+    problem = _not_a_number(annotation, value, key in plain) or _not_a_bool(annotation, value)
     if problem is not None:
         return key, problem
     for alternative in _alternatives(annotation):
@@ -451,20 +473,20 @@ def lax_number(
         if isinstance(value, dict) and isinstance(alternative, type) and issubclass(alternative, BaseModel):
             for name, field in alternative.model_fields.items():
                 if name in value and (
-                    found := lax_number(field.annotation, value[name], (*key, name), plain)
+                    found := lax_scalar(field.annotation, value[name], (*key, name), plain)
                 ):
                     return found
             return None
         if isinstance(value, dict) and origin in (dict, Mapping) and len(args) == 2:
             for item_key, item in value.items():
-                if found := lax_number(args[1], item, (*key, item_key), plain):
+                if found := lax_scalar(args[1], item, (*key, item_key), plain):
                     return found
             return None
         if isinstance(value, list) and origin in (list, tuple, set, frozenset, Sequence) and args:
             fixed = origin is tuple and not (len(args) == 2 and args[1] is Ellipsis)
             for i, item in enumerate(value):
                 item_type = (args[i] if i < len(args) else None) if fixed else args[0]
-                if item_type is not None and (found := lax_number(item_type, item, (*key, i), plain)):
+                if item_type is not None and (found := lax_scalar(item_type, item, (*key, i), plain)):
                     return found
             return None
     return None
@@ -502,7 +524,7 @@ def _parse_config(text: str, source: str) -> PipelineConfig:
             raise ConfigError(f"{source}:{duplicate[1]}: {duplicate[0]}: duplicate key")
         _line_index(node, (), lines)
         _plain_scalars(node, (), plain)
-    lax = lax_number(PipelineConfig, data, plain=plain)
+    lax = lax_scalar(PipelineConfig, data, plain=plain)
     if lax is not None:
         key, problem = lax
         line = line_of_key(lines, key)

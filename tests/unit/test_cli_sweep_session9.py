@@ -29,7 +29,7 @@ from click.testing import CliRunner
 from pydantic import BaseModel
 
 from agent_release.pipelines import cli
-from agent_release.pipelines.config import ConfigError, PipelineConfig, lax_number, parse_config
+from agent_release.pipelines.config import ConfigError, PipelineConfig, lax_scalar, parse_config
 from agent_release.pipelines.executor import (
     ONE_LINE_MAX_CHARS,
     ExecutionStore,
@@ -233,10 +233,54 @@ def test_every_number_field_takes_numbers_and_refuses_booleans_and_quoted_number
     assert len(fields) >= 35, fields  # every section's numbers were found
     for path, takes_floats, takes_text in fields:
         for good in (3, 3.5) if takes_floats else (3,):  # a float field still takes an int
-            assert lax_number(PipelineConfig, _at(path, good)) is None, (path, good)
+            assert lax_scalar(PipelineConfig, _at(path, good)) is None, (path, good)
         for bad in (True, False) if takes_text else (True, False, "3", " 1e3 "):
-            found = lax_number(PipelineConfig, _at(path, bad))
+            found = lax_scalar(PipelineConfig, _at(path, bad))
             assert found is not None and found[0] == path, (path, bad, found)
+
+
+def _bool_fields(model: type[BaseModel], key: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every field under ``model`` that takes a boolean and nothing else (maps get key "k", lists 0)."""
+    found: list[tuple[Any, ...]] = []
+    for name, field in model.model_fields.items():
+        annotation, path = field.annotation, (*key, name)
+        union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+        members = [
+            m for m in (typing.get_args(annotation) if union else (annotation,)) if m is not type(None)
+        ]
+        if members == [bool]:
+            found.append(path)
+        for member in members:
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                found += _bool_fields(member, path)
+    return found
+
+
+def test_every_boolean_field_refuses_strings_and_numbers() -> None:
+    fields = _bool_fields(PipelineConfig)
+    assert len(fields) >= 4, fields  # train.enabled, agent.inference.stream, the promote switches, ...
+    for path in fields:
+        for good in (True, False):
+            assert lax_scalar(PipelineConfig, _at(path, good)) is None, (path, good)
+        for bad in ("yes", "false", "0", 1, 0):
+            found = lax_scalar(PipelineConfig, _at(path, bad))
+            assert found is not None and found[0] == path, (path, bad, found)
+            assert "expected true or false" in found[1], found
+
+
+def test_a_quoted_boolean_in_pipeline_yaml_is_one_line_naming_its_line() -> None:
+    old = "  enabled: true"
+    assert old in DEFAULT_YAML
+    line = DEFAULT_YAML.splitlines().index(old) + 1
+    with pytest.raises(ConfigError) as caught:
+        parse_config(DEFAULT_YAML.replace(old, '  enabled: "no"', 1), source="p.yaml")
+    assert str(caught.value) == (
+        f"p.yaml:{line}: train.enabled: expected true or false, got the string 'no' "
+        "(write true or false without quotes)"
+    )
+    # YAML's own unquoted spellings are booleans before any check sees them, and stay accepted.
+    train = parse_config(DEFAULT_YAML.replace(old, "  enabled: no", 1), source="p.yaml").train
+    assert train is not None and train.enabled is False
 
 
 def test_numbers_of_every_kind_still_parse() -> None:
