@@ -1,8 +1,10 @@
 """Run a variant's agent over evaluation cases concurrently, one traced MLflow span per case.
 
-:func:`run_cases` drives ``concurrency`` cases at once on one asyncio loop, each with a fresh Strands
-``Agent`` around the variant's shared model, a per-case timeout, and a root span (``eval_case``) under which
-Strands' own spans nest (``MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT``). Nothing is dropped: an error or a
+:func:`run_cases` drives the cases on one asyncio loop, each with a fresh Strands ``Agent`` around the
+variant's shared model, a per-case timeout, and a root span (``eval_case``) under which Strands' own spans
+nest (``MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT``). ``concurrency`` bounds the model calls in flight (call
+slots, :mod:`agent_release.agents.call_slots`); ``staged`` more cases run meanwhile up to their model call,
+so a freed slot is taken at once rather than after the next agent is built. Nothing is dropped: an error or a
 timeout becomes a :class:`CaseOutcome` with ``error`` set. Retries of throttled / 5xx model calls happen in
 botocore (standard mode, the model's client config) and, for a model's own 5xx answered as ``ModelError``,
 in :class:`ModelCallRetries`, which also counts the retries of each case through the client's event hooks.
@@ -13,8 +15,8 @@ executor is sized to the concurrency, because its stock size (cores + 4) would c
 
 Usage::
 
-    outcomes = run_cases(units, make_agent=lambda unit: build_agent(model, prompt, tools),
-                         variant="challenger", concurrency=16, timeout_s=60)
+    outcomes = run_cases(units, make_agent=lambda unit: build_agent(slotted(model), prompt, tools),
+                         variant="challenger", concurrency=16, staged=4, timeout_s=60)
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent_release.agents.call_slots import CURRENT_SLOTS, CURRENT_WAIT, CallSlots, SlotWait, is_slotted
 from agent_release.steps.gc_pauses import fewer_gc_pauses
 from agent_release.steps.log_filters import filtered_loggers
 
@@ -191,8 +194,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:500] if text else type(exc).__name__
 
 
-async def _invoke_with_deadline(agent: Any, prompt: str, timeout_s: float) -> tuple[str, bool]:
+async def _invoke_with_deadline(
+    agent: Any, prompt: str, timeout_s: float, wait: SlotWait | None = None
+) -> tuple[str, bool]:
     """Run the agent; past the deadline, cancel it cooperatively so every span it opened still ends.
+
+    Time spent waiting for a call slot (``wait``, see :mod:`agent_release.agents.call_slots`) does not
+    count against ``timeout_s``: that wait is the harness's, not the agent's.
 
     Strands stops at its next cancellation-safe point (between stream events or model calls) and closes
     its spans; a hard ``Task.cancel`` would leave them open and MLflow would hold the trace back forever.
@@ -201,9 +209,14 @@ async def _invoke_with_deadline(agent: Any, prompt: str, timeout_s: float) -> tu
     """
     signal = threading.Event()
     task = asyncio.ensure_future(agent.invoke_async(prompt, cancel_signal=signal))
-    done, _ = await asyncio.wait({task}, timeout=timeout_s)
-    if done:
-        return str(task.result()).strip(), False
+    started = time.perf_counter()
+    remaining = timeout_s
+    while remaining > 0:
+        done, _ = await asyncio.wait({task}, timeout=remaining)
+        if done:
+            return str(task.result()).strip(), False
+        now = time.perf_counter()
+        remaining = timeout_s - (now - started - (wait.waited_s(now) if wait is not None else 0.0))
     signal.set()
     done, _ = await asyncio.wait({task}, timeout=max(timeout_s, 1.0))
     if not done:
@@ -236,12 +249,15 @@ async def _run_one(
     make_agent: Callable[[CaseUnit], Any],
     timeout_s: float,
     score: CaseScorer | None = None,
+    staged: int = 0,
 ) -> CaseOutcome:
     import mlflow
 
     outcome = CaseOutcome(unit=unit, variant=variant)
     attempts = _Attempts()
     _CURRENT.set(attempts)
+    wait = SlotWait()
+    CURRENT_WAIT.set(wait)
     started = time.perf_counter()
     with mlflow.start_span(name=CASE_SPAN_NAME, span_type="AGENT") as span:
         span.set_inputs({"input": unit.input, "case_id": unit.case_id, "repeat": unit.repeat})
@@ -256,13 +272,17 @@ async def _run_one(
         agent = None
         try:
             agent = make_agent(unit)
-            answer, timed_out = await _invoke_with_deadline(agent, unit.input, timeout_s)
+            if staged and not is_slotted(getattr(agent, "model", None)):
+                # Without call slots, concurrency + staged agents would all call the endpoint at once.
+                raise TypeError("staged cases need an agent whose model is wrapped with slotted()")
+            answer, timed_out = await _invoke_with_deadline(agent, unit.input, timeout_s, wait)
             outcome.answer = answer
             if timed_out:
                 outcome.error = f"TimeoutError: case exceeded {timeout_s:g}s"
         except Exception as exc:  # every failure is a row, so nothing may escape
             outcome.error = _describe(exc)
-        outcome.latency_s = time.perf_counter() - started
+        # The agent's own time: waiting for a call slot is the harness's queue, not the variant's latency.
+        outcome.latency_s = time.perf_counter() - started - wait.waited_s()
         if agent is not None:
             outcome.tool_calls = tool_calls_of(agent.messages)
             outcome.input_tokens, outcome.output_tokens = _usage_of(agent)
@@ -281,6 +301,7 @@ async def _run_all(
     variant: str,
     make_agent: Callable[[CaseUnit], Any],
     concurrency: int,
+    staged: int,
     timeout_s: float,
     progress: Callable[[ProgressEvent], None] | None,
     score: CaseScorer | None,
@@ -289,14 +310,17 @@ async def _run_all(
     # Every case in flight may hold a thread in a blocking boto3 read (streaming reads hop per event).
     executor = ThreadPoolExecutor(max_workers=2 * concurrency + 4, thread_name_prefix="eval-model-call")
     loop.set_default_executor(executor)
-    gate = asyncio.Semaphore(concurrency)
+    # ``concurrency`` model calls at once (the call slots); ``staged`` more cases get ready meanwhile.
+    gate = asyncio.Semaphore(concurrency + staged)
+    slots = CallSlots(concurrency)
+    CURRENT_SLOTS.set(slots)  # copied into every case's task below
     started = time.perf_counter()
     done = errors = retries = 0
 
     async def guarded(unit: CaseUnit) -> CaseOutcome:
         nonlocal done, errors, retries
         async with gate:
-            outcome = await _run_one(unit, variant, make_agent, timeout_s, score)
+            outcome = await _run_one(unit, variant, make_agent, timeout_s, score, staged)
         done += 1
         errors += outcome.error is not None
         retries += outcome.retries
@@ -304,7 +328,15 @@ async def _run_all(
             progress(ProgressEvent(variant, done, len(units), errors, retries, time.perf_counter() - started))
         return outcome
 
-    return list(await asyncio.gather(*(guarded(u) for u in units)))
+    outcomes = list(await asyncio.gather(*(guarded(u) for u in units)))
+    logger.debug(
+        "variant=<%s>, calls=<%d>, most_at_once=<%d>, mean_wait_ms=<%.1f> | call slots",
+        variant,
+        slots.calls,
+        slots.most_in_use,
+        1000.0 * slots.waited_s / max(1, slots.calls),
+    )
+    return outcomes
 
 
 # Strands logs one ERROR line for each failed agent call ("event loop cycle failed", "SageMaker error").
@@ -330,11 +362,15 @@ def run_cases(
     timeout_s: float,
     progress: Callable[[ProgressEvent], None] | None = None,
     score: CaseScorer | None = None,
+    staged: int = 0,
 ) -> list[CaseOutcome]:
     """Run every unit (in input order in the result); blocks until all have an outcome.
 
     Call it inside the MLflow run (and active model) the traces should belong to. ``make_agent`` builds a
-    fresh agent per unit. ``score``, if given, is called inside each case's root span once the agent is
+    fresh agent per unit. At most ``concurrency`` model calls are in flight; with ``staged`` > 0, up to
+    ``concurrency + staged`` cases are in progress, and every agent's model must come from
+    :func:`~agent_release.agents.call_slots.slotted` (a case whose model does not is an error row). A
+    case's wait for a call slot is not counted in its ``latency_s`` or its timeout. ``score``, if given, is called inside each case's root span once the agent is
     done (see :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``.
     """
     logger.info(
@@ -344,7 +380,9 @@ def run_cases(
         fewer_gc_pauses(),  # ~3 ms of collector work per case otherwise (see steps/gc_pauses.py)
         filtered_loggers(CASE_ERROR_LOGGERS, _demote_to_debug),
     ):
-        outcomes = asyncio.run(_run_all(units, variant, make_agent, concurrency, timeout_s, progress, score))
+        outcomes = asyncio.run(
+            _run_all(units, variant, make_agent, concurrency, staged, timeout_s, progress, score)
+        )
     failed = [o for o in outcomes if o.error is not None]
     if failed:
         logger.warning(

@@ -48,7 +48,20 @@ class EvaluateConfig(Frozen):
 
     dataset: str = Field(default="golden", description="Name of a dataset declared under `datasets:`.")
     concurrency: int = Field(
-        default=16, ge=1, le=256, description="Cases in flight at once per variant (at most 256)."
+        default=16,
+        ge=1,
+        le=256,
+        description="Model calls in flight at once per variant: the endpoint's capacity (at most 256).",
+    )
+    staged: int | None = Field(
+        default=None,
+        ge=0,
+        le=256,
+        description=(
+            "Cases made ready beyond `concurrency` (agent built, spans open) so that a call slot is "
+            "taken the moment one frees; they wait for the slot, and that wait is not counted in their "
+            "latency or timeout. 0 turns it off; default: a quarter of `concurrency`, at least 1."
+        ),
     )
     timeout_s: float = Field(
         default=60.0,
@@ -91,3 +104,8 @@ class EvaluateConfig(Frozen):
             "finished traces, one write per score."
         ),
     )
+
+    @property
+    def staged_cases(self) -> int:
+        """How many cases get ready beyond ``concurrency``: ``staged`` if set, else a quarter, at least 1."""
+        return self.staged if self.staged is not None else max(1, self.concurrency // 4)

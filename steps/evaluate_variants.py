@@ -32,6 +32,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model, environment_region
+from agent_release.agents.call_slots import slotted
 from agent_release.steps.agent_tracing import apply_tracing_environment, traced_as
 from agent_release.steps.eval_harness import (
     CaseOutcome,
@@ -201,6 +202,7 @@ def _provenance(
         "dataset_hash": dataset_hash,
         "repeats": config.repeats,
         "concurrency": config.concurrency,
+        "staged": config.staged_cases,
         "timeout_s": config.timeout_s,
         "max_retries": config.max_retries,
         "scorers": ",".join(str(s["name"]) for s in specs),
@@ -253,6 +255,8 @@ def _evaluate_one(
     from agent_release.steps.trace_export import recording_stored_traces
 
     ModelCallRetries(max_attempts=config.max_retries + 1).attach(model)
+    # Bounds the model calls in flight to ``concurrency`` while ``staged`` more cases get ready.
+    slotted_model = slotted(model)
     with (
         mlflow.start_run(
             experiment_id=experiment_id, run_name=f"evaluate-{agent.variant}", nested=True
@@ -282,8 +286,9 @@ def _evaluate_one(
                 outcomes = run_cases(
                     units,
                     make_agent=lambda unit: build_agent(
-                        model, system_prompt, tools, trace_attributes={"eval.case_id": unit.case_id}
+                        slotted_model, system_prompt, tools, trace_attributes={"eval.case_id": unit.case_id}
                     ),
+                    staged=config.staged_cases,
                     variant=agent.variant,
                     concurrency=config.concurrency,
                     timeout_s=config.timeout_s,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from _shared.eval_world import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
 
+from agent_release.agents.call_slots import SLOT_WAIT_ATTRIBUTE
 from agent_release.steps.backend import FaultSpec
 from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluate_variants import evaluate_variants
@@ -31,9 +35,38 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EvalWorld
     mlflow.set_tracking_uri(None)
 
 
+def _most_calls_at_once(world: EvalWorld, since: float, calls: int) -> int:
+    """Most calls the runtime served at once since ``since``, from its own invocation records.
+
+    Each record ends at ``at`` and lasted its model plus overhead latency (arrival to last byte). The
+    runtime flushes its records about every half second, so this waits (up to 10 s) for ``calls`` of them.
+    """
+    from agent_release.pipelines.state_db import state_db_path
+
+    deadline = time.monotonic() + 10
+    while True:
+        with contextlib.closing(sqlite3.connect(state_db_path(world.backend.state_dir))) as conn:
+            rows = conn.execute(
+                "SELECT at, model_latency_ms, overhead_latency_ms FROM invocations WHERE at >= ?", (since,)
+            ).fetchall()
+        if len(rows) >= calls or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(rows) == calls
+    events = []
+    for at, model_ms, overhead_ms in rows:
+        events += [(at - ((model_ms or 0.0) + (overhead_ms or 0.0)) / 1000.0, 1), (at, -1)]
+    in_flight = most = 0
+    for _, step in sorted(events):  # an end sorts before a start at the same instant
+        in_flight += step
+        most = max(most, in_flight)
+    return most
+
+
 def test_no_trace_lost_at_concurrency_16(world: EvalWorld) -> None:
     import mlflow
 
+    since = time.time()
     registration = register(world.experiment, {"challenger": "challenger"})
     cases = make_cases(N_CASES, with_tool=False)
     report = evaluate_variants(
@@ -69,3 +102,7 @@ def test_no_trace_lost_at_concurrency_16(world: EvalWorld) -> None:
     assert len(sample.data.spans) >= 3
     assert {"answer_correctness", "error"} <= {a.name for a in sample.info.assessments}
     assert all(r.scores.get("answer_correctness") == 1.0 for r in report.rows)
+    # Four cases were staged beyond the 16 (the default, a quarter), yet the endpoint never served more
+    # than 16 calls at once; each trace's model-call span says how long it waited for its call slot.
+    assert 1 < _most_calls_at_once(world, since, N_CASES) <= 16
+    assert any(SLOT_WAIT_ATTRIBUTE in span.attributes for span in sample.data.spans)

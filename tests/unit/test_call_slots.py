@@ -1,0 +1,285 @@
+"""Call slots: at most N model calls in flight while more cases get ready; waits kept out of latency and timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent_release.agents.call_slots import (
+    CURRENT_SLOTS,
+    CURRENT_WAIT,
+    SLOT_WAIT_ATTRIBUTE,
+    CallSlots,
+    SlotWait,
+    is_slotted,
+    slotted,
+)
+from agent_release.steps.agent_tracing import TRACING_ENV
+from agent_release.steps.eval_harness import CaseUnit, run_cases
+
+
+class CountingModel:
+    """A Strands model whose every call takes ``delay_s`` and which counts the calls in flight at once."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.config: dict[str, Any] = {"model_id": "counting"}
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.calls = 0
+        self.closed = 0
+        self.ends: list[float] = []
+
+    def update_config(self, **kw: Any) -> None:
+        self.config.update(kw)
+
+    def get_config(self) -> dict[str, Any]:
+        return self.config
+
+    async def structured_output(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        raise NotImplementedError
+        yield
+
+    async def stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.calls += 1
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            await asyncio.sleep(self.delay_s)
+            yield {"messageStart": {"role": "assistant"}}
+            yield {"contentBlockDelta": {"delta": {"text": "Your order has shipped."}}}
+            yield {"contentBlockStop": {}}
+            yield {"messageStop": {"stopReason": "end_turn"}}
+            yield {"metadata": {"usage": {"inputTokens": 5, "outputTokens": 5, "totalTokens": 10}}}
+        finally:
+            self.in_flight -= 1
+            self.closed += 1
+            self.ends.append(time.perf_counter())
+
+
+def _counting_model(delay_s: float) -> Any:
+    from strands.models.model import Model
+
+    return type("CountingStrandsModel", (CountingModel, Model), {})(delay_s)
+
+
+def _units(n: int) -> list[CaseUnit]:
+    return [CaseUnit(f"C-{i}", f"k{i % 3}", f"question {i}") for i in range(n)]
+
+
+@pytest.fixture
+def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import mlflow
+
+    for key, value in TRACING_ENV.items():  # Strands' spans nest in the case's trace, as in an evaluation
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working directory.
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("slots", artifact_location=(tmp_path / "artifacts").as_uri())
+    )
+    mlflow.strands.autolog()
+    yield
+    mlflow.set_tracking_uri(None)
+
+
+def _agent_factory(model: Any, started: list[float] | None = None) -> Any:
+    from agent_release.agents.builder import build_agent
+
+    def make(unit: CaseUnit) -> Any:
+        if started is not None:
+            started.append(time.perf_counter())
+        return build_agent(model, "You are a support agent.", [])
+
+    return make
+
+
+def test_slots_bound_calls_first_come_first_served_and_record_each_wait() -> None:
+    async def main() -> tuple[CallSlots, list[int], list[SlotWait]]:
+        slots = CallSlots(2)
+        order: list[int] = []
+        waits = [SlotWait() for _ in range(5)]
+
+        async def call(i: int) -> None:
+            CURRENT_WAIT.set(waits[i])
+            async with slots.slot():
+                order.append(i)
+                assert slots.in_use <= 2
+                await asyncio.sleep(0.05)
+
+        await asyncio.gather(*(call(i) for i in range(5)))
+        return slots, order, waits
+
+    slots, order, waits = asyncio.run(main())
+    assert order == [0, 1, 2, 3, 4]
+    assert slots.most_in_use == 2 and slots.in_use == 0 and slots.calls == 5
+    # The first two never wait; the next two wait one call (~50 ms), the last two calls (~100 ms).
+    assert waits[0].total_s < 0.02 and waits[1].total_s < 0.02
+    assert 0.04 < waits[2].total_s < 0.09 and 0.04 < waits[3].total_s < 0.09
+    assert 0.09 < waits[4].total_s < 0.2
+    assert all(w.since is None for w in waits)
+    assert slots.waited_s == pytest.approx(sum(w.total_s for w in waits))
+
+
+def test_a_wait_in_progress_counts_until_it_ends() -> None:
+    wait = SlotWait(total_s=1.0, since=10.0)
+    assert wait.waited_s(now=10.5) == pytest.approx(1.5)
+    assert SlotWait(total_s=1.0).waited_s(now=99.0) == 1.0
+
+
+def test_slots_need_a_positive_limit() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        CallSlots(0)
+
+
+def test_a_slotted_model_passes_through_without_slots_and_delegates_the_rest() -> None:
+    inner = _counting_model(0.0)
+    model = slotted(inner)
+    assert is_slotted(model) and not is_slotted(inner) and not is_slotted(None)
+    assert model.get_config() == {"model_id": "counting"} and model.config is inner.config
+    model.update_config(max_tokens=7)
+    assert inner.config["max_tokens"] == 7
+
+    async def collect() -> list[Any]:
+        assert CURRENT_SLOTS.get() is None
+        return [event async for event in model.stream([])]
+
+    events = asyncio.run(collect())
+    assert events[0] == {"messageStart": {"role": "assistant"}} and len(events) == 5
+    assert inner.calls == 1 and inner.closed == 1
+
+
+def test_a_consumer_that_stops_early_gives_its_slot_back_at_once() -> None:
+    inner = _counting_model(0.0)
+    model = slotted(inner)
+
+    async def main() -> CallSlots:
+        slots = CallSlots(1)
+        CURRENT_SLOTS.set(slots)
+        stream = model.stream([])
+        async for _ in stream:
+            break  # as Strands does on a cooperative cancel
+        await stream.aclose()
+        assert slots.in_use == 0 and inner.closed == 1  # the model's own stream was closed too
+        # The one slot is free again: a second call gets it without waiting.
+        await asyncio.wait_for(_drain(model.stream([])), timeout=1.0)
+        return slots
+
+    slots = asyncio.run(main())
+    assert slots.calls == 2 and slots.in_use == 0
+
+
+async def _drain(events: AsyncIterator[Any]) -> None:
+    async for _ in events:
+        pass
+
+
+def test_staged_cases_never_put_more_than_concurrency_calls_in_flight(tracking: None) -> None:
+    inner = _counting_model(0.05)
+    started: list[float] = []
+    outcomes = run_cases(
+        _units(24),
+        make_agent=_agent_factory(slotted(inner), started),
+        variant="v",
+        concurrency=4,
+        staged=3,
+        timeout_s=10,
+    )
+    assert [o.error for o in outcomes] == [None] * 24
+    assert inner.calls == 24 and inner.most_in_flight == 4
+    # Seven agents were built before any call had ended: four calling, three staged.
+    assert sum(1 for t in started if t < min(inner.ends)) == 7
+    # Each case's latency is its own call, not its wait: 24 calls at 4 a time queue up to 0.25 s.
+    assert max(o.latency_s for o in outcomes) < 0.2
+    assert all(o.answer == "Your order has shipped." for o in outcomes)
+
+
+def test_without_staging_the_agents_in_progress_are_the_calls_in_flight(tracking: None) -> None:
+    inner = _counting_model(0.05)
+    started: list[float] = []
+    t0 = time.perf_counter()
+    run_cases(
+        _units(8),
+        make_agent=_agent_factory(slotted(inner), started),
+        variant="v",
+        concurrency=4,
+        timeout_s=10,
+    )
+    assert inner.most_in_flight == 4
+    assert sum(1 for t in started if t < t0 + 0.05) == 4
+
+
+def test_a_wait_for_a_slot_does_not_count_against_the_timeout(tracking: None) -> None:
+    # One slot, three cases staged behind it: the last waits ~0.45 s for its turn, three times its own
+    # 0.15 s call and well past the 0.3 s timeout, and must still complete.
+    inner = _counting_model(0.15)
+    outcomes = run_cases(
+        _units(4),
+        make_agent=_agent_factory(slotted(inner)),
+        variant="v",
+        concurrency=1,
+        staged=3,
+        timeout_s=0.3,
+    )
+    assert [o.error for o in outcomes] == [None] * 4
+    assert inner.most_in_flight == 1
+    assert all(o.latency_s < 0.3 for o in outcomes)
+
+
+def test_a_case_over_its_own_timeout_still_times_out_while_others_wait(tracking: None) -> None:
+    inner = _counting_model(0.5)
+    outcomes = run_cases(
+        _units(2),
+        make_agent=_agent_factory(slotted(inner)),
+        variant="v",
+        concurrency=1,
+        staged=1,
+        timeout_s=0.2,
+    )
+    assert [o.error for o in outcomes] == ["TimeoutError: case exceeded 0.2s"] * 2
+    assert inner.most_in_flight == 1 and inner.in_flight == 0
+
+
+def test_staging_with_a_model_that_is_not_slotted_is_an_error_row_not_a_burst(tracking: None) -> None:
+    inner = _counting_model(0.01)
+    outcomes = run_cases(
+        _units(3), make_agent=_agent_factory(inner), variant="v", concurrency=1, staged=2, timeout_s=5
+    )
+    assert inner.calls == 0
+    assert all(
+        o.error == "TypeError: staged cases need an agent whose model is wrapped with slotted()"
+        for o in outcomes
+    )
+
+
+def test_the_wait_is_written_on_the_model_call_span(tracking: None) -> None:
+    import mlflow
+
+    inner = _counting_model(0.05)
+    outcomes = run_cases(
+        _units(3),
+        make_agent=_agent_factory(slotted(inner)),
+        variant="v",
+        concurrency=1,
+        staged=2,
+        timeout_s=10,
+    )
+    mlflow.flush_trace_async_logging()
+    waits = []
+    for outcome in outcomes:
+        assert outcome.trace_id is not None
+        trace = mlflow.get_trace(outcome.trace_id)
+        assert trace is not None
+        found = [
+            s.attributes[SLOT_WAIT_ATTRIBUTE] for s in trace.data.spans if SLOT_WAIT_ATTRIBUTE in s.attributes
+        ]
+        assert len(found) == 1, [s.name for s in trace.data.spans]
+        waits.append(found[0])
+    # The first case found the slot free; the last waited for two calls of 50 ms.
+    assert min(waits) < 10 and max(waits) > 80
