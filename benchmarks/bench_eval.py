@@ -517,6 +517,7 @@ def main() -> None:
         try:
             import mlflow
 
+            from agent_release.steps.evaluate_config import EvaluateConfig
             from agent_release.steps.trace_export import uninstall_row_first_export
 
             mlflow.set_tracking_uri(f"sqlite:///{state_dir / 'mlflow.db'}")
@@ -576,6 +577,9 @@ def main() -> None:
                             "traces_expected": args.cases,
                             "traces_persisted": persisted,
                             "endpoint_max_in_flight": max_in_flight,
+                            # Cases made ready beyond the 16 calls (evaluate.staged's default, see
+                            # agents/call_slots.py); the endpoint still serves at most 16 at once.
+                            "staged_cases": EvaluateConfig(concurrency=CONCURRENCY).staged_cases,
                             "peers": peers,
                         }
                     )
