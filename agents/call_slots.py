@@ -1,11 +1,11 @@
 """Bound the model calls in flight at the endpoint, not the agents in progress: call slots.
 
 An evaluation at concurrency N wants N model calls in flight at the endpoint at every moment. If it runs
-only N agents at once, each slot of the endpoint stands idle while its agent is built, formats its request,
-parses the answer, ends its spans and is scored: all of it CPU work that, in one interpreter, also queues
-for the GIL behind the other agents. With call slots, a few more agents than N run (``staged``), and each
-waits for a free slot only at the moment it calls the model. When a call ends, a staged agent that has done
-its preparation already sends its request while the finished one does its bookkeeping.
+only N agents at once, a slot of the endpoint stands idle after each call while the finished case ends its
+spans and is scored and the next case's agent is built and opens its spans: CPU work that, in one
+interpreter, also queues for the GIL behind the other agents. With call slots, a few more agents than N
+run (``staged``), and each waits for a free slot only at the moment it calls the model. When a call ends,
+a staged agent that has done its preparation takes the slot while the finished case does its bookkeeping.
 
 :class:`CallSlots` is the gate (N slots, first come first served). :func:`slotted` wraps a Strands model so
 that every ``stream`` (and ``structured_output``) call holds a slot for as long as the call's answer is
@@ -166,8 +166,9 @@ def _slotted_class() -> type:
 async def _within_slot(events: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
     """Pass ``events`` through, holding a slot of :data:`CURRENT_SLOTS` (if set) until they end.
 
-    ``aclosing``: a consumer that stops early (Strands' cooperative cancel) closes this generator, which
-    closes the model's stream at once instead of leaving it, and its slot, to the garbage collector.
+    ``aclosing``: when this generator is closed early (a consumer that stops, as Strands' cooperative
+    cancel does, leaves it to the event loop's async-generator finaliser), the model's stream is closed
+    with it and the slot released, rather than each waiting for the garbage collector on its own.
     """
     slots = CURRENT_SLOTS.get()
     async with aclosing(events):
