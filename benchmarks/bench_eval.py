@@ -225,34 +225,19 @@ def count_persisted(experiment_id: str, run_id: str | None, key: Callable[[Any],
 def endpoint_max_in_flight(state_dir: Path, variant: str, since: float, calls: int) -> int:
     """Most calls the runtime was serving at once for ``variant`` since ``since`` (epoch seconds).
 
-    Read from the runtime's own invocation records (each ends at ``at`` and lasted its model plus overhead
-    latency, from the request's arrival to the last byte of the answer), so it checks from the endpoint's
-    side that the evaluation kept to its concurrency. The runtime writes its records about every half
-    second: this waits (up to 10 s) until ``calls`` of them are in.
+    From the runtime's own invocation records (``LocalBackend.most_in_flight``), so it checks from the
+    endpoint's side that the evaluation kept to its concurrency. The runtime writes its records about
+    every half second: this waits (up to 10 s) until ``calls`` of them are in.
     """
-    import sqlite3
+    from agent_release.pipelines.local_backend import LocalBackend
 
-    from agent_release.pipelines.state_db import state_db_path
-
+    backend = LocalBackend(state_dir)
     deadline = time.monotonic() + 10
     while True:
-        with contextlib.closing(sqlite3.connect(state_db_path(state_dir))) as conn:
-            rows = conn.execute(
-                "SELECT at, model_latency_ms, overhead_latency_ms FROM invocations "
-                "WHERE endpoint = ? AND variant = ? AND at >= ? AND shadow = 0",
-                (ENDPOINT, variant, since),
-            ).fetchall()
-        if len(rows) >= calls or time.monotonic() > deadline:
-            break
+        most, recorded = backend.most_in_flight(ENDPOINT, since, variant)
+        if recorded >= calls or time.monotonic() > deadline:
+            return most
         time.sleep(0.2)
-    events = []
-    for at, model_ms, overhead_ms in rows:
-        events += [(at - ((model_ms or 0.0) + (overhead_ms or 0.0)) / 1000.0, 1), (at, -1)]
-    in_flight = most = 0
-    for _, step in sorted(events):  # an end sorts before a start at the same instant
-        in_flight += step
-        most = max(most, in_flight)
-    return most
 
 
 def _process_cpu_s(pid: int) -> float:

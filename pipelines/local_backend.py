@@ -460,6 +460,33 @@ class LocalBackend:
                 )
         return len(rows)
 
+    def most_in_flight(self, name: str, since: float, variant: str | None = None) -> tuple[int, int]:
+        """(most calls served at once, calls recorded) for endpoint ``name`` since the epoch time ``since``.
+
+        Read from the runtime's invocation records (``variant`` only, when given; shadow copies left out):
+        each call ends at ``at`` and lasted its model plus overhead latency, from the request's arrival to
+        the last byte of the answer. This is the endpoint's own view of a client's concurrency. The runtime
+        flushes its records about every half second: a caller expecting N calls polls until N are in.
+        """
+        query = (
+            "SELECT at, model_latency_ms, overhead_latency_ms FROM invocations "
+            "WHERE endpoint = ? AND at >= ? AND shadow = 0"
+        )
+        params: tuple[Any, ...] = (name, since)
+        if variant is not None:
+            query += " AND variant = ?"
+            params += (variant,)
+        events: list[tuple[float, int]] = []
+        rows = self._query(query, params)
+        for r in rows:
+            took_s = ((r["model_latency_ms"] or 0.0) + (r["overhead_latency_ms"] or 0.0)) / 1000.0
+            events += [(r["at"] - took_s, 1), (r["at"], -1)]
+        in_flight = most = 0
+        for _, step in sorted(events):  # an end sorts before a start at the same instant
+            in_flight += step
+            most = max(most, in_flight)
+        return most, len(rows)
+
     def variant_metrics(self, name: str, since: float) -> dict[str, VariantMetrics]:
         """Per-variant metrics for invocations at or after the epoch time ``since``.
 

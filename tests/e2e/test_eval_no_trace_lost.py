@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _shared.eval_world import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
+from _shared.eval_world import ENDPOINT, EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
 
 from agent_release.agents.call_slots import SLOT_WAIT_ATTRIBUTE
 from agent_release.steps.backend import FaultSpec
@@ -36,31 +34,14 @@ def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EvalWorld
 
 
 def _most_calls_at_once(world: EvalWorld, since: float, calls: int) -> int:
-    """Most calls the runtime served at once since ``since``, from its own invocation records.
-
-    Each record ends at ``at`` and lasted its model plus overhead latency (arrival to last byte). The
-    runtime flushes its records about every half second, so this waits (up to 10 s) for ``calls`` of them.
-    """
-    from agent_release.pipelines.state_db import state_db_path
-
-    deadline = time.monotonic() + 10
+    """Most calls the runtime served at once since ``since``, once its records of all ``calls`` are in."""
+    deadline = time.monotonic() + 10  # the runtime flushes its records about every half second
     while True:
-        with contextlib.closing(sqlite3.connect(state_db_path(world.backend.state_dir))) as conn:
-            rows = conn.execute(
-                "SELECT at, model_latency_ms, overhead_latency_ms FROM invocations WHERE at >= ?", (since,)
-            ).fetchall()
-        if len(rows) >= calls or time.monotonic() > deadline:
-            break
+        most, recorded = world.backend.most_in_flight(ENDPOINT, since)
+        if recorded >= calls or time.monotonic() > deadline:
+            assert recorded == calls
+            return most
         time.sleep(0.2)
-    assert len(rows) == calls
-    events = []
-    for at, model_ms, overhead_ms in rows:
-        events += [(at - ((model_ms or 0.0) + (overhead_ms or 0.0)) / 1000.0, 1), (at, -1)]
-    in_flight = most = 0
-    for _, step in sorted(events):  # an end sorts before a start at the same instant
-        in_flight += step
-        most = max(most, in_flight)
-    return most
 
 
 def test_no_trace_lost_at_concurrency_16(world: EvalWorld) -> None:

@@ -141,6 +141,31 @@ def test_variant_metrics_aggregate_recorded_invocations(backend: LocalBackend) -
     assert a.latencies_ms[:3] == (1.0, 2.0, 3.0)
 
 
+def test_most_in_flight_overlaps_calls_from_their_records(backend: LocalBackend) -> None:
+    now = time.time()
+
+    def call(
+        variant: str, start: float, model_ms: float, overhead_ms: float = 0.0, **kw: bool
+    ) -> InvocationRecord:
+        end = now + start + (model_ms + overhead_ms) / 1000.0
+        return InvocationRecord("ep", variant, end, 200, model_ms, overhead_ms, kw.get("shadow", False))
+
+    backend.record_invocations(
+        [
+            call("a", 0.0, 1000.0),  # 0.0-1.0 s
+            call("a", 0.2, 500.0, 100.0),  # 0.2-0.8 s, overhead counted
+            call("a", 0.5, 100.0),  # 0.5-0.6 s: three at once
+            call("a", 1.0, 100.0),  # 1.0-1.1 s, after the three
+            call("b", 0.3, 1000.0),  # another variant
+            call("a", 0.4, 1000.0, shadow=True),  # a shadow copy is not a client's call
+            InvocationRecord("ep", "a", now - 10, 200, 5000.0, 0.0, False),  # ended before the window
+        ]
+    )
+    assert backend.most_in_flight("ep", since=now, variant="a") == (3, 4)
+    assert backend.most_in_flight("ep", since=now) == (4, 5)
+    assert backend.most_in_flight("other", since=now) == (0, 0)
+
+
 def test_audit_chain_appends_and_verifies(backend: LocalBackend) -> None:
     first = backend.append_audit(
         "pipeline", "deploy", "ep", "new challenger", {"weights": {"a": 1.0}}, "exec-1"
