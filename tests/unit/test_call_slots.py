@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _shared.fake_model import ScriptedModelBase
 
 from agent_release.agents.call_slots import (
     CURRENT_SLOTS,
@@ -23,27 +24,17 @@ from agent_release.steps.agent_tracing import TRACING_ENV
 from agent_release.steps.eval_harness import CaseUnit, run_cases
 
 
-class CountingModel:
+class CountingModel(ScriptedModelBase):
     """A Strands model whose every call takes ``delay_s`` and which counts the calls in flight at once."""
 
     def __init__(self, delay_s: float) -> None:
+        super().__init__({"model_id": "counting"})
         self.delay_s = delay_s
-        self.config: dict[str, Any] = {"model_id": "counting"}
         self.in_flight = 0
         self.most_in_flight = 0
         self.calls = 0
         self.closed = 0
         self.ends: list[float] = []
-
-    def update_config(self, **kw: Any) -> None:
-        self.config.update(kw)
-
-    def get_config(self) -> dict[str, Any]:
-        return self.config
-
-    async def structured_output(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        raise NotImplementedError
-        yield
 
     async def stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
         self.calls += 1

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from _shared.eval_world import register
+from _shared.fake_model import ScriptedModelBase
 
 from agent_release.steps.eval_harness import ProgressEvent, tool_calls_of
 from agent_release.steps.evaluate_config import EvaluateConfig, PriceTable
@@ -19,22 +20,12 @@ from agent_release.steps.register_agents_config import InferenceConfig
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 
 
-class ScriptedModel:
+class ScriptedModel(ScriptedModelBase):
     """A Strands model whose reply depends on the user's text: 'fail' raises, 'slow' stalls, 'ORD-' looks up."""
 
     def __init__(self, answer: str = "Your order has shipped.") -> None:
+        super().__init__()
         self.answer = answer
-        self.config: dict[str, Any] = {}
-
-    def update_config(self, **kw: Any) -> None:
-        self.config.update(kw)
-
-    def get_config(self) -> dict[str, Any]:
-        return self.config
-
-    async def structured_output(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        raise NotImplementedError
-        yield
 
     async def stream(
         self, messages: list[Any], tool_specs: Any = None, system_prompt: Any = None, **_: Any
