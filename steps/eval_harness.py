@@ -4,8 +4,8 @@
 variant's shared model, a per-case timeout, and a root span (``eval_case``) under which Strands' own spans
 nest (``MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT``). ``concurrency`` bounds the model calls in flight (call
 slots, :mod:`agent_release.agents.call_slots`); ``staged`` more cases run meanwhile up to their model call,
-so a freed slot is taken at once rather than after the next agent is built. Nothing is dropped: an error or a
-timeout becomes a :class:`CaseOutcome` with ``error`` set. Retries of throttled / 5xx model calls happen in
+so a freed slot is taken at once rather than after the next agent is built. Nothing is dropped: an error or
+a timeout becomes a :class:`CaseOutcome` with ``error`` set. Retries of throttled / 5xx model calls happen in
 botocore (standard mode, the model's client config) and, for a model's own 5xx answered as ``ModelError``,
 in :class:`ModelCallRetries`, which also counts the retries of each case through the client's event hooks.
 
@@ -370,8 +370,9 @@ def run_cases(
     fresh agent per unit. At most ``concurrency`` model calls are in flight; with ``staged`` > 0, up to
     ``concurrency + staged`` cases are in progress, and every agent's model must come from
     :func:`~agent_release.agents.call_slots.slotted` (a case whose model does not is an error row). A
-    case's wait for a call slot is not counted in its ``latency_s`` or its timeout. ``score``, if given, is called inside each case's root span once the agent is
-    done (see :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``.
+    case's wait for a call slot is not counted in its ``latency_s`` or its timeout. ``score``, if given, is
+    called inside each case's root span once the agent is done (see
+    :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``.
     """
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency

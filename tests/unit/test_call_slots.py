@@ -1,4 +1,4 @@
-"""Call slots: at most N model calls in flight while more cases get ready; waits kept out of latency and timeout."""
+"""Call slots: at most N model calls in flight while more cases get ready; a wait is not latency."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working directory.
+    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working dir.
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("slots", artifact_location=(tmp_path / "artifacts").as_uri())
     )
