@@ -57,7 +57,6 @@ class CallSlots:
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"call slots need a limit of at least 1, got {limit}")
-        self.limit = limit
         self.calls = 0
         self.waited_s = 0.0
         self._free = asyncio.Semaphore(limit)

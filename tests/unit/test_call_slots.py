@@ -92,6 +92,20 @@ def _agent_factory(model: Any, started: list[float] | None = None) -> Any:
     return make
 
 
+def _run(
+    model: Any, n: int, *, concurrency: int, staged: int = 0, timeout_s: float = 10.0, started: Any = None
+) -> list[Any]:
+    """``run_cases`` over ``n`` units with fresh agents around ``model`` (pass it through ``slotted``)."""
+    return run_cases(
+        _units(n),
+        make_agent=_agent_factory(model, started),
+        variant="v",
+        concurrency=concurrency,
+        staged=staged,
+        timeout_s=timeout_s,
+    )
+
+
 def test_slots_bound_calls_first_come_first_served_and_record_each_wait() -> None:
     async def main() -> tuple[CallSlots, list[int], list[SlotWait]]:
         slots = CallSlots(2)
@@ -175,14 +189,7 @@ async def _drain(events: AsyncIterator[Any]) -> None:
 def test_staged_cases_never_put_more_than_concurrency_calls_in_flight(tracking: None) -> None:
     inner = _counting_model(0.2)
     started: list[float] = []
-    outcomes = run_cases(
-        _units(24),
-        make_agent=_agent_factory(slotted(inner), started),
-        variant="v",
-        concurrency=4,
-        staged=3,
-        timeout_s=10,
-    )
+    outcomes = _run(slotted(inner), 24, concurrency=4, staged=3, started=started)
     assert [o.error for o in outcomes] == [None] * 24
     assert inner.calls == 24 and inner.most_in_flight == 4
     # Seven agents were built before any call had ended: four calling, three staged.
@@ -196,16 +203,9 @@ def test_staged_cases_never_put_more_than_concurrency_calls_in_flight(tracking: 
 def test_without_staging_the_agents_in_progress_are_the_calls_in_flight(tracking: None) -> None:
     inner = _counting_model(0.2)
     started: list[float] = []
-    t0 = time.perf_counter()
-    run_cases(
-        _units(8),
-        make_agent=_agent_factory(slotted(inner), started),
-        variant="v",
-        concurrency=4,
-        timeout_s=10,
-    )
+    _run(slotted(inner), 8, concurrency=4, started=started)
     assert inner.most_in_flight == 4
-    assert sum(1 for t in started if t < t0 + 0.05) == 4
+    assert sum(1 for t in started if t < min(inner.ends)) == 4
 
 
 def test_a_wait_for_a_slot_does_not_count_against_the_timeout(tracking: None) -> None:
@@ -213,14 +213,7 @@ def test_a_wait_for_a_slot_does_not_count_against_the_timeout(tracking: None) ->
     # 0.3 s call and well past the 0.6 s timeout, and must still complete (the timeout leaves room for
     # the process's first agent, which is slower to build).
     inner = _counting_model(0.3)
-    outcomes = run_cases(
-        _units(4),
-        make_agent=_agent_factory(slotted(inner)),
-        variant="v",
-        concurrency=1,
-        staged=3,
-        timeout_s=0.6,
-    )
+    outcomes = _run(slotted(inner), 4, concurrency=1, staged=3, timeout_s=0.6)
     assert [o.error for o in outcomes] == [None] * 4
     assert inner.most_in_flight == 1
     # Counted from each case's start, the last took ~1.2 s: its latency leaves the ~0.9 s wait out.
@@ -229,23 +222,14 @@ def test_a_wait_for_a_slot_does_not_count_against_the_timeout(tracking: None) ->
 
 def test_a_case_over_its_own_timeout_still_times_out_while_others_wait(tracking: None) -> None:
     inner = _counting_model(0.5)
-    outcomes = run_cases(
-        _units(2),
-        make_agent=_agent_factory(slotted(inner)),
-        variant="v",
-        concurrency=1,
-        staged=1,
-        timeout_s=0.2,
-    )
+    outcomes = _run(slotted(inner), 2, concurrency=1, staged=1, timeout_s=0.2)
     assert [o.error for o in outcomes] == ["TimeoutError: case exceeded 0.2s"] * 2
     assert inner.most_in_flight == 1 and inner.in_flight == 0
 
 
 def test_staging_with_a_model_that_is_not_slotted_is_an_error_row_not_a_burst(tracking: None) -> None:
     inner = _counting_model(0.01)
-    outcomes = run_cases(
-        _units(3), make_agent=_agent_factory(inner), variant="v", concurrency=1, staged=2, timeout_s=5
-    )
+    outcomes = _run(inner, 3, concurrency=1, staged=2, timeout_s=5)
     assert inner.calls == 0
     assert all(
         o.error == "TypeError: staged cases need an agent whose model is wrapped with slotted()"
@@ -257,14 +241,7 @@ def test_the_wait_is_written_on_the_model_call_span(tracking: None) -> None:
     import mlflow
 
     inner = _counting_model(0.2)
-    outcomes = run_cases(
-        _units(3),
-        make_agent=_agent_factory(slotted(inner)),
-        variant="v",
-        concurrency=1,
-        staged=2,
-        timeout_s=10,
-    )
+    outcomes = _run(slotted(inner), 3, concurrency=1, staged=2)
     mlflow.flush_trace_async_logging()
     waits = []
     for outcome in outcomes:
