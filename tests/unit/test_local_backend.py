@@ -145,10 +145,10 @@ def test_most_in_flight_overlaps_calls_from_their_records(backend: LocalBackend)
     now = time.time()
 
     def call(
-        variant: str, start: float, model_ms: float, overhead_ms: float = 0.0, **kw: bool
+        variant: str, start: float, model_ms: float, overhead_ms: float = 0.0, shadow: bool = False
     ) -> InvocationRecord:
         end = now + start + (model_ms + overhead_ms) / 1000.0
-        return InvocationRecord("ep", variant, end, 200, model_ms, overhead_ms, kw.get("shadow", False))
+        return InvocationRecord("ep", variant, end, 200, model_ms, overhead_ms, shadow)
 
     backend.record_invocations(
         [
