@@ -12,7 +12,8 @@ whole traces only (when the root span ends, as MLflow's exporter does) and hands
 (a child process, so the writes use another core; in-process if there is none or it died), which writes each
 trace with ``TracingClient.start_trace`` (its ``TraceInfo`` carries the assessments logged while the trace
 was active, written in the same transaction) and then the spans of the whole batch with one
-``TracingClient.log_spans`` call (:func:`write_batch`). Everything goes through MLflow's own client and
+``TracingClient.log_spans`` call (:func:`write_batch`; the writer process commits the whole batch at once,
+``trace_writer_process.write_in_one_transaction``). Everything goes through MLflow's own client and
 store; only the order, the batching and the process are ours. Spans reach the exporter as they end, not
 every half second through OpenTelemetry's batch processor (:func:`_span_processor_for`).
 ``mlflow.flush_trace_async_logging`` drains the writer too (MLflow's ``flush_exporter`` flushes an
@@ -66,6 +67,13 @@ MAX_BATCH = 64
 # Traces a flushing caller takes at a time from the queue beside the writer process (and the size of the
 # writer's own batches meanwhile).
 FLUSH_CHUNK = 8
+# Beside a writer process, a batch waits up to GATHER_S after its first trace for GATHER_TRACES traces (a
+# flush or shutdown ends the wait). Most of the writer's cost is per batch, not per trace (MLflow's
+# ``log_spans`` and the transaction): replayed, a W1 trace cost it 24 ms of CPU written alone and 8 ms in a
+# batch of 16 in one transaction (docs/performance.md, session 15). Without the wait the writer, busy most of an evaluation, takes
+# batches of one to a few traces and spends the second core on that fixed cost.
+GATHER_S = 0.1
+GATHER_TRACES = FLUSH_CHUNK
 
 
 def writer_answer_timeout_s() -> float:
@@ -92,13 +100,14 @@ def is_database_uri(uri: str) -> bool:
 Batch = Sequence[tuple[Any, Sequence[Any]]]
 
 
-def write_batch(client: Any, batch: Batch) -> list[str]:
+def write_batch(client: Any, batch: Batch, *, strict: bool = False) -> list[str]:
     """Write each trace row (with its assessments), then all the batch's spans; returns the ids of the
     traces whose row could not be written.
 
     ``client`` is a ``mlflow.tracing.client.TracingClient``. A failure is logged (as MLflow's exporter does),
     never raised. A trace whose row was written but whose spans were not is in the store (with its
-    assessments, without spans): it is logged, not returned.
+    assessments, without spans): it is logged, not returned. ``strict=True`` raises the first failure
+    instead, for a caller that writes the batch in one transaction and must abandon all of it.
     """
     from mlflow.tracing.export.utils import try_link_prompts_to_trace
     from mlflow.tracing.utils import add_size_stats_to_trace_metadata
@@ -110,6 +119,8 @@ def write_batch(client: Any, batch: Batch) -> list[str]:
             add_size_stats_to_trace_metadata(trace)
             retry_if_locked(client.start_trace, trace.info)
         except Exception as exc:
+            if strict:
+                raise
             failed.append(trace.info.trace_id)
             logger.warning("trace_id=<%s>, error=<%s> | failed to write trace", trace.info.trace_id, exc)
             continue
@@ -120,6 +131,8 @@ def write_batch(client: Any, batch: Batch) -> list[str]:
         try:
             retry_if_locked(client.log_spans, experiment_id, spans)
         except Exception as exc:
+            if strict:
+                raise
             logger.warning(
                 "experiment_id=<%s>, spans=<%d>, error=<%s> | failed to write spans",
                 experiment_id,
@@ -324,8 +337,9 @@ class TraceBatchWriter:
     ``add`` never blocks on the store. ``flush`` returns once everything added before it is written (or has
     failed, which is logged); beside a writer process it writes part of the backlog itself, both taking
     chunks of :data:`FLUSH_CHUNK` from the queue, so the traces queued when an evaluation ends are written
-    on both cores. If the writer process dies, the batch and all later ones are written in this process
-    instead, so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to ``flush_exporter``
+    on both cores. Beside a writer process a batch waits up to :data:`GATHER_S` for :data:`GATHER_TRACES`
+    traces (a flush ends the wait). If the writer process dies, the batch and all later ones are written in
+    this process instead, so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to ``flush_exporter``
     (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
 
@@ -334,6 +348,7 @@ class TraceBatchWriter:
         self._process = writer_process(tracking_uri)
         self._max_batch = max_batch
         self._pending: list[tuple[Any, Sequence[Any]]] = []
+        self._first_pending_at = 0.0
         self._busy = False
         self._helpers = 0
         self._flushing = 0
@@ -345,6 +360,8 @@ class TraceBatchWriter:
     def add(self, trace: Any, prompts: Sequence[Any]) -> None:
         """Queue one finished trace (``mlflow.entities.Trace``) and the prompt versions it used."""
         with self._cond:
+            if not self._pending:
+                self._first_pending_at = time.monotonic()
             self._pending.append((trace, prompts))
             self._cond.notify_all()
 
@@ -358,6 +375,7 @@ class TraceBatchWriter:
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             self._flushing += 1
+            self._cond.notify_all()  # ends the writer thread's wait for a fuller batch
         try:
             return self._flush_until(deadline)
         finally:
@@ -415,6 +433,13 @@ class TraceBatchWriter:
                 self._cond.wait_for(lambda: bool(self._pending) or self._stopped)
                 if self._stopped and not self._pending:
                     return
+                if self._helps_here():
+                    self._cond.wait_for(
+                        lambda: len(self._pending) >= GATHER_TRACES or bool(self._flushing) or self._stopped,
+                        timeout=max(0.0, self._first_pending_at + GATHER_S - time.monotonic()),
+                    )
+                    if not self._pending:  # a flushing caller took them meanwhile
+                        continue
                 # While a caller flushes and helps, small batches keep the two writers' shares even.
                 size = FLUSH_CHUNK if self._flushing and self._helps_here() else self._max_batch
                 batch, self._pending = self._pending[:size], self._pending[size:]

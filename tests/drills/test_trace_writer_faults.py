@@ -6,7 +6,8 @@ injects one fault into the path ``RowFirstTraceExporter`` -> ``TraceBatchWriter`
 (child process writing MLflow's SQLite store) while 120 cases run at concurrency 16 through the local runtime
 against a variant with 60 ms of added latency, then counts what the store holds for the variant's run:
 
-* the writer process SIGKILLed after a third of the cases, in the middle of a batch it has partly committed;
+* the writer process SIGKILLed after a third of the cases, in the middle of a batch: its transaction open, or
+  the batch committed and not yet answered for;
 * the writer process wedged (SIGSTOP) mid-batch for the second half of the cases, so a backlog builds, then
   SIGKILLed once the final flush has started;
 * the tracking database write-locked by another connection (``BEGIN IMMEDIATE``) for 1.5 s while the writer
@@ -213,12 +214,16 @@ def _no_traceback(capfd: pytest.CaptureFixture[str]) -> str:
 
 def _freeze_mid_batch(
     process: trace_export.WriterProcess, drill: Drill, acknowledged: Collection[str], timeout_s: float = 20
-) -> int:
-    """SIGSTOP the writer process while it holds a batch part of which it has committed but not answered for
-    yet; returns how many such rows (0, the process left running, if that did not happen within ``timeout_s``).
-    This is the moment a crash hurts most: those rows are in the store while the exporter still has to treat
-    the batch as unwritten. ``acknowledged`` is a ``recording_stored_traces()`` set opened after the warm-up:
-    the traces of the evaluation the writer has answered for so far."""
+) -> str | None:
+    """SIGSTOP the writer process while it holds a batch it has written rows of but not answered for; returns
+    which moment it was stopped at (None, the process left running, if neither came within ``timeout_s``).
+
+    The writer writes a batch in one transaction, so there are two such moments, and either is taken: the
+    transaction open (the database's rollback journal exists while it has uncommitted rows: a kill must leave
+    none of the batch in the store), or the batch committed and not yet answered for (written again here, it
+    must not store anything twice). ``acknowledged`` is a ``recording_stored_traces()`` set opened after the
+    warm-up: the traces of the evaluation the writer has answered for so far."""
+    journal = drill.db_path.with_name(drill.db_path.name + "-journal")
     conn = sqlite3.connect(drill.db_path, timeout=0.2, isolation_level=None)
     deadline = time.monotonic() + timeout_s
     try:
@@ -227,19 +232,22 @@ def _freeze_mid_batch(
             if not process.batch_in_flight:
                 continue
             try:
-                if _stored(conn, drill.world.experiment) <= len(acknowledged):
+                if not journal.exists() and _stored(conn, drill.world.experiment) <= len(acknowledged):
                     continue
                 os.kill(process.pid, signal.SIGSTOP)
                 time.sleep(0.05)  # an answer sent just before the stop is read meanwhile
+                # A journal left 50 ms after the stop is the stopped writer's open transaction.
+                if process.batch_in_flight and journal.exists():
+                    return "transaction open"
                 unanswered = _stored(conn, drill.world.experiment) - len(acknowledged)
             except sqlite3.OperationalError:  # stopped inside a commit: readers wait for it
                 unanswered = 0
             if process.batch_in_flight and unanswered > 0:
-                return unanswered
+                return f"{unanswered} rows committed, not answered for"
             os.kill(process.pid, signal.SIGCONT)
     finally:
         conn.close()
-    return 0
+    return None
 
 
 def _the_writer_process() -> trace_export.WriterProcess:
@@ -265,10 +273,10 @@ def test_writer_process_killed_mid_evaluation(
             return
         process = killed["process"] = _the_writer_process()
         # Frozen first, to kill it at a known point: in the middle of a batch, some of whose rows are committed.
-        killed["unanswered"] = _freeze_mid_batch(process, drill, acknowledged)
+        killed["moment"] = _freeze_mid_batch(process, drill, acknowledged)
         killed["acknowledged"] = len(acknowledged)
         killed["done_at_kill"] = done[0]
-        if killed["unanswered"]:
+        if killed["moment"]:
             os.kill(process.pid, signal.SIGKILL)
 
     warm = _warm_writer(drill)
@@ -281,12 +289,12 @@ def test_writer_process_killed_mid_evaluation(
 
     process = killed["process"]
     assert process is warm
-    assert killed["unanswered"] > 0, "the writer never held a partly committed batch"
+    assert killed["moment"], "the writer was never stopped mid-batch"
     assert killed["done_at_kill"] < N_UNITS, "the kill came after the last case"
     _assert_kill_recovered(process, report, experiment_id, caplog, capfd)
     print(
         f"\nkilled at {killed['done_at_kill']}/{N_UNITS} cases done, with {killed['acknowledged']} traces "
-        f"answered for and {killed['unanswered']} more committed from the batch in flight; "
+        f"answered for and the batch in flight stopped at: {killed['moment']}; "
         f"evaluation {seconds:.1f} s"
     )
 
@@ -310,7 +318,7 @@ def test_writer_process_killed_during_the_final_flush(
         if not half.wait(timeout=120):
             return
         seen["process"] = process = _the_writer_process()
-        seen["unanswered"] = _freeze_mid_batch(process, drill, acknowledged)
+        seen["moment"] = _freeze_mid_batch(process, drill, acknowledged)
         # Never left wedged, whatever goes wrong: the flush would wait on it.
         if not flushing.wait(timeout=60):
             os.kill(process.pid, signal.SIGKILL)
@@ -322,7 +330,7 @@ def test_writer_process_killed_during_the_final_flush(
         # The first flush of the evaluation's exporter (the warm-up's exporter is flushed when the evaluation
         # sets its experiment, before the cases start).
         if half.is_set() and "flush_backlog" not in seen:
-            while "unanswered" not in seen and freezer.is_alive():
+            while "moment" not in seen and freezer.is_alive():
                 time.sleep(0.01)
             flushing.set()
             process = seen.get("process")
@@ -348,13 +356,13 @@ def test_writer_process_killed_during_the_final_flush(
         seen["killer"].join(timeout=10)
 
     process = seen["process"]
-    assert seen["unanswered"] > 0, "the writer never held a partly committed batch"
+    assert seen["moment"], "the writer was never stopped mid-batch"
     # The flush started on a backlog and with a batch stuck in the wedged writer.
     assert seen["flush_backlog"] > 0 and seen["flush_busy"], seen
     _assert_kill_recovered(process, report, experiment_id, caplog, capfd)
     print(
         f"\nflush started with {seen['flush_backlog']} queued traces and a batch in the wedged writer "
-        f"({seen['unanswered']} of its rows committed); {seen['left_at_kill']} queued at the kill; "
+        f"(stopped at: {seen['moment']}); {seen['left_at_kill']} queued at the kill; "
         f"evaluation {seconds:.1f} s"
     )
 

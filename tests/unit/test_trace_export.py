@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -277,6 +279,126 @@ def test_the_writer_process_reads_each_experiment_once_per_batch(tmp_path: Path,
     assert all(len(t.data.spans) == 3 and t.info.assessments for t in stored)
 
 
+def _copies(count: int) -> list[Any]:
+    """``count`` traces made in the fixture's store and read back, ready to be written to another store."""
+    import mlflow
+
+    ids = [_make_trace(str(i)) for i in range(count)]
+    mlflow.flush_trace_async_logging()
+    traces = [mlflow.get_trace(trace_id) for trace_id in ids]
+    for trace in traces:
+        assert trace is not None
+        trace.info.tags.pop("mlflow.artifactLocation")  # the target store sets its own
+    return traces
+
+
+def _target_store(tmp_path: Path, name: str, tracking: str) -> Any:
+    """A ``TracingClient`` on a fresh SQLite store whose experiment has the fixture's id and artifact root."""
+    import mlflow
+    from mlflow.tracing.client import TracingClient
+
+    uri = f"sqlite:///{tmp_path / name}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.create_experiment("trace-export", artifact_location=(tmp_path / "target-artifacts").as_uri())
+    assert mlflow.set_experiment("trace-export").experiment_id == tracking
+    return TracingClient(uri)
+
+
+TRACE_TABLES = ("trace_info", "trace_tags", "trace_request_metadata", "assessments", "spans")
+
+
+def _table_rows(db: Path) -> dict[str, list[tuple[Any, ...]]]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        return {t: sorted(conn.execute(f"SELECT * FROM {t}").fetchall(), key=repr) for t in TRACE_TABLES}
+    finally:
+        conn.close()
+
+
+def test_the_writer_process_writes_a_batch_in_one_transaction_with_the_same_rows(
+    tmp_path: Path, tracking: str
+) -> None:
+    from sqlalchemy import event
+
+    from agent_release.steps.trace_export import write_batch
+    from agent_release.steps.trace_writer_process import write_in_one_transaction
+
+    traces = _copies(4)
+    commits: dict[str, int] = {}
+    clients = {}
+    for name in ("trace-by-trace.db", "one-transaction.db"):
+        clients[name] = client = _target_store(tmp_path, name, tracking)
+        commits[name] = 0
+
+        def count(_conn: Any, name: str = name) -> None:
+            commits[name] += 1
+
+        event.listen(client.store.engine, "commit", count)
+    open_session = clients["one-transaction.db"].store.ManagedSessionMaker
+
+    assert write_batch(clients["trace-by-trace.db"], [(t, []) for t in traces]) == []
+    assert write_in_one_transaction(clients["one-transaction.db"], [(t, []) for t in traces]) == []
+
+    assert commits["one-transaction.db"] == 1
+    assert commits["trace-by-trace.db"] >= 2 * len(traces)  # a row and its spans' share, each committed
+    assert clients["one-transaction.db"].store.ManagedSessionMaker is open_session
+    by_trace, at_once = (
+        _table_rows(tmp_path / "trace-by-trace.db"),
+        _table_rows(tmp_path / "one-transaction.db"),
+    )
+    assert at_once == by_trace  # the same rows, value for value
+    assert [len(at_once[t]) > 0 for t in TRACE_TABLES] == [True] * len(TRACE_TABLES)
+    assert len(at_once["trace_info"]) == 4 and len(at_once["spans"]) == 12
+
+
+def test_a_trace_the_store_refuses_costs_only_itself_in_a_one_transaction_batch(
+    tmp_path: Path, tracking: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agent_release.steps.trace_writer_process import write_in_one_transaction
+
+    traces = _copies(3)
+    client = _target_store(tmp_path, "target.db", tracking)
+    open_session = client.store.ManagedSessionMaker
+    traces[1].info.experiment_id = "424242"  # no such experiment: the store refuses its row
+    caplog.set_level(logging.INFO, logger="agent_release")
+
+    assert write_in_one_transaction(client, [(t, []) for t in traces]) == [traces[1].info.trace_id]
+
+    assert "trace by trace" in caplog.text  # the transaction was abandoned, then each trace written alone
+    assert client.store.ManagedSessionMaker is open_session
+    rows = _table_rows(tmp_path / "target.db")
+    stored = sorted(row[0] for row in rows["trace_info"])
+    assert stored == sorted([traces[0].info.trace_id, traces[2].info.trace_id])
+    assert len(rows["assessments"]) == 2 and len(rows["spans"]) == 6  # each once
+
+
+def test_a_batch_written_again_after_its_commit_stores_nothing_twice(
+    tmp_path: Path, tracking: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The writer process can die after committing a batch and before answering; the batch is then written
+    again (here, trace by trace), and a later batch may overlap rows already stored. New traces come first
+    in that batch: ``start_trace``'s merge path rolls the session back, which must not drop them."""
+    from agent_release.steps.trace_export import write_batch
+    from agent_release.steps.trace_writer_process import write_in_one_transaction
+
+    traces = _copies(4)
+    client = _target_store(tmp_path, "target.db", tracking)
+    assert write_in_one_transaction(client, [(t, []) for t in traces[:2]]) == []  # committed, not answered
+    assert write_batch(client, [(t, []) for t in traces[:2]]) == []  # so written again
+    caplog.set_level(logging.INFO, logger="agent_release")
+    overlapping = [traces[2], traces[3], traces[0], traces[1]]
+    assert write_in_one_transaction(client, [(t, []) for t in overlapping]) == []
+
+    assert "trace by trace" in caplog.text
+    rows = _table_rows(tmp_path / "target.db")
+    assert sorted(row[0] for row in rows["trace_info"]) == sorted(t.info.trace_id for t in traces)
+    per_trace = Counter(row[1] for row in rows["assessments"])
+    assert per_trace == {t.info.trace_id: 1 for t in traces}, per_trace
+    assert len(rows["spans"]) == 12
+
+
 @pytest.mark.parametrize("user_level", [None, "INFO"])
 def test_the_writer_process_keeps_mlflows_info_lines_off_the_console(
     tmp_path: Path, user_level: str | None, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
@@ -394,6 +516,74 @@ def test_without_a_writer_process_a_flush_waits_for_the_writer_thread(
     assert writer.flush(timeout_s=10)
     assert {name for name, _ in written} == {"agent-release-trace-writer"}
     assert sorted(i for _, ids in written for i in ids) == sorted(f"t{i}" for i in range(30))
+    writer.shutdown()
+
+
+def test_beside_a_writer_process_a_batch_waits_for_more_traces_until_a_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The writer process's cost is mostly per batch, so a batch waits (up to ``GATHER_S``) for
+    ``GATHER_TRACES`` traces; a flush ends the wait at once."""
+    import time
+
+    from agent_release.steps.trace_export import GATHER_TRACES, TraceBatchWriter
+
+    process = _BlockingProcess()
+    process.release.set()
+    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: process)
+    monkeypatch.setattr(trace_export, "GATHER_S", 60.0)  # longer than the test may take
+    here: list[list[str]] = []
+
+    def write_here(_client: Any, batch: Any) -> list[str]:
+        here.append([t.info.trace_id for t, _ in batch])
+        return []
+
+    monkeypatch.setattr(trace_export, "write_batch", write_here)
+    writer = TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+    first = [f"t{i}" for i in range(GATHER_TRACES)]
+    for trace_id in first:
+        writer.add(_FakeTrace(trace_id), [])
+    deadline = time.monotonic() + 10
+    while sum(len(b) for b in process.batches) < GATHER_TRACES and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [i for b in process.batches for i in b] == first  # sent once enough had come, not after 60 s
+    assert len(process.batches) <= 2
+
+    late = ["u0", "u1", "u2"]
+    for trace_id in late:
+        writer.add(_FakeTrace(trace_id), [])
+    time.sleep(0.3)
+    assert [i for b in process.batches for i in b] == first and not here  # still waiting for more
+    started = time.monotonic()
+    assert writer.flush(timeout_s=10)
+    assert time.monotonic() - started < 5
+    written = [i for b in process.batches for i in b] + [i for b in here for i in b]
+    assert sorted(written) == sorted(first + late)  # each once
+    writer.shutdown()
+
+
+def test_without_a_writer_process_a_trace_is_written_without_waiting_for_more(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import time
+
+    from agent_release.steps.trace_export import TraceBatchWriter
+
+    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: None)
+    monkeypatch.setattr(trace_export, "GATHER_S", 60.0)
+    written: list[str] = []
+
+    def write(_client: Any, batch: Any) -> list[str]:
+        written.extend(t.info.trace_id for t, _ in batch)
+        return []
+
+    monkeypatch.setattr(trace_export, "write_batch", write)
+    writer = TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+    writer.add(_FakeTrace("t0"), [])
+    deadline = time.monotonic() + 10
+    while not written and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert written == ["t0"]
     writer.shutdown()
 
 
