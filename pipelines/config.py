@@ -496,6 +496,15 @@ def parse_config(text: str, source: str = "pipeline.yaml") -> PipelineConfig:
     """Parse and validate YAML text; raise :class:`ConfigError` with a one-line message."""
     try:
         return _parse_config(text, source)
+    except ConfigError as exc:
+        from agent_release.pipelines.executor import flatten
+
+        # A message may quote a key, and a YAML key is any string: a line break or control character in it
+        # is shown escaped, so the message stays one line (found by tests/drills/test_property_inputs.py).
+        one_line = flatten(str(exc))
+        if one_line == str(exc):
+            raise
+        raise ConfigError(one_line) from None
     except RecursionError:
         # PyYAML and pydantic recurse once per level of nesting: thousands of levels exhaust the stack.
         raise ConfigError(f"{source}: nested too deeply (thousands of levels of lists or mappings)") from None
@@ -529,9 +538,7 @@ def _parse_config(text: str, source: str) -> PipelineConfig:
         key, problem = lax
         line = line_of_key(lines, key)
         where = f"{source}:{line}" if line else source
-        from agent_release.pipelines.executor import flatten  # a mapping key in the path may hold a newline
-
-        raise ConfigError(flatten(f"{where}: {'.'.join(str(p) for p in key)}: {problem}"))
+        raise ConfigError(f"{where}: {'.'.join(str(p) for p in key)}: {problem}")  # flattened by parse_config
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as exc:

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent_release.pipelines.config import ConfigError, PipelineConfig, parse_config
@@ -103,6 +103,8 @@ def _assert_one_line_config_error(text: str) -> PipelineConfig | None:
 
 
 @given(mutations)
+@example([("replace", ("decide",), {"\r": None})])  # a key holding a carriage return (found by this test)
+@example([("add_key", ("evaluate",), 1), ("replace", ("agent",), {"a\nb": 1})])
 @settings(max_examples=150, deadline=None)
 def test_mutated_config_is_valid_or_one_line_config_error(changes: list[tuple[str, Path_, Any]]) -> None:
     data = yaml.safe_load(yaml.safe_dump(BASE_CONFIG))
