@@ -272,7 +272,7 @@ def test_writer_process_killed_mid_evaluation(
         if not third.wait(timeout=120):
             return
         process = killed["process"] = _the_writer_process()
-        # Frozen first, to kill it at a known point: in the middle of a batch, some of whose rows are committed.
+        # Frozen first, to kill it at a known point: mid-batch, its transaction open or committed unanswered.
         killed["moment"] = _freeze_mid_batch(process, drill, acknowledged)
         killed["acknowledged"] = len(acknowledged)
         killed["done_at_kill"] = done[0]
