@@ -70,8 +70,8 @@ FLUSH_CHUNK = 8
 # Beside a writer process, a batch waits up to GATHER_S after its first trace for GATHER_TRACES traces (a
 # flush or shutdown ends the wait). Most of the writer's cost is per batch, not per trace (MLflow's
 # ``log_spans`` and the transaction): replayed, a W1 trace cost it 24 ms of CPU written alone and 8 ms in a
-# batch of 16 in one transaction (docs/performance.md, session 15). Without the wait the writer, busy most of an evaluation, takes
-# batches of one to a few traces and spends the second core on that fixed cost.
+# batch of 16 in one transaction (docs/performance.md, session 15). Without the wait the writer, busy most of
+# an evaluation, takes batches of one to a few traces and spends the second core on that fixed cost.
 GATHER_S = 0.1
 GATHER_TRACES = FLUSH_CHUNK
 
@@ -109,6 +109,7 @@ def write_batch(client: Any, batch: Batch, *, strict: bool = False) -> list[str]
     assessments, without spans): it is logged, not returned. ``strict=True`` raises the first failure
     instead, for a caller that writes the batch in one transaction and must abandon all of it.
     """
+    from mlflow.tracing.constant import TraceMetadataKey
     from mlflow.tracing.export.utils import try_link_prompts_to_trace
     from mlflow.tracing.utils import add_size_stats_to_trace_metadata
 
@@ -116,7 +117,10 @@ def write_batch(client: Any, batch: Batch, *, strict: bool = False) -> list[str]
     spans_by_experiment: dict[str, list[Any]] = defaultdict(list)
     for trace, prompts in batch:
         try:
-            add_size_stats_to_trace_metadata(trace)
+            # Once per trace: written a second time (after an abandoned one-transaction batch), the sizes
+            # would count the size metadata itself.
+            if TraceMetadataKey.SIZE_STATS not in trace.info.trace_metadata:
+                add_size_stats_to_trace_metadata(trace)
             retry_if_locked(client.start_trace, trace.info)
         except Exception as exc:
             if strict:
@@ -339,8 +343,8 @@ class TraceBatchWriter:
     chunks of :data:`FLUSH_CHUNK` from the queue, so the traces queued when an evaluation ends are written
     on both cores. Beside a writer process a batch waits up to :data:`GATHER_S` for :data:`GATHER_TRACES`
     traces (a flush ends the wait). If the writer process dies, the batch and all later ones are written in
-    this process instead, so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to ``flush_exporter``
-    (``flush``/``shutdown``), so MLflow's own flush drains it.
+    this process instead, so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to
+    ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
 
     def __init__(self, client: Any, tracking_uri: str, max_batch: int = MAX_BATCH) -> None:

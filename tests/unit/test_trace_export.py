@@ -349,16 +349,25 @@ def test_the_writer_process_writes_a_batch_in_one_transaction_with_the_same_rows
         _table_rows(tmp_path / "one-transaction.db"),
     )
     assert at_once == by_trace  # the same rows, value for value
-    assert [len(at_once[t]) > 0 for t in TRACE_TABLES] == [True] * len(TRACE_TABLES)
+    assert all(at_once[t] for t in TRACE_TABLES)
     assert len(at_once["trace_info"]) == 4 and len(at_once["spans"]) == 12
 
 
 def test_a_trace_the_store_refuses_costs_only_itself_in_a_one_transaction_batch(
     tmp_path: Path, tracking: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import copy
+
+    from mlflow.tracing.utils import add_size_stats_to_trace_metadata
+
     from agent_release.steps.trace_writer_process import write_in_one_transaction
 
     traces = _copies(3)
+    for trace in traces:  # as the exporter hands them over: sizes not yet computed
+        trace.info.trace_metadata.pop("mlflow.trace.sizeStats")
+        trace.info.trace_metadata.pop("mlflow.trace.sizeBytes")
+    sized_once = copy.deepcopy(traces[0])
+    add_size_stats_to_trace_metadata(sized_once)
     client = _target_store(tmp_path, "target.db", tracking)
     open_session = client.store.ManagedSessionMaker
     traces[1].info.experiment_id = "424242"  # no such experiment: the store refuses its row
@@ -372,6 +381,14 @@ def test_a_trace_the_store_refuses_costs_only_itself_in_a_one_transaction_batch(
     stored = sorted(row[0] for row in rows["trace_info"])
     assert stored == sorted([traces[0].info.trace_id, traces[2].info.trace_id])
     assert len(rows["assessments"]) == 2 and len(rows["spans"]) == 6  # each once
+    # Written twice (the abandoned transaction, then alone), a trace's sizes are still those of the trace.
+    stored_sizes = {
+        key: value
+        for key, value, request_id in rows["trace_request_metadata"]
+        if request_id == traces[0].info.trace_id and key.startswith("mlflow.trace.size")
+    }
+    expected = {k: v for k, v in sized_once.info.trace_metadata.items() if k.startswith("mlflow.trace.size")}
+    assert stored_sizes == expected and len(expected) == 2
 
 
 def test_a_batch_written_again_after_its_commit_stores_nothing_twice(
