@@ -64,16 +64,13 @@ __all__ = [
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 MAX_BATCH = 64
-# Traces a flushing caller takes at a time from the queue beside the writer process (and the size of the
-# writer's own batches meanwhile).
-FLUSH_CHUNK = 8
 # Beside a writer process, a batch waits up to GATHER_S after its first trace for GATHER_TRACES traces (a
 # flush or shutdown ends the wait). Most of the writer's cost is per batch, not per trace (MLflow's
 # ``log_spans`` and the transaction): replayed, a W1 trace cost it 24 ms of CPU written alone and 8 ms in a
 # batch of 16 in one transaction (docs/performance.md, session 15). Without the wait the writer, busy most of
 # an evaluation, takes batches of one to a few traces and spends the second core on that fixed cost.
 GATHER_S = 0.1
-GATHER_TRACES = FLUSH_CHUNK
+GATHER_TRACES = 8
 
 
 def writer_answer_timeout_s() -> float:
@@ -339,12 +336,12 @@ class TraceBatchWriter:
     """A thread that writes finished traces in batches, through the writer process when there is one.
 
     ``add`` never blocks on the store. ``flush`` returns once everything added before it is written (or has
-    failed, which is logged); beside a writer process it writes part of the backlog itself, both taking
-    chunks of :data:`FLUSH_CHUNK` from the queue, so the traces queued when an evaluation ends are written
-    on both cores. Beside a writer process a batch waits up to :data:`GATHER_S` for :data:`GATHER_TRACES`
-    traces (a flush ends the wait). If the writer process dies, the batch and all later ones are written in
-    this process instead, so no trace is lost. The writer looks like MLflow's ``SpanBatcher`` to
-    ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
+    failed, which is logged). Beside a writer process a batch waits up to :data:`GATHER_S` for
+    :data:`GATHER_TRACES` traces (a flush ends the wait), and the flushing caller only waits: the writer
+    process writes a batch in one transaction, so this process writing beside it would hold up both on the
+    store's write lock (docs/performance.md, session 16). If the writer process dies, the batch and all
+    later ones are written in this process instead, so no trace is lost. The writer looks like MLflow's
+    ``SpanBatcher`` to ``flush_exporter`` (``flush``/``shutdown``), so MLflow's own flush drains it.
     """
 
     def __init__(self, client: Any, tracking_uri: str, max_batch: int = MAX_BATCH) -> None:
@@ -354,7 +351,6 @@ class TraceBatchWriter:
         self._pending: list[tuple[Any, Sequence[Any]]] = []
         self._first_pending_at = 0.0
         self._busy = False
-        self._helpers = 0
         self._flushing = 0
         self._stopped = False
         self._cond = threading.Condition()
@@ -372,44 +368,23 @@ class TraceBatchWriter:
     def flush(self, timeout_s: float | None = None) -> bool:
         """Wait until every trace added so far is written; False if ``timeout_s`` passed first.
 
-        Beside a writer process, the caller takes queued traces a chunk at a time and writes them itself (it
-        would only wait otherwise), while the writer thread also takes chunks instead of whole batches. If
-        the writer thread is gone (e.g. at interpreter exit), the caller writes what is left itself.
+        If the writer thread is gone (e.g. at interpreter exit), the caller writes what is left itself.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             self._flushing += 1
             self._cond.notify_all()  # ends the writer thread's wait for a fuller batch
-        try:
-            return self._flush_until(deadline)
-        finally:
-            with self._cond:
-                self._flushing -= 1
-
-    def _flush_until(self, deadline: float | None) -> bool:
-        while True:
-            with self._cond:
-                if not self._thread.is_alive():
-                    leftover, self._pending = self._pending, []
-                    break
-                if not self._pending and not self._busy and not self._helpers:
-                    return True
-                if self._pending and self._helps_here():
-                    chunk, self._pending = self._pending[:FLUSH_CHUNK], self._pending[FLUSH_CHUNK:]
-                    self._helpers += 1
-                else:
-                    chunk = []
+            try:
+                while self._thread.is_alive():
+                    if not self._pending and not self._busy:
+                        return True
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         return False
                     self._cond.wait(timeout=remaining)
-            if chunk:
-                try:
-                    self._write_logged(chunk, here=True)
-                finally:
-                    with self._cond:
-                        self._helpers -= 1
-                        self._cond.notify_all()
+                leftover, self._pending = self._pending, []
+            finally:
+                self._flushing -= 1
         if leftover:
             self._write_logged(leftover)
         return True
@@ -419,8 +394,9 @@ class TraceBatchWriter:
         with self._cond:
             return len(self._pending), self._busy
 
-    def _helps_here(self) -> bool:
-        # Only beside a writer process: in thread mode the writer already runs in this interpreter.
+    def _gathers(self) -> bool:
+        # Only beside a writer process, whose batch is one transaction (the case the wait was measured for);
+        # in thread mode a trace is written as soon as the thread is free, as before session 15.
         return self._process is not None and not self._process.broken
 
     def shutdown(self) -> None:
@@ -437,16 +413,12 @@ class TraceBatchWriter:
                 self._cond.wait_for(lambda: bool(self._pending) or self._stopped)
                 if self._stopped and not self._pending:
                     return
-                if self._helps_here():
+                if self._gathers():
                     self._cond.wait_for(
                         lambda: len(self._pending) >= GATHER_TRACES or bool(self._flushing) or self._stopped,
                         timeout=max(0.0, self._first_pending_at + GATHER_S - time.monotonic()),
                     )
-                    if not self._pending:  # a flushing caller took them meanwhile
-                        continue
-                # While a caller flushes and helps, small batches keep the two writers' shares even.
-                size = FLUSH_CHUNK if self._flushing and self._helps_here() else self._max_batch
-                batch, self._pending = self._pending[:size], self._pending[size:]
+                batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
                 self._busy = True
             try:
                 self._write_logged(batch)
@@ -455,9 +427,9 @@ class TraceBatchWriter:
                     self._busy = False
                     self._cond.notify_all()
 
-    def _write_logged(self, batch: Batch, *, here: bool = False) -> None:
+    def _write_logged(self, batch: Batch) -> None:
         try:
-            failed = write_batch(self._client, batch) if here else self._write(batch)
+            failed = self._write(batch)
         except Exception as exc:  # the thread must outlive any one batch, or flush would wait forever
             logger.warning("traces=<%d>, error=<%s> | failed to write a batch of traces", len(batch), exc)
             return

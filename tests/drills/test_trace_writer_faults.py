@@ -337,7 +337,7 @@ def test_writer_process_killed_during_the_final_flush(
             seen["flush_backlog"], seen["flush_busy"] = self.backlog()
 
             def kill_once_flushing() -> None:
-                time.sleep(0.2)  # the flush is under way, writing chunks itself beside the wedged writer
+                time.sleep(0.2)  # the flush is under way, waiting on the wedged writer
                 seen["left_at_kill"] = self.backlog()[0]
                 if process is not None:
                     os.kill(process.pid, signal.SIGKILL)
@@ -359,6 +359,8 @@ def test_writer_process_killed_during_the_final_flush(
     assert seen["moment"], "the writer was never stopped mid-batch"
     # The flush started on a backlog and with a batch stuck in the wedged writer.
     assert seen["flush_backlog"] > 0 and seen["flush_busy"], seen
+    # The flush leaves the backlog to the writer (it only waits), so the kill found it untouched.
+    assert seen["left_at_kill"] == seen["flush_backlog"], seen
     _assert_kill_recovered(process, report, experiment_id, caplog, capfd)
     print(
         f"\nflush started with {seen['flush_backlog']} queued traces and a batch in the wedged writer "
