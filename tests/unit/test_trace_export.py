@@ -480,7 +480,7 @@ def test_a_flush_behind_a_busy_writer_process_leaves_the_backlog_to_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The writer process writes a batch in one transaction; the flushing caller writing beside it would
-    wait on the store's write lock (session 16 measured such flushes 50-150 ms longer), so it only waits."""
+    queue on the store's write lock (session 16 measured such flushes up to 160 ms longer), so it waits."""
     import threading
 
     from agent_release.steps.trace_export import TraceBatchWriter, recording_stored_traces
