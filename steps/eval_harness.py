@@ -305,6 +305,7 @@ async def _run_all(
     timeout_s: float,
     progress: Callable[[ProgressEvent], None] | None,
     score: CaseScorer | None,
+    on_tail: Callable[[], None] | None = None,
 ) -> list[CaseOutcome]:
     loop = asyncio.get_running_loop()
     # Every case in flight may hold a thread in a blocking boto3 read (streaming reads hop per event).
@@ -316,6 +317,18 @@ async def _run_all(
     CURRENT_SLOTS.set(slots)  # copied into every case's task below
     started = time.perf_counter()
     done = errors = retries = 0
+    tail_told = False
+
+    def tell_tail() -> None:
+        # Once no more than ``concurrency`` cases are left, the call slots start to empty.
+        nonlocal tail_told
+        if on_tail is None or tail_told or len(units) - done > concurrency:
+            return
+        tail_told = True
+        try:
+            on_tail()
+        except Exception as exc:  # a hint only: it must not cost a case its outcome
+            logger.warning("variant=<%s>, error=<%s> | on_tail failed", variant, exc)
 
     async def guarded(unit: CaseUnit) -> CaseOutcome:
         nonlocal done, errors, retries
@@ -326,8 +339,10 @@ async def _run_all(
         retries += outcome.retries
         if progress is not None:
             progress(ProgressEvent(variant, done, len(units), errors, retries, time.perf_counter() - started))
+        tell_tail()
         return outcome
 
+    tell_tail()  # a run of no more cases than slots is all tail
     outcomes = list(await asyncio.gather(*(guarded(u) for u in units)))
     logger.debug(
         "variant=<%s>, calls=<%d>, most_at_once=<%d>, mean_wait_ms=<%.1f> | call slots",
@@ -363,6 +378,7 @@ def run_cases(
     progress: Callable[[ProgressEvent], None] | None = None,
     score: CaseScorer | None = None,
     staged: int = 0,
+    on_tail: Callable[[], None] | None = None,
 ) -> list[CaseOutcome]:
     """Run every unit (in input order in the result); blocks until all have an outcome.
 
@@ -372,7 +388,9 @@ def run_cases(
     :func:`~agent_release.agents.call_slots.slotted` (a case whose model does not is an error row). A
     case's wait for a call slot is not counted in its ``latency_s`` or its timeout. ``score``, if given, is
     called inside each case's root span once the agent is done (see
-    :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``.
+    :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``. ``on_tail``, if
+    given, is called once, in the event loop, as soon as no more than ``concurrency`` cases are left to
+    finish (at the start if there are no more than that); an exception from it is logged, not raised.
     """
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
@@ -382,7 +400,7 @@ def run_cases(
         filtered_loggers(CASE_ERROR_LOGGERS, _demote_to_debug),
     ):
         outcomes = asyncio.run(
-            _run_all(units, variant, make_agent, concurrency, staged, timeout_s, progress, score)
+            _run_all(units, variant, make_agent, concurrency, staged, timeout_s, progress, score, on_tail)
         )
     failed = [o for o in outcomes if o.error is not None]
     if failed:

@@ -29,6 +29,8 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model, environment_region
@@ -252,7 +254,7 @@ def _evaluate_one(
     from mlflow.entities import LoggedModelInput, Metric
 
     from agent_release.steps.inline_scoring import InlineScoring
-    from agent_release.steps.trace_export import recording_stored_traces
+    from agent_release.steps.trace_export import hurry_trace_writes, recording_stored_traces
 
     ModelCallRetries(max_attempts=config.max_retries + 1).attach(model)
     # Bounds the model calls in flight to ``concurrency`` while ``staged`` more cases get ready.
@@ -294,16 +296,29 @@ def _evaluate_one(
                     timeout_s=config.timeout_s,
                     progress=progress,
                     score=inline,
+                    # Once the slots start to empty, traces are written as they come, not gathered.
+                    on_tail=hurry_trace_writes,
                 )
             ran = time.perf_counter()
-            mlflow.flush_trace_async_logging()
+            prices = {name: table.model_dump() for name, table in config.prices.items()}
+            # The final flush is mostly a wait for the writer process. With inline scoring every case
+            # already holds its scores, so the results are prepared in this process meanwhile; they are
+            # prepared again only if a trace turns out missing and its stand-in changes the row.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-release-flush") as pool:
+                flushing = pool.submit(mlflow.flush_trace_async_logging)
+                early = None if inline is None else _results(outcomes, agent, _held_scores(outcomes), prices)
+                flushing.result()
         flushed = time.perf_counter()
         if inline is not None:
             # The row-first writer says which trace rows it committed; otherwise the store is asked.
             found = stored if row_first else _run_trace_ids(experiment_id, run_id)
-            scores = _inline_scores(outcomes, found, run_id, inline)
+            stood_in = _stand_in_missing(outcomes, found, run_id, score=inline)
+            if early is None or stood_in:
+                early = _results(outcomes, agent, _held_scores(outcomes), prices)
+            results = early
         else:
             scores = _score(outcomes, expectations, scorers, experiment_id, run_id, agent)
+            results = _results(outcomes, agent, scores, prices, with_means=False)
         logger.info(
             "variant=<%s>, run_s=<%.2f>, flush_s=<%.2f>, score_s=<%.2f> | evaluation timings",
             agent.variant,
@@ -311,20 +326,18 @@ def _evaluate_one(
             flushed - ran,
             time.perf_counter() - flushed,
         )
-        prices = {name: table.model_dump() for name, table in config.prices.items()}
-        rows = [_row(o, agent, scores.get(o.unit.key, {}), prices) for o in outcomes]
-        aggregates = aggregate_rows(rows)
+        rows = results.rows
         books.wait()  # the bookkeeping is in (or its failure raised) before any result is logged
+        # The table first: log_table reads the run back (twice), which costs more once it holds the metrics.
+        mlflow.log_table(data=results.frame, artifact_file=CASES_TABLE)
         now_ms = int(time.time() * 1000)
-        metrics = _flat_metrics(aggregates, rows, with_means=inline is not None)
         client.log_batch(
             run_id,
             metrics=[
                 Metric(key, value, now_ms, 0, model_id=agent.logged_model_id, run_id=run_id)
-                for key, value in metrics.items()
+                for key, value in results.metrics.items()
             ],
         )
-        mlflow.log_table(data=_rows_frame(rows), artifact_file=CASES_TABLE)
     errored = sum(1 for r in rows if r.error)
     scorer_errors = scorer_error_counts(rows)
     for name, count in scorer_errors.items():
@@ -353,18 +366,41 @@ def _evaluate_one(
         scorer_errors=scorer_errors,
         mlflow_run_id=run_id,
         logged_model_id=agent.logged_model_id,
-        aggregates=aggregates,
+        aggregates=results.aggregates,
     )
     return evaluation, rows
 
 
-def _inline_scores(
-    outcomes: Sequence[CaseOutcome], persisted: Collection[str], run_id: str, inline: InlineScoring
-) -> dict[str, dict[str, float | None]]:
-    """The scores each case logged inside its trace; a case whose trace is not among ``persisted`` (it
-    never reached the store) gets a scored stand-in trace, so every row's scores are persisted in MLflow.
-    Unit key -> name -> value."""
-    _stand_in_missing(outcomes, persisted, run_id, score=inline)
+@dataclass(frozen=True)
+class _Results:
+    """One variant's results, ready to log: the per-case rows, their aggregates and metrics, the table."""
+
+    rows: list[CaseResult]
+    aggregates: dict[str, dict[str, float]]
+    metrics: dict[str, float]
+    frame: Any
+
+
+def _results(
+    outcomes: Sequence[CaseOutcome],
+    agent: RegisteredAgent,
+    scores: Mapping[str, Mapping[str, float | None]],
+    prices: Mapping[str, Mapping[str, float]],
+    *,
+    with_means: bool = True,
+) -> _Results:
+    """The rows of ``outcomes`` with ``scores`` (unit key -> name -> value), aggregated, as metrics and as
+    the per-case table. ``with_means``: also the ``<score>/mean`` metrics (``mlflow.genai.evaluate`` logs
+    those itself)."""
+    rows = [_row(o, agent, scores.get(o.unit.key, {}), prices) for o in outcomes]
+    aggregates = aggregate_rows(rows)
+    return _Results(
+        rows, aggregates, _flat_metrics(aggregates, rows, with_means=with_means), _rows_frame(rows)
+    )
+
+
+def _held_scores(outcomes: Sequence[CaseOutcome]) -> dict[str, dict[str, float | None]]:
+    """The scores each case logged inside its trace (inline scoring). Unit key -> name -> value."""
     return {o.unit.key: dict(o.scores) for o in outcomes}
 
 

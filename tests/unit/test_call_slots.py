@@ -1,4 +1,5 @@
-"""Call slots: at most N model calls in flight while more cases get ready; a wait is not latency."""
+"""Call slots: at most N model calls in flight while more cases get ready; a wait is not latency; the
+harness says when the slots start to empty (the tail)."""
 
 from __future__ import annotations
 
@@ -255,3 +256,40 @@ def test_the_wait_is_written_on_the_model_call_span(tracking: None) -> None:
         waits.append(found[0])
     # The first case found the slot free; the last waited for two calls of 0.2 s.
     assert min(waits) < 20 and max(waits) > 300
+
+
+def _run_telling_the_tail(n: int, concurrency: int, on_tail: Any) -> tuple[list[Any], list[Any]]:
+    events: list[Any] = []
+    outcomes = run_cases(
+        _units(n),
+        make_agent=_agent_factory(slotted(_counting_model(0.05))),
+        variant="v",
+        concurrency=concurrency,
+        staged=2,
+        timeout_s=10,
+        progress=events.append,
+        on_tail=lambda: on_tail(events),
+    )
+    return outcomes, events
+
+
+def test_the_tail_is_told_once_as_the_slots_start_to_empty(tracking: None) -> None:
+    told: list[int] = []
+    outcomes, events = _run_telling_the_tail(10, 4, lambda events: told.append(len(events)))
+    assert told == [10 - 4]  # once, when the case that left four to finish had ended
+    assert [o.error for o in outcomes] == [None] * 10 and len(events) == 10
+
+
+def test_a_run_no_longer_than_the_slots_is_all_tail(tracking: None) -> None:
+    told: list[int] = []
+    _run_telling_the_tail(3, 4, lambda events: told.append(len(events)))
+    assert told == [0]  # before any case had ended
+
+
+def test_a_failing_tail_hook_costs_no_case(tracking: None, caplog: pytest.LogCaptureFixture) -> None:
+    def boom(_events: Any) -> None:
+        raise RuntimeError("hook broke")
+
+    outcomes, events = _run_telling_the_tail(6, 2, boom)
+    assert [o.error for o in outcomes] == [None] * 6 and len(events) == 6
+    assert "on_tail failed" in caplog.text and "hook broke" in caplog.text

@@ -348,6 +348,12 @@ def test_a_trace_row_the_store_refused_gets_a_stand_in_without_reading_traces_ba
     for case_id in ("C-0", "C-2", "C-3"):
         trace = mlflow.get_trace(rows[case_id].trace_id)
         assert trace is not None and "eval.stand_in" not in trace.info.tags
+    # The results are first prepared during the final flush, before the refusal is known: the logged table
+    # must still name the stand-in, not the refused trace.
+    table = mlflow.load_table("eval_cases.json", run_ids=[report.variants[0].mlflow_run_id])
+    assert dict(zip(table["case_id"], table["trace_id"], strict=True)) == {
+        case_id: row.trace_id for case_id, row in rows.items()
+    }
 
 
 def fails_on_slow_questions() -> Any:

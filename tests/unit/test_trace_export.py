@@ -585,6 +585,48 @@ def test_beside_a_writer_process_a_batch_waits_for_more_traces_until_a_flush(
     writer.shutdown()
 
 
+def test_a_hurried_writer_sends_each_batch_at_once_until_the_next_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The evaluation hurries the writers as its call slots start to empty: a batch still gathering when the
+    last case ends is what the final flush waited for."""
+    import time
+
+    from agent_release.steps.trace_export import TraceBatchWriter, hurry_trace_writes
+
+    process = _BlockingProcess()
+    process.release.set()
+    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: process)
+    monkeypatch.setattr(trace_export, "GATHER_S", 60.0)  # longer than the test may take
+    here = _record_writes_here(monkeypatch)
+    writer = TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+
+    def sent() -> list[str]:
+        return [i for b in process.batches for i in b]
+
+    def wait_until_sent(ids: list[str]) -> None:
+        deadline = time.monotonic() + 10
+        while sent() != ids and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    writer.add(_FakeTrace("t0"), [])
+    time.sleep(0.3)
+    assert sent() == []  # gathering
+    hurry_trace_writes()
+    wait_until_sent(["t0"])
+    assert sent() == ["t0"]  # the wait ended, not after 60 s
+    writer.add(_FakeTrace("t1"), [])
+    wait_until_sent(["t0", "t1"])
+    assert process.batches == [["t0"], ["t1"]]  # each sent as it came
+    assert writer.flush(timeout_s=10)
+    writer.add(_FakeTrace("t2"), [])
+    time.sleep(0.3)
+    assert sent() == ["t0", "t1"]  # the flush ended the hurry: gathering again
+    assert writer.flush(timeout_s=10)
+    assert sent() == ["t0", "t1", "t2"] and not here
+    writer.shutdown()
+
+
 def test_without_a_writer_process_a_trace_is_written_without_waiting_for_more(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
