@@ -328,8 +328,6 @@ def _evaluate_one(
         )
         rows = results.rows
         books.wait()  # the bookkeeping is in (or its failure raised) before any result is logged
-        # The table first: log_table reads the run back (twice), which costs more once it holds the metrics.
-        mlflow.log_table(data=results.frame, artifact_file=CASES_TABLE)
         now_ms = int(time.time() * 1000)
         client.log_batch(
             run_id,
@@ -338,6 +336,7 @@ def _evaluate_one(
                 for key, value in results.metrics.items()
             ],
         )
+        mlflow.log_table(data=results.frame, artifact_file=CASES_TABLE)
     errored = sum(1 for r in rows if r.error)
     scorer_errors = scorer_error_counts(rows)
     for name, count in scorer_errors.items():
