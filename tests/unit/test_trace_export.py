@@ -548,6 +548,19 @@ def test_without_a_writer_process_a_flush_waits_for_the_writer_thread(
     writer.shutdown()
 
 
+def _gathering_writer(monkeypatch: pytest.MonkeyPatch) -> tuple[_BlockingProcess, list[list[str]], Any]:
+    """A ``TraceBatchWriter`` beside a stand-in writer process that answers at once, gathering batches for
+    60 s (longer than a test may take); also the recorder of the writes made in this process."""
+    from agent_release.steps.trace_export import TraceBatchWriter
+
+    process = _BlockingProcess()
+    process.release.set()
+    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: process)
+    monkeypatch.setattr(trace_export, "GATHER_S", 60.0)
+    here = _record_writes_here(monkeypatch)
+    return process, here, TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+
+
 def test_beside_a_writer_process_a_batch_waits_for_more_traces_until_a_flush(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -555,14 +568,9 @@ def test_beside_a_writer_process_a_batch_waits_for_more_traces_until_a_flush(
     ``GATHER_TRACES`` traces; a flush ends the wait at once."""
     import time
 
-    from agent_release.steps.trace_export import GATHER_TRACES, TraceBatchWriter
+    from agent_release.steps.trace_export import GATHER_TRACES
 
-    process = _BlockingProcess()
-    process.release.set()
-    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: process)
-    monkeypatch.setattr(trace_export, "GATHER_S", 60.0)  # longer than the test may take
-    here = _record_writes_here(monkeypatch)
-    writer = TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+    process, here, writer = _gathering_writer(monkeypatch)
     first = [f"t{i}" for i in range(GATHER_TRACES)]
     for trace_id in first:
         writer.add(_FakeTrace(trace_id), [])
@@ -592,14 +600,9 @@ def test_a_hurried_writer_sends_each_batch_at_once_until_the_next_flush(
     last case ends is what the final flush waited for."""
     import time
 
-    from agent_release.steps.trace_export import TraceBatchWriter, hurry_trace_writes
+    from agent_release.steps.trace_export import hurry_trace_writes
 
-    process = _BlockingProcess()
-    process.release.set()
-    monkeypatch.setattr(trace_export, "writer_process", lambda _uri: process)
-    monkeypatch.setattr(trace_export, "GATHER_S", 60.0)  # longer than the test may take
-    here = _record_writes_here(monkeypatch)
-    writer = TraceBatchWriter(client=None, tracking_uri="sqlite:///unused.db")
+    process, here, writer = _gathering_writer(monkeypatch)
 
     def sent() -> list[str]:
         return [i for b in process.batches for i in b]
