@@ -56,6 +56,7 @@ __all__ = [
     "WriterProcess",
     "current_writer_pid",
     "current_writer_process",
+    "hurry_trace_writes",
     "install_row_first_export",
     "is_database_uri",
     "recording_stored_traces",
@@ -476,8 +477,8 @@ def hurry_trace_writes() -> None:
     Until its next flush ends, each writer sends a batch as soon as it is free instead of waiting (up to
     :data:`GATHER_S`) for a fuller one. The evaluation calls it when its call slots start to empty: traces
     then arrive one by one, and a batch still gathering when the last case ends was what the final flush
-    waited for (docs/performance.md, session 17: the time after the last case fell by 27 ms on W1 and 57 ms
-    on W2, in 12 of 12 paired runs).
+    waited for (docs/performance.md, session 17: in 6 pairs of runs per workload, the time after the last
+    case fell by a median 27 ms on W1 and 57 ms on W2, and in every pair).
     """
     with _live_writers_lock:
         writers = list(_live_writers)
