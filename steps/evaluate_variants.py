@@ -306,16 +306,20 @@ def _evaluate_one(
             # prepared again only if a trace turns out missing and its stand-in changes the row.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-release-flush") as pool:
                 flushing = pool.submit(mlflow.flush_trace_async_logging)
-                early = None if inline is None else _results(outcomes, agent, _held_scores(outcomes), prices)
+                prepared = (
+                    None if inline is None else _results(outcomes, agent, _held_scores(outcomes), prices)
+                )
                 flushing.result()
         flushed = time.perf_counter()
         if inline is not None:
             # The row-first writer says which trace rows it committed; otherwise the store is asked.
             found = stored if row_first else _run_trace_ids(experiment_id, run_id)
             stood_in = _stand_in_missing(outcomes, found, run_id, score=inline)
-            if early is None or stood_in:
-                early = _results(outcomes, agent, _held_scores(outcomes), prices)
-            results = early
+            results = (
+                prepared
+                if prepared is not None and not stood_in
+                else _results(outcomes, agent, _held_scores(outcomes), prices)
+            )
         else:
             scores = _score(outcomes, expectations, scorers, experiment_id, run_id, agent)
             results = _results(outcomes, agent, scores, prices, with_means=False)

@@ -39,7 +39,6 @@ import os
 import pickle
 import threading
 import time
-import weakref
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Sequence
 from typing import Any
@@ -361,8 +360,6 @@ class TraceBatchWriter:
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="agent-release-trace-writer", daemon=True)
         self._thread.start()
-        with _live_writers_lock:
-            _live_writers.add(self)
 
     def hurry(self) -> None:
         """Send each batch as soon as the writer is free, without waiting for a fuller one, until the next
@@ -467,23 +464,22 @@ class TraceBatchWriter:
         return write_batch(self._client, batch)
 
 
-_live_writers: weakref.WeakSet[TraceBatchWriter] = weakref.WeakSet()
-_live_writers_lock = threading.Lock()
-
-
 def hurry_trace_writes() -> None:
-    """Tell every trace writer that the last traces of the current work are on their way.
+    """Tell the trace writer of MLflow's current exporter that the last traces of the work are on their way.
 
-    Until its next flush ends, each writer sends a batch as soon as it is free instead of waiting (up to
+    Until its next flush ends, the writer sends a batch as soon as it is free instead of waiting (up to
     :data:`GATHER_S`) for a fuller one. The evaluation calls it when its call slots start to empty: traces
     then arrive one by one, and a batch still gathering when the last case ends was what the final flush
     waited for (docs/performance.md, session 17: in 6 pairs of runs per workload, the time after the last
-    case fell by a median 27 ms on W1 and 57 ms on W2, and in every pair).
+    case fell by a median 27 ms on W1 and 57 ms on W2, and in every pair). The writer is found as
+    ``mlflow.flush_trace_async_logging`` finds it (an exporter MLflow retires is flushed and stopped), and
+    with MLflow's own exporter this does nothing.
     """
-    with _live_writers_lock:
-        writers = list(_live_writers)
-    for writer in writers:
-        writer.hurry()
+    from mlflow.tracing.provider import _get_trace_exporter
+
+    exporter = _get_trace_exporter()  # type: ignore[no-untyped-call]
+    if isinstance(exporter, RowFirstTraceExporter):
+        exporter.writer.hurry()
 
 
 def _pin_assessment_ids(batch: Batch) -> None:
@@ -512,6 +508,11 @@ class RowFirstTraceExporter(MlflowV3SpanExporter):
         super().__init__(tracking_uri)
         # MLflow's flush_exporter drains an exporter's ``_span_batcher``; ours is the trace writer.
         self._span_batcher = TraceBatchWriter(self._client, self._client.tracking_uri)
+
+    @property
+    def writer(self) -> TraceBatchWriter:
+        """The trace writer this exporter hands finished traces to."""
+        return self._span_batcher
 
     def export(self, spans: Sequence[Any]) -> None:  # type: ignore[override]  # as MLflow's own export
         """Export the traces whose root span is among ``spans`` (no span-by-span export)."""

@@ -600,8 +600,6 @@ def test_a_hurried_writer_sends_each_batch_at_once_until_the_next_flush(
     last case ends is what the final flush waited for."""
     import time
 
-    from agent_release.steps.trace_export import hurry_trace_writes
-
     process, here, writer = _gathering_writer(monkeypatch)
 
     def sent() -> list[str]:
@@ -615,7 +613,7 @@ def test_a_hurried_writer_sends_each_batch_at_once_until_the_next_flush(
     writer.add(_FakeTrace("t0"), [])
     time.sleep(0.3)
     assert sent() == []  # gathering
-    hurry_trace_writes()
+    writer.hurry()
     wait_until_sent(["t0"])
     assert sent() == ["t0"]  # the wait ended, not after 60 s
     writer.add(_FakeTrace("t1"), [])
@@ -628,6 +626,28 @@ def test_a_hurried_writer_sends_each_batch_at_once_until_the_next_flush(
     assert writer.flush(timeout_s=10)
     assert sent() == ["t0", "t1", "t2"] and not here
     writer.shutdown()
+
+
+def test_hurry_trace_writes_reaches_the_writer_of_mlflows_current_exporter(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through MLflow's own exporter lookup, as its flush: a trace gathering for a fuller batch is written
+    without a flush once hurried."""
+    import time
+
+    from agent_release.steps.trace_export import hurry_trace_writes, recording_stored_traces
+
+    monkeypatch.setattr(trace_export, "GATHER_S", 60.0)  # longer than the test may take
+    install_row_first_export()
+    with recording_stored_traces() as stored:
+        trace_id = _make_trace("hurried")
+        time.sleep(0.5)
+        assert trace_id not in stored  # gathering beside the writer process
+        hurry_trace_writes()
+        deadline = time.monotonic() + 30
+        while trace_id not in stored and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert trace_id in stored
 
 
 def test_without_a_writer_process_a_trace_is_written_without_waiting_for_more(
