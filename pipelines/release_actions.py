@@ -120,4 +120,6 @@ def rollback_command(config_path: Path, state_dir: Path, *, actor: str, reason: 
     check_audit_head(state_dir)  # the weights move before the ledger records it: refuse before they do
     backend = deployed_backend(state_dir, endpoint, config_path)
     with backend.lock(f"endpoint:{endpoint}", actor):
-        return rollback_endpoint(backend, endpoint, actor=actor, reason=reason)
+        return rollback_endpoint(
+            backend, endpoint, actor=actor, reason=reason, champion_name=cfg.deploy.champion_variant_name
+        )

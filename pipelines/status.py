@@ -14,9 +14,11 @@ Everything is read through read-only connections (:func:`~agent_release.pipeline
 ``interrupted`` is true when the last execution is recorded as running but the process that ran it is gone
 (killed, or the machine restarted): a shift it was making is left where it stopped, unguarded.
 
-A variant's role comes from the model registry, not from its name: the champion is the variant serving the
-newest ``Approved`` package of its group; a variant serving a ``PendingManualApproval`` package is the
-challenger; anything else has no role (null).
+A variant's role comes from the model registry, not from its name: the champion is the production variant
+whose ``Approved`` package was promoted last, as promotion and rollback decide it
+(:func:`~agent_release.steps.backend.last_promoted`: a release manager promoting an older version makes it
+champion again); a variant serving a ``PendingManualApproval`` package is the challenger; anything else has
+no role (null).
 """
 
 from __future__ import annotations
@@ -25,13 +27,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from agent_release.steps.backend import ApprovalStatus, Backend, BackendError, EndpointState, ModelPackage
+from agent_release.steps.backend import (
+    ApprovalStatus,
+    Backend,
+    BackendError,
+    EndpointState,
+    ModelPackage,
+    last_promoted,
+)
 
 
 def variant_roles(
     backend: Backend, endpoint: EndpointState
 ) -> dict[str, tuple[str | None, ModelPackage | None]]:
-    """Variant name -> (role, package) for an endpoint, derived from the registry."""
+    """Variant name -> (role, package) for an endpoint, derived from the registry (see module docstring)."""
     packages: dict[str, ModelPackage] = {}
     for v in endpoint.variants:
         if v.package_arn:
@@ -39,26 +48,22 @@ def variant_roles(
                 packages[v.name] = backend.get_package(v.package_arn)
             except BackendError:
                 continue
-    newest_approved: dict[str, int] = {}
-    for p in packages.values():
-        group = backend.list_packages(p.group)
-        approved = [q.version for q in group if q.approval_status == ApprovalStatus.APPROVED]
-        if approved:
-            newest_approved[p.group] = max(approved)
+    champion = last_promoted({name: p for name, p in packages.items() if name not in _shadows(endpoint)})
     roles: dict[str, tuple[str | None, ModelPackage | None]] = {}
     for v in endpoint.variants:
         pkg = packages.get(v.name)
         role: str | None = None
         if pkg is not None and not v.shadow:
-            if (
-                pkg.approval_status == ApprovalStatus.APPROVED
-                and newest_approved.get(pkg.group) == pkg.version
-            ):
+            if v.name == champion:
                 role = "champion"
             elif pkg.approval_status == ApprovalStatus.PENDING:
                 role = "challenger"
         roles[v.name] = (role, pkg)
     return roles
+
+
+def _shadows(endpoint: EndpointState) -> set[str]:
+    return {v.name for v in endpoint.variants if v.shadow}
 
 
 def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:

@@ -11,6 +11,7 @@ for SageMaker ``@step`` return values alike.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from enum import StrEnum
@@ -241,3 +242,25 @@ class Backend(Protocol):
 def iter_production(state: EndpointState) -> Iterator[VariantState]:
     """The non-shadow variants of ``state``."""
     return (v for v in state.variants if not v.shadow)
+
+
+def last_promoted(packages: Mapping[str, ModelPackage]) -> str | None:
+    """Of ``packages`` (variant name -> the package it serves), the variant whose Approved package was promoted
+    last: by the ledger sequence its approval description records (a release manager promoting an older
+    version makes it champion again), then the newest package, then the highest version. None when none is
+    Approved. Promotion and ``status`` both name the champion with it, so they never disagree."""
+    approved = [
+        (approval_audit_seq(p.approval_description), p.created_at, p.version, name)
+        for name, p in packages.items()
+        if p.approval_status == ApprovalStatus.APPROVED
+    ]
+    return max(approved)[3] if approved else None
+
+
+def approval_audit_seq(description: str | None) -> int:
+    """The ledger sequence number an approval description records (-1 when it records none)."""
+    try:
+        seq = json.loads(description or "").get("audit_seq")
+    except (ValueError, AttributeError):
+        return -1
+    return int(seq) if isinstance(seq, int) else -1

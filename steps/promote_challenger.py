@@ -64,6 +64,7 @@ from agent_release.steps.backend import (
     Frozen,
     VariantSpec,
     VariantState,
+    last_promoted,
 )
 from agent_release.steps.decide_promotion import DecisionReport
 from agent_release.steps.deploy_variants import DeployReport
@@ -977,30 +978,19 @@ def promote_challenger(
     return promotion.shift(traffic)
 
 
-def current_champion(backend: Backend, state: EndpointState, *, exclude: str | None = None) -> str | None:
-    """The champion of ``state``: the production variant whose Approved package was promoted last (by the
-    ledger sequence its approval records; a release manager promoting an older version makes it champion
-    again), then the newest Approved one, else the variant named ``champion``; ``exclude`` is never chosen.
-    None when neither exists."""
+def current_champion(
+    backend: Backend, state: EndpointState, *, exclude: str | None = None, champion_name: str = "champion"
+) -> str | None:
+    """The champion of ``state``: the production variant whose Approved package was promoted last (see
+    :func:`~agent_release.steps.backend.last_promoted`), else the variant named ``champion_name`` (the
+    configured ``deploy.champion_variant_name``); ``exclude`` is never chosen. None when neither exists."""
     candidates = [v for v in state.variants if not v.shadow and v.name != exclude]
-    approved: list[tuple[int, float, int, str]] = []
-    for v in candidates:
-        if v.package_arn is None:
-            continue
-        package = backend.get_package(v.package_arn)
-        if package.approval_status == ApprovalStatus.APPROVED:
-            approved.append(
-                (
-                    _approval_audit_seq(package.approval_description),
-                    package.created_at,
-                    package.version,
-                    v.name,
-                )
-            )
-    if approved:
-        return max(approved)[3]
-    if any(v.name == "champion" for v in candidates):
-        return "champion"
+    packages = {v.name: backend.get_package(v.package_arn) for v in candidates if v.package_arn is not None}
+    champion = last_promoted(packages)
+    if champion is not None:
+        return champion
+    if any(v.name == champion_name for v in candidates):
+        return champion_name
     return None
 
 
@@ -1130,15 +1120,6 @@ def _holds_for_approval(entry: AuditEntry) -> bool:
     )
 
 
-def _approval_audit_seq(description: str | None) -> int:
-    """The ledger sequence number an approval description records (-1 when it records none)."""
-    try:
-        seq = json.loads(description or "").get("audit_seq")
-    except (ValueError, AttributeError):
-        return -1
-    return int(seq) if isinstance(seq, int) else -1
-
-
 def _serving_other(state: EndpointState, variant: str) -> str | None:
     """The production variant other than ``variant`` that serves the most traffic; None if none serves any.
 
@@ -1153,17 +1134,20 @@ class NothingToRollBack(PromotionError):
     """The champion already serves all of the endpoint's traffic."""
 
 
-def rollback_endpoint(backend: Backend, endpoint_name: str, *, actor: str, reason: str) -> EndpointState:
-    """Release manager: the champion (see :func:`current_champion`) takes 100% now; recorded in the ledger.
+def rollback_endpoint(
+    backend: Backend, endpoint_name: str, *, actor: str, reason: str, champion_name: str = "champion"
+) -> EndpointState:
+    """Release manager: the champion (see :func:`current_champion`; ``champion_name`` is the configured
+    champion variant name, its fallback) takes 100% now; recorded in the ledger.
 
     Raises :class:`PromotionError` when the endpoint does not exist or no champion can be told, and
     :class:`NothingToRollBack` (writing nothing) when the champion already serves all traffic.
     """
     state = _describe(backend, endpoint_name)
-    champion = current_champion(backend, state)
+    champion = current_champion(backend, state, champion_name=champion_name)
     if champion is None:
         raise PromotionError(
-            f"endpoint {endpoint_name} has no variant with an Approved package nor one named 'champion'"
+            f"endpoint {endpoint_name} has no variant with an Approved package nor one named '{champion_name}'"
         )
     before = _weights(state)
     weights = _champion_only(state, champion)

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from agent_release.pipelines.local_backend import LocalBackend
-from agent_release.steps.backend import ApprovalStatus, FaultSpec, ModelSpec
+from agent_release.pipelines.status import variant_roles
+from agent_release.steps.backend import ApprovalStatus, EndpointState, FaultSpec, ModelSpec, VariantSpec
 from agent_release.steps.decide_promotion import DecisionReport
 from agent_release.steps.deploy_variants import DeployConfig, DeployReport, deploy_variants
 from agent_release.steps.evaluation_records import EvaluationReport, VariantEvaluation
@@ -544,6 +545,7 @@ def test_promoting_an_older_version_makes_it_champion_and_rollback_keeps_it(env:
     promote_challenger(config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None)
     state = env.backend.describe_endpoint(ENDPOINT)
     assert state is not None and current_champion(env.backend, state) == "challenger"
+    assert _roles(env, state) == {"champion": None, "challenger": "champion"}  # `status` agrees
 
     report = _manual_promote(env, "champion")  # the release manager goes back to the older version
 
@@ -551,6 +553,8 @@ def test_promoting_an_older_version_makes_it_champion_and_rollback_keeps_it(env:
     assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
     state = env.backend.describe_endpoint(ENDPOINT)
     assert state is not None and current_champion(env.backend, state) == "champion"
+    # Both packages are Approved now; `status` names the one promoted last, as promotion does.
+    assert _roles(env, state) == {"champion": "champion", "challenger": None}
     n_entries = len(env.backend.list_audit())
     with pytest.raises(NothingToRollBack, match="champion already serves all"):
         rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="pager fired")
@@ -697,3 +701,32 @@ def test_sigterm_mid_shift_puts_the_champion_back_like_ctrl_c(env: Env) -> None:
     # Named as an interruption by which signal, not as "KeyboardInterrupt: ..." (it is not a crash).
     assert f"promotion failed mid-shift (interrupted (signal {int(signal.SIGTERM)}))" in entry.reason
     assert entry.evidence["error"] == f"interrupted (signal {int(signal.SIGTERM)})"
+
+
+def _roles(env: Env, state: EndpointState) -> dict[str, str | None]:
+    return {name: role for name, (role, _) in variant_roles(env.backend, state).items()}
+
+
+def test_rollback_without_an_approved_package_falls_back_to_the_configured_champion_name(
+    tmp_path: Path,
+) -> None:
+    backend = LocalBackend(tmp_path)
+    backend.ensure_package_group(GROUP)
+    stable, canary = (backend.register_package(GROUP, MODEL) for _ in range(2))  # both pending
+    backend.deploy_endpoint(
+        ENDPOINT,
+        [
+            VariantSpec(name="stable", model=MODEL, package_arn=stable.arn, initial_weight=0.5),
+            VariantSpec(name="canary", model=MODEL, package_arn=canary.arn, initial_weight=0.5),
+        ],
+    )
+    with pytest.raises(PromotionError, match="nor one named 'champion'"):
+        rollback_endpoint(backend, ENDPOINT, actor="user:bob", reason="pager fired")
+    assert weights(backend) == {"stable": 0.5, "canary": 0.5}
+
+    state = rollback_endpoint(
+        backend, ENDPOINT, actor="user:bob", reason="pager fired", champion_name="stable"
+    )
+
+    assert {v.name: v.current_weight for v in state.variants} == {"stable": 1.0, "canary": 0.0}
+    assert backend.list_audit()[-1].evidence["champion"] == "stable"
