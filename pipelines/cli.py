@@ -438,7 +438,7 @@ def serve(port: int, host: str) -> None:
     type=float,
     default=None,
     callback=_float_in(0.0, math.inf),
-    help="Assumed SD of per-case differences.",
+    help="SD of per-case differences (default: observed in the last evaluation, else 0.5).",
 )
 @click.option(
     "--icc",
@@ -446,7 +446,7 @@ def serve(port: int, host: str) -> None:
     type=float,
     default=None,
     callback=_float_in(0.0, 1.0),
-    help="Assumed intra-cluster correlation.",
+    help="Intra-cluster correlation (default: observed in the last evaluation, else 0.1).",
 )
 @handle_errors
 def plan(config_path: Path, assumed_sd: float | None, assumed_icc: float | None) -> None:

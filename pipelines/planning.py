@@ -2,19 +2,24 @@
 
 The MDE depends on the number of cases, how they cluster, the repeats K and the variance of per-case
 differences. The variance comes from the last completed evaluation when there is one (its observed SD and
-intra-cluster correlation), otherwise from a stated assumption (``--sd``, ``--icc``; defaults: SD 0.5, the
-largest a difference of two binary scores usually has, and ICC 0.1). The plan warns when the gate's
+intra-cluster correlation), otherwise from a stated assumption (defaults: SD 0.5, the largest a difference of
+two binary scores usually has, and ICC 0.1). ``--sd`` and ``--icc`` replace either value, observed or
+assumed, and the plan says which values it used and where each came from. The plan warns when the gate's
 ``min_improvement`` is below the MDE: real gains that small would mostly end inconclusive.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent_release.pipelines.config import check_referenced_files, load_config
 from agent_release.pipelines.dag import read_jsonl
 from agent_release.steps.power import format_effect
 from agent_release.steps.validate_datasets import case_cluster, case_ref
+
+if TYPE_CHECKING:
+    from agent_release.steps.decide_promotion import PowerPlan
 
 DEFAULT_SD = 0.5
 DEFAULT_ICC = 0.1
@@ -69,15 +74,17 @@ def plan_power(
         f"{confidence_label(cfg.decide.alpha)} lower confidence bound of the paired difference exceeds "
         f"{cfg.decide.min_improvement:g} (one-sided alpha {cfg.decide.alpha:g})",
     ]
-    last = None if (assumed_sd is not None or assumed_icc is not None) else _last_evaluation(state_dir)
+    last = _last_evaluation(state_dir)
     if last is not None and isinstance(last[1], EvaluationReport):
-        plan = power_plan_from_evaluation(cfg.decide, last[1], n_cases=n_cases)
-        source = f"variance observed in execution {last[0]}"
+        plan = power_plan_from_evaluation(
+            cfg.decide, last[1], n_cases=n_cases, sd_diff=assumed_sd, icc=assumed_icc
+        )
+        source = _variance_source(plan, f"observed in execution {last[0]}", assumed_sd, assumed_icc)
     else:
         sd = assumed_sd if assumed_sd is not None else DEFAULT_SD
         icc = assumed_icc if assumed_icc is not None else DEFAULT_ICC
         plan = power_plan(cfg.decide, n_cases, n_clusters, repeats, sd_diff=sd, icc=icc)
-        source = f"assumed SD {sd:g}, ICC {icc:g} (no evaluation yet; pass --sd/--icc to change)"
+        source = _variance_source(plan, "assumed", assumed_sd, assumed_icc, note=" (no evaluation yet)")
     m = plan.mde
     lines += [
         f"variance       {source}",
@@ -88,3 +95,18 @@ def plan_power(
     if plan.warning:
         lines.append(f"warning        {plan.warning}")
     return lines
+
+
+def _variance_source(
+    plan: PowerPlan, otherwise: str, given_sd: float | None, given_icc: float | None, *, note: str = ""
+) -> str:
+    """Where the plan's SD and ICC came from, e.g. "SD 0.3 as given, ICC 0.12 observed in execution X"."""
+    sd, icc = plan.mde.sd_diff, plan.mde.icc
+    parts = [
+        f"SD {sd:.3g} {'as given' if given_sd is not None else otherwise}",
+        f"ICC {icc:.3g} {'as given' if given_icc is not None else otherwise}"
+        if icc is not None
+        else "ICC n/a",
+    ]
+    hint = "" if given_sd is not None and given_icc is not None else "; --sd/--icc change them"
+    return ", ".join(parts) + note + hint

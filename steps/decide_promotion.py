@@ -727,12 +727,17 @@ def power_plan(
 
 
 def power_plan_from_evaluation(
-    config: DecisionConfig, evaluation: EvaluationReport, n_cases: int | None = None
+    config: DecisionConfig,
+    evaluation: EvaluationReport,
+    n_cases: int | None = None,
+    *,
+    sd_diff: float | None = None,
+    icc: float | None = None,
 ) -> PowerPlan:
     """:func:`power_plan` with ``sd_diff`` and ICC estimated from a previous paired evaluation.
 
     ``n_cases`` (default: the cases observed) lets you ask about a larger golden set with the same average
-    cluster size.
+    cluster size. ``sd_diff`` or ``icc``, when given, replace the observed value (the other stays observed).
     """
     _, challenger_rows = _variant_rows(evaluation, "challenger")
     _, champion_rows = _variant_rows(evaluation, "champion")
@@ -747,4 +752,11 @@ def power_plan_from_evaluation(
     components = estimate_variance_components([a[c] - b[c] for c in shared], [clusters[c] for c in shared])
     cases = n_cases or components.n_cases
     groups = max(2, round(cases / components.mean_cluster_size))
-    return power_plan(config, cases, groups, evaluation.repeats, sd_diff=components.sd, icc=components.icc)
+    return power_plan(
+        config,
+        cases,
+        groups,
+        evaluation.repeats,
+        sd_diff=components.sd if sd_diff is None else sd_diff,
+        icc=components.icc if icc is None else icc,
+    )

@@ -278,6 +278,18 @@ def test_power_plan_from_a_previous_evaluation() -> None:
     assert bigger.mde.mde < plan.mde.mde
 
 
+def test_a_given_sd_or_icc_replaces_only_that_observed_value() -> None:
+    evaluation = _scenario(seed=8)
+    observed = power_plan_from_evaluation(DecisionConfig(), evaluation).mde
+    assert observed.sd_diff is not None and observed.icc is not None
+    given_icc = power_plan_from_evaluation(DecisionConfig(), evaluation, icc=0.9).mde
+    given_sd = power_plan_from_evaluation(DecisionConfig(), evaluation, sd_diff=2.0).mde
+
+    assert (given_icc.sd_diff, given_icc.icc) == (observed.sd_diff, 0.9)
+    assert (given_sd.sd_diff, given_sd.icc) == (2.0, observed.icc)
+    assert given_icc.mde > observed.mde and given_sd.mde > observed.mde
+
+
 @given(
     n_clusters=st.integers(1, 20),
     size=st.integers(1, 3),

@@ -77,3 +77,46 @@ def test_plan_counts_cases_and_clusters_as_the_evaluation_does(tmp_path: Path) -
     head = next(line for line in lines if line.startswith("golden set"))
     # It said 4 clusters: the two null clusters counted as one ("None"), and so did the two empty ones.
     assert f"7 cases in {len(evaluated)} clusters" in head, head
+
+
+def test_plan_uses_the_last_evaluation_and_says_which_value_was_given(tmp_path: Path) -> None:
+    """With an evaluation stored, ``--icc`` alone replaces the ICC and the SD stays the observed one; the
+    variance line says which is which (it used to claim "no evaluation yet" and assume SD 0.5)."""
+    from agent_release.pipelines.executor import ExecutionStore, StepDef
+    from agent_release.steps.evaluation_records import CaseResult, EvaluationReport
+
+    rows = tuple(
+        CaseResult(
+            case_id=f"c{i}",
+            cluster=f"k{i // 3}",
+            variant=role,
+            role=role,
+            scores={"task_success": float((i * (3 if role == "challenger" else 7)) % 5 < 3)},
+        )
+        for i in range(60)
+        for role in ("champion", "challenger")
+    )
+    report = EvaluationReport(
+        dataset_name="golden", dataset_hash="0" * 64, repeats=1, scorer_specs=(), variants=(), rows=rows
+    )
+    store = ExecutionStore(tmp_path / "state")
+    try:
+        step = StepDef(name="evaluate_variants", needs=(), output_type=EvaluationReport, run=lambda _: None)
+        execution = store.create("p", tmp_path / "pipeline.yaml", "", [step])
+        store.mark_step(execution, "evaluate_variants", "succeeded", output_json=report.model_dump_json())
+    finally:
+        store.close()
+
+    observed = variance_line(plan_power(ROOT / "pipeline.yaml", tmp_path / "state"))
+    given = variance_line(plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_icc=0.9))
+    assumed = variance_line(plan_power(ROOT / "pipeline.yaml", tmp_path / "empty", assumed_sd=0.3))
+
+    sd = observed.split("SD ")[1].split()[0]
+    assert f"observed in execution {execution}" in observed and "as given" not in observed, observed
+    assert sd != "0.5" and f"SD {sd} observed in execution {execution}" in given, given
+    assert "ICC 0.9 as given" in given, given
+    assert "SD 0.3 as given, ICC 0.1 assumed" in assumed and "no evaluation yet" in assumed, assumed
+
+
+def variance_line(lines: list[str]) -> str:
+    return next(line for line in lines if line.startswith("variance"))
