@@ -104,11 +104,11 @@ def test_registry_approval_changes_status_and_description(backend: Backend) -> N
 
 def test_registry_errors_are_backend_errors(backend: Backend) -> None:
     assert backend.list_packages(unique("never-created")) == []
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match=f"no model package '{MISSING_ARN}'"):
         backend.get_package(MISSING_ARN)
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match=f"no model package '{MISSING_ARN}'"):
         backend.update_approval(MISSING_ARN, ApprovalStatus.APPROVED, "nobody")
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match=r"model package group 'no-group-\w+' does not exist"):
         backend.register_package(unique("no-group"), model_spec("v1"))
 
 
@@ -142,12 +142,12 @@ def test_redeploying_the_same_variants_is_idempotent(backend: Backend) -> None:
 
 
 def test_deploy_rejects_invalid_requests(backend: Backend) -> None:
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match="invalid endpoint name 'not a valid name!'"):
         backend.deploy_endpoint("not a valid name!", two_variants())
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match="has duplicate variant names: champion"):
         backend.deploy_endpoint(unique("dup"), [two_variants()[0], two_variants()[0]])
     zero = [v.model_copy(update={"initial_weight": 0.0}) for v in two_variants()]
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match="needs at least one production variant with weight > 0"):
         backend.deploy_endpoint(unique("zero"), zero)
 
 
@@ -187,7 +187,7 @@ def test_update_weights_rejects_invalid_weights_and_changes_nothing(
 
 
 def test_update_weights_of_unknown_endpoint_fails(backend: Backend) -> None:
-    with pytest.raises(BackendError):
+    with pytest.raises(BackendError, match=r"no endpoint 'absent-\w+'"):
         backend.update_weights(unique("absent"), {"champion": 1.0})
 
 

@@ -3,8 +3,9 @@
 Real pieces end to end: the deploy step puts two packages behind one endpoint of the local runtime, the
 challenger with an injected :class:`FaultSpec`; the promotion replays live conversations through Strands
 agents pinned per variant; the guards read the runtime's recorded invocations. The drill checks what an
-operator relies on: the rollback happens by itself within one bake interval of the weight change, the ledger
-says why, the package is Rejected and the champion serves all traffic again.
+operator relies on: the rollback happens by itself in the bake of the first canary step (the one whose weight
+change exposed the challenger; a bake may be extended up to ``max_bake_s`` while the guards lack data), the
+ledger says why, the package is Rejected and the champion serves all traffic again.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ class CannedChatModel:
 
 @pytest.mark.e2e
 @pytest.mark.slow
-def test_failing_challenger_is_rolled_back_within_one_bake(
+def test_failing_challenger_is_rolled_back_in_the_bake_of_the_first_canary_step(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = LocalBackend(tmp_path)

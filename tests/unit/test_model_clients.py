@@ -6,6 +6,7 @@ from http.server import BaseHTTPRequestHandler
 
 import pytest
 from _shared.loopback import serve
+from botocore.exceptions import ClientError
 
 from agent_release.agents.builder import ModelBinding, build_model
 
@@ -63,8 +64,9 @@ def test_a_busy_endpoint_gets_max_attempts_calls_in_all(monkeypatch: pytest.Monk
     with serve(Busy) as url:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)
         model = build_model(ModelBinding(endpoint_name="support", variant="challenger", max_attempts=2))
-        with pytest.raises(Exception, match=r"503|ServiceUnavailable|busy"):
+        with pytest.raises(ClientError) as raised:
             model.client.invoke_endpoint(EndpointName="support", Body=b"{}", ContentType="application/json")
+    assert raised.value.response["ResponseMetadata"]["HTTPStatusCode"] == 503
     assert len(calls) == 2
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections.abc import Iterator
@@ -149,7 +150,9 @@ def test_tools_hash_is_the_sha256_of_the_tools_json_specs(tracking_uri: str) -> 
     tools = load_toolset("support", REPO / "datasets" / "support", ["search_kb"])
     agent = report.agents[0]
     assert agent.tool_names == ("search_kb",)
-    assert agent.tools_hash == tools_sha256(tool_specs(tools))
+    # Computed here from the specs Strands sends, independently of tools_sha256.
+    canonical = json.dumps(tool_specs(tools), sort_keys=True, separators=(",", ":"), default=str)
+    assert agent.tools_hash == hashlib.sha256(canonical.encode("utf-8")).hexdigest()
     # Key order must not matter, content must.
     specs = tool_specs(tools)
     reordered = [dict(reversed(list(s.items()))) for s in specs]

@@ -76,7 +76,21 @@ def test_a_server_that_never_answers_times_out() -> None:
     assert timeout_s <= waited < 10 * timeout_s
 
 
-def test_database_and_managed_uris_are_not_probed() -> None:
+def test_database_and_managed_uris_are_not_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import urllib.request
+
+    opened: list[object] = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda *a, **k: opened.append(a) or _refuse())
+
     probe_tracking_server("sqlite:////nonexistent/dir/mlflow.db")
     probe_tracking_server("databricks")
     probe_tracking_server("arn:aws:sagemaker:us-east-1:123456789012:mlflow-tracking-server/x")
+    assert opened == []
+    # The stand-in does catch a probe: an http URI goes through it and fails.
+    with pytest.raises(ConnectionError, match="refused by the test"):
+        probe_tracking_server("http://127.0.0.1:9")
+    assert len(opened) == 1
+
+
+def _refuse() -> None:
+    raise ConnectionRefusedError("refused by the test")
