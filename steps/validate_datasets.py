@@ -119,16 +119,15 @@ def read_cases(path: Path) -> list[dict[str, Any]]:
     return [row for _, row in numbered_objects(path)]
 
 
-def numbered_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, JSON object) for each non-blank line of a JSONL file.
+def numbered_objects(path: Path, data: bytes | None = None) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, JSON object) for each non-blank line of a JSONL file (of ``data``, its bytes, when the
+    caller already read them: the validation hashes the very bytes it validates).
 
     Raises :class:`DatasetError` (one line) for a file that cannot be read, is not UTF-8 (naming line and
     byte offset), or has a line that is not JSON or not an object (naming the line).
     """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"cannot read dataset {path}: {exc.strerror}") from exc
+    if data is None:
+        data = read_dataset_bytes(path)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -145,6 +144,14 @@ def numbered_objects(path: Path) -> list[tuple[int, dict[str, Any]]]:
             raise DatasetError(f"{path}:{number}: expected a JSON object")
         rows.append((number, row))
     return rows
+
+
+def read_dataset_bytes(path: Path) -> bytes:
+    """The bytes of a dataset file; :class:`DatasetError` (one line) when it cannot be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DatasetError(f"cannot read dataset {path}: {exc.strerror}") from exc
 
 
 def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> str:
@@ -368,9 +375,10 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
     results = []
     for name, spec in datasets.items():
         data_path = project_path(base_dir, spec.path)
-        rows = read_cases(data_path)
+        data = read_dataset_bytes(data_path)
+        rows = [row for _, row in numbered_objects(data_path, data)]
         suite = load_suite(project_path(base_dir, spec.suite))
-        digest = hashlib.sha256(data_path.read_bytes()).hexdigest()
+        digest = hashlib.sha256(data).hexdigest()  # of the bytes validated, not of a second read
         if not rows:
             # Every expectation of the suite would fail on an empty table and bury the one real problem.
             results.append(
@@ -404,7 +412,7 @@ def validate_datasets(datasets: Mapping[str, DatasetSpec], base_dir: Path) -> Da
             if (f.column, f.unexpected_count, f.sample_ids) not in reported
         ]
         failures = shape + contract
-        n_clusters = int(frame["cluster"].nunique(dropna=True)) if "cluster" in frame else 0
+        n_clusters = len({case_cluster(row) for row in rows})  # counted as the evaluation counts them
         results.append(
             DatasetResult(
                 name=name,

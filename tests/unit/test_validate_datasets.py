@@ -190,3 +190,37 @@ def test_a_null_input_is_reported_once(tmp_path: Path) -> None:
     assert lines == [
         f"golden: expect_column_values_to_not_be_null(input) failed: 1 rows, e.g. {rows[1]['id']}"
     ]
+
+
+def test_clusters_are_counted_as_the_evaluation_counts_them(tmp_path: Path) -> None:
+    """A case with a null or empty cluster is a cluster of its own in the evaluation, the gate and ``plan``;
+    the validation report used to count all null ones as none and all empty ones as one."""
+    from agent_release.steps.evaluate_variants import _units
+
+    rows = _golden_rows()
+    rows[0]["cluster"] = rows[1]["cluster"] = None
+    rows[2]["cluster"] = rows[3]["cluster"] = ""
+
+    golden = validate_datasets(SPEC, _copy(tmp_path, rows)).dataset("golden")
+
+    assert golden.n_clusters == len({u.cluster for u in _units(rows, repeats=1)})
+    assert golden.n_clusters == len({r["cluster"] for r in rows[4:]}) + 4
+
+
+def test_the_pinned_hash_is_of_the_bytes_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The file is read once: a second read (after the contract ran) could hash bytes nobody validated."""
+    _copy(tmp_path, _golden_rows())
+    data = (tmp_path / "golden.jsonl").read_bytes()
+    reads: list[Path] = []
+    real = Path.read_bytes
+
+    def counting(path: Path) -> bytes:
+        if path.name == "golden.jsonl":
+            reads.append(path)
+        return real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", counting)
+    golden = validate_datasets(SPEC, tmp_path).dataset("golden")
+
+    assert len(reads) == 1
+    assert golden.sha256 == hashlib.sha256(data).hexdigest()
