@@ -387,7 +387,11 @@ def status(as_json: bool, config_path: Path) -> None:
     if explicit and not config_path.exists():
         # A default pipeline.yaml may be absent (AGENT_RELEASE_HOME from elsewhere); a named one is a typo.
         raise CommandFailed(f"{config_path}: no such file (-c/--config)")
-    data = collect_status(state_dir, config_path if config_path.exists() else None)
+    data = collect_status(
+        state_dir,
+        config_path if config_path.exists() else None,
+        warn=lambda message: click.echo(f"warning: {message}", err=True),
+    )
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
     else:

@@ -24,6 +24,7 @@ no role (null).
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,8 +67,11 @@ def _shadows(endpoint: EndpointState) -> set[str]:
     return {v.name for v in endpoint.variants if v.shadow}
 
 
-def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
-    """The status document (see module docstring)."""
+def collect_status(
+    state_dir: Path, config_path: Path | None, warn: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """The status document (see module docstring). A ``config_path`` that does not load does not stop it:
+    ``warn`` is told why, and the tracking URI shown is the one used without a configured URI."""
     from agent_release.pipelines.executor import ExecutionStore
     from agent_release.pipelines.local_backend import LocalBackend
     from agent_release.pipelines.state_db import read_only, unless_table_missing
@@ -79,8 +83,9 @@ def collect_status(state_dir: Path, config_path: Path | None) -> dict[str, Any]:
             from agent_release.pipelines.config import load_config
 
             configured_uri = load_config(config_path).config.tracking.uri
-        except ValueError:
-            configured_uri = None
+        except ValueError as exc:
+            if warn is not None:
+                warn(f"{exc}; the tracking URI shown is the default, not the configured one")
     with read_only():
         backend = LocalBackend(state_dir)
         try:

@@ -545,3 +545,20 @@ def test_a_remote_step_names_a_traffic_schedule_that_is_no_number(schedule: str)
     assert str(info.value) == expected
     with pytest.raises(ParameterOverrideError):
         apply_overrides(yaml.safe_load(DEFAULT_YAML), {"TrafficSchedule": schedule})
+
+
+def test_status_with_a_config_that_does_not_load_says_so_and_still_answers(tmp_path: Path) -> None:
+    """status reads state, so a broken pipeline.yaml does not stop it; but the tracking URI it then shows is
+    the default, and it used to show that as if it were the configured one, silently."""
+    project = copy_project(tmp_path / "project")
+    text = (project / "pipeline.yaml").read_text()
+    (project / "pipeline.yaml").write_text(text.replace("evaluate:", "evaluate:\n  concurency: 8", 1))
+    home = state_of_a_run(tmp_path / "home")
+
+    proc = run_cli(["status", "--json"], project, home)
+
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["tracking_uri"] == f"sqlite:///{home}/mlflow.db"
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: ") and "concurency" in lines[0], lines
+    assert "the tracking URI shown is the default" in lines[0]
