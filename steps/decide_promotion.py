@@ -39,10 +39,11 @@ step  condition                                                         decision
 A challenger that errors a lot is rejected (it would fail users), while a champion that errors a lot makes
 the comparison meaningless, so that is inconclusive. Too little data is never evidence against anyone.
 
-First release (step 2: no champion to compare with): promotion is not automatic. The challenger's clustered
-mean of the primary metric must have its lower bound above ``first_release_min_primary`` (and at least
-``min_completed_cases`` completed cases with a primary score); an upper bound below it rejects; otherwise
-inconclusive.
+First release (step 2: no champion to compare with): the challenger's clustered mean of the primary metric
+must have its lower bound above ``first_release_min_primary`` (and at least ``min_completed_cases`` completed
+cases with a primary score); an upper bound below it rejects; otherwise inconclusive. The default threshold,
+0.0, asks only that the challenger be measurably better than nothing: set it to the bar a first release must
+clear (the demo never meets this rule, as its training step approves a bootstrap champion first).
 Guardrails need a champion and are skipped.
 
 For inconclusive decisions ``what_would_settle_it`` uses :mod:`agent_release.steps.power` to say how many
@@ -173,7 +174,7 @@ class DecisionConfig(BaseModel):
         default=0.0,
         allow_inf_nan=False,
         description="No champion: promote if the lower bound of the challenger's primary mean exceeds this "
-        "(finite).",
+        "(finite). The default 0.0 asks only for better than nothing; set the bar a first release must clear.",
     )
     guardrails: tuple[GuardrailSpec, ...] = Field(
         default=DEFAULT_GUARDRAILS, description="Non-inferiority checks that must all hold to promote."
