@@ -37,6 +37,19 @@ def audit_hash(fields: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()
 
 
+def missing_entries(expected_seq: int, found_seq: int) -> str | None:
+    """The ``verify_audit`` problem when the ledger jumps from ``expected_seq`` to ``found_seq`` (None if not):
+    "entry 3 is missing (next entry found is 4)", or "entries 3-5 are missing (...)" for a run of them."""
+    if found_seq <= expected_seq:
+        return None
+    which = (
+        f"entry {expected_seq} is"
+        if found_seq == expected_seq + 1
+        else f"entries {expected_seq}-{found_seq - 1} are"
+    )
+    return f"{which} missing (next entry found is {found_seq})"
+
+
 def read_evidence(stored: Any) -> tuple[dict[str, Any], str | None]:
     """A ledger entry's evidence from its stored JSON text, and why it is damaged (None when it reads).
 

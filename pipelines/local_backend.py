@@ -43,6 +43,7 @@ from agent_release.pipelines.backend_rules import (
     GENESIS_HASH,
     audit_hash,
     canonical_json,
+    missing_entries,
     read_evidence,
     validate_endpoint_spec,
     validate_weights,
@@ -631,15 +632,19 @@ class LocalBackend:
         prev = GENESIS_HASH
         checked = self._audit_entries()
         entries = [entry for entry, _ in checked]
-        for expected_seq, (entry, damage) in enumerate(checked, start=1):
-            if entry.seq != expected_seq:
-                problems.append(f"entry {expected_seq} is missing (next entry found is {entry.seq})")
+        expected_seq = 1
+        for entry, damage in checked:
+            gap = missing_entries(expected_seq, entry.seq)
+            if gap is not None:
+                problems.append(gap)
+            expected_seq = entry.seq + 1
             fields = entry.model_dump(mode="json")
             if damage is not None:
                 problems.append(f"entry {entry.seq} is damaged or was edited: {damage}")
             elif audit_hash(fields) != entry.hash:
                 problems.append(f"entry {entry.seq} was edited (its hash does not match its content)")
-            if entry.prev_hash != prev:
+            # After a gap the chain is broken by the removal just named; saying so again would mislead.
+            if gap is None and entry.prev_hash != prev:
                 problems.append(
                     f"entry {entry.seq} does not follow the entry before it (removed or reordered)"
                 )
@@ -693,6 +698,26 @@ class LocalBackend:
         finally:
             holder_file.unlink(missing_ok=True)
             file_lock.release()
+
+
+class LedgerUnverified(RuntimeError):
+    """The audit ledger fails verification; ``str()`` is one line naming the first problem."""
+
+
+def refuse_a_broken_ledger(backend: LocalBackend) -> None:
+    """Raise :class:`LedgerUnverified` when ``backend``'s ledger fails ``verify_audit``.
+
+    Called before a command changes anything it records in the ledger (``run``, ``promote``, ``rollback``):
+    its append would write a new head over a ledger with an entry removed or edited, and ``audit verify``
+    would then call the result intact.
+    """
+    problems = backend.verify_audit()
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise LedgerUnverified(
+            f"the audit ledger fails verification: {problems[0]}{more}; nothing was changed, since it would "
+            "extend that ledger (see `agent-release audit verify`; restore the state directory from a backup)"
+        )
 
 
 def write_runtime_file(state_dir: Path, url: str) -> None:

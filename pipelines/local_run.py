@@ -117,7 +117,7 @@ def run_local(
 ) -> ExecutionResult:
     """Run (or resume) one execution locally and return how it ended; raises only for setup errors."""
     from agent_release.pipelines.dag import RunContext, pipeline_steps
-    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.local_backend import LocalBackend, refuse_a_broken_ledger
     from agent_release.pipelines.tracking import configure_tracking, resolve_tracking_uri
 
     console = console or RunConsole(quiet=True)
@@ -132,6 +132,7 @@ def run_local(
         cfg = loaded.config
         steps = pipeline_steps()
         backend = LocalBackend(state_dir)
+        refuse_a_broken_ledger(backend)
         owner = f"run pid {os.getpid()}"
         with backend.lock(f"endpoint:{cfg.deploy.endpoint_name}", owner):
             executor = LocalExecutor(store, observer=console.step_event)

@@ -56,6 +56,7 @@ def promote_command(
 ) -> Any:
     """Shift traffic to ``variant`` by the configured (or given) schedule with live guards."""
     from agent_release.pipelines.executor import ExecutionStore
+    from agent_release.pipelines.local_backend import refuse_a_broken_ledger
     from agent_release.pipelines.tracking import configure_tracking, resolve_tracking_uri
     from agent_release.steps.promote_challenger import promote_variant
 
@@ -68,6 +69,7 @@ def promote_command(
     endpoint = cfg.deploy.endpoint_name
     check_audit_head(state_dir)  # every weight change is recorded: refuse before the first one
     backend = deployed_backend(state_dir, endpoint, config_path)
+    refuse_a_broken_ledger(backend)
     store = ExecutionStore(state_dir)
     try:
         latest = store.latest()
@@ -113,12 +115,14 @@ def promote_command(
 
 def rollback_command(config_path: Path, state_dir: Path, *, actor: str, reason: str) -> EndpointState:
     """Champion back to 100% of traffic now."""
+    from agent_release.pipelines.local_backend import refuse_a_broken_ledger
     from agent_release.steps.promote_challenger import rollback_endpoint
 
     cfg = load_config(config_path).config
     endpoint = cfg.deploy.endpoint_name
     check_audit_head(state_dir)  # the weights move before the ledger records it: refuse before they do
     backend = deployed_backend(state_dir, endpoint, config_path)
+    refuse_a_broken_ledger(backend)
     with backend.lock(f"endpoint:{endpoint}", actor):
         return rollback_endpoint(
             backend, endpoint, actor=actor, reason=reason, champion_name=cfg.deploy.champion_variant_name

@@ -56,6 +56,7 @@ from agent_release.pipelines.backend_rules import (
     GENESIS_HASH,
     audit_hash,
     canonical_json,
+    missing_entries,
     read_evidence,
     validate_endpoint_spec,
     validate_weights,
@@ -1024,15 +1025,19 @@ class SageMakerBackend:
         problems: list[str] = []
         prev: str | None = GENESIS_HASH
         checked = self._audit_entries()
-        for expected_seq, read in enumerate(checked, start=1):
+        expected_seq = 1
+        for read in checked:
             entry = read.entry
-            if entry.seq != expected_seq:
-                problems.append(f"entry {expected_seq} is missing (next entry found is {entry.seq})")
+            gap = missing_entries(expected_seq, entry.seq)
+            if gap is not None:
+                problems.append(gap)
+            expected_seq = entry.seq + 1
             if read.damage is not None:
                 problems.append(f"entry {entry.seq} is damaged or was edited: {read.damage}")
             elif audit_hash(entry.model_dump(mode="json")) != entry.hash:
                 problems.append(f"entry {entry.seq} was edited (its hash does not match its content)")
-            if read.readable and prev is not None and entry.prev_hash != prev:
+            # After a gap the chain is broken by the removal just named; saying so again would mislead.
+            if gap is None and read.readable and prev is not None and entry.prev_hash != prev:
                 problems.append(
                     f"entry {entry.seq} does not follow the entry before it (removed or reordered)"
                 )

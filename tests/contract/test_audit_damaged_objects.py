@@ -185,3 +185,15 @@ def test_a_damaged_head_is_a_problem_and_append_refuses_to_write(backend: Any, d
     ), message
     assert message.endswith("run `agent-release audit verify`"), message
     assert _snapshot(backend) == before, "nothing is written"
+
+
+def test_a_removed_middle_entry_is_named_once_and_the_entries_after_it_are_not_called_missing(
+    backend: Any,
+) -> None:
+    backend.append_audit("pipeline", "weights", "ep/v3", "step 3", {"percent": 30})
+    backend.s3.delete_object(Bucket=backend.bucket, Key=backend._audit_entry_key(2))
+
+    assert backend.verify_audit() == ["entry 2 is missing (next entry found is 3)"]
+
+    backend.s3.delete_object(Bucket=backend.bucket, Key=backend._audit_entry_key(3))
+    assert backend.verify_audit() == ["entries 2-3 are missing (next entry found is 4)"]

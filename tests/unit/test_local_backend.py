@@ -263,3 +263,15 @@ def test_runtime_url_is_found_through_the_state_dir(backend: LocalBackend) -> No
     finally:
         backend.stop_runtime()
     assert backend.runtime_endpoint_url() is None
+
+
+def test_a_removed_middle_entry_is_named_once_and_the_entries_after_it_are_not_called_missing(
+    backend: LocalBackend,
+) -> None:
+    # It reported entry 4 of 1, 2, 4, 5 as missing too, and entry 4 as not following its predecessor.
+    for i in range(5):
+        backend.append_audit("pipeline", "step", f"s{i}", "r", {"delta": i / 100})
+    _tamper(backend, "DELETE FROM audit WHERE seq = 3")
+    assert backend.verify_audit() == ["entry 3 is missing (next entry found is 4)"]
+    _tamper(backend, "DELETE FROM audit WHERE seq = 2")
+    assert backend.verify_audit() == ["entries 2-3 are missing (next entry found is 4)"]

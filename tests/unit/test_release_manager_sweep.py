@@ -297,3 +297,69 @@ def test_plan_with_a_huge_sd_answers_instead_of_overflowing(project: Path, tmp_p
 def test_an_mde_too_large_for_a_float_names_sd_diff() -> None:
     with pytest.raises(StatsInputError, match=r"^sd_diff 1\.7e\+308 is too large: the minimum detectable"):
         minimum_detectable_effect(4, 2, sd_diff=1.7e308)
+
+
+# -- a ledger that fails verification ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        ("DELETE FROM audit WHERE seq = 2", "entry 2 is missing (next entry found is 3)"),
+        ("UPDATE audit SET reason = 'edited' WHERE seq = 2", "entry 2 was edited"),
+        # The newest entry and the head that recorded it both gone: only the missing head shows it.
+        ("DELETE FROM audit WHERE seq = 3", "the ledger's recorded head (audit-head.json) is missing"),
+    ],
+)
+@pytest.mark.parametrize("args", [["promote", "challenger"], ["rollback"], ["run"]])
+def test_commands_that_extend_the_ledger_refuse_one_that_fails_verification(
+    tamper: str, problem: str, args: list[str], project: Path, tmp_path: Path
+) -> None:
+    # promote wrote a new head over a ledger with its newest entry and head removed, and `audit verify` then
+    # called it intact; with an entry edited, promote and rollback extended the tampered ledger.
+    home = tmp_path / "state"
+    deploy(home)
+    backend = LocalBackend(home)
+    for i in (2, 3):
+        backend.append_audit("pipeline", "weights", f"{ENDPOINT}/challenger", f"step {i}", {"percent": 50})
+    backend.close()
+    conn = sqlite3.connect(home / "state.db")
+    with conn:
+        conn.execute(tamper)
+    conn.close()
+    if "head" in problem:
+        (home / "audit-head.json").unlink()
+    before = snapshot_without_head(home)
+
+    line = one_error_line(
+        invoke([*args, "-c", str(project / "pipeline.yaml")], home),
+        f"the audit ledger fails verification: {problem}",
+        "nothing was changed",
+    )
+
+    assert "Traceback" not in line
+    assert snapshot_without_head(home) == before
+    assert not (home / "audit-head.json").exists() or "head" not in problem, "a new head was written"
+
+
+def snapshot_without_head(home: Path) -> tuple[dict[str, float], list[tuple[int, str]], int]:
+    """Weights, the ledger's entries and the number of executions: what a refused command must not change."""
+    backend = LocalBackend(home)
+    try:
+        state = backend.describe_endpoint(ENDPOINT)
+        weights = {v.name: v.current_weight for v in state.variants} if state else {}
+        entries = [(e.seq, e.reason) for e in backend.list_audit()]
+    finally:
+        backend.close()
+    conn = sqlite3.connect(home / "state.db")
+    try:
+        executions = (
+            conn.execute("SELECT count(*) FROM executions").fetchone()[0] if _has_executions(conn) else 0
+        )
+    finally:
+        conn.close()
+    return weights, entries, executions
+
+
+def _has_executions(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'executions'").fetchone() is not None
