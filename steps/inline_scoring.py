@@ -140,7 +140,8 @@ class InlineScoring:
             value = scorer.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
             feedbacks: list[Any] = standardize_scorer_value(scorer.name, value)
         except Exception as exc:  # a failing scorer is a SCORER_ERROR feedback, as in mlflow.genai.evaluate
-            logger.warning("scorer=<%s>, error=<%s> | scorer failed", scorer.name, exc)
+            # Debug only: the evaluation logs one warning per scorer with its count and first error.
+            logger.debug("scorer=<%s>, error=<%s> | scorer failed", scorer.name, exc)
             feedbacks = [
                 Feedback(
                     name=scorer.name,

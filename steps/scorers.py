@@ -28,11 +28,14 @@ Usage::
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
+import io
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -91,10 +94,9 @@ def _lookup(name: str) -> ScorerFactory:
             f"unknown scorer '{name}'; built-ins are {', '.join(registered_scorers())}, "
             "or give an import path 'pkg.module:factory'"
         )
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise ScorerConfigError(f"scorer '{name}' cannot be imported: {exc}") from None
+    factory = getattr(_import_user_module(name, module_name), attr, None)
+    if factory is None:
+        raise ScorerConfigError(f"scorer '{name}' cannot be imported: module '{module_name}' has no '{attr}'")
     if not callable(factory):
         raise ScorerConfigError(f"scorer '{name}' is not callable")
     from mlflow.genai.scorers import Scorer
@@ -106,6 +108,28 @@ def _lookup(name: str) -> ScorerFactory:
             f"(def {attr}_factory(): return {attr})"
         )
     return factory  # type: ignore[no-any-return]
+
+
+def _import_user_module(name: str, module_name: str) -> Any:
+    """Import a user scorer's module; :class:`ScorerConfigError` (one line) for anything that goes wrong.
+
+    A module written as a script (argparse at import, ``sys.exit``) would otherwise end agent-release with
+    the module's own exit code and usage text, which reads as agent-release's; what it printed on stderr is
+    kept only when the import succeeds.
+    """
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            module = importlib.import_module(module_name)
+    except SystemExit as exc:
+        raise ScorerConfigError(
+            f"scorer '{name}' cannot be imported: module '{module_name}' exited on import (exit code {exc.code})"
+        ) from None
+    except Exception as exc:  # a user module may raise anything while it runs its top level
+        reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
+        raise ScorerConfigError(f"scorer '{name}' cannot be imported: {reason}") from None
+    sys.stderr.write(printed.getvalue())
+    return module
 
 
 def resolve_spec(spec: ScorerSpec) -> dict[str, Any]:
@@ -129,6 +153,7 @@ def build_scorer(spec: ScorerSpec) -> BuiltScorer:
         return BuiltScorer(name=product.name, spec=resolved, scorer=product)
     if not callable(product):
         raise ScorerConfigError(f"scorer '{spec.name}' returned {type(product).__name__}, not a scorer")
+    _check_row_scorer(spec.name, product)
     name = spec.name.rpartition(":")[2] if ":" in spec.name else spec.name
     return BuiltScorer(name=name, spec=resolved, scorer=_as_mlflow_scorer(name, product))
 
@@ -160,6 +185,21 @@ def effective_specs(config: EvaluateConfig) -> list[ScorerSpec]:
     if config.judge is not None and not any(s.name == "llm_judge" for s in specs):
         specs.append(ScorerSpec(name="llm_judge", args=config.judge.model_dump()))
     return specs
+
+
+def _check_row_scorer(name: str, row_scorer: Callable[..., Any]) -> None:
+    """A row scorer is called as ``f(inputs, outputs, expectations)``: refuse one that cannot be, at build
+    time (so ``validate`` says it once), instead of a failed score on every case of the run."""
+    try:
+        signature = inspect.signature(row_scorer)
+    except (TypeError, ValueError):
+        return  # no signature to read (some builtins): it is called and judged case by case
+    try:
+        signature.bind(None, None, None)
+    except TypeError as exc:
+        raise ScorerConfigError(
+            f"scorer '{name}' returned a function that cannot be called as (inputs, outputs, expectations): {exc}"
+        ) from None
 
 
 def _as_mlflow_scorer(name: str, row_scorer: RowScorer) -> Any:

@@ -211,6 +211,56 @@ def test_user_scorer_by_import_path(user_scorer_module: str) -> None:
         build_scorer(ScorerSpec(name=f"{user_scorer_module}:missing"))
 
 
+@pytest.mark.parametrize(
+    ("source", "reason"),
+    [
+        # A module written as a script: argparse printed its usage and agent-release exited 2, as if it
+        # were agent-release's own usage error; sys.exit(3) ended the command with 3 and nothing said.
+        (
+            "import argparse\nargparse.ArgumentParser().parse_args(['--nope'])\n",
+            "module 'scriptish' exited on import (exit code 2)",
+        ),
+        ("import sys\nsys.exit(3)\n", "module 'scriptish' exited on import (exit code 3)"),
+        ("raise RuntimeError('needs a GPU')\n", "RuntimeError: needs a GPU"),
+    ],
+)
+def test_a_user_module_that_exits_or_raises_on_import_is_one_config_error(
+    source: str,
+    reason: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    (tmp_path / "scriptish.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "scriptish", raising=False)
+
+    with pytest.raises(ScorerConfigError) as raised:
+        build_scorer(ScorerSpec(name="scriptish:factory"))
+
+    assert str(raised.value) == f"scorer 'scriptish:factory' cannot be imported: {reason}"
+    assert capsys.readouterr().err == "", "the module's usage text is not shown as agent-release's"
+
+
+def test_a_row_scorer_that_cannot_take_the_three_arguments_is_refused_when_built(
+    user_scorer_module: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It passed `validate`, then every case of the run logged "takes 1 positional argument but 3 were given".
+    (tmp_path / "one_arg.py").write_text(
+        "def factory():\n    def score(row):\n        return 1.0\n    return score\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "one_arg", raising=False)
+
+    with pytest.raises(
+        ScorerConfigError,
+        match=r"scorer 'one_arg:factory' returned a function that cannot be "
+        r"called as \(inputs, outputs, expectations\): too many positional arguments",
+    ):
+        build_scorer(ScorerSpec(name="one_arg:factory"))
+    build_scorer(ScorerSpec(name=f"{user_scorer_module}:politeness", args={"word": "thanks"}))  # 3 args: fine
+
+
 class _FakeJudge(BaseHTTPRequestHandler):
     requests: ClassVar[list[dict[str, Any]]] = []
 
