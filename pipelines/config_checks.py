@@ -251,7 +251,8 @@ def check_gate_reachable(loaded: LoadedConfig, report: _Reporter) -> None:
 
 def check_prices(loaded: LoadedConfig, report: _Reporter) -> None:
     """Price tables are keyed by a deployed variant's name or ``default``: any other key (a model name) is
-    never looked up, and its variants would cost 0.0 on every case."""
+    never looked up, and its variants would cost 0.0 on every case; so would a variant a table without
+    ``default`` leaves out."""
     deploy = loaded.config.deploy
     known = {"default", deploy.champion_variant_name, deploy.challenger_variant_name}
     tables: list[tuple[tuple[str | int, ...], Mapping[str, object]]] = [
@@ -269,6 +270,17 @@ def check_prices(loaded: LoadedConfig, report: _Reporter) -> None:
                     f"no variant is named '{name}'; prices are keyed by variant name or 'default' (known: "
                     f"{', '.join(sorted(known))})",
                 )
+        # A table naming one variant and no 'default' prices the other at 0.0 on every case, and the cost
+        # guardrail would then favour it.
+        unpriced = [
+            v for v in (deploy.champion_variant_name, deploy.challenger_variant_name) if v not in table
+        ]
+        if table and "default" not in table and unpriced:
+            raise report.error(
+                key,
+                f"no price for variant '{unpriced[0]}' and no 'default': its cases would cost 0.0 against "
+                "the other's; price every variant or add a 'default'",
+            )
 
 
 def _package_ref_ok(ref: str | int, keyword: str) -> bool:

@@ -230,6 +230,30 @@ def test_prices_for_an_unknown_model_fail_validation(
 
 
 @pytest.mark.parametrize(
+    ("old", "new", "key", "unpriced"),
+    [
+        ("    default: {input_per_1k", "    champion: {input_per_1k", "evaluate.prices", "challenger"),
+        (
+            "    - name: cost\n",
+            "    - name: cost\n      args: {prices: {challenger: {input_per_1k: 0.1, output_per_1k: 0.2}}}\n",
+            "evaluate.scorers.6.args.prices",
+            "champion",
+        ),
+    ],
+)
+def test_a_price_table_that_leaves_a_variant_out_fails_validation(
+    project: Path, old: str, new: str, key: str, unpriced: str
+) -> None:
+    # Before: accepted, and every one of the unpriced variant's cases cost 0.0 against the other's real cost;
+    # the cost guardrail then held in its favour.
+    edit(project, old, new)
+    assert check(project).endswith(
+        f"{key}: no price for variant '{unpriced}' and no 'default': its cases would cost 0.0 against the "
+        "other's; price every variant or add a 'default'"
+    ), check(project)
+
+
+@pytest.mark.parametrize(
     ("judge", "why"),
     [
         (
