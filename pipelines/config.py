@@ -510,6 +510,19 @@ def parse_config(text: str, source: str = "pipeline.yaml") -> PipelineConfig:
         raise ConfigError(f"{source}: nested too deeply (thousands of levels of lists or mappings)") from None
 
 
+_EMPTIABLE_SECTIONS = (
+    "tracking",
+    "datasets",
+    "deploy",
+    "agent",
+    "evaluate",
+    "decide",
+    "promote",
+    "schedule",
+    "sagemaker",
+)
+
+
 def _parse_config(text: str, source: str) -> PipelineConfig:
     if not text.strip():
         raise ConfigError(f"{source}: the file is empty")
@@ -533,6 +546,12 @@ def _parse_config(text: str, source: str) -> PipelineConfig:
             raise ConfigError(f"{source}:{duplicate[1]}: {duplicate[0]}: duplicate key")
         _line_index(node, (), lines)
         _plain_scalars(node, (), plain)
+    # A section whose keys are all commented out reads as null: take it as the empty section it looks like
+    # (its defaults, or an error naming a required key), not as "Input should be a valid dictionary".
+    # `train: null` keeps its meaning: no training step.
+    for section in _EMPTIABLE_SECTIONS:
+        if section in data and data[section] is None:
+            data[section] = {}
     lax = lax_scalar(PipelineConfig, data, plain=plain)
     if lax is not None:
         key, problem = lax

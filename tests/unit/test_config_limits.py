@@ -217,3 +217,37 @@ def test_cli_validate_warns_and_still_passes(project: Path, tmp_path: Path) -> N
     warnings = [ln for ln in proc.stdout.splitlines() if ln.startswith("warning: ")]
     assert len(warnings) == 1 and "promote.bake_s" in warnings[0] and "10%" in warnings[0], proc.stdout
     assert proc.stdout.rstrip().endswith("pipeline.yaml: valid")
+
+
+# -- a section whose keys are all commented out ------------------------------------------------------------------
+
+
+def _comment_out(text: str, section: str) -> str:
+    """``text`` with every line inside the top-level ``section`` commented out (the header stays)."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if line.startswith(f"{section}:"):
+            inside = True
+            out.append(f"{section}:")
+            continue
+        inside = inside and (line.startswith(" ") or not line.strip())
+        out.append(f"# {line}" if inside and line.strip() else line)
+    return "\n".join(out) + "\n"
+
+
+def test_a_section_with_every_key_commented_out_is_the_empty_section() -> None:
+    # It failed with "sagemaker: Input should be a valid dictionary or instance of SageMakerConfig", though
+    # local runs ignore that section and deleting it outright was accepted.
+    text = (ROOT / "pipeline.yaml").read_text()
+    for section in ("tracking", "sagemaker"):
+        assert f"\n{section}:" in text, section
+        config = parse_config(_comment_out(text, section))
+        assert getattr(config, section) == type(getattr(config, section))(), section
+    # A required key of an emptied section is named, with its line.
+    with pytest.raises(
+        ConfigError, match=r"pipeline.yaml:\d+: deploy.endpoint_name: required key is missing"
+    ):
+        parse_config(_comment_out(text, "deploy"))
+    # `train:` emptied keeps its meaning: no training step.
+    assert parse_config(text).train is not None
+    assert parse_config(_comment_out(text, "train")).train is None
