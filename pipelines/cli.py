@@ -199,6 +199,15 @@ def _one_line_reason(ctx: click.Context, param: click.Parameter, value: str) -> 
     return value.strip()
 
 
+def _nonblank_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A usage error (exit 2) for an empty or all-blank path: ``-c ''`` read the current directory, and
+    ``-o ' '`` wrote a file named by a space."""
+    # click hands an empty value over as Path("") == Path("."), so the two cannot be told apart here.
+    if value is not None and str(value).strip() in ("", "."):
+        raise click.BadParameter("needs a file path, got an empty one (or '.')")
+    return value
+
+
 def _float_in(low: float, high: float) -> Callable[[click.Context, click.Parameter, Any], float | None]:
     """A click callback: a finite float in [low, high], or a usage error naming the option (exit 2)."""
 
@@ -244,6 +253,7 @@ config_option = click.option(
     default=DEFAULT_CONFIG,
     show_default=True,
     type=click.Path(path_type=Path, dir_okay=False),
+    callback=_nonblank_path,
     help="Pipeline definition.",
 )
 
@@ -625,7 +635,8 @@ def report(execution_id: str | None) -> None:
     "output",
     required=True,
     type=click.Path(path_type=Path, dir_okay=False),
-    help="Where to write the pipeline definition JSON.",
+    callback=_nonblank_path,
+    help="Where to write the pipeline definition JSON (missing parent directories are created).",
 )
 @handle_errors
 def compile_(config_path: Path, output: Path) -> None:

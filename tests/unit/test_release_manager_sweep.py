@@ -363,3 +363,19 @@ def snapshot_without_head(home: Path) -> tuple[dict[str, float], list[tuple[int,
 
 def _has_executions(conn: sqlite3.Connection) -> bool:
     return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'executions'").fetchone() is not None
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["validate", "-c", ""],
+        ["run", "-c", ""],
+        ["status", "-c", " "],
+        ["compile", "-o", ""],
+        ["compile", "-o", " "],
+    ],
+)
+def test_a_blank_file_path_is_a_usage_error(args: list[str], tmp_path: Path) -> None:
+    # `-c ''` read the current directory ("error: .: is a directory"); `-o ' '` wrote a file named " ".
+    usage_error(invoke(args, tmp_path), "needs a file path, got an empty one")
+    assert list(tmp_path.iterdir()) == []
