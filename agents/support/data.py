@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 ORDERS_FILE = "orders.json"
 POLICY_FILE = "policy.json"
 KB_FILE = "kb.jsonl"
+
+_T = TypeVar("_T")
 
 ORDER_ID_PATTERN = re.compile(r"^ORD-\d{5}$")
 
@@ -94,21 +97,52 @@ class SupportData(BaseModel):
         root = data_dir.resolve()
         if not root.is_dir():
             raise DataAccessError(f"support data directory not found: {data_dir}")
-        orders_doc = json.loads(read_confined(root, ORDERS_FILE))
-        policy_doc = json.loads(read_confined(root, POLICY_FILE))
+        orders_doc = _parse(root, ORDERS_FILE, json.loads)
+        policy = _parse(root, POLICY_FILE, RefundPolicy.model_validate_json)
         kb_lines = read_confined(root, KB_FILE).splitlines()
+        kb = tuple(
+            _parse_text(root / KB_FILE, line, KbArticle.model_validate_json, line_number=number)
+            for number, line in enumerate(kb_lines, 1)
+            if line.strip()
+        )
+        orders: list[Order] = []
+        where = "orders"
         try:
-            orders = [Order.model_validate(o) for o in orders_doc["orders"]]
-            return cls(
-                data_dir=root,
-                today=date.fromisoformat(orders_doc["today"]),
-                orders={o.order_id: o for o in orders},
-                policy=RefundPolicy.model_validate(policy_doc),
-                kb=tuple(KbArticle.model_validate_json(line) for line in kb_lines if line.strip()),
-            )
+            for index, order in enumerate(orders_doc["orders"]):
+                where = f"orders.{index}"
+                orders.append(Order.model_validate(order))
+            where = "today"
+            today = date.fromisoformat(orders_doc["today"])
         except (KeyError, TypeError, ValueError) as exc:
-            first_line = str(exc).splitlines()[0]
-            raise DataAccessError(f"malformed support data in {data_dir}: {first_line}") from exc
+            raise DataAccessError(f"{root / ORDERS_FILE}: {where}: {_reason(exc)}") from exc
+        return cls(data_dir=root, today=today, orders={o.order_id: o for o in orders}, policy=policy, kb=kb)
+
+
+def _parse(root: Path, name: str, parse: Callable[[str], _T]) -> _T:
+    """``parse`` of the text of ``root / name``; :class:`DataAccessError` naming the file when it fails."""
+    return _parse_text(root / name, read_confined(root, name), parse)
+
+
+def _parse_text(path: Path, text: str, parse: Callable[[str], _T], *, line_number: int | None = None) -> _T:
+    try:
+        return parse(text)
+    except (KeyError, TypeError, ValueError) as exc:
+        where = f"{path}:{line_number}" if line_number is not None else str(path)
+        raise DataAccessError(f"{where}: {_reason(exc)}") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """One line: for pydantic, the first error's field path and message; else the exception's first line."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        return f"{field + ': ' if field else ''}{first['msg']}{more}"
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
+    if isinstance(exc, KeyError):
+        return f"missing key {exc}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def confined_path(root: Path, name: str) -> Path:

@@ -172,9 +172,44 @@ def test_missing_or_malformed_data_is_a_one_line_error(tmp_path: Path, data_dir:
         SupportData.load(tmp_path / "nope")
     assert "\n" not in str(missing.value)
     (data_dir / "policy.json").write_text(json.dumps({"return_window_days": 30}))
-    with pytest.raises(DataAccessError, match="malformed") as info:
+    with pytest.raises(DataAccessError) as info:
         SupportData.load(data_dir)
-    assert "\n" not in str(info.value)
+    assert str(info.value).startswith(f"{data_dir.resolve() / 'policy.json'}: "), info.value
+    assert "Field required" in str(info.value) and "\n" not in str(info.value)
+
+
+def _break_orders_status(data_dir: Path) -> None:
+    doc = json.loads((data_dir / "orders.json").read_text())
+    doc["orders"][2]["status"] = "lost"
+    (data_dir / "orders.json").write_text(json.dumps(doc))
+
+
+def _break_kb_line_two(data_dir: Path) -> None:
+    lines = (data_dir / "kb.jsonl").read_text().splitlines()
+    lines[1] = "{not json"
+    (data_dir / "kb.jsonl").write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    ("damage", "where", "reason"),
+    [
+        (lambda d: (d / "orders.json").write_text("{broken"), "orders.json", "not valid JSON"),
+        (lambda d: (d / "policy.json").write_text("[]"), "policy.json", "Input should be an object"),
+        (_break_orders_status, "orders.json", "orders.2: status: Input should be"),
+        (_break_kb_line_two, "kb.jsonl:2", "Invalid JSON"),
+    ],
+)
+def test_a_malformed_data_file_is_named_with_the_line_or_field(
+    data_dir: Path, damage: Any, where: str, reason: str
+) -> None:
+    # It said "malformed support data in <dir>: 1 validation error for RefundPolicy", naming neither the file
+    # nor the field (and, for bad JSON, not even the file).
+    damage(data_dir)
+    with pytest.raises(DataAccessError) as info:
+        SupportData.load(data_dir)
+    message = str(info.value)
+    assert message.startswith(f"{data_dir.resolve() / where}: {reason}"), message
+    assert "\n" not in message
 
 
 def test_strands_tools_have_schemas_and_call_through(data_dir: Path) -> None:
