@@ -21,6 +21,10 @@ class RunConsole:
     def __init__(self, *, quiet: bool = False) -> None:
         self.quiet = quiet
         self.console = Console(stderr=True, highlight=False)
+        if not self.console.is_terminal:
+            # Off a terminal rich wraps at 80 columns, which split a report's path and failure reasons over
+            # lines in CI logs and for scripts reading stderr; there each message stays one line.
+            self.console = Console(stderr=True, highlight=False, soft_wrap=True)
         self.interactive = self.console.is_terminal and not quiet
         self._lock = threading.Lock()
         self._progress: Progress | None = None

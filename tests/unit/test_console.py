@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from agent_release.pipelines.console import RunConsole
@@ -53,3 +54,13 @@ def test_quiet_prints_nothing() -> None:
     run_console.quiet = True
     run_console.bake_progress("canary 10%", 10.0)(11.0, 30.0, "baking on")
     assert out.getvalue() == ""
+
+
+def test_off_a_terminal_a_long_line_is_not_wrapped(capsys: pytest.CaptureFixture[str]) -> None:
+    # Off a terminal rich wrapped at 80 columns: "report:" and the report's path came out on two lines.
+    run = RunConsole()
+    assert not run.interactive
+    reason = "endpoint support did not answer in 30 s; " * 5
+    run.step_event("evaluate_variants", "failed", {"error": reason.strip()})
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [f"✗ evaluate_variants: {reason.strip()}"], lines
