@@ -9,7 +9,9 @@
                         "interrupted"} | null}
 
 Everything is read through read-only connections (:func:`~agent_release.pipelines.state_db.read_only`):
-``status`` creates and writes nothing, and works on a read-only state directory.
+``status`` writes nothing to the state and works on a read-only state directory. (In a writable one SQLite
+may leave the ``state.db-shm`` index and an empty ``state.db-wal`` beside the database, which any reader of
+a WAL database needs; ``tests/unit/test_cli_sweep_session9.py`` checks that nothing else appears.)
 
 ``interrupted`` is true when the last execution is recorded as running but the process that ran it is gone
 (killed, or the machine restarted): a shift it was making is left where it stopped, unguarded.

@@ -44,7 +44,11 @@ SCORERS_INTRO = """
 `evaluate.prices` as `prices`, and `llm_judge` gets the fields of `evaluate.judge`, unless `args` sets them;
 a configured `judge` adds `llm_judge` when the list does not name it. Any other name must be an import path
 `pkg.module:factory`: the factory is called with `args` and returns an MLflow `Scorer` or a function
-`(inputs, outputs, expectations) -> float | None`.
+`(inputs, outputs, expectations) -> float | None` (`validate` refuses one that cannot take those three).
+The module is imported as Python imports any module: from an installed package or a directory on
+`PYTHONPATH`. The directory of `pipeline.yaml` is not searched, so for a module beside it run
+`PYTHONPATH=. agent-release validate` (and `run`); a module that exits or raises while it is imported is
+reported as a config error naming it.
 
 A scorer that raises on a case does not lose the row, and its missing score is not taken for "not
 applicable" (None): the row names the error under `scorer_errors` (in the per-case table, as an MLflow
