@@ -102,6 +102,31 @@ def test_clustered_gate_keeps_false_promotions_at_alpha_where_a_naive_gate_does_
     assert naive > 2.5 * ALPHA  # expected ~0.18 with this design effect
 
 
+def test_one_dominant_cluster_does_not_let_the_gate_promote_an_equal_challenger_far_beyond_alpha() -> None:
+    """One cluster of 40 cases beside eleven of 2 (a golden set with one dominant template), no true
+    difference, a cluster effect and case noise. With the CR1 SE on G - 1 degrees of freedom the gate
+    promoted in about 23-27% of runs (found in session 18's review); CR2 with Bell-McCaffrey df keeps it
+    near alpha (about 6%: with a single dominant cluster no small-sample method is exact)."""
+    sims = 8000
+    sizes = [40] + [2] * 11
+    clusters = [f"g{g}" for g, size in enumerate(sizes) for _ in range(size)]
+    rng = np.random.default_rng(18)
+    cluster_effect = np.repeat(rng.normal(0.0, 1.0, size=(sims, len(sizes))), sizes, axis=1)
+    diffs = cluster_effect + rng.normal(0.0, 1.0, size=(sims, len(clusters)))
+    promoted = _core_gate(diffs, clusters).mean()
+    assert promoted <= 0.08, promoted
+    # The same draws with CR1 on G - 1 df, computed here: the rate the old estimator gave.
+    from scipy import stats
+
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    mean = diffs.mean(axis=1)
+    sums = np.stack([(diffs - mean[:, None])[:, codes == g].sum(axis=1) for g in range(len(sizes))], axis=1)
+    g = len(sizes)
+    cr1_se = np.sqrt(g / (g - 1) * np.sum(sums**2, axis=1)) / len(clusters)
+    cr1 = (mean - stats.t.ppf(1 - ALPHA, g - 1) * cr1_se > 0).mean()
+    assert cr1 > 0.2, cr1
+
+
 def test_gate_has_the_planned_power_at_the_reported_mde() -> None:
     mde = minimum_detectable_effect(N_CASES, N_CLUSTERS, sd_diff=SD_DIFF, icc=ICC, alpha=ALPHA, power=POWER)
     assert mde.design_effect == pytest.approx(1 + (SIZE - 1) * ICC)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -207,15 +208,15 @@ def test_evaluate_variants_end_to_end_with_scripted_model(tracking: str) -> None
 
 
 def test_aggregate_rows_matches_hand_computed_clustered_se() -> None:
-    # values 1,0,1,1 in clusters a,a,b,c: mean .75; cluster residual sums -.5,.25,.25;
-    # Var = G/(G-1) * sum S_g^2 / n^2 = 3/2 * .375 / 16 = 0.03515625 -> SE 0.1875.
+    # values 1,0,1,1 in clusters a,a,b,c: mean .75; cluster residual sums -.5,.25,.25; shares .5,.25,.25;
+    # CR2: Var = sum S_g^2 / (1 - p_g) / n^2 = (.25/.5 + .0625/.75 + .0625/.75) / 16 = 1/24 -> SE 0.2041.
     rows = [
         CaseResult(case_id=str(i), cluster=c, variant="v", role="challenger", scores={"s": v, "na": None})
         for i, (v, c) in enumerate([(1.0, "a"), (0.0, "a"), (1.0, "b"), (1.0, "c")])
     ]
     agg = aggregate_rows(rows)
     assert agg["s"]["mean"] == pytest.approx(0.75)
-    assert agg["s"]["se"] == pytest.approx(0.1875)
+    assert agg["s"]["se"] == pytest.approx(math.sqrt(1 / 24))
     assert agg["s"]["n_clusters"] == 3
     assert "na" not in agg
     single = aggregate_rows(rows[:2])
