@@ -748,11 +748,26 @@ def _fmt_num(value: Any, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, int):
         return str(value)
+    if value != 0 and abs(value) < 10.0 ** -(digits - 1):
+        # Small values (costs per case, their differences) keep 3 significant digits: at fixed 3 decimals a
+        # cost of 0.000732 read "0.001" and its interval "[0.001, 0.001]".
+        return f"{value:.3g}"
     return f"{value:.{digits}f}"
 
 
 def _fmt_signed(value: Any, digits: int = 3) -> str:
-    return f"{value:+.{digits}f}" if _finite(value) else "—"
+    if not _finite(value):
+        return "—"
+    if value != 0 and abs(value) < 10.0 ** -(digits - 1):
+        return f"{value:+.3g}"
+    return f"{value:+.{digits}f}"
+
+
+def _fmt_pvalue(value: Any) -> str:
+    """``= 0.0312`` or ``< 0.0001`` (a p-value of 2.4e-20 printed as "p = 0.0000")."""
+    if not _finite(value):
+        return "= —"
+    return "< 0.0001" if value < 0.0001 else f"= {value:.4f}"
 
 
 def _fmt_pct(value: Any, digits: int = 1) -> str:
@@ -786,6 +801,7 @@ def render_html(view: ReportView) -> str:
         num=_fmt_num,
         signed=_fmt_signed,
         pct=_fmt_pct,
+        pvalue=_fmt_pvalue,
         duration=_fmt_duration,
         pretty_json=_fmt_json,
     )

@@ -94,7 +94,10 @@ def test_report_renders_offline_with_visible_figures(tmp_path: Path, driver: Any
         svg.location_once_scrolled_into_view  # noqa: B018 - scrolls the figure into view
         assert svg.is_displayed()
         assert svg.size["width"] > 300 and svg.size["height"] > 60
-    headline = driver.find_element(By.CSS_SELECTOR, "#decision .callout .headline").text
+    # The fixture's canary was rolled back: that leads the Decision section, above the gate's own callout.
+    alert = driver.find_element(By.CSS_SELECTOR, "#decision .callout[role=alert] .headline").text
+    assert alert.startswith("ROLLED BACK"), alert
+    headline = driver.find_element(By.CSS_SELECTOR, "#decision .callout[role=status] .headline").text
     store = ExecutionStore(state_dir)
     try:
         decided = store.step_output(execution_id, "decide_promotion")

@@ -298,3 +298,56 @@ def test_unreachable_tracking_store_is_not_created(tmp_path: Path) -> None:
     path = render_report(tmp_path, execution_id)
     assert path.is_file()
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_rolled_back_release_leads_with_the_rollback_not_a_green_promote(
+    rolled_back: tuple[Path, str, str], tmp_path: Path
+) -> None:
+    # The header said "Decision: promote" in green and the Decision section a green PROMOTE; ROLLED BACK
+    # appeared only further down, in the Traffic section.
+    _, _, text = rolled_back
+    header = re.search(r"<header>(.*?)</header>", text, re.DOTALL)
+    decision = re.search(r'<section id="decision">(.*?)</section>', text, re.DOTALL)
+    assert header is not None and decision is not None
+    assert '<span class="badge bad">rolled_back</span>' in header.group(1)
+    first_callout = re.search(
+        r'<div class="callout ([a-z]+)"[^>]*><p class="headline">([^<]*)', decision.group(1)
+    )
+    assert first_callout is not None
+    assert first_callout.groups() == ("bad", "ROLLED BACK after the gate's PROMOTE")
+
+    promoted = build_execution(tmp_path, rolled_back=False)
+    clean = render_report(tmp_path, promoted).read_text(encoding="utf-8")
+    assert "rolled_back</span>" not in clean.split("</header>")[0]
+    assert 'role="alert"' not in clean.split('<section id="decision">')[1].split("</section>")[0]
+
+
+@pytest.mark.parametrize(
+    ("value", "num", "signed"),
+    [
+        (0.000732, "0.000732", "+0.000732"),
+        (1.75e-05, "1.75e-05", "+1.75e-05"),
+        (-9.05e-06, "-9.05e-06", "-9.05e-06"),
+        (0.0, "0.000", "+0.000"),
+        (0.25, "0.250", "+0.250"),
+        (12.3456, "12.346", "+12.346"),
+    ],
+)
+def test_small_values_keep_three_significant_digits(value: float, num: str, signed: str) -> None:
+    # A cost of 0.000732 with interval [0.000676, 0.000789] read "0.001 [0.001, 0.001]".
+    from agent_release.pipelines.report import _fmt_num, _fmt_signed
+
+    assert (_fmt_num(value), _fmt_signed(value)) == (num, signed)
+
+
+def test_a_tiny_p_value_is_not_printed_as_zero_and_guardrail_bounds_name_their_level(
+    rolled_back: tuple[Path, str, str],
+) -> None:
+    from agent_release.pipelines.report import _fmt_pvalue
+
+    assert (_fmt_pvalue(2.41e-20), _fmt_pvalue(0.03121)) == ("< 0.0001", "= 0.0312")
+    state_dir, execution_id, text = rolled_back
+    decision = DecisionReport.model_validate(_stored(state_dir, execution_id, "decide_promotion"))
+    assert decision.guardrails, "the fixture has guardrails"
+    level = round((1 - 2 * decision.alpha) * 100)
+    assert f'<th class="num">Bounds ({level}% CI)</th>' in text
