@@ -550,7 +550,7 @@ class SageMakerBackend:
                     "a 'container' model needs options.image_uri or options.jumpstart_model_id"
                 )
             raise BackendError(
-                f"model kind {model.kind!r} needs a serving image on SageMaker: set sagemaker.image_uri"
+                f"model kind {model.kind!r} needs a serving image on SageMaker: set sagemaker.serving_image_uri"
             )
         return container
 

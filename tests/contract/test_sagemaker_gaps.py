@@ -350,7 +350,10 @@ def test_jumpstart_models_use_the_resolved_container(bucket: str, boto_session: 
 
 def test_non_container_models_need_a_serving_image(sagemaker_backend: Any) -> None:
     demo = ModelSpec(kind="demo", artifact_uri="s3://m/demo.joblib")
-    with pytest.raises(BackendError, match="serving image"):
+    # It said "set sagemaker.image_uri", the @step image, which does not fix it.
+    with pytest.raises(
+        BackendError, match=r"needs a serving image on SageMaker: set sagemaker\.serving_image_uri$"
+    ):
         sagemaker_backend.deploy_endpoint(
             f"demo-{uuid.uuid4().hex[:6]}", [VariantSpec(name="champion", model=demo, initial_weight=1.0)]
         )
