@@ -677,7 +677,7 @@ def start(config_path: Path, parameters: tuple[str, ...]) -> None:
                 f"{name} given twice ({name}={overrides[name]}, {name}={value})", param_hint="--parameter"
             )
         overrides[name] = value
-    click.echo(start_pipeline(config_path, overrides))
+    click.echo(start_pipeline(config_path, overrides, warn=lambda m: click.echo(f"warning: {m}", err=True)))
 
 
 @main.command()

@@ -34,6 +34,9 @@ import yaml
 from agent_release.pipelines.atomic_write import write_text_atomically
 from agent_release.pipelines.config import ConfigError, LoadedConfig, check_referenced_files, load_config
 from agent_release.pipelines.sagemaker_parameters import (
+    DATASET_URI,
+    ParameterOverrideError,
+    apply_overrides,
     bucket_of,
     check_override_values,
     coerce_overrides,
@@ -528,16 +531,40 @@ def upsert_pipeline(config_path: Path | str) -> str:
     return "\n".join(lines)
 
 
-def start_pipeline(config_path: Path | str, overrides: dict[str, str]) -> str:
+def start_pipeline(
+    config_path: Path | str, overrides: dict[str, str], warn: Callable[[str], None] | None = None
+) -> str:
     """Start an execution with ``NAME=VALUE`` parameter overrides (checked and typed); returns its ARN.
+
+    The overridden config passes the checks ``validate`` and ``upsert`` apply (e.g. ``MinCompletedCases``
+    above the golden set's cases). ``warn`` is told of an override the execution role's generated policy
+    (``agent-release iam-policy``) does not cover: another endpoint, or a dataset outside the pipeline's
+    S3 prefixes. The role may allow more than that policy, so those are warnings, not errors.
 
     Raises :class:`ParameterOverrideError` for an override the steps would refuse, :class:`TargetError` when
     the pipeline does not exist (yet) or AWS refuses the call.
     """
+    from agent_release.pipelines.config import PipelineConfig
+    from agent_release.pipelines.config_checks import check_config
+
     values = coerce_overrides(overrides)
     loaded = load_config(config_path)
     require_role(loaded, config_path)
-    check_override_values(yaml.safe_load(loaded.text), values)
+    data = yaml.safe_load(loaded.text)
+    check_override_values(data, values)
+    if values:
+        overridden = PipelineConfig.model_validate(apply_overrides(data, values))
+        try:
+            check_config(
+                LoadedConfig(overridden, loaded.path, loaded.base_dir, loaded.text),
+                modules_may_be_missing=True,
+            )
+        except ConfigError as exc:
+            given = " ".join(f"{n}={v!r}" for n, v in values.items())
+            raise ParameterOverrideError(f"{given}: {str(exc).split(': ', 1)[-1]}") from None
+        for message in _outside_the_policy(loaded.config, values):
+            if warn is not None:
+                warn(message)
     sm = loaded.config.sagemaker
     check_region(sm.region)
     name = pipeline_name_of(loaded.config)
@@ -551,6 +578,32 @@ def start_pipeline(config_path: Path | str, overrides: dict[str, str]) -> str:
     arn = str(execution.arn)
     logger.info("execution=<%s> | started", arn)
     return arn
+
+
+def _outside_the_policy(config: Any, values: Mapping[str, Any]) -> list[str]:
+    """Overrides that the execution role's generated policy does not cover (see :func:`start_pipeline`)."""
+    messages = []
+    endpoint = values.get("EndpointName")
+    if endpoint is not None and str(endpoint).lower() != config.deploy.endpoint_name.lower():
+        messages.append(
+            f"EndpointName={endpoint!r} is outside the policy `agent-release iam-policy` generates, which "
+            f"covers endpoint {config.deploy.endpoint_name!r} (deploy.endpoint_name): the steps will be denied "
+            "unless the role allows it"
+        )
+    dataset = values.get(DATASET_URI)
+    if dataset is not None:
+        name = pipeline_name_of(config)
+        allowed = [
+            f"s3://{bucket_of(config.sagemaker)}/{prefix}"
+            for prefix in (f"agent-release/{name}/", f"{name}/")
+        ]
+        if not any(str(dataset).startswith(prefix) for prefix in allowed):
+            messages.append(
+                f"{DATASET_URI}={dataset!r} is outside the policy `agent-release iam-policy` generates, which "
+                f"lets the steps read under {' and '.join(allowed)}: the steps will be denied unless the role "
+                "allows it"
+            )
+    return messages
 
 
 def list_executions(config_path: Path | str) -> list[str]:

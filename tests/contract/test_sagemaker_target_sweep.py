@@ -265,6 +265,11 @@ def upserted_project(tmp_path_factory: pytest.TempPathFactory, moto_url: str) ->
         ("EndpointName=bad_name!", "error: parameter EndpointName 'bad_name!' is not an endpoint name"),
         ("EndpointName=", "error: parameter EndpointName '' is not an endpoint name"),
         ("DatasetUri=/tmp/golden.jsonl", "error: parameter DatasetUri expects an S3 URI s3://bucket/key"),
+        # A rule `validate` and `upsert` apply across keys and files; `start` used to let it through.
+        (
+            "MinCompletedCases=100000",
+            "error: MinCompletedCases=100000: decide.min_completed_cases: 100000 is more than the ",
+        ),
     ],
 )
 def test_start_refuses_an_override_the_steps_would_refuse_and_starts_nothing(
@@ -298,6 +303,7 @@ def test_start_refuses_a_parameter_given_twice(upserted_project: Path, boto_sess
 def test_start_with_valid_overrides_still_starts(upserted_project: Path, boto_session: Any) -> None:
     proc = _cli(upserted_project, "start", "-p", "Alpha=0.1", "-p", "TrafficSchedule=20,100")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", "overrides inside the generated policy warn of nothing"
     given = boto_session.client("sagemaker").list_pipeline_parameters_for_execution(
         PipelineExecutionArn=proc.stdout.strip()
     )["PipelineParameters"]
@@ -359,3 +365,23 @@ def test_a_denied_trigger_says_the_pipeline_was_written_but_not_its_schedule(
     assert line.startswith("error: pipeline arn:aws:sagemaker:")
     deployer = boto3.Session(region_name="us-east-1")  # the deployer's keys, from the environment
     assert name in _pipeline_names(deployer)  # as the line says: written, and upsert again completes it
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("EndpointName=support-canary", "EndpointName='support-canary' is outside the policy"),
+        (
+            "DatasetUri=s3://other-bucket/golden.jsonl",
+            "DatasetUri='s3://other-bucket/golden.jsonl' is outside",
+        ),
+    ],
+)
+def test_start_warns_of_an_override_the_generated_policy_does_not_cover(
+    upserted_project: Path, override: str, needle: str
+) -> None:
+    # It started silently; on AWS the steps would then be denied CreateEndpoint / s3:GetObject.
+    proc = _cli(upserted_project, "start", "-p", override)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(f"warning: {needle}") and "unless the role allows it" in line, line
