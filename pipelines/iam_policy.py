@@ -146,23 +146,29 @@ def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
             ],
         ),
     ]
-    if ".dkr.ecr." in image:
-        registry, _, repository = image.partition("/")
-        repo_account = registry.split(".", 1)[0]
-        repo_region = registry.split(".dkr.ecr.", 1)[1].split(".", 1)[0]
+    # The step image (the @step jobs) and the serving image (CreateModel runs with this role and pulls it).
+    repositories = [arn for uri in (image, sm.serving_image_uri) if uri and (arn := _ecr_repository(uri))]
+    if repositories:
         statements.append(
             _statement(
-                "PullStepImage",
+                "PullImages",
                 ("ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"),
-                [
-                    f"arn:aws:ecr:{repo_region}:{repo_account}:repository/"
-                    f"{repository.split(':', 1)[0].split('@', 1)[0]}"
-                ],
+                sorted(set(repositories)),
             )
         )
     if sm.mlflow_tracking_arn:
         statements.append(_statement("ManagedMlflow", ("sagemaker-mlflow:*",), [sm.mlflow_tracking_arn]))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _ecr_repository(image_uri: str) -> str | None:
+    """The ARN of the ECR repository of ``image_uri`` (None for an image outside ECR)."""
+    if ".dkr.ecr." not in image_uri:
+        return None
+    registry, _, repository = image_uri.partition("/")
+    account = registry.split(".", 1)[0]
+    region = registry.split(".dkr.ecr.", 1)[1].split(".", 1)[0]
+    return f"arn:aws:ecr:{region}:{account}:repository/{repository.split(':', 1)[0].split('@', 1)[0]}"
 
 
 def trust_policy() -> dict[str, Any]:

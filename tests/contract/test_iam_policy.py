@@ -147,3 +147,20 @@ def test_policy_scopes_triggers_and_pass_role() -> None:
     )
     principals = trust_policy()["Statement"][0]["Principal"]["Service"]
     assert {"sagemaker.amazonaws.com", "events.amazonaws.com", "scheduler.amazonaws.com"} == set(principals)
+
+
+def test_policy_lets_the_role_pull_the_serving_image_as_well_as_the_step_image() -> None:
+    # Only the step image's repository was listed; CreateModel runs with this role and pulls the serving image.
+    from agent_release.pipelines.config import load_config
+    from agent_release.pipelines.iam_policy import execution_role_policy
+
+    config = load_config(ROOT / "pipeline.yaml").config
+    serving = "444455556666.dkr.ecr.eu-west-1.amazonaws.com/agent-release-serving:1"
+    sagemaker = config.sagemaker.model_copy(update={"serving_image_uri": serving})
+    policy = execution_role_policy(config.model_copy(update={"sagemaker": sagemaker}))
+    repository = "arn:aws:ecr:eu-west-1:444455556666:repository/agent-release-serving"
+    for action in ("ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"):
+        assert _allowed(policy, action, repository), action
+    assert not _allowed(policy, "ecr:BatchGetImage", repository.replace("serving", "other"))
+    # Without a serving image, only the step image is pullable.
+    assert not _allowed(execution_role_policy(config), "ecr:BatchGetImage", repository)
