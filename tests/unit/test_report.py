@@ -351,3 +351,31 @@ def test_a_tiny_p_value_is_not_printed_as_zero_and_guardrail_bounds_name_their_l
     assert decision.guardrails, "the fixture has guardrails"
     level = round((1 - 2 * decision.alpha) * 100)
     assert f'<th class="num">Bounds ({level}% CI)</th>' in text
+
+
+def test_a_decision_taken_before_pairing_does_not_show_zero_paired_cases(tmp_path: Path) -> None:
+    # A reject for the challenger's error rate (rule 1) read "Paired cases 0 (5 completed by both, 0 clusters)".
+    from _report_fixtures import decision_config, evaluation_report
+
+    from agent_release.steps.decide_promotion import decide_promotion
+
+    execution_id = build_execution(tmp_path, rolled_back=False)
+    rows = [
+        r.model_copy(update={"error": "ModelError: injected fault"}) if r.role == "challenger" else r
+        for r in case_rows()
+    ]
+    decision = decide_promotion(
+        decision_config(), evaluation_report(rows, {CHAMPION: None, CHALLENGER: None})
+    )
+    assert decision.decision == "reject" and decision.primary is None
+    store = ExecutionStore(tmp_path)
+    try:
+        store.mark_step(execution_id, "decide_promotion", "succeeded", output_json=decision.model_dump_json())
+    finally:
+        store.close()
+
+    text = render_report(tmp_path, execution_id).read_text(encoding="utf-8")
+
+    comparison = text.split('<section id="comparison">')[1].split("</section>")[0]
+    assert "not compared: the gate decided before pairing" in comparison
+    assert "Paired cases</dt><dd>0 (" not in comparison
