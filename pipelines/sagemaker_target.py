@@ -32,7 +32,13 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from agent_release.pipelines.atomic_write import write_text_atomically
-from agent_release.pipelines.config import ConfigError, LoadedConfig, check_referenced_files, load_config
+from agent_release.pipelines.config import (
+    ConfigError,
+    LoadedConfig,
+    PipelineConfig,
+    check_referenced_files,
+    load_config,
+)
 from agent_release.pipelines.sagemaker_parameters import (
     DATASET_URI,
     ParameterOverrideError,
@@ -544,7 +550,6 @@ def start_pipeline(
     Raises :class:`ParameterOverrideError` for an override the steps would refuse, :class:`TargetError` when
     the pipeline does not exist (yet) or AWS refuses the call.
     """
-    from agent_release.pipelines.config import PipelineConfig
     from agent_release.pipelines.config_checks import check_config
 
     values = coerce_overrides(overrides)
@@ -580,7 +585,7 @@ def start_pipeline(
     return arn
 
 
-def _outside_the_policy(config: Any, values: Mapping[str, Any]) -> list[str]:
+def _outside_the_policy(config: PipelineConfig, values: Mapping[str, Any]) -> list[str]:
     """Overrides that the execution role's generated policy does not cover (see :func:`start_pipeline`)."""
     messages = []
     endpoint = values.get("EndpointName")
