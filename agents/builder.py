@@ -21,12 +21,13 @@ Usage::
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from agent_release.agents.user_imports import import_user_object
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -164,10 +165,7 @@ def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None
             raise ValueError(
                 f"toolset '{toolset}' is neither 'support' nor an import path 'pkg.module:factory'"
             )
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"toolset '{toolset}' cannot be imported: {exc}") from None
+        factory = import_user_object("toolset", toolset)  # UserImportError is a ValueError
         if not callable(factory):
             raise ValueError(
                 f"toolset '{toolset}' is a {type(factory).__name__}, not a function (data_dir) -> tools"

@@ -28,20 +28,17 @@ Usage::
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import inspect
-import io
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
+from agent_release.agents.user_imports import UserImportError, import_user_object
 from agent_release.steps.evaluate_config import MAX_TIMEOUT_S, EvaluateConfig, PriceTable, ScorerSpec
 
 RowScorer = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], float | None]
@@ -88,15 +85,16 @@ def registered_scorers() -> list[str]:
 def _lookup(name: str) -> ScorerFactory:
     if name in _REGISTRY:
         return _REGISTRY[name]
-    module_name, _, attr = name.partition(":")
+    _, _, attr = name.partition(":")
     if not attr:
         raise ScorerConfigError(
             f"unknown scorer '{name}'; built-ins are {', '.join(registered_scorers())}, "
             "or give an import path 'pkg.module:factory'"
         )
-    factory = getattr(_import_user_module(name, module_name), attr, None)
-    if factory is None:
-        raise ScorerConfigError(f"scorer '{name}' cannot be imported: module '{module_name}' has no '{attr}'")
+    try:
+        factory = import_user_object("scorer", name)
+    except UserImportError as exc:
+        raise ScorerConfigError(str(exc)) from None
     if not callable(factory):
         raise ScorerConfigError(f"scorer '{name}' is not callable")
     from mlflow.genai.scorers import Scorer
@@ -108,28 +106,6 @@ def _lookup(name: str) -> ScorerFactory:
             f"(def {attr}_factory(): return {attr})"
         )
     return factory  # type: ignore[no-any-return]
-
-
-def _import_user_module(name: str, module_name: str) -> Any:
-    """Import a user scorer's module; :class:`ScorerConfigError` (one line) for anything that goes wrong.
-
-    A module written as a script (argparse at import, ``sys.exit``) would otherwise end agent-release with
-    the module's own exit code and usage text, which reads as agent-release's; what it printed on stderr is
-    kept only when the import succeeds.
-    """
-    printed = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(printed):
-            module = importlib.import_module(module_name)
-    except SystemExit as exc:
-        raise ScorerConfigError(
-            f"scorer '{name}' cannot be imported: module '{module_name}' exited on import (exit code {exc.code})"
-        ) from None
-    except Exception as exc:  # a user module may raise anything while it runs its top level
-        reason = str(exc) if isinstance(exc, ImportError) else f"{type(exc).__name__}: {exc}"
-        raise ScorerConfigError(f"scorer '{name}' cannot be imported: {reason}") from None
-    sys.stderr.write(printed.getvalue())
-    return module
 
 
 def resolve_spec(spec: ScorerSpec) -> dict[str, Any]:
