@@ -510,17 +510,20 @@ def parse_config(text: str, source: str = "pipeline.yaml") -> PipelineConfig:
         raise ConfigError(f"{source}: nested too deeply (thousands of levels of lists or mappings)") from None
 
 
-_EMPTIABLE_SECTIONS = (
-    "tracking",
-    "datasets",
-    "deploy",
-    "agent",
-    "evaluate",
-    "decide",
-    "promote",
-    "schedule",
-    "sagemaker",
-)
+def _mapping_sections() -> frozenset[str]:
+    """Top-level keys whose value is a section (a model or a mapping) that cannot be null: ``train``, which
+    may be null (no training step), and the scalars (``name``, ``description``) are not among them."""
+    sections = set()
+    for name, field in PipelineConfig.model_fields.items():
+        annotation = field.annotation
+        if (isinstance(annotation, type) and issubclass(annotation, BaseModel)) or get_origin(
+            annotation
+        ) is dict:
+            sections.add(name)
+    return frozenset(sections)
+
+
+_EMPTIABLE_SECTIONS = _mapping_sections()
 
 
 def _parse_config(text: str, source: str) -> PipelineConfig:

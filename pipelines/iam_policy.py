@@ -95,8 +95,7 @@ def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
     endpoint = config.deploy.endpoint_name
     group = config.deploy.package_group
     bucket = bucket_of(sm)
-    # Step code, arguments and results (SDK, under the pipeline name) and our state (under agent-release/).
-    prefixes = [f"agent-release/{name}/", f"{name}/"]
+    prefixes = state_prefixes(config)
     image = image_uri_of(sm)
     statements = [
         _statement("Endpoints", ENDPOINT_ACTIONS, [_sagemaker_arn(config, f"endpoint/{endpoint.lower()}")]),
@@ -159,6 +158,13 @@ def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
     if sm.mlflow_tracking_arn:
         statements.append(_statement("ManagedMlflow", ("sagemaker-mlflow:*",), [sm.mlflow_tracking_arn]))
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def state_prefixes(config: PipelineConfig) -> list[str]:
+    """The S3 key prefixes the policy lets the steps read and write in the pipeline's bucket: step code,
+    arguments and results (the SDK's, under the pipeline name) and our state (under ``agent-release/``)."""
+    name = pipeline_name_of(config)
+    return [f"agent-release/{name}/", f"{name}/"]
 
 
 def _ecr_repository(image_uri: str) -> str | None:

@@ -4,7 +4,8 @@ The MDE depends on the number of cases, how they cluster, the repeats K and the 
 differences. The variance comes from the last completed evaluation when there is one (its observed SD and
 intra-cluster correlation), otherwise from a stated assumption (defaults: SD 0.5, the largest a difference of
 two binary scores usually has, and ICC 0.1). ``--sd`` and ``--icc`` replace either value, observed or
-assumed, and the plan says which values it used and where each came from. The plan warns when the gate's
+assumed, and the plan says which values it used and where each came from; given both, the state is not
+read and the design is the golden set's own. The plan warns when the gate's
 ``min_improvement`` is below the MDE: real gains that small would mostly end inconclusive.
 """
 
@@ -74,7 +75,8 @@ def plan_power(
         f"{confidence_label(cfg.decide.alpha)} lower confidence bound of the paired difference exceeds "
         f"{cfg.decide.min_improvement:g} (one-sided alpha {cfg.decide.alpha:g})",
     ]
-    last = _last_evaluation(state_dir)
+    both_given = assumed_sd is not None and assumed_icc is not None
+    last = None if both_given else _last_evaluation(state_dir)  # nothing of it would be used
     if last is not None and isinstance(last[1], EvaluationReport):
         plan = power_plan_from_evaluation(
             cfg.decide, last[1], n_cases=n_cases, sd_diff=assumed_sd, icc=assumed_icc
@@ -84,7 +86,8 @@ def plan_power(
         sd = assumed_sd if assumed_sd is not None else DEFAULT_SD
         icc = assumed_icc if assumed_icc is not None else DEFAULT_ICC
         plan = power_plan(cfg.decide, n_cases, n_clusters, repeats, sd_diff=sd, icc=icc)
-        source = _variance_source(plan, "assumed", assumed_sd, assumed_icc, note=" (no evaluation yet)")
+        note = "" if both_given else " (no evaluation yet)"
+        source = _variance_source(plan, "assumed", assumed_sd, assumed_icc, note=note)
     m = plan.mde
     lines += [
         f"variance       {source}",

@@ -748,19 +748,19 @@ def _fmt_num(value: Any, digits: int = 3) -> str:
         return str(value)
     if isinstance(value, int):
         return str(value)
-    if value != 0 and abs(value) < 10.0 ** -(digits - 1):
-        # Small values (costs per case, their differences) keep 3 significant digits: at fixed 3 decimals a
-        # cost of 0.000732 read "0.001" and its interval "[0.001, 0.001]".
-        return f"{value:.3g}"
-    return f"{value:.{digits}f}"
+    return f"{value:.3g}" if _small(value, digits) else f"{value:.{digits}f}"
 
 
 def _fmt_signed(value: Any, digits: int = 3) -> str:
     if not _finite(value):
         return "—"
-    if value != 0 and abs(value) < 10.0 ** -(digits - 1):
-        return f"{value:+.3g}"
-    return f"{value:+.{digits}f}"
+    return f"{value:+.3g}" if _small(value, digits) else f"{value:+.{digits}f}"
+
+
+def _small(value: float, digits: int) -> bool:
+    """Too small for ``digits`` decimals to show: such values (costs per case, their differences) keep 3
+    significant digits instead (at 3 decimals a cost of 0.000732 read "0.001", its interval "[0.001, 0.001]")."""
+    return value != 0 and abs(value) < 10.0 ** -(digits - 1)
 
 
 def _fmt_pvalue(value: Any) -> str:

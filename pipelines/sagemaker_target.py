@@ -39,6 +39,7 @@ from agent_release.pipelines.config import (
     check_referenced_files,
     load_config,
 )
+from agent_release.pipelines.iam_policy import state_prefixes
 from agent_release.pipelines.sagemaker_parameters import (
     DATASET_URI,
     ParameterOverrideError,
@@ -597,11 +598,7 @@ def _outside_the_policy(config: PipelineConfig, values: Mapping[str, Any]) -> li
         )
     dataset = values.get(DATASET_URI)
     if dataset is not None:
-        name = pipeline_name_of(config)
-        allowed = [
-            f"s3://{bucket_of(config.sagemaker)}/{prefix}"
-            for prefix in (f"agent-release/{name}/", f"{name}/")
-        ]
+        allowed = [f"s3://{bucket_of(config.sagemaker)}/{prefix}" for prefix in state_prefixes(config)]
         if not any(str(dataset).startswith(prefix) for prefix in allowed):
             messages.append(
                 f"{DATASET_URI}={dataset!r} is outside the policy `agent-release iam-policy` generates, which "

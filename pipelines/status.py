@@ -36,6 +36,7 @@ from agent_release.steps.backend import (
     BackendError,
     EndpointState,
     ModelPackage,
+    iter_production,
     last_promoted,
 )
 
@@ -51,7 +52,9 @@ def variant_roles(
                 packages[v.name] = backend.get_package(v.package_arn)
             except BackendError:
                 continue
-    champion = last_promoted({name: p for name, p in packages.items() if name not in _shadows(endpoint)})
+    champion = last_promoted(
+        {v.name: packages[v.name] for v in iter_production(endpoint) if v.name in packages}
+    )
     roles: dict[str, tuple[str | None, ModelPackage | None]] = {}
     for v in endpoint.variants:
         pkg = packages.get(v.name)
@@ -63,10 +66,6 @@ def variant_roles(
                 role = "challenger"
         roles[v.name] = (role, pkg)
     return roles
-
-
-def _shadows(endpoint: EndpointState) -> set[str]:
-    return {v.name for v in endpoint.variants if v.shadow}
 
 
 def collect_status(

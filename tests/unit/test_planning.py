@@ -116,6 +116,10 @@ def test_plan_uses_the_last_evaluation_and_says_which_value_was_given(tmp_path: 
     assert sd != "0.5" and f"SD {sd} observed in execution {execution}" in given, given
     assert "ICC 0.9 as given" in given, given
     assert "SD 0.3 as given, ICC 0.1 assumed" in assumed and "no evaluation yet" in assumed, assumed
+    both = variance_line(
+        plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_sd=0.3, assumed_icc=0.2)
+    )
+    assert both == "variance       SD 0.3 as given, ICC 0.2 as given", both
 
 
 def variance_line(lines: list[str]) -> str:
