@@ -92,7 +92,9 @@ def _multiplier(df: int, alpha: float, power: float, two_sided: bool) -> float:
     def shortfall(ncp: float) -> float:
         reach = float(stats.nct.sf(crit, df, ncp))
         if two_sided:
-            reach += float(stats.nct.cdf(-crit, df, ncp))
+            # The lower tail as sf(crit; -ncp), its mirror image: scipy's nct.cdf(-crit, df, ncp) returns NaN
+            # deep in the tail on few degrees of freedom (df 1, ncp near 15), which stopped the root search.
+            reach += float(stats.nct.sf(crit, df, -ncp))
         return reach - power
 
     # The approximation t_{1-level} + t_{power} sits close to the root; widen until it brackets it.

@@ -57,6 +57,16 @@ def test_two_sided_needs_a_larger_effect() -> None:
     assert two.mde == pytest.approx(mde_from_se(one.se, 39, alpha=0.05, power=0.8, two_sided=True))
 
 
+def test_two_sided_mde_on_two_clusters_is_found() -> None:
+    # One degree of freedom: scipy's lower-tail nct.cdf turns NaN near the root (ncp ~ 15), which used to
+    # stop the root search with a ValueError. The upper tail alone carries the power there (the lower one
+    # is below 1e-15), so the answer is where it reaches 0.8.
+    report = minimum_detectable_effect(20, 2, sd_diff=0.3, two_sided=True)
+    crit = stats.t.ppf(1 - 0.025, 1)
+    assert math.isfinite(report.mde)
+    assert stats.nct.sf(crit, 1, report.mde / report.se) == pytest.approx(0.8, abs=1e-6)
+
+
 def test_mde_shrinks_with_clusters_and_grows_with_icc() -> None:
     base = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.2).mde
     assert minimum_detectable_effect(600, 120, sd_diff=0.5, icc=0.2).mde < base
