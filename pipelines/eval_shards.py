@@ -36,6 +36,7 @@ def shard_cases(cases: Sequence[T], index: int, count: int) -> list[T]:
 def merge_evaluations(shards: Sequence[EvaluationReport], dataset_hash: str) -> EvaluationReport:
     """One report from the shard reports: rows concatenated, counts summed, aggregates recomputed."""
     from agent_release.steps.evaluate_variants import aggregate_rows, scorer_error_counts
+    from agent_release.steps.scorers import score_bounds
 
     if not shards:
         raise ShardError("no shard reports to merge")
@@ -50,6 +51,7 @@ def merge_evaluations(shards: Sequence[EvaluationReport], dataset_hash: str) -> 
         if [v.variant for v in other.variants] != [v.variant for v in first.variants]:
             raise ShardError("shard reports evaluated different variants")
     rows = tuple(row for shard in shards for row in shard.rows)
+    bounds = score_bounds(first.scorer_specs)
     variants: list[VariantEvaluation] = []
     for position, head in enumerate(first.variants):
         parts = [shard.variants[position] for shard in shards]
@@ -61,7 +63,7 @@ def merge_evaluations(shards: Sequence[EvaluationReport], dataset_hash: str) -> 
                     "cases_errored": sum(p.cases_errored for p in parts),
                     "retries": sum(p.retries for p in parts),
                     "scorer_errors": scorer_error_counts([r for r in rows if r.variant == head.variant]),
-                    "aggregates": aggregate_rows([r for r in rows if r.variant == head.variant]),
+                    "aggregates": aggregate_rows([r for r in rows if r.variant == head.variant], bounds),
                 }
             )
         )

@@ -48,7 +48,7 @@ from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 from agent_release.steps.run_bookkeeping import RunBookkeeping
-from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs
+from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs, score_bounds
 from agent_release.steps.validate_datasets import case_cluster
 
 if TYPE_CHECKING:
@@ -301,13 +301,16 @@ def _evaluate_one(
                 )
             ran = time.perf_counter()
             prices = {name: table.model_dump() for name, table in config.prices.items()}
+            bounds = score_bounds(specs)
             # The final flush is mostly a wait for the writer process. With inline scoring every case
             # already holds its scores, so the results are prepared in this process meanwhile; they are
             # prepared again only if a trace turns out missing and its stand-in changes the row.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="agent-release-flush") as pool:
                 flushing = pool.submit(mlflow.flush_trace_async_logging)
                 prepared = (
-                    None if inline is None else _results(outcomes, agent, _held_scores(outcomes), prices)
+                    None
+                    if inline is None
+                    else _results(outcomes, agent, _held_scores(outcomes), prices, bounds)
                 )
                 flushing.result()
         flushed = time.perf_counter()
@@ -318,11 +321,11 @@ def _evaluate_one(
             results = (
                 prepared
                 if prepared is not None and not stood_in
-                else _results(outcomes, agent, _held_scores(outcomes), prices)
+                else _results(outcomes, agent, _held_scores(outcomes), prices, bounds)
             )
         else:
             scores = _score(outcomes, expectations, scorers, experiment_id, run_id, agent)
-            results = _results(outcomes, agent, scores, prices, with_means=False)
+            results = _results(outcomes, agent, scores, prices, bounds, with_means=False)
         logger.info(
             "variant=<%s>, run_s=<%.2f>, flush_s=<%.2f>, score_s=<%.2f> | evaluation timings",
             agent.variant,
@@ -389,14 +392,15 @@ def _results(
     agent: RegisteredAgent,
     scores: Mapping[str, Mapping[str, float | None]],
     prices: Mapping[str, Mapping[str, float]],
+    bounds: Mapping[str, tuple[float, float]],
     *,
     with_means: bool = True,
 ) -> _Results:
-    """The rows of ``outcomes`` with ``scores`` (unit key -> name -> value), aggregated, as metrics and as
-    the per-case table. ``with_means``: also the ``<score>/mean`` metrics (``mlflow.genai.evaluate`` logs
-    those itself)."""
+    """The rows of ``outcomes`` with ``scores`` (unit key -> name -> value), aggregated (CIs cut to
+    ``bounds``, see :func:`aggregate_rows`), as metrics and as the per-case table. ``with_means``: also the
+    ``<score>/mean`` metrics (``mlflow.genai.evaluate`` logs those itself)."""
     rows = [_row(o, agent, scores.get(o.unit.key, {}), prices) for o in outcomes]
-    aggregates = aggregate_rows(rows)
+    aggregates = aggregate_rows(rows, bounds)
     return _Results(
         rows, aggregates, _flat_metrics(aggregates, rows, with_means=with_means), _rows_frame(rows)
     )
@@ -537,10 +541,15 @@ def scorer_error_counts(rows: Sequence[CaseResult]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def aggregate_rows(rows: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
+def aggregate_rows(
+    rows: Sequence[CaseResult], bounds: Mapping[str, tuple[float, float]] | None = None
+) -> dict[str, dict[str, float]]:
     """Per score: mean, clustered SE and 95% CI over the rows that have it (K repeats share a cluster).
 
     With fewer than two clusters no SE exists: only ``mean``, ``n`` and ``n_clusters`` are given.
+    ``bounds`` (score name -> the values it can take, :func:`~agent_release.steps.scorers.score_bounds`)
+    cuts each CI to its score's range: the t interval around a rate near 0 or 1 on few clusters can
+    otherwise reach values no case can score, such as a negative error rate.
     """
     from agent_release.steps.paired_stats import clustered_mean
 
@@ -562,11 +571,12 @@ def aggregate_rows(rows: Sequence[CaseResult]) -> dict[str, dict[str, float]]:
             }
             continue
         est = clustered_mean(xs, clusters)
+        low, high = (bounds or {}).get(name, (-math.inf, math.inf))
         aggregates[name] = {
             "mean": est.mean,
             "se": est.se,
-            "ci_low": est.ci_low,
-            "ci_high": est.ci_high,
+            "ci_low": max(est.ci_low, low),
+            "ci_high": min(est.ci_high, high),
             "n": float(est.n),
             "n_clusters": float(est.n_clusters),
         }

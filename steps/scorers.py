@@ -49,6 +49,10 @@ TrajectoryMode = Literal["exact", "in_order", "subset"]
 FactsMode = Literal["all", "fraction"]
 
 _REGISTRY: dict[str, ScorerFactory] = {}
+# The values each built-in can take (register_scorer's ``bounds``): an interval around a mean is cut to them.
+_BOUNDS: dict[str, tuple[float, float]] = {}
+UNIT_INTERVAL = (0.0, 1.0)
+NON_NEGATIVE = (0.0, float("inf"))
 # Built-in scorers whose smaller values are better; every other built-in scores quality (higher is better).
 LOWER_IS_BETTER_SCORERS = frozenset({"latency", "tokens", "cost", "error"})
 _NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
@@ -67,14 +71,25 @@ class BuiltScorer:
     scorer: Any  # mlflow.genai.scorers.Scorer
 
 
-def register_scorer(name: str) -> Callable[[_F], _F]:
-    """Register a scorer factory under ``name`` (the name used in ``pipeline.yaml``)."""
+def register_scorer(name: str, *, bounds: tuple[float, float] | None = None) -> Callable[[_F], _F]:
+    """Register a scorer factory under ``name`` (the name used in ``pipeline.yaml``).
+
+    ``bounds``: the smallest and largest value its scorer can return, if known (see :func:`score_bounds`).
+    """
 
     def decorate(factory: _F) -> _F:
         _REGISTRY[name] = factory
+        if bounds is not None:
+            _BOUNDS[name] = bounds
         return factory
 
     return decorate
+
+
+def score_bounds(specs: Sequence[Mapping[str, Any]]) -> dict[str, tuple[float, float]]:
+    """Metric name -> the values it can take, for the built-in scorers among ``specs`` (resolved specs,
+    ``{"name", "args"}``, as :attr:`BuiltScorer.spec`). A user scorer (``module:attr``) has no known range."""
+    return {str(spec["name"]): _BOUNDS[str(spec["name"])] for spec in specs if str(spec["name"]) in _BOUNDS}
 
 
 def registered_scorers() -> list[str]:
@@ -284,7 +299,7 @@ def _failed(outputs: Mapping[str, Any]) -> bool:
 # -- built-in scorers ------------------------------------------------------------------------------------
 
 
-@register_scorer("answer_correctness")
+@register_scorer("answer_correctness", bounds=UNIT_INTERVAL)
 def answer_correctness(mode: FactsMode = "all") -> RowScorer:
     """Expected facts present in the answer: 1/0 when all are (``all``) or their share (``fraction``)."""
     if mode not in ("all", "fraction"):
@@ -303,7 +318,7 @@ def answer_correctness(mode: FactsMode = "all") -> RowScorer:
     return score
 
 
-@register_scorer("tool_trajectory")
+@register_scorer("tool_trajectory", bounds=UNIT_INTERVAL)
 def tool_trajectory(mode: TrajectoryMode = "exact") -> RowScorer:
     """1.0 when the tools called match the expected tool names under ``mode`` (exact|in_order|subset)."""
     if mode not in ("exact", "in_order", "subset"):
@@ -319,7 +334,7 @@ def tool_trajectory(mode: TrajectoryMode = "exact") -> RowScorer:
     return score
 
 
-@register_scorer("tool_arguments")
+@register_scorer("tool_arguments", bounds=UNIT_INTERVAL)
 def tool_arguments() -> RowScorer:
     """Share of expected tool calls whose (normalised) arguments match an actual call of that tool."""
 
@@ -336,7 +351,7 @@ def tool_arguments() -> RowScorer:
     return score
 
 
-@register_scorer("task_success")
+@register_scorer("task_success", bounds=UNIT_INTERVAL)
 def task_success() -> RowScorer:
     """1.0 when there is no error, the trajectory is exact, all arguments match and all facts are present."""
 
@@ -357,7 +372,7 @@ def task_success() -> RowScorer:
     return score
 
 
-@register_scorer("latency")
+@register_scorer("latency", bounds=NON_NEGATIVE)
 def latency() -> RowScorer:
     """Seconds the case took end to end (until its error, for a failed case)."""
 
@@ -368,7 +383,7 @@ def latency() -> RowScorer:
     return score
 
 
-@register_scorer("tokens")
+@register_scorer("tokens", bounds=NON_NEGATIVE)
 def tokens() -> RowScorer:
     """Input plus output tokens the case consumed (over every model call)."""
 
@@ -378,7 +393,7 @@ def tokens() -> RowScorer:
     return score
 
 
-@register_scorer("cost")
+@register_scorer("cost", bounds=NON_NEGATIVE)
 def cost(prices: Mapping[str, Mapping[str, float]] | None = None) -> RowScorer:
     """Cost of the case's tokens from ``prices`` (variant name or ``default`` -> input/output per 1k)."""
     table = _price_tables(prices)
@@ -415,7 +430,7 @@ def _price_tables(prices: Any) -> dict[str, dict[str, float]]:
     return tables
 
 
-@register_scorer("error")
+@register_scorer("error", bounds=UNIT_INTERVAL)
 def error() -> RowScorer:
     """1.0 when the case errored or timed out, else 0.0."""
 
@@ -432,7 +447,7 @@ DEFAULT_RUBRIC = (
 )
 
 
-@register_scorer("llm_judge")
+@register_scorer("llm_judge", bounds=UNIT_INTERVAL)
 def llm_judge(
     base_url: str,
     model: str,

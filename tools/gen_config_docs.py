@@ -56,6 +56,11 @@ artifact and in `state.db`), the trace keeps MLflow's `SCORER_ERROR` feedback wi
 counts its scorer errors (the `scorer_errors` metric, the report), and a gate left without enough scored
 pairs says how many rows the scorer raised on and what it raised.
 
+Each variant's aggregate of a score is its mean with a 95% CI clustered by the cluster key. For a built-in
+score the interval stops at the values the score can take: 0 to 1 for the rates and shares, 0 upwards for
+`latency`, `tokens` and `cost` (with few clusters the t interval around a rate near 0 or 1 would otherwise
+pass them). A user scorer's interval is not cut: its range is not known.
+
 `tool_trajectory` modes: `exact`, the same sequence of tool names; `in_order`, the expected names in order,
 extra calls allowed; `subset`, every expected tool called at least once, in any order.
 

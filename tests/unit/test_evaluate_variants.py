@@ -19,6 +19,7 @@ from agent_release.steps.evaluate_variants import EvaluationInputError, aggregat
 from agent_release.steps.evaluation_records import CaseResult
 from agent_release.steps.register_agents_config import InferenceConfig
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
+from agent_release.steps.scorers import registered_scorers, score_bounds
 
 
 class ScriptedModel(ScriptedModelBase):
@@ -221,6 +222,28 @@ def test_aggregate_rows_matches_hand_computed_clustered_se() -> None:
     assert "na" not in agg
     single = aggregate_rows(rows[:2])
     assert single["s"] == {"mean": 0.5, "n": 2.0, "n_clusters": 1.0}
+
+
+def test_aggregate_rows_cuts_an_interval_to_the_scores_range() -> None:
+    # One error in 12 cases over 4 clusters: the t interval around 1/12 reaches below zero, a rate no
+    # variant can have. Cut to the error scorer's range it starts at 0; the mean and SE are untouched.
+    values = [1.0] + [0.0] * 11
+    rows = [
+        CaseResult(case_id=str(i), cluster="abcd"[i % 4], variant="v", role="challenger", scores={"error": v})
+        for i, v in enumerate(values)
+    ]
+    loose = aggregate_rows(rows)["error"]
+    assert loose["ci_low"] < 0.0
+    cut = aggregate_rows(rows, score_bounds([{"name": "error", "args": {}}]))["error"]
+    assert cut["ci_low"] == 0.0
+    assert cut["ci_high"] == loose["ci_high"]
+    assert (cut["mean"], cut["se"]) == (loose["mean"], loose["se"])
+
+
+def test_every_built_in_scorer_declares_its_range_and_user_scorers_have_none() -> None:
+    names = registered_scorers()
+    assert set(score_bounds([{"name": n, "args": {}} for n in names])) == set(names)
+    assert score_bounds([{"name": "my_pkg.scoring:politeness", "args": {}}]) == {}
 
 
 def test_tool_calls_of_reads_assistant_tool_uses() -> None:

@@ -225,6 +225,23 @@ def test_merged_shards_equal_one_unsharded_evaluation(local_backend: Any, tmp_pa
     assert challenger.aggregates["task_success"]["se"] == pytest.approx(expected["task_success"]["se"])
 
 
+def test_merged_shards_cut_each_interval_to_its_scores_range() -> None:
+    from agent_release.pipelines.eval_shards import merge_evaluations
+    from agent_release.steps.evaluate_variants import aggregate_rows
+
+    whole = _evaluation(n_cases=30, challenger_p=0.97)
+    shards = [
+        whole.model_copy(update={"rows": tuple(r for r in whole.rows if int(r.case_id[5:]) % 2 == k)})
+        for k in (0, 1)
+    ]
+    merged = merge_evaluations(shards, "1" * 64)
+    challenger = next(v for v in merged.variants if v.variant == "challenger")
+    loose = aggregate_rows([r for r in whole.rows if r.variant == "challenger"])["task_success"]
+    assert loose["ci_high"] > 1.0  # the t interval passes the largest success rate there is ...
+    assert challenger.aggregates["task_success"]["ci_high"] == 1.0  # ... the merged one stops at it
+    assert challenger.aggregates["task_success"]["ci_low"] == pytest.approx(loose["ci_low"])
+
+
 def test_project_bundle_is_reproducible_and_restores_the_referenced_files(tmp_path: Path) -> None:
     from agent_release.pipelines.config import load_config
     from agent_release.pipelines.project_bundle import build_bundle, extract_bundle
