@@ -10,8 +10,15 @@ Operations (as in botocore's ``sagemaker-runtime`` service model, protocol rest-
 
 Errors are AWS JSON errors (header ``x-amzn-ErrorType``, body ``{"__type", "message"}``) that botocore turns
 into ``ClientError``: unknown endpoint/variant, bad body, wrong content type → ``ValidationError`` (4xx); a
-failing model → ``ModelError`` (424, with ``OriginalStatusCode``). Request headers honoured:
-``X-Amzn-SageMaker-Target-Variant`` and ``X-Amzn-SageMaker-Session-Id`` (see :mod:`.routing`).
+failing model, an answer that is not JSON, or no answer within the invocation timeout (60 s, SageMaker's) →
+``ModelError`` (424, with ``OriginalStatusCode``), which botocore does not retry. Every response carries an
+``x-amzn-RequestId``. Request headers honoured: ``X-Amzn-SageMaker-Target-Variant`` and
+``X-Amzn-SageMaker-Session-Id`` (see :mod:`.routing`).
+
+A model call cannot be interrupted: past the timeout the client gets its error and the call's thread is left
+to finish on its own. Each variant's model runs on threads of its own (:mod:`.model_threads`), so a slow or
+stuck variant, a shadow copy included, delays no other variant. A streaming client that disconnects stops
+the upstream stream it was reading.
 
 The two invocation paths are matched by hand before anything else: Starlette's router and request objects
 cost about 0.35 ms per call (1,650 vs 4,100 req/s for an echo app), more than the whole overhead budget. That
@@ -34,7 +41,6 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +73,10 @@ Send = Callable[[Message], Awaitable[None]]
 MAX_BODY_BYTES = 6 * 1024 * 1024
 POLL_INTERVAL_S = 0.1
 MAX_SHADOW_TASKS = 256
+# SageMaker's limit for a container's answer (InvokeEndpoint; for a stream, its first part).
+INVOCATION_TIMEOUT_S = 60.0
+# What a timed-out invocation reports as the model's status (a gateway timeout) and records in the metrics.
+TIMEOUT_STATUS = 504
 EVENTSTREAM_CONTENT_TYPE = b"application/vnd.amazon.eventstream"
 _PREFIX = "/endpoints/"
 
@@ -90,6 +100,10 @@ class _Deployed:
         )
 
 
+def _request_id() -> tuple[bytes, bytes]:
+    return (b"x-amzn-requestid", str(uuid.uuid4()).encode())
+
+
 def _error_parts(
     status: int, error_type: str, message: str, extra: dict[str, Any] | None = None
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -99,10 +113,24 @@ def _error_parts(
     headers = [
         (b"content-type", b"application/json"),
         (b"x-amzn-errortype", error_type.encode()),
-        (b"x-amzn-requestid", str(uuid.uuid4()).encode()),
+        _request_id(),
         (b"content-length", str(len(body)).encode()),
     ]
     return status, headers, body
+
+
+def _answer_body(answer: dict[str, Any]) -> bytes:
+    """A model's answer as the response body; an answer JSON cannot hold is the model's fault."""
+    try:
+        return json.dumps(answer).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ModelInvocationError(f"model returned an answer that is not JSON: {exc}") from exc
+
+
+async def _disconnect(receive: Receive) -> None:
+    """Return once the client has gone (the request body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 async def _send_error(
@@ -148,17 +176,18 @@ class RuntimeApp:
         *,
         poll_interval_s: float = POLL_INTERVAL_S,
         max_body_bytes: int = MAX_BODY_BYTES,
+        invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
         rng: random.Random | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.max_body_bytes = max_body_bytes
+        self.invocation_timeout_s = invocation_timeout_s
         self._poll_interval_s = poll_interval_s
         self._rng = rng or random.Random()
         # Separate connections: the poller must never wait behind the metrics writer's transaction.
         self._reader = LocalBackend(self.state_dir)
         self.recorder = MetricsRecorder(LocalBackend(self.state_dir))
-        self._executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="runtime-model")
-        self.models = ModelCache(self._executor)
+        self.models = ModelCache()
         self.deployed: dict[str, _Deployed] = {}
         self._revision: int | None = None
         self._stop_polling = threading.Event()
@@ -213,7 +242,6 @@ class RuntimeApp:
             task.cancel()
         await self.models.aclose()
         self.recorder.stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
         self._reader.close()
         for callback in self.on_shutdown:
             callback()
@@ -248,6 +276,10 @@ class RuntimeApp:
                     return
                 try:
                     await self._invoke(scope, receive, send, name, operation == "invocations-response-stream")
+                except asyncio.CancelledError:
+                    # The server is shutting down past its grace period: the request ends here, quietly
+                    # (re-raised, uvicorn would print a traceback for each call in flight).
+                    logger.info("endpoint=<%s> | invocation cut short by shutdown", name)
                 except Exception:
                     # A bug must cost one request, never the server; the client gets an AWS InternalFailure.
                     logger.exception("endpoint=<%s> | invocation failed", name)
@@ -331,15 +363,20 @@ class RuntimeApp:
         model_started = time.perf_counter()
         try:
             if variant.faults.hang:
-                await self._hang(receive)
-                self._record(name, variant.name, 504, None, started, shadow=False)
-                return
+                if await self._hang(receive):
+                    self._record(name, variant.name, TIMEOUT_STATUS, None, started, shadow=False)
+                    return
+                raise self._timed_out(variant)
             served = await self._model(deployed.keys[variant.name], variant)
-            await self._inject_faults(variant)
-            if stream:
-                first, rest = await self._start_stream(served, request)
-            else:
-                answer = await served.complete(request)
+            try:
+                async with asyncio.timeout(self.invocation_timeout_s):
+                    await self._inject_faults(variant)
+                    if stream:
+                        first, rest = await self._start_stream(served, request)
+                    else:
+                        payload = _answer_body(await served.complete(request))
+            except TimeoutError:
+                raise self._timed_out(variant) from None
         except ModelInvocationError as exc:
             model_ms = (time.perf_counter() - model_started) * 1000.0
             await _send_error(
@@ -354,10 +391,10 @@ class RuntimeApp:
         invoked = (b"x-amzn-invoked-production-variant", variant.name.encode())
         if not stream:
             model_ms = (time.perf_counter() - model_started) * 1000.0
-            payload = json.dumps(answer).encode("utf-8")
             headers = [
                 (b"content-type", b"application/json"),
                 invoked,
+                _request_id(),
                 (b"content-length", str(len(payload)).encode()),
             ]
             if new_session_header:
@@ -366,7 +403,7 @@ class RuntimeApp:
             await send({"type": "http.response.body", "body": payload})
             self._record(name, variant.name, 200, model_ms, started, shadow=False)
             return
-        await self._send_stream(send, first, rest, invoked, new_session_header)
+        await self._send_stream(send, receive, first, rest, invoked, new_session_header)
         # For a stream the model latency runs until its last part (what a client waits for).
         model_ms = (time.perf_counter() - model_started) * 1000.0
         self._record(name, variant.name, 200, model_ms, started, shadow=False)
@@ -398,13 +435,26 @@ class RuntimeApp:
         if faults.error_rate > 0 and self._rng.random() < faults.error_rate:
             raise ModelInvocationError(f"injected fault in variant {variant.name!r}", 500)
 
-    @staticmethod
-    async def _hang(receive: Receive) -> None:
-        """Answer nothing until the client goes away (its read timeout), without blocking a thread."""
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
+    def _timed_out(self, variant: VariantState) -> ModelInvocationError:
+        return ModelInvocationError(
+            f"Your invocation timed out while waiting for a response from variant {variant.name} "
+            f"(after {self.invocation_timeout_s:g} s).",
+            TIMEOUT_STATUS,
+        )
+
+    async def _hang(self, receive: Receive) -> bool:
+        """Answer nothing until the client goes away (True) or the invocation timeout passes (False),
+        without blocking a thread."""
+
+        async def until_gone() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+
+        try:
+            await asyncio.wait_for(until_gone(), self.invocation_timeout_s)
+        except TimeoutError:
+            return False
+        return True
 
     @staticmethod
     async def _start_stream(served: ServedModel, request: dict[str, Any]) -> tuple[bytes, Any]:
@@ -423,6 +473,7 @@ class RuntimeApp:
     async def _send_stream(
         self,
         send: Send,
+        receive: Receive,
         first: bytes,
         rest: Any,
         invoked: tuple[bytes, bytes],
@@ -432,6 +483,7 @@ class RuntimeApp:
             (b"content-type", EVENTSTREAM_CONTENT_TYPE),
             (b"x-amzn-sagemaker-content-type", b"text/event-stream"),
             invoked,
+            _request_id(),
         ]
         if new_session_header:
             headers.append(new_session_header)
@@ -443,6 +495,27 @@ class RuntimeApp:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
+        # The server drops what is sent after the client left, so the stream would otherwise be read from
+        # the upstream to its end for nobody: a watcher ends it at the client's disconnect.
+        relay = asyncio.create_task(self._relay(send, rest))
+        gone = asyncio.create_task(_disconnect(receive))
+        try:
+            await asyncio.wait((relay, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not relay.done():  # the client left first (or the server is shutting down)
+                relay.cancel()
+            await asyncio.wait((relay, gone))
+            with contextlib.suppress(Exception):
+                await rest.aclose()  # the upstream connection, at once rather than when collected
+        if relay.cancelled():
+            logger.info("client left mid-stream; stopped reading the model's stream")
+            return
+        relay.result()  # what the relay raised, if anything
+        await send({"type": "http.response.body", "body": b""})
+
+    @staticmethod
+    async def _relay(send: Send, rest: Any) -> None:
         try:
             async for data in rest:
                 await send({"type": "http.response.body", "body": payload_part(data), "more_body": True})
@@ -450,7 +523,6 @@ class RuntimeApp:
             # Headers are gone already: report the failure in-band, as SageMaker does.
             event = exception_event("ModelStreamError", exc.message, str(exc.original_status))
             await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
 
     # -- shadows and metrics -------------------------------------------------------------------------------
     def _start_shadow(
@@ -476,11 +548,14 @@ class RuntimeApp:
             if variant.faults.hang:
                 return
             served = await self._model(key, variant)
-            await self._inject_faults(variant)
-            await served.complete(request)
+            async with asyncio.timeout(self.invocation_timeout_s):
+                await self._inject_faults(variant)
+                await served.complete(request)
             status = 200
         except ModelInvocationError as exc:
             status = exc.original_status
+        except TimeoutError:
+            status = TIMEOUT_STATUS
         model_ms = (time.perf_counter() - started) * 1000.0
         self._record(endpoint, variant.name, status, model_ms, started, shadow=True)
 

@@ -10,6 +10,8 @@
 
 Every loaded model is a :class:`ServedModel` (async ``complete`` and ``stream``); :class:`ModelCache` keeps
 one per (endpoint, variant, spec) so a redeploy with a new spec loads afresh and a weight change reuses it.
+A ``python`` or ``demo`` model is called on threads of its own (:class:`~.model_threads.ModelThreads`, at
+most :data:`MODEL_THREADS`): a variant whose calls are slow or stuck cannot take another variant's threads.
 """
 
 from __future__ import annotations
@@ -25,12 +27,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent_release.agents.chat_model import ChatCompletionModel
 from agent_release.pipelines.runtime.chunks import completion_to_sse
+from agent_release.pipelines.runtime.model_threads import ModelThreads
 from agent_release.steps.backend import ModelSpec
 
 if TYPE_CHECKING:
     import httpx
 
 logger = logging.getLogger(__name__)
+
+# Calls of one variant's python/demo model running at once (more wait for a thread); loads share LOAD_THREADS.
+MODEL_THREADS = 32
+LOAD_THREADS = 4
 
 
 class ModelInvocationError(Exception):
@@ -59,14 +66,20 @@ class ServedModel(Protocol):
 
 
 class LocalChatModel:
-    """A :class:`ChatCompletionModel` object called on a worker thread (models may block for a while)."""
+    """A :class:`ChatCompletionModel` object called on a worker thread (models may block for a while).
 
-    def __init__(self, model: ChatCompletionModel, executor: Executor | None) -> None:
+    ``executor``: where its calls run (``None``: the event loop's default executor). With ``own_executor``
+    the model shuts it down in :meth:`aclose` (the cache gives each model threads of its own).
+    """
+
+    def __init__(self, model: ChatCompletionModel, executor: Executor | None, *, own_executor: bool = False):
         self.model = model
         self._executor = executor
+        self._own_executor = own_executor
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Run ``model.complete`` in the executor; any exception becomes :class:`ModelInvocationError`."""
+        """Run ``model.complete`` in the executor; an exception, or an answer that is not a dict, becomes
+        :class:`ModelInvocationError` (the model's fault, never the runtime's)."""
         loop = asyncio.get_running_loop()
         try:
             answer = await loop.run_in_executor(self._executor, self.model.complete, request)
@@ -83,13 +96,15 @@ class LocalChatModel:
         answer = await self.complete(request)
         try:
             lines = completion_to_sse(answer)
-        except ValueError as exc:
-            raise ModelInvocationError(str(exc)) from exc
+        except (TypeError, ValueError) as exc:
+            raise ModelInvocationError(f"model returned an answer that cannot be streamed: {exc}") from exc
         for line in lines:
             yield line
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Release its threads, if it owns them (a call still running finishes on its own)."""
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
 
 class OpenAICompatibleModel:
@@ -189,8 +204,8 @@ def load_chat_model(spec: ModelSpec) -> ChatCompletionModel:
 class ModelCache:
     """Loaded models keyed by (endpoint, variant, spec); loads each once, even under concurrent requests."""
 
-    def __init__(self, executor: Executor | None = None) -> None:
-        self._executor = executor
+    def __init__(self) -> None:
+        self._loader = ModelThreads(LOAD_THREADS, name="runtime-model-load")
         self._models: dict[tuple[str, str, str], ServedModel] = {}
         self._loading: dict[tuple[str, str, str], asyncio.Future[ServedModel]] = {}
 
@@ -213,7 +228,7 @@ class ModelCache:
         future: asyncio.Future[ServedModel] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         try:
-            served = await self._build(spec)
+            served = await self._build(key, spec)
         except Exception as exc:
             error = ModelInvocationError(f"could not load model of variant {key[1]!r}: {exc}")
             future.set_exception(error)
@@ -226,12 +241,13 @@ class ModelCache:
         logger.info("endpoint=<%s>, variant=<%s>, kind=<%s> | model loaded", key[0], key[1], spec.kind)
         return served
 
-    async def _build(self, spec: ModelSpec) -> ServedModel:
+    async def _build(self, key: tuple[str, str, str], spec: ModelSpec) -> ServedModel:
         if spec.kind == "openai_compatible":
             return OpenAICompatibleModel(spec.options)
         loop = asyncio.get_running_loop()
-        model = await loop.run_in_executor(self._executor, load_chat_model, spec)
-        return LocalChatModel(model, self._executor)
+        model = await loop.run_in_executor(self._loader, load_chat_model, spec)
+        threads = ModelThreads(MODEL_THREADS, name=f"runtime-model-{key[0]}-{key[1]}")
+        return LocalChatModel(model, threads, own_executor=True)
 
     async def retain(self, keys: set[tuple[str, str, str]]) -> None:
         """Drop (and close) every cached model whose key is not in ``keys`` (after a redeploy or delete)."""
@@ -243,5 +259,6 @@ class ModelCache:
                 logger.exception("variant=<%s> | failed to close model", key[1])
 
     async def aclose(self) -> None:
-        """Close every model."""
+        """Close every model and stop loading."""
         await self.retain(set())
+        self._loader.shutdown(wait=False, cancel_futures=True)

@@ -43,11 +43,15 @@ class RoutingTable:
     def build(cls, endpoint: EndpointState) -> RoutingTable:
         """Precompute cumulative weights of ``endpoint``'s production variants (zero weights get no share)."""
         production = tuple(v for v in endpoint.variants if not v.shadow)
-        total = sum(max(v.current_weight, 0.0) for v in production)
+        # Weights relative to the largest: SageMaker bounds a weight below only, and the plain sum of two
+        # weights near the float maximum is infinite (every share NaN, all traffic to the last variant).
+        largest = max((v.current_weight for v in production), default=0.0)
+        shares = [max(v.current_weight, 0.0) / largest if largest > 0 else 0.0 for v in production]
+        total = sum(shares)
         cumulative: list[float] = []
         running = 0.0
-        for v in production:
-            running += max(v.current_weight, 0.0)
+        for share in shares:
+            running += share
             cumulative.append(running / total if total > 0 else 0.0)
         return cls(
             endpoint=endpoint,

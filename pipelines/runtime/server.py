@@ -23,7 +23,7 @@ from types import TracebackType
 import uvicorn
 
 from agent_release.pipelines.local_backend import remove_runtime_file, write_runtime_file
-from agent_release.pipelines.runtime.app import RuntimeApp
+from agent_release.pipelines.runtime.app import INVOCATION_TIMEOUT_S, RuntimeApp
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +119,20 @@ def _url(sock: socket.socket) -> str:
 class RuntimeServer:
     """The runtime for one state directory, served by uvicorn on a background thread."""
 
-    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int = 0, log_level: str = "warning"):
+    def __init__(
+        self,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        log_level: str = "warning",
+        *,
+        invocation_timeout_s: float = INVOCATION_TIMEOUT_S,
+    ):
         self.state_dir = Path(state_dir)
         self.host = host
         self.port = port
         self.log_level = log_level
+        self.invocation_timeout_s = invocation_timeout_s
         self.url: str | None = None
         self.app: RuntimeApp | None = None
         self._server: uvicorn.Server | None = None
@@ -134,7 +143,7 @@ class RuntimeServer:
         if self.url is not None:
             return self.url
         sock = _bind(self.host, self.port)
-        self.app = RuntimeApp(self.state_dir)
+        self.app = RuntimeApp(self.state_dir, invocation_timeout_s=self.invocation_timeout_s)
         self._server = uvicorn.Server(_config(self.app, self.log_level))
         server = self._server
         self._thread = threading.Thread(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -58,6 +59,18 @@ class TaggedModel:
 class UnserializableModel:
     def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
         return {"choices": [{"message": {"content": object()}}]}
+
+
+# Released by the tests that use BlockedModel once they are done with it (a call never outlives its test).
+RELEASE = threading.Event()
+
+
+class BlockedModel:
+    """Answers only once RELEASE is set (or after a minute): a wedged or very slow model."""
+
+    def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        RELEASE.wait(60)
+        return TaggedModel("blocked").complete(request)
 
 
 class BrokenModel:
@@ -360,12 +373,110 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(backend: LocalB
     assert invoke(client, "split", TargetVariant="a")[1]["choices"][0]["message"]["content"] == "a:hello"
 
 
-def test_unexpected_failure_is_internal_failure_and_the_server_survives(
-    backend: LocalBackend, client: Any
-) -> None:
+def test_an_answer_json_cannot_hold_is_the_models_fault_not_retried(backend: LocalBackend) -> None:
+    # Before: json.dumps failed outside the model's error handling, a 500 InternalFailure that botocore
+    # retries, so the model ran once per attempt.
+    import boto3
+
     odd = ModelSpec(kind="python", options={"class_path": f"{__name__}:UnserializableModel"})
     backend.deploy_endpoint("odd", [variant("odd", 1.0, model=odd)])
-    wait_until(lambda: _endpoint_known(client, "odd"))
+    retrying = boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=backend.runtime_endpoint_url(),
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=10),
+    )
+    wait_until(lambda: _endpoint_known(retrying, "odd"))
+    for stream in (False, True):
+        with pytest.raises(retrying.exceptions.ModelError) as caught:
+            if stream:
+                retrying.invoke_endpoint_with_response_stream(EndpointName="odd", Body=BODY)
+            else:
+                invoke(retrying, "odd")
+        assert "not JSON" in str(caught.value) or "cannot be streamed" in str(caught.value)
+        assert caught.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
+
+
+def test_unexpected_failure_is_internal_failure_and_the_server_survives(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_release.pipelines.runtime.app import RuntimeApp
+
+    def bug(content_type: bytes, body: bytes) -> dict[str, Any]:
+        raise KeyError("a bug in the runtime")
+
+    monkeypatch.setattr(RuntimeApp, "_parse_request", staticmethod(bug))  # the server runs in this process
     with pytest.raises(client.exceptions.InternalFailure):
-        invoke(client, "odd")
+        invoke(client, "split")
+    monkeypatch.undo()
     assert invoke(client, "split", TargetVariant="b")[0] == "b"
+
+
+def test_a_stuck_shadow_never_delays_the_production_answer(backend: LocalBackend, client: Any) -> None:
+    # Before: every variant shared 32 model threads, so after 32 shadow copies stuck in their model, call
+    # 33 waited for a free thread (here: its client's 10 s read timeout).
+    blocked = ModelSpec(kind="python", options={"class_path": f"{__name__}:BlockedModel"})
+    backend.deploy_endpoint(
+        "shadowed",
+        [variant("live", 1.0), variant("copy", 0.0, model=blocked, shadow=True, shadow_sample_percent=100.0)],
+    )
+    RELEASE.clear()
+    try:
+        wait_until(lambda: _can_invoke(client, "shadowed"))
+        answers = [invoke(client, "shadowed")[0] for _ in range(40)]
+        assert answers == ["live"] * 40
+    finally:
+        RELEASE.set()
+
+
+def test_an_invocation_past_the_timeout_is_a_model_error_botocore_does_not_retry(tmp_path: Any) -> None:
+    # Before: no server-side limit: the caller waited as long as the model took, and with a client read
+    # timeout botocore retried the call, running the model once per attempt.
+    import boto3
+
+    from agent_release.pipelines.runtime.server import RuntimeServer
+
+    blocked = ModelSpec(kind="python", options={"class_path": f"{__name__}:BlockedModel"})
+    backend = LocalBackend(tmp_path)
+    since = time.time()
+    backend.deploy_endpoint("slowpoke", [variant("fine", 1.0), variant("stuck", 0.0, model=blocked)])
+    RELEASE.clear()
+    try:
+        with RuntimeServer(tmp_path, invocation_timeout_s=0.5) as server:
+            retrying = boto3.client(
+                "sagemaker-runtime",
+                endpoint_url=server.url,
+                region_name="us-east-1",
+                aws_access_key_id="testing",
+                aws_secret_access_key="testing",
+                config=Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=20),
+            )
+            for stream in (False, True):
+                with pytest.raises(retrying.exceptions.ModelError) as caught:
+                    if stream:
+                        retrying.invoke_endpoint_with_response_stream(
+                            EndpointName="slowpoke", Body=BODY, TargetVariant="stuck"
+                        )
+                    else:
+                        invoke(retrying, "slowpoke", TargetVariant="stuck")
+                error = caught.value.response
+                assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+                assert error["ResponseMetadata"]["RetryAttempts"] == 0
+                assert error["OriginalStatusCode"] == 504
+                assert "timed out" in error["Error"]["Message"]
+            assert invoke(retrying, "slowpoke", TargetVariant="fine")[0] == "fine"
+            wait_until(lambda: backend.variant_metrics("slowpoke", since)["stuck"].errors_5xx == 2)
+    finally:
+        RELEASE.set()
+        backend.close()
+
+
+def test_every_answer_names_its_request_id(client: Any) -> None:
+    response = client.invoke_endpoint(EndpointName="split", Body=BODY, ContentType="application/json")
+    assert response["ResponseMetadata"]["RequestId"]
+    streamed = client.invoke_endpoint_with_response_stream(EndpointName="split", Body=BODY)
+    assert streamed["ResponseMetadata"]["RequestId"]
+    assert streamed["ResponseMetadata"]["RequestId"] != response["ResponseMetadata"]["RequestId"]

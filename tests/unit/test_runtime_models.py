@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -22,6 +23,9 @@ from agent_release.pipelines.runtime.model_loader import load_chat_model
 from agent_release.steps.backend import ModelSpec, VariantSpec
 
 RECEIVED: list[dict[str, Any]] = []
+# The slow stream's progress: chunks the upstream produced, and whether its generator was closed early.
+SLOW_CHUNKS = 50
+SLOW_STREAM: dict[str, Any] = {"sent": 0, "ended_early": threading.Event()}
 
 
 async def _chat(request: Request) -> Response:
@@ -41,6 +45,22 @@ async def _chat(request: Request) -> Response:
                 "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
             }
         )
+
+    if body["messages"][-1]["content"] == "slow stream":
+
+        async def slow() -> Any:
+            try:
+                for i in range(SLOW_CHUNKS):
+                    chunk = {"choices": [{"index": 0, "delta": {"content": f"{i} "}, "finish_reason": None}]}
+                    SLOW_STREAM["sent"] += 1
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                    await asyncio.sleep(0.1)
+                yield "data: [DONE]\n\n"
+            finally:
+                if SLOW_STREAM["sent"] < SLOW_CHUNKS:
+                    SLOW_STREAM["ended_early"].set()
+
+        return StreamingResponse(slow(), media_type="text/event-stream")
 
     async def events() -> Any:
         for piece in text.split(" "):
@@ -109,6 +129,18 @@ def test_openai_compatible_proxy_streams_upstream_bytes(runtime: Any) -> None:
     assert text == "upstream saw qwen-test "
     assert RECEIVED[-1]["stream"] is True
     assert RECEIVED[-1]["stream_options"] == {"include_usage": True}
+
+
+def test_a_client_that_leaves_mid_stream_stops_the_upstream_stream(runtime: Any) -> None:
+    # Before: the runtime read the upstream to its end (5 s here) for a client that had gone, which for a
+    # real LLM server is generation nobody reads.
+    response = runtime.invoke_endpoint_with_response_stream(EndpointName="proxied", Body=_body("slow stream"))
+    events = iter(response["Body"])
+    for _ in range(2):
+        assert "PayloadPart" in next(events)
+    response["Body"].close()
+    assert SLOW_STREAM["ended_early"].wait(timeout=4.0), "the upstream stream ran on after the client left"
+    assert SLOW_STREAM["sent"] < SLOW_CHUNKS
 
 
 def test_openai_compatible_upstream_error_is_model_error(runtime: Any) -> None:

@@ -48,6 +48,17 @@ def test_zero_weight_variants_are_never_drawn_even_at_the_edges() -> None:
     assert {table.at_point(p).name for p in (0.0, 0.5, 0.999999)} == {"one"}
 
 
+def test_weights_near_the_float_maximum_keep_their_shares() -> None:
+    # Their plain sum is infinite: every cumulative share was NaN and each draw went to the last variant,
+    # here the one of weight 0.
+    table = RoutingTable.build(endpoint({"a": 1.7e308, "b": 1.7e308, "c": 0.0}))
+    assert table.cumulative == (0.5, 1.0, 1.0)
+    rng = random.Random(3)
+    counts = Counter(table.choose(rng=rng).name for _ in range(4000))
+    assert counts["c"] == 0
+    assert 1850 < counts["a"] < 2150
+
+
 def test_target_variant_overrides_weights_and_rejects_unknown_or_shadow() -> None:
     table = RoutingTable.build(endpoint({"a": 1.0, "b": 0.0}, shadows={"s": 50.0}))
     assert table.choose(target_variant="b").name == "b"
