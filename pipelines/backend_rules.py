@@ -89,8 +89,8 @@ def validate_weights(state: EndpointState, weights: Mapping[str, float]) -> dict
 
 
 def is_sagemaker_name(name: str) -> bool:
-    """Whether SageMaker accepts ``name`` for an endpoint or model package group: letters, digits and
-    hyphens, starting and ending with a letter or digit, at most 63 characters."""
+    """Whether SageMaker accepts ``name`` for an endpoint, a production variant or a model package group:
+    letters, digits and hyphens, starting and ending with a letter or digit, at most 63 characters."""
     return len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name) is not None
 
 
@@ -101,6 +101,11 @@ def validate_endpoint_spec(name: str, variants: Sequence[VariantSpec]) -> None:
     if not variants:
         raise BackendError(f"endpoint {name!r} needs at least one variant")
     names = [v.name for v in variants]
+    for variant in names:
+        if not is_sagemaker_name(variant):
+            raise BackendError(
+                f"invalid variant name {variant!r} on endpoint {name!r}: use letters, digits and hyphens (max 63)"
+            )
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BackendError(f"endpoint {name!r} has duplicate variant names: {', '.join(duplicates)}")

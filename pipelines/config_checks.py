@@ -290,12 +290,13 @@ def _package_ref_ok(ref: str | int, keyword: str) -> bool:
 
 
 def check_deploy(loaded: LoadedConfig, report: _Reporter) -> None:
-    """Names both backends accept, distinct variant names, a positive weight sum, faults on known variants,
-    well-formed package refs."""
+    """Names both backends accept (endpoint, package group, variants), distinct variant names, a positive
+    weight sum, faults on known variants, well-formed package refs."""
     deploy = loaded.config.deploy
-    # What CreateEndpoint and CreateModelPackageGroup accept (backend_rules / LocalBackend apply it at run
-    # time, after training has registered a package): checked before anything is trained or registered.
-    for field in ("endpoint_name", "package_group"):
+    # What CreateEndpoint(Config) and CreateModelPackageGroup accept (backend_rules / LocalBackend apply it at
+    # run time, after training has registered a package): checked before anything is trained or registered.
+    # A variant name also ends up in MLflow filter strings (register_agents), where a quote would break them.
+    for field in ("endpoint_name", "package_group", "champion_variant_name", "challenger_variant_name"):
         value = getattr(deploy, field)
         if not is_sagemaker_name(value):
             raise report.error(

@@ -75,10 +75,12 @@ class DeployConfig(Frozen):
         "TargetVariant, which is how evaluation reaches it before any live traffic).",
     )
     champion_variant_name: str = Field(
-        default="champion", description="Production variant name of the champion."
+        default="champion",
+        description="Production variant name of the champion (letters, digits and hyphens, at most 63).",
     )
     challenger_variant_name: str = Field(
-        default="challenger", description="Production variant name of the challenger."
+        default="challenger",
+        description="Production variant name of the challenger (letters, digits and hyphens, at most 63).",
     )
     faults: dict[str, FaultSpec] = Field(
         default_factory=dict,

@@ -144,6 +144,9 @@ def test_redeploying_the_same_variants_is_idempotent(backend: Backend) -> None:
 def test_deploy_rejects_invalid_requests(backend: Backend) -> None:
     with pytest.raises(BackendError, match="invalid endpoint name 'not a valid name!'"):
         backend.deploy_endpoint("not a valid name!", two_variants())
+    quoted = [two_variants()[0], two_variants()[1].model_copy(update={"name": "chall'enger"})]
+    with pytest.raises(BackendError, match='invalid variant name "chall\'enger"'):
+        backend.deploy_endpoint(unique("quote"), quoted)
     with pytest.raises(BackendError, match="has duplicate variant names: champion"):
         backend.deploy_endpoint(unique("dup"), [two_variants()[0], two_variants()[0]])
     zero = [v.model_copy(update={"initial_weight": 0.0}) for v in two_variants()]

@@ -74,6 +74,24 @@ check = config_error
             [("package_group: support-model", "package_group: support_model")] * 2,
             "deploy.package_group",
         ),
+        (  # a quote used to pass until register_agents pasted it into an MLflow filter, after deploying
+            [
+                (
+                    "  endpoint_name: support-agent",
+                    "  endpoint_name: support-agent\n  challenger_variant_name: chall'enger",
+                )
+            ],
+            "deploy.challenger_variant_name",
+        ),
+        (
+            [
+                (
+                    "  endpoint_name: support-agent",
+                    '  endpoint_name: support-agent\n  champion_variant_name: "old champ"',
+                )
+            ],
+            "deploy.champion_variant_name",
+        ),
     ],
 )
 def test_names_the_backend_refuses_fail_validation(
