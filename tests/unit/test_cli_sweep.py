@@ -130,6 +130,24 @@ def test_suite_with_an_unknown_expectation_type_is_an_error(tmp_path: Path) -> N
         load_suite(suite)
 
 
+def test_a_misspelt_expectation_argument_is_named_with_its_entry(tmp_path: Path) -> None:
+    # It used to read "not an expectation suite (1 validation error for ExpectColumnValuesToBeBetween)".
+    suite = tmp_path / "s.suite.json"
+    entries = [
+        {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "id"}},
+        {
+            "type": "expect_column_values_to_be_between",
+            "kwargs": {"column": "n", "min_value": 1, "max_vlaue": 5},
+        },
+    ]
+    suite.write_text(json.dumps({"name": "s", "expectations": entries}))
+    with pytest.raises(
+        DatasetError,
+        match=r"expectations\[1\] \(expect_column_values_to_be_between\): max_vlaue: extra fields not permitted$",
+    ):
+        load_suite(suite)
+
+
 def test_expectation_on_a_missing_column_says_why(tmp_path: Path) -> None:
     from agent_release.steps.validate_datasets import DatasetSpec, validate_datasets
 

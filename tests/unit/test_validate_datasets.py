@@ -66,6 +66,22 @@ def test_corrupted_copy_fails_naming_each_problem(tmp_path: Path) -> None:
     assert len(lines) == 3
 
 
+def test_many_failing_rows_are_counted_and_the_first_five_named(tmp_path: Path) -> None:
+    # Every row's intent is outside the contract's set: the count covers all of them and the sample names
+    # the first five rows in file order. GE is asked for a summary with the first few failing rows (it used
+    # to list every one, de-duplicated in a list: quadratic); this pins that the summary says the same.
+    rows = _golden_rows()
+    for row in rows:
+        row["tags"]["intent"] = "sales_pitch"
+    bad_intent = next(
+        f
+        for f in validate_datasets(SPEC, _copy(tmp_path, rows)).datasets[0].failures
+        if f.expectation == "expect_column_values_to_be_in_set"
+    )
+    assert bad_intent.unexpected_count == len(rows)
+    assert bad_intent.sample_ids == tuple(row["id"] for row in rows[:5])
+
+
 def test_small_clusters_missing_ids_and_missing_columns_are_reported(tmp_path: Path) -> None:
     rows = _golden_rows()
     rows[3]["cluster"] = "lonely-cluster"
