@@ -33,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model
+from agent_release.steps.agent_tracing import traced_as
 from agent_release.steps.register_agents_config import InferenceConfig
 
 logger = logging.getLogger(__name__)
@@ -169,12 +170,16 @@ class AgentConversations:
         *,
         inference: InferenceConfig | None = None,
         region: str = "us-east-1",
+        logged_models: Mapping[str, str] | None = None,
     ) -> None:
         self.endpoint_name = endpoint_name
         self.system_prompt = system_prompt
         self.tools = list(tools)
         self.inference = inference or InferenceConfig()
         self.region = region
+        # Variant -> the LoggedModel of its registered agent: each conversation's trace names the agent
+        # version that answered it, as the evaluation's traces do (mlflow.search_traces(model_id=...)).
+        self.logged_models = dict(logged_models or {})
         self._models: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -221,4 +226,9 @@ class AgentConversations:
             self.tools,
             trace_attributes={"live_variant": variant},
         )
-        agent(user_input)
+        model_id = self.logged_models.get(variant)
+        if model_id is None:
+            agent(user_input)
+            return
+        with traced_as(model_id):
+            agent(user_input)

@@ -194,10 +194,20 @@ class _Release:
     tracking_uri: str | None = None
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     region: str = "us-east-1"
+    # Variant -> LoggedModel id of its registered agent (the replayed conversations' traces name it).
+    logged_models: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def subject(self) -> str:
         return f"{self.endpoint}/{self.challenger}"
+
+
+def _recorded_logged_models(evidence: Mapping[str, Any]) -> dict[str, str]:
+    """Variant -> LoggedModel id as the decision's evidence recorded them (``decision_evidence``)."""
+    recorded = evidence.get("logged_models")
+    if not isinstance(recorded, Mapping):
+        return {}
+    return {str(variant): str(model_id) for variant, model_id in recorded.items() if model_id}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -836,6 +846,7 @@ def _traffic_factory(
             tools_factory(),
             inference=release.inference,
             region=release.region,
+            logged_models=release.logged_models,
         )
         runner.warm_up(
             [v for v in (release.champion, release.challenger) if v is not None],
@@ -914,6 +925,7 @@ def promote_challenger(
         tracking_uri=inputs.registration.tracking_uri,
         inference=challenger_agent.inference if challenger_agent else InferenceConfig(),
         region=inputs.region,
+        logged_models={a.variant: a.logged_model_id for a in inputs.registration.agents},
     )
     promotion = _Promotion(config, backend, release, schedule=config.schedule, progress=progress)
     prior = _entries_of(backend, inputs.execution_id, release.subject)
@@ -1086,6 +1098,7 @@ def promote_variant(
         # The pipeline signs for agent.region; a manual promote has no config at hand, so it signs for the
         # region the command's AWS environment names.
         region=environment_region(),
+        logged_models=_recorded_logged_models(evidence),
     )
     steps = _steps_from_current_share(schedule or config.schedule, state, variant)
     promotion = _Promotion(config, backend, release, schedule=steps, progress=progress)

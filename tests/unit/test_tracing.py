@@ -158,6 +158,7 @@ def test_one_agent_call_is_one_trace_with_agent_chat_and_tool_spans_linked_to_it
     from agent_release.pipelines.local_backend import LocalBackend
     from agent_release.steps.backend import ApprovalStatus, ModelSpec
     from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
+    from agent_release.steps.live_traffic import AgentConversations
 
     experiment_id = configure_tracking(tracking_uri, "tracing-test")
     data_dir = REPO / "datasets" / "support"
@@ -202,23 +203,35 @@ def test_one_agent_call_is_one_trace_with_agent_chat_and_tool_spans_linked_to_it
         )
         with traced_as(challenger.logged_model_id):
             result = agent(f"Where is my order {order_id}?")
+        reported = list(LookupThenAnswerModel.reported_usage)  # the challenger's calls only
+        # A replayed live conversation (the canary's traffic) names the agent version that answered it; it
+        # used to carry no model id at all.
+        conversations = AgentConversations(
+            ENDPOINT,
+            "Answer order questions.",
+            load_toolset("support", data_dir, champion.tool_names),
+            inference=InferenceConfig(max_tokens=64),
+            logged_models={a.variant: a.logged_model_id for a in report.agents},
+        )
+        conversations(champion.variant, f"Where is my order {order_id}?")
     finally:
         backend.stop_runtime()
         backend.close()
 
     assert str(result).strip().startswith("Your order is ")
     traces = mlflow.search_traces(locations=[experiment_id], return_type="list", flush=True)
-    assert len(traces) == 1
-    trace = traces[0]
-    assert trace.info.request_metadata[TraceMetadataKey.MODEL_ID] == challenger.logged_model_id
+    assert len(traces) == 2
     linked = mlflow.search_traces(
         locations=[experiment_id], model_id=challenger.logged_model_id, return_type="list"
     )
-    assert [t.info.trace_id for t in linked] == [trace.info.trace_id]
-    assert (
-        mlflow.search_traces(locations=[experiment_id], model_id=champion.logged_model_id, return_type="list")
-        == []
+    assert len(linked) == 1
+    trace = linked[0]
+    assert trace.info.request_metadata[TraceMetadataKey.MODEL_ID] == challenger.logged_model_id
+    (live,) = mlflow.search_traces(
+        locations=[experiment_id], model_id=champion.logged_model_id, return_type="list"
     )
+    assert live.info.trace_id != trace.info.trace_id
+    assert any(span.attributes.get("live_variant") == champion.variant for span in live.data.spans)
 
     spans_by_type: dict[str, list[Any]] = {}
     for span in trace.data.spans:
@@ -233,7 +246,6 @@ def test_one_agent_call_is_one_trace_with_agent_chat_and_tool_spans_linked_to_it
 
     # Token usage: per model call on the CHAT_MODEL spans, and summed on the trace, equal to what the
     # served model reported over the wire.
-    reported = LookupThenAnswerModel.reported_usage
     assert len(reported) == 2
     per_call = sorted(
         s.get_attribute(SpanAttributeKey.CHAT_USAGE)["input_tokens"]
