@@ -187,6 +187,30 @@ def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None
     return [by_name[n] for n in only]
 
 
+def toolset_data_sha256(toolset: str, data_dir: Path) -> str:
+    """SHA-256 over the data a toolset reads: each file's path relative to ``data_dir`` and its bytes.
+
+    The built-in ``support`` toolset reads three named files (``support.data.DATA_FILES``; the golden sets
+    that may share its directory are not tool data). A user toolset's reads are not known, so every regular
+    file under ``data_dir`` counts. A missing directory or file hashes as absent (the toolset itself reports
+    it when it loads). Call after :func:`load_toolset` succeeded.
+    """
+    import hashlib
+
+    if toolset == "support":
+        from agent_release.agents.support.data import DATA_FILES
+
+        files = [data_dir / name for name in DATA_FILES]
+    else:
+        files = sorted(p for p in data_dir.rglob("*") if p.is_file()) if data_dir.is_dir() else []
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(data_dir).as_posix().encode("utf-8") + b"\0")
+        digest.update(path.read_bytes() if path.is_file() else b"<absent>")
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
 def tool_name(tool: Any) -> str:
     """The name a Strands tool is called by."""
     return str(getattr(tool, "tool_name", None) or getattr(tool, "__name__", repr(tool)))

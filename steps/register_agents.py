@@ -5,8 +5,11 @@ For each variant of the deployed endpoint this records, with MLflow's own APIs:
 - the system prompt in the Prompt Registry (``mlflow.genai.register_prompt``; a new version only when the
   text differs from the latest one), URI ``prompts:/<agent>-system-prompt/<version>``;
 - a LoggedModel (``mlflow.create_external_model``) whose params pin everything the agent is made of:
-  endpoint, variant, model package, prompt URI, tool names, a SHA-256 of the tools' JSON specs and the
-  inference parameters. A LoggedModel with identical params is reused rather than duplicated;
+  endpoint, variant, model package, prompt URI, tool names, a SHA-256 of the tools' JSON specs, a SHA-256
+  of the data the tools read and the inference parameters. A LoggedModel made of the same parts is reused
+  rather than duplicated, also when the agent now serves from another variant slot (the promoted challenger
+  deployed as the champion stays the version that was evaluated; its ``variant`` param names the slot it was
+  first registered from);
 - a version of the registered model ``<agent>`` pointing at ``models:/<model_id>``;
 - registered-model aliases ``champion`` / ``challenger`` following the variants' roles.
 
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent_release.agents.builder import load_toolset, tool_name, tool_specs
+from agent_release.agents.builder import load_toolset, tool_name, tool_specs, toolset_data_sha256
 from agent_release.steps.deploy_variants import DeployedVariant, DeployReport
 from agent_release.steps.evaluation_records import Role
 from agent_release.steps.project_paths import project_path
@@ -58,6 +61,7 @@ class RegistrationError(ValueError):
 class _Toolset:
     names: tuple[str, ...]
     sha256: str
+    data_sha256: str
 
 
 def register_agents(
@@ -97,14 +101,31 @@ def register_agents(
     prompt_name = f"{config.name}-system-prompt"
     prompt_uri, changed = _ensure_prompt(prompt_name, system_prompt, config.name)
 
+    params_of = {
+        v.name: _agent_params(config, deployed.endpoint_name, v, prompt_uri, toolset)
+        for v in deployed.variants
+    }
+    slotless = [_identity(p, with_variant=False) for p in params_of.values()]
     agents: list[RegisteredAgent] = []
     for variant in deployed.variants:
-        params = _agent_params(config, deployed.endpoint_name, variant, prompt_uri, toolset)
+        params = params_of[variant.name]
+        # An agent version is what it is made of, not the slot it is served from: after a promotion the
+        # next run deploys the promoted package as the champion variant, and it must stay the registry
+        # version that was evaluated and carries the champion alias (a new LoggedModel here moved the alias
+        # to an unevaluated version). Two variants of one deploy made of the same parts stay apart by slot.
+        with_variant = slotless.count(_identity(params, with_variant=False)) > 1
         model, created_model = _ensure_logged_model(
-            experiment_id, f"{config.name}-{variant.name}", params, agent=config.name, variant=variant.name
+            experiment_id,
+            f"{config.name}-{variant.name}",
+            params,
+            with_variant=with_variant,
+            agent=config.name,
+            variant=variant.name,
         )
-        if created_model:
-            client.link_prompt_version_to_model(prompt_name, prompt_uri.rsplit("/", 1)[1], model.model_id)
+        prompt_version = prompt_uri.rsplit("/", 1)[1]
+        if not _links_prompt(model, prompt_name, prompt_version):
+            # Also for a model found again: a run that stopped between creating and linking left it unlinked.
+            client.link_prompt_version_to_model(prompt_name, prompt_version, model.model_id)
         version, created_version = _ensure_model_version(client, config.name, model.model_id, variant.name)
         changed = changed or created_model or created_version
         agents.append(
@@ -190,8 +211,14 @@ def tools_sha256(specs: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _describe_toolset(config: AgentConfig, base_dir: Path) -> _Toolset:
-    tools = load_toolset(config.toolset, project_path(base_dir, config.tool_data_dir), config.tools)
-    return _Toolset(names=tuple(tool_name(t) for t in tools), sha256=tools_sha256(tool_specs(tools)))
+    data_dir = project_path(base_dir, config.tool_data_dir)
+    tools = load_toolset(config.toolset, data_dir, config.tools)
+    return _Toolset(
+        names=tuple(tool_name(t) for t in tools),
+        sha256=tools_sha256(tool_specs(tools)),
+        # The same tools over other data (a refund window of 7 days instead of 30) answer differently.
+        data_sha256=toolset_data_sha256(config.toolset, data_dir),
+    )
 
 
 def _experiment_id(client: MlflowClient, experiment: str) -> str:
@@ -244,6 +271,7 @@ def _agent_params(
         "toolset": config.toolset,
         "tool_names": ",".join(toolset.names),
         "tools_sha256": toolset.sha256,
+        "tool_data_sha256": toolset.data_sha256,
         "max_tokens": str(inference.max_tokens),
         "temperature": repr(float(inference.temperature)),
         "stream": str(inference.stream).lower(),
@@ -251,20 +279,48 @@ def _agent_params(
     }
 
 
+def _identity(params: Mapping[str, str], *, with_variant: bool) -> dict[str, str]:
+    """What identifies an agent version among its params: all of them but the variant slot, unless asked."""
+    return {k: v for k, v in params.items() if with_variant or k != "variant"}
+
+
+def _links_prompt(model: LoggedModel, prompt_name: str, prompt_version: str) -> bool:
+    """Whether ``model`` is linked to that prompt version already (MLflow's ``mlflow.linkedPrompts`` tag)."""
+    try:
+        linked = json.loads(model.tags.get("mlflow.linkedPrompts") or "[]")
+    except ValueError:
+        return False
+    return any(
+        isinstance(entry, dict)
+        and entry.get("name") == prompt_name
+        and str(entry.get("version")) == prompt_version
+        for entry in linked
+    )
+
+
 def _ensure_logged_model(
-    experiment_id: str, name: str, params: dict[str, str], *, agent: str, variant: str
+    experiment_id: str,
+    name: str,
+    params: dict[str, str],
+    *,
+    with_variant: bool,
+    agent: str,
+    variant: str,
 ) -> tuple[LoggedModel, bool]:
-    """The LoggedModel with exactly ``params`` (found by a fingerprint tag), created when there is none."""
+    """The agent's LoggedModel whose params match ``params`` on :func:`_identity` (found by a fingerprint
+    tag), created (named ``name``, with ``params``) when there is none."""
     import mlflow
 
-    fingerprint = hashlib.sha256(json.dumps(params, sort_keys=True).encode("utf-8")).hexdigest()
+    identity = _identity(params, with_variant=with_variant)
+    fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode("utf-8")).hexdigest()
     candidates = mlflow.search_logged_models(
         experiment_ids=[experiment_id],
-        filter_string=f"name = '{name}' AND tags.`{FINGERPRINT_TAG}` = '{fingerprint}'",
+        filter_string=f"tags.`{AGENT_TAG}` = '{agent}' AND tags.`{FINGERPRINT_TAG}` = '{fingerprint}'",
         output_format="list",
     )
-    for candidate in candidates:
-        if dict(candidate.params) == params and str(candidate.status) == "READY":
+    for candidate in sorted(candidates, key=lambda m: m.creation_timestamp or 0):
+        found = _identity(dict(candidate.params), with_variant=with_variant)
+        if found == identity and str(candidate.status) == "READY":
             return candidate, False
     model = mlflow.create_external_model(
         name=name,

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 ORDERS_FILE = "orders.json"
 POLICY_FILE = "policy.json"
 KB_FILE = "kb.jsonl"
+# Every file the support tools read (what an agent version's tool-data hash covers).
+DATA_FILES = (ORDERS_FILE, POLICY_FILE, KB_FILE)
 
 _T = TypeVar("_T")
 

@@ -234,6 +234,90 @@ def test_single_variant_removes_a_stale_challenger_alias(tracking_uri: str) -> N
     assert set(client(tracking_uri).get_registered_model("support-agent").aliases) == {"champion"}
 
 
+def test_the_promoted_package_redeployed_as_champion_stays_the_evaluated_version(tracking_uri: str) -> None:
+    # After a promotion the next run deploys the challenger's package (2) in the champion slot, alone. It used
+    # to become a new LoggedModel and model version, and the champion alias moved to that unevaluated one.
+    config = AgentConfig(system_prompt="p")
+    first = register(config, tracking_uri)
+    challenger = first.for_role("challenger")
+    assert challenger is not None and challenger.registered_model_version is not None
+    promote_aliases("support-agent", challenger.registered_model_version, tracking_uri=tracking_uri)
+    promoted = DeployedVariant(
+        name="variant-a", role="champion", package_arn=challenger.package_arn, version=2, weight=1.0
+    )
+    redeploy = deployed(count=1).model_copy(update={"variants": (promoted,), "champion": promoted})
+
+    again = register(config, tracking_uri, redeploy)
+
+    champion = again.for_role("champion")
+    assert champion is not None and champion.variant == "variant-a"
+    assert champion.logged_model_id == challenger.logged_model_id
+    assert champion.registered_model_version == challenger.registered_model_version
+    assert again.changed is False
+    assert counts(tracking_uri, again) == (2, 2, 1)
+    aliases = client(tracking_uri).get_registered_model("support-agent").aliases
+    assert aliases == {"champion": int(challenger.registered_model_version)}
+
+
+def test_two_slots_of_one_deploy_made_of_the_same_parts_stay_two_agent_versions(tracking_uri: str) -> None:
+    same = deployed()
+    twin = same.variants[1].model_copy(update={"package_arn": same.variants[0].package_arn, "version": 1})
+    report = register(
+        AgentConfig(system_prompt="p"),
+        tracking_uri,
+        same.model_copy(update={"variants": (same.variants[0], twin)}),
+    )
+    assert len({a.logged_model_id for a in report.agents}) == 2
+
+
+def test_changed_tool_data_is_a_new_agent_version(tracking_uri: str, tmp_path: Path) -> None:
+    # The same tools over other data answer differently (a 7-day refund window instead of 30): it used to
+    # reuse the LoggedModels, attributing both behaviours to one agent version.
+    data = tmp_path / "tool-data"
+    shutil.copytree(REPO / "datasets" / "support", data)
+    config = AgentConfig(system_prompt="p", tool_data_dir=str(data))
+    first = register(config, tracking_uri)
+    assert register(config, tracking_uri).changed is False
+    (data / "golden.jsonl").write_text("")  # not tool data: the agent is unchanged
+    assert register(config, tracking_uri).changed is False
+    policy = json.loads((data / "policy.json").read_text())
+    (data / "policy.json").write_text(json.dumps({**policy, "return_window_days": 7}))
+
+    second = register(config, tracking_uri)
+
+    assert second.changed is True
+    assert not {a.logged_model_id for a in first.agents} & {a.logged_model_id for a in second.agents}
+    import mlflow
+
+    params = [mlflow.get_logged_model(a.logged_model_id).params for a in (*first.agents, *second.agents)]
+    assert len({p["tool_data_sha256"] for p in params}) == 2
+
+
+def test_a_model_left_unlinked_by_an_interrupted_run_is_linked_by_the_next(
+    tracking_uri: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+    from mlflow import MlflowClient
+
+    config = AgentConfig(system_prompt="p")
+    real = MlflowClient.link_prompt_version_to_model
+
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("stopped between creating the model and linking its prompt")
+
+    monkeypatch.setattr(MlflowClient, "link_prompt_version_to_model", crash)
+    with pytest.raises(RuntimeError, match="stopped between"):
+        register(config, tracking_uri)
+    monkeypatch.setattr(MlflowClient, "link_prompt_version_to_model", real)
+
+    report = register(config, tracking_uri)
+
+    for agent in report.agents:
+        linked = json.loads(mlflow.get_logged_model(agent.logged_model_id).tags["mlflow.linkedPrompts"])
+        assert linked == [{"name": "support-agent-system-prompt", "version": "1"}]
+    assert counts(tracking_uri, report)[0] == 2  # the unlinked model was found again, not duplicated
+
+
 def test_prompt_file_and_default_prompt(tracking_uri: str, tmp_path: Path) -> None:
     import mlflow
 
