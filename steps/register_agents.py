@@ -2,8 +2,8 @@
 
 For each variant of the deployed endpoint this records, with MLflow's own APIs:
 
-- the system prompt in the Prompt Registry (``mlflow.genai.register_prompt``; a new version only when the
-  text differs from the latest one), URI ``prompts:/<agent>-system-prompt/<version>``;
+- the system prompt in the Prompt Registry (``mlflow.genai.register_prompt``; a new version only when no
+  version holds the text yet), URI ``prompts:/<agent>-system-prompt/<version>``;
 - a LoggedModel (``mlflow.create_external_model``) whose params pin everything the agent is made of:
   endpoint, variant, model package, prompt URI, tool names, a SHA-256 of the tools' JSON specs, a SHA-256
   of the data the tools read and the inference parameters. A LoggedModel made of the same parts is reused
@@ -99,7 +99,7 @@ def register_agents(
     experiment_id = _experiment_id(client, experiment)
 
     prompt_name = f"{config.name}-system-prompt"
-    prompt_uri, changed = _ensure_prompt(prompt_name, system_prompt, config.name)
+    prompt_uri, changed = _ensure_prompt(client, prompt_name, system_prompt, config.name)
 
     params_of = {
         v.name: _agent_params(config, deployed.endpoint_name, v, prompt_uri, toolset)
@@ -232,8 +232,12 @@ def _experiment_id(client: MlflowClient, experiment: str) -> str:
     return str(client.create_experiment(experiment))
 
 
-def _ensure_prompt(name: str, text: str, agent: str) -> tuple[str, bool]:
-    """URI of a prompt version holding ``text``; registers a new version only when the latest differs."""
+def _ensure_prompt(client: MlflowClient, name: str, text: str, agent: str) -> tuple[str, bool]:
+    """URI of a prompt version holding ``text``: the newest that does, else a newly registered one.
+
+    Reverting the prompt to an earlier text finds that text's version again (and with it the agent versions
+    built on it) instead of registering a duplicate.
+    """
     import mlflow
 
     # cache_ttl_seconds=0: an alias lookup is otherwise cached for a minute, and "latest" must be current.
@@ -242,6 +246,10 @@ def _ensure_prompt(name: str, text: str, agent: str) -> tuple[str, bool]:
     )
     if latest is not None and latest.template == text:
         return f"prompts:/{name}/{latest.version}", False
+    if latest is not None:
+        same = [int(v.version) for v in _prompt_versions(client, name) if v.template == text]
+        if same:
+            return f"prompts:/{name}/{max(same)}", False
     registered = mlflow.genai.register_prompt(
         name=name,
         template=text,
@@ -250,6 +258,17 @@ def _ensure_prompt(name: str, text: str, agent: str) -> tuple[str, bool]:
     )
     logger.info("prompt=<%s>, version=<%s> | prompt version registered", name, registered.version)
     return f"prompts:/{name}/{registered.version}", True
+
+
+def _prompt_versions(client: MlflowClient, name: str) -> Iterator[Any]:
+    """Every version of prompt ``name`` (all pages)."""
+    token: str | None = None
+    while True:
+        page = client.search_prompt_versions(name, page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
 
 
 def _agent_params(

@@ -189,6 +189,23 @@ def test_changed_prompt_creates_new_prompt_version_and_new_agent_versions(tracki
     assert aliases["champion"] == int(new_champion.registered_model_version or 0)
 
 
+def test_a_reverted_prompt_finds_its_earlier_version_and_agent_versions_again(tracking_uri: str) -> None:
+    # A -> B -> A used to register prompt version 3 (the text of version 1) and a new LoggedModel and model
+    # version for each variant, although agents made of exactly those parts were registered already.
+    first = register(AgentConfig(system_prompt="Version one."), tracking_uri)
+    register(AgentConfig(system_prompt="Version two."), tracking_uri)
+
+    reverted = register(AgentConfig(system_prompt="Version one."), tracking_uri)
+
+    assert {a.prompt_uri for a in reverted.agents} == {"prompts:/support-agent-system-prompt/1"}
+    assert [a.logged_model_id for a in reverted.agents] == [a.logged_model_id for a in first.agents]
+    assert counts(tracking_uri, reverted) == (4, 4, 2)
+    champion = reverted.for_role("champion")
+    assert champion is not None
+    aliases = client(tracking_uri).get_registered_model("support-agent").aliases
+    assert aliases["champion"] == int(champion.registered_model_version or 0)
+
+
 def test_changed_tool_selection_creates_new_agent_versions_but_no_new_prompt(tracking_uri: str) -> None:
     first = register(AgentConfig(system_prompt="Same prompt."), tracking_uri)
     second = register(AgentConfig(system_prompt="Same prompt.", tools=["lookup_order"]), tracking_uri)
