@@ -24,6 +24,7 @@ import warnings
 from pathlib import Path
 
 from agent_release.steps.agent_tracing import apply_tracing_environment, traced_as
+from agent_release.steps.log_filters import demote_mlflow_store_errors
 
 __all__ = [
     "apply_mlflow_environment",
@@ -115,6 +116,7 @@ def quiet_mlflow_logs() -> None:
     """Lower MLflow's INFO chatter and silence its warnings nobody running the pipeline can act on."""
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    demote_mlflow_store_errors()
     warnings.filterwarnings("ignore", module=r"mlflow(\..*)?")
     warnings.filterwarnings("ignore", message=r".*is experimental.*")
 

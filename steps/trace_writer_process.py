@@ -115,6 +115,9 @@ def main(argv: list[str]) -> int:
     from mlflow.tracing.client import TracingClient
 
     from agent_release.steps.gc_pauses import freeze_long_lived_heap
+    from agent_release.steps.log_filters import demote_mlflow_store_errors
+
+    demote_mlflow_store_errors()  # a locked database is retried (store_retry), not a traceback per attempt
 
     inbox = Connection(int(argv[0]), writable=False)
     outbox = Connection(int(argv[1]), readable=False)

@@ -256,3 +256,25 @@ def test_one_agent_call_is_one_trace_with_agent_chat_and_tool_spans_linked_to_it
     assert usage is not None
     assert usage["input_tokens"] == sum(u["prompt_tokens"] for u in reported)
     assert usage["output_tokens"] == sum(u["completion_tokens"] for u in reported)
+
+
+def test_a_store_error_mlflow_raises_is_not_also_logged_with_its_traceback(
+    tracking_uri: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A locked database used to print MLflow's "SQLAlchemy database error" with its traceback (twice, 75
+    # lines) before the CLI's one-line error. The store raises that error anyway; it is logged at DEBUG now.
+    import logging
+    import sqlite3
+
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    experiment_id = configure_tracking(tracking_uri, "store-errors")
+    run_id = MlflowClient(tracking_uri=tracking_uri).create_run(experiment_id).info.run_id
+    with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as db:  # an OperationalError at once
+        db.execute("DROP TABLE tags")
+    with caplog.at_level(logging.DEBUG, logger="mlflow.store.db.utils"), pytest.raises(MlflowException):
+        MlflowClient(tracking_uri=tracking_uri).set_tag(run_id, "k", "v")
+    store_records = [r for r in caplog.records if r.name == "mlflow.store.db.utils"]
+    assert [r.levelname for r in store_records] == ["DEBUG"]
+    assert store_records[0].getMessage().startswith("SQLAlchemy database error")
