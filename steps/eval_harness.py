@@ -296,6 +296,16 @@ async def _run_one(
     return outcome
 
 
+def _quiet_about_interrupts(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's exception handler: an interrupt (Ctrl-C, or SIGTERM raised as one by the CLI) that landed in
+    a case's task is the run's interruption, which the CLI reports in one line and the resume recovers; the
+    task it left behind is not also logged with a traceback as "Task exception was never retrieved"."""
+    if isinstance(context.get("exception"), KeyboardInterrupt | SystemExit):
+        logger.debug("message=<%s> | a case's task ended by the interrupt", context.get("message"))
+        return
+    loop.default_exception_handler(context)
+
+
 async def _run_all(
     units: Sequence[CaseUnit],
     variant: str,
@@ -308,6 +318,7 @@ async def _run_all(
     on_tail: Callable[[], None] | None = None,
 ) -> list[CaseOutcome]:
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_quiet_about_interrupts)
     # Every case in flight may hold a thread in a blocking boto3 read (streaming reads hop per event).
     executor = ThreadPoolExecutor(max_workers=2 * concurrency + 4, thread_name_prefix="eval-model-call")
     loop.set_default_executor(executor)

@@ -4,6 +4,7 @@ harness says when the slots start to empty (the tail)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -293,3 +294,53 @@ def test_a_failing_tail_hook_costs_no_case(tracking: None, caplog: pytest.LogCap
     outcomes, events = _run_telling_the_tail(6, 2, boom)
     assert [o.error for o in outcomes] == [None] * 6 and len(events) == 6
     assert "on_tail failed" in caplog.text and "hook broke" in caplog.text
+
+
+INTERRUPTED_RUN = """
+import asyncio, logging, sys
+from strands.models.model import Model
+from agent_release.agents.builder import build_agent
+from agent_release.agents.call_slots import slotted
+from agent_release.steps.eval_harness import CaseUnit, run_cases
+
+logging.basicConfig(level=logging.WARNING)
+sys.path.insert(0, sys.argv[1])
+from _shared.fake_model import ScriptedModelBase
+
+
+class Interrupted(ScriptedModelBase, Model):
+    async def stream(self, messages, *args, **kwargs):
+        await asyncio.sleep(0.05)
+        raise KeyboardInterrupt("signal 15")  # where Ctrl-C, or the CLI's SIGTERM-as-interrupt, lands
+        yield {}
+
+
+model = slotted(Interrupted({"model_id": "interrupted"}))
+units = [CaseUnit(f"C-{i}", "k", f"question {i}") for i in range(4)]
+try:
+    run_cases(units, make_agent=lambda unit: build_agent(model, "p", []), variant="v", concurrency=2,
+              timeout_s=10)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_an_interrupt_in_a_case_ends_the_run_without_a_task_traceback(tmp_path: Path) -> None:
+    # The run stops and the CLI prints its one resume line; asyncio used to log the case's task as well, as
+    # "Task exception was never retrieved" with a 50-line traceback, when the task was collected at exit.
+    # A process of its own (in tmp_path): the abandoned tasks and their traces live until interpreter exit.
+    import subprocess
+    import sys
+
+    tests_dir = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_RUN, str(tests_dir)],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "interrupted", done.stderr
+    assert "Task exception was never retrieved" not in done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
