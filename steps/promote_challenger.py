@@ -210,6 +210,14 @@ def _recorded_logged_models(evidence: Mapping[str, Any]) -> dict[str, str]:
     return {str(variant): str(model_id) for variant, model_id in recorded.items() if model_id}
 
 
+def _evaluated_package(evidence: Mapping[str, Any], variant: str) -> str | None:
+    """The package ARN a decision's evidence recorded on ``variant`` (``decision_evidence``'s packages)."""
+    packages = evidence.get("packages")
+    recorded = packages.get(variant) if isinstance(packages, Mapping) else None
+    arn = recorded.get("arn") if isinstance(recorded, Mapping) else None
+    return str(arn) if arn else None
+
+
 def _one_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
@@ -1077,6 +1085,13 @@ def promote_variant(
         if held is not None
         else {"note": "no pipeline decision on record"}
     )
+    evaluated = _evaluated_package(evidence, variant)
+    if held is not None and evaluated is not None and evaluated != target.package_arn:
+        # A later deploy put another package on the variant: the held decision is not evidence for it.
+        raise PromotionError(
+            f"variant {variant} now serves {target.package_arn}, not {evaluated}, which the held decision "
+            f"(audit #{held.seq}) evaluated; nothing was changed. Run the pipeline to evaluate the new package"
+        )
     execution_id = execution_id or (held.execution_id if held is not None else None)
     recorded = evidence.get("challenger")
     agent: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}
@@ -1103,8 +1118,15 @@ def promote_variant(
     steps = _steps_from_current_share(schedule or config.schedule, state, variant)
     promotion = _Promotion(config, backend, release, schedule=steps, progress=progress)
     done = _terminal_entry(_entries_of(backend, execution_id, subject), {AUDIT_PROMOTE: "promoted"})
-    if done is not None:
+    if done is not None and baseline is None:
         return _resume_done(promotion, done)
+    if done is not None:
+        # Promoted once, then traffic moved away (e.g. the release manager promoted the champion back):
+        # "already done" would report a promotion the endpoint no longer shows, and re-approve the package.
+        raise PromotionError(
+            f"execution {execution_id}'s decision for {variant} was promoted already (audit #{done.seq}), and "
+            f"{variant} no longer serves all traffic; nothing was changed. A new release needs a new run"
+        )
     if baseline is None:
         raise PromotionError(
             f"variant {variant} already serves all of {endpoint_name}'s traffic; nothing to shift"

@@ -8,6 +8,7 @@ has ``registered_model_version=None`` (the step then leaves aliases alone and sa
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from agent_release.steps.promote_challenger import (
     NothingToRollBack,
     PromotionError,
     PromotionInputs,
+    PromotionReport,
     current_champion,
     promote_challenger,
     promote_variant,
@@ -334,6 +336,64 @@ def test_manual_mode_holds_then_promote_variant_continues(env: Env) -> None:
         "champion": "run-champion",
         "challenger": "run-challenger",
     }
+
+
+def _promote_as_alice(env: Env, variant: str, config: PromotionConfig | None = None) -> PromotionReport:
+    with env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
+        return promote_variant(
+            config or no_traffic_config(),
+            env.backend,
+            ENDPOINT,
+            variant,
+            actor="user:alice",
+            system_prompt="You are terse.",
+            tools_factory=tools,
+        )
+
+
+def test_promote_refuses_a_held_decision_about_another_package_than_the_variant_serves(env: Env) -> None:
+    # A manual hold evaluated package 2; a later deploy put package 3 on the challenger variant. `promote`
+    # used to approve package 3 at 100% on package 2's evidence (and move the alias to package 2's agent).
+    held = promote_challenger(
+        fast_config(mode="manual"),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+    assert held.held and env.deployed.challenger is not None
+    evaluated = env.deployed.challenger.package_arn
+    newer = env.backend.register_package(GROUP, MODEL)
+    deploy_variants(DeployConfig(endpoint_name=ENDPOINT, package_group=GROUP), env.backend)
+    before, ledger = weights(env.backend), len(env.backend.list_audit())
+
+    with pytest.raises(PromotionError, match=re.escape(f"now serves {newer.arn}, not {evaluated}")):
+        _promote_as_alice(env, "challenger")
+
+    assert weights(env.backend) == before and len(env.backend.list_audit()) == ledger
+    for arn in (evaluated, newer.arn):
+        assert env.backend.get_package(arn).approval_status == ApprovalStatus.PENDING
+
+
+def test_promote_does_not_call_a_promotion_done_that_the_endpoint_no_longer_shows(env: Env) -> None:
+    # Held -> promoted -> the champion promoted back: promoting the challenger again said "already done"
+    # (exit 0) with the champion at 100%, and re-approved the challenger's package.
+    promote_challenger(
+        fast_config(mode="manual"),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+    assert _promote_as_alice(env, "challenger").action == "promoted"
+    assert _promote_as_alice(env, "champion").action == "promoted"
+    before, ledger = weights(env.backend), len(env.backend.list_audit())
+    assert before == {"champion": 1.0, "challenger": 0.0}
+
+    with pytest.raises(PromotionError, match=r"was promoted already .* no longer serves all traffic"):
+        _promote_as_alice(env, "challenger")
+
+    assert weights(env.backend) == before and len(env.backend.list_audit()) == ledger
 
 
 def test_manual_promotion_never_lowers_the_promoted_variants_share(env: Env) -> None:
