@@ -616,6 +616,9 @@ class _Promotion:
             if unjudged
             else "every guard green"
         )
+        if self.config.guards.max_latency_p95_ms is None:
+            # Only the guards that ran may be called green: without a p95 limit latency was not watched.
+            verdict += " (error rate guarded; latency not: promote.guards.max_latency_p95_ms is not set)"
         entry = self.audit(
             AUDIT_PROMOTE,
             f"{r.challenger} took 100% of {r.endpoint} over {self.schedule} with {verdict}",

@@ -263,6 +263,23 @@ def test_auto_promote_walks_the_whole_schedule_with_live_traffic(env: Env) -> No
     assert all(ev.readings["challenger"].invocations > 0 for ev in bakes)
     assert bakes[0].readings["champion"].invocations > 0  # at 50% both variants served
     assert report.timeline[-1].phase == "complete" and report.aliases_moved is False
+    # No p95 limit in this config: the verdict names the guard that ran instead of calling every one green.
+    assert (
+        "with every guard green (error rate guarded; latency not: promote.guards.max_latency_p95_ms is not set);"
+        in report.reason
+    )
+
+
+def test_a_promotion_with_a_latency_limit_is_green_on_both_guards(env: Env) -> None:
+    guards = GuardConfig(max_error_rate=0.2, max_latency_p95_ms=5000, min_invocations=5, msprt_alpha=0.05)
+    report = promote_challenger(
+        fast_config(guards=guards),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+    assert report.action == "promoted" and "with every guard green; package Approved" in report.reason
 
 
 def test_rerun_of_a_completed_execution_does_not_shift_again(env: Env) -> None:
