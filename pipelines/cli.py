@@ -371,6 +371,13 @@ def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> No
         "failed": "[red]failed[/red]",
     }.get(result.status, result.status)
     decision = f", decision [bold]{result.decision}[/bold]" if result.decision else ""
+    # The run succeeds when a guard rolls the canary back (the pipeline did its job), but "decision
+    # promote" alone read as if the challenger had been promoted.
+    promotion = result.outputs.get("promote_challenger")
+    if getattr(promotion, "action", None) in ("rolled_back", "rejected"):
+        from rich.markup import escape
+
+        decision += f", [red]rolled back[/red]: {escape(str(getattr(promotion, 'reason', '')))}"
     console.note(f"execution {result.id} {status}{decision}")
     if report_path is not None:
         console.note(f"report: {report_path}")

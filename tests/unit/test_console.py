@@ -64,3 +64,28 @@ def test_off_a_terminal_a_long_line_is_not_wrapped(capsys: pytest.CaptureFixture
     run.step_event("evaluate_variants", "failed", {"error": reason.strip()})
     lines = capsys.readouterr().err.splitlines()
     assert lines == [f"✗ evaluate_variants: {reason.strip()}"], lines
+
+
+@pytest.mark.parametrize(
+    ("action", "expected"),
+    [
+        (
+            "rolled_back",
+            "execution e-1 succeeded, decision promote, rolled back: challenger error rate 31% > 5%",
+        ),
+        ("promoted", "execution e-1 succeeded, decision promote"),
+    ],
+)
+def test_the_run_footer_says_when_a_promoted_release_was_rolled_back(action: str, expected: str) -> None:
+    # It used to read "succeeded, decision promote" after the guards had rolled the canary back.
+    from agent_release.pipelines.cli import _print_run_footer
+    from agent_release.pipelines.executor import ExecutionResult
+    from agent_release.steps.promote_challenger import PromotionReport
+
+    run_console, out = _console(terminal=False)
+    promotion = PromotionReport.model_construct(action=action, reason="challenger error rate 31% > 5%")
+    result = ExecutionResult(
+        id="e-1", status="succeeded", decision="promote", outputs={"promote_challenger": promotion}
+    )
+    _print_run_footer(run_console, result, None)
+    assert out.getvalue().splitlines()[0] == expected
