@@ -3,8 +3,12 @@
 Three guards, checked on every look during a bake (see
 :class:`~agent_release.steps.promote_config.GuardConfig`):
 
-1. **error rate** — the challenger's live error rate (5xx over invocations) above ``max_error_rate``,
-   read only once the challenger has ``min_invocations`` calls in the bake (fewer is noise, not evidence);
+1. **error rate** — the challenger's live error rate (5xx over invocations) above ``max_error_rate`` with
+   ``1 - msprt_alpha`` confidence (its one-sided Clopper-Pearson lower bound is above the limit), read only
+   once the challenger has ``min_invocations`` calls in the bake. The raw rate alone, checked at every
+   look, tripped on challengers well inside the limit: simulated with a look at every call from the 10th
+   to the 150th and a 5% limit (2,000 canaries each), it tripped in 18% at a true 1% and 58% at 3%; with
+   the bound 0% and 2.4%, 15% at exactly 5% (the looks' price), and 99.8% at 15%;
 2. **latency** — the challenger's p95 model latency above ``max_latency_p95_ms`` (same minimum);
 3. **mSPRT** — the always-valid sequential test of :mod:`agent_release.steps.sequential` ("is the challenger's
    error rate higher than the champion's?") rejects at ``msprt_alpha``. It is fed the calls observed since
@@ -88,15 +92,27 @@ def read_metrics(metrics: VariantMetrics | None, variant: str) -> GuardReading:
     )
 
 
+def error_rate_lower_bound(errors: int, calls: int, alpha: float) -> float:
+    """One-sided ``1 - alpha`` Clopper-Pearson lower bound of an error rate seen as ``errors`` of ``calls``."""
+    if errors <= 0 or calls <= 0:
+        return 0.0
+    from scipy import stats
+
+    return float(stats.beta.ppf(alpha, errors, calls - errors + 1))
+
+
 def threshold_trip(config: GuardConfig, reading: GuardReading) -> str | None:
     """The reason the fixed-threshold guards trip on the challenger's ``reading``, or None."""
     if reading.invocations < max(config.min_invocations, 1):
         return None
     if reading.error_rate is not None and reading.error_rate > config.max_error_rate:
-        return (
-            f"challenger error rate {reading.error_rate:.1%} ({reading.errors}/{reading.invocations}) "
-            f"> max_error_rate {config.max_error_rate:.1%}"
-        )
+        low = error_rate_lower_bound(reading.errors, reading.invocations, config.msprt_alpha)
+        if low > config.max_error_rate:
+            return (
+                f"challenger error rate {reading.error_rate:.1%} ({reading.errors}/{reading.invocations}), "
+                f"at least {low:.1%} with {1 - config.msprt_alpha:.0%} confidence, "
+                f"> max_error_rate {config.max_error_rate:.1%}"
+            )
     if (
         config.max_latency_p95_ms is not None
         and reading.latency_p95_ms is not None

@@ -22,7 +22,11 @@ class GuardConfig(Frozen):
     """Live guards checked during every bake; any trip rolls traffic back to the champion."""
 
     max_error_rate: float = Field(
-        default=0.05, ge=0.0, le=1.0, description="Challenger live error rate above which the guard trips."
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Challenger live error rate above which the guard trips (once it is above it with "
+        "1 - msprt_alpha confidence).",
     )
     max_latency_p95_ms: float | None = Field(
         default=None,
@@ -32,7 +36,11 @@ class GuardConfig(Frozen):
         "bound).",
     )
     msprt_alpha: float = Field(
-        default=0.05, gt=0, lt=1, description="Level of the always-valid sequential test (challenger worse)."
+        default=0.05,
+        gt=0,
+        lt=1,
+        description="Level of the always-valid sequential test (challenger worse) and of the error-rate "
+        "guard's confidence bound.",
     )
     min_invocations: int = Field(
         default=10,

@@ -10,6 +10,7 @@ import pytest
 from agent_release.steps.backend import VariantMetrics
 from agent_release.steps.guards import (
     GuardMonitor,
+    error_rate_lower_bound,
     new_error_outcomes,
     percentile,
     read_metrics,
@@ -66,13 +67,40 @@ def test_read_metrics_prefers_raw_latencies_and_counts_only_5xx_as_errors() -> N
 
 
 def test_threshold_waits_for_min_invocations_then_trips_on_error_rate() -> None:
-    cfg = GuardConfig(max_error_rate=0.1, min_invocations=10)
+    cfg = GuardConfig(max_error_rate=0.1, min_invocations=10, msprt_alpha=0.05)
     few = read_metrics(aggregate_metrics("c", 9, 9), "c")
     assert threshold_trip(cfg, few) is None  # every call failed, but 9 calls are not yet evidence
-    enough = read_metrics(aggregate_metrics("c", 10, 2), "c")
+    # 4 of 10: the 95% Clopper-Pearson lower bound is beta.ppf(0.05, 4, 7) = 0.150 > 10%.
+    enough = read_metrics(aggregate_metrics("c", 10, 4), "c")
     reason = threshold_trip(cfg, enough)
-    assert reason is not None and "error rate" in reason and "2/10" in reason
+    assert reason is not None and "4/10" in reason and "at least 15.0% with 95% confidence" in reason
+    assert error_rate_lower_bound(4, 10, 0.05) == pytest.approx(0.150, abs=5e-4)
+    # 2 of 10 is above 10% but may be chance at a true 10% (lower bound 3.7%): not yet a trip.
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 2), "c")) is None
     assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 1), "c")) is None  # 10% is not > 10%
+
+
+def _canaries_tripped(true_rate: float, trials: int = 400) -> float:
+    """Share of simulated canaries whose error-rate guard trips, looking at every call from 10 to 150."""
+    cfg = GuardConfig(max_error_rate=0.05, min_invocations=10, msprt_alpha=0.05)
+    rng = random.Random(7)
+    tripped = 0
+    for _ in range(trials):
+        errors = 0
+        for calls in range(1, 151):
+            errors += rng.random() < true_rate
+            if threshold_trip(cfg, read_metrics(aggregate_metrics("c", calls, errors), "c")):
+                tripped += 1
+                break
+    return tripped / trials
+
+
+def test_the_error_rate_guard_rarely_trips_on_a_challenger_inside_its_limit_and_catches_one_far_above() -> (
+    None
+):
+    # The raw rate checked at every look tripped in about 58% of such canaries at a true 3% (18% at 1%).
+    assert _canaries_tripped(0.03) < 0.06
+    assert _canaries_tripped(0.20) > 0.95
 
 
 def test_threshold_latency_guard_only_when_configured() -> None:
