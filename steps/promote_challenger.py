@@ -210,6 +210,22 @@ def _recorded_logged_models(evidence: Mapping[str, Any]) -> dict[str, str]:
     return {str(variant): str(model_id) for variant, model_id in recorded.items() if model_id}
 
 
+def _acted_on_since(backend: Backend, endpoint: str, execution_id: str | None, seq: int) -> AuditEntry | None:
+    """The first ledger entry after ``seq`` that changed ``endpoint``'s traffic or approvals on behalf of
+    someone else than ``execution_id`` (a release manager's promote or rollback), if any."""
+    return next(
+        (
+            e
+            for e in backend.list_audit()
+            if e.seq > seq
+            and e.subject.startswith(f"{endpoint}/")
+            and e.execution_id != execution_id
+            and e.action in (AUDIT_PROMOTE, AUDIT_ROLLBACK, AUDIT_WEIGHTS)
+        ),
+        None,
+    )
+
+
 def _evaluated_package(evidence: Mapping[str, Any], variant: str) -> str | None:
     """The package ARN a decision's evidence recorded on ``variant`` (``decision_evidence``'s packages)."""
     packages = evidence.get("packages")
@@ -993,6 +1009,17 @@ def promote_challenger(
             held=True,
         )
     if any(e.action == AUDIT_WEIGHTS for e in prior):
+        overtaken = _acted_on_since(backend, release.endpoint, inputs.execution_id, max(e.seq for e in prior))
+        if overtaken is not None:
+            # The release manager promoted or rolled back after this shift stopped: walking the schedule
+            # again would undo that (e.g. put 90% back on the variant they rolled back to, or re-promote
+            # the one they rolled back).
+            reason = (
+                f"after this execution's shift stopped, {overtaken.actor} acted on {release.endpoint} "
+                f"(audit #{overtaken.seq}: {overtaken.action}); not shifting again"
+            )
+            promotion.audit(AUDIT_NO_CHANGE, reason, release.evidence)
+            return promotion.report("no_change", reason)
         promotion.resumed = True
         promotion.audit(
             AUDIT_RESUME, "a previous attempt stopped mid-shift; restarting the schedule from its first step"

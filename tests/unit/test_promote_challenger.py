@@ -318,6 +318,35 @@ def test_resume_after_a_partial_shift_restarts_the_schedule(env: Env) -> None:
     assert first_step.weights == {"champion": 0.9, "challenger": 0.1}
 
 
+def test_resume_does_not_undo_a_rollback_the_release_manager_made_after_the_interruption(env: Env) -> None:
+    # exec-1 died at 50%; the release manager rolled back by hand; `run --resume` used to walk the schedule
+    # again and re-promote the challenger they had just rolled back.
+    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
+    env.backend.append_audit(
+        "pipeline",
+        "weights",
+        f"{ENDPOINT}/challenger",
+        "canary step 50%",
+        {"percent": 50.0},
+        execution_id="exec-1",
+    )
+    rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="abandoned the shift")
+    manual = env.backend.list_audit()[-1]
+
+    report = promote_challenger(
+        no_traffic_config(bake_s=0.3, schedule=[10.0, 100.0]),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+
+    assert report.action == "no_change"
+    assert f"user:bob acted on {ENDPOINT} (audit #{manual.seq}: rollback)" in report.reason
+    assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
+    assert actions(env.backend, "exec-1") == ["weights", "no_change"]
+
+
 def test_manual_mode_holds_then_promote_variant_continues(env: Env) -> None:
     config = fast_config(mode="manual", live_traffic=LiveTrafficConfig(requests_per_s=10.0, concurrency=2))
     before = weights(env.backend)
