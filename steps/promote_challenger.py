@@ -492,8 +492,10 @@ class _Promotion:
 
     def move_aliases(self) -> None:
         if self.release.registered_model is None:
-            logger.info(
-                "variant=<%s> | no registered model version: MLflow aliases not moved",
+            # A warning, not a silent skip: the registry now names a champion the MLflow aliases do not.
+            logger.warning(
+                "variant=<%s> | MLflow aliases not moved: no recorded decision names this variant's agent "
+                "version (set the champion alias with MlflowClient.set_registered_model_alias if needed)",
                 self.release.challenger,
             )
             return

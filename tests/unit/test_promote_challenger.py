@@ -442,7 +442,9 @@ def test_promote_does_not_call_a_promotion_done_that_the_endpoint_no_longer_show
     assert weights(env.backend) == before and len(env.backend.list_audit()) == ledger
 
 
-def test_manual_promotion_never_lowers_the_promoted_variants_share(env: Env) -> None:
+def test_manual_promotion_never_lowers_the_promoted_variants_share(
+    env: Env, caplog: pytest.LogCaptureFixture
+) -> None:
     # An A/B split: promoting the champion must not hand the (pending) challenger 90% at a 10% step.
     env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
     seen: list[float] = []
@@ -466,6 +468,11 @@ def test_manual_promotion_never_lowers_the_promoted_variants_share(env: Env) -> 
     assert report.action == "promoted"
     # It used to set champion 0.1 / challenger 0.9 first, then 0.5, then 1.0.
     assert seen == [0.5, 1.0]
+    # No recorded decision names the champion's agent version: the aliases stay, and the output says so.
+    assert report.aliases_moved is False
+    assert any(
+        r.levelname == "WARNING" and "MLflow aliases not moved" in r.getMessage() for r in caplog.records
+    )
     assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
 
 
