@@ -378,6 +378,10 @@ def _guardrail_phrase(result: GuardrailResult) -> str:
     )
 
 
+# Past this many times the clusters evaluated, "what would settle it" stops counting clusters.
+FAR_MORE_CLUSTERS = 100
+
+
 def _more_clusters_advice(
     distance: float, se: float, n_clusters: int, n_cases: int, *, what: str, config: DecisionConfig
 ) -> str:
@@ -386,6 +390,13 @@ def _more_clusters_advice(
     needed = clusters_needed(distance, se, n_clusters, alpha=config.alpha, power=config.power)
     if needed is None:
         return f"{what}: no feasible number of clusters settles a distance of {distance:.3f}."
+    if needed > FAR_MORE_CLUSTERS * n_clusters:
+        # "about 6381026 more clusters (~32460002 cases)" is true arithmetic and no advice.
+        return (
+            f"{what}: more than {FAR_MORE_CLUSTERS} times the {n_clusters} clusters evaluated would be needed "
+            f"to settle a distance of {distance:.3f}; more cases will not settle it, so decide whether a "
+            "difference this small matters."
+        )
     extra = max(needed - n_clusters, 0)
     per_cluster = n_cases / n_clusters
     return (

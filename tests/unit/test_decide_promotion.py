@@ -155,6 +155,20 @@ def test_small_noisy_difference_is_inconclusive_with_advice() -> None:
     assert "more clusters" in report.what_would_settle_it
 
 
+def test_advice_stops_counting_clusters_when_no_golden_set_could_settle_it() -> None:
+    # A distance of 0.0005 at SE 0.05 on 20 clusters: the count came out as millions of clusters.
+    from agent_release.steps.decide_promotion import FAR_MORE_CLUSTERS, _more_clusters_advice
+
+    far = _more_clusters_advice(0.0005, 0.05, 20, 100, what="task_success vs min improvement 0", config=FAST)
+    assert far == (
+        f"task_success vs min improvement 0: more than {FAR_MORE_CLUSTERS} times the 20 clusters evaluated would "
+        "be needed to settle a distance of 0.001; more cases will not settle it, so decide whether a difference "
+        "this small matters."
+    )
+    near = _more_clusters_advice(0.1, 0.05, 20, 100, what="task_success", config=FAST)
+    assert near.startswith("task_success: about ") and "more clusters" in near
+
+
 def test_unresolved_guardrail_keeps_a_better_challenger_inconclusive() -> None:
     report = decide_promotion(FAST, _scenario(seed=4, latency_shift=0.45, latency_noise=0.3))
     assert report.guardrails[0].status == "unresolved"
