@@ -192,8 +192,10 @@ def toolset_data_sha256(toolset: str, data_dir: Path) -> str:
 
     The built-in ``support`` toolset reads three named files (``support.data.DATA_FILES``; the golden sets
     that may share its directory are not tool data). A user toolset's reads are not known, so every regular
-    file under ``data_dir`` counts. A missing directory or file hashes as absent (the toolset itself reports
-    it when it loads). Call after :func:`load_toolset` succeeded.
+    file under ``data_dir`` counts, except hidden ones and MLflow's default stores: a ``tool_data_dir`` of
+    ``.`` must not make each run's own state (``.agent-release/``, ``mlflow.db``) a new agent version. A
+    missing directory or file hashes as absent (the toolset itself reports it when it loads). Call after
+    :func:`load_toolset` succeeded.
     """
     import hashlib
 
@@ -202,13 +204,24 @@ def toolset_data_sha256(toolset: str, data_dir: Path) -> str:
 
         files = [data_dir / name for name in DATA_FILES]
     else:
-        files = sorted(p for p in data_dir.rglob("*") if p.is_file()) if data_dir.is_dir() else []
+        files = sorted(
+            p for p in (data_dir.rglob("*") if data_dir.is_dir() else ()) if _is_tool_data(p, data_dir)
+        )
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.relative_to(data_dir).as_posix().encode("utf-8") + b"\0")
         digest.update(path.read_bytes() if path.is_file() else b"<absent>")
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+# Never tool data, wherever they sit under a user toolset's data directory (state and caches of runs).
+_NOT_TOOL_DATA = frozenset({"mlflow.db", "mlruns", "__pycache__"})
+
+
+def _is_tool_data(path: Path, data_dir: Path) -> bool:
+    parts = path.relative_to(data_dir).parts
+    return path.is_file() and not any(p.startswith(".") or p in _NOT_TOOL_DATA for p in parts)
 
 
 def tool_name(tool: Any) -> str:

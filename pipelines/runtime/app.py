@@ -445,13 +445,8 @@ class RuntimeApp:
     async def _hang(self, receive: Receive) -> bool:
         """Answer nothing until the client goes away (True) or the invocation timeout passes (False),
         without blocking a thread."""
-
-        async def until_gone() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-
         try:
-            await asyncio.wait_for(until_gone(), self.invocation_timeout_s)
+            await asyncio.wait_for(_disconnect(receive), self.invocation_timeout_s)
         except TimeoutError:
             return False
         return True

@@ -372,3 +372,19 @@ def test_user_mistakes_raise_one_line_errors(tracking_uri: str, tmp_path: Path) 
         register(AgentConfig(system_prompt="p", tools=["nope"]), tracking_uri)
     messages.append(str(value_info.value))
     assert [m for m in messages if "\n" in m] == [], messages
+
+
+def test_a_user_toolsets_data_hash_covers_its_files_but_not_the_runs_own_state(tmp_path: Path) -> None:
+    # With tool_data_dir "." a run's own state sits under it: hashing that made every run a new version.
+    from agent_release.agents.builder import toolset_data_sha256
+
+    (tmp_path / "rates.csv").write_text("tier,rate\na,1\n")
+    (tmp_path / ".agent-release").mkdir()
+    (tmp_path / ".agent-release" / "state.db").write_bytes(b"one")
+    (tmp_path / "mlflow.db").write_bytes(b"one")
+    first = toolset_data_sha256("my_pkg.tools:factory", tmp_path)
+    (tmp_path / ".agent-release" / "state.db").write_bytes(b"two")
+    (tmp_path / "mlflow.db").write_bytes(b"two")
+    assert toolset_data_sha256("my_pkg.tools:factory", tmp_path) == first
+    (tmp_path / "rates.csv").write_text("tier,rate\na,2\n")
+    assert toolset_data_sha256("my_pkg.tools:factory", tmp_path) != first
