@@ -297,8 +297,8 @@ def test_rerun_of_a_completed_execution_does_not_shift_again(env: Env) -> None:
     assert weights(env.backend) == {"champion": 0.0, "challenger": 1.0}
 
 
-def test_resume_after_a_partial_shift_restarts_the_schedule(env: Env) -> None:
-    # A previous attempt of exec-1 got to 50% and died without cleaning up.
+def _died_at_50_percent(env: Env) -> None:
+    """exec-1's shift reached its 50% step and the process died there (weights set, ledger says so)."""
     env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
     env.backend.append_audit(
         "pipeline",
@@ -308,6 +308,11 @@ def test_resume_after_a_partial_shift_restarts_the_schedule(env: Env) -> None:
         {"percent": 50.0},
         execution_id="exec-1",
     )
+
+
+def test_resume_after_a_partial_shift_restarts_the_schedule(env: Env) -> None:
+    # A previous attempt of exec-1 got to 50% and died without cleaning up.
+    _died_at_50_percent(env)
     config = no_traffic_config(bake_s=0.3, schedule=[10.0, 100.0])
     report = promote_challenger(
         config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
@@ -321,15 +326,7 @@ def test_resume_after_a_partial_shift_restarts_the_schedule(env: Env) -> None:
 def test_resume_does_not_undo_a_rollback_the_release_manager_made_after_the_interruption(env: Env) -> None:
     # exec-1 died at 50%; the release manager rolled back by hand; `run --resume` used to walk the schedule
     # again and re-promote the challenger they had just rolled back.
-    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
-    env.backend.append_audit(
-        "pipeline",
-        "weights",
-        f"{ENDPOINT}/challenger",
-        "canary step 50%",
-        {"percent": 50.0},
-        execution_id="exec-1",
-    )
+    _died_at_50_percent(env)
     rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="abandoned the shift")
     manual = env.backend.list_audit()[-1]
 

@@ -95,18 +95,23 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBackend]:
     backend.close()
 
 
-@pytest.fixture(scope="module")
-def client(backend: LocalBackend) -> Any:
+def runtime_client(url: str | None, *, attempts: int = 1, read_timeout: float = 10) -> Any:
+    """A real boto3 sagemaker-runtime client for the runtime at ``url`` (botocore's standard retries)."""
     import boto3
 
     return boto3.client(
         "sagemaker-runtime",
-        endpoint_url=backend.runtime_endpoint_url(),
+        endpoint_url=url,
         region_name="us-east-1",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=10),
+        config=Config(retries={"max_attempts": attempts, "mode": "standard"}, read_timeout=read_timeout),
     )
+
+
+@pytest.fixture(scope="module")
+def client(backend: LocalBackend) -> Any:
+    return runtime_client(backend.runtime_endpoint_url())
 
 
 def invoke(client: Any, endpoint: str, body: str = BODY, **kwargs: Any) -> tuple[str, dict[str, Any]]:
@@ -268,16 +273,7 @@ def test_fault_injection(backend: LocalBackend, client: Any) -> None:
     wait_until(lambda: backend.variant_metrics("faulty", since)["slow"].invocations == 1)
     (slow_ms,) = backend.variant_metrics("faulty", since)["slow"].latencies_ms
     assert slow_ms >= ADDED_LATENCY_MS - TIMER_RESOLUTION_MS
-    import boto3
-
-    impatient = boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=backend.runtime_endpoint_url(),
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 1, "mode": "standard"}, read_timeout=0.5),
-    )
+    impatient = runtime_client(backend.runtime_endpoint_url(), read_timeout=0.5)
     with pytest.raises(ReadTimeoutError):
         invoke(impatient, "faulty", TargetVariant="hangs")
     assert invoke(client, "faulty")[0] == "ok"  # the hang holds no thread: the server keeps answering
@@ -376,18 +372,9 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(backend: LocalB
 def test_an_answer_json_cannot_hold_is_the_models_fault_not_retried(backend: LocalBackend) -> None:
     # Before: json.dumps failed outside the model's error handling, a 500 InternalFailure that botocore
     # retries, so the model ran once per attempt.
-    import boto3
-
     odd = ModelSpec(kind="python", options={"class_path": f"{__name__}:UnserializableModel"})
     backend.deploy_endpoint("odd", [variant("odd", 1.0, model=odd)])
-    retrying = boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=backend.runtime_endpoint_url(),
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=10),
-    )
+    retrying = runtime_client(backend.runtime_endpoint_url(), attempts=3)
     wait_until(lambda: _endpoint_known(retrying, "odd"))
     for stream in (False, True):
         with pytest.raises(retrying.exceptions.ModelError) as caught:
@@ -435,8 +422,6 @@ def test_a_stuck_shadow_never_delays_the_production_answer(backend: LocalBackend
 def test_an_invocation_past_the_timeout_is_a_model_error_botocore_does_not_retry(tmp_path: Any) -> None:
     # Before: no server-side limit: the caller waited as long as the model took, and with a client read
     # timeout botocore retried the call, running the model once per attempt.
-    import boto3
-
     from agent_release.pipelines.runtime.server import RuntimeServer
 
     blocked = ModelSpec(kind="python", options={"class_path": f"{__name__}:BlockedModel"})
@@ -446,14 +431,7 @@ def test_an_invocation_past_the_timeout_is_a_model_error_botocore_does_not_retry
     RELEASE.clear()
     try:
         with RuntimeServer(tmp_path, invocation_timeout_s=0.5) as server:
-            retrying = boto3.client(
-                "sagemaker-runtime",
-                endpoint_url=server.url,
-                region_name="us-east-1",
-                aws_access_key_id="testing",
-                aws_secret_access_key="testing",
-                config=Config(retries={"max_attempts": 3, "mode": "standard"}, read_timeout=20),
-            )
+            retrying = runtime_client(server.url, attempts=3, read_timeout=20)
             for stream in (False, True):
                 with pytest.raises(retrying.exceptions.ModelError) as caught:
                     if stream:

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,17 +28,22 @@ def _ping(url: str) -> int:
         return int(response.status)
 
 
+def _serving_url(process: subprocess.Popen[Any], state_dir: Path) -> str:
+    """The URL ``serve`` writes to ``<state_dir>/runtime.json`` once it is bound (waits up to 30 s)."""
+    runtime_file = state_dir / "runtime.json"
+    deadline = time.monotonic() + 30
+    while not runtime_file.exists():
+        assert process.poll() is None, "serve exited early"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    return str(json.loads(runtime_file.read_text())["url"])
+
+
 @pytest.mark.parametrize(("sig", "exit_codes"), [(signal.SIGTERM, {-signal.SIGTERM}), (signal.SIGINT, {0})])
 def test_serve_runs_in_the_foreground_until_signalled(tmp_path: Path, sig: int, exit_codes: set[int]) -> None:
     process = subprocess.Popen([sys.executable, "-c", SERVE, str(tmp_path)])
     try:
-        runtime_file = tmp_path / "runtime.json"
-        deadline = time.monotonic() + 30
-        while not runtime_file.exists():
-            assert process.poll() is None, "serve exited early"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        url = json.loads(runtime_file.read_text())["url"]
+        url = _serving_url(process, tmp_path)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -99,15 +105,9 @@ def test_ctrl_c_does_not_wait_for_a_model_call_that_never_returns(tmp_path: Path
         [sys.executable, "-c", SERVE, str(tmp_path)], env=env, stderr=subprocess.PIPE, text=True
     )
     try:
-        runtime_file = tmp_path / "runtime.json"
-        deadline = time.monotonic() + 30
-        while not runtime_file.exists():
-            assert process.poll() is None, "serve exited early"
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
         client = boto3.client(
             "sagemaker-runtime",
-            endpoint_url=json.loads(runtime_file.read_text())["url"],
+            endpoint_url=_serving_url(process, tmp_path),
             region_name="us-east-1",
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
