@@ -381,19 +381,6 @@ def test_manual_mode_holds_then_promote_variant_continues(env: Env) -> None:
     }
 
 
-def _promote_as_alice(env: Env, variant: str, config: PromotionConfig | None = None) -> PromotionReport:
-    with env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
-        return promote_variant(
-            config or no_traffic_config(),
-            env.backend,
-            ENDPOINT,
-            variant,
-            actor="user:alice",
-            system_prompt="You are terse.",
-            tools_factory=tools,
-        )
-
-
 def test_promote_refuses_a_held_decision_about_another_package_than_the_variant_serves(env: Env) -> None:
     # A manual hold evaluated package 2; a later deploy put package 3 on the challenger variant. `promote`
     # used to approve package 3 at 100% on package 2's evidence (and move the alias to package 2's agent).
@@ -411,7 +398,7 @@ def test_promote_refuses_a_held_decision_about_another_package_than_the_variant_
     before, ledger = weights(env.backend), len(env.backend.list_audit())
 
     with pytest.raises(PromotionError, match=re.escape(f"now serves {newer.arn}, not {evaluated}")):
-        _promote_as_alice(env, "challenger")
+        _manual_promote(env, "challenger")
 
     assert weights(env.backend) == before and len(env.backend.list_audit()) == ledger
     for arn in (evaluated, newer.arn):
@@ -421,20 +408,14 @@ def test_promote_refuses_a_held_decision_about_another_package_than_the_variant_
 def test_promote_does_not_call_a_promotion_done_that_the_endpoint_no_longer_shows(env: Env) -> None:
     # Held -> promoted -> the champion promoted back: promoting the challenger again said "already done"
     # (exit 0) with the champion at 100%, and re-approved the challenger's package.
-    promote_challenger(
-        fast_config(mode="manual"),
-        make_inputs(env, "promote"),
-        env.backend,
-        tools_factory=tools,
-        progress=None,
-    )
-    assert _promote_as_alice(env, "challenger").action == "promoted"
-    assert _promote_as_alice(env, "champion").action == "promoted"
+    _hold_for_approval(env)
+    assert _manual_promote(env, "challenger").action == "promoted"
+    assert _manual_promote(env, "champion").action == "promoted"
     before, ledger = weights(env.backend), len(env.backend.list_audit())
     assert before == {"champion": 1.0, "challenger": 0.0}
 
     with pytest.raises(PromotionError, match=r"was promoted already .* no longer serves all traffic"):
-        _promote_as_alice(env, "challenger")
+        _manual_promote(env, "challenger")
 
     assert weights(env.backend) == before and len(env.backend.list_audit()) == ledger
 
@@ -620,6 +601,17 @@ def test_promote_variant_refuses_rejected_package_and_unknown_variant(env: Env) 
     assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
 
 
+def _hold_for_approval(env: Env) -> PromotionReport:
+    """exec-1's gate says promote in manual mode: the shift is held for a release manager."""
+    return promote_challenger(
+        fast_config(mode="manual"),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+
+
 def _manual_promote(env: Env, variant: str) -> Any:
     with env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
         return promote_variant(
@@ -635,13 +627,7 @@ def _manual_promote(env: Env, variant: str) -> Any:
 
 def test_promoting_the_variant_that_serves_everything_shifts_nothing(env: Env) -> None:
     # A manual hold: the champion serves 100%, the unapproved challenger 0%.
-    promote_challenger(
-        fast_config(mode="manual"),
-        make_inputs(env, "promote"),
-        env.backend,
-        tools_factory=tools,
-        progress=None,
-    )
+    _hold_for_approval(env)
     n_entries = len(env.backend.list_audit())
     with pytest.raises(PromotionError, match=r"champion already serves all of .*; nothing to shift"):
         _manual_promote(env, "champion")
