@@ -374,7 +374,7 @@ def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> No
     # The run succeeds when a guard rolls the canary back (the pipeline did its job), but "decision
     # promote" alone read as if the challenger had been promoted.
     promotion = result.outputs.get("promote_challenger")
-    if getattr(promotion, "action", None) in ("rolled_back", "rejected"):
+    if getattr(promotion, "action", None) == "rolled_back":  # "rejected" is the gate's reject: no canary ran
         from rich.markup import escape
 
         decision += f", [red]rolled back[/red]: {escape(str(getattr(promotion, 'reason', '')))}"

@@ -74,6 +74,8 @@ def test_off_a_terminal_a_long_line_is_not_wrapped(capsys: pytest.CaptureFixture
             "execution e-1 succeeded, decision promote, rolled back: challenger error rate 31% > 5%",
         ),
         ("promoted", "execution e-1 succeeded, decision promote"),
+        # The gate's reject: no canary ran, so nothing was rolled back.
+        ("rejected", "execution e-1 succeeded, decision promote"),
     ],
 )
 def test_the_run_footer_says_when_a_promoted_release_was_rolled_back(action: str, expected: str) -> None:
