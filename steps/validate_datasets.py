@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from agent_release.agents.validation_messages import first_error
 from agent_release.steps.project_paths import project_path
 
 logger = logging.getLogger(__name__)
@@ -315,9 +316,7 @@ def _invalid_expectation(entries: Any) -> str | None:
             return f"expectations[{index}] ({entry.get('type')}): {str(exc).strip().splitlines()[0]}"
         except (PydanticError, PydanticV1Error) as exc:
             # GE checks an expectation's kwargs with pydantic: name the entry and the field, not only the model.
-            first = exc.errors()[0]
-            field = ".".join(str(part) for part in first.get("loc", ())) or "kwargs"
-            return f"expectations[{index}] ({entry.get('type')}): {field}: {first.get('msg')}"
+            return f"expectations[{index}] ({entry.get('type')}): {first_error(exc)}"
     return None
 
 

@@ -17,6 +17,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from agent_release.agents.validation_messages import first_error
+
 ORDERS_FILE = "orders.json"
 POLICY_FILE = "policy.json"
 KB_FILE = "kb.jsonl"
@@ -136,10 +138,7 @@ def _parse_text(path: Path, text: str, parse: Callable[[str], _T], *, line_numbe
 def _reason(exc: Exception) -> str:
     """One line: for pydantic, the first error's field path and message; else the exception's first line."""
     if isinstance(exc, ValidationError):
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        return f"{field + ': ' if field else ''}{first['msg']}{more}"
+        return first_error(exc)
     if isinstance(exc, json.JSONDecodeError):
         return f"not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})"
     if isinstance(exc, KeyError):
