@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -279,6 +280,8 @@ def run_ours(
         system_prompt="You are a support agent.",
         tools_factory=lookup_tools,
         experiment=f"bench-{tag}",
+        # As the pipeline does: one key per evaluation, so the search for an interrupted attempt's runs is paid.
+        evaluation_key=f"{tag}:{uuid.uuid4().hex}",
     )
     elapsed, cpu = time.perf_counter() - started, cpu_s() - cpu0
     if RUNTIME_STATE and variant == "slow":

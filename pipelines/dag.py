@@ -220,6 +220,8 @@ def _evaluate_variants(run: StepRun) -> Any:
         tools_factory=tools_factory_of(ctx.loaded),
         experiment=cfg.tracking.experiment,
         progress=progress,
+        # The same for every attempt at this evaluation, and apart for each shard's slice of the data.
+        evaluation_key=f"{run.execution_id}:{digest[:16]}",
     )
     from agent_release.pipelines.evaluation_store import save_evaluation_rows
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model, environment_region
 from agent_release.agents.call_slots import slotted
+from agent_release.steps.abandoned_runs import EVALUATION_KEY_TAG, check_evaluation_key, close_abandoned_runs
 from agent_release.steps.agent_tracing import apply_tracing_environment, traced_as
 from agent_release.steps.eval_harness import (
     CaseOutcome,
@@ -83,6 +84,7 @@ def evaluate_variants(
     progress: Callable[[ProgressEvent], None] | None = None,
     model_factory: ModelFactory | None = None,
     region: str | None = None,
+    evaluation_key: str | None = None,
 ) -> EvaluationReport:
     """Evaluate every registered agent on ``cases`` and return the per-case rows and per-variant aggregates.
 
@@ -90,7 +92,9 @@ def evaluate_variants(
     ``cluster``, ``tags``). ``tools_factory`` is called once per variant; the tools are shared by that
     variant's agents. ``model_factory`` overrides how a variant's model is built (default: a
     ``SageMakerAIModel`` bound to the endpoint and variant, with botocore retrying ``config.max_retries``
-    times). Raises :class:`EvaluationInputError` for unusable cases and
+    times). ``evaluation_key``, the same for every attempt at this evaluation, tags its runs; the runs an
+    interrupted attempt left RUNNING under it are marked KILLED first (:mod:`.abandoned_runs`). Raises
+    :class:`EvaluationInputError` for unusable cases and
     :class:`~agent_release.steps.scorers.ScorerConfigError` for a bad scorer spec.
     """
     import mlflow
@@ -108,12 +112,17 @@ def evaluate_variants(
     if not registration.agents:
         raise EvaluationInputError("no registered agents to evaluate")
     make_model = model_factory or _default_model_factory(config, region)
+    key_tags = {EVALUATION_KEY_TAG: check_evaluation_key(evaluation_key)} if evaluation_key else {}
 
     experiment_id = mlflow.set_experiment(experiment).experiment_id
     client = mlflow.MlflowClient()
+    if evaluation_key:
+        close_abandoned_runs(client, experiment_id, evaluation_key)
     variants: list[VariantEvaluation] = []
     rows: list[CaseResult] = []
-    with mlflow.start_run(experiment_id=experiment_id, run_name=f"evaluate-{dataset_name}") as parent:
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=f"evaluate-{dataset_name}", tags=key_tags
+    ) as parent:
         for index, agent in enumerate(registration.agents):
             evaluation, agent_rows = _evaluate_one(
                 agent,
@@ -134,6 +143,7 @@ def evaluate_variants(
                 model=make_model(agent),
                 progress=progress,
                 row_first=row_first,
+                key_tags=key_tags,
             )
             variants.append(evaluation)
             rows.extend(agent_rows)
@@ -249,6 +259,7 @@ def _evaluate_one(
     model: Any,
     progress: Callable[[ProgressEvent], None] | None,
     row_first: bool,
+    key_tags: Mapping[str, str],
 ) -> tuple[VariantEvaluation, list[CaseResult]]:
     import mlflow
     from mlflow.entities import LoggedModelInput, Metric
@@ -260,8 +271,13 @@ def _evaluate_one(
     # Bounds the model calls in flight to ``concurrency`` while ``staged`` more cases get ready.
     slotted_model = slotted(model)
     with (
+        # The key is written with the run itself: a kill before the bookkeeping thread's first write must
+        # still leave a run the next attempt can find and close.
         mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"evaluate-{agent.variant}", nested=True
+            experiment_id=experiment_id,
+            run_name=f"evaluate-{agent.variant}",
+            nested=True,
+            tags=dict(key_tags),
         ) as run,
         RunBookkeeping() as books,
     ):

@@ -8,7 +8,9 @@ one started with fake AWS credentials in its environment and ``--verbose`` loggi
    ``decide_promotion``.
 2. Before the ``evaluate_variants`` resume, the stored records of the three steps with outside side effects
    (registry, endpoint, MLflow) are erased: the state a crash leaves between a step's side effects and its
-   record. They run again and must not duplicate anything.
+   record. They run again and must not duplicate anything. That resume is SIGKILLed in the middle of
+   ``evaluate_variants``, as soon as its first variant's MLflow run exists; the next one evaluates again
+   and must close the runs the killed attempt left RUNNING.
 3. The resume that runs ``promote_challenger`` is frozen (SIGSTOP) as soon as the ledger shows its first
    weight change. While it holds the endpoint lock, a second ``run`` and a release manager's ``promote`` are
    started and must both fail at once naming the holder. Then the frozen run is SIGKILLed mid-shift.
@@ -132,6 +134,43 @@ def _freeze_mid_shift(project: DrillProject, execution_id: str, proc: subprocess
     pytest.fail("could not freeze the run outside a state-database transaction")
 
 
+def _evaluation_runs(project: DrillProject) -> list[sqlite3.Row]:
+    """The ``evaluate-*`` runs in MLflow's store (read with SQL: no MLflow client in the polling loop)."""
+    path = project.home / "mlflow.db"
+    if not path.exists():
+        return []
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    conn.row_factory = sqlite3.Row
+    try:
+        return list(conn.execute("SELECT run_uuid, name, status FROM runs WHERE name LIKE 'evaluate-%'"))
+    except sqlite3.OperationalError:  # the store's tables are not created yet
+        return []
+    finally:
+        conn.close()
+
+
+def _killed_mid_evaluation(project: DrillProject, *args: str) -> Outcome:
+    """A resume SIGKILLed as soon as its evaluation has a variant run: its cases are in flight."""
+    before = {row["run_uuid"] for row in _evaluation_runs(project)}
+    proc = project.popen("-v", "run", "-c", str(project.config), "--json", *args)
+    drained = Drained(proc)
+    started = time.monotonic()
+
+    def evaluating() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"the resume exited ({proc.returncode}) before its evaluation started")
+        new = [row for row in _evaluation_runs(project) if row["run_uuid"] not in before]
+        return any(row["name"] != "evaluate-smoke" for row in new)
+
+    try:
+        wait_for(evaluating, 180, "the evaluation's first variant run")
+    finally:
+        kill_group(proc, signal.SIGKILL)
+        proc.wait(timeout=60)
+    out, err = drained.result()
+    return Outcome("resume, killed mid-evaluation", proc.returncode, out, err, time.monotonic() - started)
+
+
 def _contend(project: DrillProject) -> dict[str, Outcome]:
     """A second pipeline run and a release manager's promote, started together against the held lock."""
     commands = {
@@ -161,6 +200,7 @@ def chain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chain]:
     for step in STEP_NAMES[1:6]:
         if step == "evaluate_variants":
             _erase_step_records(project, result.execution_id, RERUN_STEPS)
+            result.outcomes.append(_killed_mid_evaluation(project, *resume))
         result.outcomes.append(_run(project, f"resume, killed after {step}", *resume, kill_after=step))
 
     holder = project.popen("-v", "run", "-c", str(project.config), "--json", *resume)
@@ -218,6 +258,7 @@ def test_each_step_ran_once_except_the_ones_whose_record_was_lost(chain: Chain) 
     assert {name: row["status"] for name, row in steps.items()} == dict.fromkeys(STEP_NAMES, "succeeded")
     expected = {name: 2 if name in RERUN_STEPS else 1 for name in STEP_NAMES}
     expected["promote_challenger"] = 2  # killed mid-shift once, then completed
+    expected["evaluate_variants"] = 2  # killed mid-evaluation once, then completed
     assert {name: row["attempts"] for name, row in steps.items()} == expected
 
 
@@ -240,12 +281,31 @@ def test_no_duplicated_registrations(chain: Chain) -> None:
     assert sorted(v.source for v in versions) == sorted(f"models:/{m.model_id}" for m in logged)
     prompts = client.search_prompt_versions(f"{agent}-system-prompt")
     assert len(list(prompts)) == 1
-    runs = client.search_runs([experiment.experiment_id])
+    runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'FINISHED'")
     assert sorted(r.info.run_name for r in runs) == [
         "evaluate-challenger",
         "evaluate-champion",
         "evaluate-smoke",
-    ], "the evaluation ran once"
+    ], "the evaluation finished once"
+
+
+def test_runs_of_the_evaluation_killed_midway_are_closed_by_the_resume(chain: Chain) -> None:
+    from agent_release.steps.abandoned_runs import ABANDONED_TAG, EVALUATION_KEY_TAG
+
+    client = chain.project.mlflow_client()
+    experiment = client.get_experiment_by_name("support-agent-drill")
+    runs = client.search_runs([experiment.experiment_id])
+    by_status: dict[str, list[Any]] = {}
+    for run in runs:
+        by_status.setdefault(run.info.status, []).append(run)
+    assert "RUNNING" not in by_status, [r.info.run_name for r in by_status["RUNNING"]]
+    killed = by_status.get("KILLED", [])
+    # The killed attempt had its parent run and its first variant's run; the resume closed both.
+    names = sorted(r.info.run_name for r in killed)
+    assert names[-1] == "evaluate-smoke" and len(names) >= 2, names
+    assert all(ABANDONED_TAG in r.data.tags for r in killed)
+    digest = chain.project.step_output(chain.execution_id, "evaluate_variants")["dataset_hash"]
+    assert {r.data.tags[EVALUATION_KEY_TAG] for r in runs} == {f"{chain.execution_id}:{digest[:16]}"}
 
 
 def test_no_evaluation_data_lost(chain: Chain) -> None:

@@ -429,3 +429,61 @@ def test_a_scorer_that_raises_is_recorded_on_its_rows_not_taken_for_not_applicab
     table = mlflow.load_table("eval_cases.json", run_ids=[run.info.run_id]).set_index("case_id")
     assert json.loads(table.loc["C-plain", "scorer_errors"]) == plain.scorer_errors
     assert json.loads(table.loc["C-0", "scorer_errors"]) == {}
+
+
+def test_runs_an_interrupted_attempt_left_running_are_closed_by_the_next_attempt(tracking: str) -> None:
+    import mlflow
+
+    from agent_release.steps.abandoned_runs import ABANDONED_TAG, EVALUATION_KEY_TAG
+
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_experiment_by_name(tracking).experiment_id
+
+    def left_behind(key: str, status: str = "RUNNING") -> str:
+        """A run as a process killed mid-evaluation leaves it (or, for other statuses, as one that ended)."""
+        run = client.create_run(experiment_id, tags={EVALUATION_KEY_TAG: key})
+        if status != "RUNNING":
+            client.set_terminated(run.info.run_id, status=status)
+        return str(run.info.run_id)
+
+    parent, variant = left_behind("exec-1:abc"), left_behind("exec-1:abc")
+    finished = left_behind("exec-1:abc", status="FINISHED")
+    other_execution, other_shard = left_behind("exec-2:abc"), left_behind("exec-1:def")
+    registration = _registration(tracking)
+    report = evaluate_variants(
+        EvaluateConfig(concurrency=2),
+        registration.model_copy(update={"agents": registration.agents[1:]}),
+        CASES[:2],
+        dataset_name="d",
+        dataset_hash="h",
+        system_prompt="p",
+        tools_factory=_tools,
+        experiment=tracking,
+        model_factory=lambda _a: _strands_model(),
+        evaluation_key="exec-1:abc",
+    )
+
+    for run_id in (parent, variant):
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED"
+        assert "later attempt" in run.data.tags[ABANDONED_TAG]
+    assert client.get_run(finished).info.status == "FINISHED"
+    for run_id in (other_execution, other_shard):
+        assert client.get_run(run_id).info.status == "RUNNING"
+        assert ABANDONED_TAG not in client.get_run(run_id).data.tags
+    # This attempt's own runs carry the key, so an attempt after it could close them in turn.
+    evaluated = client.get_run(report.variants[0].mlflow_run_id)
+    assert evaluated.info.status == "FINISHED" and evaluated.data.tags[EVALUATION_KEY_TAG] == "exec-1:abc"
+    parent_id = evaluated.data.tags["mlflow.parentRunId"]
+    assert client.get_run(parent_id).data.tags[EVALUATION_KEY_TAG] == "exec-1:abc"
+
+
+def test_an_evaluation_key_mlflow_cannot_search_for_is_refused() -> None:
+    from agent_release.steps.abandoned_runs import check_evaluation_key
+
+    assert check_evaluation_key("20261207T044713-abc123:0123456789abcdef") == (
+        "20261207T044713-abc123:0123456789abcdef"
+    )
+    for bad in ("it's", "", "x" * 251, "a b"):
+        with pytest.raises(ValueError, match="evaluation key"):
+            check_evaluation_key(bad)
