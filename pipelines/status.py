@@ -6,7 +6,7 @@
      "endpoints": [{"name", "status", "variants": [{"name", "weight", "share", "role", "package_arn",
                                                   "package_version", "approval_status", "shadow"}]}],
      "last_execution": {"id", "status", "decision", "started_at", "finished_at", "error",
-                        "interrupted"} | null}
+                        "interrupted", "shift" (only when interrupted)} | null}
 
 Everything is read through read-only connections (:func:`~agent_release.pipelines.state_db.read_only`):
 ``status`` writes nothing to the state and works on a read-only state directory. (In a writable one SQLite
@@ -14,7 +14,11 @@ may leave the ``state.db-shm`` index and an empty ``state.db-wal`` beside the da
 a WAL database needs; ``tests/unit/test_cli_sweep_session9.py`` checks that nothing else appears.)
 
 ``interrupted`` is true when the last execution is recorded as running but the process that ran it is gone
-(killed, or the machine restarted): a shift it was making is left where it stopped, unguarded.
+(killed, or the machine restarted): a shift it was making is left where it stopped, unguarded. Then
+``shift`` says, from the audit ledger, where that shift stands: ``{"state": "none" | "stopped" | "finished"
+| "overtaken", "audit_seq", "action", "actor", "endpoint"}`` (:func:`~agent_release.steps.ledger_actions.shift_state`;
+``overtaken``: a release manager or another run changed the endpoint's traffic since, so ``run --resume``
+will not shift again).
 
 A variant's role comes from the model registry, not from its name: the champion is the production variant
 whose ``Approved`` package was promoted last, as promotion and rollback decide it
@@ -88,20 +92,24 @@ def collect_status(
             if warn is not None:
                 warn(f"{exc}; the tracking URI shown is the default, not the configured one")
     with read_only():
-        backend = LocalBackend(state_dir)
-        try:
-            endpoints = _endpoints(backend)
-        finally:
-            backend.close()
         store = ExecutionStore(state_dir)
         try:
             row = unless_table_missing(store.latest, None)
         finally:
             store.close()
+        interrupted = row is not None and row["status"] == "running" and not _process_alive(row["pid"])
+        backend = LocalBackend(state_dir)
+        try:
+            endpoints = _endpoints(backend)
+            shift = _interrupted_shift(backend, row["id"]) if row is not None and interrupted else None
+        finally:
+            backend.close()
     last = None
     if row is not None:
         last = {k: row[k] for k in ("id", "status", "decision", "started_at", "finished_at", "error")}
-        last["interrupted"] = row["status"] == "running" and not _process_alive(row["pid"])
+        last["interrupted"] = interrupted
+        if shift is not None:
+            last["shift"] = shift
     return {
         "state_dir": str(state_dir),
         "tracking_uri": resolve_tracking_uri(configured_uri, state_dir),
@@ -141,6 +149,45 @@ def _endpoints(backend: Backend) -> list[dict[str, Any]]:
     return endpoints
 
 
+def _interrupted_shift(backend: Backend, execution_id: str) -> dict[str, Any]:
+    """Where an interrupted execution's traffic shift stands by the ledger (``shift`` in the document)."""
+    from agent_release.pipelines.state_db import unless_table_missing
+    from agent_release.steps.ledger_actions import shift_state
+
+    shift = shift_state(unless_table_missing(backend.list_audit, []), execution_id)
+    entry = shift.entry
+    return {
+        "state": shift.state,
+        "audit_seq": entry.seq if entry else None,
+        "action": entry.action if entry else None,
+        "actor": entry.actor if entry else None,
+        "endpoint": entry.subject.split("/", 1)[0] if entry else None,
+    }
+
+
+def _interrupted_note(last: dict[str, Any]) -> str:
+    """What ``status`` tells a release manager about an interrupted execution, by where its shift stands."""
+    resume = f"`agent-release run --resume {last['id']}`"
+    shift = last.get("shift") or {}
+    state = shift.get("state")
+    if state == "none":
+        return f"it had changed no traffic; {resume} continues it."
+    if state == "finished":
+        return (
+            f"its traffic shift had ended (audit #{shift['audit_seq']}: {shift['action']}); {resume} records "
+            "the execution's end."
+        )
+    if state == "overtaken":
+        return (
+            f"after its shift stopped, {shift['actor']} acted on {shift['endpoint']} (audit #{shift['audit_seq']}: "
+            f"{shift['action']}); {resume} records the execution's end without shifting traffic again."
+        )
+    return (
+        f"Nothing guards the current weights until {resume} (or `agent-release rollback` returns all traffic "
+        "to the champion)."
+    )
+
+
 def _process_alive(pid: int | None) -> bool:
     """Whether the process that recorded a running execution still exists (on this machine)."""
     if not pid:
@@ -170,9 +217,8 @@ def render_status(data: dict[str, Any]) -> None:
             console.print(f"              error: {last['error']}")
         if last.get("interrupted"):
             console.print(
-                "              [bold]interrupted[/bold]: the process running it is gone. Nothing guards the "
-                "current weights until `agent-release run --resume "
-                f"{last['id']}` (or `agent-release rollback` returns all traffic to the champion)."
+                "              [bold]interrupted[/bold]: the process running it is gone. "
+                + _interrupted_note(last)
             )
     else:
         console.print("last run      none yet (`agent-release run`)")

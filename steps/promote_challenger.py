@@ -70,6 +70,17 @@ from agent_release.steps.decide_promotion import DecisionReport
 from agent_release.steps.deploy_variants import DeployReport
 from agent_release.steps.evaluation_records import EvaluationReport
 from agent_release.steps.guards import GuardCheck, GuardMonitor, GuardReading
+from agent_release.steps.ledger_actions import (
+    AUDIT_DECISION,
+    AUDIT_NO_CHANGE,
+    AUDIT_PROMOTE,
+    AUDIT_REJECT,
+    AUDIT_RESUME,
+    AUDIT_ROLLBACK,
+    AUDIT_SHADOW,
+    AUDIT_WEIGHTS,
+    acted_on_since,
+)
 from agent_release.steps.live_traffic import AgentConversations, LiveTraffic
 from agent_release.steps.promote_config import PromotionConfig
 from agent_release.steps.register_agents_config import InferenceConfig
@@ -81,15 +92,6 @@ logger = logging.getLogger(__name__)
 Action = Literal["promoted", "rolled_back", "held_for_approval", "rejected", "no_change"]
 Phase = Literal["shadow", "canary", "rollback", "complete"]
 
-# Audit actions written by this module (``agent-release audit`` shows them).
-AUDIT_WEIGHTS = "weights"
-AUDIT_ROLLBACK = "rollback"
-AUDIT_PROMOTE = "promote"
-AUDIT_REJECT = "reject"
-AUDIT_DECISION = "decision"
-AUDIT_NO_CHANGE = "no_change"
-AUDIT_RESUME = "resume"
-AUDIT_SHADOW = "shadow"
 # The ``trigger`` of a rollback entry: a guard tripped, the guards could not judge a step, or an error.
 TRIGGER_GUARD = "guard"
 TRIGGER_UNJUDGED = "unjudged"
@@ -208,22 +210,6 @@ def _recorded_logged_models(evidence: Mapping[str, Any]) -> dict[str, str]:
     if not isinstance(recorded, Mapping):
         return {}
     return {str(variant): str(model_id) for variant, model_id in recorded.items() if model_id}
-
-
-def _acted_on_since(backend: Backend, endpoint: str, execution_id: str | None, seq: int) -> AuditEntry | None:
-    """The first ledger entry after ``seq`` that changed ``endpoint``'s traffic or approvals on behalf of
-    someone else than ``execution_id`` (a release manager's promote or rollback), if any."""
-    return next(
-        (
-            e
-            for e in backend.list_audit()
-            if e.seq > seq
-            and e.subject.startswith(f"{endpoint}/")
-            and e.execution_id != execution_id
-            and e.action in (AUDIT_PROMOTE, AUDIT_ROLLBACK, AUDIT_WEIGHTS)
-        ),
-        None,
-    )
 
 
 def _evaluated_package(evidence: Mapping[str, Any], variant: str) -> str | None:
@@ -1011,7 +997,9 @@ def promote_challenger(
             held=True,
         )
     if any(e.action == AUDIT_WEIGHTS for e in prior):
-        overtaken = _acted_on_since(backend, release.endpoint, inputs.execution_id, max(e.seq for e in prior))
+        overtaken = acted_on_since(
+            backend.list_audit(), release.endpoint, inputs.execution_id, max(e.seq for e in prior)
+        )
         if overtaken is not None:
             # The release manager promoted or rolled back after this shift stopped: walking the schedule
             # again would undo that (e.g. put 90% back on the variant they rolled back to, or re-promote

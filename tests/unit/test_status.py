@@ -58,3 +58,48 @@ def test_an_execution_whose_process_lives_is_not_interrupted(
     assert collect_status(tmp_path, None)["last_execution"]["interrupted"] is False
     render_status(collect_status(tmp_path, None))
     assert "interrupted" not in capsys.readouterr().out
+
+
+def _ledger(state_dir: Path, *entries: tuple[str, str, str | None]) -> None:
+    """Append (actor, action, execution id) entries about endpoint ``ep``'s challenger to the ledger."""
+    from agent_release.pipelines.local_backend import LocalBackend
+
+    backend = LocalBackend(state_dir)
+    try:
+        for actor, action, execution_id in entries:
+            backend.append_audit(actor, action, "ep/challenger", "test", {}, execution_id)
+    finally:
+        backend.close()
+
+
+@pytest.mark.parametrize(
+    ("ledger", "state", "says", "not_says"),
+    [
+        ([], "none", "it had changed no traffic", "Nothing guards"),
+        ([("run", "weights", "SELF"), ("run", "weights", "SELF")], "stopped", "Nothing guards", "records"),
+        ([("run", "weights", "SELF"), ("run", "promote", "SELF")], "finished", "audit #2: promote", "guards"),
+        (
+            # Another execution's decision changes no traffic; the release manager's rollback does.
+            [("run", "weights", "SELF"), ("run", "decision", "OTHER"), ("alice", "rollback", None)],
+            "overtaken",
+            "alice acted on ep (audit #3: rollback)",
+            "Nothing guards",
+        ),
+    ],
+)
+def test_an_interrupted_execution_says_where_its_shift_stands_by_the_ledger(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    ledger: list[tuple[str, str, str | None]],
+    state: str,
+    says: str,
+    not_says: str,
+) -> None:
+    execution_id = _execution(tmp_path, _dead_pid())
+    _ledger(tmp_path, *((a, act, execution_id if e == "SELF" else e) for a, act, e in ledger))
+    shift = collect_status(tmp_path, None)["last_execution"]["shift"]
+    assert shift["state"] == state
+    render_status(collect_status(tmp_path, None))
+    out = " ".join(capsys.readouterr().out.split())
+    assert says in out and not_says not in out, out
+    assert f"agent-release run --resume {execution_id}" in out

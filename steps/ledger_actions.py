@@ -1,0 +1,90 @@
+"""The audit ledger's action names for traffic and approvals, and what the ledger says about a shift.
+
+Kept apart from :mod:`agent_release.steps.promote_challenger` (which writes these entries) so that
+``agent-release status`` can read a shift's state from the ledger without importing the promotion step.
+
+Usage::
+
+    shift = shift_state(backend.list_audit(), execution_id)
+    if shift.state == "overtaken":
+        print(f"audit #{shift.entry.seq}: {shift.entry.actor} {shift.entry.action}")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from agent_release.steps.backend import AuditEntry, Frozen
+
+__all__ = [
+    "AUDIT_DECISION",
+    "AUDIT_NO_CHANGE",
+    "AUDIT_PROMOTE",
+    "AUDIT_REJECT",
+    "AUDIT_RESUME",
+    "AUDIT_ROLLBACK",
+    "AUDIT_SHADOW",
+    "AUDIT_WEIGHTS",
+    "ShiftState",
+    "acted_on_since",
+    "shift_state",
+]
+
+AUDIT_WEIGHTS = "weights"
+AUDIT_ROLLBACK = "rollback"
+AUDIT_PROMOTE = "promote"
+AUDIT_REJECT = "reject"
+AUDIT_DECISION = "decision"
+AUDIT_NO_CHANGE = "no_change"
+AUDIT_RESUME = "resume"
+AUDIT_SHADOW = "shadow"
+
+# The entries that change an endpoint's traffic or approvals.
+TRAFFIC_ACTIONS = (AUDIT_PROMOTE, AUDIT_ROLLBACK, AUDIT_WEIGHTS)
+
+
+def acted_on_since(
+    entries: Sequence[AuditEntry], endpoint: str, execution_id: str | None, seq: int
+) -> AuditEntry | None:
+    """The first of ``entries`` after ``seq`` that changed ``endpoint``'s traffic or approvals on behalf of
+    someone else than ``execution_id`` (a release manager's promote or rollback, another run), if any."""
+    return next(
+        (
+            e
+            for e in entries
+            if e.seq > seq
+            and e.subject.startswith(f"{endpoint}/")
+            and e.execution_id != execution_id
+            and e.action in TRAFFIC_ACTIONS
+        ),
+        None,
+    )
+
+
+class ShiftState(Frozen):
+    """Where an execution's traffic shift stands by the ledger.
+
+    ``state``: ``none`` (it changed no traffic), ``finished`` (its last traffic entry promoted or rolled
+    back), ``stopped`` (it changed weights and stopped between steps) or ``overtaken`` (after it stopped,
+    someone else changed the endpoint's traffic or approvals: ``entry``). ``entry`` is otherwise the
+    execution's own last traffic entry (None for ``none``).
+    """
+
+    state: Literal["none", "finished", "stopped", "overtaken"]
+    entry: AuditEntry | None = None
+
+
+def shift_state(entries: Sequence[AuditEntry], execution_id: str) -> ShiftState:
+    """Where ``execution_id``'s traffic shift stands, read from the ledger's ``entries`` (in seq order)."""
+    own = [e for e in entries if e.execution_id == execution_id and e.action in TRAFFIC_ACTIONS]
+    if not own:
+        return ShiftState(state="none")
+    last = own[-1]
+    if last.action in (AUDIT_PROMOTE, AUDIT_ROLLBACK):
+        return ShiftState(state="finished", entry=last)
+    endpoint = last.subject.split("/", 1)[0]
+    overtaken = acted_on_since(entries, endpoint, execution_id, last.seq)
+    if overtaken is not None:
+        return ShiftState(state="overtaken", entry=overtaken)
+    return ShiftState(state="stopped", entry=last)
