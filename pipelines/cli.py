@@ -335,6 +335,7 @@ def run(config_path: Path, resume_id: str | None, quiet: bool, as_json: bool) ->
                     "id": result.id,
                     "status": result.status,
                     "decision": result.decision,
+                    "promotion": _promotion_outcome(result),
                     "error": result.error,
                     "ran": result.ran,
                     "reused": result.reused,
@@ -364,6 +365,17 @@ def _render_report_quietly(state_dir: Path, execution_id: str) -> Path | None:
         return None
 
 
+def _promotion_outcome(result: Any) -> dict[str, str] | None:
+    """What the promotion step did (``action``: promoted, rolled_back, held_for_approval, rejected,
+    no_change) and why, or None when it has not run. ``decision`` alone is the gate's: after a guard rolled
+    the canary back it still reads "promote"."""
+    promotion = result.outputs.get("promote_challenger")
+    action = getattr(promotion, "action", None)
+    if action is None:
+        return None
+    return {"action": str(action), "reason": str(getattr(promotion, "reason", "") or "")}
+
+
 def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> None:
     status = {
         "succeeded": "[green]succeeded[/green]",
@@ -373,11 +385,11 @@ def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> No
     decision = f", decision [bold]{result.decision}[/bold]" if result.decision else ""
     # The run succeeds when a guard rolls the canary back (the pipeline did its job), but "decision
     # promote" alone read as if the challenger had been promoted.
-    promotion = result.outputs.get("promote_challenger")
-    if getattr(promotion, "action", None) == "rolled_back":  # "rejected" is the gate's reject: no canary ran
+    promotion = _promotion_outcome(result)
+    if promotion is not None and promotion["action"] == "rolled_back":  # "rejected": the gate's, no canary
         from rich.markup import escape
 
-        decision += f", [red]rolled back[/red]: {escape(str(getattr(promotion, 'reason', '')))}"
+        decision += f", [red]rolled back[/red]: {escape(promotion['reason'])}"
     console.note(f"execution {result.id} {status}{decision}")
     if report_path is not None:
         console.note(f"report: {report_path}")

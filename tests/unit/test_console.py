@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -91,3 +92,47 @@ def test_the_run_footer_says_when_a_promoted_release_was_rolled_back(action: str
     )
     _print_run_footer(run_console, result, None)
     assert out.getvalue().splitlines()[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("outputs", "expected"),
+    [
+        (
+            {"action": "rolled_back", "reason": "challenger error rate 31% > 5%"},
+            {"action": "rolled_back", "reason": "challenger error rate 31% > 5%"},
+        ),
+        (
+            {"action": "promoted", "reason": "every guard green"},
+            {"action": "promoted", "reason": "every guard green"},
+        ),
+        (None, None),  # the promotion step did not run (e.g. the gate found nothing to decide on)
+    ],
+)
+def test_run_json_says_what_the_promotion_did_not_only_the_gates_decision(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    outputs: dict[str, str] | None,
+    expected: dict[str, str] | None,
+) -> None:
+    # `run --json` said {"status": "succeeded", "decision": "promote"} after a guard had rolled the canary
+    # back: a script could not tell a promoted challenger from a rolled-back one.
+    import json
+
+    from click.testing import CliRunner
+
+    from agent_release.pipelines import cli, local_run
+    from agent_release.pipelines.executor import ExecutionResult
+    from agent_release.steps.promote_challenger import PromotionReport
+
+    promotion = {"promote_challenger": PromotionReport.model_construct(**outputs)} if outputs else {}
+    result = ExecutionResult(id="e-1", status="succeeded", decision="promote", outputs=promotion)
+    monkeypatch.setattr(local_run, "run_local", lambda *_a, **_k: result)
+    monkeypatch.setattr(cli, "_render_report_quietly", lambda *_a: None)
+    config = tmp_path / "pipeline.yaml"
+    config.write_text("name: x\n")
+    invoked = CliRunner().invoke(
+        cli.main, ["run", "-c", str(config), "--json"], env={"AGENT_RELEASE_HOME": str(tmp_path / "home")}
+    )
+    assert invoked.exit_code == 0, invoked.output
+    data = json.loads(invoked.output.strip().splitlines()[-1])
+    assert data["decision"] == "promote" and data["promotion"] == expected
