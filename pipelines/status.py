@@ -5,8 +5,11 @@
     {"state_dir", "tracking_uri",
      "endpoints": [{"name", "status", "variants": [{"name", "weight", "share", "role", "package_arn",
                                                   "package_version", "approval_status", "shadow"}]}],
-     "last_execution": {"id", "status", "decision", "started_at", "finished_at", "error",
+     "last_execution": {"id", "status", "decision", "promotion", "started_at", "finished_at", "error",
                         "interrupted", "shift" (only when interrupted)} | null}
+
+``decision`` is the gate's; ``promotion`` is what the promotion step then did, ``{"action": "promoted" |
+"rolled_back" | "held_for_approval" | "rejected" | "no_change", "reason"}``, or null before it has run.
 
 Everything is read through read-only connections (:func:`~agent_release.pipelines.state_db.read_only`):
 ``status`` writes nothing to the state and works on a read-only state directory. (In a writable one SQLite
@@ -95,6 +98,7 @@ def collect_status(
         store = ExecutionStore(state_dir)
         try:
             row = unless_table_missing(store.latest, None)
+            promotion = _promotion(store, row["id"]) if row is not None else None
         finally:
             store.close()
         interrupted = row is not None and row["status"] == "running" and not _process_alive(row["pid"])
@@ -107,6 +111,7 @@ def collect_status(
     last = None
     if row is not None:
         last = {k: row[k] for k in ("id", "status", "decision", "started_at", "finished_at", "error")}
+        last["promotion"] = promotion
         last["interrupted"] = interrupted
         if shift is not None:
             last["shift"] = shift
@@ -147,6 +152,14 @@ def _endpoints(backend: Backend) -> list[dict[str, Any]]:
             }
         )
     return endpoints
+
+
+def _promotion(store: Any, execution_id: str) -> dict[str, str] | None:
+    """What the execution's promotion step did (``action``, ``reason``), or None before it has succeeded."""
+    output = store.step_output(execution_id, "promote_challenger")
+    if not isinstance(output, dict) or not output.get("action"):
+        return None
+    return {"action": str(output["action"]), "reason": str(output.get("reason") or "")}
 
 
 def _interrupted_shift(backend: Backend, execution_id: str) -> dict[str, Any]:
@@ -207,12 +220,21 @@ def render_status(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console(highlight=False)
+    if not console.is_terminal:
+        # As the run console does: off a terminal rich wraps at 80 columns, which split the tracking URI and
+        # the last run's line for scripts and logs reading `status`; there each line stays whole.
+        console = Console(highlight=False, soft_wrap=True)
     console.print(f"state dir     {data['state_dir']}")
     console.print(f"tracking URI  {data['tracking_uri']}")
     last = data.get("last_execution")
     if last:
         decision = last.get("decision") or "-"
-        console.print(f"last run      {last['id']}  {last['status']}  decision: [bold]{decision}[/bold]")
+        promotion = last.get("promotion") or {}
+        # The gate's decision alone read "promote" after a guard had rolled the canary back.
+        promoted = f"  promotion: {promotion['action'].replace('_', ' ')}" if promotion else ""
+        console.print(
+            f"last run      {last['id']}  {last['status']}  decision: [bold]{decision}[/bold]{promoted}"
+        )
         if last.get("error"):
             console.print(f"              error: {last['error']}")
         if last.get("interrupted"):

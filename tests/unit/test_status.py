@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -18,12 +20,20 @@ def _noop(_: StepRun) -> None:
     return None
 
 
-def _execution(state_dir: Path, pid: int) -> str:
-    """An execution recorded as running by process ``pid`` (as if that process had started it)."""
+def _execution(state_dir: Path, pid: int, promotion: dict[str, str] | None = None) -> str:
+    """An execution recorded as running by process ``pid`` (as if that process had started it), with
+    ``promotion`` as its promotion step's stored output when given."""
     store = ExecutionStore(state_dir)
     try:
-        step = StepDef(name="one", needs=(), output_type=BaseModel, run=_noop)
-        execution_id = store.create("demo", state_dir / "pipeline.yaml", "name: demo\n", [step])
+        steps = [
+            StepDef(name=n, needs=(), output_type=BaseModel, run=_noop) for n in ("one", "promote_challenger")
+        ]
+        execution_id = store.create("demo", state_dir / "pipeline.yaml", "name: demo\n", steps)
+        if promotion is not None:
+            store.mark_step(
+                execution_id, "promote_challenger", "succeeded", output_json=json.dumps(promotion)
+            )
+            store.finish(execution_id, "succeeded", decision="promote")
     finally:
         store.close()
     with sqlite3.connect(state_dir / "state.db") as conn:
@@ -103,3 +113,29 @@ def test_an_interrupted_execution_says_where_its_shift_stands_by_the_ledger(
     out = " ".join(capsys.readouterr().out.split())
     assert says in out and not_says not in out, out
     assert f"agent-release run --resume {execution_id}" in out
+
+
+@pytest.mark.parametrize(
+    ("promotion", "shown"),
+    [
+        ({"action": "rolled_back", "reason": "challenger error rate 31% > 5%"}, "promotion: rolled back"),
+        ({"action": "promoted", "reason": "every guard green"}, "promotion: promoted"),
+    ],
+)
+def test_the_last_run_says_what_its_promotion_did_not_only_the_gates_decision(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], promotion: dict[str, str], shown: str
+) -> None:
+    # It read "succeeded  decision: promote" after a guard had rolled the canary back.
+    _execution(tmp_path, os.getpid(), promotion)
+    last = collect_status(tmp_path, None)["last_execution"]
+    assert last["decision"] == "promote" and last["promotion"] == promotion
+    render_status(collect_status(tmp_path, None))
+    out = capsys.readouterr().out
+    assert f"decision: promote  {shown}" in out
+    # Off a terminal each line stays whole (rich used to wrap the tracking URI at 80 columns).
+    assert f"tracking URI  sqlite:///{tmp_path}/mlflow.db" in out.splitlines()
+
+
+def test_a_run_whose_promotion_has_not_run_has_no_promotion(tmp_path: Path) -> None:
+    _execution(tmp_path, os.getpid())
+    assert collect_status(tmp_path, None)["last_execution"]["promotion"] is None
