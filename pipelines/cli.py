@@ -717,9 +717,11 @@ def iam_policy(config_path: Path) -> None:
     """Print the least-privilege IAM policy of the pipeline's execution role (JSON)."""
     from agent_release.pipelines.config import load_config
     from agent_release.pipelines.iam_policy import execution_role_policy
-    from agent_release.pipelines.sagemaker_target import check_region
+    from agent_release.pipelines.sagemaker_target import check_region, require_role
 
-    config = load_config(config_path).config
+    loaded = load_config(config_path)
+    config = loaded.config
+    require_role(loaded, config_path)  # the same one-line refusal, naming the file, as compile/upsert/start
     check_region(config.sagemaker.region)  # ARNs in a region that does not exist would grant nothing
     click.echo(json.dumps(execution_role_policy(config), indent=2))
 
