@@ -84,17 +84,18 @@ class SageMakerConfig(Frozen):
     role_arn: str | None = Field(
         default=None,
         description="Execution role of the pipeline, its steps and its schedule/trigger, e.g. "
-        "arn:aws:iam::<account>:role/agent-release-pipeline. No default: compile, upsert, start, executions "
+        "`arn:aws:iam::<account>:role/agent-release-pipeline`. No default: compile, upsert, start, executions "
         "and iam-policy refuse a project without it; local runs ignore it.",
     )
     bucket: str | None = Field(
-        default=None, description="S3 bucket for step code, datasets and artifacts (default: derived)."
+        default=None,
+        description="S3 bucket for step code, datasets and artifacts (default: `sagemaker-<region>-<account of role_arn>`).",
     )
     instance_type: str = Field(default="ml.m5.large", description="Instance type of the @step jobs.")
     image_uri: str | None = Field(
         default=None,
         description="Container image of the @step jobs; it must contain agent-release (docs/aws.md has the "
-        "Dockerfile). Default: <account>.dkr.ecr.<region>.amazonaws.com/agent-release:<version>.",
+        "Dockerfile). Default: `<account>.dkr.ecr.<region>.amazonaws.com/agent-release:<version>`.",
     )
     serving_image_uri: str | None = Field(
         default=None,

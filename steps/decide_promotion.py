@@ -150,7 +150,10 @@ class DecisionConfig(BaseModel):
         "finite).",
     )
     alpha: float = Field(
-        default=0.05, gt=0.0, lt=0.5, description="One-sided error rate of each decision (false promotion)."
+        default=0.05,
+        gt=0.0,
+        lt=0.5,
+        description="One-sided error rate of each decision (false promotion); above 0, below 0.5.",
     )
     power: float = Field(
         default=0.8, gt=0.0, lt=1.0, description="Target power for the MDE in plans and advice."
@@ -168,7 +171,10 @@ class DecisionConfig(BaseModel):
         default=0.2,
         ge=0.0,
         le=1.0,
-        description="Share of errored rows above which a variant is not comparable (see module docstring).",
+        description=(
+            "Share of errored rows above which a variant is not comparable: a challenger above it is "
+            "rejected, a champion above it makes the decision inconclusive."
+        ),
     )
     first_release_min_primary: float = Field(
         default=0.0,

@@ -38,7 +38,13 @@ class PriceTable(Frozen):
 class JudgeConfig(Frozen):
     """An optional LLM judge reached over an OpenAI-compatible API (off unless configured)."""
 
-    base_url: str = Field(description="OpenAI-compatible base URL of the judge model server.")
+    base_url: str = Field(
+        description=(
+            "OpenAI-compatible base URL of the judge model server, with its API prefix: the judge posts to "
+            "`<base_url>/chat/completions`, e.g. `http://127.0.0.1:8080/v1` (a model package's `base_url` is "
+            "the server's root instead)."
+        )
+    )
     model: str = Field(description="Model name sent to the judge server.")
     api_key_env: str | None = Field(default=None, description="Environment variable holding the API key.")
 

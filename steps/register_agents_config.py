@@ -19,7 +19,7 @@ class InferenceConfig(Frozen):
         le=MAX_TOKENS,
         description="Upper bound on generated tokens per model call (at most 1,000,000).",
     )
-    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0, description="Sampling temperature (0 to 2).")
     stream: bool = Field(
         default=True, description="Use InvokeEndpointWithResponseStream (True) or InvokeEndpoint (False)."
     )

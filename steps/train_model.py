@@ -50,8 +50,10 @@ class TrainConfig(BaseModel):
     enabled: bool = Field(
         default=True, description="Run the training step; when false the step does nothing."
     )
-    data: str = Field(description="Training data (JSONL), relative to the project directory.")
-    seed: int = Field(default=7, description="Random seed; the same data and seed give the same model file.")
+    data: str = Field(description="Training data (JSONL), relative to the directory of pipeline.yaml.")
+    seed: int = Field(
+        default=7, description="Random seed (0 to 2**32-1); the same data and seed give the same model file."
+    )
     package_group: str = Field(description="Model package group the trained model is registered in.")
     cohorts: list[str] | None = Field(
         default=None,

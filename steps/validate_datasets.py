@@ -43,7 +43,7 @@ class _Frozen(BaseModel):
 
 
 class DatasetSpec(_Frozen):
-    """One dataset to validate; paths are relative to the project directory."""
+    """One dataset to validate; paths are relative to the directory of pipeline.yaml."""
 
     path: str = Field(description="JSONL file of evaluation cases, e.g. datasets/support/golden.jsonl.")
     suite: str = Field(
