@@ -52,7 +52,11 @@ class TrainConfig(BaseModel):
     )
     data: str = Field(description="Training data (JSONL), relative to the directory of pipeline.yaml.")
     seed: int = Field(
-        default=7, description="Random seed (0 to 2**32-1); the same data and seed give the same model file."
+        default=7,
+        # numpy's and scikit-learn's range; in the model, so `agent-release schema` carries it too.
+        ge=0,
+        le=2**32 - 1,
+        description="Random seed (0 to 2**32-1); the same data and seed give the same model file.",
     )
     package_group: str = Field(description="Model package group the trained model is registered in.")
     cohorts: list[str] | None = Field(

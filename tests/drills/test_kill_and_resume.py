@@ -45,7 +45,7 @@ from _drill import (
     wait_for,
 )
 
-# The module's fixture runs nine CLI processes in a row (about 150 s on a quiet 2-core machine); the
+# The module's fixture runs ten CLI processes in a row (about 150 s on a quiet 2-core machine); the
 # default 300 s per-test timeout would cut it short on a loaded one.
 pytestmark = [pytest.mark.slow, pytest.mark.e2e, pytest.mark.timeout(900)]
 

@@ -246,12 +246,20 @@ def test_faults_on_unknown_variant(project: Path) -> None:
 
 def test_seed_out_of_range(project: Path) -> None:
     edit(project, "seed: 7", "seed: 1180591620717411303424")
-    config_error(project, "train.seed", "between 0 and 2**32-1", line_needle="seed: 1180")
+    config_error(project, "train.seed", "less than or equal to 4294967295", line_needle="seed: 1180")
+
+
+def test_the_schema_carries_the_seed_range() -> None:
+    # `agent-release schema` accepted a train.seed of -5 that `validate` refused.
+    from agent_release.pipelines.config import PipelineConfig
+
+    seed = PipelineConfig.model_json_schema()["$defs"]["TrainConfig"]["properties"]["seed"]
+    assert (seed["minimum"], seed["maximum"]) == (0, 2**32 - 1)
 
 
 def test_negative_seed(project: Path) -> None:
     edit(project, "seed: 7", "seed: -1")
-    config_error(project, "train.seed", line_needle="seed: -1")
+    config_error(project, "train.seed", "greater than or equal to 0", line_needle="seed: -1")
 
 
 def test_unknown_cohort(project: Path) -> None:
