@@ -5,7 +5,9 @@
 - ``demo``: ``agent_release.agents.demo_model.serving.load_demo_model(artifact_uri)``.
 - ``openai_compatible``: proxied to ``{options["base_url"]}/v1/chat/completions`` with httpx (optional
   ``options["model"]`` fills a missing ``model`` field, ``options["api_key_env"]`` names the variable holding
-  a bearer token, ``options["timeout_s"]`` defaults to 300).
+  a bearer token, ``options["timeout_s"]`` defaults to 300). The upstream's answers are normalised for
+  Strands (:mod:`.upstream_chunks`): usage trimmed to its counts, tool calls given ids and indexes, a
+  stream relayed as whole SSE events.
 - ``container``: SageMaker only; refused here.
 
 Every loaded model is a :class:`ServedModel` (async ``complete`` and ``stream``); :class:`ModelCache` keeps
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agent_release.agents.chat_model import ChatCompletionModel
 from agent_release.pipelines.runtime.chunks import completion_to_sse
 from agent_release.pipelines.runtime.model_threads import ModelThreads
+from agent_release.pipelines.runtime.upstream_chunks import SSEEvents, normalise_completion
 from agent_release.steps.backend import ModelSpec
 
 if TYPE_CHECKING:
@@ -153,10 +156,11 @@ class OpenAICompatibleModel:
             raise ModelInvocationError("upstream answer is not JSON", 502) from exc
         if not isinstance(answer, dict):
             raise ModelInvocationError("upstream answer is not a JSON object", 502)
-        return answer
+        return normalise_completion(answer)
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
-        """POST with ``stream: true`` and pass the upstream SSE bytes through unchanged."""
+        """POST with ``stream: true`` and relay the upstream's SSE events, whole and normalised
+        (:mod:`.upstream_chunks`): each part holds complete events, whatever the upstream's reads split."""
         import httpx
 
         try:
@@ -168,9 +172,12 @@ class OpenAICompatibleModel:
                     raise ModelInvocationError(
                         f"upstream answered {response.status_code}: {text[:500]}", response.status_code
                     )
+                events = SSEEvents()
                 async for data in response.aiter_bytes():
-                    if data:
-                        yield data
+                    if out := events.feed(data):
+                        yield out
+                if out := events.close():
+                    yield out
         except httpx.HTTPError as exc:
             raise ModelInvocationError(f"upstream {self.url} failed: {exc}", 502) from exc
 

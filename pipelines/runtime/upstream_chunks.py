@@ -1,0 +1,156 @@
+"""Make an OpenAI-compatible server's answers ones Strands' ``SageMakerAIModel`` can read.
+
+Real servers differ in details the OpenAI format leaves loose, and Strands trips on some of them:
+
+- ``usage`` with more keys than the three counts (OpenAI's and LiteLLM's ``completion_tokens_details``,
+  SGLang's ``reasoning_tokens``): Strands builds a dataclass from it, so every call raises ``TypeError``;
+- a tool call without an ``id`` (or an empty one): Strands' tool results then match no tool use and its
+  event loop recurses until ``RecursionError``;
+- a streamed tool-call delta without ``index`` (older Ollama): Strands raises ``KeyError: 'index'``.
+
+The proxy rewrites just those: usage keeps the three counts, a missing tool-call id gets a fresh one, a
+missing index is the delta's position in its list. Everything else passes unchanged. For a stream the SSE is
+re-framed event by event (:class:`SSEEvents`), since upstream bytes split events anywhere and servers end
+lines with LF or CRLF and send keep-alive comments.
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from agent_release.pipelines.runtime.chunks import DONE_LINE, USAGE_KEYS
+
+_LINE_END = re.compile(r"\r\n|\r|\n")
+
+
+def new_tool_call_id() -> str:
+    """A tool-call id unique across calls and turns (Strands pairs tool results with their use by it)."""
+    return f"call_{uuid.uuid4().hex[:24]}"
+
+
+def _usage(usage: Any) -> dict[str, Any] | None:
+    """The counts Strands accepts, or None when the upstream sent no usable usage object."""
+    if not isinstance(usage, Mapping):
+        return None
+    return {k: usage[k] for k in USAGE_KEYS if k in usage}
+
+
+def _fix_usage(holder: dict[str, Any]) -> None:
+    """Keep only the counts of ``holder["usage"]``; drop a null or malformed usage (Strands skips none)."""
+    if "usage" not in holder:
+        return
+    usage = _usage(holder["usage"])
+    if usage:
+        holder["usage"] = usage
+    else:
+        del holder["usage"]
+
+
+def normalise_completion(answer: dict[str, Any]) -> dict[str, Any]:
+    """A non-streaming ``chat.completion`` with usage trimmed and every tool call given an id."""
+    _fix_usage(answer)
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        message = choice.get("message") if isinstance(choice, dict) else None
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        for call in calls if isinstance(calls, list) else ():
+            if isinstance(call, dict) and not call.get("id"):
+                call["id"] = new_tool_call_id()
+    return answer
+
+
+class StreamNormaliser:
+    """Rewrites the ``chat.completion.chunk`` objects of one stream (it remembers which tool calls began)."""
+
+    def __init__(self) -> None:
+        self._started: set[int] = set()
+
+    def chunk(self, chunk: dict[str, Any]) -> dict[str, Any]:
+        """``chunk`` with usage trimmed, and each tool-call delta given an index and, on its first, an id."""
+        _fix_usage(chunk)
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if not isinstance(choice, dict):
+                continue
+            _fix_usage(choice)
+            delta = choice.get("delta")
+            if not isinstance(delta, dict):
+                continue
+            calls = delta.get("tool_calls")
+            if isinstance(calls, dict):  # one call, not in a list
+                calls = delta["tool_calls"] = [calls]
+            for position, call in enumerate(calls if isinstance(calls, list) else ()):
+                if isinstance(call, dict):
+                    self._tool_call_delta(position, call)
+        return chunk
+
+    def _tool_call_delta(self, position: int, call: dict[str, Any]) -> None:
+        index = call.setdefault("index", position)
+        if index in self._started:
+            return
+        self._started.add(index)
+        # Strands reads the id from the first delta of each index only.
+        if not call.get("id"):
+            call["id"] = new_tool_call_id()
+
+
+class SSEEvents:
+    """Upstream SSE bytes in, whole ``data: ...`` events out, normalised and framed as ``data: {json}\\n\\n``.
+
+    Follows the SSE rules that matter here: lines end with LF, CRLF or CR; lines starting with ``:`` are
+    comments (keep-alives); an event's ``data:`` lines are joined with LF and the event ends at a blank line;
+    other fields (``event:``, ``id:``) are dropped. A payload that is not a JSON object (``[DONE]``, or
+    something unexpected) is passed on as it came.
+    """
+
+    def __init__(self) -> None:
+        # Incremental: a network read may end inside a multi-byte character.
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        self._pending = ""
+        self._data: list[str] = []
+        self._normaliser = StreamNormaliser()
+
+    def feed(self, data: bytes) -> bytes:
+        """The complete events ``data`` finishes (possibly none), as SSE bytes."""
+        text = self._pending + self._decoder.decode(data)
+        # A CR at the very end may be the first half of a CRLF: keep it until the next bytes tell.
+        held = "\r" if text.endswith("\r") else ""
+        lines = _LINE_END.split(text.removesuffix("\r") if held else text)
+        self._pending = lines.pop() + held
+        return b"".join(self._line(line) for line in lines)
+
+    def close(self) -> bytes:
+        """The last event, when the upstream ended without the blank line that closes it."""
+        rest = (self._pending + self._decoder.decode(b"", final=True)).removesuffix("\r")
+        self._pending = ""
+        return b"".join(self._line(line) for line in [*_LINE_END.split(rest), ""])
+
+    def _line(self, line: str) -> bytes:
+        if not line:
+            return self._dispatch()
+        if line.startswith(":"):
+            return b""
+        field, _, value = line.partition(":")
+        if field == "data":
+            self._data.append(value.removeprefix(" "))
+        return b""
+
+    def _dispatch(self) -> bytes:
+        if not self._data:
+            return b""
+        payload = "\n".join(self._data)
+        self._data = []
+        if payload.strip() == "[DONE]":
+            return DONE_LINE
+        try:
+            chunk = json.loads(payload)
+        except json.JSONDecodeError:
+            chunk = None
+        if isinstance(chunk, dict):
+            payload = json.dumps(self._normaliser.chunk(chunk), separators=(",", ":"))
+        return b"data: " + payload.encode("utf-8") + b"\n\n"

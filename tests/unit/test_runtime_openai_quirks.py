@@ -1,0 +1,230 @@
+"""What real OpenAI-compatible servers send, through the runtime's proxy, to boto3 and to a Strands agent.
+
+The fake upstream writes raw bytes the way llama.cpp server, Ollama's ``/v1`` and vLLM do (raw UTF-8, CRLF,
+keep-alive comments, usage with detail objects, tool calls without ``id`` or ``index``), with the write
+boundaries a network may give the proxy's reads. A Strands ``SageMakerAIModel`` reads the runtime's stream
+exactly as it would an endpoint's; before the proxy normalised the upstream's events each of these cases
+failed the agent call (TypeError, RecursionError, KeyError, UnicodeDecodeError).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+import pytest
+from _shared.loopback import serve
+
+from agent_release.agents.builder import ModelBinding, build_agent, build_model
+from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.steps.backend import ModelSpec, VariantSpec
+
+ANSWER = "Заказ ORD-1 отправлен 🚚"
+COUNTS = {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14}
+# OpenAI, LiteLLM and SGLang send detail objects beside the counts (scenario "usage" only, so that each
+# other scenario fails, on the old code, for its own reason).
+DETAILS = {
+    "prompt_tokens_details": {"cached_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0},
+}
+
+
+def _usage(scenario: str) -> dict[str, Any]:
+    return {**COUNTS, **DETAILS} if scenario == "usage" else dict(COUNTS)
+
+
+def _text_of(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content)
+    return str(content or "")
+
+
+def _event(chunk: dict[str, Any], newline: bytes = b"\n") -> bytes:
+    # Raw UTF-8 as llama.cpp, vLLM and Ollama write it (not \\u escapes).
+    return b"data: " + json.dumps(chunk, ensure_ascii=False).encode("utf-8") + newline + newline
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        **extra,
+    }
+
+
+def _tool_call(scenario: str) -> dict[str, Any]:
+    call: dict[str, Any] = {
+        "type": "function",
+        "function": {"name": "lookup", "arguments": '{"order_id": "ORD-1"}'},
+    }
+    if scenario != "no-id":
+        call["id"] = "call_up_0"
+    if scenario != "no-index":
+        call["index"] = 0
+    return call
+
+
+def _stream(scenario: str, wants_tool: bool) -> list[bytes]:
+    """The writes of one streamed answer; each is flushed on its own."""
+    if wants_tool:
+        events = [
+            _chunk({"role": "assistant", "tool_calls": [_tool_call(scenario)]}),
+            _chunk({}, "tool_calls"),
+        ]
+    else:
+        events = [_chunk({"role": "assistant", "content": ANSWER}), _chunk({}, "stop")]
+    newline = b"\r\n" if scenario == "split-utf8" else b"\n"
+    raw = b": keep-alive" + newline + newline + b"".join(_event(e, newline) for e in events)
+    raw += _event(
+        {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": _usage(scenario)}, newline
+    )
+    raw += b"data: [DONE]" + newline + newline
+    if scenario != "split-utf8":
+        return [raw]
+    # Cut inside the first multi-byte character of the answer: a read may end anywhere.
+    cut = raw.index("Заказ".encode()) + 1
+    return [raw[:cut], raw[cut:]]
+
+
+def _completion(scenario: str, wants_tool: bool) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": "" if wants_tool else ANSWER}
+    if wants_tool:
+        call = _tool_call(scenario)
+        call.pop("index", None)
+        message["tool_calls"] = [call]
+    finish = "tool_calls" if wants_tool else "stop"
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+        "usage": _usage(scenario),
+    }
+
+
+class _Upstream(BaseHTTPRequestHandler):
+    """Answers by the scenario named in the first user message; asks for the tool until it has its result."""
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        user = next(m for m in body["messages"] if m["role"] == "user")
+        scenario = _text_of(user)
+        wants_tool = scenario in ("no-id", "no-index") and not any(
+            m["role"] == "tool" for m in body["messages"]
+        )
+        if not body.get("stream"):
+            payload = json.dumps(_completion(scenario, wants_tool)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+            return
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        for piece in _stream(scenario, wants_tool):
+            self.wfile.write(piece)
+            self.wfile.flush()
+            time.sleep(0.05)  # separate reads on the proxy's side
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+@pytest.fixture(scope="module")
+def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An endpoint whose one variant proxies to the fake upstream; yields the runtime's URL."""
+    with serve(_Upstream) as upstream:
+        backend = LocalBackend(tmp_path_factory.mktemp("state"))
+        spec = ModelSpec(kind="openai_compatible", options={"base_url": upstream, "model": "qwen2.5"})
+        backend.deploy_endpoint("llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0)])
+        try:
+            yield backend.start_runtime()
+        finally:
+            backend.close()
+
+
+def _boto3(url: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+
+
+def _ask_agent(url: str, monkeypatch: pytest.MonkeyPatch, scenario: str, *, stream: bool) -> Any:
+    from strands import tool
+
+    looked_up: list[str] = []
+
+    @tool
+    def lookup(order_id: str) -> str:
+        """Look an order up."""
+        looked_up.append(order_id)
+        return "shipped"
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    model = build_model(ModelBinding(endpoint_name="llm", variant="local-llm", stream=stream, max_attempts=1))
+    result = build_agent(model, "You answer order questions.", [lookup])(scenario)
+    return result, looked_up
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_usage_with_detail_objects_reaches_strands_as_counts(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    # Before: Strands' UsageMetadata(**usage) raised TypeError on completion_tokens_details: every case failed.
+    result, _ = _ask_agent(endpoint, monkeypatch, "usage", stream=stream)
+    assert ANSWER in str(result)
+    assert result.metrics.accumulated_usage["inputTokens"] == 10
+    assert result.metrics.accumulated_usage["outputTokens"] == 4
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_a_tool_call_without_an_id_still_runs_the_tool_once(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    # Before: the empty tool-use id matched no result and Strands' loop recursed until RecursionError.
+    result, looked_up = _ask_agent(endpoint, monkeypatch, "no-id", stream=stream)
+    assert looked_up == ["ORD-1"]
+    assert ANSWER in str(result)
+
+
+def test_a_streamed_tool_call_without_an_index_still_runs_the_tool(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Older Ollama: the whole call in one delta, no index. Before: KeyError: 'index' in Strands.
+    result, looked_up = _ask_agent(endpoint, monkeypatch, "no-index", stream=True)
+    assert looked_up == ["ORD-1"]
+    assert ANSWER in str(result)
+
+
+def test_each_payload_part_holds_whole_events_even_when_a_read_splits_a_character(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the upstream's reads were relayed as they came, so a part ended inside "З" and Strands'
+    # part.decode("utf-8") raised UnicodeDecodeError.
+    response = _boto3(endpoint).invoke_endpoint_with_response_stream(
+        EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "split-utf8"}]})
+    )
+    parts = [event["PayloadPart"]["Bytes"] for event in response["Body"]]
+    texts = [part.decode("utf-8") for part in parts]
+    events = [e for text in texts for e in text.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events), "keep-alive comments and CRLF are not relayed"
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == ANSWER
+    assert chunks[-1]["usage"] == COUNTS
+    result, _ = _ask_agent(endpoint, monkeypatch, "split-utf8", stream=True)
+    assert ANSWER in str(result)
