@@ -3,11 +3,12 @@
 - ``python``: ``options["class_path"] = "pkg.mod:Class"``, built with ``options.get("init", {})`` as keyword
   arguments; it must implement :class:`agent_release.agents.chat_model.ChatCompletionModel`.
 - ``demo``: ``agent_release.agents.demo_model.serving.load_demo_model(artifact_uri)``.
-- ``openai_compatible``: proxied to ``{options["base_url"]}/v1/chat/completions`` with httpx (optional
-  ``options["model"]`` fills a missing ``model`` field, ``options["api_key_env"]`` names the variable holding
-  a bearer token, ``options["timeout_s"]`` defaults to 300). The upstream's answers are normalised for
-  Strands (:mod:`.upstream_chunks`): usage trimmed to its counts, tool calls given ids and indexes, a
-  stream relayed as whole SSE events.
+- ``openai_compatible``: proxied to ``{options["base_url"]}/v1/chat/completions`` with httpx (a base_url
+  that already ends in ``/v1``, as OpenAI clients and the ``llm_judge`` scorer take it, gets no second one;
+  optional ``options["model"]`` fills a missing ``model`` field, ``options["api_key_env"]`` names the
+  variable holding a bearer token, ``options["timeout_s"]`` defaults to 300). The upstream's answers
+  are normalised for Strands (:mod:`.upstream_chunks`): usage trimmed to its counts, tool calls given ids
+  and indexes, a stream relayed as whole SSE events.
 - ``container``: SageMaker only; refused here.
 
 Every loaded model is a :class:`ServedModel` (async ``complete`` and ``stream``); :class:`ModelCache` keeps
@@ -120,7 +121,7 @@ class OpenAICompatibleModel:
         base_url = options.get("base_url")
         if not isinstance(base_url, str) or not base_url:
             raise ValueError("openai_compatible model needs options.base_url")
-        self.url = base_url.rstrip("/") + "/v1/chat/completions"
+        self.url = chat_completions_url(base_url)
         self.model_name = options.get("model")
         headers = {"Content-Type": "application/json"}
         key_env = options.get("api_key_env")
@@ -148,7 +149,8 @@ class OpenAICompatibleModel:
             raise ModelInvocationError(f"upstream {self.url} unreachable: {exc}", 502) from exc
         if response.status_code >= 400:
             raise ModelInvocationError(
-                f"upstream answered {response.status_code}: {response.text[:500]}", response.status_code
+                f"upstream {self.url} answered {response.status_code}: {response.text[:500]}",
+                response.status_code,
             )
         try:
             answer = response.json()
@@ -170,7 +172,8 @@ class OpenAICompatibleModel:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode("utf-8", "replace")
                     raise ModelInvocationError(
-                        f"upstream answered {response.status_code}: {text[:500]}", response.status_code
+                        f"upstream {self.url} answered {response.status_code}: {text[:500]}",
+                        response.status_code,
                     )
                 events = SSEEvents()
                 async for data in response.aiter_bytes():
@@ -184,6 +187,12 @@ class OpenAICompatibleModel:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+
+def chat_completions_url(base_url: str) -> str:
+    """``<base_url>/v1/chat/completions``, without doubling a ``/v1`` the base URL already ends with."""
+    root = base_url.rstrip("/")
+    return root + ("/chat/completions" if root.endswith("/v1") else "/v1/chat/completions")
 
 
 def load_chat_model(spec: ModelSpec) -> ChatCompletionModel:

@@ -110,6 +110,9 @@ class _Upstream(BaseHTTPRequestHandler):
     """Answers by the scenario named in the first user message; asks for the tool until it has its result."""
 
     def do_POST(self) -> None:
+        if self.path != "/v1/chat/completions":
+            self.send_error(404, "Not Found")  # as llama.cpp server and Ollama answer an unknown path
+            return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         user = next(m for m in body["messages"] if m["role"] == "user")
         scenario = _text_of(user)
@@ -142,7 +145,22 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with serve(_Upstream) as upstream:
         backend = LocalBackend(tmp_path_factory.mktemp("state"))
         spec = ModelSpec(kind="openai_compatible", options={"base_url": upstream, "model": "qwen2.5"})
-        backend.deploy_endpoint("llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0)])
+        # The same server named the way OpenAI clients (and the llm_judge scorer) take it, with /v1; and wrongly.
+        with_v1 = [
+            VariantSpec(
+                name=name,
+                model=ModelSpec(kind="openai_compatible", options={"base_url": url}),
+                initial_weight=0.0,
+            )
+            for name, url in (
+                ("with-v1", upstream + "/v1"),
+                ("with-v1-slash", upstream + "/v1/"),
+                ("wrong-root", upstream + "/llm"),
+            )
+        ]
+        backend.deploy_endpoint(
+            "llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0), *with_v1]
+        )
         try:
             yield backend.start_runtime()
         finally:
@@ -228,3 +246,30 @@ def test_each_payload_part_holds_whole_events_even_when_a_read_splits_a_characte
     assert chunks[-1]["usage"] == COUNTS
     result, _ = _ask_agent(endpoint, monkeypatch, "split-utf8", stream=True)
     assert ANSWER in str(result)
+
+
+@pytest.mark.parametrize("variant", ["with-v1", "with-v1-slash"])
+def test_a_base_url_ending_in_v1_reaches_the_chat_completions_path(endpoint: str, variant: str) -> None:
+    # Before: the runtime posted to <base_url>/v1/v1/chat/completions and every call was a 404 ModelError.
+    response = _boto3(endpoint).invoke_endpoint(
+        EndpointName="llm",
+        TargetVariant=variant,
+        Body=json.dumps({"messages": [{"role": "user", "content": "hello"}]}),
+        ContentType="application/json",
+    )
+    assert json.loads(response["Body"].read())["choices"][0]["message"]["content"] == ANSWER
+    assert response["InvokedProductionVariant"] == variant
+
+
+def test_an_upstream_error_names_the_url_the_runtime_posted_to(endpoint: str) -> None:
+    # A 404 from a wrong base_url is only diagnosable when the message says where the runtime posted.
+    client = _boto3(endpoint)
+    with pytest.raises(client.exceptions.ModelError) as err:
+        client.invoke_endpoint(
+            EndpointName="llm",
+            TargetVariant="wrong-root",
+            Body=json.dumps({"messages": [{"role": "user", "content": "hello"}]}),
+            ContentType="application/json",
+        )
+    assert err.value.response["OriginalStatusCode"] == 404
+    assert "/llm/v1/chat/completions answered 404" in err.value.response["Error"]["Message"]
