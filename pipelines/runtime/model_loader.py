@@ -6,9 +6,9 @@
 - ``openai_compatible``: proxied to ``{options["base_url"]}/v1/chat/completions`` with httpx (a base_url
   that already ends in ``/v1``, as OpenAI clients and the ``llm_judge`` scorer take it, gets no second one;
   optional ``options["model"]`` fills a missing ``model`` field, ``options["api_key_env"]`` names the
-  variable holding a bearer token, ``options["timeout_s"]`` defaults to 300). The upstream's answers
-  are normalised for Strands (:mod:`.upstream_chunks`): usage trimmed to its counts, tool calls given ids
-  and indexes, a stream relayed as whole SSE events.
+  variable holding a bearer token, ``options["timeout_s"]`` defaults to 300, past it a call is a 504). The
+  upstream's answers are normalised for Strands (:mod:`.upstream_chunks`): usage trimmed to its counts,
+  tool calls given ids and indexes, a stream relayed as whole SSE events.
 - ``container``: SageMaker only; refused here.
 
 Every loaded model is a :class:`ServedModel` (async ``complete`` and ``stream``); :class:`ModelCache` keeps
@@ -122,14 +122,13 @@ class OpenAICompatibleModel:
         if not isinstance(base_url, str) or not base_url:
             raise ValueError("openai_compatible model needs options.base_url")
         self.url = chat_completions_url(base_url)
+        self.timeout_s = float(options.get("timeout_s", 300.0))
         self.model_name = options.get("model")
         headers = {"Content-Type": "application/json"}
         key_env = options.get("api_key_env")
         if key_env and os.environ.get(str(key_env)):
             headers["Authorization"] = f"Bearer {os.environ[str(key_env)]}"
-        self._client: httpx.AsyncClient = httpx.AsyncClient(
-            headers=headers, timeout=float(options.get("timeout_s", 300.0))
-        )
+        self._client: httpx.AsyncClient = httpx.AsyncClient(headers=headers, timeout=self.timeout_s)
 
     def _body(self, request: dict[str, Any], stream: bool) -> dict[str, Any]:
         body = {**request, "stream": stream}
@@ -146,7 +145,7 @@ class OpenAICompatibleModel:
         try:
             response = await self._client.post(self.url, json=self._body(request, stream=False))
         except httpx.HTTPError as exc:
-            raise ModelInvocationError(f"upstream {self.url} unreachable: {exc}", 502) from exc
+            raise self._transport_error(exc) from exc
         if response.status_code >= 400:
             raise ModelInvocationError(
                 f"upstream {self.url} answered {response.status_code}: {response.text[:500]}",
@@ -182,7 +181,21 @@ class OpenAICompatibleModel:
                 if out := events.close():
                     yield out
         except httpx.HTTPError as exc:
-            raise ModelInvocationError(f"upstream {self.url} failed: {exc}", 502) from exc
+            raise self._transport_error(exc) from exc
+
+    def _transport_error(self, exc: Exception) -> ModelInvocationError:
+        """What went wrong on the way to the upstream, in words (httpx's timeouts have no message of their
+        own): a timeout is a gateway timeout (504), anything else a bad gateway (502)."""
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException):
+            return ModelInvocationError(
+                f"upstream {self.url} did not answer within {self.timeout_s:g} s "
+                f"(options.timeout_s; {type(exc).__name__})",
+                504,
+            )
+        what = "unreachable" if isinstance(exc, httpx.ConnectError) else "failed"
+        return ModelInvocationError(f"upstream {self.url} {what}: {str(exc) or type(exc).__name__}", 502)
 
     async def aclose(self) -> None:
         """Close the connection pool."""

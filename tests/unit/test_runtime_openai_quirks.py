@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from _shared.loopback import serve
+from botocore.exceptions import EventStreamError
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model
 from agent_release.pipelines.local_backend import LocalBackend
@@ -84,6 +85,9 @@ def _stream(scenario: str, wants_tool: bool) -> list[bytes]:
         {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": _usage(scenario)}, newline
     )
     raw += b"data: [DONE]" + newline + newline
+    if scenario == "slow-stream":
+        first_event_end = raw.index(b"\n\n", raw.index(b"data:")) + 2
+        return [raw[:first_event_end], raw[first_event_end:]]
     if scenario != "split-utf8":
         return [raw]
     # Cut inside the first multi-byte character of the answer: a read may end anywhere.
@@ -116,6 +120,8 @@ class _Upstream(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         user = next(m for m in body["messages"] if m["role"] == "user")
         scenario = _text_of(user)
+        if scenario == "slow":
+            time.sleep(1.0)
         wants_tool = scenario in ("no-id", "no-index") and not any(
             m["role"] == "tool" for m in body["messages"]
         )
@@ -133,7 +139,7 @@ class _Upstream(BaseHTTPRequestHandler):
         for piece in _stream(scenario, wants_tool):
             self.wfile.write(piece)
             self.wfile.flush()
-            time.sleep(0.05)  # separate reads on the proxy's side
+            time.sleep(1.0 if scenario == "slow-stream" else 0.05)  # separate reads on the proxy's side
 
     def log_message(self, format: str, *args: Any) -> None:
         del format, args
@@ -158,8 +164,16 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 ("wrong-root", upstream + "/llm"),
             )
         ]
+        # A server slower than the variant's timeout_s (a big model's first token, a loaded GPU).
+        slow = [
+            VariantSpec(
+                name="impatient",
+                model=ModelSpec(kind="openai_compatible", options={"base_url": upstream, "timeout_s": 0.3}),
+                initial_weight=0.0,
+            )
+        ]
         backend.deploy_endpoint(
-            "llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0), *with_v1]
+            "llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0), *with_v1, *slow]
         )
         try:
             yield backend.start_runtime()
@@ -273,3 +287,28 @@ def test_an_upstream_error_names_the_url_the_runtime_posted_to(endpoint: str) ->
         )
     assert err.value.response["OriginalStatusCode"] == 404
     assert "/llm/v1/chat/completions answered 404" in err.value.response["Error"]["Message"]
+
+
+def test_an_upstream_slower_than_timeout_s_is_a_timeout_that_says_so(endpoint: str) -> None:
+    # Before: httpx's ReadTimeout has no message, so the caller read 'upstream ... unreachable: ' (502), as if
+    # the server were down, with no word of the timeout.
+    client = _boto3(endpoint)
+    with pytest.raises(client.exceptions.ModelError) as err:
+        client.invoke_endpoint(
+            EndpointName="llm",
+            TargetVariant="impatient",
+            Body=json.dumps({"messages": [{"role": "user", "content": "slow"}]}),
+            ContentType="application/json",
+        )
+    assert err.value.response["OriginalStatusCode"] == 504
+    assert "did not answer within 0.3 s (options.timeout_s" in err.value.response["Error"]["Message"]
+    # Mid-stream, the headers are gone: the same words arrive in-band as a ModelStreamError.
+    response = client.invoke_endpoint_with_response_stream(
+        EndpointName="llm",
+        TargetVariant="impatient",
+        Body=json.dumps({"messages": [{"role": "user", "content": "slow-stream"}]}),
+    )
+    with pytest.raises(EventStreamError, match=r"did not answer within 0\.3 s") as stream_err:
+        for _ in response["Body"]:
+            pass
+    assert stream_err.value.response["Error"]["Code"] == "ModelStreamError"
