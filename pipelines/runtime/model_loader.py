@@ -174,14 +174,44 @@ class OpenAICompatibleModel:
                         f"upstream {self.url} answered {response.status_code}: {text[:500]}",
                         response.status_code,
                     )
+                media_type = response.headers.get("content-type", "").partition(";")[0].strip().lower()
+                if media_type == "application/json" or media_type.endswith("+json"):
+                    # A server that ignores ``stream: true`` answers one chat.completion: replay it as chunks.
+                    yield self._replay(await response.aread())
+                    return
                 events = SSEEvents()
+                head = b""  # the start of the body, for the error when it held no event at all
+                relayed = False
                 async for data in response.aiter_bytes():
+                    head = head or data[:500]
                     if out := events.feed(data):
+                        relayed = True
                         yield out
                 if out := events.close():
+                    relayed = True
                     yield out
+                if not relayed:
+                    # Else the caller would read an empty answer as the model's (silently, no error row).
+                    raise ModelInvocationError(
+                        f"upstream {self.url} answered a stream request with no SSE event "
+                        f"({media_type or 'no content type'}): {head.decode('utf-8', 'replace')[:500]!r}",
+                        502,
+                    )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
+
+    def _replay(self, body: bytes) -> bytes:
+        """A whole chat.completion body as the SSE chunk stream it stands for."""
+        try:
+            answer = json.loads(body)
+            lines = completion_to_sse(normalise_completion(answer))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ModelInvocationError(
+                f"upstream {self.url} answered a stream request with JSON that is not a chat.completion: "
+                f"{body[:500].decode('utf-8', 'replace')!r}",
+                502,
+            ) from exc
+        return b"".join(lines)
 
     def _transport_error(self, exc: Exception) -> ModelInvocationError:
         """What went wrong on the way to the upstream, in words (httpx's timeouts have no message of their

@@ -125,7 +125,10 @@ class _Upstream(BaseHTTPRequestHandler):
         wants_tool = scenario in ("no-id", "no-index") and not any(
             m["role"] == "tool" for m in body["messages"]
         )
-        if not body.get("stream"):
+        if scenario == "not-sse":
+            self._send(b"model is loading, try again later", "text/plain")
+            return
+        if not body.get("stream") or scenario == "json-for-stream":
             payload = json.dumps(_completion(scenario, wants_tool)).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -140,6 +143,13 @@ class _Upstream(BaseHTTPRequestHandler):
             self.wfile.write(piece)
             self.wfile.flush()
             time.sleep(1.0 if scenario == "slow-stream" else 0.05)  # separate reads on the proxy's side
+
+    def _send(self, payload: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
 
     def log_message(self, format: str, *args: Any) -> None:
         del format, args
@@ -312,3 +322,27 @@ def test_an_upstream_slower_than_timeout_s_is_a_timeout_that_says_so(endpoint: s
         for _ in response["Body"]:
             pass
     assert stream_err.value.response["Error"]["Code"] == "ModelStreamError"
+
+
+def test_a_server_that_answers_a_stream_request_with_one_json_completion_is_replayed_as_a_stream(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Some servers ignore stream: true (or cannot stream with tools) and answer a whole chat.completion.
+    # Before: relayed as they were, Strands failed on the missing choices[0].delta (KeyError 'delta').
+    result, _ = _ask_agent(endpoint, monkeypatch, "json-for-stream", stream=True)
+    assert ANSWER in str(result)
+    assert result.metrics.accumulated_usage["inputTokens"] == 10
+
+
+def test_a_stream_answer_without_any_sse_event_is_a_model_error(endpoint: str) -> None:
+    # Before: the text was relayed, Strands skipped it, and the agent's answer was silently empty: a case
+    # scored as the model's answer instead of an error row.
+    client = _boto3(endpoint)
+    with pytest.raises(client.exceptions.ModelError) as err:
+        client.invoke_endpoint_with_response_stream(
+            EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "not-sse"}]})
+        )
+    assert err.value.response["OriginalStatusCode"] == 502
+    message = err.value.response["Error"]["Message"]
+    assert "no SSE event (text/plain)" in message
+    assert "model is loading" in message
