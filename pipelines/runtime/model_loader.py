@@ -181,16 +181,13 @@ class OpenAICompatibleModel:
                     return
                 events = SSEEvents()
                 head = b""  # the start of the body, for the error when it held no event at all
-                relayed = False
                 async for data in response.aiter_bytes():
                     head = head or data[:500]
                     if out := events.feed(data):
-                        relayed = True
                         yield out
                 if out := events.close():
-                    relayed = True
                     yield out
-                if not relayed:
+                if not events.events:
                     # Else the caller would read an empty answer as the model's (silently, no error row).
                     raise ModelInvocationError(
                         f"upstream {self.url} answered a stream request with no SSE event "

@@ -11,7 +11,7 @@ Real servers differ in details the OpenAI format leaves loose, and Strands trips
 The proxy rewrites just those: usage keeps the three counts, a missing tool-call id gets a fresh one, a
 missing index is the delta's position in its list. Everything else passes unchanged. For a stream the SSE is
 re-framed event by event (:class:`SSEEvents`), since upstream bytes split events anywhere and servers end
-lines with LF or CRLF and send keep-alive comments.
+lines with LF or CRLF.
 """
 
 from __future__ import annotations
@@ -103,8 +103,8 @@ class SSEEvents:
     """Upstream SSE bytes in, whole ``data: ...`` events out, normalised and framed as ``data: {json}\\n\\n``.
 
     Follows the SSE rules that matter here: lines end with LF, CRLF or CR; lines starting with ``:`` are
-    comments (keep-alives); an event's ``data:`` lines are joined with LF and the event ends at a blank line;
-    other fields (``event:``, ``id:``) are dropped. A payload that is not a JSON object (``[DONE]``, or
+    comments (keep-alives), passed on each as a block of its own; an event's ``data:`` lines are joined with
+    LF and the event ends at a blank line; other fields (``event:``, ``id:``) are dropped. A payload that is not a JSON object (``[DONE]``, or
     something unexpected) is passed on as it came.
     """
 
@@ -114,6 +114,7 @@ class SSEEvents:
         self._pending = ""
         self._data: list[str] = []
         self._normaliser = StreamNormaliser()
+        self.events = 0  # data events passed on so far (comments not counted)
 
     def feed(self, data: bytes) -> bytes:
         """The complete events ``data`` finishes (possibly none), as SSE bytes."""
@@ -134,7 +135,9 @@ class SSEEvents:
         if not line:
             return self._dispatch()
         if line.startswith(":"):
-            return b""
+            # Passed on as a block of its own: a keep-alive before the first token is the stream's first
+            # part, as on SageMaker, so a slow first token does not run into the invocation timeout.
+            return line.encode("utf-8") + b"\n\n"
         field, _, value = line.partition(":")
         if field == "data":
             self._data.append(value.removeprefix(" "))
@@ -145,6 +148,7 @@ class SSEEvents:
             return b""
         payload = "\n".join(self._data)
         self._data = []
+        self.events += 1
         if payload.strip() == "[DONE]":
             return DONE_LINE
         try:

@@ -85,6 +85,9 @@ def _stream(scenario: str, wants_tool: bool) -> list[bytes]:
         {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": _usage(scenario)}, newline
     )
     raw += b"data: [DONE]" + newline + newline
+    if scenario == "keep-alive-then-slow":
+        # A proxy in front of a busy server (OpenRouter, LiteLLM) keeps the connection alive with comments.
+        return [b": keep-alive\n\n", b": keep-alive\n\n", raw]
     if scenario == "slow-stream":
         first_event_end = raw.index(b"\n\n", raw.index(b"data:")) + 2
         return [raw[:first_event_end], raw[first_event_end:]]
@@ -142,7 +145,8 @@ class _Upstream(BaseHTTPRequestHandler):
         for piece in _stream(scenario, wants_tool):
             self.wfile.write(piece)
             self.wfile.flush()
-            time.sleep(1.0 if scenario == "slow-stream" else 0.05)  # separate reads on the proxy's side
+            slow = scenario in ("slow-stream", "keep-alive-then-slow")
+            time.sleep(1.0 if slow else 0.05)  # separate reads on the proxy's side
 
     def _send(self, payload: bytes, content_type: str) -> None:
         self.send_response(200)
@@ -263,7 +267,9 @@ def test_each_payload_part_holds_whole_events_even_when_a_read_splits_a_characte
     parts = [event["PayloadPart"]["Bytes"] for event in response["Body"]]
     texts = [part.decode("utf-8") for part in parts]
     events = [e for text in texts for e in text.split("\n\n") if e]
-    assert all(e.startswith("data: ") for e in events), "keep-alive comments and CRLF are not relayed"
+    assert events[0] == ": keep-alive", "a comment stays a comment (its own block)"
+    events = events[1:]
+    assert all(e.startswith("data: ") for e in events), "CRLF framing is not relayed"
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == ANSWER
@@ -346,3 +352,26 @@ def test_a_stream_answer_without_any_sse_event_is_a_model_error(endpoint: str) -
     message = err.value.response["Error"]["Message"]
     assert "no SSE event (text/plain)" in message
     assert "model is loading" in message
+
+
+def test_keep_alive_comments_before_a_slow_first_token_start_the_stream_in_time(tmp_path: Any) -> None:
+    # The invocation timeout covers a stream's first part; a keep-alive is a part, as on SageMaker. Before:
+    # the re-framing swallowed comments, so the first part waited for the first token and timed out (504).
+    from agent_release.pipelines.runtime.server import RuntimeServer
+
+    with serve(_Upstream) as upstream:
+        backend = LocalBackend(tmp_path)
+        spec = ModelSpec(kind="openai_compatible", options={"base_url": upstream})
+        backend.deploy_endpoint("llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0)])
+        with RuntimeServer(tmp_path, invocation_timeout_s=0.5) as server:
+            assert server.url is not None
+            response = _boto3(server.url).invoke_endpoint_with_response_stream(
+                EndpointName="llm",
+                Body=json.dumps({"messages": [{"role": "user", "content": "keep-alive-then-slow"}]}),
+            )
+            raw = b"".join(event["PayloadPart"]["Bytes"] for event in response["Body"]).decode()
+        backend.close()
+    assert raw.startswith(": keep-alive\n\n")
+    chunks = [json.loads(e.removeprefix("data: ")) for e in raw.split("\n\n") if e.startswith("data: {")]
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == ANSWER
+    assert raw.endswith("data: [DONE]\n\n")
