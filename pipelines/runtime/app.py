@@ -127,6 +127,12 @@ def _answer_body(answer: dict[str, Any]) -> bytes:
         raise ModelInvocationError(f"model returned an answer that is not JSON: {exc}") from exc
 
 
+def _model_error_message(exc: ModelInvocationError) -> str:
+    """SageMaker's words for a container's failure: a 4xx is a client error, anything else a server error."""
+    kind = "client" if 400 <= exc.original_status < 500 else "server"
+    return f'Received {kind} error ({exc.original_status}) from model with message "{exc.message}".'
+
+
 async def _disconnect(receive: Receive) -> None:
     """Return once the client has gone (the request body was read already)."""
     while (await receive())["type"] != "http.disconnect":
@@ -383,7 +389,7 @@ class RuntimeApp:
                 send,
                 424,
                 "ModelError",
-                f'Received server error ({exc.original_status}) from model with message "{exc.message}".',
+                _model_error_message(exc),
                 {"OriginalStatusCode": exc.original_status, "OriginalMessage": exc.message},
             )
             self._record(name, variant.name, exc.original_status, model_ms, started, shadow=False)

@@ -305,6 +305,28 @@ def test_an_upstream_error_names_the_url_the_runtime_posted_to(endpoint: str) ->
     assert "/llm/v1/chat/completions answered 404" in err.value.response["Error"]["Message"]
 
 
+def test_a_4xx_from_the_model_is_worded_as_sagemaker_words_it(endpoint: str) -> None:
+    # SageMaker: 'Received client error (404) from model with message ...' for a container's 4xx, 'server
+    # error' for a 5xx. Before: 'server error' whatever the status, so a 404 or 401 read as a crash.
+    client = _boto3(endpoint)
+    with pytest.raises(client.exceptions.ModelError) as err:
+        client.invoke_endpoint(
+            EndpointName="llm",
+            TargetVariant="wrong-root",
+            Body=json.dumps({"messages": [{"role": "user", "content": "hello"}]}),
+            ContentType="application/json",
+        )
+    assert err.value.response["Error"]["Message"].startswith("Received client error (404) from model with")
+    with pytest.raises(client.exceptions.ModelError) as err:
+        client.invoke_endpoint(
+            EndpointName="llm",
+            TargetVariant="impatient",
+            Body=json.dumps({"messages": [{"role": "user", "content": "slow"}]}),
+            ContentType="application/json",
+        )
+    assert err.value.response["Error"]["Message"].startswith("Received server error (504) from model with")
+
+
 def test_an_upstream_slower_than_timeout_s_is_a_timeout_that_says_so(endpoint: str) -> None:
     # Before: httpx's ReadTimeout has no message, so the caller read 'upstream ... unreachable: ' (502), as if
     # the server were down, with no word of the timeout.
