@@ -185,8 +185,13 @@ class OpenAICompatibleModel:
                     head = head or data[:500]
                     if out := events.feed(data):
                         yield out
+                    if events.error:
+                        break
                 if out := events.close():
                     yield out
+                if events.error:
+                    message, status = events.error
+                    raise ModelInvocationError(f"upstream {self.url} failed mid-stream: {message}", status)
                 if not events.events:
                     # Else the caller would read an empty answer as the model's (silently, no error row).
                     raise ModelInvocationError(

@@ -6,10 +6,13 @@ Real servers differ in details the OpenAI format leaves loose, and Strands trips
   SGLang's ``reasoning_tokens``): Strands builds a dataclass from it, so every call raises ``TypeError``;
 - a tool call without an ``id`` (or an empty one): Strands' tool results then match no tool use and its
   event loop recurses until ``RecursionError``;
-- a streamed tool-call delta without ``index`` (older Ollama): Strands raises ``KeyError: 'index'``.
+- a streamed tool-call delta without ``index`` (older Ollama): Strands raises ``KeyError: 'index'``;
+- an error after the stream began, sent as a data event ``{"error": {...}}`` (vLLM) or as an ``error:``
+  field (llama.cpp server): Strands skips it and takes the text so far for the whole answer.
 
 The proxy rewrites just those: usage keeps the three counts, a missing tool-call id gets a fresh one, a
-missing index is the delta's position in its list. Everything else passes unchanged. For a stream the SSE is
+missing index is the delta's position in its list, an error event ends the stream as an error
+(:attr:`SSEEvents.error`). Everything else passes unchanged. For a stream the SSE is
 re-framed event by event (:class:`SSEEvents`), since upstream bytes split events anywhere and servers end
 lines with LF or CRLF.
 """
@@ -64,6 +67,14 @@ def normalise_completion(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def stream_error(error: Any) -> tuple[str, int]:
+    """(message, status) of an in-stream ``{"error": ...}`` event; status 502 unless it names a 4xx/5xx."""
+    message = error.get("message") if isinstance(error, Mapping) else error
+    code = error.get("code") if isinstance(error, Mapping) else None
+    status = code if isinstance(code, int) and 400 <= code < 600 else 502
+    return str(message or json.dumps(error)), status
+
+
 class StreamNormaliser:
     """Rewrites the ``chat.completion.chunk`` objects of one stream (it remembers which tool calls began)."""
 
@@ -115,6 +126,8 @@ class SSEEvents:
         self._data: list[str] = []
         self._normaliser = StreamNormaliser()
         self.events = 0  # data events passed on so far (comments not counted)
+        # The upstream's in-stream error, as (message, status): nothing after it is passed on.
+        self.error: tuple[str, int] | None = None
 
     def feed(self, data: bytes) -> bytes:
         """The complete events ``data`` finishes (possibly none), as SSE bytes."""
@@ -132,6 +145,8 @@ class SSEEvents:
         return b"".join(self._line(line) for line in [*_LINE_END.split(rest), ""])
 
     def _line(self, line: str) -> bytes:
+        if self.error is not None:
+            return b""
         if not line:
             return self._dispatch()
         if line.startswith(":"):
@@ -141,6 +156,13 @@ class SSEEvents:
         field, _, value = line.partition(":")
         if field == "data":
             self._data.append(value.removeprefix(" "))
+        elif field == "error":
+            # llama.cpp server's form of an in-stream error: a field of its own, ``error: {json}``.
+            try:
+                error = json.loads(value)
+            except json.JSONDecodeError:
+                error = value.strip()
+            self.error = stream_error(error.get("error", error) if isinstance(error, dict) else error)
         return b""
 
     def _dispatch(self) -> bytes:
@@ -155,6 +177,11 @@ class SSEEvents:
             chunk = json.loads(payload)
         except json.JSONDecodeError:
             chunk = None
+        if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
+            # vLLM, llama.cpp server: a failure after the 200 is a data event {"error": {...}}, which Strands
+            # would skip (the answer so far looking whole). It ends the stream as the caller's error.
+            self.error = self.error or stream_error(chunk["error"])
+            return b""
         if isinstance(chunk, dict):
             payload = json.dumps(self._normaliser.chunk(chunk), separators=(",", ":"))
         return b"data: " + payload.encode("utf-8") + b"\n\n"

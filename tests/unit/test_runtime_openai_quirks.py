@@ -85,6 +85,14 @@ def _stream(scenario: str, wants_tool: bool) -> list[bytes]:
         {"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": _usage(scenario)}, newline
     )
     raw += b"data: [DONE]" + newline + newline
+    if scenario.startswith("error-"):
+        # A failure after the 200: vLLM sends a data event {"error": ...}, llama.cpp server an error: field.
+        if scenario == "error-first":
+            llama_cpp = {"code": 400, "message": "context size exceeded", "type": "exceed_context_size_error"}
+            return [b"error: " + json.dumps(llama_cpp).encode() + b"\n\n"]
+        vllm = {"error": {"message": "context size exceeded", "type": "BadRequestError", "code": 400}}
+        partial = _event(_chunk({"role": "assistant", "content": "Заказ"}))
+        return [partial + _event(vllm), b"data: [DONE]\n\n"]
     if scenario == "keep-alive-then-slow":
         # A proxy in front of a busy server (OpenRouter, LiteLLM) keeps the connection alive with comments.
         return [b": keep-alive\n\n", b": keep-alive\n\n", raw]
@@ -397,3 +405,32 @@ def test_keep_alive_comments_before_a_slow_first_token_start_the_stream_in_time(
     chunks = [json.loads(e.removeprefix("data: ")) for e in raw.split("\n\n") if e.startswith("data: {")]
     assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]) == ANSWER
     assert raw.endswith("data: [DONE]\n\n")
+
+
+def test_an_error_event_in_the_upstream_stream_is_the_callers_error(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: Strands skipped the {"error": ...} event and the agent returned the text so far ("Заказ") as
+    # the model's whole answer, scored as such.
+    client = _boto3(endpoint)
+    response = client.invoke_endpoint_with_response_stream(
+        EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "error-mid-stream"}]})
+    )
+    with pytest.raises(EventStreamError, match="failed mid-stream: context size exceeded") as err:
+        for _ in response["Body"]:
+            pass
+    assert err.value.response["Error"]["Code"] == "ModelStreamError"
+    with pytest.raises(EventStreamError, match="context size exceeded"):
+        _ask_agent(endpoint, monkeypatch, "error-mid-stream", stream=True)
+
+
+def test_an_error_field_before_any_event_is_a_model_error_with_the_upstreams_status(endpoint: str) -> None:
+    # Before any other event the headers are not sent yet: a ModelError carrying the upstream's status.
+    # Before: llama.cpp's error: field was relayed, Strands skipped it, the answer was silently empty.
+    client = _boto3(endpoint)
+    with pytest.raises(client.exceptions.ModelError) as first:
+        client.invoke_endpoint_with_response_stream(
+            EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "error-first"}]})
+        )
+    assert first.value.response["OriginalStatusCode"] == 400
+    assert "context size exceeded" in first.value.response["Error"]["Message"]
