@@ -6,9 +6,9 @@
 - ``openai_compatible``: proxied to ``{options["base_url"]}/v1/chat/completions`` with httpx (a base_url
   that already ends in ``/v1``, as OpenAI clients and the ``llm_judge`` scorer take it, gets no second one;
   optional ``options["model"]`` fills a missing ``model`` field, ``options["api_key_env"]`` names the
-  variable holding a bearer token, ``options["timeout_s"]`` defaults to 300, past it a call is a 504). The
-  upstream's answers are normalised for Strands (:mod:`.upstream_chunks`): usage trimmed to its counts,
-  tool calls given ids and indexes, a stream relayed as whole SSE events.
+  variable holding a bearer token (it must be set), ``options["timeout_s"]`` defaults to 300, past it a
+  call is a 504). The upstream's answers are normalised for Strands (:mod:`.upstream_chunks`): usage
+  trimmed to its counts, tool calls given ids and indexes, a stream relayed as whole SSE events.
 - ``container``: SageMaker only; refused here.
 
 Every loaded model is a :class:`ServedModel` (async ``complete`` and ``stream``); :class:`ModelCache` keeps
@@ -126,8 +126,15 @@ class OpenAICompatibleModel:
         self.model_name = options.get("model")
         headers = {"Content-Type": "application/json"}
         key_env = options.get("api_key_env")
-        if key_env and os.environ.get(str(key_env)):
-            headers["Authorization"] = f"Bearer {os.environ[str(key_env)]}"
+        if key_env:
+            # Named but unset would send no key at all: every call a 401 that does not say why.
+            key = os.environ.get(str(key_env))
+            if not key:
+                raise ValueError(
+                    f"options.api_key_env names {key_env}, which is not set in the environment of the "
+                    "runtime (set it where `agent-release run` or `serve` starts)"
+                )
+            headers["Authorization"] = f"Bearer {key}"
         self._client: httpx.AsyncClient = httpx.AsyncClient(headers=headers, timeout=self.timeout_s)
 
     def _body(self, request: dict[str, Any], stream: bool) -> dict[str, Any]:

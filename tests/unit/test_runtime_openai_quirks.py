@@ -136,6 +136,12 @@ class _Upstream(BaseHTTPRequestHandler):
         wants_tool = scenario in ("no-id", "no-index") and not any(
             m["role"] == "tool" for m in body["messages"]
         )
+        if scenario == "whoami":
+            auth = str(self.headers.get("Authorization"))
+            message = {"role": "assistant", "content": auth}
+            answer = {"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": message}]}
+            self._send(json.dumps(answer).encode(), "application/json")
+            return
         if scenario == "not-sse":
             self._send(b"model is loading, try again later", "text/plain")
             return
@@ -186,6 +192,14 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 ("wrong-root", upstream + "/llm"),
             )
         ]
+        keyed = [
+            VariantSpec(
+                name=name,
+                model=ModelSpec(kind="openai_compatible", options={"base_url": upstream, "api_key_env": env}),
+                initial_weight=0.0,
+            )
+            for name, env in (("keyed", "AR_TEST_LLM_KEY"), ("key-unset", "AR_TEST_NO_SUCH_KEY"))
+        ]
         # A server slower than the variant's timeout_s (a big model's first token, a loaded GPU).
         slow = [
             VariantSpec(
@@ -195,7 +209,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             )
         ]
         backend.deploy_endpoint(
-            "llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0), *with_v1, *slow]
+            "llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0), *with_v1, *slow, *keyed]
         )
         try:
             yield backend.start_runtime()
@@ -434,3 +448,20 @@ def test_an_error_field_before_any_event_is_a_model_error_with_the_upstreams_sta
         )
     assert first.value.response["OriginalStatusCode"] == 400
     assert "context size exceeded" in first.value.response["Error"]["Message"]
+
+
+def test_api_key_env_sends_the_key_and_an_unset_one_is_a_clear_model_error(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: a named variable that was not set sent no key at all, and the upstream's 401 did not say why.
+    client = _boto3(endpoint)
+    body = json.dumps({"messages": [{"role": "user", "content": "whoami"}]})
+    monkeypatch.setenv("AR_TEST_LLM_KEY", "s3cret")
+    answer = json.loads(
+        client.invoke_endpoint(EndpointName="llm", TargetVariant="keyed", Body=body)["Body"].read()
+    )
+    assert answer["choices"][0]["message"]["content"] == "Bearer s3cret"
+    monkeypatch.delenv("AR_TEST_NO_SUCH_KEY", raising=False)
+    with pytest.raises(client.exceptions.ModelError) as err:
+        client.invoke_endpoint(EndpointName="llm", TargetVariant="key-unset", Body=body)
+    assert "api_key_env names AR_TEST_NO_SUCH_KEY, which is not set" in err.value.response["Error"]["Message"]
