@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agent_release.agents.chat_model import ChatCompletionModel
 from agent_release.pipelines.runtime.chunks import completion_to_sse
 from agent_release.pipelines.runtime.model_threads import ModelThreads
-from agent_release.pipelines.runtime.upstream_chunks import SSEEvents, normalise_completion
+from agent_release.pipelines.runtime.upstream_chunks import SSEEvents, normalise_completion, stream_error
 from agent_release.steps.backend import ModelSpec
 
 if TYPE_CHECKING:
@@ -158,13 +158,7 @@ class OpenAICompatibleModel:
                 f"upstream {self.url} answered {response.status_code}: {response.text[:500]}",
                 response.status_code,
             )
-        try:
-            answer = response.json()
-        except json.JSONDecodeError as exc:
-            raise ModelInvocationError("upstream answer is not JSON", 502) from exc
-        if not isinstance(answer, dict):
-            raise ModelInvocationError("upstream answer is not a JSON object", 502)
-        return normalise_completion(answer)
+        return self._completion(response.content)
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
         """POST with ``stream: true`` and relay the upstream's SSE events, whole and normalised
@@ -209,18 +203,29 @@ class OpenAICompatibleModel:
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
 
-    def _replay(self, body: bytes) -> bytes:
-        """A whole chat.completion body as the SSE chunk stream it stands for."""
+    def _completion(self, body: bytes) -> dict[str, Any]:
+        """The chat.completion of a 200 answer's body, normalised; anything else is the model's error."""
+        text = body[:500].decode("utf-8", "replace")
         try:
             answer = json.loads(body)
-            lines = completion_to_sse(normalise_completion(answer))
+        except ValueError as exc:
+            raise ModelInvocationError(f"upstream {self.url} answer is not JSON: {text!r}", 502) from exc
+        if isinstance(answer, dict) and isinstance(answer.get("choices"), list) and answer["choices"]:
+            return normalise_completion(answer)
+        if isinstance(answer, dict) and "error" in answer:
+            # LM Studio answers an unknown path or model with 200 {"error": ...}; Strands would fail on
+            # the missing choices (KeyError 'choices') without a word of the server's message.
+            message, status = stream_error(answer["error"])
+            raise ModelInvocationError(f"upstream {self.url} answered 200 with an error: {message}", status)
+        raise ModelInvocationError(f"upstream {self.url} answer is not a chat.completion: {text!r}", 502)
+
+    def _replay(self, body: bytes) -> bytes:
+        """A whole chat.completion body as the SSE chunk stream it stands for."""
+        answer = self._completion(body)
+        try:
+            return b"".join(completion_to_sse(answer))
         except (ValueError, TypeError, AttributeError) as exc:
-            raise ModelInvocationError(
-                f"upstream {self.url} answered a stream request with JSON that is not a chat.completion: "
-                f"{body[:500].decode('utf-8', 'replace')!r}",
-                502,
-            ) from exc
-        return b"".join(lines)
+            raise ModelInvocationError(f"upstream {self.url} answer cannot be streamed: {exc}", 502) from exc
 
     def _transport_error(self, exc: Exception) -> ModelInvocationError:
         """What went wrong on the way to the upstream, in words (httpx's timeouts have no message of their

@@ -142,6 +142,11 @@ class _Upstream(BaseHTTPRequestHandler):
             answer = {"id": "c", "object": "chat.completion", "choices": [{"index": 0, "message": message}]}
             self._send(json.dumps(answer).encode(), "application/json")
             return
+        if scenario == "error-200":
+            # LM Studio: an unknown path or model is answered 200 with {"error": "..."}.
+            lm_studio = {"error": "Unexpected endpoint or method. (POST /v1/v1/chat/completions)"}
+            self._send(json.dumps(lm_studio).encode(), "application/json")
+            return
         if scenario == "not-sse":
             self._send(b"model is loading, try again later", "text/plain")
             return
@@ -465,3 +470,14 @@ def test_api_key_env_sends_the_key_and_an_unset_one_is_a_clear_model_error(
     with pytest.raises(client.exceptions.ModelError) as err:
         client.invoke_endpoint(EndpointName="llm", TargetVariant="key-unset", Body=body)
     assert "api_key_env names AR_TEST_NO_SUCH_KEY, which is not set" in err.value.response["Error"]["Message"]
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_a_200_answer_carrying_an_error_is_a_model_error_with_the_servers_words(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    # Before: relayed as an answer, Strands failed on it (KeyError 'choices' / 'delta') with no word of
+    # the server's message.
+    with pytest.raises(Exception, match=r"answered 200 with an error: Unexpected endpoint or method") as err:
+        _ask_agent(endpoint, monkeypatch, "error-200", stream=stream)
+    assert getattr(err.value, "response", {}).get("Error", {}).get("Code") == "ModelError"
