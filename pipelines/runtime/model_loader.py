@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agent_release.agents.chat_model import ChatCompletionModel
 from agent_release.pipelines.runtime.chunks import completion_to_sse
 from agent_release.pipelines.runtime.model_threads import ModelThreads
-from agent_release.pipelines.runtime.upstream_chunks import SSEEvents, normalise_completion, stream_error
+from agent_release.pipelines.runtime.upstream_chunks import SSEEvents, normalise_completion, upstream_error
 from agent_release.steps.backend import ModelSpec
 
 if TYPE_CHECKING:
@@ -215,7 +215,7 @@ class OpenAICompatibleModel:
         if isinstance(answer, dict) and "error" in answer:
             # LM Studio answers an unknown path or model with 200 {"error": ...}; Strands would fail on
             # the missing choices (KeyError 'choices') without a word of the server's message.
-            message, status = stream_error(answer["error"])
+            message, status = upstream_error(answer["error"])
             raise ModelInvocationError(f"upstream {self.url} answered 200 with an error: {message}", status)
         raise ModelInvocationError(f"upstream {self.url} answer is not a chat.completion: {text!r}", 502)
 

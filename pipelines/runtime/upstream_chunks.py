@@ -12,9 +12,9 @@ Real servers differ in details the OpenAI format leaves loose, and Strands trips
 
 The proxy rewrites just those: usage keeps the three counts, a missing tool-call id gets a fresh one, a
 missing index is the delta's position in its list, an error event ends the stream as an error
-(:attr:`SSEEvents.error`). Everything else passes unchanged. For a stream the SSE is
-re-framed event by event (:class:`SSEEvents`), since upstream bytes split events anywhere and servers end
-lines with LF or CRLF.
+(:attr:`SSEEvents.error`). Everything else passes unchanged. For a stream the SSE is re-framed event by
+event (:class:`SSEEvents`), since upstream reads split events (and UTF-8 characters) anywhere and servers
+end lines with LF or CRLF.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def normalise_completion(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
-def stream_error(error: Any) -> tuple[str, int]:
-    """(message, status) of an in-stream ``{"error": ...}`` event; status 502 unless it names a 4xx/5xx."""
+def upstream_error(error: Any) -> tuple[str, int]:
+    """(message, status) of an upstream's error object (``{"message", "code"}`` or a bare string), in a
+    stream or a 200 body; status 502 unless its code is a 4xx/5xx."""
     message = error.get("message") if isinstance(error, Mapping) else error
     code = error.get("code") if isinstance(error, Mapping) else None
     status = code if isinstance(code, int) and 400 <= code < 600 else 502
@@ -115,8 +116,9 @@ class SSEEvents:
 
     Follows the SSE rules that matter here: lines end with LF, CRLF or CR; lines starting with ``:`` are
     comments (keep-alives), passed on each as a block of its own; an event's ``data:`` lines are joined with
-    LF and the event ends at a blank line; other fields (``event:``, ``id:``) are dropped. A payload that is not a JSON object (``[DONE]``, or
-    something unexpected) is passed on as it came.
+    LF and the event ends at a blank line; an ``error:`` field, or a data event that is an error object, is
+    kept in :attr:`error` and ends what is passed on; other fields (``event:``, ``id:``) are dropped. A
+    payload that is not a JSON object (``[DONE]``, or something unexpected) is passed on as it came.
     """
 
     def __init__(self) -> None:
@@ -162,7 +164,7 @@ class SSEEvents:
                 error = json.loads(value)
             except json.JSONDecodeError:
                 error = value.strip()
-            self.error = stream_error(error.get("error", error) if isinstance(error, dict) else error)
+            self.error = upstream_error(error.get("error", error) if isinstance(error, dict) else error)
         return b""
 
     def _dispatch(self) -> bytes:
@@ -180,7 +182,7 @@ class SSEEvents:
         if isinstance(chunk, dict) and "error" in chunk and not chunk.get("choices"):
             # vLLM, llama.cpp server: a failure after the 200 is a data event {"error": {...}}, which Strands
             # would skip (the answer so far looking whole). It ends the stream as the caller's error.
-            self.error = self.error or stream_error(chunk["error"])
+            self.error = self.error or upstream_error(chunk["error"])
             return b""
         if isinstance(chunk, dict):
             payload = json.dumps(self._normaliser.chunk(chunk), separators=(",", ":"))

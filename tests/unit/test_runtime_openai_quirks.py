@@ -184,7 +184,7 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with serve(_Upstream) as upstream:
         backend = LocalBackend(tmp_path_factory.mktemp("state"))
         spec = ModelSpec(kind="openai_compatible", options={"base_url": upstream, "model": "qwen2.5"})
-        # The same server named the way OpenAI clients (and the llm_judge scorer) take it, with /v1; and wrongly.
+        # The same server named as OpenAI clients (and the llm_judge scorer) take it, with /v1; and wrongly.
         with_v1 = [
             VariantSpec(
                 name=name,
@@ -257,7 +257,8 @@ def _ask_agent(url: str, monkeypatch: pytest.MonkeyPatch, scenario: str, *, stre
 def test_usage_with_detail_objects_reaches_strands_as_counts(
     endpoint: str, monkeypatch: pytest.MonkeyPatch, stream: bool
 ) -> None:
-    # Before: Strands' UsageMetadata(**usage) raised TypeError on completion_tokens_details: every case failed.
+    # Before: Strands' UsageMetadata(**usage) raised TypeError on completion_tokens_details: every case
+    # failed.
     result, _ = _ask_agent(endpoint, monkeypatch, "usage", stream=stream)
     assert ANSWER in str(result)
     assert result.metrics.accumulated_usage["inputTokens"] == 10
