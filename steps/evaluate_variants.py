@@ -506,6 +506,10 @@ def _score(
                 errors_by_trace[trace_id][n] = error_text(error)
     for o in outcomes:
         o.scorer_errors.update(errors_by_trace.get(o.trace_id or "", {}))
+        if o.trace_id not in by_trace:
+            # mlflow.genai.evaluate gave no result for this case (it returns no table at all when a score
+            # cannot be serialised): the row must say it was not scored, not pass for "not applicable".
+            o.scorer_errors["*"] = "mlflow.genai.evaluate returned no scores for this case"
     return {o.unit.key: by_trace.get(o.trace_id or "", {}) for o in outcomes}
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import numbers
 import re
 import traceback
 from collections.abc import Mapping, Sequence
@@ -113,9 +114,14 @@ class InlineScoring:
         expectations = dict(self.expectations.get(unit.case_id, {}))
         trace = _active_trace_snapshot(trace_id) if self._needs_trace else None
         values: dict[str, float | None] = {}
+        # Feedback name -> the scorer it belongs to: each scorer's own name, and the names it gave on this
+        # case. Another scorer's feedback of that name is refused, whichever runs first.
+        owners: dict[str, str] = {b.name: b.name for b in self.scorers}
         outputs = outcome.outputs()
         for built in self.scorers:
-            for feedback in self._run_scorer(built, inputs, outputs, expectations, trace):
+            for given in self._run_scorer(built, inputs, outputs, expectations, trace):
+                feedback = _checked_feedback(built.name, given, owners)
+                owners.setdefault(feedback.name, built.name)
                 feedback.metadata = {**self._scorer_metadata[built.name], **(feedback.metadata or {})}
                 values[feedback.name] = None if feedback.error is not None else as_score(feedback.value)
                 if feedback.error is not None:
@@ -165,6 +171,33 @@ class InlineScoring:
         if root_span_id is not None:
             assessment.span_id = root_span_id
         mlflow.log_assessment(trace_id=trace_id, assessment=assessment)
+
+
+def _checked_feedback(scorer_name: str, feedback: Any, owners: Mapping[str, str]) -> Any:
+    """``feedback`` as given by scorer ``scorer_name``, or a ``SCORER_ERROR`` feedback in its place when it
+    cannot stand as a score: a non-finite number (NaN or infinity would crash the variant's aggregates, and
+    MLflow cannot serialise it on the trace; "not applicable" is None), or a name another scorer already
+    gave this case (it would silently replace that scorer's score, e.g. a user scorer's ``Feedback`` named
+    ``task_success`` overwriting the gate's primary metric)."""
+    if feedback.error is not None:
+        return feedback
+    owner = owners.get(feedback.name)
+    value = feedback.value
+    if owner is not None and owner != scorer_name:
+        problem, name = (
+            f"gave a feedback named '{feedback.name}', the score of scorer '{owner}': name it apart",
+            scorer_name,
+        )
+    elif isinstance(value, numbers.Real) and not math.isfinite(value):
+        problem, name = f"returned {value!r}, not a finite number (None means not applicable)", feedback.name
+    else:
+        return feedback
+    logger.debug("scorer=<%s>, problem=<%s> | feedback refused", scorer_name, problem)
+    return Feedback(
+        name=name,
+        source=make_code_type_assessment_source(scorer_name),
+        error=AssessmentError(error_code="SCORER_ERROR", error_message=problem),
+    )
 
 
 def _scorer_metadata(scorer: Any) -> dict[str, str]:

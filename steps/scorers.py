@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import numbers
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -198,7 +200,12 @@ def _as_mlflow_scorer(name: str, row_scorer: RowScorer) -> Any:
 
     # MLflow passes arguments by parameter name, so the wrapper must spell them out.
     def score(inputs: Any, outputs: Any, expectations: Any) -> float | None:
-        return row_scorer(inputs or {}, outputs or {}, expectations or {})
+        value = row_scorer(inputs or {}, outputs or {}, expectations or {})
+        if isinstance(value, numbers.Real) and not math.isfinite(value):
+            # Raised, so the row records a scorer error: NaN or infinity is no score (None is "not
+            # applicable"), would crash the variant's aggregates and cannot be serialised on the trace.
+            raise ValueError(f"scorer '{name}' returned {value!r}, not a finite number")
+        return value
 
     # A row scorer is a pure function of the row: it cannot hang, so it runs without MLflow's timeout
     # watchdog, which starts a thread per call (about half the scoring time in py-spy samples). The LLM

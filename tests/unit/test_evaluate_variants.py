@@ -487,3 +487,111 @@ def test_an_evaluation_key_mlflow_cannot_search_for_is_refused() -> None:
     for bad in ("it's", "", "x" * 251, "a b"):
         with pytest.raises(ValueError, match="evaluation key"):
             check_evaluation_key(bad)
+
+
+def infinite_on_orders() -> Any:
+    """A user row scorer that returns infinity on order questions and NaN on the others."""
+
+    def score(inputs: Any, outputs: Any, expectations: Any) -> float:
+        return math.inf if "ORD-" in inputs["input"] else math.nan
+
+    return score
+
+
+def shouts_task_success() -> Any:
+    """A user scorer whose Feedback is named like the built-in ``task_success``, the gate's primary metric."""
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    @scorer(name="shout")
+    def shout(outputs: Any) -> Any:
+        return Feedback(name="task_success", value=1.0)
+
+    return shout
+
+
+def not_finite_scorer() -> Any:
+    """An MLflow scorer whose Feedback carries infinity."""
+    from mlflow.entities import Feedback
+    from mlflow.genai.scorers import scorer
+
+    @scorer(name="unbounded")
+    def unbounded(outputs: Any) -> Any:
+        return Feedback(name="unbounded", value=-math.inf)
+
+    return unbounded
+
+
+@pytest.mark.parametrize("scoring", ["inline", "mlflow_evaluate"])
+def test_a_non_finite_score_is_a_scorer_error_on_its_row_not_a_crash(tracking: str, scoring: str) -> None:
+    from agent_release.steps.evaluate_config import ScorerSpec
+
+    config = EvaluateConfig(
+        concurrency=2,
+        timeout_s=10,
+        scoring=scoring,  # type: ignore[arg-type]
+        scorers=[
+            ScorerSpec(name="task_success"),
+            ScorerSpec(name="test_evaluate_variants:infinite_on_orders"),
+        ],
+    )
+    cases = [*CASES[:3], {"id": "C-plain", "input": "hello there", "expected_facts": [], "cluster": "k9"}]
+    report = _evaluate_challenger(tracking, config, cases)
+    (variant,) = report.variants
+    assert variant.scorer_errors == {"infinite_on_orders": 4}
+    for row in report.rows:
+        assert row.scores.get("infinite_on_orders") is None
+        assert "not a finite number" in row.scorer_errors["infinite_on_orders"]
+    assert "infinite_on_orders" not in variant.aggregates
+    assert variant.aggregates["task_success"]["n"] == 4.0
+
+
+def test_a_feedback_named_like_another_scorer_cannot_overwrite_its_score(tracking: str) -> None:
+    from agent_release.steps.evaluate_config import ScorerSpec
+
+    config = EvaluateConfig(
+        concurrency=2,
+        timeout_s=10,
+        scorers=[
+            # Listed first: the built-in's own score must win whatever the order.
+            ScorerSpec(name="test_evaluate_variants:shouts_task_success"),
+            ScorerSpec(name="task_success"),
+            ScorerSpec(name="test_evaluate_variants:not_finite_scorer"),
+        ],
+    )
+    cases = [
+        *CASES[:2],
+        {"id": "C-fail", "input": "please fail", "expected_facts": ["shipped"], "cluster": "k9"},
+    ]
+    report = _evaluate_challenger(tracking, config, cases)
+    rows = {r.case_id: r for r in report.rows}
+    # The failed case scores 0.0 on task_success, as the built-in says, not the user scorer's 1.0.
+    assert rows["C-fail"].scores["task_success"] == 0.0
+    assert rows["C-0"].scores["task_success"] == 1.0
+    for row in report.rows:
+        assert "task_success" not in row.scorer_errors
+        assert "named 'task_success'" in row.scorer_errors["shout"]
+        assert "not a finite number" in row.scorer_errors["unbounded"]
+    (variant,) = report.variants
+    assert variant.aggregates["task_success"]["mean"] == pytest.approx(2 / 3)
+    assert variant.scorer_errors == {"shout": 3, "unbounded": 3}
+
+
+def test_cases_mlflow_evaluate_left_unscored_say_so(tracking: str) -> None:
+    from agent_release.steps.evaluate_config import ScorerSpec
+
+    config = EvaluateConfig(
+        concurrency=2,
+        timeout_s=10,
+        scoring="mlflow_evaluate",
+        scorers=[
+            ScorerSpec(name="task_success"),
+            ScorerSpec(name="test_evaluate_variants:not_finite_scorer"),
+        ],
+    )
+    report = _evaluate_challenger(tracking, config, CASES[:3])
+    # MLflow returns no result table when a feedback cannot be serialised: no row may pass for "not
+    # applicable".
+    for row in report.rows:
+        assert row.scorer_errors, row
+        assert row.scores.get("task_success") is not None or "*" in row.scorer_errors
