@@ -33,7 +33,9 @@ import json
 import math
 import numbers
 import os
+import random
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -461,11 +463,14 @@ def llm_judge(
     api_key_env: str | None = None,
     rubric: str = DEFAULT_RUBRIC,
     timeout_s: float = 30.0,
+    max_retries: int = 3,
 ) -> RowScorer:
     """A judge model behind an OpenAI-compatible ``/chat/completions`` grades the answer from 0 to 1."""
-    import httpx
-
     _check_judge(base_url, model, api_key_env, rubric, timeout_s)
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
+        raise ScorerConfigError(
+            f"llm_judge: max_retries must be a whole number from 0 to 10, got {max_retries!r}"
+        )
     url = base_url.rstrip("/") + "/chat/completions"
 
     def score(
@@ -488,11 +493,58 @@ def llm_judge(
             "temperature": 0,
             "messages": [{"role": "system", "content": rubric}, {"role": "user", "content": question}],
         }
-        response = httpx.post(url, json=body, headers=headers, timeout=timeout_s)
-        response.raise_for_status()
+        response = post_with_retries(url, body, headers, timeout_s=timeout_s, max_retries=max_retries)
         return parse_judge_score(str(response.json()["choices"][0]["message"]["content"]))
 
     return score
+
+
+# Longest wait between two judge calls, whatever the server's Retry-After asks for.
+JUDGE_MAX_BACKOFF_S = 10.0
+
+
+def post_with_retries(
+    url: str,
+    body: Mapping[str, Any],
+    headers: Mapping[str, str],
+    *,
+    timeout_s: float,
+    max_retries: int,
+    base_delay_s: float = 0.5,
+) -> Any:
+    """POST ``body`` to the judge, retrying throttling (429), 5xx answers and refused connections with
+    full-jitter exponential backoff (or the server's ``Retry-After``, capped) up to ``max_retries`` times,
+    as the agents' own model calls are: a hosted judge that throttles would otherwise cost rows their
+    score. A read timeout is not retried (each try would wait ``timeout_s`` again). Returns the
+    ``httpx.Response`` of the last try; raises ``httpx.HTTPStatusError`` if it is not a success."""
+    import httpx
+
+    for attempt in range(max_retries + 1):
+        last = attempt == max_retries
+        try:
+            response = httpx.post(url, json=dict(body), headers=dict(headers), timeout=timeout_s)
+        except httpx.ConnectError:
+            if last:
+                raise
+            time.sleep(_backoff_s(attempt, base_delay_s, None))
+            continue
+        if last or not (response.status_code == 429 or response.status_code >= 500):
+            break
+        time.sleep(_backoff_s(attempt, base_delay_s, response.headers.get("Retry-After")))
+    response.raise_for_status()
+    return response
+
+
+def _backoff_s(attempt: int, base_delay_s: float, retry_after: str | None) -> float:
+    """Seconds before retry ``attempt + 1``: the server's ``Retry-After`` seconds if it gives a number, else
+    full jitter over an exponential ceiling; at most :data:`JUDGE_MAX_BACKOFF_S` either way."""
+    try:
+        asked = float(retry_after) if retry_after is not None else None
+    except ValueError:
+        asked = None  # an HTTP date: fall back to our own backoff
+    if asked is not None and math.isfinite(asked) and asked >= 0:
+        return min(asked, JUDGE_MAX_BACKOFF_S)
+    return random.uniform(0, min(JUDGE_MAX_BACKOFF_S, base_delay_s * 2**attempt))
 
 
 def _check_judge(base_url: Any, model: Any, api_key_env: Any, rubric: Any, timeout_s: Any) -> None:
@@ -522,9 +574,14 @@ def _check_judge(base_url: Any, model: Any, api_key_env: Any, rubric: Any, timeo
 
 
 def parse_judge_score(content: str) -> float:
-    """The ``score`` from a judge reply (JSON, possibly wrapped in prose), clipped to [0, 1]."""
+    """The ``score`` from a judge reply (JSON, possibly wrapped in prose), a number from 0 to 1.
+
+    A score outside [0, 1] (or NaN) raises instead of being clipped: it means the judge graded on another
+    scale (7 out of 10 would become a perfect 1.0) or not at all, and its rows must show a scorer error."""
     match = re.search(r"\{.*\}", content, re.DOTALL)
     if match is None:
         raise ValueError(f"judge reply holds no JSON object: {content[:200]!r}")
     value = float(json.loads(match.group(0))["score"])
-    return min(1.0, max(0.0, value))
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"judge score {value!r} is outside 0..1 (reply: {content[:200]!r})")
+    return value

@@ -315,9 +315,64 @@ def test_llm_judge_against_fake_openai_server(judge_url: str, monkeypatch: pytes
     assert sent["auth"] == "Bearer sekret"
 
 
-def test_parse_judge_score_clips_and_rejects_prose() -> None:
-    assert parse_judge_score('{"score": 1.7}') == 1.0
-    assert parse_judge_score('{"score": -0.4}') == 0.0
+def test_parse_judge_score_reads_json_in_prose_and_rejects_what_is_no_0_to_1_score() -> None:
     assert parse_judge_score('I think {"score": 0.35, "rationale": "partly"}.') == 0.35
+    assert parse_judge_score('{"score": 1}') == 1.0
     with pytest.raises(ValueError, match="no JSON"):
         parse_judge_score("great answer")
+    # A judge grading on another scale (7 of 10) or not at all is a scorer error, not a clipped 1.0 or 0.0.
+    for reply in (
+        '{"score": 7}',
+        '{"score": 1.7}',
+        '{"score": -0.4}',
+        '{"score": NaN}',
+        '{"score": Infinity}',
+    ):
+        with pytest.raises(ValueError, match=r"outside 0\.\.1"):
+            parse_judge_score(reply)
+
+
+class _ThrottlingJudge(BaseHTTPRequestHandler):
+    """Answers 429 (then 503) before it grades: a hosted judge under load."""
+
+    calls: ClassVar[int] = 0
+    failures: ClassVar[int] = 2
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls += 1
+        if type(self).calls <= type(self).failures:
+            status, data = (429 if type(self).calls == 1 else 503), b'{"error": "busy"}'
+        else:
+            status = 200
+            reply = {"choices": [{"message": {"role": "assistant", "content": '{"score": 0.8}'}}]}
+            data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Retry-After", "0")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_llm_judge_retries_throttling_and_5xx_then_gives_up() -> None:
+    import httpx
+
+    _ThrottlingJudge.calls, _ThrottlingJudge.failures = 0, 2
+    with serve(_ThrottlingJudge) as url:
+        built = build_scorer(ScorerSpec(name="llm_judge", args={"base_url": url, "model": "j"}))
+        assert built.spec["args"]["max_retries"] == 3
+        assert built.scorer(inputs={"input": "q"}, outputs=outputs(), expectations=EXPECT) == 0.8
+        assert _ThrottlingJudge.calls == 3
+        _ThrottlingJudge.calls, _ThrottlingJudge.failures = 0, 10
+        once = build_scorer(
+            ScorerSpec(name="llm_judge", args={"base_url": url, "model": "j", "max_retries": 1})
+        )
+        with pytest.raises(httpx.HTTPStatusError, match="503"):
+            once.scorer(inputs={"input": "q"}, outputs=outputs(), expectations=EXPECT)
+        assert _ThrottlingJudge.calls == 2
+    with pytest.raises(ScorerConfigError, match="max_retries"):
+        build_scorer(ScorerSpec(name="llm_judge", args={"base_url": url, "model": "j", "max_retries": -1}))
