@@ -1,8 +1,8 @@
 """What a person sees while a pipeline runs: step lines, progress bars, summaries.
 
 Progress bars only appear when stderr is a terminal (and not in ``--quiet``/``--json`` mode); otherwise each
-step prints one plain line, so CI logs stay readable. Everything goes to stderr: stdout is kept for the
-results scripts parse (``--json``).
+step prints one plain line (a long evaluation one more every 30 s), so CI logs stay readable. Everything goes
+to stderr: stdout is kept for the results scripts parse (``--json``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+# Off a terminal, an evaluation prints its progress at most this often (seconds), besides its last line.
+PLAIN_PROGRESS_EVERY_S = 30.0
 
 
 class RunConsole:
@@ -29,6 +32,8 @@ class RunConsole:
         self._lock = threading.Lock()
         self._progress: Progress | None = None
         self._tasks: dict[str, TaskID] = {}
+        # Variant -> elapsed seconds of its last plain (non-terminal) progress line.
+        self._plain_progress_at: dict[str, float] = {}
 
     # -- executor observer ---------------------------------------------------------------------------------
     def step_event(self, step: str, event: str, info: Mapping[str, Any]) -> None:
@@ -84,14 +89,26 @@ class RunConsole:
         rate = float(_get(event, "rate", 0.0))
         extra = f"errors {errors}  {rate:.1f} cases/s"
         if not self.interactive:
-            if done == total:
-                self.console.print(f"  {variant}: {done}/{total} cases, {extra}")
+            self._plain_eval_progress(variant, done, total, float(_get(event, "elapsed_s", 0.0)), extra)
             return
         with self._lock:
             progress = self._ensure_progress()
             if variant not in self._tasks:
                 self._tasks[variant] = progress.add_task(f"evaluate {variant}", total=total, extra="")
             progress.update(self._tasks[variant], completed=done, total=total, extra=extra)
+
+    def _plain_eval_progress(self, variant: str, done: int, total: int, elapsed_s: float, extra: str) -> None:
+        """Off a terminal: a line when a variant is done, and one at most every
+        :data:`PLAIN_PROGRESS_EVERY_S` seconds before that, so a long evaluation shows in a CI log that it
+        moves (and a CI job that ends a step silent for minutes does not kill it)."""
+        with self._lock:
+            if done < total:
+                if elapsed_s - self._plain_progress_at.get(variant, 0.0) < PLAIN_PROGRESS_EVERY_S:
+                    return  # a short evaluation keeps its single line
+                self._plain_progress_at[variant] = elapsed_s
+            else:
+                self._plain_progress_at.pop(variant, None)
+        self.console.print(f"  {variant}: {done}/{total} cases, {extra}")
 
     def bake_progress(self, label: str, seconds: float) -> Callable[[float, float, str], None]:
         """A callback ``update(elapsed_s, total_s, status_text)`` for one bake period of ``seconds``.

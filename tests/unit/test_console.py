@@ -136,3 +136,26 @@ def test_run_json_says_what_the_promotion_did_not_only_the_gates_decision(
     assert invoked.exit_code == 0, invoked.output
     data = json.loads(invoked.output.strip().splitlines()[-1])
     assert data["decision"] == "promote" and data["promotion"] == expected
+
+
+def test_a_log_gets_an_evaluation_progress_line_every_period_and_one_at_the_end() -> None:
+    from agent_release.pipelines.console import PLAIN_PROGRESS_EVERY_S
+    from agent_release.steps.eval_harness import ProgressEvent
+
+    run_console, out = _console(terminal=False)
+    every = PLAIN_PROGRESS_EVERY_S
+    # A long evaluation: 400 cases over 3.5 periods; a log silent until the end looks hung (and CI jobs
+    # that end a step silent for minutes kill it).
+    for done in range(1, 401):
+        run_console.eval_progress(
+            ProgressEvent("challenger", done, 400, done // 100, 0, done * 3.5 * every / 400)
+        )
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 4, lines
+    assert lines[0].startswith("  challenger: 115/400 cases, errors 1 ")
+    assert lines[-1].startswith("  challenger: 400/400 cases, errors 4 ")
+    # A short one keeps its single line.
+    short, out = _console(terminal=False)
+    for done in range(1, 31):
+        short.eval_progress(ProgressEvent("champion", done, 30, 0, 0, done * 0.1))
+    assert out.getvalue().splitlines() == ["  champion: 30/30 cases, errors 0  10.0 cases/s"]
