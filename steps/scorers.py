@@ -150,7 +150,8 @@ def build_scorer(spec: ScorerSpec) -> BuiltScorer:
         raise ScorerConfigError(f"scorer '{spec.name}' returned {type(product).__name__}, not a scorer")
     _check_row_scorer(spec.name, product)
     name = spec.name.rpartition(":")[2] if ":" in spec.name else spec.name
-    return BuiltScorer(name=name, spec=resolved, scorer=_as_mlflow_scorer(name, product))
+    mlflow_scorer = _as_mlflow_scorer(name, product, built_in=spec.name in _REGISTRY)
+    return BuiltScorer(name=name, spec=resolved, scorer=mlflow_scorer)
 
 
 def build_scorers(specs: Sequence[ScorerSpec]) -> list[BuiltScorer]:
@@ -197,7 +198,7 @@ def _check_row_scorer(name: str, row_scorer: Callable[..., Any]) -> None:
         ) from None
 
 
-def _as_mlflow_scorer(name: str, row_scorer: RowScorer) -> Any:
+def _as_mlflow_scorer(name: str, row_scorer: RowScorer, *, built_in: bool = True) -> Any:
     from mlflow.genai.scorers import scorer
 
     # MLflow passes arguments by parameter name, so the wrapper must spell them out.
@@ -209,10 +210,12 @@ def _as_mlflow_scorer(name: str, row_scorer: RowScorer) -> Any:
             raise ValueError(f"scorer '{name}' returned {value!r}, not a finite number")
         return value
 
-    # A row scorer is a pure function of the row: it cannot hang, so it runs without MLflow's timeout
-    # watchdog, which starts a thread per call (about half the scoring time in py-spy samples). The LLM
-    # judge has its own HTTP timeout.
-    return scorer(name=name, timeout=0)(score)
+    # A built-in row scorer is a pure function of the row: it cannot hang, so it runs without MLflow's
+    # timeout watchdog, which starts a thread per call (about half the scoring time in py-spy samples). The
+    # LLM judge has its own HTTP timeout. A user's function may call anything (a service, a file, a lock):
+    # it gets MLflow's default timeout (timeout=None), as the user's own @scorer would, so one that never
+    # returns is a scorer error on its row instead of an evaluation that never ends.
+    return scorer(name=name, timeout=0 if built_in else None)(score)
 
 
 # -- pure scoring functions ------------------------------------------------------------------------------

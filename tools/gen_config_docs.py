@@ -51,7 +51,9 @@ The module is imported as Python imports any module: from an installed package o
 reported as a config error naming it.
 
 A scorer that raises on a case does not lose the row, and its missing score is not taken for "not
-applicable" (None): the row names the error under `scorer_errors` (in the per-case table, as an MLflow
+applicable" (None). The same holds for a scorer that returns NaN or infinity, one whose feedback takes the
+name of another scorer's score, and one that runs past MLflow's scorer timeout (a user's function gets
+MLflow's default, 300 s, as a user's `@scorer` does). The row names the error under `scorer_errors` (in the per-case table, as an MLflow
 artifact and in `state.db`), the trace keeps MLflow's `SCORER_ERROR` feedback with the traceback, the variant
 counts its scorer errors (the `scorer_errors` metric, the report), and a gate left without enough scored
 pairs says how many rows the scorer raised on and what it raised.

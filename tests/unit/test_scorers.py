@@ -376,3 +376,41 @@ def test_llm_judge_retries_throttling_and_5xx_then_gives_up() -> None:
         assert _ThrottlingJudge.calls == 2
     with pytest.raises(ScorerConfigError, match="max_retries"):
         build_scorer(ScorerSpec(name="llm_judge", args={"base_url": url, "model": "j", "max_retries": -1}))
+
+
+def test_a_user_row_scorer_that_never_returns_times_out_as_a_scorer_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from mlflow.genai.scorers import base
+    from mlflow.utils.timeout import MlflowTimeoutError
+
+    (tmp_path / "stuck_scoring.py").write_text(
+        textwrap.dedent(
+            """
+            import threading
+
+            RELEASE = threading.Event()
+
+            def stuck():
+                def score(inputs, outputs, expectations):
+                    RELEASE.wait(20)  # a call to a service that never answers (released by the test)
+                    return 1.0
+                return score
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(base, "DEFAULT_SCORER_TIMEOUT", 1)
+    built = build_scorer(ScorerSpec(name="stuck_scoring:stuck"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(MlflowTimeoutError, match="timed out after 1 seconds"):
+            built.scorer.run(inputs={"input": "q"}, outputs=outputs(), expectations=EXPECT)
+        assert time.monotonic() - started < 10
+    finally:
+        sys.modules["stuck_scoring"].RELEASE.set()
+        del sys.modules["stuck_scoring"]
+    # Built-ins stay without the watchdog's thread per call: they are pure functions of the row.
+    assert build_scorer(ScorerSpec(name="task_success")).scorer.timeout == 0
