@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -220,12 +221,16 @@ def case_cluster(case: Mapping[str, Any]) -> str:
 def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
     """What every evaluation case needs whatever its suite says: the shape the evaluation step reads.
 
-    A case without an id or a text ``input``, with ``tags`` that are not an object, or expectations of the
-    wrong JSON type would otherwise pass a suite that does not check it, and stop the run at evaluation,
-    after training and deployment. Each rule failed is one :class:`ExpectationFailure` with sample refs.
+    A case without an id or a text ``input``, with an id another case has too (compared as text, as the
+    evaluation keys its rows), with ``tags`` that are not an object, or expectations of the wrong JSON type
+    would otherwise pass a suite that does not check it, and stop the run at evaluation, after training and
+    deployment. Each rule failed is one :class:`ExpectationFailure` with sample refs.
     """
+    ids = Counter(str(r.get("id")) for r in rows if r.get("id") not in (None, ""))
+    shared = {case_id for case_id, count in ids.items() if count > 1}
     rules: list[tuple[str, str, Any]] = [
         ("case_has_an_id", "id", lambda r: r.get("id") not in (None, "")),
+        ("case_id_is_unique", "id", lambda r: r.get("id") in (None, "") or str(r.get("id")) not in shared),
         ("case_has_a_text_input", "input", lambda r: isinstance(r.get("input"), str) and r["input"].strip()),
         ("case_tags_are_an_object", "tags", lambda r: isinstance(r.get("tags", {}), dict)),
         (
@@ -251,7 +256,8 @@ def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
                     expectation=expectation,
                     column=column,
                     unexpected_count=len(refs),
-                    sample_ids=tuple(refs[:SAMPLE_IDS]),
+                    # Each id once, as GE's samples: a duplicate id is then said once, not twice.
+                    sample_ids=tuple(dict.fromkeys(refs))[:SAMPLE_IDS],
                 )
             )
     return failures

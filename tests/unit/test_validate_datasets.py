@@ -174,6 +174,24 @@ def test_no_shipped_cluster_size_bound_is_vacuous() -> None:
         assert cluster_counts[0]["kwargs"]["min_value"] > 1, name
 
 
+def test_duplicate_case_ids_fail_the_contract_whatever_the_suite(tmp_path: Path) -> None:
+    # A suite without expect_column_values_to_be_unique let these through `validate`; the run then trained,
+    # deployed and registered before evaluate_variants stopped at "case id 'X' appears twice".
+    rows = _golden_rows()
+    rows[7]["id"] = rows[3]["id"]
+    rows[9]["id"] = 7
+    rows[10]["id"] = "7"  # the evaluation keys rows by the id as text: 7 and "7" are the same case
+    suite = tmp_path / "lenient.suite.json"
+    suite.write_text(json.dumps({"name": "lenient", "expectations": []}))
+    spec = {"golden": DatasetSpec(path="golden.jsonl", suite=str(suite))}
+    report = validate_datasets(spec, _copy(tmp_path, rows))
+    assert not report.success
+    (line,) = [line for line in report.summary_lines() if "case_id_is_unique" in line]
+    head, _, samples = line.partition(", e.g. ")
+    assert head == "golden: case_id_is_unique(id) failed: 4 rows"
+    assert sorted(samples.split(", ")) == sorted([rows[3]["id"], "7"])
+
+
 def test_cases_the_evaluation_cannot_read_fail_the_contract_whatever_the_suite(tmp_path: Path) -> None:
     # Each of these passed the golden suite and then stopped the run at evaluate_variants, after training and
     # deployment ("case #3 needs an 'id' and a text 'input'", or an AttributeError on the tags).
