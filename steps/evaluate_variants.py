@@ -178,6 +178,16 @@ def _default_model_factory(config: EvaluateConfig, region: str | None) -> ModelF
     return make
 
 
+def row_prices(config: EvaluateConfig, specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The price table a row's ``cost`` is computed from: the ``cost`` scorer's own ``prices`` when it is
+    configured (``args`` may set them instead of ``evaluate.prices``), so the row's cost, which the gate's
+    cost guardrail and the report read, is the cost the scorer scored; else ``evaluate.prices``."""
+    for spec in specs:
+        if spec["name"] == "cost" and spec["args"].get("prices") is not None:
+            return dict(spec["args"]["prices"])
+    return {name: table.model_dump() for name, table in config.prices.items()}
+
+
 def _units(cases: Sequence[Mapping[str, Any]], repeats: int) -> list[CaseUnit]:
     if not cases:
         raise EvaluationInputError("the evaluation dataset has no cases")
@@ -316,7 +326,7 @@ def _evaluate_one(
                     on_tail=hurry_trace_writes,
                 )
             ran = time.perf_counter()
-            prices = {name: table.model_dump() for name, table in config.prices.items()}
+            prices = row_prices(config, specs)
             bounds = score_bounds(specs)
             # The final flush is mostly a wait for the writer process. With inline scoring every case
             # already holds its scores, so the results are prepared in this process meanwhile; they are

@@ -595,3 +595,18 @@ def test_cases_mlflow_evaluate_left_unscored_say_so(tracking: str) -> None:
     for row in report.rows:
         assert row.scorer_errors, row
         assert row.scores.get("task_success") is not None or "*" in row.scorer_errors
+
+
+def test_a_row_costs_what_the_cost_scorer_scored_when_its_args_set_the_prices(tracking: str) -> None:
+    from agent_release.steps.evaluate_config import ScorerSpec
+
+    # The prices are given to the scorer only (the docs allow it); evaluate.prices is empty. The row's cost
+    # is what the gate's cost guardrail and the report read: it used to be 0.0 here, for both variants.
+    prices = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}}
+    config = EvaluateConfig(
+        concurrency=2, timeout_s=10, scorers=[ScorerSpec(name="cost", args={"prices": prices})]
+    )
+    report = _evaluate_challenger(tracking, config, CASES[:2])
+    for row in report.rows:
+        assert row.cost == pytest.approx((row.input_tokens * 1.0 + row.output_tokens * 2.0) / 1000)
+        assert row.cost > 0 and row.scores["cost"] == pytest.approx(row.cost)
