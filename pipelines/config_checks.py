@@ -176,6 +176,14 @@ def check_scorers(loaded: LoadedConfig, report: _Reporter, skip: set[str] | None
             raise report.error(
                 key, f"scorer name '{name}' is produced twice (also by evaluate.scorers.{names[name]})"
             )
+        if name in ROW_FIELD_METRICS and spec.name not in registered_scorers():
+            # The gate reads these metrics from each row's own fields, never from its scores: a user scorer of
+            # that name would show in the aggregates and the report while the gate judged something else.
+            raise report.error(
+                key,
+                f"scorer name '{name}' is a per-row field the gate reads from the row, not from the scores "
+                f"({', '.join(ROW_FIELD_METRICS)}); give the user scorer another name",
+            )
         names[name] = index
         producers[name] = spec.name
     return producers

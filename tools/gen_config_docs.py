@@ -44,7 +44,9 @@ SCORERS_INTRO = """
 `evaluate.prices` as `prices`, and `llm_judge` gets the fields of `evaluate.judge`, unless `args` sets them;
 a configured `judge` adds `llm_judge` when the list does not name it. Any other name must be an import path
 `pkg.module:factory`: the factory is called with `args` and returns an MLflow `Scorer` or a function
-`(inputs, outputs, expectations) -> float | None` (`validate` refuses one that cannot take those three).
+`(inputs, outputs, expectations) -> float | None` (`validate` refuses one that cannot take those three,
+and one named like a field the gate reads from each row: `error`, `latency_s`, `cost`, `input_tokens`,
+`output_tokens`, `retries`).
 The module is imported as Python imports any module: from an installed package or a directory on
 `PYTHONPATH`. The directory of `pipeline.yaml` is not searched, so for a module beside it run
 `PYTHONPATH=. agent-release validate` (and `run`); a module that exits or raises while it is imported is

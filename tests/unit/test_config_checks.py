@@ -139,6 +139,21 @@ def test_scorer_listed_twice(project: Path) -> None:
     config_error(project, "evaluate.scorers.8.name", "'error' is produced twice")
 
 
+def test_a_user_scorer_named_like_a_row_field_is_refused(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The gate reads cost (and error, latency_s, tokens, retries) from each row's fields: a user scorer of that
+    # name was accepted, shown in the aggregates, and ignored by the cost guardrail.
+    (project / "my_costs.py").write_text(
+        "def cost():\n    def score(inputs, outputs, expectations):\n        return 5.0\n    return score\n"
+    )
+    monkeypatch.syspath_prepend(str(project))
+    edit(project, "    - name: cost\n", "    - name: 'my_costs:cost'\n")
+    config_error(
+        project, "evaluate.scorers.6.name", "scorer name 'cost' is a per-row field", line_needle="my_costs"
+    )
+
+
 # -- D4: metric names ------------------------------------------------------------------------------------------
 
 
