@@ -51,8 +51,13 @@ ERROR_TEXT_LIMIT = 300
 
 
 def as_score(value: Any) -> float | None:
-    """A feedback value as a number for the per-case table (bools become 0/1; text and NaN become None)."""
-    if value is None or isinstance(value, str):
+    """A feedback value as a number for the per-case table: bools become 0/1, and so do the ratings "yes" and
+    "no" (what MLflow's own judges return, which ``mlflow.genai.evaluate`` averages the same way); other text
+    and NaN become None."""
+    if isinstance(value, str):
+        rating = value.strip().lower()
+        return 1.0 if rating == "yes" else 0.0 if rating == "no" else None
+    if value is None:
         return None
     try:
         number = float(value)

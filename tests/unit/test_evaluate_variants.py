@@ -610,3 +610,40 @@ def test_a_row_costs_what_the_cost_scorer_scored_when_its_args_set_the_prices(tr
     for row in report.rows:
         assert row.cost == pytest.approx((row.input_tokens * 1.0 + row.output_tokens * 2.0) / 1000)
         assert row.cost > 0 and row.scores["cost"] == pytest.approx(row.cost)
+
+
+def rates_yes_or_no() -> Any:
+    """A user scorer that rates like MLflow's own judges: a yes/no ``CategoricalRating``."""
+    from mlflow.entities import Feedback
+    from mlflow.genai.judges import CategoricalRating
+    from mlflow.genai.scorers import scorer
+
+    @scorer(name="judged")
+    def judged(inputs: Any) -> Any:
+        rating = CategoricalRating.YES if "ORD-" in inputs["input"] else CategoricalRating.NO
+        return Feedback(name="judged", value=rating, rationale="order question or not")
+
+    return judged
+
+
+@pytest.mark.parametrize("scoring", ["inline", "mlflow_evaluate"])
+def test_yes_no_ratings_score_one_and_zero_as_mlflow_averages_them(tracking: str, scoring: str) -> None:
+    from agent_release.steps.evaluate_config import ScorerSpec
+
+    config = EvaluateConfig(
+        concurrency=2,
+        timeout_s=10,
+        scoring=scoring,  # type: ignore[arg-type]
+        scorers=[ScorerSpec(name="test_evaluate_variants:rates_yes_or_no")],
+    )
+    cases = [*CASES[:3], {"id": "C-plain", "input": "hello there", "cluster": "k9"}]
+    report = _evaluate_challenger(tracking, config, cases)
+    # They were None on every row ("not applicable"): a gate on this metric had nothing to compare.
+    assert {r.case_id: r.scores.get("judged") for r in report.rows} == {
+        "C-0": 1.0,
+        "C-1": 1.0,
+        "C-2": 1.0,
+        "C-plain": 0.0,
+    }
+    (variant,) = report.variants
+    assert variant.aggregates["judged"]["mean"] == pytest.approx(0.75)
