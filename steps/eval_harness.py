@@ -127,7 +127,8 @@ class ModelCallRetries:
 
     botocore's standard mode already retries throttling and HTTP 5xx with backoff. A SageMaker model that
     fails answers ``ModelError`` (HTTP 424) with its own status in ``OriginalStatusCode``, which botocore
-    treats as final; this policy retries those with a 5xx original status too, with full-jitter exponential
+    treats as final; this policy retries those with a 5xx or 429 original status too (a model server failing
+    or throttling, e.g. an LLM server behind an ``openai_compatible`` variant), with full-jitter exponential
     backoff, up to the client's ``max_attempts``. Retries are counted per case as attempts minus calls: the
     hooks read a context variable set by the running case, and ``asyncio.to_thread`` copies the context into
     the worker thread that makes the blocking call, so attempts land on the right case although many cases
@@ -161,12 +162,14 @@ class ModelCallRetries:
             current.sends += 1
 
     def _needs_retry(self, response: Any = None, attempts: int = 0, **_: Any) -> float | None:
-        """Seconds to wait before retrying a ModelError whose model answered 5xx; None leaves it to botocore."""
+        """Seconds to wait before retrying a ModelError whose model answered 5xx or 429; None leaves it to
+        botocore."""
         if response is None or attempts >= self.max_attempts:
             return None
         parsed = response[1] if isinstance(response, tuple) and len(response) > 1 else {}
         error = parsed.get("Error", {}) if isinstance(parsed, Mapping) else {}
-        if error.get("Code") != "ModelError" or int(parsed.get("OriginalStatusCode") or 0) < 500:
+        status = int(parsed.get("OriginalStatusCode") or 0)
+        if error.get("Code") != "ModelError" or not (status >= 500 or status == 429):
             return None
         return random.uniform(0, min(self.max_delay_s, self.base_delay_s * 2 ** (attempts - 1)))
 
