@@ -61,7 +61,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent_release.steps.backend import Frozen
-from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, Role
+from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, Role, usage_reported
 from agent_release.steps.paired_stats import (
     Estimate,
     McNemarResult,
@@ -88,6 +88,8 @@ GuardrailStatus = Literal["held", "violated", "unresolved"]
 
 # Metrics read from CaseResult fields rather than from its scores dict.
 COUNTED_FIELDS = ("cost", "input_tokens", "output_tokens", "retries")
+# Metrics that exist only when the model reports its token usage (see scorers.usage_reported).
+USAGE_METRICS = frozenset({"cost", "input_tokens", "output_tokens", "tokens"})
 
 
 class DecisionInputError(ValueError):
@@ -276,6 +278,12 @@ def _row_value(row: CaseResult, metric: str, binary: bool) -> float | None:
         return 1.0 if row.error is not None else 0.0
     if metric == "latency_s":
         return None if row.error is not None else row.latency_s
+    if (
+        metric in USAGE_METRICS
+        and row.error is None
+        and not usage_reported(row.input_tokens, row.output_tokens)
+    ):
+        return None  # a completed case whose server reported no usage: its cost is unknown, not zero
     if metric in COUNTED_FIELDS:
         return float(getattr(row, metric))
     value = row.scores.get(metric)
@@ -325,6 +333,26 @@ def _describe(comparison: PairedComparison) -> str:
     )
 
 
+def _no_usage_note(metric: str, challenger_rows: list[CaseResult], champion_rows: list[CaseResult]) -> str:
+    """Why a usage metric has no paired data, when it is because a variant's model reported no token usage
+    on any completed case; empty otherwise."""
+    if metric not in USAGE_METRICS:
+        return ""
+    silent = [
+        rows[0].variant
+        for rows in (challenger_rows, champion_rows)
+        if any(r.error is None for r in rows)
+        and not any(r.error is None and usage_reported(r.input_tokens, r.output_tokens) for r in rows)
+    ]
+    if not silent:
+        return ""
+    whose = "their" if len(silent) > 1 else "its"
+    return (
+        f"{' and '.join(silent)} reported no token usage on any completed case, so {whose} {metric} is "
+        "unknown, not zero (an OpenAI-compatible server must send usage: stream_options.include_usage)"
+    )
+
+
 def _check_guardrail(
     spec: GuardrailSpec,
     challenger_rows: list[CaseResult],
@@ -353,8 +381,9 @@ def _check_guardrail(
             metric=spec.metric,
         )
     except StatsInputError as exc:
+        note = _no_usage_note(spec.metric, challenger_rows, champion_rows) or str(exc)
         return GuardrailResult(
-            **base, estimate=None, ci_low=None, ci_high=None, status="unresolved", held=False, note=str(exc)
+            **base, estimate=None, ci_low=None, ci_high=None, status="unresolved", held=False, note=note
         )
     low, high = comparison.ci_low, comparison.ci_high
     status: GuardrailStatus

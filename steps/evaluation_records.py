@@ -71,3 +71,10 @@ class EvaluationReport(Frozen):
     def rows_for(self, role: Role) -> list[CaseResult]:
         """Rows of the variant playing ``role``."""
         return [r for r in self.rows if r.role == role]
+
+
+def usage_reported(input_tokens: int, output_tokens: int) -> bool:
+    """Whether a case's model reported its token usage. A model call always reads some input tokens, so
+    none at all means the server sent no usage (an OpenAI-compatible server that ignores
+    ``stream_options.include_usage``, or sends ``usage: null``), not a free call."""
+    return input_tokens > 0 or output_tokens > 0

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from agent_release.agents.user_imports import UserImportError, import_user_object
 from agent_release.steps.evaluate_config import MAX_TIMEOUT_S, EvaluateConfig, PriceTable, ScorerSpec
+from agent_release.steps.evaluation_records import usage_reported
 
 RowScorer = Callable[[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]], float | None]
 ScorerFactory = Callable[..., Any]
@@ -397,26 +398,26 @@ def latency() -> RowScorer:
 
 @register_scorer("tokens", bounds=NON_NEGATIVE)
 def tokens() -> RowScorer:
-    """Input plus output tokens the case consumed (over every model call)."""
+    """Input plus output tokens the case consumed (over every model call); None when none were reported."""
 
-    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float:
-        return float(int(outputs.get("input_tokens") or 0) + int(outputs.get("output_tokens") or 0))
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float | None:
+        used = int(outputs.get("input_tokens") or 0), int(outputs.get("output_tokens") or 0)
+        return float(sum(used)) if usage_reported(*used) else None
 
     return score
 
 
 @register_scorer("cost", bounds=NON_NEGATIVE)
 def cost(prices: Mapping[str, Mapping[str, float]] | None = None) -> RowScorer:
-    """Cost of the case's tokens from ``prices`` (variant name or ``default`` -> input/output per 1k)."""
+    """Cost of the case's tokens from ``prices`` (variant name or ``default`` -> input/output per 1k); None
+    when the model reported no token usage (no input and no output tokens)."""
     table = _price_tables(prices)
 
-    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float:
-        return case_cost(
-            str(outputs.get("variant") or ""),
-            int(outputs.get("input_tokens") or 0),
-            int(outputs.get("output_tokens") or 0),
-            table,
-        )
+    def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float | None:
+        used = int(outputs.get("input_tokens") or 0), int(outputs.get("output_tokens") or 0)
+        if not usage_reported(*used):
+            return None
+        return case_cost(str(outputs.get("variant") or ""), *used, table)
 
     return score
 

@@ -88,6 +88,8 @@ def _scenario(
                             if errored
                             else base_latency + shift + rng.normal(0, latency_noise),
                             cost=0.001,
+                            input_tokens=100,
+                            output_tokens=10,
                         )
                     )
     return _evaluation(rows, repeats)
@@ -382,3 +384,23 @@ def test_an_inconclusive_gate_says_whether_the_scorer_raised_or_did_not_apply() 
     assert report.reason.endswith(
         f"(task_success's scorer raised on {failed} completed rows, first: KeyError: 'facts')"
     ), report.reason
+
+
+def test_a_cost_guardrail_is_not_judged_on_a_variant_that_reported_no_token_usage() -> None:
+    # An OpenAI-compatible server that sends no usage made every completed case cost 0, so the challenger
+    # passed the cost guardrail as free; now its cost is unknown and the gate says why it cannot settle.
+    report = _scenario()
+    silent = [
+        r.model_copy(update={"input_tokens": 0, "output_tokens": 0, "cost": 0.0})
+        if r.role == "challenger"
+        else r
+        for r in report.rows
+    ]
+    decided = decide_promotion(FAST, report.model_copy(update={"rows": tuple(silent)}))
+    assert decided.decision == "inconclusive"
+    cost = next(g for g in decided.guardrails if g.metric == "cost")
+    assert cost.status == "unresolved" and not cost.held
+    assert cost.note.startswith(f"{CHALLENGER} reported no token usage on any completed case")
+    assert "unknown, not zero" in decided.reason
+    # The same rows with their usage are promoted (the scenario's challenger is clearly better).
+    assert decide_promotion(FAST, report).decision == "promote"

@@ -129,6 +129,10 @@ def test_latency_tokens_cost_error() -> None:
     prices = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}, "champion": {"input_per_1k": 0.5}}
     assert row_score("latency", outputs()) == 0.75
     assert row_score("tokens", outputs()) == 1500.0
+    # A server that sent no usage: unknown, not a free case (it used to score 0 tokens and cost 0).
+    silent = outputs(input_tokens=0, output_tokens=0)
+    assert row_score("tokens", silent) is None
+    assert row_score("cost", silent, prices=prices) is None
     assert row_score("cost", outputs(), prices=prices) == pytest.approx(1.2 + 0.6)
     assert row_score("cost", outputs(variant="champion"), prices=prices) == pytest.approx(0.6)
     assert row_score("error", outputs()) == 0.0
