@@ -26,8 +26,10 @@ The rule, checked top to bottom (L, U: one-sided lower and upper bounds of the p
 step  condition                                                         decision
 ====  ================================================================  ============
 1     challenger errored on more than ``max_error_rate`` of its rows    reject
+      (and the champion did not)
 2     no champion rows (first release): see below                       any
 3     champion errored on more than ``max_error_rate`` of its rows      inconclusive
+      (whatever the challenger did)
 4     fewer than ``min_completed_cases`` paired completed cases, or     inconclusive
       fewer pairs than that with a primary score on both sides
 5     U < m (worse than the champion, or better by less than m)         reject
@@ -37,7 +39,10 @@ step  condition                                                         decision
 ====  ================================================================  ============
 
 A challenger that errors a lot is rejected (it would fail users), while a champion that errors a lot makes
-the comparison meaningless, so that is inconclusive. Too little data is never evidence against anyone.
+the comparison meaningless, so that is inconclusive. When both do, the cause is most likely shared (the
+endpoint, a timeout too short for either): that is inconclusive too, rather than a rejection that would
+mark the challenger's package ``Rejected`` for what the setup did. Too little data is never evidence against
+anyone.
 
 First release (step 2: no champion to compare with): the challenger's clustered mean of the primary metric
 must have its lower bound above ``first_release_min_primary`` (and at least ``min_completed_cases`` completed
@@ -175,7 +180,7 @@ class DecisionConfig(BaseModel):
         le=1.0,
         description=(
             "Share of errored rows above which a variant is not comparable: a challenger above it is "
-            "rejected, a champion above it makes the decision inconclusive."
+            "rejected, a champion above it (whatever the challenger did) makes the decision inconclusive."
         ),
     )
     first_release_min_primary: float = Field(
@@ -614,7 +619,8 @@ def decide_promotion(config: DecisionConfig, evaluation: EvaluationReport) -> De
         error_rates[champion] = _error_rate(champion_rows)
     ctx = _Context(config=config, challenger=challenger, champion=champion, error_rates=error_rates)
 
-    if error_rates[challenger] > config.max_error_rate:
+    champion_failing = champion is not None and error_rates[champion] > config.max_error_rate
+    if error_rates[challenger] > config.max_error_rate and not champion_failing:
         return _report(
             ctx,
             "reject",
@@ -626,14 +632,20 @@ def decide_promotion(config: DecisionConfig, evaluation: EvaluationReport) -> De
         return _decide_first_release(ctx, challenger_rows)
 
     completed = len(_completed_cases(challenger_rows) & _completed_cases(champion_rows))
-    if error_rates[champion] > config.max_error_rate:
+    if champion_failing:
+        both = error_rates[challenger] > config.max_error_rate
         return _report(
             ctx,
             "inconclusive",
-            f"champion {champion} errored on {error_rates[champion]:.1%} of rows "
+            (f"challenger {challenger} errored on {error_rates[challenger]:.1%} and " if both else "")
+            + f"champion {champion} errored on {error_rates[champion]:.1%} of rows "
             f"(max_error_rate {config.max_error_rate:.1%}): not comparable",
             n_completed=completed,
-            settle=f"fix the champion's errors and re-run the evaluation of {champion}.",
+            settle=(
+                "fix what fails both variants (the endpoint, evaluate.timeout_s) and re-run the evaluation."
+                if both
+                else f"fix the champion's errors and re-run the evaluation of {champion}."
+            ),
         )
     if completed < config.min_completed_cases:
         return _report(

@@ -194,6 +194,16 @@ def test_champion_erroring_too_often_makes_the_comparison_inconclusive() -> None
     assert report.what_would_settle_it is not None
 
 
+def test_both_variants_erroring_too_often_is_inconclusive_not_a_rejection() -> None:
+    # A timeout too short for either variant (62% and 69% errors in the review) rejected the challenger and
+    # so marked its package Rejected for what the setup did.
+    report = decide_promotion(FAST, _scenario(challenger_errors=0.4, champion_errors=0.4))
+    assert report.decision == "inconclusive"
+    assert report.reason.startswith(f"challenger {CHALLENGER} errored on ")
+    assert f"champion {CHAMPION} errored on " in report.reason and "not comparable" in report.reason
+    assert report.what_would_settle_it is not None and "both variants" in report.what_would_settle_it
+
+
 def test_too_few_completed_cases_is_inconclusive_even_when_clearly_better() -> None:
     report = decide_promotion(FAST, _scenario(n_clusters=9, p_champion=0.0, p_challenger=1.0))
     assert report.n_completed == 27
