@@ -207,8 +207,8 @@ async def _invoke_with_deadline(
 
     Strands stops at its next cancellation-safe point (between stream events or model calls) and closes
     its spans; a hard ``Task.cancel`` would leave them open and MLflow would hold the trace back forever.
-    Only an agent stuck past a further grace period is cancelled hard (its trace is then replaced by
-    :func:`log_stand_in_traces`).
+    Only an agent stuck past a further grace period (as long as ``timeout_s``, at least 1 s) is cancelled
+    hard (its trace is then replaced by :func:`log_stand_in_traces`).
     """
     signal = threading.Event()
     task = asyncio.ensure_future(agent.invoke_async(prompt, cancel_signal=signal))
