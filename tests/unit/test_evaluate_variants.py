@@ -271,6 +271,18 @@ def _evaluate_challenger(tracking: str, config: EvaluateConfig, cases: list[dict
     )
 
 
+def _scored_with(*scorers: str, scoring: str = "inline") -> EvaluateConfig:
+    """Two cases in flight, a 10 s timeout and these scorers, by name or import path, in this order."""
+    from agent_release.steps.evaluate_config import ScorerSpec
+
+    return EvaluateConfig(
+        concurrency=2,
+        timeout_s=10,
+        scoring=scoring,  # type: ignore[arg-type]
+        scorers=[ScorerSpec(name=name) for name in scorers],
+    )
+
+
 def test_bad_cases_are_rejected(tracking: str) -> None:
     registration = _registration(tracking)
     kwargs: dict[str, Any] = {
@@ -399,21 +411,11 @@ def test_a_scorer_that_raises_is_recorded_on_its_rows_not_taken_for_not_applicab
 ) -> None:
     import mlflow
 
-    from agent_release.steps.evaluate_config import ScorerSpec
-
     cases = [
         *CASES[:3],
         {"id": "C-plain", "input": "hello there", "expected_facts": ["shipped"], "cluster": "k9"},
     ]
-    config = EvaluateConfig(
-        concurrency=2,
-        timeout_s=10,
-        scoring=scoring,  # type: ignore[arg-type]
-        scorers=[
-            ScorerSpec(name="task_success"),
-            ScorerSpec(name="test_evaluate_variants:fails_on_slow_questions"),
-        ],
-    )
+    config = _scored_with("task_success", "test_evaluate_variants:fails_on_slow_questions", scoring=scoring)
     report = _evaluate_challenger(tracking, config, cases)
     rows = {r.case_id: r for r in report.rows}
     plain = rows["C-plain"]
@@ -524,17 +526,8 @@ def not_finite_scorer() -> Any:
 
 @pytest.mark.parametrize("scoring", ["inline", "mlflow_evaluate"])
 def test_a_non_finite_score_is_a_scorer_error_on_its_row_not_a_crash(tracking: str, scoring: str) -> None:
-    from agent_release.steps.evaluate_config import ScorerSpec
 
-    config = EvaluateConfig(
-        concurrency=2,
-        timeout_s=10,
-        scoring=scoring,  # type: ignore[arg-type]
-        scorers=[
-            ScorerSpec(name="task_success"),
-            ScorerSpec(name="test_evaluate_variants:infinite_on_orders"),
-        ],
-    )
+    config = _scored_with("task_success", "test_evaluate_variants:infinite_on_orders", scoring=scoring)
     cases = [*CASES[:3], {"id": "C-plain", "input": "hello there", "expected_facts": [], "cluster": "k9"}]
     report = _evaluate_challenger(tracking, config, cases)
     (variant,) = report.variants
@@ -547,17 +540,11 @@ def test_a_non_finite_score_is_a_scorer_error_on_its_row_not_a_crash(tracking: s
 
 
 def test_a_feedback_named_like_another_scorer_cannot_overwrite_its_score(tracking: str) -> None:
-    from agent_release.steps.evaluate_config import ScorerSpec
-
-    config = EvaluateConfig(
-        concurrency=2,
-        timeout_s=10,
-        scorers=[
-            # Listed first: the built-in's own score must win whatever the order.
-            ScorerSpec(name="test_evaluate_variants:shouts_task_success"),
-            ScorerSpec(name="task_success"),
-            ScorerSpec(name="test_evaluate_variants:not_finite_scorer"),
-        ],
+    # Listed first: the built-in's own score must win whatever the order.
+    config = _scored_with(
+        "test_evaluate_variants:shouts_task_success",
+        "task_success",
+        "test_evaluate_variants:not_finite_scorer",
     )
     cases = [
         *CASES[:2],
@@ -578,16 +565,8 @@ def test_a_feedback_named_like_another_scorer_cannot_overwrite_its_score(trackin
 
 
 def test_cases_mlflow_evaluate_left_unscored_say_so(tracking: str) -> None:
-    from agent_release.steps.evaluate_config import ScorerSpec
-
-    config = EvaluateConfig(
-        concurrency=2,
-        timeout_s=10,
-        scoring="mlflow_evaluate",
-        scorers=[
-            ScorerSpec(name="task_success"),
-            ScorerSpec(name="test_evaluate_variants:not_finite_scorer"),
-        ],
+    config = _scored_with(
+        "task_success", "test_evaluate_variants:not_finite_scorer", scoring="mlflow_evaluate"
     )
     report = _evaluate_challenger(tracking, config, CASES[:3])
     # MLflow returns no result table when a feedback cannot be serialised: no row may pass for "not
@@ -628,14 +607,8 @@ def rates_yes_or_no() -> Any:
 
 @pytest.mark.parametrize("scoring", ["inline", "mlflow_evaluate"])
 def test_yes_no_ratings_score_one_and_zero_as_mlflow_averages_them(tracking: str, scoring: str) -> None:
-    from agent_release.steps.evaluate_config import ScorerSpec
 
-    config = EvaluateConfig(
-        concurrency=2,
-        timeout_s=10,
-        scoring=scoring,  # type: ignore[arg-type]
-        scorers=[ScorerSpec(name="test_evaluate_variants:rates_yes_or_no")],
-    )
+    config = _scored_with("test_evaluate_variants:rates_yes_or_no", scoring=scoring)
     cases = [*CASES[:3], {"id": "C-plain", "input": "hello there", "cluster": "k9"}]
     report = _evaluate_challenger(tracking, config, cases)
     # They were None on every row ("not applicable"): a gate on this metric had nothing to compare.

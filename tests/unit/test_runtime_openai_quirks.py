@@ -234,6 +234,17 @@ def _boto3(url: str) -> Any:
     )
 
 
+def _model_error(endpoint: str, user_text: str, variant: str | None = None, *, stream: bool = False) -> Any:
+    """The ``ModelError`` response the runtime gives for ``user_text`` (on ``variant``, else by weight)."""
+    client = _boto3(endpoint)
+    call = client.invoke_endpoint_with_response_stream if stream else client.invoke_endpoint
+    target = {"TargetVariant": variant} if variant else {}
+    body = json.dumps({"messages": [{"role": "user", "content": user_text}]})
+    with pytest.raises(client.exceptions.ModelError) as err:
+        call(EndpointName="llm", Body=body, ContentType="application/json", **target)
+    return err.value.response
+
+
 def _ask_agent(url: str, monkeypatch: pytest.MonkeyPatch, scenario: str, *, stream: bool) -> Any:
     from strands import tool
 
@@ -321,53 +332,27 @@ def test_a_base_url_ending_in_v1_reaches_the_chat_completions_path(endpoint: str
 
 def test_an_upstream_error_names_the_url_the_runtime_posted_to(endpoint: str) -> None:
     # A 404 from a wrong base_url is only diagnosable when the message says where the runtime posted.
-    client = _boto3(endpoint)
-    with pytest.raises(client.exceptions.ModelError) as err:
-        client.invoke_endpoint(
-            EndpointName="llm",
-            TargetVariant="wrong-root",
-            Body=json.dumps({"messages": [{"role": "user", "content": "hello"}]}),
-            ContentType="application/json",
-        )
-    assert err.value.response["OriginalStatusCode"] == 404
-    assert "/llm/v1/chat/completions answered 404" in err.value.response["Error"]["Message"]
+    error = _model_error(endpoint, "hello", "wrong-root")
+    assert error["OriginalStatusCode"] == 404
+    assert "/llm/v1/chat/completions answered 404" in error["Error"]["Message"]
 
 
 def test_a_4xx_from_the_model_is_worded_as_sagemaker_words_it(endpoint: str) -> None:
     # SageMaker: 'Received client error (404) from model with message ...' for a container's 4xx, 'server
     # error' for a 5xx. Before: 'server error' whatever the status, so a 404 or 401 read as a crash.
-    client = _boto3(endpoint)
-    with pytest.raises(client.exceptions.ModelError) as err:
-        client.invoke_endpoint(
-            EndpointName="llm",
-            TargetVariant="wrong-root",
-            Body=json.dumps({"messages": [{"role": "user", "content": "hello"}]}),
-            ContentType="application/json",
-        )
-    assert err.value.response["Error"]["Message"].startswith("Received client error (404) from model with")
-    with pytest.raises(client.exceptions.ModelError) as err:
-        client.invoke_endpoint(
-            EndpointName="llm",
-            TargetVariant="impatient",
-            Body=json.dumps({"messages": [{"role": "user", "content": "slow"}]}),
-            ContentType="application/json",
-        )
-    assert err.value.response["Error"]["Message"].startswith("Received server error (504) from model with")
+    client_error = _model_error(endpoint, "hello", "wrong-root")["Error"]["Message"]
+    assert client_error.startswith("Received client error (404) from model with")
+    server_error = _model_error(endpoint, "slow", "impatient")["Error"]["Message"]
+    assert server_error.startswith("Received server error (504) from model with")
 
 
 def test_an_upstream_slower_than_timeout_s_is_a_timeout_that_says_so(endpoint: str) -> None:
     # Before: httpx's ReadTimeout has no message, so the caller read 'upstream ... unreachable: ' (502), as if
     # the server were down, with no word of the timeout.
+    error = _model_error(endpoint, "slow", "impatient")
+    assert error["OriginalStatusCode"] == 504
+    assert "did not answer within 0.3 s (options.timeout_s" in error["Error"]["Message"]
     client = _boto3(endpoint)
-    with pytest.raises(client.exceptions.ModelError) as err:
-        client.invoke_endpoint(
-            EndpointName="llm",
-            TargetVariant="impatient",
-            Body=json.dumps({"messages": [{"role": "user", "content": "slow"}]}),
-            ContentType="application/json",
-        )
-    assert err.value.response["OriginalStatusCode"] == 504
-    assert "did not answer within 0.3 s (options.timeout_s" in err.value.response["Error"]["Message"]
     # Mid-stream, the headers are gone: the same words arrive in-band as a ModelStreamError.
     response = client.invoke_endpoint_with_response_stream(
         EndpointName="llm",
@@ -393,13 +378,9 @@ def test_a_server_that_answers_a_stream_request_with_one_json_completion_is_repl
 def test_a_stream_answer_without_any_sse_event_is_a_model_error(endpoint: str) -> None:
     # Before: the text was relayed, Strands skipped it, and the agent's answer was silently empty: a case
     # scored as the model's answer instead of an error row.
-    client = _boto3(endpoint)
-    with pytest.raises(client.exceptions.ModelError) as err:
-        client.invoke_endpoint_with_response_stream(
-            EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "not-sse"}]})
-        )
-    assert err.value.response["OriginalStatusCode"] == 502
-    message = err.value.response["Error"]["Message"]
+    error = _model_error(endpoint, "not-sse", stream=True)
+    assert error["OriginalStatusCode"] == 502
+    message = error["Error"]["Message"]
     assert "no SSE event (text/plain)" in message
     assert "model is loading" in message
 
@@ -447,13 +428,9 @@ def test_an_error_event_in_the_upstream_stream_is_the_callers_error(
 def test_an_error_field_before_any_event_is_a_model_error_with_the_upstreams_status(endpoint: str) -> None:
     # Before any other event the headers are not sent yet: a ModelError carrying the upstream's status.
     # Before: llama.cpp's error: field was relayed, Strands skipped it, the answer was silently empty.
-    client = _boto3(endpoint)
-    with pytest.raises(client.exceptions.ModelError) as first:
-        client.invoke_endpoint_with_response_stream(
-            EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "error-first"}]})
-        )
-    assert first.value.response["OriginalStatusCode"] == 400
-    assert "context size exceeded" in first.value.response["Error"]["Message"]
+    error = _model_error(endpoint, "error-first", stream=True)
+    assert error["OriginalStatusCode"] == 400
+    assert "context size exceeded" in error["Error"]["Message"]
 
 
 def test_api_key_env_sends_the_key_and_an_unset_one_is_a_clear_model_error(
@@ -468,9 +445,8 @@ def test_api_key_env_sends_the_key_and_an_unset_one_is_a_clear_model_error(
     )
     assert answer["choices"][0]["message"]["content"] == "Bearer s3cret"
     monkeypatch.delenv("AR_TEST_NO_SUCH_KEY", raising=False)
-    with pytest.raises(client.exceptions.ModelError) as err:
-        client.invoke_endpoint(EndpointName="llm", TargetVariant="key-unset", Body=body)
-    assert "api_key_env names AR_TEST_NO_SUCH_KEY, which is not set" in err.value.response["Error"]["Message"]
+    unset = _model_error(endpoint, "whoami", "key-unset")["Error"]["Message"]
+    assert "api_key_env names AR_TEST_NO_SUCH_KEY, which is not set" in unset
 
 
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
