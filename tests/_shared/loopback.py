@@ -1,4 +1,5 @@
-"""Loopback helpers for tests: a free port, and a stdlib HTTP handler served on 127.0.0.1 in a thread."""
+"""Loopback helpers for tests: a free port, a stdlib HTTP handler served on 127.0.0.1 in a thread, and a
+real boto3 client for a local runtime listening there."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 
 def free_port() -> int:
@@ -27,3 +29,18 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def runtime_client(url: str | None, *, attempts: int = 1, read_timeout: float = 10) -> Any:
+    """A real boto3 sagemaker-runtime client for the runtime at ``url`` (botocore's standard retries)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "sagemaker-runtime",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": attempts, "mode": "standard"}, read_timeout=read_timeout),
+    )

@@ -255,8 +255,11 @@ def test_tool_calls_of_reads_assistant_tool_uses() -> None:
     assert tool_calls_of(messages) == [{"name": "a", "arguments": {"x": 1}}]
 
 
-def _evaluate_challenger(tracking: str, config: EvaluateConfig, cases: list[dict[str, Any]]) -> Any:
-    """``evaluate_variants`` of the challenger alone, on the scripted model, with these cases."""
+def _evaluate_challenger(
+    tracking: str, config: EvaluateConfig, cases: list[dict[str, Any]], **extra: Any
+) -> Any:
+    """``evaluate_variants`` of the challenger alone, on the scripted model, with these cases (``extra``:
+    more keyword arguments of ``evaluate_variants``)."""
     registration = _registration(tracking)
     return evaluate_variants(
         config,
@@ -268,6 +271,7 @@ def _evaluate_challenger(tracking: str, config: EvaluateConfig, cases: list[dict
         tools_factory=_tools,
         experiment=tracking,
         model_factory=lambda _a: _strands_model(),
+        **extra,
     )
 
 
@@ -451,18 +455,8 @@ def test_runs_an_interrupted_attempt_left_running_are_closed_by_the_next_attempt
     parent, variant = left_behind("exec-1:abc"), left_behind("exec-1:abc")
     finished = left_behind("exec-1:abc", status="FINISHED")
     other_execution, other_shard = left_behind("exec-2:abc"), left_behind("exec-1:def")
-    registration = _registration(tracking)
-    report = evaluate_variants(
-        EvaluateConfig(concurrency=2),
-        registration.model_copy(update={"agents": registration.agents[1:]}),
-        CASES[:2],
-        dataset_name="d",
-        dataset_hash="h",
-        system_prompt="p",
-        tools_factory=_tools,
-        experiment=tracking,
-        model_factory=lambda _a: _strands_model(),
-        evaluation_key="exec-1:abc",
+    report = _evaluate_challenger(
+        tracking, EvaluateConfig(concurrency=2), CASES[:2], evaluation_key="exec-1:abc"
     )
 
     for run_id in (parent, variant):

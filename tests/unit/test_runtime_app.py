@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import pytest
-from botocore.config import Config
+from _shared.loopback import runtime_client
 from botocore.exceptions import ClientError, ReadTimeoutError
 
 from agent_release.pipelines.local_backend import LocalBackend
@@ -93,20 +93,6 @@ def backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBackend]:
     backend.start_runtime()
     yield backend
     backend.close()
-
-
-def runtime_client(url: str | None, *, attempts: int = 1, read_timeout: float = 10) -> Any:
-    """A real boto3 sagemaker-runtime client for the runtime at ``url`` (botocore's standard retries)."""
-    import boto3
-
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"max_attempts": attempts, "mode": "standard"}, read_timeout=read_timeout),
-    )
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
-from _shared.loopback import serve
+from _shared.loopback import runtime_client, serve
 from botocore.exceptions import EventStreamError
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model
@@ -222,21 +222,9 @@ def endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             backend.close()
 
 
-def _boto3(url: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "sagemaker-runtime",
-        endpoint_url=url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
-
-
 def _model_error(endpoint: str, user_text: str, variant: str | None = None, *, stream: bool = False) -> Any:
     """The ``ModelError`` response the runtime gives for ``user_text`` (on ``variant``, else by weight)."""
-    client = _boto3(endpoint)
+    client = runtime_client(endpoint)
     call = client.invoke_endpoint_with_response_stream if stream else client.invoke_endpoint
     target = {"TargetVariant": variant} if variant else {}
     body = json.dumps({"messages": [{"role": "user", "content": user_text}]})
@@ -300,7 +288,7 @@ def test_each_payload_part_holds_whole_events_even_when_a_read_splits_a_characte
 ) -> None:
     # Before: the upstream's reads were relayed as they came, so a part ended inside "З" and Strands'
     # part.decode("utf-8") raised UnicodeDecodeError.
-    response = _boto3(endpoint).invoke_endpoint_with_response_stream(
+    response = runtime_client(endpoint).invoke_endpoint_with_response_stream(
         EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "split-utf8"}]})
     )
     parts = [event["PayloadPart"]["Bytes"] for event in response["Body"]]
@@ -320,7 +308,7 @@ def test_each_payload_part_holds_whole_events_even_when_a_read_splits_a_characte
 @pytest.mark.parametrize("variant", ["with-v1", "with-v1-slash"])
 def test_a_base_url_ending_in_v1_reaches_the_chat_completions_path(endpoint: str, variant: str) -> None:
     # Before: the runtime posted to <base_url>/v1/v1/chat/completions and every call was a 404 ModelError.
-    response = _boto3(endpoint).invoke_endpoint(
+    response = runtime_client(endpoint).invoke_endpoint(
         EndpointName="llm",
         TargetVariant=variant,
         Body=json.dumps({"messages": [{"role": "user", "content": "hello"}]}),
@@ -352,7 +340,7 @@ def test_an_upstream_slower_than_timeout_s_is_a_timeout_that_says_so(endpoint: s
     error = _model_error(endpoint, "slow", "impatient")
     assert error["OriginalStatusCode"] == 504
     assert "did not answer within 0.3 s (options.timeout_s" in error["Error"]["Message"]
-    client = _boto3(endpoint)
+    client = runtime_client(endpoint)
     # Mid-stream, the headers are gone: the same words arrive in-band as a ModelStreamError.
     response = client.invoke_endpoint_with_response_stream(
         EndpointName="llm",
@@ -396,7 +384,7 @@ def test_keep_alive_comments_before_a_slow_first_token_start_the_stream_in_time(
         backend.deploy_endpoint("llm", [VariantSpec(name="local-llm", model=spec, initial_weight=1.0)])
         with RuntimeServer(tmp_path, invocation_timeout_s=0.5) as server:
             assert server.url is not None
-            response = _boto3(server.url).invoke_endpoint_with_response_stream(
+            response = runtime_client(server.url).invoke_endpoint_with_response_stream(
                 EndpointName="llm",
                 Body=json.dumps({"messages": [{"role": "user", "content": "keep-alive-then-slow"}]}),
             )
@@ -413,7 +401,7 @@ def test_an_error_event_in_the_upstream_stream_is_the_callers_error(
 ) -> None:
     # Before: Strands skipped the {"error": ...} event and the agent returned the text so far ("Заказ") as
     # the model's whole answer, scored as such.
-    client = _boto3(endpoint)
+    client = runtime_client(endpoint)
     response = client.invoke_endpoint_with_response_stream(
         EndpointName="llm", Body=json.dumps({"messages": [{"role": "user", "content": "error-mid-stream"}]})
     )
@@ -437,7 +425,7 @@ def test_api_key_env_sends_the_key_and_an_unset_one_is_a_clear_model_error(
     endpoint: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Before: a named variable that was not set sent no key at all, and the upstream's 401 did not say why.
-    client = _boto3(endpoint)
+    client = runtime_client(endpoint)
     body = json.dumps({"messages": [{"role": "user", "content": "whoami"}]})
     monkeypatch.setenv("AR_TEST_LLM_KEY", "s3cret")
     answer = json.loads(
