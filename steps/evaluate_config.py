@@ -41,8 +41,8 @@ class JudgeConfig(Frozen):
     base_url: str = Field(
         description=(
             "OpenAI-compatible base URL of the judge model server, with its API prefix: the judge posts to "
-            "`<base_url>/chat/completions`, e.g. `http://127.0.0.1:8080/v1` (a model package's `base_url` is "
-            "the server's root instead)."
+            "`<base_url>/chat/completions`, e.g. `http://127.0.0.1:8080/v1`; a bare server root such as "
+            "`http://127.0.0.1:8080` gets `/v1`, as a model package's `base_url` does."
         )
     )
     model: str = Field(description="Model name sent to the judge server.")

@@ -460,6 +460,15 @@ DEFAULT_RUBRIC = (
 )
 
 
+def judge_chat_url(base_url: str) -> str:
+    """Where the judge posts: ``<base_url>/chat/completions``, as OpenAI clients take a base URL (with its
+    API prefix, e.g. ``http://127.0.0.1:8080/v1``). A bare server root gets ``/v1``, as a model package's
+    ``base_url`` does: that is the URL the README's model example shows, and it would 404 on every row."""
+    root = base_url.rstrip("/")
+    path = root.split("://", 1)[-1].partition("/")[2]
+    return root + ("/chat/completions" if path else "/v1/chat/completions")
+
+
 @register_scorer("llm_judge", bounds=UNIT_INTERVAL)
 def llm_judge(
     base_url: str,
@@ -475,7 +484,7 @@ def llm_judge(
         raise ScorerConfigError(
             f"llm_judge: max_retries must be a whole number from 0 to 10, got {max_retries!r}"
         )
-    url = base_url.rstrip("/") + "/chat/completions"
+    url = judge_chat_url(base_url)
 
     def score(
         inputs: Mapping[str, Any], outputs: Mapping[str, Any], expectations: Mapping[str, Any]

@@ -317,6 +317,31 @@ def test_llm_judge_against_fake_openai_server(judge_url: str, monkeypatch: pytes
     assert sent["path"] == "/v1/chat/completions"
     assert sent["body"]["model"] == "j1"
     assert sent["auth"] == "Bearer sekret"
+    # The server's root, as a model package's base_url is written, reaches the same path.
+    root = build_scorer(
+        ScorerSpec(name="llm_judge", args={"base_url": judge_url.removesuffix("/v1"), "model": "j1"})
+    )
+    assert root.scorer(inputs={"input": "where?"}, outputs=outputs(), expectations=EXPECT) == 0.9
+    assert _FakeJudge.requests[-1]["path"] == "/v1/chat/completions"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "posted_to"),
+    [
+        ("http://127.0.0.1:8080/v1", "http://127.0.0.1:8080/v1/chat/completions"),
+        ("http://127.0.0.1:8080/v1/", "http://127.0.0.1:8080/v1/chat/completions"),
+        ("https://api.example.com/openai/v1", "https://api.example.com/openai/v1/chat/completions"),
+        # A server root, as a model package's base_url is written: it used to post to /chat/completions (404).
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/v1/chat/completions"),
+        ("http://127.0.0.1:8080/", "http://127.0.0.1:8080/v1/chat/completions"),
+    ],
+)
+def test_the_judge_posts_where_openai_clients_would_and_a_server_root_gets_v1(
+    base_url: str, posted_to: str
+) -> None:
+    from agent_release.steps.scorers import judge_chat_url
+
+    assert judge_chat_url(base_url) == posted_to
 
 
 def test_parse_judge_score_reads_json_in_prose_and_rejects_what_is_no_0_to_1_score() -> None:
