@@ -190,6 +190,12 @@ def _interrupted_note(last: dict[str, Any]) -> str:
             f"its traffic shift had ended (audit #{shift['audit_seq']}: {shift['action']}); {resume} records "
             "the execution's end."
         )
+    if state == "restored":
+        return (
+            f"its traffic shift stopped and traffic went back to the champion (audit #{shift['audit_seq']}: "
+            f"{shift['action']} after an error or interruption); {resume} restarts the shift from its first "
+            "step."
+        )
     if state == "overtaken":
         return (
             f"after its shift stopped, {shift['actor']} acted on {shift['endpoint']} (audit #{shift['audit_seq']}: "

@@ -26,6 +26,7 @@ __all__ = [
     "AUDIT_ROLLBACK",
     "AUDIT_SHADOW",
     "AUDIT_WEIGHTS",
+    "TRIGGER_ERROR",
     "ShiftState",
     "acted_on_since",
     "shift_state",
@@ -42,6 +43,9 @@ AUDIT_SHADOW = "shadow"
 
 # The entries that change an endpoint's traffic or approvals.
 TRAFFIC_ACTIONS = (AUDIT_PROMOTE, AUDIT_ROLLBACK, AUDIT_WEIGHTS)
+# The ``trigger`` of the rollback a shift records when an error or an interruption (Ctrl-C, SIGTERM) stopped
+# it: not an outcome of the release, so a resumed execution walks the schedule again.
+TRIGGER_ERROR = "error"
 
 
 def acted_on_since(
@@ -65,13 +69,14 @@ def acted_on_since(
 class ShiftState(Frozen):
     """Where an execution's traffic shift stands by the ledger.
 
-    ``state``: ``none`` (it changed no traffic), ``finished`` (its last traffic entry promoted or rolled
-    back), ``stopped`` (it changed weights and stopped between steps) or ``overtaken`` (after it stopped,
-    someone else changed the endpoint's traffic or approvals: ``entry``). ``entry`` is otherwise the
-    execution's own last traffic entry (None for ``none``).
+    ``state``: ``none`` (it changed no traffic), ``finished`` (its last traffic entry promoted, or a guard
+    rolled back), ``restored`` (an error or an interruption stopped it and traffic went back to the champion:
+    a resume walks the schedule again from its first step), ``stopped`` (it changed weights and stopped
+    between steps) or ``overtaken`` (after it stopped, someone else changed the endpoint's traffic or
+    approvals: ``entry``). ``entry`` is otherwise the execution's own last traffic entry (None for ``none``).
     """
 
-    state: Literal["none", "finished", "stopped", "overtaken"]
+    state: Literal["none", "finished", "restored", "stopped", "overtaken"]
     entry: AuditEntry | None = None
 
 
@@ -81,10 +86,13 @@ def shift_state(entries: Sequence[AuditEntry], execution_id: str) -> ShiftState:
     if not own:
         return ShiftState(state="none")
     last = own[-1]
-    if last.action in (AUDIT_PROMOTE, AUDIT_ROLLBACK):
+    # The promotion step resumes past a rollback of its own error (it is not an outcome), so such a shift
+    # has not ended: reading it as finished told the release manager a resume would shift nothing.
+    restored = last.action == AUDIT_ROLLBACK and last.evidence.get("trigger") == TRIGGER_ERROR
+    if last.action in (AUDIT_PROMOTE, AUDIT_ROLLBACK) and not restored:
         return ShiftState(state="finished", entry=last)
     endpoint = last.subject.split("/", 1)[0]
     overtaken = acted_on_since(entries, endpoint, execution_id, last.seq)
     if overtaken is not None:
         return ShiftState(state="overtaken", entry=overtaken)
-    return ShiftState(state="stopped", entry=last)
+    return ShiftState(state="restored" if restored else "stopped", entry=last)

@@ -79,6 +79,7 @@ from agent_release.steps.ledger_actions import (
     AUDIT_ROLLBACK,
     AUDIT_SHADOW,
     AUDIT_WEIGHTS,
+    TRIGGER_ERROR,
     acted_on_since,
 )
 from agent_release.steps.live_traffic import AgentConversations, LiveTraffic
@@ -785,7 +786,7 @@ class _Promotion:
             self.audit(
                 AUDIT_ROLLBACK,
                 f"promotion failed mid-shift ({failure}); {r.champion} back to 100%",
-                {"trigger": "error", "error": failure, "weights_after": weights},
+                {"trigger": TRIGGER_ERROR, "error": failure, "weights_after": weights},
             )
         except Exception:
             logger.exception(

@@ -115,6 +115,36 @@ def test_an_interrupted_execution_says_where_its_shift_stands_by_the_ledger(
     assert f"agent-release run --resume {execution_id}" in out
 
 
+def test_a_shift_stopped_by_ctrl_c_is_not_read_as_ended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Ctrl-C or SIGTERM mid-bake: the promotion step restores the champion and records a rollback with
+    # trigger "error", which its resume does not take for an outcome (it walks the schedule again). status
+    # used to call that shift ended and say the resume only "records the execution's end".
+    from agent_release.pipelines.local_backend import LocalBackend
+
+    execution_id = _execution(tmp_path, _dead_pid())
+    backend = LocalBackend(tmp_path)
+    try:
+        backend.append_audit("run", "weights", "ep/challenger", "canary step 50%", {}, execution_id)
+        backend.append_audit(
+            "run",
+            "rollback",
+            "ep/challenger",
+            "promotion failed mid-shift (interrupted (signal 15)); champion back to 100%",
+            {"trigger": "error", "error": "interrupted (signal 15)"},  # as restore_after_error writes it
+            execution_id,
+        )
+    finally:
+        backend.close()
+    shift = collect_status(tmp_path, None)["last_execution"]["shift"]
+    assert shift["state"] == "restored" and shift["audit_seq"] == 2
+    render_status(collect_status(tmp_path, None))
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"agent-release run --resume {execution_id}` restarts the shift from its first step" in out, out
+    assert "records the execution's end" not in out and "Nothing guards" not in out
+
+
 @pytest.mark.parametrize(
     ("promotion", "shown"),
     [
