@@ -9,7 +9,14 @@ Three guards, checked on every look during a bake (see
    look, tripped on challengers well inside the limit: simulated with a look at every call from the 10th
    to the 150th and a 5% limit (2,000 canaries each), it tripped in 18% at a true 1% and 58% at 3%; with
    the bound 0% and 2.4%, 15% at exactly 5% (the looks' price), and 99.8% at 15%;
-2. **latency** — the challenger's p95 model latency above ``max_latency_p95_ms`` (same minimum);
+2. **latency** — the challenger's p95 model latency above ``max_latency_p95_ms`` with ``1 - msprt_alpha``
+   confidence (same minimum): the share of its answered calls slower than the limit has a one-sided
+   Clopper-Pearson lower bound above 5% (the p95 is above the limit exactly when more than 5% of calls are).
+   The raw p95 alone, checked at every look, tripped on challengers well inside the limit: simulated as
+   above (lognormal latencies, sigma 0.5, a look at every call from the 10th to the 150th), it tripped in
+   21% of canaries at a true p95 of 80% of the limit and 44% at 90%; with the bound 0.3% and 2%, 15% at
+   exactly the limit, and every one at 150%. With aggregates only (CloudWatch: no raw latencies to count)
+   the reported p95 is compared as it is;
 3. **mSPRT** — the always-valid sequential test of :mod:`agent_release.steps.sequential` ("is the challenger's
    error rate higher than the champion's?") rejects at ``msprt_alpha``. It is fed the calls observed since
    the previous look, over the whole canary, so looking twice a second does not inflate false alarms.
@@ -43,6 +50,8 @@ from agent_release.steps.sequential import MsprtState, mixture_log_likelihood_ra
 # The mixing SD of the error-rate mSPRT: differences of a few points of error rate are what the canary is
 # there to catch (Johari et al. recommend tau near the effect size you care about).
 MSPRT_TAU = 0.05
+# The share of calls slower than a p95 bound when the p95 is exactly at it.
+P95_EXCEEDANCE = 0.05
 
 
 class GuardReading(Frozen):
@@ -53,6 +62,13 @@ class GuardReading(Frozen):
     errors: int
     error_rate: float | None = Field(description="errors / invocations; None without invocations.")
     latency_p95_ms: float | None = Field(description="p95 model latency; None without data.")
+    latency_calls: int | None = Field(
+        default=None, description="Answered calls with a recorded latency; None with aggregates only."
+    )
+    slow_calls: int | None = Field(
+        default=None,
+        description="Of those, calls slower than max_latency_p95_ms; None without raw latencies or a limit.",
+    )
     msprt_p_value: float | None = Field(
         default=None, description="Always-valid p-value of 'challenger errs more' (challenger only)."
     )
@@ -76,19 +92,28 @@ def percentile(values: Sequence[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def read_metrics(metrics: VariantMetrics | None, variant: str) -> GuardReading:
-    """A :class:`GuardReading` of one variant's window (raw observations when present, else aggregates)."""
+def read_metrics(
+    metrics: VariantMetrics | None, variant: str, latency_limit_ms: float | None = None
+) -> GuardReading:
+    """A :class:`GuardReading` of one variant's window (raw observations when present, else aggregates).
+
+    With ``latency_limit_ms`` and raw latencies, it also counts the calls slower than that limit.
+    """
     if metrics is None:
         return GuardReading(variant=variant, invocations=0, errors=0, error_rate=None, latency_p95_ms=None)
     errors = metrics.errors_5xx
     # Raw latencies are authoritative when present; CloudWatch-style aggregates otherwise.
-    p95 = percentile(metrics.latencies_ms, 95.0) if metrics.latencies_ms else metrics.model_latency_ms_p95
+    latencies = metrics.latencies_ms
+    p95 = percentile(latencies, 95.0) if latencies else metrics.model_latency_ms_p95
+    slow = sum(1 for ms in latencies if ms > latency_limit_ms) if latency_limit_ms is not None else None
     return GuardReading(
         variant=variant,
         invocations=metrics.invocations,
         errors=errors,
         error_rate=errors / metrics.invocations if metrics.invocations else None,
         latency_p95_ms=p95,
+        latency_calls=len(latencies) if latencies else None,
+        slow_calls=slow if latencies else None,
     )
 
 
@@ -113,16 +138,22 @@ def threshold_trip(config: GuardConfig, reading: GuardReading) -> str | None:
                 f"at least {low:.1%} with {1 - config.msprt_alpha:.0%} confidence, "
                 f"> max_error_rate {config.max_error_rate:.1%}"
             )
-    if (
-        config.max_latency_p95_ms is not None
-        and reading.latency_p95_ms is not None
-        and reading.latency_p95_ms > config.max_latency_p95_ms
-    ):
-        return (
-            f"challenger p95 latency {reading.latency_p95_ms:.0f} ms > max_latency_p95_ms "
-            f"{config.max_latency_p95_ms:.0f} ms"
-        )
-    return None
+    limit = config.max_latency_p95_ms
+    if limit is None or reading.latency_p95_ms is None or reading.latency_p95_ms <= limit:
+        return None
+    if reading.latency_calls is None or reading.slow_calls is None:
+        # Aggregates only: no calls to count, the reported p95 is all there is.
+        return f"challenger p95 latency {reading.latency_p95_ms:.0f} ms > max_latency_p95_ms {limit:.0f} ms"
+    # The p95 is above the limit when more than 5% of calls are slower: the same bound as for errors, so a
+    # few slow calls among few calls, read at every look, are not taken for a slow challenger.
+    low = error_rate_lower_bound(reading.slow_calls, reading.latency_calls, config.msprt_alpha)
+    if low <= P95_EXCEEDANCE:
+        return None
+    return (
+        f"challenger p95 latency {reading.latency_p95_ms:.0f} ms ({reading.slow_calls}/{reading.latency_calls} "
+        f"calls slower than {limit:.0f} ms, at least {low:.1%} with {1 - config.msprt_alpha:.0%} confidence, "
+        f"> 5%) > max_latency_p95_ms {limit:.0f} ms"
+    )
 
 
 def new_error_outcomes(metrics: VariantMetrics | None, seen_calls: int, seen_errors: int) -> tuple[int, int]:
@@ -170,7 +201,8 @@ class GuardMonitor:
 
     def look(self, metrics: Mapping[str, VariantMetrics]) -> GuardCheck:
         """Read the window's metrics, feed the mSPRT with what is new, and return the check."""
-        challenger = read_metrics(metrics.get(self.challenger), self.challenger)
+        limit = self.config.max_latency_p95_ms
+        challenger = read_metrics(metrics.get(self.challenger), self.challenger, limit)
         readings: dict[str, GuardReading] = {}
         tripped = threshold_trip(self.config, challenger)
         if self.champion is not None:
@@ -179,7 +211,7 @@ class GuardMonitor:
             if n_a or n_b:
                 self.msprt = self.msprt.update_counts(n_a, x_a, n_b, x_b)
             challenger = challenger.model_copy(update={"msprt_p_value": self.msprt.p_value})
-            readings[self.champion] = read_metrics(metrics.get(self.champion), self.champion)
+            readings[self.champion] = read_metrics(metrics.get(self.champion), self.champion, limit)
             if tripped is None and self.msprt.rejects(self.config.msprt_alpha):
                 tripped = (
                     f"mSPRT: challenger error rate higher than champion's (always-valid p = "

@@ -33,14 +33,15 @@ class GuardConfig(Frozen):
         gt=0,
         le=MAX_LATENCY_MS,
         description="Challenger live p95 model latency bound in ms, at most 3,600,000 (an hour; None = no "
-        "bound).",
+        "bound). The guard trips once more than 5% of the challenger's calls are slower, with 1 - msprt_alpha "
+        "confidence.",
     )
     msprt_alpha: float = Field(
         default=0.05,
         gt=0,
         lt=1,
-        description="Level of the always-valid sequential test (challenger worse) and of the error-rate "
-        "guard's confidence bound.",
+        description="Level of the always-valid sequential test (challenger worse) and of the error-rate and "
+        "latency guards' confidence bounds.",
     )
     min_invocations: int = Field(
         default=10,

@@ -110,6 +110,44 @@ def test_threshold_latency_guard_only_when_configured() -> None:
     assert reason is not None and "p95 latency 500 ms" in reason
 
 
+def _latency_canaries_tripped(p95_over_limit: float, trials: int = 400) -> float:
+    """Share of simulated canaries whose latency guard trips, looking at every call from 10 to 150, when the
+    challenger's true p95 is ``p95_over_limit`` times max_latency_p95_ms (lognormal latencies, sigma 0.5)."""
+    limit, sigma = 1000.0, 0.5
+    cfg = GuardConfig(max_latency_p95_ms=limit, min_invocations=10, msprt_alpha=0.05)
+    mu = float(np.log(p95_over_limit * limit) - 1.6449 * sigma)
+    rng = np.random.default_rng(11)
+    monitor = GuardMonitor(cfg, champion=None, challenger="c")
+    tripped = 0
+    for _ in range(trials):
+        latencies = rng.lognormal(mu, sigma, 150).tolist()
+        for calls in range(10, 151):
+            if monitor.look({"c": raw_metrics("c", [True] * calls, latencies[:calls])}).tripped:
+                tripped += 1
+                break
+    return tripped / trials
+
+
+def test_the_latency_guard_rarely_trips_on_a_challenger_inside_its_limit_and_catches_one_far_above() -> None:
+    # The raw p95 checked at every look tripped in about 21% of such canaries at a true p95 of 80% of the
+    # limit (44% at 90%): a few slow calls among the first tens read as a slow challenger.
+    assert _latency_canaries_tripped(0.8) < 0.03
+    assert _latency_canaries_tripped(1.5) > 0.95
+
+
+def test_a_latency_trip_says_how_many_calls_were_slow() -> None:
+    cfg = GuardConfig(max_latency_p95_ms=200, min_invocations=5)
+    # 2 of 20 calls slower than the limit: the p95 reads above it, but 10% may be chance at a true 5%.
+    some = read_metrics(raw_metrics("c", [True] * 20, [10.0] * 18 + [900.0] * 2), "c", 200)
+    assert some.latency_p95_ms is not None and some.latency_p95_ms > 200
+    assert (some.slow_calls, some.latency_calls) == (2, 20) and threshold_trip(cfg, some) is None
+    every = read_metrics(raw_metrics("c", [True] * 5, [300.0] * 5), "c", 200)
+    reason = threshold_trip(cfg, every)
+    assert reason is not None and "5/5 calls slower than 200 ms" in reason
+    # CloudWatch aggregates carry no calls to count: the reported p95 is compared as it is.
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 0, p95=250.0), "c", 200)) is not None
+
+
 def test_new_error_outcomes_raw_and_aggregate() -> None:
     m = raw_metrics("c", [True, False, True, False, False])
     assert new_error_outcomes(m, 0, 0) == (5, 3)
