@@ -384,6 +384,8 @@ class _Promotion:
         self.approvals: list[ApprovalChange] = []
         self.aliases_moved = False
         self.resumed = False
+        # What the shadow phase saw (or why it was skipped), for the promote entry; None without one.
+        self.shadow_evidence: dict[str, Any] | None = None
 
     # -- records ------------------------------------------------------------------------------------------
     def audit(self, action: str, reason: str, evidence: Mapping[str, Any] | None = None) -> AuditEntry:
@@ -634,6 +636,7 @@ class _Promotion:
                 "bake_s": self.config.bake_s,
                 "guards": self.config.guards.model_dump(mode="json"),
                 "guard_readings": readings,
+                "shadow": self.shadow_evidence,
                 "weights": _weights(state),
                 "approval": "Approved",
                 "aliases": list(r.registered_model) if r.registered_model else None,
@@ -808,6 +811,7 @@ class _Promotion:
         try:
             shadow_state = self.backend.deploy_endpoint(r.endpoint, mirrored)
         except (BackendError, NotImplementedError) as exc:
+            self.shadow_evidence = {"skipped": _one_line(exc)}
             self.event("shadow", _weights(state), note=f"shadow phase skipped: {_one_line(exc)}")
             logger.info("endpoint=<%s>, reason=<%s> | shadow phase skipped", r.endpoint, _one_line(exc))
             return None
@@ -823,6 +827,13 @@ class _Promotion:
             self.event("shadow", _weights(shadow_state), note=f"mirroring {shadow.sample_percent:g}%")
             check = self.bake(monitor, since, shadow.bake_s, "shadow")
             self.event("shadow", _weights(shadow_state), check)
+            # Its readings are evidence of the promotion too: the shadow entry above is written before them.
+            self.shadow_evidence = {
+                "sample_percent": shadow.sample_percent,
+                "bake_s": shadow.bake_s,
+                "judged": self.judged(check.readings.get(r.challenger)),
+                "guard_readings": {k: v.model_dump(mode="json") for k, v in check.readings.items()},
+            }
             return check
         finally:
             restored = [

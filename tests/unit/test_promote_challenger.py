@@ -542,6 +542,21 @@ def test_shadow_phase_catches_a_failing_challenger_before_any_user_sees_it(
     assert challenger_status(env) == ApprovalStatus.REJECTED
 
 
+def test_the_promote_entry_records_what_the_shadow_phase_saw(env: Env) -> None:
+    # The shadow entry is written as the phase starts; when it passed, no entry said what it had read.
+    config = fast_config(shadow=ShadowConfig(enabled=True, sample_percent=100.0, bake_s=1.0))
+    report = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert report.action == "promoted"
+    assert actions(env.backend, "exec-1") == ["shadow", "weights", "weights", "promote"]
+    shadow = env.backend.list_audit()[-1].evidence["shadow"]
+    assert shadow["sample_percent"] == 100.0 and shadow["judged"] is True
+    mirrored = shadow["guard_readings"]["challenger"]
+    assert mirrored["invocations"] >= 5 and mirrored["errors"] == 0
+    assert shadow["guard_readings"]["champion"]["invocations"] > 0
+
+
 def test_promote_variant_rejects_a_bad_schedule_in_one_line(env: Env) -> None:
     with pytest.raises(PromotionError, match=r"schedule \[50.0, 20.0\]: .*increase") as info:
         promote_variant(
