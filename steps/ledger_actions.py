@@ -85,14 +85,24 @@ def shift_state(entries: Sequence[AuditEntry], execution_id: str) -> ShiftState:
     own = [e for e in entries if e.execution_id == execution_id and e.action in TRAFFIC_ACTIONS]
     if not own:
         return ShiftState(state="none")
-    last = own[-1]
     # The promotion step resumes past a rollback of its own error (it is not an outcome), so such a shift
-    # has not ended: reading it as finished told the release manager a resume would shift nothing.
-    restored = last.action == AUDIT_ROLLBACK and last.evidence.get("trigger") == TRIGGER_ERROR
-    if last.action in (AUDIT_PROMOTE, AUDIT_ROLLBACK) and not restored:
-        return ShiftState(state="finished", entry=last)
+    # has not ended unless an outcome precedes it (e.g. Ctrl-C while a guard's rollback was being recorded):
+    # reading it as finished told the release manager a resume would shift nothing.
+    outcome = next(
+        (e for e in reversed(own) if e.action in (AUDIT_PROMOTE, AUDIT_ROLLBACK) and not _after_error(e)),
+        None,
+    )
+    if outcome is not None:
+        return ShiftState(state="finished", entry=outcome)
+    last = own[-1]
+    restored = _after_error(last)
     endpoint = last.subject.split("/", 1)[0]
     overtaken = acted_on_since(entries, endpoint, execution_id, last.seq)
     if overtaken is not None:
         return ShiftState(state="overtaken", entry=overtaken)
     return ShiftState(state="restored" if restored else "stopped", entry=last)
+
+
+def _after_error(entry: AuditEntry) -> bool:
+    """Whether ``entry`` is the rollback a shift records when an error or an interruption stopped it."""
+    return entry.action == AUDIT_ROLLBACK and entry.evidence.get("trigger") == TRIGGER_ERROR

@@ -115,8 +115,9 @@ def test_an_interrupted_execution_says_where_its_shift_stands_by_the_ledger(
     assert f"agent-release run --resume {execution_id}" in out
 
 
+@pytest.mark.parametrize("guard_tripped_first", [False, True])
 def test_a_shift_stopped_by_ctrl_c_is_not_read_as_ended(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], guard_tripped_first: bool
 ) -> None:
     # Ctrl-C or SIGTERM mid-bake: the promotion step restores the champion and records a rollback with
     # trigger "error", which its resume does not take for an outcome (it walks the schedule again). status
@@ -127,6 +128,10 @@ def test_a_shift_stopped_by_ctrl_c_is_not_read_as_ended(
     backend = LocalBackend(tmp_path)
     try:
         backend.append_audit("run", "weights", "ep/challenger", "canary step 50%", {}, execution_id)
+        if guard_tripped_first:  # Ctrl-C while the guard's rollback was being recorded: that is the outcome
+            backend.append_audit(
+                "run", "rollback", "ep/challenger", "guard", {"trigger": "guard"}, execution_id
+            )
         backend.append_audit(
             "run",
             "rollback",
@@ -138,9 +143,13 @@ def test_a_shift_stopped_by_ctrl_c_is_not_read_as_ended(
     finally:
         backend.close()
     shift = collect_status(tmp_path, None)["last_execution"]["shift"]
-    assert shift["state"] == "restored" and shift["audit_seq"] == 2
     render_status(collect_status(tmp_path, None))
     out = " ".join(capsys.readouterr().out.split())
+    if guard_tripped_first:  # the promotion step's resume does not act again after a guard's rollback
+        assert shift["state"] == "finished" and shift["audit_seq"] == 2
+        assert "records the execution's end" in out, out
+        return
+    assert shift["state"] == "restored" and shift["audit_seq"] == 2
     assert f"agent-release run --resume {execution_id}` restarts the shift from its first step" in out, out
     assert "records the execution's end" not in out and "Nothing guards" not in out
 
