@@ -24,6 +24,11 @@ from agent_release.agents.demo_model.features import Token, token_features, toke
 
 OUTSIDE = "O"
 _DIGITS = re.compile(r"\d+")
+# Caches scikit-learn keeps on fitted estimators whose values only mean something in the process that set
+# them: TfidfVectorizer stores ``id(self.stop_words)`` (a memory address) once it has checked its stop
+# words, so the same model pickled in two processes gave two different files. Dropped on save; scikit-learn
+# sets them again on first use.
+_PROCESS_LOCAL_ATTRIBUTES = ("_stop_words_id",)
 
 
 @dataclass(frozen=True)
@@ -101,8 +106,16 @@ class TrainedModel:
         import joblib
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_process_local_state()
         joblib.dump(self, path)
         return path
+
+    def _drop_process_local_state(self) -> None:
+        """Remove the caches of :data:`_PROCESS_LOCAL_ATTRIBUTES`, so the file depends on data and seed only."""
+        for estimator in (self.intent, self.reason, self.tagger_features, self.tagger):
+            for part in [estimator, *(step for _, step in getattr(estimator, "steps", ()))]:
+                for name in _PROCESS_LOCAL_ATTRIBUTES:
+                    vars(part).pop(name, None)
 
 
 def canonical_order_id(span: str) -> str | None:
