@@ -65,11 +65,18 @@ class TrainingExample(BaseModel):
 def load_examples(path: Path) -> list[TrainingExample]:
     """All examples of ``path`` in file order; raises :class:`TrainingDataError`."""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        data = path.read_bytes()
     except OSError as exc:
         raise TrainingDataError(f"cannot read training data {path}: {exc.strerror}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        at_line = data.count(b"\n", 0, exc.start) + 1
+        raise TrainingDataError(
+            f"{path}:{at_line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
     examples = []
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:

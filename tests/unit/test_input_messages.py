@@ -65,6 +65,18 @@ def test_dataset_that_is_not_utf8_is_one_line_naming_file_line_and_offset(tmp_pa
     assert f"golden.jsonl:3: not valid UTF-8 (byte 0xff at offset {offset})" in err
 
 
+def test_training_data_that_is_not_utf8_is_one_line_naming_file_line_and_offset(tmp_path: Path) -> None:
+    """It was Python's bare decode error, naming neither the file nor the key."""
+    project = copy_project(tmp_path / "project", copy_datasets=True)
+    train = project / "datasets" / "support" / "train.jsonl"
+    lines = _lines(train)
+    offset = len(lines[0]) + len(lines[1]) + 10
+    lines[2] = lines[2][:10] + b"\xe9" + lines[2][11:]  # a Latin-1 byte in line 3
+    train.write_bytes(b"".join(lines))
+    err = assert_one_line_error(run_cli(["validate"], project, tmp_path / "home"), "train.data")
+    assert f"train.jsonl:3: not valid UTF-8 (byte 0xe9 at offset {offset})" in err
+
+
 def test_suite_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "golden.jsonl").write_bytes((ROOT / GOLDEN).read_bytes())
     (tmp_path / "golden.suite.json").write_bytes(b'{"name": "caf\xe9"}\n')
