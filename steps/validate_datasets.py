@@ -135,7 +135,9 @@ def numbered_objects(path: Path, data: bytes | None = None) -> list[tuple[int, d
     except UnicodeDecodeError as exc:
         raise DatasetError(_not_utf8(path, data, exc)) from None
     rows = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # JSON Lines end at "\n" (a "\r" before it is JSON whitespace): str.splitlines() also split at U+2028,
+    # U+0085 and other characters a JSON string may hold unescaped, so a valid case read as broken JSON.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

@@ -76,7 +76,9 @@ def load_examples(path: Path) -> list[TrainingExample]:
             f"{path}:{at_line}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
         ) from None
     examples = []
-    for number, line in enumerate(text.splitlines(), 1):
+    # Lines end at "\n" only: str.splitlines() also splits at U+2028, U+0085 and other characters JSON
+    # strings may hold unescaped, cutting a valid example in two.
+    for number, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:

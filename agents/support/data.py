@@ -103,7 +103,8 @@ class SupportData(BaseModel):
             raise DataAccessError(f"support data directory not found: {data_dir}")
         orders_doc = _parse(root, ORDERS_FILE, json.loads)
         policy = _parse(root, POLICY_FILE, RefundPolicy.model_validate_json)
-        kb_lines = read_confined(root, KB_FILE).splitlines()
+        # "\n" only: str.splitlines() also splits at U+2028 and U+0085, which a JSON string holds unescaped.
+        kb_lines = read_confined(root, KB_FILE).split("\n")
         kb = tuple(
             _parse_text(root / KB_FILE, line, KbArticle.model_validate_json, line_number=number)
             for number, line in enumerate(kb_lines, 1)

@@ -77,6 +77,52 @@ def test_training_data_that_is_not_utf8_is_one_line_naming_file_line_and_offset(
     assert f"train.jsonl:3: not valid UTF-8 (byte 0xe9 at offset {offset})" in err
 
 
+# json.dumps escapes the line breaks below U+0020 itself; these three it writes as they are.
+LINE_SEPARATORS = ["\u2028", "\u2029", "\x85"]
+
+
+@pytest.mark.parametrize("separator", LINE_SEPARATORS)
+def test_a_line_separator_inside_a_json_string_does_not_split_the_row(separator: str, tmp_path: Path) -> None:
+    """JSON strings may hold these characters unescaped (``json.dumps(..., ensure_ascii=False)`` writes them
+    so); ``str.splitlines()`` cut such a row in two and called a valid file broken JSON."""
+    from agent_release.agents.demo_model.training import load_examples
+    from agent_release.steps.validate_datasets import numbered_objects
+
+    golden = [json.loads(line) for line in (ROOT / GOLDEN).read_text(encoding="utf-8").splitlines()[:3]]
+    golden[1]["input"] += f"{separator}P.S. thanks"
+    (tmp_path / "golden.jsonl").write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in golden), encoding="utf-8"
+    )
+    rows = numbered_objects(tmp_path / "golden.jsonl")
+    assert [number for number, _ in rows] == [1, 2, 3]
+    assert rows[1][1]["input"].endswith(f"{separator}P.S. thanks")
+
+    train = [json.loads(line) for line in (ROOT / "datasets/support/train.jsonl").open(encoding="utf-8")][:3]
+    train[1]["text"] += f"{separator}thanks"  # after the labelled spans, so their offsets still hold
+    (tmp_path / "train.jsonl").write_text(
+        "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in train), encoding="utf-8"
+    )
+    examples = load_examples(tmp_path / "train.jsonl")
+    assert len(examples) == 3 and examples[1].text.endswith(f"{separator}thanks")
+
+
+@pytest.mark.parametrize("separator", LINE_SEPARATORS)
+def test_a_line_separator_inside_a_kb_article_does_not_split_it(separator: str, tmp_path: Path) -> None:
+    import shutil
+
+    from agent_release.agents.support.data import SupportData
+
+    data = tmp_path / "support"
+    shutil.copytree(ROOT / "datasets" / "support", data)
+    articles = [json.loads(line) for line in (data / "kb.jsonl").read_text(encoding="utf-8").splitlines()]
+    articles[0]["body"] += f"{separator}See also: returns."
+    (data / "kb.jsonl").write_text(
+        "".join(json.dumps(a, ensure_ascii=False) + "\n" for a in articles), encoding="utf-8"
+    )
+    kb = SupportData.load(data).kb
+    assert len(kb) == len(articles) and kb[0].body.endswith(f"{separator}See also: returns.")
+
+
 def test_suite_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "golden.jsonl").write_bytes((ROOT / GOLDEN).read_bytes())
     (tmp_path / "golden.suite.json").write_bytes(b'{"name": "caf\xe9"}\n')
