@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
@@ -797,6 +798,8 @@ def power_plan_from_evaluation(
 
     ``n_cases`` (default: the cases observed) lets you ask about a larger golden set with the same average
     cluster size. ``sd_diff`` or ``icc``, when given, replace the observed value (the other stays observed).
+    When every evaluated case was a cluster of its own there is no ICC to observe (and none needed for such a
+    design): ICC n/a.
     """
     _, challenger_rows = _variant_rows(evaluation, "challenger")
     _, champion_rows = _variant_rows(evaluation, "champion")
@@ -808,14 +811,21 @@ def power_plan_from_evaluation(
     a = _case_values(challenger_rows, metric, binary)
     b = _case_values(champion_rows, metric, binary)
     shared = sorted(set(a) & set(b))
-    components = estimate_variance_components([a[c] - b[c] for c in shared], [clusters[c] for c in shared])
-    cases = n_cases or components.n_cases
-    groups = max(2, round(cases / components.mean_cluster_size))
+    diffs, labels = [a[c] - b[c] for c in shared], [clusters[c] for c in shared]
+    n_groups = len(set(labels))
+    if len(shared) >= 2 and n_groups == len(shared):
+        # One-way ANOVA needs a cluster with two cases; the SD alone describes independent cases.
+        observed_sd, observed_icc = statistics.stdev(diffs), None
+    else:
+        components = estimate_variance_components(diffs, labels)
+        observed_sd, observed_icc = components.sd, components.icc
+    cases = n_cases or len(shared)
+    groups = max(2, round(cases * n_groups / len(shared)))
     return power_plan(
         config,
         cases,
         groups,
         evaluation.repeats,
-        sd_diff=components.sd if sd_diff is None else sd_diff,
-        icc=components.icc if icc is None else icc,
+        sd_diff=observed_sd if sd_diff is None else sd_diff,
+        icc=observed_icc if icc is None else icc,
     )

@@ -304,6 +304,24 @@ def test_power_plan_from_a_previous_evaluation() -> None:
     assert bigger.mde.mde < plan.mde.mde
 
 
+def test_a_plan_from_an_evaluation_of_independent_cases_uses_their_sd() -> None:
+    """Every case its own cluster (a golden set without cluster keys): there is no ICC to estimate, and the
+    plan failed with "need at least 2 clusters and more cases than clusters" even with an ICC given."""
+    evaluation = _scenario(seed=8, n_clusters=90, size=1)
+    plan = power_plan_from_evaluation(DecisionConfig(), evaluation)
+    diffs = [
+        float(
+            np.mean([r.scores["task_success"] for r in evaluation.rows if r.case_id == c and r.role == role])
+        )
+        for c in sorted({r.case_id for r in evaluation.rows})
+        for role in ("challenger", "champion")
+    ]
+    observed_sd = float(np.std(np.subtract(diffs[0::2], diffs[1::2]), ddof=1))
+    assert plan.mde.sd_diff == pytest.approx(observed_sd) and plan.mde.icc is None
+    assert (plan.mde.n_cases, plan.mde.n_clusters, plan.mde.design_effect) == (90, 90, 1.0)
+    assert power_plan_from_evaluation(DecisionConfig(), evaluation, icc=0.2).mde.icc == 0.2
+
+
 def test_a_given_sd_or_icc_replaces_only_that_observed_value() -> None:
     evaluation = _scenario(seed=8)
     observed = power_plan_from_evaluation(DecisionConfig(), evaluation).mde
