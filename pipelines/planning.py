@@ -11,6 +11,7 @@ read and the design is the golden set's own. The plan warns when the gate's
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,8 +67,10 @@ def plan_power(
     spec = cfg.datasets[cfg.evaluate.dataset]
     cases = read_jsonl(loaded.resolve(spec.path))
     # Counted as the evaluation counts them: cases by id, a case without a cluster is a cluster of its own.
-    n_cases = len({case_ref(c, number) for number, c in enumerate(cases, 1)})
-    n_clusters = len({case_cluster(c) for c in cases})
+    cluster_of = {case_ref(c, number): case_cluster(c) for number, c in enumerate(cases, 1)}
+    # Cases per cluster: unequal clusters make the clustered SE larger than their count alone says.
+    cluster_sizes = sorted(Counter(cluster_of.values()).values())
+    n_cases, n_clusters = len(cluster_of), len(cluster_sizes)
     repeats = cfg.evaluate.repeats
     lines = [
         f"golden set     {cfg.evaluate.dataset}: {n_cases} cases in {n_clusters} clusters, K={repeats}",
@@ -79,13 +82,15 @@ def plan_power(
     last = None if both_given else _last_evaluation(state_dir)  # nothing of it would be used
     if last is not None and isinstance(last[1], EvaluationReport):
         plan = power_plan_from_evaluation(
-            cfg.decide, last[1], n_cases=n_cases, sd_diff=assumed_sd, icc=assumed_icc
+            cfg.decide, last[1], sd_diff=assumed_sd, icc=assumed_icc, cluster_sizes=cluster_sizes
         )
         source = _variance_source(plan, f"observed in execution {last[0]}", assumed_sd, assumed_icc)
     else:
         sd = assumed_sd if assumed_sd is not None else DEFAULT_SD
         icc = assumed_icc if assumed_icc is not None else DEFAULT_ICC
-        plan = power_plan(cfg.decide, n_cases, n_clusters, repeats, sd_diff=sd, icc=icc)
+        plan = power_plan(
+            cfg.decide, n_cases, n_clusters, repeats, sd_diff=sd, icc=icc, cluster_sizes=cluster_sizes
+        )
         note = "" if both_given else " (no evaluation yet)"
         source = _variance_source(plan, "assumed", assumed_sd, assumed_icc, note=note)
     m = plan.mde

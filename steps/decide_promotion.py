@@ -60,7 +60,8 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -755,9 +756,11 @@ def power_plan(
     sd_diff: float = 0.5,
     icc: float | None = None,
     design_effect: float | None = None,
+    cluster_sizes: Sequence[int] | None = None,
 ) -> PowerPlan:
     """MDE of a golden set under the gate's one-sided ``alpha`` and ``power`` (what ``agent-release plan``
-    prints), with a warning when ``min_improvement`` is below the MDE."""
+    prints), with a warning when ``min_improvement`` is below the MDE. ``cluster_sizes``: the set's cases per
+    cluster, for unequal clusters (see :func:`~agent_release.steps.power.minimum_detectable_effect`)."""
     report = minimum_detectable_effect(
         n_cases,
         n_clusters,
@@ -768,6 +771,7 @@ def power_plan(
         alpha=config.alpha,
         power=config.power,
         two_sided=False,
+        cluster_sizes=cluster_sizes,
     )
     smallest = config.min_improvement + report.mde
     warning = None
@@ -793,13 +797,14 @@ def power_plan_from_evaluation(
     *,
     sd_diff: float | None = None,
     icc: float | None = None,
+    cluster_sizes: Sequence[int] | None = None,
 ) -> PowerPlan:
     """:func:`power_plan` with ``sd_diff`` and ICC estimated from a previous paired evaluation.
 
-    ``n_cases`` (default: the cases observed) lets you ask about a larger golden set with the same average
-    cluster size. ``sd_diff`` or ``icc``, when given, replace the observed value (the other stays observed).
-    When every evaluated case was a cluster of its own there is no ICC to observe (and none needed for such a
-    design): ICC n/a.
+    The design is the evaluated cases' own clusters, or ``cluster_sizes`` (a golden set's cases per
+    cluster), or ``n_cases`` cases with the observed average cluster size (a larger golden set). ``sd_diff``
+    or ``icc``, when given, replace the observed value (the other stays observed). When every evaluated case
+    was a cluster of its own there is no ICC to observe (and none needed for such a design): ICC n/a.
     """
     _, challenger_rows = _variant_rows(evaluation, "challenger")
     _, champion_rows = _variant_rows(evaluation, "champion")
@@ -812,15 +817,19 @@ def power_plan_from_evaluation(
     b = _case_values(champion_rows, metric, binary)
     shared = sorted(set(a) & set(b))
     diffs, labels = [a[c] - b[c] for c in shared], [clusters[c] for c in shared]
-    n_groups = len(set(labels))
-    if len(shared) >= 2 and n_groups == len(shared):
+    observed_sizes = sorted(Counter(labels).values())
+    if len(shared) >= 2 and len(observed_sizes) == len(shared):
         # One-way ANOVA needs a cluster with two cases; the SD alone describes independent cases.
         observed_sd, observed_icc = statistics.stdev(diffs), None
     else:
         components = estimate_variance_components(diffs, labels)
         observed_sd, observed_icc = components.sd, components.icc
-    cases = n_cases or len(shared)
-    groups = max(2, round(cases * n_groups / len(shared)))
+    sizes: Sequence[int] | None = None
+    if cluster_sizes is None and n_cases is not None:
+        cases, groups = n_cases, max(2, round(n_cases * len(observed_sizes) / len(shared)))
+    else:
+        sizes = observed_sizes if cluster_sizes is None else cluster_sizes
+        cases, groups = sum(sizes), len(sizes)
     return power_plan(
         config,
         cases,
@@ -828,4 +837,5 @@ def power_plan_from_evaluation(
         evaluation.repeats,
         sd_diff=observed_sd if sd_diff is None else sd_diff,
         icc=observed_icc if icc is None else icc,
+        cluster_sizes=sizes,
     )

@@ -190,7 +190,7 @@ def clustered_mean_batch(
     share = np.bincount(codes, minlength=n_clusters) / n  # p_g = n_g / n, each < 1 with two clusters or more
     variance = np.sum(cluster_sums**2 / (1.0 - share), axis=1) / n**2
     se = np.sqrt(variance)
-    df = _bell_mccaffrey_df(share)
+    df = bell_mccaffrey_df(share)
     low, high = _t_interval(mean, se, df, confidence)
     return EstimateBatch(
         mean=mean, se=se, ci_low=low, ci_high=high, confidence=confidence, n=n, n_clusters=n_clusters, df=df
@@ -230,7 +230,7 @@ def clustered_mean(
     )
 
 
-def _bell_mccaffrey_df(share: FloatArray) -> float:
+def bell_mccaffrey_df(share: FloatArray) -> float:
     """Bell-McCaffrey degrees of freedom of the CR2 variance of a mean, from the clusters' shares of the cases.
 
     ``(tr M)**2 / tr(M**2)`` for the ``G x G`` matrix ``M`` of that estimator under a working model of

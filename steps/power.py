@@ -5,20 +5,27 @@ smallest true difference the gate detects with probability ``power`` at one-side
 
     MDE = lambda * SE  ~  (t_{1-alpha, df} + t_{power, df}) * SE      (alpha/2 when two-sided)
 
-where ``lambda`` is the noncentrality at which the t test on ``df = G - 1`` degrees of freedom (G clusters,
-the same t the gate uses) rejects with probability ``power`` (solved exactly with scipy's noncentral t;
-the sum of quantiles on the right is the usual approximation, slightly conservative for few clusters),
-and SE is the clustered standard error of the mean per-case difference::
+where ``lambda`` is the noncentrality at which the t test on ``df`` degrees of freedom rejects with
+probability ``power`` (solved exactly with scipy's noncentral t; the sum of quantiles on the right is the
+usual approximation, slightly conservative for few clusters), and SE is the clustered standard error of the
+mean per-case difference::
 
     SE = sqrt(sigma2_eff * DE / n)
-    DE = 1 + (m - 1) * ICC                                  design effect, m = n / G average cluster size
+    DE = 1 + (m - 1) * ICC                                  design effect
     sigma2_eff = sd_diff**2 * ((1 - w) + w / K)             K repeats averaged within each case
+
+Given the clusters' sizes ``n_g`` (``cluster_sizes``), ``m = sum n_g**2 / n``, which makes ``SE`` the exact
+standard error of the mean under a common within-cluster correlation, and ``df`` is the Bell-McCaffrey
+degrees of freedom of the gate's CR2 interval (:func:`~agent_release.steps.paired_stats.clustered_mean`).
+With equal clusters both reduce to ``m = n / G`` and ``df = G - 1``, which are used when only the counts are
+given; with unequal sizes those understate the SE (on the shipped golden set, 33 clusters of 3 cases and 36
+of 7, the gate had 76% power at the MDE they gave for ICC 0.3, not 80%).
 
 ``sd_diff`` is the SD of a single run's per-case difference (challenger minus champion), ``ICC`` the share
 of its variance that is shared within a cluster, and ``w`` (``within_case_share``) the share that is
 run-to-run noise of the same case, the only part repeats average away (0 for deterministic agents, which
-is the conservative default). With unequal cluster sizes ``m = n / G`` understates the design effect; pass
-an observed ``design_effect`` or use :func:`mde_from_se` with the clustered SE of a previous run.
+is the conservative default). Alternatively pass an observed ``design_effect``, or use :func:`mde_from_se`
+with the clustered SE of a previous run.
 
 :func:`estimate_variance_components` gets ``sd_diff`` and ``ICC`` from an observed run;
 :func:`clusters_needed` answers "how many clusters would make the MDE this small".
@@ -33,7 +40,7 @@ from functools import lru_cache
 import numpy as np
 
 from agent_release.steps.backend import Frozen
-from agent_release.steps.paired_stats import StatsInputError
+from agent_release.steps.paired_stats import StatsInputError, bell_mccaffrey_df
 
 # clusters_needed searches up to this many clusters before it calls a target unreachable.
 MAX_CLUSTERS = 10_000_000
@@ -44,7 +51,7 @@ class MdeReport(Frozen):
 
     mde: float
     se: float
-    df: int
+    df: float
     design_effect: float
     icc: float | None
     sd_diff: float | None
@@ -77,13 +84,13 @@ def _check_levels(alpha: float, power: float) -> None:
 
 
 @lru_cache(maxsize=4096)  # pure, and clusters_needed asks for the same df repeatedly
-def _multiplier(df: int, alpha: float, power: float, two_sided: bool) -> float:
+def _multiplier(df: float, alpha: float, power: float, two_sided: bool) -> float:
     """Noncentrality at which a t test on ``df`` degrees of freedom has ``power`` at level ``alpha``."""
     from scipy import optimize, stats
 
     _check_levels(alpha, power)
-    if df < 1:
-        raise StatsInputError(f"degrees of freedom must be at least 1, got {df}")
+    if not df > 0:
+        raise StatsInputError(f"degrees of freedom must be positive, got {df}")
     level = alpha / 2.0 if two_sided else alpha
     if power <= level:
         raise StatsInputError(f"power {power} must exceed the test's level {level}")
@@ -105,9 +112,9 @@ def _multiplier(df: int, alpha: float, power: float, two_sided: bool) -> float:
 
 
 def mde_from_se(
-    se: float, df: int, alpha: float = 0.05, power: float = 0.8, two_sided: bool = False
+    se: float, df: float, alpha: float = 0.05, power: float = 0.8, two_sided: bool = False
 ) -> float:
-    """MDE for an observed clustered standard error ``se`` with ``df`` (= clusters - 1) degrees of freedom."""
+    """MDE for an observed clustered standard error ``se`` with ``df`` degrees of freedom (the gate's)."""
     if se < 0 or not math.isfinite(se):
         raise StatsInputError(f"standard error must be finite and non-negative, got {se}")
     return _multiplier(df, alpha, power, two_sided) * se
@@ -125,17 +132,27 @@ def minimum_detectable_effect(
     alpha: float = 0.05,
     power: float = 0.8,
     two_sided: bool = False,
+    cluster_sizes: Sequence[int] | None = None,
 ) -> MdeReport:
     """MDE of a design with ``n_cases`` cases in ``n_clusters`` clusters, each run ``repeats`` times.
 
-    Give either ``icc`` (the design effect is then ``1 + (m - 1) * icc`` with ``m = n_cases / n_clusters``)
-    or ``design_effect`` directly; neither means independent cases (design effect 1). The default
+    Give either ``icc`` (the design effect is then ``1 + (m - 1) * icc``, see the module docstring for
+    ``m``) or ``design_effect`` directly; neither means independent cases (design effect 1). The default
     ``sd_diff = 0.5`` is the largest SD a difference of two binary scores has when one variant only
-    improves on the other's failures; pass an observed value when you have one.
+    improves on the other's failures; pass an observed value when you have one. ``cluster_sizes`` (one count
+    per cluster, summing to ``n_cases``) makes the design effect and degrees of freedom those of unequal
+    clusters.
     """
     if n_clusters < 2 or n_cases < n_clusters:
         raise StatsInputError(
             f"need at least 2 clusters and one case per cluster, got {n_cases}/{n_clusters}"
+        )
+    if cluster_sizes is not None and (
+        len(cluster_sizes) != n_clusters or sum(cluster_sizes) != n_cases or min(cluster_sizes) < 1
+    ):
+        raise StatsInputError(
+            f"cluster_sizes must be {n_clusters} positive counts summing to {n_cases}, "
+            f"got {len(cluster_sizes)} summing to {sum(cluster_sizes)}"
         )
     if repeats < 1:
         raise StatsInputError(f"repeats must be at least 1, got {repeats}")
@@ -145,7 +162,11 @@ def minimum_detectable_effect(
         raise StatsInputError(f"within_case_share must be in [0, 1], got {within_case_share}")
     if icc is not None and design_effect is not None:
         raise StatsInputError("give icc or design_effect, not both")
-    m = n_cases / n_clusters
+    if cluster_sizes is None:
+        m, df = n_cases / n_clusters, float(n_clusters - 1)
+    else:
+        sizes = np.asarray(cluster_sizes, dtype=np.float64)
+        m, df = float(np.sum(sizes**2)) / n_cases, bell_mccaffrey_df(sizes / n_cases)
     if icc is not None:
         if not 0.0 <= icc <= 1.0:
             raise StatsInputError(f"icc must be in [0, 1], got {icc}")
@@ -157,7 +178,6 @@ def minimum_detectable_effect(
     # sd_diff scales the SE outside the square root: squaring it first overflows for SDs above ~1e154.
     share = (1.0 - within_case_share) + within_case_share / repeats
     se = sd_diff * math.sqrt(share * deff / n_cases)
-    df = n_clusters - 1
     mde = mde_from_se(se, df, alpha=alpha, power=power, two_sided=two_sided) if math.isfinite(se) else se
     if not math.isfinite(mde):
         raise StatsInputError(f"sd_diff {sd_diff:g} is too large: the minimum detectable effect overflows")

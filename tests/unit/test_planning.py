@@ -124,3 +124,11 @@ def test_plan_uses_the_last_evaluation_and_says_which_value_was_given(tmp_path: 
 
 def variance_line(lines: list[str]) -> str:
     return next(line for line in lines if line.startswith("variance"))
+
+
+def test_plan_takes_the_golden_sets_unequal_clusters_into_account(tmp_path: Path) -> None:
+    """The shipped golden set has 33 clusters of 3 cases and 36 of 7: its design effect at ICC 0.1 is
+    1 + (sum n_g^2 / n - 1) * 0.1 = 1.49, not the 1.41 of 351 / 69 cases per cluster."""
+    lines = plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_sd=0.5, assumed_icc=0.1)
+    design = next(line for line in lines if line.startswith("design effect"))
+    assert design.startswith("design effect  1.49 (effective n 236)"), design

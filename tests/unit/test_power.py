@@ -106,6 +106,43 @@ def test_impossible_designs_raise(kwargs: dict[str, float]) -> None:
         minimum_detectable_effect(**kwargs)  # type: ignore[arg-type]
 
 
+def test_unequal_clusters_give_the_gate_its_stated_power_at_the_mde() -> None:
+    """The shipped golden set's layout (33 clusters of 3 cases, 36 of 7) at ICC 0.3: the gate's own clustered
+    interval, run on simulated evaluations whose true difference is the MDE, promotes in 80% of them. With
+    ``m = n / G`` the SE was understated and the gate had 76% power at the MDE the plan printed."""
+    from agent_release.steps.paired_stats import clustered_mean, clustered_mean_batch
+
+    sizes = [3] * 33 + [7] * 36
+    labels = [f"k{g}" for g, size in enumerate(sizes) for _ in range(size)]
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    sd, icc, alpha = 0.5, 0.3, 0.05
+    report = minimum_detectable_effect(
+        sum(sizes), len(sizes), sd_diff=sd, icc=icc, alpha=alpha, cluster_sizes=sizes
+    )
+    # The exact SE of a mean of equicorrelated values: sd * sqrt((1 + (sum n_g^2 / n - 1) * icc) / n).
+    n = sum(sizes)
+    assert report.se == pytest.approx(sd * math.sqrt((1 + (sum(k * k for k in sizes) / n - 1) * icc) / n))
+    assert report.df == pytest.approx(clustered_mean(np.zeros(n), labels).df)  # the gate's df
+
+    rng = np.random.default_rng(3)
+    runs = 8000
+    between = rng.normal(0.0, sd * math.sqrt(icc), size=(runs, len(sizes)))[:, codes]
+    within = rng.normal(0.0, sd * math.sqrt(1 - icc), size=(runs, n))
+    bounds = clustered_mean_batch(report.mde + between + within, labels, confidence=1 - 2 * alpha).ci_low
+    assert np.mean(bounds > 0) == pytest.approx(0.8, abs=0.015)  # binomial SE at 8,000 runs: 0.0045
+
+
+def test_cluster_sizes_must_describe_the_design() -> None:
+    with pytest.raises(StatsInputError, match="cluster_sizes"):
+        minimum_detectable_effect(10, 3, icc=0.1, cluster_sizes=[3, 3, 3])
+    counted = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.1)
+    sized = minimum_detectable_effect(300, 60, sd_diff=0.5, icc=0.1, cluster_sizes=[5] * 60)
+    # Equal clusters: the same design effect and G - 1 degrees of freedom either way.
+    assert (sized.design_effect, sized.df, sized.mde) == pytest.approx(
+        (counted.design_effect, counted.df, counted.mde), rel=1e-9
+    )
+
+
 def test_clusters_needed_is_the_first_count_reaching_the_target() -> None:
     se, g0 = 0.04, 50
     target = 0.05
