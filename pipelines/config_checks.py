@@ -94,7 +94,41 @@ def check_config(loaded: LoadedConfig, *, modules_may_be_missing: bool = False) 
 def config_warnings(loaded: LoadedConfig) -> list[str]:
     """One line per setting that is valid but will not do what it is for (``validate`` prints them)."""
     report = _Reporter(loaded)
-    return [*check_canary_traffic(loaded, report), *check_sagemaker_role(loaded, report)]
+    return [
+        *check_canary_traffic(loaded, report),
+        *check_sagemaker_role(loaded, report),
+        *check_bootstrap_cohort(loaded, report),
+    ]
+
+
+def check_bootstrap_cohort(loaded: LoadedConfig, report: _Reporter) -> list[str]:
+    """A warning when the bootstrap champion could not be trained: on a registry with no Approved package
+    the step trains one on the oldest cohort alone, and a run on such a registry would fail there. Only a
+    warning, because with a champion approved already that cohort is never trained on its own."""
+    from agent_release.agents.demo_model.training import TrainingDataError, check_trainable, load_examples
+
+    train = loaded.config.train
+    if train is None or not train.enabled or not train.bootstrap_champion:
+        return []
+    try:
+        examples = load_examples(loaded.resolve(train.data))
+    except TrainingDataError:
+        return []  # check_train reports it
+    if not examples:
+        return []
+    oldest = min(e.cohort for e in examples)
+    try:
+        check_trainable([e for e in examples if e.cohort == oldest])
+    except TrainingDataError as exc:
+        return [
+            report.line(
+                ("train", "bootstrap_champion"),
+                f"with no Approved package in {train.package_group} yet, a run first trains a champion on "
+                f"the oldest cohort ({oldest}) alone, and cannot: {exc}; such a run fails before registering "
+                "anything (approve a champion first, or set train.bootstrap_champion: false)",
+            )
+        ]
+    return []
 
 
 def check_sagemaker_role(loaded: LoadedConfig, report: _Reporter) -> list[str]:
@@ -342,7 +376,12 @@ def check_train(loaded: LoadedConfig, report: _Reporter) -> None:
         return
     if not train.enabled:
         return
-    from agent_release.agents.demo_model.training import TrainingDataError, load_examples
+    from agent_release.agents.demo_model.training import (
+        TrainingDataError,
+        check_trainable,
+        load_examples,
+        select_examples,
+    )
 
     data = loaded.resolve(train.data)
     try:
@@ -351,15 +390,20 @@ def check_train(loaded: LoadedConfig, report: _Reporter) -> None:
         raise report.error(("train", "data"), str(exc)) from None
     if not examples:
         raise report.error(("train", "data"), f"{train.data} holds no training examples")
-    if not train.cohorts:
-        return
     available = sorted({e.cohort for e in examples})
-    unknown = sorted(set(train.cohorts) - set(available))
+    unknown = sorted(set(train.cohorts or ()) - set(available))
     if unknown:
         raise report.error(
             ("train", "cohorts"),
             f"{', '.join(unknown)} not in {train.data} (it has {', '.join(available) or 'no cohorts'})",
         )
+    # What the step trains the challenger on; data it would refuse fails here rather than mid-run.
+    try:
+        check_trainable(select_examples(examples, train.cohorts, None))
+    except TrainingDataError as exc:
+        key = ("train", "cohorts") if train.cohorts else ("train", "data")
+        chosen = f"cohorts {', '.join(train.cohorts)} of " if train.cohorts else ""
+        raise report.error(key, f"{chosen}{train.data}: {exc}") from None
 
 
 def check_tools(loaded: LoadedConfig, report: _Reporter) -> None:

@@ -105,6 +105,19 @@ def select_examples(
     return chosen
 
 
+def check_trainable(examples: Sequence[TrainingExample]) -> None:
+    """Raise :class:`TrainingDataError` unless ``examples`` can fit every part of the model: at least two
+    intents for the intent classifier and refund examples with at least two reasons for the reason one.
+
+    ``validate`` calls it too, so data the training step would refuse fails before a run starts.
+    """
+    intents = sorted({e.intent for e in examples})
+    if len(intents) < 2:
+        raise TrainingDataError(f"training data needs at least two intents, found {intents}")
+    if len({e.reason for e in examples if e.reason is not None}) < 2:
+        raise TrainingDataError("training data needs refund examples with at least two reasons")
+
+
 def token_labels(example: TrainingExample) -> list[str]:
     """Per-token span labels of ``example`` (a token inside a span takes the span's label)."""
     labels = []
@@ -163,16 +176,12 @@ def _train(
     examples = select_examples(load_examples(train_path), cohorts, max_examples)
     if not examples:
         raise TrainingDataError(f"no training examples in {train_path} for cohorts {cohorts}")
-    intents = sorted({e.intent for e in examples})
-    if len(intents) < 2:
-        raise TrainingDataError(f"training data needs at least two intents, found {intents}")
+    check_trainable(examples)
 
     texts = [e.text for e in examples]
     intent_model = _text_classifier(seed).fit(texts, [e.intent for e in examples])
 
     refund = [e for e in examples if e.reason is not None]
-    if len({e.reason for e in refund}) < 2:
-        raise TrainingDataError("training data needs refund examples with at least two reasons")
     reason_model = _text_classifier(seed).fit([e.text for e in refund], [e.reason for e in refund])
 
     rows: list[dict[str, float]] = []

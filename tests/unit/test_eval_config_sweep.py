@@ -395,6 +395,67 @@ def test_training_data_without_examples_fails_validation(project: Path, text: st
     assert message.startswith(at(project, f"data: {name}", "train.data")) and message.endswith(why), message
 
 
+def _training_rows(keep: Callable[[dict[str, object]], bool]) -> str:
+    import json
+
+    rows = [json.loads(line) for line in (ROOT / "datasets/support/train.jsonl").open(encoding="utf-8")]
+    return "".join(json.dumps(row) + "\n" for row in rows if keep(row))
+
+
+@pytest.mark.parametrize(
+    ("keep", "why"),
+    [
+        (lambda row: row["intent"] == "order_status", "training data needs at least two intents"),
+        (
+            lambda row: row["reason"] in (None, "damaged"),
+            "training data needs refund examples with at least two reasons",
+        ),
+    ],
+    ids=["one-intent", "one-reason"],
+)
+def test_training_data_the_step_would_refuse_fails_validation(
+    project: Path, keep: Callable[[dict[str, object]], bool], why: str
+) -> None:
+    # Before: validate passed; the run failed at train_model, after validating the datasets.
+    (project / "train.jsonl").write_text(_training_rows(keep))
+    edit(project, "  data: datasets/support/train.jsonl", "  data: train.jsonl")
+    message = check(project)
+    assert message.startswith(at(project, "data: train.jsonl", "train.data")), message
+    assert f"train.jsonl: {why}" in message, message
+
+
+def test_cohorts_the_step_would_refuse_fail_validation_under_train_cohorts(project: Path) -> None:
+    (project / "train.jsonl").write_text(
+        _training_rows(lambda row: row["cohort"] == "2026-q2" or row["intent"] == "kb_question")
+    )
+    edit(
+        project,
+        "  data: datasets/support/train.jsonl",
+        "  data: train.jsonl\n  cohorts: [2026-q3]\n  bootstrap_champion: false",
+    )
+    message = check(project)
+    assert message.startswith(at(project, "cohorts: [2026-q3]", "train.cohorts")), message
+    assert message.endswith(
+        "cohorts 2026-q3 of train.jsonl: training data needs at least two intents, found ['kb_question']"
+    ), message
+
+
+def test_a_bootstrap_cohort_the_step_would_refuse_is_a_warning(project: Path) -> None:
+    """Only a fresh registry trains the oldest cohort alone, so validate warns and passes."""
+    from agent_release.pipelines.config_checks import config_warnings
+
+    (project / "train.jsonl").write_text(
+        _training_rows(lambda row: row["cohort"] == "2026-q3" or row["intent"] == "order_status")
+    )
+    edit(project, "  data: datasets/support/train.jsonl", "  data: train.jsonl")
+    loaded = load_config(project / "pipeline.yaml")
+    check_config(loaded)
+    (warning,) = [w for w in config_warnings(loaded) if "train.bootstrap_champion" in w]
+    assert "oldest cohort (2026-q2) alone" in warning and "at least two intents" in warning, warning
+    edit(project, "  data: train.jsonl", "  data: train.jsonl\n  bootstrap_champion: false")
+    assert not [w for w in config_warnings(load_config(project / "pipeline.yaml")) if "train." in w]
+
+
 def test_empty_cohort_list_fails_validation(project: Path) -> None:
     # Before: accepted; the run trained and approved a bootstrap champion, then found no challenger examples.
     edit(
