@@ -102,9 +102,10 @@ def config_warnings(loaded: LoadedConfig) -> list[str]:
 
 
 def check_bootstrap_cohort(loaded: LoadedConfig, report: _Reporter) -> list[str]:
-    """A warning when the bootstrap champion could not be trained: on a registry with no Approved package
-    the step trains one on the oldest cohort alone, and a run on such a registry would fail there. Only a
-    warning, because with a champion approved already that cohort is never trained on its own."""
+    """A warning when the bootstrap champion could not be trained, or would be the challenger again: on a
+    registry with no Approved package the step trains one on the oldest cohort alone, and a run on such a
+    registry would fail there, or compare a model with itself when the challenger trains on that cohort
+    only. Only a warning, because with a champion approved already that cohort is never trained alone."""
     from agent_release.agents.demo_model.training import TrainingDataError, check_trainable, load_examples
 
     train = loaded.config.train
@@ -117,6 +118,17 @@ def check_bootstrap_cohort(loaded: LoadedConfig, report: _Reporter) -> list[str]
     if not examples:
         return []
     oldest = min(e.cohort for e in examples)
+    challenger_cohorts = set(train.cohorts or {e.cohort for e in examples})
+    if challenger_cohorts == {oldest}:
+        return [
+            report.line(
+                ("train", "bootstrap_champion"),
+                f"with no Approved package in {train.package_group} yet, a run trains the first champion on "
+                f"the oldest cohort ({oldest}) and the challenger on the same examples: the same model twice, "
+                "so the first evaluation compares it with itself (add a newer cohort, or set "
+                "train.bootstrap_champion: false to judge a first release by decide.first_release_min_primary)",
+            )
+        ]
     try:
         check_trainable([e for e in examples if e.cohort == oldest])
     except TrainingDataError as exc:

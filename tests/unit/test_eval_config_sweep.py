@@ -456,6 +456,25 @@ def test_a_bootstrap_cohort_the_step_would_refuse_is_a_warning(project: Path) ->
     assert not [w for w in config_warnings(load_config(project / "pipeline.yaml")) if "train." in w]
 
 
+@pytest.mark.parametrize(
+    ("keep", "cohorts"), [(lambda row: row["cohort"] == "2026-q2", None), (lambda row: True, "[2026-q2]")]
+)
+def test_a_bootstrap_champion_that_would_be_the_challenger_again_is_a_warning(
+    project: Path, keep: Callable[[dict[str, object]], bool], cohorts: str | None
+) -> None:
+    """One cohort to train on: the fresh registry's champion and the challenger were the same model (same
+    examples, same seed, byte-identical files), registered twice and evaluated against each other."""
+    from agent_release.pipelines.config_checks import config_warnings
+
+    (project / "train.jsonl").write_text(_training_rows(keep))
+    extra = f"\n  cohorts: {cohorts}" if cohorts else ""
+    edit(project, "  data: datasets/support/train.jsonl", f"  data: train.jsonl{extra}")
+    loaded = load_config(project / "pipeline.yaml")
+    check_config(loaded)
+    (warning,) = [w for w in config_warnings(loaded) if "train.bootstrap_champion" in w]
+    assert "the same model twice" in warning, warning
+
+
 def test_empty_cohort_list_fails_validation(project: Path) -> None:
     # Before: accepted; the run trained and approved a bootstrap champion, then found no challenger examples.
     edit(
