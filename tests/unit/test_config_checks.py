@@ -183,7 +183,16 @@ def test_unknown_guardrail_metric(project: Path) -> None:
 
 def test_row_field_metrics_are_read_from_the_row() -> None:
     """Every name ROW_FIELD_METRICS allows is one decide_promotion reads without a scorer."""
-    row = CaseResult(case_id="c", cluster="k", variant="v", role="champion", latency_s=1.0)
+    # A row whose model reported its usage (without any, tokens and cost are unknown: None).
+    row = CaseResult(
+        case_id="c",
+        cluster="k",
+        variant="v",
+        role="champion",
+        latency_s=1.0,
+        input_tokens=100,
+        output_tokens=10,
+    )
     for metric in ROW_FIELD_METRICS:
         assert _row_value(row, metric, binary=False) is not None, metric
     assert _row_value(row, "not_a_row_field", binary=False) is None
