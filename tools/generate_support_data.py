@@ -10,7 +10,8 @@ What it writes:
   and ``2026-q3`` (newer data: adds informal templates, order-id variants and indirect reasons).
 - ``golden.jsonl``, ``smoke.jsonl``, ``holdout_live.jsonl``: evaluation cases. Their expected tool calls and
   facts come from running the real tools on the ideal arguments. Part of each comes from templates and
-  phrasings that never appear in training, and no evaluation text equals a training text (normalised).
+  phrasings that never appear in training, and no evaluation text equals a training text (normalised), nor
+  as the model sees it (digits masked too: ``as_the_model_sees``).
 
 The slot fillers and templates below are the whole "world" of phrasings; the model learns from train.jsonl
 only, so anything marked ``heldout`` is genuinely unseen by it.
@@ -471,6 +472,13 @@ def normalise(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split())
 
 
+def as_the_model_sees(text: str) -> str:
+    """:func:`normalise` with every digit masked, as the demo model's sentence classifiers read a text
+    (``agents/demo_model/features.intent_text``): two texts that differ only in an order id are one text
+    to the model, so a training text must not be an evaluation text in this form either."""
+    return re.sub(r"[0-9]", "0", normalise(text))
+
+
 @dataclass
 class Utterance:
     """A rendered user message with its labels."""
@@ -595,6 +603,7 @@ class Generator:
         self.known_ids = known_ids
         self.unknown_ids = unknown_ids
         self.reserved: set[str] = set()
+        self.reserved_as_seen: set[str] = set()
 
     def draw(
         self,
@@ -606,15 +615,20 @@ class Generator:
         deco: str | None = None,
         id_style: str | None = None,
     ) -> Utterance:
-        """An utterance whose text is not reserved; ``reserve`` claims it (evaluation texts are unique)."""
+        """An utterance whose text is not reserved; ``reserve`` claims it (evaluation texts are unique).
+        A text drawn without ``reserve`` (training) is not a reserved text as the model sees it either."""
         for _ in range(500):
             utt = render(
                 self.rng, template, order_ids or self.known_ids, phrase_style, kb_pool, deco, id_style
             )
             key = normalise(utt.text)
-            if key not in self.reserved:
-                if reserve:
-                    self.reserved.add(key)
+            if key in self.reserved:
+                continue
+            if reserve:
+                self.reserved.add(key)
+                self.reserved_as_seen.add(as_the_model_sees(utt.text))
+                return utt
+            if as_the_model_sees(utt.text) not in self.reserved_as_seen:
                 return utt
         raise SystemExit(f"template {template.key} cannot produce another unreserved text")
 
