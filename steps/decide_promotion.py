@@ -285,11 +285,7 @@ def _row_value(row: CaseResult, metric: str, binary: bool) -> float | None:
         return 1.0 if row.error is not None else 0.0
     if metric == "latency_s":
         return None if row.error is not None else row.latency_s
-    if (
-        metric in USAGE_METRICS
-        and row.error is None
-        and not usage_reported(row.input_tokens, row.output_tokens)
-    ):
+    if metric in USAGE_METRICS and _usage_unknown(row):
         return None  # a completed case whose server reported no usage: its cost is unknown, not zero
     if metric in COUNTED_FIELDS:
         return float(getattr(row, metric))
@@ -340,6 +336,11 @@ def _describe(comparison: PairedComparison) -> str:
     )
 
 
+def _usage_unknown(row: CaseResult) -> bool:
+    """A completed row whose model reported no token usage (and so was priced at nothing)."""
+    return row.error is None and row.cost == 0 and not usage_reported(row.input_tokens, row.output_tokens)
+
+
 def _no_usage_note(metric: str, challenger_rows: list[CaseResult], champion_rows: list[CaseResult]) -> str:
     """Why a usage metric has no paired data, when it is because a variant's model reported no token usage
     on any completed case; empty otherwise."""
@@ -348,8 +349,7 @@ def _no_usage_note(metric: str, challenger_rows: list[CaseResult], champion_rows
     silent = [
         rows[0].variant
         for rows in (challenger_rows, champion_rows)
-        if any(r.error is None for r in rows)
-        and not any(r.error is None and usage_reported(r.input_tokens, r.output_tokens) for r in rows)
+        if any(r.error is None for r in rows) and all(_usage_unknown(r) for r in rows if r.error is None)
     ]
     if not silent:
         return ""
