@@ -369,11 +369,10 @@ def _promotion_outcome(result: Any) -> dict[str, str] | None:
     """What the promotion step did (``action``: promoted, rolled_back, held_for_approval, rejected,
     no_change) and why, or None when it has not run. ``decision`` alone is the gate's: after a guard rolled
     the canary back it still reads "promote"."""
+    from agent_release.pipelines.status import promotion_outcome
+
     promotion = result.outputs.get("promote_challenger")
-    action = getattr(promotion, "action", None)
-    if action is None:
-        return None
-    return {"action": str(action), "reason": str(getattr(promotion, "reason", "") or "")}
+    return promotion_outcome(getattr(promotion, "action", None), getattr(promotion, "reason", None))
 
 
 def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> None:

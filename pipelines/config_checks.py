@@ -20,10 +20,12 @@ What still needs run-time state and is left to the steps: whether an explicit ``
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import TypeVar
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from agent_release.pipelines.backend_rules import is_sagemaker_name
 from agent_release.pipelines.config import ConfigError, LoadedConfig, key_lines, line_of_key
@@ -39,13 +41,14 @@ from agent_release.steps.scorers import (
 )
 from agent_release.steps.validate_datasets import DatasetError, case_ref, numbered_objects
 
+if TYPE_CHECKING:
+    from agent_release.agents.demo_model.training import TrainingExample
+
 logger = logging.getLogger(__name__)
 
 # Metrics decide_promotion reads from the row itself rather than from ``CaseResult.scores``
 # (``_row_value``): ``error``, ``latency_s`` and the counted fields. Any other metric must be a scorer name.
 ROW_FIELD_METRICS: tuple[str, ...] = ("error", "latency_s", *COUNTED_FIELDS)
-
-# numpy's and scikit-learn's accepted range for a seed / random_state.
 
 _T = TypeVar("_T")
 
@@ -106,13 +109,13 @@ def check_bootstrap_cohort(loaded: LoadedConfig, report: _Reporter) -> list[str]
     registry with no Approved package the step trains one on the oldest cohort alone, and a run on such a
     registry would fail there, or compare a model with itself when the challenger trains on that cohort
     only. Only a warning, because with a champion approved already that cohort is never trained alone."""
-    from agent_release.agents.demo_model.training import TrainingDataError, check_trainable, load_examples
+    from agent_release.agents.demo_model.training import TrainingDataError, check_trainable
 
     train = loaded.config.train
     if train is None or not train.enabled or not train.bootstrap_champion:
         return []
     try:
-        examples = load_examples(loaded.resolve(train.data))
+        examples = _training_examples(loaded.resolve(train.data))
     except TrainingDataError:
         return []  # check_train reports it
     if not examples:
@@ -381,6 +384,25 @@ def check_deploy(loaded: LoadedConfig, report: _Reporter) -> None:
         )
 
 
+def _training_examples(path: Path) -> tuple[TrainingExample, ...]:
+    """The examples of training file ``path``, read once per version of the file: ``validate`` checks them
+    for errors (:func:`check_train`) and again for warnings (:func:`check_bootstrap_cohort`), and parsing
+    2,400 examples takes about 40 ms."""
+    try:
+        stat = path.stat()
+    except OSError:
+        stat = None  # load_examples reports it
+    return _examples_of(path, (stat.st_mtime_ns, stat.st_size) if stat else None)
+
+
+@functools.lru_cache(maxsize=4)
+def _examples_of(path: Path, version: tuple[int, int] | None) -> tuple[TrainingExample, ...]:
+    from agent_release.agents.demo_model.training import load_examples
+
+    del version  # part of the cache key only: an edited file is read again
+    return tuple(load_examples(path))
+
+
 def check_train(loaded: LoadedConfig, report: _Reporter) -> None:
     """The cohorts present in the training data (the seed's range is the config model's)."""
     train = loaded.config.train
@@ -388,16 +410,11 @@ def check_train(loaded: LoadedConfig, report: _Reporter) -> None:
         return
     if not train.enabled:
         return
-    from agent_release.agents.demo_model.training import (
-        TrainingDataError,
-        check_trainable,
-        load_examples,
-        select_examples,
-    )
+    from agent_release.agents.demo_model.training import TrainingDataError, check_trainable, select_examples
 
     data = loaded.resolve(train.data)
     try:
-        examples = load_examples(data)
+        examples = list(_training_examples(data))
     except TrainingDataError as exc:  # one line naming the file (and the line) already
         raise report.error(("train", "data"), str(exc)) from None
     if not examples:

@@ -18,8 +18,8 @@ a WAL database needs; ``tests/unit/test_cli_sweep_session9.py`` checks that noth
 
 ``interrupted`` is true when the last execution is recorded as running but the process that ran it is gone
 (killed, or the machine restarted): a shift it was making is left where it stopped, unguarded. Then
-``shift`` says, from the audit ledger, where that shift stands: ``{"state": "none" | "stopped" | "finished"
-| "overtaken", "audit_seq", "action", "actor", "endpoint"}`` (:func:`~agent_release.steps.ledger_actions.shift_state`;
+``shift`` says, from the audit ledger, where that shift stands: ``{"state": "none" | "stopped" | "restored"
+| "finished" | "overtaken", "audit_seq", "action", "actor", "endpoint"}`` (:func:`~agent_release.steps.ledger_actions.shift_state`;
 ``overtaken``: a release manager or another run changed the endpoint's traffic since, so ``run --resume``
 will not shift again).
 
@@ -155,11 +155,15 @@ def _endpoints(backend: Backend) -> list[dict[str, Any]]:
 
 
 def _promotion(store: Any, execution_id: str) -> dict[str, str] | None:
-    """What the execution's promotion step did (``action``, ``reason``), or None before it has succeeded."""
+    """What the execution's promotion step did, from its stored output (see :func:`promotion_outcome`)."""
     output = store.step_output(execution_id, "promote_challenger")
-    if not isinstance(output, dict) or not output.get("action"):
-        return None
-    return {"action": str(output["action"]), "reason": str(output.get("reason") or "")}
+    return promotion_outcome(output.get("action"), output.get("reason")) if isinstance(output, dict) else None
+
+
+def promotion_outcome(action: Any, reason: Any) -> dict[str, str] | None:
+    """``{"action", "reason"}`` of a promotion step's report (``status`` and ``run --json`` show it beside the
+    gate's decision), or None when the step has not run (no action)."""
+    return {"action": str(action), "reason": str(reason or "")} if action else None
 
 
 def _interrupted_shift(backend: Backend, execution_id: str) -> dict[str, Any]:
