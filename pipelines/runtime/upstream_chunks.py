@@ -7,11 +7,14 @@ Real servers differ in details the OpenAI format leaves loose, and Strands trips
 - a tool call without an ``id`` (or an empty one): Strands' tool results then match no tool use and its
   event loop recurses until ``RecursionError``;
 - a streamed tool-call delta without ``index`` (older Ollama): Strands raises ``KeyError: 'index'``;
+- a choice without ``finish_reason`` (OpenAI always sends it, null until the last chunk; some servers leave
+  it out): Strands reads it by key, so every call raises ``KeyError: 'finish_reason'``;
 - an error after the stream began, sent as a data event ``{"error": {...}}`` (vLLM) or as an ``error:``
   field (llama.cpp server): Strands skips it and takes the text so far for the whole answer.
 
 The proxy rewrites just those: usage keeps the three counts, a missing tool-call id gets a fresh one, a
-missing index is the delta's position in its list, an error event ends the stream as an error
+missing index is the delta's position in its list, a missing ``finish_reason`` is null in a streamed chunk and,
+in a whole completion, ``tool_calls`` or ``stop`` as the message says, an error event ends the stream as an error
 (:attr:`SSEEvents.error`). Everything else passes unchanged. For a stream the SSE is re-framed event by
 event (:class:`SSEEvents`), since upstream reads split events (and UTF-8 characters) anywhere and servers
 end lines with LF or CRLF.
@@ -55,7 +58,8 @@ def _fix_usage(holder: dict[str, Any]) -> None:
 
 
 def normalise_completion(answer: dict[str, Any]) -> dict[str, Any]:
-    """A non-streaming ``chat.completion`` with usage trimmed and every tool call given an id."""
+    """A non-streaming ``chat.completion`` with usage trimmed, every tool call given an id and every choice a
+    ``finish_reason``."""
     _fix_usage(answer)
     choices = answer.get("choices")
     for choice in choices if isinstance(choices, list) else ():
@@ -64,6 +68,8 @@ def normalise_completion(answer: dict[str, Any]) -> dict[str, Any]:
         for call in calls if isinstance(calls, list) else ():
             if isinstance(call, dict) and not call.get("id"):
                 call["id"] = new_tool_call_id()
+        if isinstance(choice, dict) and choice.get("finish_reason") is None:
+            choice["finish_reason"] = "tool_calls" if calls else "stop"
     return answer
 
 
@@ -89,6 +95,7 @@ class StreamNormaliser:
         for choice in choices if isinstance(choices, list) else ():
             if not isinstance(choice, dict):
                 continue
+            choice.setdefault("finish_reason", None)
             _fix_usage(choice)
             delta = choice.get("delta")
             if not isinstance(delta, dict):

@@ -79,6 +79,10 @@ def _stream(scenario: str, wants_tool: bool) -> list[bytes]:
         ]
     else:
         events = [_chunk({"role": "assistant", "content": ANSWER}), _chunk({}, "stop")]
+    if scenario == "no-finish-reason":  # the key left out, not null
+        for event in events:
+            for choice in event["choices"]:
+                del choice["finish_reason"]
     newline = b"\r\n" if scenario == "split-utf8" else b"\n"
     raw = b": keep-alive" + newline + newline + b"".join(_event(e, newline) for e in events)
     raw += _event(
@@ -112,13 +116,10 @@ def _completion(scenario: str, wants_tool: bool) -> dict[str, Any]:
         call = _tool_call(scenario)
         call.pop("index", None)
         message["tool_calls"] = [call]
-    finish = "tool_calls" if wants_tool else "stop"
-    return {
-        "id": "c",
-        "object": "chat.completion",
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-        "usage": _usage(scenario),
-    }
+    choice = {"index": 0, "message": message, "finish_reason": "tool_calls" if wants_tool else "stop"}
+    if scenario == "no-finish-reason":
+        del choice["finish_reason"]
+    return {"id": "c", "object": "chat.completion", "choices": [choice], "usage": _usage(scenario)}
 
 
 class _Upstream(BaseHTTPRequestHandler):
@@ -133,7 +134,7 @@ class _Upstream(BaseHTTPRequestHandler):
         scenario = _text_of(user)
         if scenario == "slow":
             time.sleep(1.0)
-        wants_tool = scenario in ("no-id", "no-index") and not any(
+        wants_tool = scenario in ("no-id", "no-index", "no-finish-reason") and not any(
             m["role"] == "tool" for m in body["messages"]
         )
         if scenario == "whoami":
@@ -270,6 +271,17 @@ def test_a_tool_call_without_an_id_still_runs_the_tool_once(
 ) -> None:
     # Before: the empty tool-use id matched no result and Strands' loop recursed until RecursionError.
     result, looked_up = _ask_agent(endpoint, monkeypatch, "no-id", stream=stream)
+    assert looked_up == ["ORD-1"]
+    assert ANSWER in str(result)
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
+def test_choices_without_a_finish_reason_still_run_the_tool_and_answer(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    # A server that leaves finish_reason out (OpenAI sends it, null until the last chunk). Before: Strands
+    # read choice["finish_reason"] and every call raised KeyError: 'finish_reason'.
+    result, looked_up = _ask_agent(endpoint, monkeypatch, "no-finish-reason", stream=stream)
     assert looked_up == ["ORD-1"]
     assert ANSWER in str(result)
 
