@@ -94,6 +94,14 @@ def is_sagemaker_name(name: str) -> bool:
     return len(name) <= 63 and re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", name) is not None
 
 
+def check_package_group_name(group: str) -> None:
+    """Raise BackendError unless SageMaker would accept ``group`` as a model package group name."""
+    if not is_sagemaker_name(group):
+        raise BackendError(
+            f"invalid model package group name {group!r}: letters, digits and hyphens (max 63)"
+        )
+
+
 def validate_endpoint_spec(name: str, variants: Sequence[VariantSpec]) -> None:
     """Rules both backends apply before creating or updating an endpoint; raises BackendError if broken."""
     if not is_sagemaker_name(name):

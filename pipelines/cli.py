@@ -199,6 +199,13 @@ def _one_line_reason(ctx: click.Context, param: click.Parameter, value: str) -> 
     return value.strip()
 
 
+def _one_line_or_none(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """An optional one-line text (stripped): it is recorded in the registry or the ledger."""
+    if value is not None and any(ch in value for ch in "\r\n"):
+        raise click.BadParameter("must be one line")
+    return None if value is None else value.strip()
+
+
 def _nonblank_path(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
     """A usage error (exit 2) for an empty or all-blank path: ``-c ''`` read the current directory, and
     ``-o ' '`` wrote a file named by a space."""
@@ -640,6 +647,147 @@ def report(execution_id: str | None) -> None:
             else "no executions yet; run one first"
         )
     click.echo(str(render_report(state_dir, row["id"])))
+
+
+# -- model packages -------------------------------------------------------------------------------------------
+
+
+@main.group()
+def package() -> None:
+    """The local model registry: register a model you serve yourself, list a group's packages."""
+
+
+def _package_group(group: str | None, config_path: Path) -> str:
+    """``--group``, else ``deploy.package_group`` of the config (whose other checks do not matter here)."""
+    if group is not None:
+        if not group.strip():
+            raise click.BadParameter("needs a model package group name", param_hint="--group")
+        return group
+    if not config_path.exists():
+        raise CommandFailed(
+            f"{config_path}: no such file: name the model package group with --group, or pass -c with the "
+            "pipeline.yaml whose deploy.package_group it is"
+        )
+    from agent_release.pipelines.config import load_config
+
+    return load_config(config_path).config.deploy.package_group
+
+
+@package.command(name="register")
+@config_option
+@click.option("--group", default=None, help="Model package group (default: deploy.package_group of -c).")
+@click.option(
+    "--kind",
+    required=True,
+    type=click.Choice(["openai_compatible", "python"]),
+    help="openai_compatible: an OpenAI-compatible server (llama.cpp, Ollama, vLLM); python: a class of yours.",
+)
+@click.option(
+    "-o",
+    "--option",
+    "options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A model option, repeatable: base_url, model, api_key_env, timeout_s (openai_compatible); "
+    "class_path, init (python). JSON values are read as JSON.",
+)
+@click.option(
+    "--description", default="", callback=_one_line_or_none, help="What this package is (one line)."
+)
+@click.option(
+    "--approve",
+    "approve_reason",
+    default=None,
+    callback=_one_line_or_none,
+    metavar="REASON",
+    help="Approve it as the group's first champion (refused once the group has an Approved package).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the registered package as JSON.")
+@handle_errors
+def package_register(
+    config_path: Path,
+    group: str | None,
+    kind: str,
+    options: tuple[str, ...],
+    description: str,
+    approve_reason: str | None,
+    as_json: bool,
+) -> None:
+    """Register a model you serve yourself as the next version of a package group (PendingManualApproval).
+
+    `deploy.challenger: latest_pending` then deploys it as the challenger (set `train.enabled: false`, or
+    the training step registers a newer one).
+    """
+    from agent_release.pipelines.backend_rules import check_package_group_name
+    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.package_commands import (
+        check_model_options,
+        package_rows,
+        parse_options,
+        register_package_command,
+    )
+
+    if approve_reason is not None and not approve_reason:
+        raise click.BadParameter(
+            "needs a reason (it is recorded in the audit ledger)", param_hint="--approve"
+        )
+    # Every check before the state directory is opened: a refused package creates nothing.
+    name = _package_group(group, config_path)
+    check_package_group_name(name)
+    model = check_model_options(kind, parse_options(options))
+    backend = LocalBackend(_state_dir())
+    try:
+        registered = register_package_command(
+            backend,
+            backend.state_dir,
+            name,
+            model,
+            actor=_actor(),
+            description=description,
+            approve_reason=approve_reason,
+        )
+    finally:
+        backend.close()
+    if as_json:
+        click.echo(json.dumps(package_rows([registered])[0], indent=2))
+        return
+    click.echo(
+        f"registered {registered.group} v{registered.version} ({kind}): {registered.approval_status.value}"
+    )
+    click.echo(f"  arn: {registered.arn}")
+
+
+@package.command(name="list")
+@config_option
+@click.option("--group", default=None, help="Model package group (default: deploy.package_group of -c).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def package_list(config_path: Path, group: str | None, as_json: bool) -> None:
+    """A package group's versions, newest first: approval status, kind and what each points at."""
+    import time
+
+    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.pipelines.package_commands import list_packages_command
+    from agent_release.pipelines.state_db import read_only
+
+    name = _package_group(group, config_path)
+    state_dir = _existing_state_dir()
+    with read_only():  # only looks, like `status` and `audit`
+        backend = LocalBackend(state_dir)
+        try:
+            rows = list_packages_command(backend, name)
+        finally:
+            backend.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    for row in rows:
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"]))
+        model = f" model={row['model']}" if row["model"] else ""
+        click.echo(
+            f"v{row['version']:<4} {row['approval_status']:<22} {row['kind']:<18} {created}  "
+            f"{row['target'] or '-'}{model}"
+        )
 
 
 # -- SageMaker target -----------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from agent_release.pipelines.backend_rules import (
     GENESIS_HASH,
     audit_hash,
     canonical_json,
+    check_package_group_name,
     missing_entries,
     read_evidence,
     validate_endpoint_spec,
@@ -225,8 +226,7 @@ class LocalBackend:
     # -- model registry ------------------------------------------------------------------------------------
     def ensure_package_group(self, group: str, description: str = "") -> None:
         """Create the model package group if it does not exist."""
-        if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9])*", group) or len(group) > 63:
-            raise BackendError(f"invalid model package group name {group!r}: letters, digits and hyphens")
+        check_package_group_name(group)
         with self._write() as conn:
             conn.execute(
                 "INSERT OR IGNORE INTO package_groups (name, description, created_at) VALUES (?, ?, ?)",
@@ -288,6 +288,10 @@ class LocalBackend:
             metrics=json.loads(row["metrics_json"]),
             created_at=row["created_at"],
         )
+
+    def list_package_groups(self) -> list[str]:
+        """The names of the model package groups, in name order (local backend only: ``package list``)."""
+        return [row["name"] for row in self._query("SELECT name FROM package_groups ORDER BY name")]
 
     def list_packages(self, group: str) -> list[ModelPackage]:
         """All versions of ``group``, oldest first (empty when the group does not exist)."""
