@@ -1,7 +1,8 @@
 """Load and call the model behind a variant, by :class:`~agent_release.steps.backend.ModelSpec` kind.
 
 - ``python``: ``options["class_path"] = "pkg.mod:Class"``, built with ``options.get("init", {})`` as keyword
-  arguments; it must implement :class:`agent_release.agents.chat_model.ChatCompletionModel`.
+  arguments; it must implement :class:`agent_release.agents.chat_model.ChatCompletionModel`. Its answers get
+  the fixes an upstream's get (below) where the format leaves them loose, streamed or not.
 - ``demo``: ``agent_release.agents.demo_model.serving.load_demo_model(artifact_uri)``.
 - ``openai_compatible``: proxied to ``{options["base_url"]}/v1/chat/completions`` with httpx (a base_url
   that already ends in ``/v1``, as OpenAI clients and the ``llm_judge`` scorer take it, gets no second one;
@@ -20,6 +21,7 @@ most :data:`MODEL_THREADS`): a variant whose calls are slow or stuck cannot take
 from __future__ import annotations
 
 import asyncio
+import copy
 import importlib
 import json
 import logging
@@ -31,7 +33,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from agent_release.agents.chat_model import ChatCompletionModel
 from agent_release.pipelines.runtime.chunks import completion_to_sse
 from agent_release.pipelines.runtime.model_threads import ModelThreads
-from agent_release.pipelines.runtime.upstream_chunks import SSEEvents, normalise_completion, upstream_error
+from agent_release.pipelines.runtime.upstream_chunks import (
+    SSEEvents,
+    completion_needs_normalising,
+    normalise_completion,
+    upstream_error,
+)
 from agent_release.steps.backend import ModelSpec
 
 if TYPE_CHECKING:
@@ -82,6 +89,19 @@ class LocalChatModel:
         self._own_executor = own_executor
 
     async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The model's answer, given what Strands needs and the format leaves loose (see :meth:`_answer`).
+
+        With ``stream`` the answer is re-framed as chunks, which fills the same gaps
+        (:func:`~.chunks.completion_to_chunks`); without it the answer is sent as it is, so a class that
+        leaves out ``finish_reason`` or a tool call's id failed every call with streaming off only. It gets
+        the fixes an upstream's answer gets, on a copy (a model may return the same dict every time).
+        """
+        answer = await self._answer(request)
+        if completion_needs_normalising(answer):
+            answer = normalise_completion(copy.deepcopy(answer))
+        return answer
+
+    async def _answer(self, request: dict[str, Any]) -> dict[str, Any]:
         """Run ``model.complete`` in the executor; an exception, or an answer that is not a dict, becomes
         :class:`ModelInvocationError` (the model's fault, never the runtime's)."""
         loop = asyncio.get_running_loop()
@@ -97,7 +117,7 @@ class LocalChatModel:
 
     async def stream(self, request: dict[str, Any]) -> AsyncIterator[bytes]:
         """Replay the full answer as chunk SSE lines."""
-        answer = await self.complete(request)
+        answer = await self._answer(request)
         try:
             lines = completion_to_sse(answer)
         except (TypeError, ValueError) as exc:

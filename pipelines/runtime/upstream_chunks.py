@@ -73,6 +73,27 @@ def normalise_completion(answer: dict[str, Any]) -> dict[str, Any]:
     return answer
 
 
+def completion_needs_normalising(answer: Mapping[str, Any]) -> bool:
+    """Whether :func:`normalise_completion` would change ``answer``: lets a caller copy only when it would
+    (a model may hand back the same dict on every call)."""
+    if "usage" in answer:
+        usage = answer["usage"]
+        if not isinstance(usage, Mapping) or not usage or set(usage) - set(USAGE_KEYS):
+            return True
+    choices = answer.get("choices")
+    for choice in choices if isinstance(choices, list) else ():
+        if not isinstance(choice, dict):
+            continue
+        if choice.get("finish_reason") is None:
+            return True
+        message = choice.get("message")
+        calls = message.get("tool_calls") if isinstance(message, dict) else None
+        listed = calls if isinstance(calls, list) else ()
+        if any(isinstance(call, dict) and not call.get("id") for call in listed):
+            return True
+    return False
+
+
 def upstream_error(error: Any) -> tuple[str, int]:
     """(message, status) of an upstream's error object (``{"message", "code"}`` or a bare string), in a
     stream or a 200 body; status 502 unless its code is a 4xx/5xx."""
