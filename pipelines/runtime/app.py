@@ -59,6 +59,13 @@ from agent_release.pipelines.runtime.model_loader import (
     ModelInvocationError,
     ServedModel,
 )
+from agent_release.pipelines.runtime.request_headers import (
+    NEW_SESSION,
+    SESSION_HEADER,
+    TARGET_VARIANT_HEADER,
+    UNSUPPORTED_HEADERS,
+    header_error,
+)
 from agent_release.pipelines.runtime.routing import RoutingError, RoutingTable
 from agent_release.steps.backend import EndpointState, VariantState
 
@@ -320,14 +327,17 @@ class RuntimeApp:
     async def _invoke(self, scope: Scope, receive: Receive, send: Send, name: str, stream: bool) -> None:
         started = time.perf_counter()
         target_variant = session_id = None
+        refused: bytes | None = None
         content_type = b""
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value
-            elif key == b"x-amzn-sagemaker-target-variant":
+            elif key == TARGET_VARIANT_HEADER:
                 target_variant = value.decode("latin-1")
-            elif key == b"x-amzn-sagemaker-session-id":
+            elif key == SESSION_HEADER:
                 session_id = value.decode("latin-1")
+            elif refused is None and key in UNSUPPORTED_HEADERS:
+                refused = key
         try:
             body = await self._read_body(receive)
         except _ClientGoneError:
@@ -341,8 +351,13 @@ class RuntimeApp:
         if deployed is None:
             await _send_error(send, 400, "ValidationError", f"Endpoint {name} not found.")
             return
+        if (refused is not None or session_id is not None) and (
+            problem := header_error(name, stream, session_id, refused)
+        ):
+            await _send_error(send, 400, "ValidationError", problem)
+            return
         new_session_header: tuple[bytes, bytes] | None = None
-        if session_id == "NEW_SESSION":
+        if session_id == NEW_SESSION:
             # SageMaker stateful sessions: the server names the session and returns it to the client.
             session_id = str(uuid.uuid4())
             expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 3600))
