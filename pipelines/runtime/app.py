@@ -9,11 +9,15 @@ Operations (as in botocore's ``sagemaker-runtime`` service model, protocol rest-
 - ``GET /ping``: liveness.
 
 Errors are AWS JSON errors (header ``x-amzn-ErrorType``, body ``{"__type", "message"}``) that botocore turns
-into ``ClientError``: unknown endpoint/variant, bad body, wrong content type → ``ValidationError`` (4xx); a
-failing model, an answer that is not JSON, or no answer within the invocation timeout (60 s, SageMaker's) →
-``ModelError`` (424, with ``OriginalStatusCode``), which botocore does not retry. Every response carries an
-``x-amzn-RequestId``. Request headers honoured: ``X-Amzn-SageMaker-Target-Variant`` and
-``X-Amzn-SageMaker-Session-Id`` (see :mod:`.routing`).
+into ``ClientError``: unknown endpoint/variant, a body over 6 MB, a header SageMaker would refuse
+(:mod:`.request_headers`) → ``ValidationError`` (400; 413 for the body); a failing model, a body it cannot
+read (not a JSON object, not JSON content), an answer that is not JSON → ``ModelError`` (424, with the
+model's ``OriginalStatusCode``), which botocore does not retry; no answer within the invocation timeout
+(60 s, SageMaker's) → ``ModelError`` with ``OriginalStatusCode`` 0, as SageMaker's (recorded as a 504). A
+failure after a stream started is an in-band ``ModelStreamError`` (``ErrorCode`` ``StreamBroken``), or
+``InternalStreamFailure`` for a fault of the runtime. Every response carries an ``x-amzn-RequestId``.
+Request headers honoured: ``X-Amzn-SageMaker-Target-Variant`` and ``X-Amzn-SageMaker-Session-Id`` (see
+:mod:`.routing`).
 
 A model call cannot be interrupted: past the timeout the client gets its error and the call's thread is left
 to finish on its own. Each variant's model runs on threads of its own (:mod:`.model_threads`), so a slow or
@@ -82,14 +86,26 @@ POLL_INTERVAL_S = 0.1
 MAX_SHADOW_TASKS = 256
 # SageMaker's limit for a container's answer (InvokeEndpoint; for a stream, its first part).
 INVOCATION_TIMEOUT_S = 60.0
-# What a timed-out invocation reports as the model's status (a gateway timeout) and records in the metrics.
+# What a timed-out invocation records in the metrics as the model's status (a gateway timeout). On the wire
+# its OriginalStatusCode is 0, as SageMaker's: no status came from the container.
 TIMEOUT_STATUS = 504
+TIMEOUT_WIRE_STATUS = 0
+# ModelStreamError's ErrorCode for a model failing after its stream started (SageMaker's codes are
+# StreamBroken and ModelInvocationTimeExceeded; this runtime sets no time limit once a stream has started).
+STREAM_BROKEN = "StreamBroken"
 EVENTSTREAM_CONTENT_TYPE = b"application/vnd.amazon.eventstream"
 _PREFIX = "/endpoints/"
 
 
 class _ClientGoneError(Exception):
     """The client disconnected before the request body arrived."""
+
+
+class _InvocationTimedOutError(ModelInvocationError):
+    """No answer within the invocation timeout: a ModelError with OriginalStatusCode 0, recorded as a 504."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, TIMEOUT_STATUS)
 
 
 @dataclass(frozen=True)
@@ -134,10 +150,13 @@ def _answer_body(answer: dict[str, Any]) -> bytes:
         raise ModelInvocationError(f"model returned an answer that is not JSON: {exc}") from exc
 
 
-def _model_error_message(exc: ModelInvocationError) -> str:
-    """SageMaker's words for a container's failure: a 4xx is a client error, anything else a server error."""
-    kind = "client" if 400 <= exc.original_status < 500 else "server"
-    return f'Received {kind} error ({exc.original_status}) from model with message "{exc.message}".'
+def _model_error_fields(exc: ModelInvocationError) -> tuple[str, dict[str, Any]]:
+    """SageMaker's message and modelled fields of a ModelError: a 4xx is a client error, anything else a
+    server error; a timeout is SageMaker's own, status 0."""
+    status = TIMEOUT_WIRE_STATUS if isinstance(exc, _InvocationTimedOutError) else exc.original_status
+    kind = "client" if 400 <= status < 500 else "server"
+    message = f'Received {kind} error ({status}) from model with message "{exc.message}".'
+    return message, {"OriginalStatusCode": status, "OriginalMessage": exc.message}
 
 
 async def _disconnect(receive: Receive) -> None:
@@ -373,8 +392,12 @@ class RuntimeApp:
 
         request = self._parse_request(content_type, body)
         if isinstance(request, tuple):
+            # On SageMaker only the container reads the body, so a body it cannot read is its client
+            # error (a ModelError naming the container's status), not a ValidationError of the service.
             status, message = request
-            await _send_error(send, status, "ValidationError", message)
+            await _send_error(
+                send, 424, "ModelError", *_model_error_fields(ModelInvocationError(message, status))
+            )
             self._record(name, variant.name, status, None, started, shadow=False)
             return
 
@@ -400,13 +423,7 @@ class RuntimeApp:
                 raise self._timed_out(variant) from None
         except ModelInvocationError as exc:
             model_ms = (time.perf_counter() - model_started) * 1000.0
-            await _send_error(
-                send,
-                424,
-                "ModelError",
-                _model_error_message(exc),
-                {"OriginalStatusCode": exc.original_status, "OriginalMessage": exc.message},
-            )
+            await _send_error(send, 424, "ModelError", *_model_error_fields(exc))
             self._record(name, variant.name, exc.original_status, model_ms, started, shadow=False)
             return
         invoked = (b"x-amzn-invoked-production-variant", variant.name.encode())
@@ -424,10 +441,10 @@ class RuntimeApp:
             await send({"type": "http.response.body", "body": payload})
             self._record(name, variant.name, 200, model_ms, started, shadow=False)
             return
-        await self._send_stream(send, receive, first, rest, invoked, new_session_header)
+        status = await self._send_stream(send, receive, first, rest, invoked, new_session_header)
         # For a stream the model latency runs until its last part (what a client waits for).
         model_ms = (time.perf_counter() - model_started) * 1000.0
-        self._record(name, variant.name, 200, model_ms, started, shadow=False)
+        self._record(name, variant.name, status, model_ms, started, shadow=False)
 
     @staticmethod
     def _parse_request(content_type: bytes, body: bytes) -> dict[str, Any] | tuple[int, str]:
@@ -457,10 +474,9 @@ class RuntimeApp:
             raise ModelInvocationError(f"injected fault in variant {variant.name!r}", 500)
 
     def _timed_out(self, variant: VariantState) -> ModelInvocationError:
-        return ModelInvocationError(
+        return _InvocationTimedOutError(
             f"Your invocation timed out while waiting for a response from variant {variant.name} "
-            f"(after {self.invocation_timeout_s:g} s).",
-            TIMEOUT_STATUS,
+            f"(after {self.invocation_timeout_s:g} s)."
         )
 
     async def _hang(self, receive: Receive) -> bool:
@@ -494,7 +510,9 @@ class RuntimeApp:
         rest: Any,
         invoked: tuple[bytes, bytes],
         new_session_header: tuple[bytes, bytes] | None,
-    ) -> None:
+    ) -> int:
+        """Send the stream's headers and parts; returns the status to record (the model's, if it failed
+        after the stream started)."""
         headers = [
             (b"content-type", EVENTSTREAM_CONTENT_TYPE),
             (b"x-amzn-sagemaker-content-type", b"text/event-stream"),
@@ -507,7 +525,7 @@ class RuntimeApp:
             headers.append((b"content-length", str(len(first)).encode()))
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": first})
-            return
+            return 200
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         if first:
             await send({"type": "http.response.body", "body": first, "more_body": True})
@@ -526,19 +544,28 @@ class RuntimeApp:
                 await rest.aclose()  # the upstream connection, at once rather than when collected
         if relay.cancelled():
             logger.info("client left mid-stream; stopped reading the model's stream")
-            return
-        relay.result()  # what the relay raised, if anything
+            return 200
+        status = relay.result()
         await send({"type": "http.response.body", "body": b""})
+        return status
 
     @staticmethod
-    async def _relay(send: Send, rest: Any) -> None:
+    async def _relay(send: Send, rest: Any) -> int:
+        """Send the model's remaining parts; a failure after the headers is reported in-band, as SageMaker
+        does (else the client would read the truncated answer as complete). Returns the status to record."""
         try:
             async for data in rest:
                 await send({"type": "http.response.body", "body": payload_part(data), "more_body": True})
         except ModelInvocationError as exc:
-            # Headers are gone already: report the failure in-band, as SageMaker does.
-            event = exception_event("ModelStreamError", exc.message, str(exc.original_status))
+            event = exception_event("ModelStreamError", exc.message, STREAM_BROKEN)
             await send({"type": "http.response.body", "body": event, "more_body": True})
+            return exc.original_status
+        except Exception:
+            logger.exception("stream relay failed")
+            event = exception_event("InternalStreamFailure", "internal error in the local runtime")
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+            return 500
+        return 200
 
     # -- shadows and metrics -------------------------------------------------------------------------------
     def _start_shadow(

@@ -1,10 +1,11 @@
 """Abusive clients against the local endpoint runtime: the server answers 4xx and keeps serving everyone else.
 
 tests/unit/test_runtime_app.py already covers malformed JSON, a non-object body, bad UTF-8, a wrong content
-type (415), a 6 MB + 1 byte body with Content-Length (413), wrong methods and paths. These drills add what a
-misbehaving or hostile client does on the wire: headers sent a byte at a time, bodies that never finish,
-bodies far over the limit without (or with a lying) Content-Length, oversized headers, non-HTTP bytes, and
-hundreds of idle connections, each while a well-behaved client checks that it is still served.
+type (424 ModelErrors naming 400 or 415), a 6 MB + 1 byte body with Content-Length (413), wrong methods and
+paths. These drills add what a misbehaving or hostile client does on the wire: headers sent a byte at a
+time, bodies that never finish, bodies far over the limit without (or with a lying) Content-Length,
+oversized headers, non-HTTP bytes, and hundreds of idle connections, each while a well-behaved client checks
+that it is still served.
 
 The time bounds here are liveness checks derived from the runtime's request read timeout, not speed checks
 (benchmarks/bench_runtime.py measures speed): the failure they catch is a caller stuck behind an abusive client

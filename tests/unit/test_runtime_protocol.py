@@ -1,16 +1,26 @@
 """The local runtime against SageMaker Runtime's protocol as botocore's service model and the AWS API reference
-define it: request headers SageMaker refuses, through the real boto3 client."""
+define it: request headers SageMaker refuses, errors a caller can tell apart, and failures inside a stream,
+all through the real boto3 client (and Strands' SageMakerAIModel where it reads the stream)."""
 
 from __future__ import annotations
 
+import http.client
 import json
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from _shared.loopback import runtime_client
+from botocore.eventstream import EventStreamBuffer
+from botocore.exceptions import EventStreamError
 
 from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.pipelines.runtime.app import RuntimeApp
+from agent_release.pipelines.runtime.chunks import completion_to_sse
+from agent_release.pipelines.runtime.eventstream import payload_part
+from agent_release.pipelines.runtime.model_loader import ModelInvocationError
 from agent_release.steps.backend import ModelSpec, VariantSpec
 
 BODY = json.dumps({"messages": [{"role": "user", "content": "hello"}]})
@@ -108,3 +118,104 @@ def test_session_ids_outside_the_service_model_are_refused(client: Any) -> None:
     assert client.invoke_endpoint(EndpointName="proto", Body=BODY, SessionId=longest)[
         "InvokedProductionVariant"
     ]
+
+
+def test_a_body_the_model_cannot_read_is_its_client_error(backend: LocalBackend) -> None:
+    # On SageMaker only the container reads the body: an empty or non-JSON body comes back as a ModelError
+    # naming the container's 4xx. Before: a ValidationError, as if SageMaker itself had refused the request.
+    retrying = runtime_client(backend.runtime_endpoint_url(), attempts=3)
+    cases = [(b"", "application/json", 400), (b"{oops", "application/json", 400), (BODY, "text/csv", 415)]
+    for body, content_type, status in cases:
+        error = _error(retrying.invoke_endpoint, Body=body, ContentType=content_type)
+        assert error["Error"]["Code"] == "ModelError", body
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 424
+        assert error["ResponseMetadata"]["RetryAttempts"] == 0
+        assert error["OriginalStatusCode"] == status
+        assert error["Error"]["Message"].startswith(f"Received client error ({status}) from model")
+    # Still the service's own refusal: a body over SageMaker's 6 MB limit.
+    error = _error(retrying.invoke_endpoint, Body=b"x" * (6 * 1024 * 1024 + 1))
+    assert error["Error"]["Code"] == "ValidationError"
+
+
+def _stream_failing_after_first_part(failure: Exception) -> Any:
+    async def start(served: Any, request: dict[str, Any]) -> tuple[bytes, AsyncIterator[bytes]]:
+        lines = completion_to_sse(EchoModel().complete(request))
+
+        async def rest() -> AsyncIterator[bytes]:
+            yield lines[1]  # the text delta
+            raise failure
+
+        return payload_part(lines[0]), rest()
+
+    return staticmethod(start)
+
+
+def _raw_stream(url: str) -> list[tuple[dict[str, Any], bytes]]:
+    parsed = urlparse(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=10)
+    conn.request(
+        "POST", "/endpoints/proto/invocations-response-stream", BODY, {"Content-Type": "application/json"}
+    )
+    data = conn.getresponse().read()
+    conn.close()
+    buffer = EventStreamBuffer()
+    buffer.add_data(data)
+    return [(dict(m.headers), m.payload) for m in buffer]
+
+
+def test_a_model_failing_mid_stream_is_stream_broken_and_counted_as_its_error(
+    backend: LocalBackend, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the ModelStreamError's ErrorCode was the model's HTTP status ("503"), where SageMaker's codes
+    # are StreamBroken and ModelInvocationTimeExceeded; and the call was recorded as a 200 for the guards.
+    monkeypatch.setattr(
+        RuntimeApp,
+        "_start_stream",
+        _stream_failing_after_first_part(ModelInvocationError("gpu fell off", 503)),
+    )
+    since = time.time()
+    *parts, (headers, payload) = _raw_stream(backend.runtime_endpoint_url() or "")
+    assert [h[":event-type"] for h, _ in parts] == ["PayloadPart", "PayloadPart"]
+    assert headers[":message-type"] == "exception"
+    assert headers[":exception-type"] == "ModelStreamError"
+    assert json.loads(payload) == {"Message": "gpu fell off", "ErrorCode": "StreamBroken"}
+    response = client.invoke_endpoint_with_response_stream(EndpointName="proto", Body=BODY)
+    with pytest.raises(EventStreamError) as caught:
+        list(response["Body"])
+    assert caught.value.response["Error"] == {"Code": "ModelStreamError", "Message": "gpu fell off"}
+    deadline = time.monotonic() + 5
+    while backend.variant_metrics("proto", since)["a"].errors_5xx < 2:
+        assert time.monotonic() < deadline, backend.variant_metrics("proto", since)["a"]
+        time.sleep(0.05)
+    assert backend.variant_metrics("proto", since)["a"].invocations == 2
+
+
+def test_a_runtime_fault_mid_stream_is_an_internal_stream_failure_strands_raises(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: the relay's exception escaped the response, uvicorn cut the connection ("ASGI callable returned
+    # without completing response"), and the caller got urllib3's ProtocolError, no AWS error to handle, and the
+    # call was not recorded at all. SageMaker reports such a failure in-band as InternalStreamFailure.
+    from strands import Agent
+    from strands.models.sagemaker import SageMakerAIModel
+
+    monkeypatch.setattr(RuntimeApp, "_start_stream", _stream_failing_after_first_part(KeyError("a bug")))
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": backend.runtime_endpoint_url() or "",
+    }.items():
+        monkeypatch.setenv(key, value)
+    model = SageMakerAIModel(
+        endpoint_config={"endpoint_name": "proto", "region_name": "us-east-1"},
+        payload_config={"max_tokens": 16, "stream": True},
+    )
+    agent = Agent(model=model, callback_handler=None)
+    since = time.time()
+    with pytest.raises(EventStreamError) as caught:
+        agent("hello")
+    assert caught.value.response["Error"]["Code"] == "InternalStreamFailure"
+    deadline = time.monotonic() + 5
+    while backend.variant_metrics("proto", since)["a"].errors_5xx < 1:  # recorded, as a 500
+        assert time.monotonic() < deadline, backend.variant_metrics("proto", since)["a"]
+        time.sleep(0.05)
