@@ -65,8 +65,6 @@ from agent_release.pipelines.runtime.model_loader import (
 )
 from agent_release.pipelines.runtime.request_headers import (
     NEW_SESSION,
-    SESSION_HEADER,
-    TARGET_VARIANT_HEADER,
     UNSUPPORTED_HEADERS,
     header_error,
 )
@@ -348,14 +346,15 @@ class RuntimeApp:
         target_variant = session_id = None
         refused: bytes | None = None
         content_type = b""
+        unsupported = UNSUPPORTED_HEADERS  # a local name: this loop runs for every header of every call
         for key, value in scope["headers"]:
             if key == b"content-type":
                 content_type = value
-            elif key == TARGET_VARIANT_HEADER:
+            elif key == b"x-amzn-sagemaker-target-variant":
                 target_variant = value.decode("latin-1")
-            elif key == SESSION_HEADER:
+            elif key == b"x-amzn-sagemaker-session-id":
                 session_id = value.decode("latin-1")
-            elif refused is None and key in UNSUPPORTED_HEADERS:
+            elif key in unsupported:
                 refused = key
         try:
             body = await self._read_body(receive)

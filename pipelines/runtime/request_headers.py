@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import re
 
-SESSION_HEADER = b"x-amzn-sagemaker-session-id"
-TARGET_VARIANT_HEADER = b"x-amzn-sagemaker-target-variant"
 NEW_SESSION = "NEW_SESSION"
 SESSION_ID_MAX = 256
 # botocore's sagemaker-runtime model: SessionId (InvokeEndpoint allows NEW_SESSION besides this).
@@ -56,7 +54,7 @@ def _constraint(value: str, member: str, constraint: str) -> str:
 def header_error(endpoint: str, stream: bool, session_id: str | None, refused: bytes | None) -> str | None:
     """Why SageMaker would refuse these headers (a ValidationError message), or None when they are fine.
 
-    ``refused`` is the first header of :data:`UNSUPPORTED_HEADERS` the request carried, if any.
+    ``refused`` is a header of :data:`UNSUPPORTED_HEADERS` the request carried, if any.
     """
     if refused is not None:
         return UNSUPPORTED_HEADERS[refused].format(endpoint=endpoint)
