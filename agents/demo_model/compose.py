@@ -19,6 +19,9 @@ GREETING = (
     "Hello! I'm the shop's support assistant. I can help with order status, refunds and questions about "
     "shipping, returns, payments and your account."
 )
+# The support tools whose results the templates below word. Any other tool (a project training the demo model
+# family for its own agent) gets the generic wording: its result quoted, never "order".
+_ORDER_TOOLS = ("lookup_order", "check_refund_eligibility")
 ARGUMENT_NAMES = {
     "order_id": "order number (it looks like ORD-12345)",
     "query": "question",
@@ -36,10 +39,14 @@ class ToolOutcome:
 
     @property
     def failed(self) -> bool:
-        """True when the tool errored, returned no JSON object, or found no such order."""
+        """True when the tool errored, returned no JSON object, or found nothing (``found: false``); for the
+        refund tool also a result with a ``message`` and no ``decision`` (an unknown reason). Another tool's
+        ``message`` key is ordinary content and does not end the plan."""
         if self.result is None:
             return True
-        return self.result.get("found") is False or (
+        if self.result.get("found") is False:
+            return True
+        return self.name == "check_refund_eligibility" and (
             "message" in self.result and "decision" not in self.result
         )
 
@@ -67,6 +74,8 @@ def compose_answer(outcomes: Sequence[ToolOutcome]) -> str:
         return f"Sorry, {last.name} failed ({first_line}). I'm connecting you with a human agent."
     result = last.result
     if result.get("found") is False:
+        if last.name not in _ORDER_TOOLS:
+            return f"{last.name} found nothing: {last.text}"
         return (
             f"I could not find an order with the id {result.get('order_id', '')}. Please double-check the id."
         )

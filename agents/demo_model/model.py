@@ -3,7 +3,8 @@
 A :class:`TrainedModel` holds four learned parts, all fitted by :mod:`.training` from ``train.jsonl``:
 
 - ``intent``: TF-IDF + logistic regression, user text -> intent;
-- ``reason``: TF-IDF + logistic regression, refund text -> refund reason;
+- ``reason``: TF-IDF + logistic regression, refund text -> refund reason (None when the training data has
+  no ``reason``: the model then never fills a ``reason`` argument);
 - ``tagger``: a per-token logistic regression over context-window features, tagging argument spans
   (``order_id``, ``query``);
 - ``plans``: per intent, the most frequent tool trajectory in the training data (tool names and the argument
@@ -68,7 +69,7 @@ class TrainedModel:
         plan = self.plans.get(intent, ())
         needed = {name for step in plan for name in step.arguments}
         arguments = self.extract_spans(text)
-        if "reason" in needed:
+        if "reason" in needed and self.reason is not None:
             arguments["reason"] = str(self.reason.predict([text])[0])
         if "order_id" in arguments:
             canonical = canonical_order_id(arguments["order_id"])
@@ -113,6 +114,8 @@ class TrainedModel:
     def _drop_process_local_state(self) -> None:
         """Remove the caches of :data:`_PROCESS_LOCAL_ATTRIBUTES`, so the file depends on data and seed only."""
         for estimator in (self.intent, self.reason, self.tagger_features, self.tagger):
+            if estimator is None:
+                continue
             for part in [estimator, *(step for _, step in getattr(estimator, "steps", ()))]:
                 for name in _PROCESS_LOCAL_ATTRIBUTES:
                     vars(part).pop(name, None)

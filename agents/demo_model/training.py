@@ -107,15 +107,21 @@ def select_examples(
 
 def check_trainable(examples: Sequence[TrainingExample]) -> None:
     """Raise :class:`TrainingDataError` unless ``examples`` can fit every part of the model: at least two
-    intents for the intent classifier and refund examples with at least two reasons for the reason one.
+    intents for the intent classifier and, when any example has a ``reason``, at least two distinct reasons
+    for the reason classifier (data with no reasons at all, e.g. an agent without a refund-like tool that
+    takes a classified argument, trains no reason classifier).
 
     ``validate`` calls it too, so data the training step would refuse fails before a run starts.
     """
     intents = sorted({e.intent for e in examples})
     if len(intents) < 2:
         raise TrainingDataError(f"training data needs at least two intents, found {intents}")
-    if len({e.reason for e in examples if e.reason is not None}) < 2:
-        raise TrainingDataError("training data needs refund examples with at least two reasons")
+    reasons = sorted({e.reason for e in examples if e.reason is not None})
+    if len(reasons) == 1:
+        raise TrainingDataError(
+            f"training data has one `reason` ({reasons[0]!r}): the reason classifier needs at least two, "
+            "or set `reason` to null on every example"
+        )
 
 
 def token_labels(example: TrainingExample) -> list[str]:
@@ -182,7 +188,10 @@ def _train(
     intent_model = _text_classifier(seed).fit(texts, [e.intent for e in examples])
 
     refund = [e for e in examples if e.reason is not None]
-    reason_model = _text_classifier(seed).fit([e.text for e in refund], [e.reason for e in refund])
+    # An agent whose tools take no classified argument has no reasons to learn: no reason classifier then.
+    reason_model = (
+        _text_classifier(seed).fit([e.text for e in refund], [e.reason for e in refund]) if refund else None
+    )
 
     rows: list[dict[str, float]] = []
     labels: list[str] = []
@@ -201,18 +210,18 @@ def _train(
         tagger=tagger,
         plans=learn_plans(examples),
     )
+    accuracy = {"intent": round(float(intent_model.score(texts, [e.intent for e in examples])), 4)}
+    if reason_model is not None:
+        accuracy["reason"] = round(
+            float(reason_model.score([e.text for e in refund], [e.reason for e in refund])), 4
+        )
+    accuracy["span_tokens"] = round(float(tagger.score(matrix, labels)), 4)
     model.info = {
         "seed": seed,
         "cohorts": sorted({e.cohort for e in examples}),
         "n_examples": len(examples),
         "data_sha256": file_sha256(train_path),
-        "training_accuracy": {
-            "intent": round(float(intent_model.score(texts, [e.intent for e in examples])), 4),
-            "reason": round(
-                float(reason_model.score([e.text for e in refund], [e.reason for e in refund])), 4
-            ),
-            "span_tokens": round(float(tagger.score(matrix, labels)), 4),
-        },
+        "training_accuracy": accuracy,
     }
     logger.info(
         "examples=<%d>, cohorts=<%s>, seed=<%d> | trained demo support model",

@@ -408,7 +408,7 @@ def _training_rows(keep: Callable[[dict[str, object]], bool]) -> str:
         (lambda row: row["intent"] == "order_status", "training data needs at least two intents"),
         (
             lambda row: row["reason"] in (None, "damaged"),
-            "training data needs refund examples with at least two reasons",
+            "training data has one `reason` ('damaged'): the reason classifier needs at least two",
         ),
     ],
     ids=["one-intent", "one-reason"],

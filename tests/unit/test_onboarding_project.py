@@ -1,0 +1,96 @@
+"""A team adopting agent-release for its own agent (an IT helpdesk, not the demo's customer support).
+
+Each test builds that project in ``tmp_path`` (``_shared/helpdesk_project.py``) and proves one thing that used
+to work for the demo only: training data with no refund ``reason``, a golden-set tag other than ``intent`` and
+``difficulty`` in the data contract, the demo model's answers for tools it was not written for, a scorer or
+toolset module beside pipeline.yaml (the error now names the ``PYTHONPATH`` that fixes it), and keys left at
+the demo's default paths (the error now says they were not set and what to set).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _shared.helpdesk_project import write_helpdesk_project
+
+from agent_release.agents.demo_model.chat import SupportChatModel
+from agent_release.agents.demo_model.compose import ToolOutcome, compose_answer
+from agent_release.agents.demo_model.training import (
+    TrainingDataError,
+    check_trainable,
+    load_examples,
+    train_support_model,
+)
+
+
+@pytest.fixture()
+def project(tmp_path: Path) -> Path:
+    return write_helpdesk_project(tmp_path / "helpdesk")
+
+
+def _tool(name: str, argument: str) -> dict[str, object]:
+    schema = {"type": "object", "properties": {argument: {"type": "string"}}, "required": [argument]}
+    return {"type": "function", "function": {"name": name, "parameters": schema}}
+
+
+TOOLS = [
+    _tool("reset_password", "username"),
+    _tool("lookup_ticket", "ticket_id"),
+    _tool("search_runbook", "query"),
+]
+
+
+def _first_call(model: SupportChatModel, text: str) -> dict[str, object]:
+    answer = model.complete({"messages": [{"role": "user", "content": text}], "tools": TOOLS})
+    call = answer["choices"][0]["message"]["tool_calls"][0]["function"]
+    return {"name": call["name"], "arguments": json.loads(call["arguments"])}
+
+
+# -- training data with no `reason` ------------------------------------------------------------------------------
+
+
+def test_training_data_without_reasons_trains_a_model_that_calls_the_projects_tools(project: Path) -> None:
+    # Before: "training data needs refund examples with at least two reasons", from validate and the step alike:
+    # the demo model family could not be trained for any agent without the demo's refund tool.
+    trained = train_support_model(project / "datasets/train.jsonl", seed=7)
+    assert trained.reason is None and "reason" not in trained.info["training_accuracy"]
+    model = SupportChatModel(trained)
+    assert _first_call(model, "Any update on ticket INC-40037") == {
+        "name": "lookup_ticket",
+        "arguments": {"ticket_id": "INC-40037"},
+    }
+    assert _first_call(model, "Please reset the password for ben.kim")["name"] == "reset_password"
+
+
+def test_training_data_with_a_single_reason_is_still_refused_with_the_fix(project: Path) -> None:
+    examples = load_examples(project / "datasets/train.jsonl")
+    one_reason = [e.model_copy(update={"reason": "vpn"}) if i == 0 else e for i, e in enumerate(examples)]
+    with pytest.raises(
+        TrainingDataError, match=r"one `reason` \('vpn'\).*set `reason` to null on every example"
+    ):
+        check_trainable(one_reason)
+
+
+# -- the demo model family's answers for other tools ------------------------------------------------------------
+
+
+def test_nothing_found_by_a_projects_tool_is_not_worded_as_a_missing_order() -> None:
+    # Before: "I could not find an order with the id . Please double-check the id." for a ticket or a user.
+    result = {"found": False, "ticket_id": "INC-99999"}
+    answer = compose_answer([ToolOutcome("lookup_ticket", json.dumps(result), result)])
+    assert "order" not in answer and "lookup_ticket" in answer and "INC-99999" in answer
+    order = {"found": False, "order_id": "ORD-1", "message": "no order with id ORD-1"}
+    assert "could not find an order with the id ORD-1" in compose_answer(
+        [ToolOutcome("lookup_order", json.dumps(order), order)]
+    )
+
+
+def test_a_message_key_in_a_projects_tool_result_does_not_end_the_plan() -> None:
+    # Before: any result with a "message" and no "decision" counted as a failed tool (the refund tool's
+    # unknown-reason answer), so a two-step plan stopped after a result such as {"status": ..., "message": ...}.
+    ok = {"found": True, "username": "ana.ross", "status": "reset", "message": "temporary password sent"}
+    assert not ToolOutcome("reset_password", json.dumps(ok), ok).failed
+    refused = {"found": True, "order_id": "ORD-1", "message": "unknown reason 'x'"}
+    assert ToolOutcome("check_refund_eligibility", json.dumps(refused), refused).failed
