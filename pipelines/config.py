@@ -583,8 +583,35 @@ def load_config(path: Path | str) -> LoadedConfig:
     return LoadedConfig(config=config, path=p.resolve(), base_dir=p.resolve().parent, text=text)
 
 
+# Keys whose defaults are the demo's files: a project that leaves them out gets the demo's path, which its own
+# directory does not have. What to set instead, for the "file not found" line.
+_DEMO_DEFAULT_FIXES = {
+    "agent.tool_data_dir": "set agent.tool_data_dir (and agent.toolset, agent.name and a system prompt) for "
+    "your agent",
+    "promote.live_traffic.inputs": "set promote.live_traffic.inputs to a JSONL file of held-out inputs, or "
+    "promote.live_traffic.enabled: false",
+}
+
+
+def _is_set(config: BaseModel, dotted: str) -> bool:
+    """Whether every key along ``dotted`` was written in the file (not filled in from a default)."""
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, BaseModel) or part not in node.model_fields_set:
+            return False
+        node = getattr(node, part)
+    return True
+
+
 def check_referenced_files(loaded: LoadedConfig) -> None:
-    """Raise :class:`ConfigError` naming the first referenced file that does not exist."""
+    """Raise :class:`ConfigError` naming the first referenced file that does not exist (and, for a key left
+    at the demo's default path, that it was not set and what to set)."""
     for key, path in loaded.referenced_files():
-        if not path.exists():
-            raise ConfigError(f"{loaded.path}: {key}: file not found: {path}")
+        if path.exists():
+            continue
+        if key in _DEMO_DEFAULT_FIXES and not _is_set(loaded.config, key):
+            raise ConfigError(
+                f"{loaded.path}: {key}: not set, so it is the demo's default {path}, which does not exist: "
+                f"{_DEMO_DEFAULT_FIXES[key]}"
+            )
+        raise ConfigError(f"{loaded.path}: {key}: file not found: {path}")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -58,10 +59,11 @@ class _Reporter:
 
     def __init__(self, loaded: LoadedConfig) -> None:
         self.source = str(loaded.path)
+        self.base_dir = loaded.base_dir
         self.lines = key_lines(loaded.text)
 
     def error(self, key: tuple[str | int, ...], message: str) -> ConfigError:
-        return ConfigError(self.line(key, message))
+        return ConfigError(self.line(key, import_path_hint(message, self.base_dir)))
 
     def line(self, key: tuple[str | int, ...], message: str) -> str:
         line = line_of_key(self.lines, key)
@@ -164,6 +166,27 @@ def check_sagemaker_role(loaded: LoadedConfig, report: _Reporter) -> list[str]:
             "project until it names the pipeline's execution role (local runs do not need one)",
         )
     ]
+
+
+_MISSING_MODULE = re.compile(r"No module named '(?P<name>[A-Za-z_][A-Za-z0-9_]*)'")
+
+
+def import_path_hint(message: str, base_dir: Path) -> str:
+    """``message`` with the fix appended when it says a top-level module is missing that sits in ``base_dir``.
+
+    A user's scorer or toolset module beside pipeline.yaml is not importable unless its directory is on
+    ``PYTHONPATH`` (the directory is deliberately not searched: on the SageMaker target the module must be in
+    the step image), and Python's "No module named 'x'" does not say so.
+    """
+    match = _MISSING_MODULE.search(message)
+    if match is None:
+        return message
+    name = match.group("name")
+    if not ((base_dir / name).is_dir() or (base_dir / f"{name}.py").is_file()):
+        return message
+    return (
+        f"{message}; '{name}' is in {base_dir}, which Python does not search: run with PYTHONPATH={base_dir}"
+    )
 
 
 def _one_line(exc: BaseException) -> str:

@@ -7,10 +7,11 @@ the failed expectations with sample case ids. Failing data is a result (``succes
 exception; a dataset with no rows fails without running its suite (one failure line, not one per
 expectation). A missing or unparsable file (not UTF-8, not JSON) raises :class:`DatasetError` naming it.
 
-The flattened table has the columns the suites name: ``id``, ``input``, ``cluster``, ``intent`` and
-``difficulty`` (from ``tags``), ``expected_tools`` (comma-joined tool names), ``n_expected_facts``, and
-``cluster_size`` (how many cases share the row's cluster, so "at least N cases per cluster" is a plain
-column expectation).
+The flattened table has the columns the suites name: ``id``, ``input``, ``cluster``, one column per key of
+``tags`` (the demo's ``intent`` and ``difficulty``, and any other a project tags its cases with, e.g.
+``priority``; a tag named like one of the other columns is left out), ``expected_tools`` (comma-joined tool
+names), ``n_expected_facts``, and ``cluster_size`` (how many cases share the row's cluster, so "at least N
+cases per cluster" is a plain column expectation).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_IDS = 5
 _TABLE_COLUMNS = ("id", "input", "cluster", "intent", "difficulty", "expected_tools", "n_expected_facts")
+# Columns the table computes: a tag of the same name cannot be a column too.
+_COMPUTED_COLUMNS = frozenset({*_TABLE_COLUMNS, "case_ref", "cluster_size"}) - {"intent", "difficulty"}
 
 
 class DatasetError(ValueError):
@@ -170,7 +173,9 @@ def cases_frame(rows: list[dict[str, Any]]) -> Any:
 
     def tag(row: dict[str, Any], key: str) -> Any:
         tags = row.get("tags")
-        return tags.get(key) if isinstance(tags, dict) else None
+        value = tags.get(key) if isinstance(tags, dict) else None
+        # An object or array is unhashable for pandas' set checks: the contract sees its text.
+        return json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
 
     def tools(row: dict[str, Any]) -> Any:
         calls = row.get("expected_tool_calls")
@@ -188,6 +193,15 @@ def cases_frame(rows: list[dict[str, Any]]) -> Any:
         value = row.get("cluster")
         return str(value) if isinstance(value, dict | list) else value
 
+    tag_columns = sorted(
+        {
+            str(key)
+            for row in rows
+            if isinstance(row.get("tags"), dict)
+            for key in row["tags"]
+            if str(key) not in _COMPUTED_COLUMNS and key not in ("intent", "difficulty")
+        }
+    )
     records = []
     for number, row in enumerate(rows, 1):
         record: dict[str, Any] = {
@@ -197,12 +211,13 @@ def cases_frame(rows: list[dict[str, Any]]) -> Any:
         }
         record.update(intent=tag(row, "intent"), difficulty=tag(row, "difficulty"))
         record.update(expected_tools=tools(row), n_expected_facts=facts(row))
+        record.update({key: tag(row, key) for key in tag_columns})
         record["case_ref"] = case_ref(row, number)
         records.append(record)
-    frame = pd.DataFrame.from_records(records, columns=[*_TABLE_COLUMNS, "case_ref"])
+    frame = pd.DataFrame.from_records(records, columns=[*_TABLE_COLUMNS, *tag_columns, "case_ref"])
     # A column absent from every row is dropped so that the suite's column-exists expectation reports it.
     present = [c for c in _TABLE_COLUMNS if any(c in _row_keys(r) for r in rows)]
-    frame = frame[[*present, "case_ref"]]
+    frame = frame[[*present, *tag_columns, "case_ref"]]
     if "cluster" in frame:
         frame["cluster_size"] = frame.groupby("cluster", dropna=True)["case_ref"].transform("count")
     return frame

@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 
 import pytest
+from _shared.cli import assert_one_line_error, run_cli
 from _shared.helpdesk_project import write_helpdesk_project
+from _shared.pipeline_yaml import edit
 
 from agent_release.agents.demo_model.chat import SupportChatModel
 from agent_release.agents.demo_model.compose import ToolOutcome, compose_answer
@@ -23,6 +25,8 @@ from agent_release.agents.demo_model.training import (
     load_examples,
     train_support_model,
 )
+from agent_release.pipelines.config import ConfigError, check_referenced_files, load_config
+from agent_release.steps.validate_datasets import DatasetSpec, cases_frame, validate_datasets
 
 
 @pytest.fixture()
@@ -73,6 +77,32 @@ def test_training_data_with_a_single_reason_is_still_refused_with_the_fix(projec
         check_trainable(one_reason)
 
 
+# -- the data contract sees every tag ---------------------------------------------------------------------------
+
+
+def test_a_projects_own_tag_is_a_column_its_data_contract_can_check(project: Path) -> None:
+    # Before: only the demo's `intent` and `difficulty` tags became columns; a suite expectation on `priority`
+    # failed with 'The column "priority" in BatchData does not exist' whatever the data held.
+    golden = project / "datasets/golden.jsonl"
+    rows = [json.loads(line) for line in golden.read_text().splitlines()]
+    assert "priority" in cases_frame(rows).columns
+    spec = {"golden": DatasetSpec(path="datasets/golden.jsonl", suite="datasets/golden.suite.json")}
+    assert validate_datasets(spec, project).success
+
+    rows[4]["tags"]["priority"] = "urgent"
+    golden.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    report = validate_datasets(spec, project)
+    failures = [f for d in report.datasets for f in d.failures]
+    assert not report.success
+    assert [(f.column, f.sample_ids) for f in failures] == [("priority", ("HD-005",))], failures
+
+
+def test_a_tag_named_like_a_computed_column_does_not_replace_it() -> None:
+    rows = [{"id": "a", "input": "x", "cluster": "c", "tags": {"cluster_size": "big", "id": "z"}}]
+    frame = cases_frame(rows)
+    assert list(frame["id"]) == ["a"] and list(frame["cluster_size"]) == [1]
+
+
 # -- the demo model family's answers for other tools ------------------------------------------------------------
 
 
@@ -94,3 +124,63 @@ def test_a_message_key_in_a_projects_tool_result_does_not_end_the_plan() -> None
     assert not ToolOutcome("reset_password", json.dumps(ok), ok).failed
     refused = {"found": True, "order_id": "ORD-1", "message": "unknown reason 'x'"}
     assert ToolOutcome("check_refund_eligibility", json.dumps(refused), refused).failed
+
+
+# -- a module beside pipeline.yaml ------------------------------------------------------------------------------
+
+
+def test_a_module_beside_pipeline_yaml_fails_with_the_pythonpath_that_fixes_it(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: "... cannot be imported: No module named 'itdesk'", nothing about where Python looks or what to
+    # set; the docs' `PYTHONPATH=.` is wrong too when `-c` names a file in another directory, as here.
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    proc = run_cli(["validate", "-c", str(project / "pipeline.yaml")], cwd=tmp_path, home=tmp_path / "h")
+    assert_one_line_error(
+        proc,
+        "No module named 'itdesk'",
+        f"'itdesk' is in {project}, which Python does not search: run with PYTHONPATH={project}",
+    )
+    assert not (tmp_path / "h").exists()
+
+
+def test_the_pythonpath_the_error_names_makes_the_project_valid(
+    project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(project))
+    proc = run_cli(["validate", "-c", str(project / "pipeline.yaml")], cwd=tmp_path, home=tmp_path / "h")
+    assert proc.returncode == 0, proc.stderr
+    assert "golden: ok (48 rows, 16 clusters" in proc.stdout
+
+
+# -- keys left at the demo's default paths ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("old", "key", "fix"),
+    [
+        (
+            "    inputs: datasets/live.jsonl\n",
+            "promote.live_traffic.inputs",
+            "set promote.live_traffic.inputs to a JSONL file of held-out inputs, or "
+            "promote.live_traffic.enabled: false",
+        ),
+        ("  tool_data_dir: data\n", "agent.tool_data_dir", "set agent.tool_data_dir"),
+    ],
+)
+def test_a_key_left_at_the_demos_default_path_says_it_was_not_set(
+    project: Path, old: str, key: str, fix: str
+) -> None:
+    # Before: "<key>: file not found: <project>/datasets/support/...", a path the project never wrote.
+    edit(project, old, "")
+    with pytest.raises(ConfigError) as info:
+        check_referenced_files(load_config(project / "pipeline.yaml"))
+    message = str(info.value)
+    assert f"{key}: not set, so it is the demo's default {project}/datasets/support" in message, message
+    assert message.endswith(fix) or fix in message, message
+
+
+def test_a_missing_file_the_project_named_is_still_file_not_found(project: Path) -> None:
+    edit(project, "inputs: datasets/live.jsonl", "inputs: datasets/gone.jsonl")
+    with pytest.raises(ConfigError, match=r"promote.live_traffic.inputs: file not found: .*gone.jsonl$"):
+        check_referenced_files(load_config(project / "pipeline.yaml"))
