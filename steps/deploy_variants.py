@@ -183,7 +183,11 @@ def deploy_variants(config: DeployConfig, backend: Backend) -> DeployReport:
 
     packages = backend.list_packages(config.package_group)
     if not packages:
-        raise BackendError(f"model package group {config.package_group!r} has no packages to deploy")
+        raise BackendError(
+            f"model package group {config.package_group!r} has no packages to deploy: enable `train:` to "
+            "train and register one, or register a model package in the group first (README.md, "
+            "'Pointing it at AWS')"
+        )
     champion, challenger = resolve_packages(config, packages)
     if champion is None and challenger is None:
         raise BackendError(

@@ -1219,8 +1219,12 @@ def rollback_endpoint(
     before = _weights(state)
     weights = _champion_only(state, champion)
     if before == weights:
+        # After a full promotion the new champion serves everything: going back to the model it replaced
+        # is a promote of that variant (guarded, step by step), which the line names.
+        others = sorted(name for name in weights if name != champion)
+        back = f"; to serve {others[0]} again, `agent-release promote {others[0]}`" if others else ""
         raise NothingToRollBack(
-            f"nothing to roll back: {champion} already serves all of {endpoint_name}'s traffic"
+            f"nothing to roll back: {champion} already serves all of {endpoint_name}'s traffic{back}"
         )
     after = backend.update_weights(endpoint_name, weights)
     backend.append_audit(

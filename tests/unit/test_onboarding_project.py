@@ -26,6 +26,9 @@ from agent_release.agents.demo_model.training import (
     train_support_model,
 )
 from agent_release.pipelines.config import ConfigError, check_referenced_files, load_config
+from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.steps.backend import BackendError
+from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
 from agent_release.steps.validate_datasets import DatasetSpec, cases_frame, validate_datasets
 
 
@@ -184,3 +187,23 @@ def test_a_missing_file_the_project_named_is_still_file_not_found(project: Path)
     edit(project, "inputs: datasets/live.jsonl", "inputs: datasets/gone.jsonl")
     with pytest.raises(ConfigError, match=r"promote.live_traffic.inputs: file not found: .*gone.jsonl$"):
         check_referenced_files(load_config(project / "pipeline.yaml"))
+
+
+# -- a project with no package and no training ------------------------------------------------------------------
+
+
+def test_deploying_from_an_empty_package_group_names_both_ways_to_fill_it(tmp_path: Path) -> None:
+    # Before: "model package group 'helpdesk-model' has no packages to deploy" and no next step (a project
+    # without `train:` must register its model itself).
+    backend = LocalBackend(tmp_path / "home")
+    try:
+        backend.ensure_package_group("helpdesk-model")
+        config = DeployConfig(endpoint_name="helpdesk-agent", package_group="helpdesk-model")
+        with pytest.raises(BackendError) as info:
+            deploy_variants(config, backend)
+    finally:
+        backend.close()
+    assert str(info.value).endswith(
+        "has no packages to deploy: enable `train:` to train and register one, or register a model package "
+        "in the group first (README.md, 'Pointing it at AWS')"
+    ), info.value

@@ -673,6 +673,25 @@ def test_promoting_an_older_version_makes_it_champion_and_rollback_keeps_it(env:
     assert len(env.backend.list_audit()) == n_entries, "a rollback that changes nothing records nothing"
 
 
+def test_rollback_after_a_full_promotion_names_the_promote_that_goes_back(env: Env) -> None:
+    # Before: "nothing to roll back: challenger already serves all of <endpoint>'s traffic" and nothing about
+    # how to return to the model the promotion replaced (it is `promote champion`, guarded step by step).
+    promote_challenger(
+        no_traffic_config(bake_s=0.2, guards=GuardConfig(unjudged="promote")),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+    assert weights(env.backend) == {"champion": 0.0, "challenger": 1.0}
+    with pytest.raises(NothingToRollBack) as info:
+        rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="pager fired")
+    assert str(info.value).endswith(
+        f"challenger already serves all of {ENDPOINT}'s traffic; to serve champion again, "
+        "`agent-release promote champion`"
+    ), info.value
+
+
 def test_a_canary_step_with_too_few_calls_is_not_called_green(env: Env) -> None:
     # No live traffic: no step sees min_invocations challenger calls, so no guard could judge any of them.
     config = no_traffic_config(bake_s=0.2)
