@@ -29,7 +29,7 @@ from agent_release.steps.deploy_variants import DeployConfig
 from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.project_paths import project_path
 from agent_release.steps.promote_config import PromotionConfig
-from agent_release.steps.register_agents_config import AgentConfig
+from agent_release.steps.register_agents_config import AGENT_NAME, BUILT_IN_TOOLSET, AgentConfig
 from agent_release.steps.train_model import TrainConfig
 from agent_release.steps.validate_datasets import DatasetSpec
 
@@ -228,6 +228,20 @@ class PipelineConfig(Frozen):
                 f"train.package_group: '{self.train.package_group}' differs from deploy.package_group "
                 f"'{self.deploy.package_group}': the trained challenger would never be deployed"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _agent_name_of_a_user_toolset(self) -> PipelineConfig:
+        # agent.name's default is the demo's, "support-agent": a project with its own toolset that leaves the
+        # name out would register its agent, prompt and versions under the demo's MLflow names (mixed with
+        # the support agent's on a shared tracking server). It takes the project's endpoint name instead.
+        agent = self.agent
+        if (
+            agent.toolset != BUILT_IN_TOOLSET
+            and "name" not in agent.model_fields_set
+            and AGENT_NAME.fullmatch(self.deploy.endpoint_name)
+        ):
+            object.__setattr__(self, "agent", agent.model_copy(update={"name": self.deploy.endpoint_name}))
         return self
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from pydantic import Field
 
 from agent_release.steps.backend import Frozen
@@ -25,13 +27,18 @@ class InferenceConfig(Frozen):
     )
 
 
+BUILT_IN_TOOLSET = "support"
+AGENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
 class AgentConfig(Frozen):
     """The agent registered once per deployed variant: prompt, tools and inference parameters."""
 
     name: str = Field(
         default="support-agent",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
-        description="Agent name; also the MLflow registered model and prompt name prefix.",
+        pattern=AGENT_NAME.pattern,
+        description="Agent name; also the MLflow registered model and prompt name prefix. Left out, it is "
+        "'support-agent' with the built-in toolset and deploy.endpoint_name with a toolset of your own.",
     )
     system_prompt: str | None = Field(
         default=None,

@@ -207,3 +207,24 @@ def test_deploying_from_an_empty_package_group_names_both_ways_to_fill_it(tmp_pa
         "has no packages to deploy: enable `train:` to train and register one, or register a model package "
         "in the group first (README.md, 'Pointing it at AWS')"
     ), info.value
+
+
+# -- agent.name of a project's own agent ------------------------------------------------------------------------
+
+
+def test_an_agent_of_a_projects_own_toolset_is_not_registered_under_the_demos_name(project: Path) -> None:
+    # Before: with agent.name left out the helpdesk agent, its prompt and its versions were registered in
+    # MLflow as "support-agent", the demo's, beside (or into) the support agent's on a shared server.
+    edit(project, "  name: helpdesk-agent\n", "")
+    assert (
+        load_config(project / "pipeline.yaml").config.agent.name == "helpdesk-agent"
+    )  # deploy.endpoint_name
+    edit(project, "  toolset: itdesk.tools:helpdesk_tools\n", "  toolset: support\n")
+    assert (
+        load_config(project / "pipeline.yaml").config.agent.name == "support-agent"
+    )  # the demo's, as before
+
+
+def test_an_agent_name_the_project_sets_is_kept(project: Path) -> None:
+    edit(project, "  name: helpdesk-agent\n", "  name: it-desk\n")
+    assert load_config(project / "pipeline.yaml").config.agent.name == "it-desk"
