@@ -49,8 +49,9 @@ and one named like a field the gate reads from each row: `error`, `latency_s`, `
 `output_tokens`, `retries`).
 The module is imported as Python imports any module: from an installed package or a directory on
 `PYTHONPATH`. The directory of `pipeline.yaml` is not searched, so for a module beside it run
-`PYTHONPATH=. agent-release validate` (and `run`); a module that exits or raises while it is imported is
-reported as a config error naming it.
+`PYTHONPATH=<that directory> agent-release validate` (and `run`; `PYTHONPATH=.` from inside it), as the
+error for such a module says; a module that exits or raises while it is imported is reported as a config
+error naming it. docs/adopting.md walks through a project with scorers and tools of its own.
 
 A scorer that raises on a case does not lose the row, and its missing score is not taken for "not
 applicable" (None). The same holds for a scorer that returns NaN or infinity, one whose feedback takes the
