@@ -123,7 +123,9 @@ class SupportChatModel:
             return compose_answer(outcomes), None
         step = len(outcomes)
         if step >= len(prediction.plan):
-            return (compose_answer(outcomes) if outcomes else direct_answer(prediction.intent)), None
+            if outcomes:
+                return compose_answer(outcomes), None
+            return self.trained.reply_for(prediction.intent) or direct_answer(prediction.intent), None
         planned = prediction.plan[step]
         if planned.tool not in tools:
             return unavailable(planned.tool), None

@@ -8,7 +8,9 @@ A :class:`TrainedModel` holds four learned parts, all fitted by :mod:`.training`
 - ``tagger``: a per-token logistic regression over context-window features, tagging argument spans
   (``order_id``, ``query``);
 - ``plans``: per intent, the most frequent tool trajectory in the training data (tool names and the argument
-  names each tool was called with).
+  names each tool was called with);
+- ``replies``: per intent that calls no tool, the most frequent ``reply`` of its examples (none in the
+  demo's data, whose tool-less intents get the built-in hand-off or greeting).
 
 ``predict(text)`` returns a :class:`Prediction`; :mod:`.chat` wraps it in the chat-completions protocol.
 Save with ``save(path)`` and load with :func:`load_trained_model` (joblib files).
@@ -60,6 +62,12 @@ class TrainedModel:
     tagger: Any
     plans: dict[str, tuple[PlanStep, ...]]
     info: dict[str, Any] = field(default_factory=dict)
+    replies: dict[str, str] = field(default_factory=dict)
+
+    def reply_for(self, intent: str) -> str | None:
+        """The learned answer of a tool-less ``intent``, or None (a model saved before replies were learned
+        has no ``replies`` attribute)."""
+        return getattr(self, "replies", {}).get(intent)
 
     def predict(self, text: str) -> Prediction:
         """Intent, plan and extracted argument values for the user message ``text``."""

@@ -60,6 +60,7 @@ class TrainingExample(BaseModel):
     spans: list[Span]
     cohort: str
     template: str
+    reply: str | None = None  # the answer to give when the intent calls no tool (greetings, hand-offs)
 
 
 def load_examples(path: Path) -> list[TrainingExample]:
@@ -145,6 +146,18 @@ def learn_plans(examples: Sequence[TrainingExample]) -> dict[str, tuple[PlanStep
     return {intent: counter.most_common(1)[0][0] for intent, counter in sorted(counts.items())}
 
 
+def learn_replies(examples: Sequence[TrainingExample]) -> dict[str, str]:
+    """Per intent whose examples call no tool, the most frequent ``reply`` given (ties: the first seen).
+
+    Intents without one keep the demo's built-in answers (a hand-off for ``escalate``, else a greeting).
+    """
+    counts: dict[str, Counter[str]] = {}
+    for example in examples:
+        if not example.trajectory and example.reply:
+            counts.setdefault(example.intent, Counter())[example.reply] += 1
+    return {intent: counter.most_common(1)[0][0] for intent, counter in sorted(counts.items())}
+
+
 def _text_classifier(seed: int) -> Any:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -209,6 +222,7 @@ def _train(
         tagger_features=vectorizer,
         tagger=tagger,
         plans=learn_plans(examples),
+        replies=learn_replies(examples),
     )
     accuracy = {"intent": round(float(intent_model.score(texts, [e.intent for e in examples])), 4)}
     if reason_model is not None:

@@ -4,7 +4,8 @@
 package ``itdesk``, beside pipeline.yaml, importable only with ``PYTHONPATH`` set to the project), its own
 tool data (``data/``), system prompt, training data in the demo model family's format (two cohorts, no
 ``reason`` on any example: none of its tools takes a classified argument), a golden set of 48 cases in 16
-clusters tagged with its own ``priority`` tag, a data contract that checks that tag, held-out live inputs and
+clusters tagged with its own ``priority`` tag (the training data adds a small-talk intent, ``thanks``, and
+the answers of its tool-less intents as ``reply``), a data contract that checks that tag, held-out live inputs and
 pipeline.yaml. Everything is generated from a fixed seed, so two calls write the same bytes.
 """
 
@@ -164,6 +165,15 @@ TEMPLATES = [
     ("human-new-01", NEW, "escalate", "this bot is useless, escalate to a real engineer"),
     ("human-new-02", NEW, "escalate", "can a human from the service desk call me"),
 ]
+# Small talk the model learns to answer (training data only), and the replies of the tool-less intents.
+SMALL_TALK = [
+    ("thanks-01", OLD, "thanks", "thanks, that fixed it"),
+    ("thanks-02", OLD, "thanks", "great, all working now, cheers"),
+]
+REPLIES = {
+    "escalate": "I'm handing you to a human engineer on the service desk now.",
+    "thanks": "Glad it works! Anything else the IT helpdesk can do for you?",
+}
 PLANS = {"password_reset": ("reset_password", "username"), "ticket_status": ("lookup_ticket", "ticket_id")}
 PLANS["runbook_question"] = ("search_runbook", "query")
 PREFIXES = ("", "Hi, ", "hello ", "Hey team - ")
@@ -264,7 +274,7 @@ def write_helpdesk_project(root: Path) -> Path:
     )
     training = []
     for cohort, count in ((OLD, 300), (NEW, 300)):
-        pool = [t for t in TEMPLATES if t[1] == OLD or cohort == NEW]
+        pool = [t for t in TEMPLATES + SMALL_TALK if t[1] == OLD or cohort == NEW]
         for _ in range(count):
             template = rng.choice(pool)
             text, trajectory, spans, _ = _utterance(rng, template)
@@ -278,6 +288,7 @@ def write_helpdesk_project(root: Path) -> Path:
                     "spans": spans,
                     "cohort": cohort,
                     "template": template[0],
+                    "reply": REPLIES.get(template[2]),
                 }
             )
     (root / "datasets/train.jsonl").write_text(_jsonl(training))

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 from _shared.cli import assert_one_line_error, run_cli
-from _shared.helpdesk_project import write_helpdesk_project
+from _shared.helpdesk_project import REPLIES, write_helpdesk_project
 from _shared.pipeline_yaml import edit
 
 from agent_release.agents.demo_model.chat import SupportChatModel
 from agent_release.agents.demo_model.compose import ToolOutcome, compose_answer
+from agent_release.agents.demo_model.model import load_trained_model
 from agent_release.agents.demo_model.training import (
     TrainingDataError,
     check_trainable,
@@ -78,6 +79,26 @@ def test_training_data_with_a_single_reason_is_still_refused_with_the_fix(projec
         TrainingDataError, match=r"one `reason` \('vpn'\).*set `reason` to null on every example"
     ):
         check_trainable(one_reason)
+
+
+def test_a_tool_less_intent_answers_with_the_reply_it_was_trained_on(project: Path) -> None:
+    # Before: the reply field did not exist (an example with one was refused), and every tool-less intent but
+    # `escalate` answered with the demo shop's greeting: "Hello! I'm the shop's support assistant...".
+    model = SupportChatModel(train_support_model(project / "datasets/train.jsonl", seed=7))
+    for text, intent in (("thanks, that fixed it", "thanks"), ("I want to talk to a person", "escalate")):
+        answer = model.complete({"messages": [{"role": "user", "content": text}], "tools": TOOLS})
+        assert answer["choices"][0]["message"]["content"] == REPLIES[intent]
+
+
+def test_a_model_saved_before_replies_were_learned_still_answers(project: Path, tmp_path: Path) -> None:
+    trained = train_support_model(project / "datasets/train.jsonl", seed=7)
+    del trained.__dict__["replies"]  # as an older file unpickles
+    path = trained.save(tmp_path / "old.joblib")
+    model = SupportChatModel(load_trained_model(path))
+    answer = model.complete(
+        {"messages": [{"role": "user", "content": "thanks, that fixed it"}], "tools": TOOLS}
+    )
+    assert answer["choices"][0]["message"]["content"].startswith("Hello! I'm the shop's support assistant")
 
 
 # -- the data contract sees every tag ---------------------------------------------------------------------------
