@@ -103,7 +103,16 @@ def config_warnings(loaded: LoadedConfig) -> list[str]:
         *check_canary_traffic(loaded, report),
         *check_sagemaker_role(loaded, report),
         *check_bootstrap_cohort(loaded, report),
+        *check_expected_tools(loaded, report),
     ]
+
+
+def check_expected_tools(loaded: LoadedConfig, report: _Reporter) -> list[str]:
+    """A warning per data file (golden set, training data) expecting a tool or argument the agent's tools do
+    not have (see :mod:`agent_release.pipelines.expected_tools`)."""
+    from agent_release.pipelines.expected_tools import expected_tool_problems
+
+    return [report.line(key, message) for key, message in expected_tool_problems(loaded)]
 
 
 def check_bootstrap_cohort(loaded: LoadedConfig, report: _Reporter) -> list[str]:

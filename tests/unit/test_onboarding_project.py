@@ -27,10 +27,13 @@ from agent_release.agents.demo_model.training import (
     train_support_model,
 )
 from agent_release.pipelines.config import ConfigError, check_referenced_files, load_config
+from agent_release.pipelines.config_checks import config_warnings
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.steps.backend import BackendError
 from agent_release.steps.deploy_variants import DeployConfig, deploy_variants
 from agent_release.steps.validate_datasets import DatasetSpec, cases_frame, validate_datasets
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -249,3 +252,43 @@ def test_an_agent_of_a_projects_own_toolset_is_not_registered_under_the_demos_na
 def test_an_agent_name_the_project_sets_is_kept(project: Path) -> None:
     edit(project, "  name: helpdesk-agent\n", "  name: it-desk\n")
     assert load_config(project / "pipeline.yaml").config.agent.name == "it-desk"
+
+
+# -- expected tools the agent does not have ---------------------------------------------------------------------
+
+
+def _rewrite(path: Path, old: str, new: str, count: int) -> None:
+    text = path.read_text()
+    assert text.count(old) >= count, old
+    path.write_text(text.replace(old, new, count))
+
+
+def test_golden_cases_and_training_examples_expecting_tools_the_agent_lacks_are_warned_about(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: `validate` said "valid" with no word: a case expecting a misspelt tool or an argument the tool
+    # does not take can never match, and a model trained on such trajectories plans calls it cannot make.
+    monkeypatch.syspath_prepend(str(project))
+    _rewrite(project / "datasets/golden.jsonl", '"name": "reset_password"', '"name": "reset_pasword"', 2)
+    _rewrite(project / "datasets/golden.jsonl", '"arguments": {"ticket_id"', '"arguments": {"ticket"', 1)
+    _rewrite(project / "datasets/train.jsonl", '"name": "search_runbook"', '"name": "search_kb"', 1)
+    warnings = [
+        w for w in config_warnings(load_config(project / "pipeline.yaml")) if "tools do not have" in w
+    ]
+    assert len(warnings) == 2, warnings
+    golden, train = warnings
+    assert golden.startswith(f"{project / 'pipeline.yaml'}:7: datasets.golden.path: 3 cases expect ")
+    assert "'reset_pasword', 'lookup_ticket(ticket)' (e.g. HD-001, HD-002, HD-005)" in golden, golden
+    assert "its tools: lookup_ticket(ticket_id), reset_password(username), search_runbook(query)" in golden
+    assert train.startswith(
+        f"{project / 'pipeline.yaml'}:10: train.data: 1 training examples call 'search_kb'"
+    )
+
+
+def test_the_demo_and_the_helpdesk_project_expect_only_tools_their_agents_have(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(project))
+    for path in (project / "pipeline.yaml", ROOT / "pipeline.yaml"):
+        warnings = config_warnings(load_config(path))
+        assert not [w for w in warnings if "tools do not have" in w], warnings
