@@ -46,6 +46,9 @@ _Num = TypeVar("_Num", float, FloatArray)
 # The p95 statistic uses the inverse of the empirical CDF (numpy's "inverted_cdf"): every bootstrap replicate
 # and the point estimate then pick an observed value, so weighted and unweighted quantiles agree exactly.
 P95 = 0.95
+# Values (one per cluster, or one weight per case, per resample) the bootstrap's statistic gets at once: its
+# arrays then stay about 16 MB each (a few of them live together), however many cases and clusters there are.
+BOOTSTRAP_BATCH_VALUES = 2_000_000
 
 
 class StatsInputError(ValueError):
@@ -334,6 +337,16 @@ def _weighted_p95(values: FloatArray, weights: FloatArray) -> FloatArray:
     return np.asarray(values[order][first], dtype=np.float64)
 
 
+def bootstrap_batch(values_per_resample: int) -> int:
+    """How many resamples (bootstrap or jackknife) the statistic is given at once: about
+    :data:`BOOTSTRAP_BATCH_VALUES` values in all, so its arrays stay tens of MB whatever the number of cases.
+
+    Without a batch scipy hands the statistic every resample at once, and BCa's jackknife one resample per
+    cluster: (clusters x clusters) arrays, 1 GB at 5,000 clusters (every case its own cluster).
+    """
+    return max(1, BOOTSTRAP_BATCH_VALUES // max(1, values_per_resample))
+
+
 def _run_bootstrap(
     data: tuple[FloatArray, ...] | tuple[IntArray, ...],
     statistic: object,
@@ -342,8 +355,12 @@ def _run_bootstrap(
     confidence: float,
     n_resamples: int,
     seed: int,
+    batch: int,
 ) -> tuple[float, float, float]:
-    """scipy's bootstrap (BCa, percentile if BCa is undefined); returns (ci_low, ci_high, standard error)."""
+    """scipy's bootstrap (BCa, percentile if BCa is undefined); returns (ci_low, ci_high, standard error).
+
+    ``batch`` bounds the resamples handed to ``statistic`` at once (see :func:`bootstrap_batch`); the
+    interval does not depend on it (the resamples are drawn from the same stream either way)."""
     from scipy import stats
 
     for method in ("BCa", "percentile"):
@@ -354,6 +371,7 @@ def _run_bootstrap(
                 data,
                 statistic,
                 n_resamples=n_resamples,
+                batch=batch,
                 paired=paired,
                 vectorized=True,
                 confidence_level=confidence,
@@ -438,6 +456,8 @@ def paired_cluster_bootstrap(
             confidence=confidence,
             n_resamples=n_resamples,
             seed=seed,
+            # The mean's statistic reads one value per cluster and resample, the p95's one weight per case.
+            batch=bootstrap_batch(n_clusters if statistic == "mean" else int(a.size)),
         )
     summary = (float(a.mean()), float(b.mean())) if statistic == "mean" else (_p95(a), _p95(b))
     return PairedComparison(
