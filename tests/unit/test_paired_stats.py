@@ -127,6 +127,25 @@ def test_batch_rows_equal_the_scalar_estimator() -> None:
     assert batch.df == est.df
 
 
+def test_clustered_mean_memory_is_linear_in_the_cases() -> None:
+    # Session 21: a (cases x clusters) membership matrix made the clustered SE of 5,000 one-case clusters
+    # allocate 200 MB (1.7 GB at 15,000). The cluster sums are now a grouped sum.
+    import tracemalloc
+
+    values = np.random.default_rng(0).normal(size=5000)
+    labels = [f"k{i}" for i in range(values.size)]
+    clustered_mean(values[:10], labels[:10])  # scipy's import is not the estimator's memory
+    tracemalloc.start()
+    try:
+        est = clustered_mean(values, labels)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 20 * 2**20, f"{peak / 2**20:.0f} MB"
+    assert est.se == pytest.approx(values.std(ddof=1) / np.sqrt(values.size))
+    assert est.df == pytest.approx(values.size - 1)
+
+
 def test_clustered_mean_needs_two_clusters() -> None:
     with pytest.raises(StatsInputError, match="at least 2 clusters"):
         clustered_mean([1.0, 2.0], ["a", "a"])
