@@ -40,7 +40,7 @@ from agent_release.steps.scorers import (
     effective_specs,
     registered_scorers,
 )
-from agent_release.steps.validate_datasets import DatasetError, case_ref, numbered_objects
+from agent_release.steps.validate_datasets import DatasetError, case_cluster, case_ref, numbered_objects
 
 if TYPE_CHECKING:
     from agent_release.agents.demo_model.training import TrainingExample
@@ -315,7 +315,8 @@ def check_metrics(loaded: LoadedConfig, report: _Reporter, producers: Mapping[st
 
 
 def check_gate_reachable(loaded: LoadedConfig, report: _Reporter) -> None:
-    """``decide.min_completed_cases`` within the evaluation dataset's cases: with more, every decision is
+    """``decide.min_completed_cases`` within the evaluation dataset's cases, and at least two clusters
+    among them (the gate's clustered test has no standard error with one): otherwise every decision is
     inconclusive, found only after training, deployment and the whole evaluation."""
     config = loaded.config
     spec = config.datasets.get(config.evaluate.dataset)
@@ -334,6 +335,15 @@ def check_gate_reachable(loaded: LoadedConfig, report: _Reporter) -> None:
             ("decide", "min_completed_cases"),
             f"{wanted} is more than the {cases} cases of dataset {config.evaluate.dataset}, so every decision "
             "would be inconclusive",
+        )
+    clusters = {case_cluster(row) for _, row in rows}
+    if len(clusters) == 1:
+        raise report.error(
+            ("evaluate", "dataset"),
+            f"all {cases} cases of dataset {config.evaluate.dataset} are in one cluster ({next(iter(clusters))!r}), "
+            "and the gate's clustered comparison needs at least 2, so every decision would be inconclusive; "
+            "give the cases the cluster of the situation they test, or leave `cluster` out to make each case "
+            "its own",
         )
 
 

@@ -376,6 +376,34 @@ def test_min_completed_cases_equal_to_the_dataset_passes(project: Path) -> None:
     check_config(load_config(project / "pipeline.yaml"))
 
 
+def _recluster(project: Path, cluster: Callable[[int], str | None]) -> None:
+    import json
+
+    # A copy beside pipeline.yaml: the project's datasets directory links to the repository's.
+    source = project / "datasets/support/golden.jsonl"
+    rows = [json.loads(line) for line in source.read_text().splitlines() if line.strip()]
+    for i, row in enumerate(rows):
+        row["cluster"] = cluster(i)
+    (project / "golden.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    edit(project, "    path: datasets/support/golden.jsonl", "    path: golden.jsonl")
+
+
+def test_a_golden_set_in_one_cluster_fails_validation(project: Path) -> None:
+    # Session 21: accepted (by a suite that does not count clusters); after deployment and the whole
+    # evaluation the gate said "a clustered SE needs at least 2 clusters, got 1": inconclusive, always.
+    _recluster(project, lambda i: "all")
+    assert check(project) == at(project, "dataset: golden", "evaluate.dataset") + (
+        "all 351 cases of dataset golden are in one cluster ('all'), and the gate's clustered comparison "
+        "needs at least 2, so every decision would be inconclusive; give the cases the cluster of the "
+        "situation they test, or leave `cluster` out to make each case its own"
+    )
+
+
+def test_a_golden_set_of_one_case_clusters_passes(project: Path) -> None:
+    _recluster(project, lambda i: None)  # each case its own cluster
+    check_config(load_config(project / "pipeline.yaml"))
+
+
 # -- train ----------------------------------------------------------------------------------------------------------
 
 
