@@ -83,6 +83,11 @@ class RunConsole:
         if self.quiet:
             return
         variant = str(_get(event, "variant", "?"))
+        if _get(event, "waited_s", None) is not None:  # steps.evaluate_variants.TraceFlushProgress
+            self._flush_progress(
+                variant, _get(event, "traces_left", None), float(_get(event, "waited_s", 0.0))
+            )
+            return
         done = int(_get(event, "done", 0))
         total = int(_get(event, "total", 0))
         errors = int(_get(event, "errors", 0))
@@ -96,6 +101,18 @@ class RunConsole:
             if variant not in self._tasks:
                 self._tasks[variant] = progress.add_task(f"evaluate {variant}", total=total, extra="")
             progress.update(self._tasks[variant], completed=done, total=total, extra=extra)
+
+    def _flush_progress(self, variant: str, traces_left: Any, waited_s: float) -> None:
+        """The cases are done and their traces are still being written: a line each time (the evaluation
+        sends one every 10 s), or the variant's bar says so on a terminal."""
+        left = f", {int(traces_left)} queued" if traces_left is not None else ""
+        text = f"writing traces to MLflow{left} ({waited_s:.0f}s)"
+        if not self.interactive:
+            self.console.print(f"  {variant}: {text}")
+            return
+        with self._lock:
+            if self._progress is not None and variant in self._tasks:
+                self._progress.update(self._tasks[variant], extra=text)
 
     def _plain_eval_progress(self, variant: str, done: int, total: int, elapsed_s: float, extra: str) -> None:
         """Off a terminal: a line when a variant is done, and one at most every

@@ -29,7 +29,8 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -59,10 +60,27 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EvaluationInputError", "ProgressEvent", "evaluate_variants"]
+__all__ = ["EvaluationInputError", "ProgressEvent", "TraceFlushProgress", "evaluate_variants"]
 
 CASES_TABLE = "eval_cases.json"
 SCORER_SPECS_FILE = "scorer_specs.json"
+# While a variant's final trace flush goes on, a progress note this often (seconds): with thousands of
+# cases the writer can be tens of seconds behind the last case, which used to pass without a word.
+FLUSH_PROGRESS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class TraceFlushProgress:
+    """Sent every :data:`FLUSH_PROGRESS_EVERY_S` while a variant's cases are done and its traces are still
+    being written to MLflow: ``traces_left`` queued in this process (None when MLflow's own exporter
+    writes them, which does not say), ``waited_s`` since the flush began."""
+
+    variant: str
+    traces_left: int | None
+    waited_s: float
+
+
+EvaluationProgress = ProgressEvent | TraceFlushProgress
 
 ModelFactory = Callable[[RegisteredAgent], Any]
 
@@ -81,7 +99,7 @@ def evaluate_variants(
     system_prompt: str,
     tools_factory: Callable[[], list[Any]],
     experiment: str,
-    progress: Callable[[ProgressEvent], None] | None = None,
+    progress: Callable[[EvaluationProgress], None] | None = None,
     model_factory: ModelFactory | None = None,
     region: str | None = None,
     evaluation_key: str | None = None,
@@ -267,7 +285,7 @@ def _evaluate_one(
     system_prompt: str,
     tools: list[Any],
     model: Any,
-    progress: Callable[[ProgressEvent], None] | None,
+    progress: Callable[[EvaluationProgress], None] | None,
     row_first: bool,
     key_tags: Mapping[str, str],
 ) -> tuple[VariantEvaluation, list[CaseResult]]:
@@ -338,7 +356,7 @@ def _evaluate_one(
                     if inline is None
                     else _results(outcomes, agent, _held_scores(outcomes), prices, bounds)
                 )
-                flushing.result()
+                _wait_for_flush(flushing, agent.variant, progress)
         flushed = time.perf_counter()
         if inline is not None:
             # The row-first writer says which trace rows it committed; otherwise the store is asked.
@@ -401,6 +419,35 @@ def _evaluate_one(
         aggregates=results.aggregates,
     )
     return evaluation, rows
+
+
+def _wait_for_flush(
+    flushing: Future[Any], variant: str, progress: Callable[[EvaluationProgress], None] | None
+) -> None:
+    """Wait for the final trace flush, telling ``progress`` every :data:`FLUSH_PROGRESS_EVERY_S` how many
+    traces are still queued (only waits and reads the writer's backlog: the writing is the writer's)."""
+    started = time.perf_counter()
+    while True:
+        try:
+            flushing.result(timeout=FLUSH_PROGRESS_EVERY_S)
+            return
+        except FutureTimeout:
+            if progress is not None:
+                progress(TraceFlushProgress(variant, _traces_queued(), time.perf_counter() - started))
+
+
+def _traces_queued() -> int | None:
+    """Traces queued for the row-first writer, not yet in a batch being written (None with MLflow's own
+    exporter)."""
+    from mlflow.tracing.provider import _get_trace_exporter
+
+    from agent_release.steps.trace_export import RowFirstTraceExporter
+
+    exporter = _get_trace_exporter()  # type: ignore[no-untyped-call]
+    if not isinstance(exporter, RowFirstTraceExporter):
+        return None
+    pending, _busy = exporter.writer.backlog()
+    return pending
 
 
 @dataclass(frozen=True)

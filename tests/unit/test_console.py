@@ -159,3 +159,25 @@ def test_a_log_gets_an_evaluation_progress_line_every_period_and_one_at_the_end(
     for done in range(1, 31):
         short.eval_progress(ProgressEvent("champion", done, 30, 0, 0, done * 0.1))
     assert out.getvalue().splitlines() == ["  champion: 30/30 cases, errors 0  10.0 cases/s"]
+
+
+def test_the_final_trace_flush_gets_a_line_each_time_the_evaluation_reports_it() -> None:
+    # Session 21: 4,500 cases x 3 repeats ended a variant's cases, then wrote its traces for 25 s without
+    # a word. The evaluation now reports the wait every 10 s (tests/unit/test_evaluate_variants.py).
+    from agent_release.steps.eval_harness import ProgressEvent
+    from agent_release.steps.evaluate_variants import TraceFlushProgress
+
+    run_console, out = _console(terminal=False)
+    run_console.eval_progress(ProgressEvent("challenger", 30, 30, 0, 0, 3.0))
+    run_console.eval_progress(TraceFlushProgress("challenger", 1234, 10.02))
+    run_console.eval_progress(TraceFlushProgress("challenger", None, 20.0))
+    assert out.getvalue().splitlines() == [
+        "  challenger: 30/30 cases, errors 0  10.0 cases/s",
+        "  challenger: writing traces to MLflow, 1234 queued (10s)",
+        "  challenger: writing traces to MLflow (20s)",
+    ]
+    terminal, screen = _console(terminal=True)
+    terminal.eval_progress(ProgressEvent("champion", 30, 30, 0, 0, 3.0))
+    terminal.eval_progress(TraceFlushProgress("champion", 7, 10.0))
+    terminal._stop_progress()
+    assert "writing traces to MLflow, 7 queued (10s)" in screen.getvalue()

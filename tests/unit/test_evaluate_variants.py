@@ -614,3 +614,44 @@ def test_yes_no_ratings_score_one_and_zero_as_mlflow_averages_them(tracking: str
     }
     (variant,) = report.variants
     assert variant.aggregates["judged"]["mean"] == pytest.approx(0.75)
+
+
+def test_a_long_final_trace_flush_is_reported_while_it_waits(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Session 21: with 4,500 cases a variant's final flush took 9-25 s after its last case, and nothing was
+    # reported meanwhile. Here the flush waits until it has been reported (or gives up after 20 s).
+    import threading
+
+    import mlflow
+
+    from agent_release.steps import evaluate_variants as module
+
+    monkeypatch.setattr(module, "FLUSH_PROGRESS_EVERY_S", 0.01)
+    reported = threading.Event()
+    real_flush = mlflow.flush_trace_async_logging
+
+    def slow_flush(*args: Any, **kwargs: Any) -> None:
+        reported.wait(20)
+        real_flush(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "flush_trace_async_logging", slow_flush)
+    events: list[Any] = []
+
+    def progress(event: Any) -> None:
+        events.append(event)
+        if isinstance(event, module.TraceFlushProgress):
+            reported.set()
+
+    report = _evaluate_challenger(
+        tracking, EvaluateConfig(concurrency=2, timeout_s=10), CASES, progress=progress
+    )
+    flushes = [e for e in events if isinstance(e, module.TraceFlushProgress)]
+    assert reported.is_set() and flushes, events
+    assert {e.variant for e in flushes} == {"challenger"}
+    assert all(isinstance(e.traces_left, int) and e.traces_left >= 0 for e in flushes)  # the row-first writer
+    # Reported after the cases: the last case's event comes first.
+    assert isinstance(events[0], ProgressEvent) and events.index(flushes[0]) > max(
+        i for i, e in enumerate(events) if isinstance(e, ProgressEvent)
+    )
+    assert len(report.rows) == len(CASES) and all(r.trace_id for r in report.rows)
