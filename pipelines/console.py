@@ -105,7 +105,8 @@ class RunConsole:
     def _flush_progress(self, variant: str, traces_left: Any, waited_s: float) -> None:
         """The cases are done and their traces are still being written: a line each time (the evaluation
         sends one every 10 s), or the variant's bar says so on a terminal."""
-        left = f", {int(traces_left)} queued" if traces_left is not None else ""
+        # 0 queued: the writer has the last batch in hand.
+        left = f", {int(traces_left)} queued" if traces_left else ""
         text = f"writing traces to MLflow{left} ({waited_s:.0f}s)"
         if not self.interactive:
             self.console.print(f"  {variant}: {text}")

@@ -170,11 +170,13 @@ def test_the_final_trace_flush_gets_a_line_each_time_the_evaluation_reports_it()
     run_console, out = _console(terminal=False)
     run_console.eval_progress(ProgressEvent("challenger", 30, 30, 0, 0, 3.0))
     run_console.eval_progress(TraceFlushProgress("challenger", 1234, 10.02))
-    run_console.eval_progress(TraceFlushProgress("challenger", None, 20.0))
+    run_console.eval_progress(TraceFlushProgress("challenger", 0, 20.0))
+    run_console.eval_progress(TraceFlushProgress("challenger", None, 30.0))
     assert out.getvalue().splitlines() == [
         "  challenger: 30/30 cases, errors 0  10.0 cases/s",
         "  challenger: writing traces to MLflow, 1234 queued (10s)",
         "  challenger: writing traces to MLflow (20s)",
+        "  challenger: writing traces to MLflow (30s)",
     ]
     terminal, screen = _console(terminal=True)
     terminal.eval_progress(ProgressEvent("champion", 30, 30, 0, 0, 3.0))
