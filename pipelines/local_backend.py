@@ -49,6 +49,7 @@ from agent_release.pipelines.backend_rules import (
     validate_endpoint_spec,
     validate_weights,
 )
+from agent_release.pipelines.invocation_window import InvocationWindow
 from agent_release.steps.backend import (
     ApprovalStatus,
     AuditEntry,
@@ -156,37 +157,6 @@ class InvocationRecord(NamedTuple):
     shadow: bool
 
 
-def _percentile(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    import numpy as np
-
-    return float(np.percentile(np.asarray(values, dtype=float), q))
-
-
-def summarize_invocations(variant: str, rows: Sequence[InvocationRecord]) -> VariantMetrics:
-    """Aggregate one variant's invocation rows (oldest first) into :class:`VariantMetrics`.
-
-    ``outcomes`` is True for calls the model answered (status < 500); ``latencies_ms`` holds the model latency
-    of those calls, so guards see the same series the percentiles come from.
-    """
-    answered = [r for r in rows if r.model_latency_ms is not None and r.status < 500]
-    latencies = [float(r.model_latency_ms) for r in answered if r.model_latency_ms is not None]
-    overheads = [float(r.overhead_latency_ms) for r in rows if r.overhead_latency_ms is not None]
-    return VariantMetrics(
-        variant=variant,
-        invocations=len(rows),
-        errors_4xx=sum(1 for r in rows if 400 <= r.status < 500),
-        errors_5xx=sum(1 for r in rows if r.status >= 500),
-        model_latency_ms_p50=_percentile(latencies, 50),
-        model_latency_ms_p95=_percentile(latencies, 95),
-        model_latency_ms_p99=_percentile(latencies, 99),
-        overhead_latency_ms_p50=_percentile(overheads, 50),
-        latencies_ms=tuple(latencies),
-        outcomes=tuple(r.status < 500 for r in rows),
-    )
-
-
 class LocalBackend:
     """SQLite-backed :class:`~agent_release.steps.backend.Backend` for one state directory.
 
@@ -199,6 +169,9 @@ class LocalBackend:
         state_db.ensure_schema(self._conn, DDL)
         self._db_lock = threading.RLock()
         self._runtime: RuntimeServer | None = None
+        # Endpoint -> the calls since the last ``since`` asked about, kept so a bake's looks read only new rows.
+        self._windows: dict[str, InvocationWindow] = {}
+        self._windows_lock = threading.Lock()
 
     def close(self) -> None:
         """Stop the runtime if this backend started one and close the database connection."""
@@ -496,30 +469,42 @@ class LocalBackend:
         """Per-variant metrics for invocations at or after the epoch time ``since``.
 
         Every deployed variant appears (with zero counts when idle); the runtime flushes its records about
-        every half second, so the newest calls may take that long to show.
+        every half second, so the newest calls may take that long to show. Asked again with the same
+        ``since`` (a bake's looks), only the rows written since the last call are read
+        (:class:`~agent_release.pipelines.invocation_window.InvocationWindow`).
         """
-        rows = self._query(
-            "SELECT endpoint, variant, at, status, model_latency_ms, overhead_latency_ms, shadow "
-            "FROM invocations WHERE endpoint = ? AND at >= ? ORDER BY at, id",
-            (name, since),
-        )
-        by_variant: dict[str, list[InvocationRecord]] = {}
-        state = self.describe_endpoint(name)
-        for v in state.variants if state else ():
-            by_variant[v.name] = []
-        for r in rows:
-            by_variant.setdefault(r["variant"], []).append(
-                InvocationRecord(
-                    r["endpoint"],
-                    r["variant"],
-                    r["at"],
-                    r["status"],
-                    r["model_latency_ms"],
-                    r["overhead_latency_ms"],
-                    bool(r["shadow"]),
+        columns = "id, endpoint, variant, at, status, model_latency_ms, overhead_latency_ms, shadow"
+        with self._windows_lock:
+            window = self._windows.get(name)
+            if window is None or window.since != since:
+                window = self._windows[name] = InvocationWindow(name, since)
+                rows = self._query(
+                    f"SELECT {columns} FROM invocations WHERE endpoint = ? AND at >= ?", (name, since)
                 )
+            else:
+                # From the last rowid read (rowids grow in commit order); the unary + keeps SQLite off the
+                # (endpoint, at) index, which would walk every row since ``since`` again.
+                rows = self._query(
+                    f"SELECT {columns} FROM invocations WHERE id > ? AND +endpoint = ? AND +at >= ?",
+                    (window.last_id, name, since),
+                )
+            window.add(
+                (
+                    r["id"],
+                    InvocationRecord(
+                        r["endpoint"],
+                        r["variant"],
+                        r["at"],
+                        r["status"],
+                        r["model_latency_ms"],
+                        r["overhead_latency_ms"],
+                        bool(r["shadow"]),
+                    ),
+                )
+                for r in rows
             )
-        return {variant: summarize_invocations(variant, recs) for variant, recs in by_variant.items()}
+            state = self.describe_endpoint(name)
+            return window.metrics(v.name for v in state.variants) if state else window.metrics(())
 
     # -- runtime -------------------------------------------------------------------------------------------
     def start_runtime(self, host: str = "127.0.0.1", port: int = 0) -> str:
