@@ -2,9 +2,9 @@
 
 The promotion step asks :meth:`LocalBackend.variant_metrics` for the calls since the bake began every half
 second. Reading every row since then at each look made a bake's work grow with the square of its traffic
-(0.28 s per look at 9,000 calls, 0.82 s at 99,000, for a look every 0.5 s: docs/performance.md, session 21).
-An :class:`InvocationWindow` keeps what it has read and its per-variant running summaries, so each look
-reads only the rows added since the last one (by rowid) and summarises only those.
+(0.31-0.57 s per look with 99,000 calls in the window, for a look every 0.5 s: docs/performance.md,
+session 21). An :class:`InvocationWindow` keeps what it has read and its per-variant running summaries, so
+each look reads only the rows added since the last one (by rowid) and summarises only those.
 
 Usage::
 

@@ -145,7 +145,7 @@ def test_a_bakes_repeated_looks_read_only_the_new_invocations(
     backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Session 21: each look of a bake (every 0.5 s) read and summarised every call since the bake began:
-    # 0.57 s per look at 99,000 calls. Asked again with the same ``since``, the backend now reads only the
+    # 0.31-0.57 s per look at 99,000 calls. Asked again with the same ``since``, the backend now reads only the
     # rows written since its last answer, and answers what a full read would.
     backend.deploy_endpoint(
         "ep",
