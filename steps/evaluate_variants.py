@@ -432,6 +432,8 @@ def _wait_for_flush(
             flushing.result(timeout=FLUSH_PROGRESS_EVERY_S)
             return
         except FutureTimeout:
+            if flushing.done():  # the flush itself raised a TimeoutError: not ours to wait out
+                raise
             if progress is not None:
                 progress(TraceFlushProgress(variant, _traces_queued(), time.perf_counter() - started))
 

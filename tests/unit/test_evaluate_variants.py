@@ -655,3 +655,19 @@ def test_a_long_final_trace_flush_is_reported_while_it_waits(
         i for i, e in enumerate(events) if isinstance(e, ProgressEvent)
     )
     assert len(report.rows) == len(CASES) and all(r.trace_id for r in report.rows)
+
+
+@pytest.mark.timeout(20)  # the old loop spun on the error for ever
+def test_a_flush_that_raises_timeout_error_is_raised_not_waited_on() -> None:
+    # The flush's own TimeoutError is concurrent.futures' TimeoutError (the same class since Python 3.11):
+    # the progress loop must re-raise it, not take it for its own slice ending and spin on it.
+    from concurrent.futures import Future
+
+    from agent_release.steps import evaluate_variants as module
+
+    failed: Future[None] = Future()
+    failed.set_exception(TimeoutError("writer did not answer"))
+    reports: list[Any] = []
+    with pytest.raises(TimeoutError, match="writer did not answer"):
+        module._wait_for_flush(failed, "challenger", reports.append)
+    assert reports == []
