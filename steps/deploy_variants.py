@@ -185,8 +185,8 @@ def deploy_variants(config: DeployConfig, backend: Backend) -> DeployReport:
     if not packages:
         raise BackendError(
             f"model package group {config.package_group!r} has no packages to deploy: enable `train:` to "
-            "train and register one, or register a model package in the group first (README.md, "
-            "'Pointing it at AWS')"
+            "train and register one, or register your model first (`agent-release package register`; on "
+            "SageMaker, in its Model Registry)"
         )
     champion, challenger = resolve_packages(config, packages)
     if champion is None and challenger is None:

@@ -228,8 +228,8 @@ def test_deploying_from_an_empty_package_group_names_both_ways_to_fill_it(tmp_pa
     finally:
         backend.close()
     assert str(info.value).endswith(
-        "has no packages to deploy: enable `train:` to train and register one, or register a model package "
-        "in the group first (README.md, 'Pointing it at AWS')"
+        "has no packages to deploy: enable `train:` to train and register one, or register your model first "
+        "(`agent-release package register`; on SageMaker, in its Model Registry)"
     ), info.value
 
 
