@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 from click.core import ParameterSource
 
+from agent_release.pipelines.terminal_text import PrintableFormatter, printable_line
+
 if TYPE_CHECKING:
     from agent_release.pipelines.local_backend import LocalBackend
 
@@ -177,6 +179,8 @@ def _setup_logging(verbose: bool) -> None:
     # what keeps the console quiet whatever they do.
     for handler in logging.getLogger().handlers:
         handler.setLevel(level)
+        # A logged answer, URL or reason holding ESC must not drive the terminal.
+        handler.setFormatter(PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
     if not verbose:
         for noisy in ("mlflow", "great_expectations", "strands", "botocore", "urllib3", "alembic", "httpx"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
@@ -289,7 +293,7 @@ def validate(config_path: Path) -> None:
     check_referenced_files(loaded)
     check_config(loaded)
     for warning in config_warnings(loaded):
-        click.echo(f"warning: {warning}")
+        click.echo(f"warning: {printable_line(warning)}")
     report = validate_datasets(loaded.config.datasets, loaded.base_dir)
     for ds in report.datasets:
         mark = "ok" if ds.success else "FAILED"
@@ -297,8 +301,8 @@ def validate(config_path: Path) -> None:
     if not report.success:
         # Only failures: a dataset that passed has its "ok" line above and is no "more" failure.
         failures = report.failure_lines()
-        for line in failures:
-            click.echo(f"  {line}")
+        for line in failures:  # they quote the dataset's case ids
+            click.echo(f"  {printable_line(line)}")
         more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
         raise CommandFailed(f"data contract failed: {failures[0]}{more}")
     click.echo(f"{config_path}: valid")
@@ -393,9 +397,9 @@ def _print_run_footer(console: Any, result: Any, report_path: Path | None) -> No
     # promote" alone read as if the challenger had been promoted.
     promotion = _promotion_outcome(result)
     if promotion is not None and promotion["action"] == "rolled_back":  # "rejected": the gate's, no canary
-        from rich.markup import escape
+        from agent_release.pipelines.console import shown
 
-        decision += f", [red]rolled back[/red]: {escape(promotion['reason'])}"
+        decision += f", [red]rolled back[/red]: {shown(promotion['reason'])}"
     console.note(f"execution {result.id} {status}{decision}")
     if report_path is not None:
         console.note(f"report: {report_path}")
@@ -530,7 +534,7 @@ def promote(variant: str, config_path: Path, schedule: list[float] | None, quiet
     state_dir = _existing_state_dir()
     _install_sigterm_handler()
     report = promote_command(config_path, state_dir, variant, actor=_actor(), schedule=schedule, quiet=quiet)
-    click.echo(f"{report.action}: {report.reason}")
+    click.echo(f"{report.action}: {printable_line(report.reason)}")
     if report.action == "rolled_back":
         raise CommandFailed(f"promotion of {variant} rolled back: {report.reason}")
 
@@ -597,7 +601,7 @@ def _audit(backend: LocalBackend, state_dir: Path, action: str, as_json: bool) -
         if problems:
             if len(problems) > 1 and not as_json:  # one problem is the error line alone
                 for p in problems:
-                    click.echo(p, err=True)
+                    click.echo(printable_line(p), err=True)
             more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
             raise CommandFailed(f"audit ledger tampered: {problems[0]}{more}")
         if not as_json:
@@ -615,9 +619,9 @@ def _audit(backend: LocalBackend, state_dir: Path, action: str, as_json: bool) -
                 if DAMAGED_EVIDENCE_KEY in entry.evidence
                 else ""
             )
-            click.echo(
-                f"#{entry.seq} {at} {entry.actor} {entry.action} {entry.subject}: {entry.reason}{damaged}"
-            )
+            # Shown escaped, kept exact: the ledger hashed the text as it was given (`--reason $'\e[2J'`).
+            what = " ".join(printable_line(v) for v in (entry.actor, entry.action, entry.subject))
+            click.echo(f"#{entry.seq} {at} {what}: {printable_line(entry.reason)}{damaged}")
 
 
 @main.command()
@@ -783,10 +787,10 @@ def package_list(config_path: Path, group: str | None, as_json: bool) -> None:
         return
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"]))
-        model = f" model={row['model']}" if row["model"] else ""
+        model = f" model={printable_line(row['model'])}" if row["model"] else ""
         click.echo(
             f"v{row['version']:<4} {row['approval_status']:<22} {row['kind']:<18} {created}  "
-            f"{row['target'] or '-'}{model}"
+            f"{printable_line(row['target'] or '-')}{model}"
         )
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 # Off a terminal, an evaluation prints its progress at most this often (seconds), besides its last line.
@@ -49,10 +50,10 @@ class RunConsole:
             self.console.print(f"[green]✓ {step}[/green] ({info.get('seconds', 0.0):.1f}s){summary}")
         elif event == "failed":
             self._stop_progress()
-            self.console.print(f"[red]✗ {step}[/red]: {info.get('error')}")
+            self.console.print(f"[red]✗ {step}[/red]: {shown(info.get('error'))}")
         elif event == "skipped":
             reason = info.get("reason")
-            self.console.print(f"[dim]- {step} skipped{': ' + reason if reason else ''}[/dim]")
+            self.console.print(f"[dim]- {step} skipped{': ' + shown(reason) if reason else ''}[/dim]")
         elif event == "reused":
             self.console.print(f"[dim]↺ {step} already done (resumed)[/dim]")
 
@@ -82,7 +83,7 @@ class RunConsole:
         """Callback for evaluation progress events (variant, done, total, errors, rate)."""
         if self.quiet:
             return
-        variant = str(_get(event, "variant", "?"))
+        variant = shown(_get(event, "variant", "?"))
         if _get(event, "waited_s", None) is not None:  # steps.evaluate_variants.TraceFlushProgress
             self._flush_progress(
                 variant, _get(event, "traces_left", None), float(_get(event, "waited_s", 0.0))
@@ -136,6 +137,7 @@ class RunConsole:
         """
         if self.quiet:
             return lambda elapsed, total, text: None
+        label = shown(label)
         if not self.interactive:
             self.console.print(f"  {label}: baking {seconds:g}s")
             extended = False
@@ -144,7 +146,7 @@ class RunConsole:
                 nonlocal extended
                 if total > seconds and not extended:
                     extended = True
-                    self.console.print(f"  {label}: after {elapsed:.0f}s, {text}")
+                    self.console.print(f"  {label}: after {elapsed:.0f}s, {shown(text)}")
 
             return note_extension
         with self._lock:
@@ -154,14 +156,28 @@ class RunConsole:
         def update(elapsed: float, total: float, text: str) -> None:
             with self._lock:
                 if self._progress is not None:
-                    self._progress.update(task, completed=min(elapsed, total), total=total, extra=text)
+                    self._progress.update(task, completed=min(elapsed, total), total=total, extra=shown(text))
 
         return update
 
     def note(self, text: str) -> None:
-        """One informational line."""
+        """One informational line (rich markup: pass outside values through :func:`shown`)."""
         if not self.quiet:
             self.console.print(text)
+
+
+def shown(value: object) -> str:
+    """``value`` as rich markup that prints it as it is, on one line.
+
+    Stored and outside text (ledger reasons, step errors, case ids, variant names, a model's words) must
+    neither be read as markup (``[/red]`` raised ``MarkupError``; ``[a=1, b=0]``, the weights of a
+    summary, vanished as an unknown style; ``[link=...]`` made a terminal hyperlink) nor drive the
+    terminal: line breaks and control characters (``ESC``, the start of every ANSI/OSC sequence) are shown
+    escaped (:func:`~agent_release.pipelines.terminal_text.printable_line`).
+    """
+    from agent_release.pipelines.terminal_text import printable_line
+
+    return escape(printable_line(value))
 
 
 def _get(event: Any, key: str, default: Any) -> Any:
@@ -178,11 +194,11 @@ def _summarise(output: Any) -> str:
         fn = getattr(output, attr, None)
         if callable(fn):
             try:
-                return f" — {fn()}"
+                return f" — {shown(fn())}"
             except Exception:  # a summary must never break a run
                 return ""
     reason = getattr(output, "reason", None)
     decision = getattr(output, "decision", None)
     if isinstance(decision, str) and isinstance(reason, str):
-        return f" — [bold]{decision.upper()}[/bold]: {reason}"
+        return f" — [bold]{shown(decision.upper())}[/bold]: {shown(reason)}"
     return ""

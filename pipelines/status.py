@@ -229,28 +229,31 @@ def render_status(data: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from agent_release.pipelines.console import shown
+
     console = Console(highlight=False)
     if not console.is_terminal:
         # As the run console does: off a terminal rich wraps at 80 columns, which split the tracking URI and
         # the last run's line for scripts and logs reading `status`; there each line stays whole.
         console = Console(highlight=False, soft_wrap=True)
-    console.print(f"state dir     {data['state_dir']}")
-    console.print(f"tracking URI  {data['tracking_uri']}")
+    console.print(f"state dir     {shown(data['state_dir'])}")
+    console.print(f"tracking URI  {shown(data['tracking_uri'])}")
     last = data.get("last_execution")
     if last:
         decision = last.get("decision") or "-"
         promotion = last.get("promotion") or {}
         # The gate's decision alone read "promote" after a guard had rolled the canary back.
-        promoted = f"  promotion: {promotion['action'].replace('_', ' ')}" if promotion else ""
+        promoted = f"  promotion: {shown(promotion['action'].replace('_', ' '))}" if promotion else ""
         console.print(
-            f"last run      {last['id']}  {last['status']}  decision: [bold]{decision}[/bold]{promoted}"
+            f"last run      {shown(last['id'])}  {last['status']}  decision: [bold]{shown(decision)}[/bold]"
+            f"{promoted}"
         )
         if last.get("error"):
-            console.print(f"              error: {last['error']}")
+            console.print(f"              error: {shown(last['error'])}")
         if last.get("interrupted"):
             console.print(
                 "              [bold]interrupted[/bold]: the process running it is gone. "
-                + _interrupted_note(last)
+                + shown(_interrupted_note(last))
             )
     else:
         console.print("last run      none yet (`agent-release run`)")
@@ -258,16 +261,16 @@ def render_status(data: dict[str, Any]) -> None:
         console.print("endpoints     none deployed")
         return
     for ep in data["endpoints"]:
-        table = Table(title=f"endpoint {ep['name']} ({ep['status']})", title_justify="left")
+        table = Table(title=f"endpoint {shown(ep['name'])} ({shown(ep['status'])})", title_justify="left")
         for col in ("variant", "role", "weight", "traffic", "package", "approval"):
             table.add_column(col)
         for v in ep["variants"]:
             table.add_row(
-                v["name"] + (" (shadow)" if v["shadow"] else ""),
-                v["role"] or "-",
+                shown(v["name"]) + (" (shadow)" if v["shadow"] else ""),
+                shown(v["role"] or "-"),
                 f"{v['weight']:g}",
                 f"{100 * v['share']:.0f}%",
                 f"v{v['package_version']}" if v["package_version"] is not None else "-",
-                v["approval_status"] or "-",
+                shown(v["approval_status"] or "-"),
             )
         console.print(table)
