@@ -145,6 +145,7 @@ class OpenAICompatibleModel:
         self.timeout_s = float(options.get("timeout_s", 300.0))
         self.model_name = options.get("model")
         headers = {"Content-Type": "application/json"}
+        self._key: str | None = None
         key_env = options.get("api_key_env")
         if key_env:
             # Named but unset would send no key at all: every call a 401 that does not say why.
@@ -155,7 +156,14 @@ class OpenAICompatibleModel:
                     "runtime (set it where `agent-release run` or `serve` starts)"
                 )
             headers["Authorization"] = f"Bearer {key}"
+            self._key = key
         self._client: httpx.AsyncClient = httpx.AsyncClient(headers=headers, timeout=self.timeout_s)
+
+    def _error(self, message: str, status: int = 500) -> ModelInvocationError:
+        """The model's error, with the API key taken out: an upstream (or a proxy before it) may echo the
+        request's ``Authorization`` header in its error body, and the message is stored in the evaluation's
+        rows and traces and shown in the report."""
+        return ModelInvocationError(redact_secret(message, self._key), status)
 
     def _body(self, request: dict[str, Any], stream: bool) -> dict[str, Any]:
         body = {**request, "stream": stream}
@@ -174,7 +182,7 @@ class OpenAICompatibleModel:
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from exc
         if response.status_code >= 400:
-            raise ModelInvocationError(
+            raise self._error(
                 f"upstream {self.url} answered {response.status_code}: {response.text[:500]}",
                 response.status_code,
             )
@@ -191,7 +199,7 @@ class OpenAICompatibleModel:
             ) as response:
                 if response.status_code >= 400:
                     text = (await response.aread()).decode("utf-8", "replace")
-                    raise ModelInvocationError(
+                    raise self._error(
                         f"upstream {self.url} answered {response.status_code}: {text[:500]}",
                         response.status_code,
                     )
@@ -212,10 +220,10 @@ class OpenAICompatibleModel:
                     yield out
                 if events.error:
                     message, status = events.error
-                    raise ModelInvocationError(f"upstream {self.url} failed mid-stream: {message}", status)
+                    raise self._error(f"upstream {self.url} failed mid-stream: {message}", status)
                 if not events.events:
                     # Else the caller would read an empty answer as the model's (silently, no error row).
-                    raise ModelInvocationError(
+                    raise self._error(
                         f"upstream {self.url} answered a stream request with no SSE event "
                         f"({media_type or 'no content type'}): {head.decode('utf-8', 'replace')[:500]!r}",
                         502,
@@ -229,15 +237,15 @@ class OpenAICompatibleModel:
         try:
             answer = json.loads(body)
         except ValueError as exc:
-            raise ModelInvocationError(f"upstream {self.url} answer is not JSON: {text!r}", 502) from exc
+            raise self._error(f"upstream {self.url} answer is not JSON: {text!r}", 502) from exc
         if isinstance(answer, dict) and isinstance(answer.get("choices"), list) and answer["choices"]:
             return normalise_completion(answer)
         if isinstance(answer, dict) and "error" in answer:
             # LM Studio answers an unknown path or model with 200 {"error": ...}; Strands would fail on
             # the missing choices (KeyError 'choices') without a word of the server's message.
             message, status = upstream_error(answer["error"])
-            raise ModelInvocationError(f"upstream {self.url} answered 200 with an error: {message}", status)
-        raise ModelInvocationError(f"upstream {self.url} answer is not a chat.completion: {text!r}", 502)
+            raise self._error(f"upstream {self.url} answered 200 with an error: {message}", status)
+        raise self._error(f"upstream {self.url} answer is not a chat.completion: {text!r}", 502)
 
     def _replay(self, body: bytes) -> bytes:
         """A whole chat.completion body as the SSE chunk stream it stands for."""
@@ -245,7 +253,7 @@ class OpenAICompatibleModel:
         try:
             return b"".join(completion_to_sse(answer))
         except (ValueError, TypeError, AttributeError) as exc:
-            raise ModelInvocationError(f"upstream {self.url} answer cannot be streamed: {exc}", 502) from exc
+            raise self._error(f"upstream {self.url} answer cannot be streamed: {exc}", 502) from exc
 
     def _transport_error(self, exc: Exception) -> ModelInvocationError:
         """What went wrong on the way to the upstream, in words (httpx's timeouts have no message of their
@@ -253,17 +261,32 @@ class OpenAICompatibleModel:
         import httpx
 
         if isinstance(exc, httpx.TimeoutException):
-            return ModelInvocationError(
+            return self._error(
                 f"upstream {self.url} did not answer within {self.timeout_s:g} s "
                 f"(options.timeout_s; {type(exc).__name__})",
                 504,
             )
         what = "unreachable" if isinstance(exc, httpx.ConnectError) else "failed"
-        return ModelInvocationError(f"upstream {self.url} {what}: {str(exc) or type(exc).__name__}", 502)
+        return self._error(f"upstream {self.url} {what}: {str(exc) or type(exc).__name__}", 502)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
+
+
+# A key's prefix this long or longer is taken out too: the error texts quote at most 500 characters of an
+# upstream's body, and the cut may fall inside the key.
+SECRET_PREFIX_MIN_CHARS = 8
+
+
+def redact_secret(text: str, secret: str | None) -> str:
+    """``text`` with ``secret`` and any cut-off start of it (at least 8 characters) replaced by ``***``."""
+    if not secret:
+        return text
+    text = text.replace(secret, "***")
+    for length in range(len(secret) - 1, min(SECRET_PREFIX_MIN_CHARS, len(secret)) - 1, -1):
+        text = text.replace(secret[:length], "***")
+    return text
 
 
 def chat_completions_url(base_url: str) -> str:
