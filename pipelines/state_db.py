@@ -51,6 +51,10 @@ def resolve_state_dir(project_root: Path | None = None) -> Path:
     return ((project_root or Path.cwd()) / DEFAULT_STATE_DIRNAME).resolve()
 
 
+# The mode a new state directory is created with (less the umask); an existing one keeps its own.
+STATE_DIR_MODE = 0o750
+
+
 def state_db_path(state_dir: Path) -> Path:
     """Path of the state database inside ``state_dir``."""
     return state_dir / "state.db"
@@ -111,7 +115,9 @@ def connect(
     if state_dir.exists() and not state_dir.is_dir():
         raise StateDbUnavailable(f"state directory {state_dir} is not a directory (check AGENT_RELEASE_HOME)")
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        # Not readable by other users (umask 022 made it 0755): the ledger, evaluation rows and traces hold
+        # customer text. The group keeps read access, for an auditor running `audit verify`.
+        state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
     except OSError as exc:  # e.g. a parent is a file
         raise StateDbUnavailable(
             f"state directory {state_dir} cannot be created: {exc.strerror} (check AGENT_RELEASE_HOME)"
