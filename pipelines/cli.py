@@ -569,24 +569,46 @@ def rollback(config_path: Path, reason: str) -> None:
     is_flag=True,
     help='Entries as JSON lines; with verify, {"intact", "entries", "problems"}.',
 )
+@click.option(
+    "--execution",
+    "execution_id",
+    default=None,
+    help="list: only the entries an execution wrote (its id, as `status` and `run --json` give it).",
+)
+@click.option("--last", type=click.IntRange(min=1), default=None, help="list: only the newest N entries.")
 @handle_errors
-def audit(action: str, as_json: bool) -> None:
+def audit(action: str, as_json: bool, execution_id: str | None, last: int | None) -> None:
     """The decision ledger; `audit verify` detects edited, removed or reordered entries."""
     from agent_release.pipelines.local_backend import LocalBackend
     from agent_release.pipelines.state_db import read_only
 
+    if action == "verify" and (execution_id is not None or last is not None):
+        # A chain is verified whole: a filtered verify would read as "these entries are intact".
+        raise click.UsageError(
+            "--execution and --last filter `audit list`; `audit verify` checks every entry"
+        )
+    if execution_id is not None and not execution_id.strip():
+        raise click.BadParameter("needs an execution id", param_hint="--execution")
     state_dir = _existing_state_dir()
     # Only looks: an auditor with read access to the state directory can list and verify the ledger, and
     # nothing is created or written.
     with read_only():
         backend = LocalBackend(state_dir)
         try:
-            _audit(backend, state_dir, action, as_json)
+            _audit(backend, state_dir, action, as_json, execution_id=execution_id, last=last)
         finally:
             backend.close()
 
 
-def _audit(backend: LocalBackend, state_dir: Path, action: str, as_json: bool) -> None:
+def _audit(
+    backend: LocalBackend,
+    state_dir: Path,
+    action: str,
+    as_json: bool,
+    *,
+    execution_id: str | None = None,
+    last: int | None = None,
+) -> None:
     from agent_release.pipelines.backend_rules import DAMAGED_EVIDENCE_KEY
     from agent_release.pipelines.state_db import audit_head_problem
 
@@ -607,7 +629,16 @@ def _audit(backend: LocalBackend, state_dir: Path, action: str, as_json: bool) -
         if not as_json:
             click.echo(f"audit ledger intact ({len(backend.list_audit())} entries)")
         return
-    for entry in backend.list_audit():
+    listed = backend.list_audit()
+    if execution_id is not None:
+        listed = [e for e in listed if e.execution_id == execution_id]
+        if not listed:
+            click.echo(
+                f"warning: no ledger entry was written by execution {printable_line(execution_id)}", err=True
+            )
+    if last is not None:
+        listed = listed[-last:]
+    for entry in listed:
         if as_json:
             click.echo(entry.model_dump_json())
         else:
