@@ -145,7 +145,9 @@ def minimum_detectable_effect(
     """
     if n_clusters < 2 or n_cases < n_clusters:
         raise StatsInputError(
-            f"need at least 2 clusters and one case per cluster, got {n_cases}/{n_clusters}"
+            f"a clustered design needs at least 2 clusters and at least one case per cluster: got {n_cases} "
+            f"case(s) in {n_clusters} cluster(s) (give the golden cases a 'cluster' key that groups them into "
+            "two or more clusters)"
         )
     if cluster_sizes is not None and (
         len(cluster_sizes) != n_clusters or sum(cluster_sizes) != n_cases or min(cluster_sizes) < 1

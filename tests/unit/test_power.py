@@ -191,3 +191,13 @@ def test_variance_components_of_independent_cases_have_small_icc() -> None:
 def test_variance_components_need_clusters_with_several_cases() -> None:
     with pytest.raises(StatsInputError, match="more cases than clusters"):
         estimate_variance_components([0.1, 0.2], ["a", "b"])
+
+
+def test_a_design_of_one_cluster_is_refused_in_words_that_name_the_fix() -> None:
+    # Session 21's scale review: `plan` on a golden set whose cases share one cluster said
+    # "need at least 2 clusters and one case per cluster, got 500/1".
+    with pytest.raises(StatsInputError) as info:
+        minimum_detectable_effect(500, 1, sd_diff=0.5, icc=0.1)
+    message = str(info.value)
+    assert "got 500 case(s) in 1 cluster(s)" in message
+    assert "'cluster' key" in message
