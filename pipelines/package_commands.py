@@ -158,9 +158,13 @@ def _check_python(options: Mapping[str, Any]) -> None:
     try:
         cls = import_user_object("model class", class_path)
     except UserImportError as exc:
-        raise PackageOptionError(
-            f"{exc} (the runtime imports it from PYTHONPATH, e.g. PYTHONPATH=.)"
-        ) from None
+        from agent_release.pipelines.config_checks import import_path_hint
+
+        # A module in the current directory gets the exact fix; otherwise say where the class is looked for.
+        hinted = import_path_hint(str(exc), Path.cwd().resolve())
+        if hinted == str(exc):
+            hinted += " (the command and the runtime import it from PYTHONPATH)"
+        raise PackageOptionError(hinted) from None
     if not callable(cls) or not callable(getattr(cls, "complete", None)):
         raise PackageOptionError(
             f"model class '{class_path}' has no complete(request) -> dict method (see ChatCompletionModel in "

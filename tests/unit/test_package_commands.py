@@ -202,3 +202,15 @@ def test_option_values_read_as_json_where_they_can() -> None:
         "e": "http://h:1/v1",
         "f": "",
     }
+
+
+def test_a_model_module_in_the_current_directory_gets_the_exact_pythonpath_fix(project: Path) -> None:
+    (project / "helpdesk_models_not_on_path.py").write_text(
+        "class M:\n    def complete(self, r):\n        return {}\n"
+    )
+    line = one_error_line(
+        _cli("package", "register", "--kind", "python", "-o", "class_path=helpdesk_models_not_on_path:M"),
+        "No module named 'helpdesk_models_not_on_path'",
+    )
+    assert line.endswith(f"which Python does not search: run with PYTHONPATH={project.resolve()}"), line
+    assert not _home(project).exists()
