@@ -168,7 +168,7 @@ def _check_python(options: Mapping[str, Any]) -> None:
     if not callable(cls) or not callable(getattr(cls, "complete", None)):
         raise PackageOptionError(
             f"model class '{class_path}' has no complete(request) -> dict method (see ChatCompletionModel in "
-            "pipelines/runtime/model_loader.py)"
+            "agent_release.agents.chat_model)"
         )
 
 

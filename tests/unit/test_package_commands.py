@@ -130,6 +130,15 @@ def test_a_refused_package_is_one_line_and_creates_no_state(
     assert not _home(project).exists()
 
 
+def test_a_class_without_complete_is_pointed_at_the_protocol_where_it_lives(project: Path) -> None:
+    """The error names the module a user can import the protocol from (it once named the runtime's loader)."""
+    from agent_release.agents.chat_model import ChatCompletionModel
+
+    result = _cli("package", "register", "--kind", "python", "-o", f"class_path={__name__}:NoCompleteMethod")
+    one_error_line(result, "see ChatCompletionModel in agent_release.agents.chat_model)")
+    assert ChatCompletionModel.__module__ == "agent_release.agents.chat_model"
+
+
 def test_without_a_config_the_group_must_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AGENT_RELEASE_HOME", str(tmp_path / "home"))
