@@ -11,7 +11,8 @@ factory is called with ``args`` and may return an MLflow ``Scorer`` (used as is)
 
 What a row scorer sees (written by ``evaluate_variants``):
 
-- ``inputs``: ``{"input": str, "case_id": str, "cluster": str}``
+- ``inputs``: ``{"input": str, "case_id": str, "cluster": str, "repeat": int}`` (0 to K-1 with
+  ``evaluate.repeats: K``)
 - ``outputs``: ``{"answer": str, "tool_calls": [{"name", "arguments"}], "error": str | None, "latency_s":
   float, "input_tokens": int, "output_tokens": int, "variant": str, "retries": int}``
 - ``expectations``: ``{"expected_facts": [str], "expected_tool_calls": [{"name", "arguments"}]}``
