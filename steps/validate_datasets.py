@@ -240,6 +240,7 @@ def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
 
     A case without an id or a text ``input``, with an id another case has too (compared as text, as the
     evaluation keys its rows), with ``tags`` that are not an object, or expectations of the wrong JSON type
+    (an expected tool call is an object with a non-empty ``name`` and, if given, an ``arguments`` object)
     would otherwise pass a suite that does not check it, and stop the run at evaluation, after training and
     deployment. Each rule failed is one :class:`ExpectationFailure` with sample refs.
     """
@@ -260,7 +261,13 @@ def case_shape_failures(rows: list[dict[str, Any]]) -> list[ExpectationFailure]:
             "expected_tool_calls",
             lambda r: (
                 isinstance(calls := r.get("expected_tool_calls", []), list)
-                and all(isinstance(c, dict) and isinstance(c.get("arguments", {}), dict) for c in calls)
+                and all(
+                    isinstance(c, dict)
+                    and isinstance(c.get("name"), str)
+                    and c["name"].strip()
+                    and isinstance(c.get("arguments", {}), dict)
+                    for c in calls
+                )
             ),
         ),
     ]

@@ -216,6 +216,20 @@ def test_cases_the_evaluation_cannot_read_fail_the_contract_whatever_the_suite(t
     )
 
 
+def test_an_expected_tool_call_without_a_name_fails_the_contract(tmp_path: Path) -> None:
+    # It passed with a warning that the case expects a tool 'None', and every such case scored 0 trajectory.
+    rows = _golden_rows()
+    rows[2]["expected_tool_calls"] = [{"arguments": {"order_id": "ORD-1"}}]
+    rows[3]["expected_tool_calls"] = [{"name": "  ", "arguments": {}}]
+    rows[4]["expected_tool_calls"] = [{"name": 7}]
+    lines = validate_datasets(SPEC, _copy(tmp_path, rows)).summary_lines()
+    refs = ", ".join(str(rows[i]["id"]) for i in (2, 3, 4))
+    assert (
+        f"golden: case_expected_tool_calls_are_objects(expected_tool_calls) failed: 3 rows, e.g. {refs}"
+        in lines
+    )
+
+
 def test_a_null_input_is_reported_once(tmp_path: Path) -> None:
     rows = _golden_rows()
     rows[1]["input"] = None
