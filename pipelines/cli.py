@@ -194,8 +194,18 @@ def _setup_logging(verbose: bool) -> None:
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 
+def _refuse_undecodable(value: str) -> None:
+    """Refuse text with bytes that were not UTF-8 on the command line (Python keeps them as lone surrogates):
+    the ledger hashes its entries as UTF-8 and the registry stores text, so they would fail mid-write."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise click.BadParameter(f"is not valid UTF-8 (a stray byte at character {exc.start + 1})") from None
+
+
 def _one_line_reason(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """A non-blank, single-line ``--reason``: it is recorded in the ledger, one entry per line in `audit`."""
+    _refuse_undecodable(value)
     if not value.strip():
         raise click.BadParameter("needs a reason (it is recorded in the audit ledger)")
     if any(ch in value for ch in "\r\n"):
@@ -205,6 +215,8 @@ def _one_line_reason(ctx: click.Context, param: click.Parameter, value: str) -> 
 
 def _one_line_or_none(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """An optional one-line text (stripped): it is recorded in the registry or the ledger."""
+    if value is not None:
+        _refuse_undecodable(value)
     if value is not None and any(ch in value for ch in "\r\n"):
         raise click.BadParameter("must be one line")
     return None if value is None else value.strip()

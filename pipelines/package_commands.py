@@ -184,8 +184,9 @@ def register_package_command(
 ) -> ModelPackage:
     """Register ``model`` as the next version of ``group``; approve it when ``approve_reason`` is given.
 
-    With ``approve_reason`` the group must have no Approved package: checked, written to the ledger and
-    approved under the group's lock, before the package is registered, so a refusal leaves nothing behind.
+    With ``approve_reason`` the group must have no Approved package, and the ledger must be intact: both are
+    checked before anything is written, so a refusal leaves nothing behind. Then, under the group's lock, the
+    package is registered, the approval written to the ledger, and the package approved.
     """
     check_package_group_name(group)
     if approve_reason is None:

@@ -139,6 +139,16 @@ def test_a_class_without_complete_is_pointed_at_the_protocol_where_it_lives(proj
     assert ChatCompletionModel.__module__ == "agent_release.agents.chat_model"
 
 
+@pytest.mark.parametrize("option", ["--approve", "--description"])
+def test_text_that_is_not_utf8_is_refused_before_anything_is_registered(project: Path, option: str) -> None:
+    # A byte that is not UTF-8 on the command line reaches Python as a lone surrogate. With --approve the
+    # package was registered, then the ledger's hash failed to encode it: exit 1 with a stray pending package.
+    result = _cli("package", "register", *OPENAI, option, "first champion \udc9b2J")
+    assert result.exit_code == 2, result.output
+    assert "is not valid UTF-8 (a stray byte at character 16)" in result.output
+    assert not _home(project).exists()
+
+
 def test_without_a_config_the_group_must_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AGENT_RELEASE_HOME", str(tmp_path / "home"))

@@ -210,7 +210,14 @@ def test_a_blank_execution_id_is_a_usage_error(execution_id: str, tmp_path: Path
 
 @pytest.mark.parametrize(
     ("reason", "rule"),
-    [("", "needs a reason"), ("   ", "needs a reason"), ("line one\nline two", "must be one line")],
+    [
+        ("", "needs a reason"),
+        ("   ", "needs a reason"),
+        ("line one\nline two", "must be one line"),
+        # A byte that is not UTF-8 on the command line (a lone surrogate in Python): the weights moved, then
+        # the ledger's hash failed to encode the reason, so traffic changed with no ledger entry (exit 1).
+        ("back \udc9b2J", "is not valid UTF-8 (a stray byte at character 6)"),
+    ],
 )
 def test_a_blank_or_multi_line_rollback_reason_is_refused_before_any_weight_moves(
     reason: str, rule: str, project: Path, tmp_path: Path
