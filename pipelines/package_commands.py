@@ -126,7 +126,9 @@ def _check_openai_compatible(options: Mapping[str, Any]) -> None:
         raise PackageOptionError(f"base_url {base_url!r} has a query or fragment: give the server's root")
     model = options.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):
-        raise PackageOptionError(f"model must be the upstream's model name, got {model!r}")
+        # A value that reads as JSON is taken as JSON: a model named 7 or 1.5 arrives as a number.
+        hint = "" if isinstance(model, str) else f" (read as JSON: quote it as text, -o 'model=\"{model}\"')"
+        raise PackageOptionError(f"model must be the upstream's model name, got {model!r}{hint}")
     key_env = options.get("api_key_env")
     if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env)):
         raise PackageOptionError(

@@ -149,6 +149,16 @@ def test_text_that_is_not_utf8_is_refused_before_anything_is_registered(project:
     assert not _home(project).exists()
 
 
+def test_a_model_name_read_as_a_number_says_how_to_quote_it(project: Path) -> None:
+    # `-o model=7` said only "model must be the upstream's model name, got 7".
+    one_error_line(
+        _cli("package", "register", *OPENAI, "-o", "model=7"),
+        """model must be the upstream's model name, got 7 (read as JSON: quote it as text, -o 'model="7"')""",
+    )
+    assert _cli("package", "register", *OPENAI, "-o", 'model="7"').exit_code == 0
+    assert [p.model.options["model"] for p in _packages(project)] == ["7"]
+
+
 def test_without_a_config_the_group_must_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("AGENT_RELEASE_HOME", str(tmp_path / "home"))
