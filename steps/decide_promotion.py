@@ -356,7 +356,8 @@ def _no_usage_note(metric: str, challenger_rows: list[CaseResult], champion_rows
     whose = "their" if len(silent) > 1 else "its"
     return (
         f"{' and '.join(silent)} reported no token usage on any completed case, so {whose} {metric} is "
-        "unknown, not zero (an OpenAI-compatible server must send usage: stream_options.include_usage)"
+        "unknown, not zero (the answers carry no `usage`: a python model's complete() must return it, an "
+        "OpenAI-compatible server sends it for stream_options.include_usage)"
     )
 
 

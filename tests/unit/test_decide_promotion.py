@@ -429,6 +429,10 @@ def test_a_cost_guardrail_is_not_judged_on_a_variant_that_reported_no_token_usag
     cost = next(g for g in decided.guardrails if g.metric == "cost")
     assert cost.status == "unresolved" and not cost.held
     assert cost.note.startswith(f"{CHALLENGER} reported no token usage on any completed case")
+    # Both kinds of model a team serves itself are told what to send (the note named only an OpenAI server,
+    # also when the silent variant was a python class).
+    assert "a python model's complete() must return it" in cost.note
+    assert "stream_options.include_usage" in cost.note
     assert "unknown, not zero" in decided.reason
     # The same rows with their usage are promoted (the scenario's challenger is clearly better).
     assert decide_promotion(FAST, report).decision == "promote"
