@@ -4,7 +4,8 @@ Call ``deploy_variants(DeployConfig(endpoint_name="support", package_group="supp
 
 Which packages:
 
-- champion = the newest ``Approved`` package of the group (or an explicit ARN / version number);
+- champion = the ``Approved`` package of the group promoted last (``backend.last_promoted``: the newest when
+  no approval records its ledger entry), or an explicit ARN / version number;
 - challenger = the newest ``PendingManualApproval`` package newer than the champion (or explicit).
 
 Outcomes:
@@ -34,6 +35,7 @@ from agent_release.steps.backend import (
     Frozen,
     ModelPackage,
     VariantSpec,
+    last_promoted,
 )
 
 logger = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class DeployConfig(Frozen):
     package_group: str = Field(description="Model package group the champion and challenger come from.")
     champion: str | int = Field(
         default="approved",
-        description="'approved' (newest Approved package) or an explicit package ARN or version number.",
+        description="'approved' (the Approved package promoted last) or an explicit package ARN or version number.",
     )
     challenger: str | int | None = Field(
         default="latest_pending",
@@ -126,8 +128,11 @@ def resolve_packages(
 ) -> tuple[ModelPackage | None, ModelPackage | None]:
     """The (champion, challenger) packages the config selects from ``packages`` (oldest first)."""
     if config.champion == "approved":
-        approved = [p for p in packages if p.approval_status == ApprovalStatus.APPROVED]
-        champion = max(approved, key=lambda p: p.version) if approved else None
+        # The package promoted last, as `status` and promotion name the champion: a release manager's
+        # `promote` of an older version keeps it champion (the newest Approved undid that on the next run).
+        approved = {str(p.version): p for p in packages if p.approval_status == ApprovalStatus.APPROVED}
+        chosen = last_promoted(approved)
+        champion = approved[chosen] if chosen is not None else None
     else:
         champion = _find(packages, config.champion, "champion")
     if config.challenger is None:

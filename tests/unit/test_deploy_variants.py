@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,27 @@ def test_rerun_with_same_packages_changes_nothing(backend: LocalBackend) -> None
     register(backend, "v3")  # a newer challenger is a change
     third = deploy_variants(config(), backend)
     assert third.changed and third.challenger is not None and third.challenger.version == 3
+
+
+def test_the_champion_is_the_approved_package_promoted_last_not_the_newest(backend: LocalBackend) -> None:
+    # Before: the newest Approved package. A release manager who promoted v1 back over v2 (`promote
+    # champion`) saw the next run redeploy v2 as champion at full traffic, undoing the rollback.
+    def approve(arn: str, audit_seq: int) -> None:
+        backend.update_approval(
+            arn, ApprovalStatus.APPROVED, json.dumps({"status": "Approved", "audit_seq": audit_seq})
+        )
+
+    v1 = register(backend, "v1")
+    approve(v1, 1)
+    v2 = register(backend, "v2")
+    approve(v2, 4)
+    approve(v1, 11)  # the release manager's promote back, recorded after v2's
+    register(backend, "v3")
+
+    report = deploy_variants(config(), backend)
+
+    assert report.champion is not None and report.champion.package_arn == v1
+    assert report.challenger is not None and report.challenger.version == 3
 
 
 def test_first_release_is_a_bootstrap_with_the_challenger_alone(backend: LocalBackend) -> None:
