@@ -1127,6 +1127,13 @@ def promote_variant(
     execution_id = execution_id or (held.execution_id if held is not None else None)
     recorded = evidence.get("challenger")
     agent: Mapping[str, Any] = recorded if isinstance(recorded, Mapping) else {}
+    if held is None:
+        # No held decision (e.g. `promote champion` back after a full promotion): the agent serving the
+        # variant is the one the newest ledger entry recorded for this variant and package. Without it the
+        # `champion` alias stayed on the agent version just demoted.
+        agent = _recorded_agent(backend, variant, target.package_arn)
+        if agent:
+            evidence = {**evidence, "challenger": dict(agent)}
     version = agent.get("registered_model_version")
     release = _Release(
         endpoint=endpoint_name,
@@ -1178,6 +1185,22 @@ def _steps_from_current_share(schedule: Sequence[float], state: EndpointState, v
     """
     share = state.traffic_shares().get(variant, 0.0) * 100.0
     return [p for p in schedule if p >= share - 1e-9] or [100.0]
+
+
+def _recorded_agent(backend: Backend, variant: str, package_arn: str | None) -> Mapping[str, Any]:
+    """The agent evidence (``_agent_evidence``) the newest ledger entry recorded for ``variant`` serving
+    ``package_arn``, as champion or challenger; empty when no entry did."""
+    for entry in reversed(backend.list_audit()):
+        for role in ("challenger", "champion"):
+            agent = entry.evidence.get(role)
+            if (
+                isinstance(agent, Mapping)
+                and agent.get("variant") == variant
+                and agent.get("package_arn") == package_arn
+                and agent.get("registered_model_version") is not None
+            ):
+                return agent
+    return {}
 
 
 def _holds_for_approval(entry: AuditEntry) -> bool:

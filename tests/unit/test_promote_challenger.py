@@ -673,6 +673,36 @@ def test_promoting_an_older_version_makes_it_champion_and_rollback_keeps_it(env:
     assert len(env.backend.list_audit()) == n_entries, "a rollback that changes nothing records nothing"
 
 
+def test_promoting_the_champion_back_moves_the_champion_alias_to_its_agent_version(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Before: `promote champion` after a full promotion found no held decision, so it knew no agent version:
+    # the variant took 100% but the MLflow `champion` alias stayed on the version just demoted (warning only).
+    moved: list[tuple[str, str]] = []
+    monkeypatch.setattr(
+        "agent_release.steps.register_agents.promote_aliases",
+        lambda name, version, tracking_uri=None: moved.append((name, str(version))),
+    )
+    inputs = make_inputs(env, "promote")
+    versions = {"champion": "1", "challenger": "2"}
+    agents = tuple(
+        a.model_copy(update={"registered_model_version": versions[a.variant]})
+        for a in inputs.registration.agents
+    )
+    inputs = inputs.model_copy(
+        update={"registration": inputs.registration.model_copy(update={"agents": agents})}
+    )
+    promote_challenger(no_traffic_config(bake_s=0.2), inputs, env.backend, tools_factory=tools, progress=None)
+    assert moved == [("support-agent", "2")]
+
+    report = _manual_promote(env, "champion")
+
+    assert report.action == "promoted" and report.aliases_moved is True
+    assert moved[-1] == ("support-agent", "1")
+    promote_entry = env.backend.list_audit()[-1]
+    assert promote_entry.action == "promote" and promote_entry.evidence["challenger"]["variant"] == "champion"
+
+
 def test_rollback_after_a_full_promotion_names_the_promote_that_goes_back(env: Env) -> None:
     # Before: "nothing to roll back: challenger already serves all of <endpoint>'s traffic" and nothing about
     # how to return to the model the promotion replaced (it is `promote champion`, guarded step by step).
