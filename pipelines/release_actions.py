@@ -107,6 +107,16 @@ def promote_command(
     if execution_id is not None and report.action == "promoted":
         store = ExecutionStore(state_dir)
         try:
+            # The held execution's promotion is this one now: `status`, `run --json` and the report read the
+            # step's stored output, which still said "held for approval: run `agent-release promote`".
+            store.mark_step(
+                execution_id,
+                "promote_challenger",
+                "succeeded",
+                output_json=report.model_copy(
+                    update={"reason": f"held for approval, then promoted by {actor}: {report.reason}"}
+                ).model_dump_json(),
+            )
             store.finish(execution_id, "succeeded", decision="promote")
         finally:
             store.close()
