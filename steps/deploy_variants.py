@@ -148,6 +148,24 @@ def resolve_packages(
     return champion, challenger
 
 
+def _warn_of_older_pending(packages: list[ModelPackage], champion: ModelPackage) -> None:
+    """Name the pending packages ``latest_pending`` passes over because they are older than the champion (e.g.
+    left over when a release manager promoted a newer one): otherwise they stay pending, never evaluated."""
+    older = [
+        p.version
+        for p in packages
+        if p.approval_status == ApprovalStatus.PENDING and p.version < champion.version
+    ]
+    if older:
+        listed = ", ".join(f"v{v}" for v in sorted(older))
+        logger.warning(
+            "pending=<%s>, champion=<v%d> | not evaluated: older than the champion; name one in "
+            "deploy.challenger to evaluate it, or register a new version",
+            listed,
+            champion.version,
+        )
+
+
 def _variant_spec(config: DeployConfig, name: str, package: ModelPackage, weight: float) -> VariantSpec:
     return VariantSpec(
         name=name,
@@ -199,6 +217,9 @@ def deploy_variants(config: DeployConfig, backend: Backend) -> DeployReport:
             f"model package group {config.package_group!r} has no Approved package and no pending one "
             "to deploy"
         )
+
+    if champion is not None and challenger is None and config.challenger == "latest_pending":
+        _warn_of_older_pending(packages, champion)
 
     roles: list[tuple[Role, str, ModelPackage, float]] = []
     if champion is not None and challenger is not None:

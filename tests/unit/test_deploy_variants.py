@@ -104,6 +104,23 @@ def test_no_challenger_deploys_the_champion_alone(backend: LocalBackend) -> None
     assert [(v.name, v.version, v.weight) for v in report.variants] == [("champion", 2, 1.0)]
 
 
+def test_a_pending_package_older_than_the_champion_is_named_not_passed_over_silently(
+    backend: LocalBackend, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Before: the run skipped evaluation with "no pending package newer than the champion" and v1 stayed
+    # pending for ever without a word about it.
+    register(backend, "v1")
+    register(backend, "v2", ApprovalStatus.APPROVED)
+    with caplog.at_level("WARNING", logger="agent_release.steps.deploy_variants"):
+        deploy_variants(config(), backend)
+    assert "pending=<v1>, champion=<v2> | not evaluated: older than the champion" in caplog.text
+    caplog.clear()
+    register(backend, "v3")  # a newer pending package is the challenger: nothing to say
+    with caplog.at_level("WARNING", logger="agent_release.steps.deploy_variants"):
+        deploy_variants(config(), backend)
+    assert caplog.text == ""
+
+
 def test_explicit_packages_names_and_faults(backend: LocalBackend) -> None:
     first = register(backend, "v1", ApprovalStatus.APPROVED)
     register(backend, "v2", ApprovalStatus.APPROVED)
