@@ -65,3 +65,23 @@ def state_of_a_run(home: Path) -> Path:
 
     LocalBackend(home).close()
     return home
+
+
+def models_project(project: Path, module: str, source: str) -> Path:
+    """A project of a team's own models: ``models/<module>.py`` holding ``source``, the shipped datasets linked
+    beside it (write its ``pipeline.yaml``, then run commands in it with :func:`run_in_project`)."""
+    (project / "models").mkdir(parents=True)
+    (project / "models" / f"{module}.py").write_text(source)
+    (project / "datasets").symlink_to(ROOT / "datasets")
+    return project
+
+
+def run_in_project(project: Path, *args: str, timeout_s: float = 600) -> subprocess.CompletedProcess[str]:
+    """``agent-release ARGS`` in ``project``: state in ``project/.agent-release``, ``project/models`` on
+    ``PYTHONPATH`` (where the command and the runtime import the team's model classes)."""
+    env = {k: v for k, v in os.environ.items() if k != "AGENT_RELEASE_DEBUG"}
+    env["AGENT_RELEASE_HOME"] = str(project / ".agent-release")
+    env["PYTHONPATH"] = str(project / "models")
+    return subprocess.run(
+        [*CLI, *args], cwd=project, env=env, capture_output=True, text=True, timeout=timeout_s
+    )

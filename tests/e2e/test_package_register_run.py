@@ -10,7 +10,6 @@ is what answered the challenger's cases.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler
@@ -19,7 +18,7 @@ from typing import Any, ClassVar
 
 import pytest
 import yaml
-from _shared.cli import CLI, ROOT
+from _shared.cli import ROOT, models_project, run_in_project
 from _shared.loopback import serve
 
 from agent_release.pipelines.evaluation_store import load_evaluation_rows
@@ -83,19 +82,13 @@ def _pipeline(project: Path) -> Path:
 
 
 def _cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AGENT_RELEASE_DEBUG"}
-    env["AGENT_RELEASE_HOME"] = str(project / ".agent-release")
-    env["PYTHONPATH"] = str(project / "models")
-    return subprocess.run([*CLI, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    return run_in_project(project, *args)
 
 
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_packages_registered_from_the_cli_are_deployed_and_evaluated(tmp_path: Path) -> None:
-    project = tmp_path / "helpdesk"
-    (project / "models").mkdir(parents=True)
-    (project / "models" / "helpdesk_models.py").write_text(MODELS_MODULE)
-    (project / "datasets").symlink_to(ROOT / "datasets")
+    project = models_project(tmp_path / "helpdesk", "helpdesk_models", MODELS_MODULE)
     _pipeline(project)
     _Upstream.requests = []
 

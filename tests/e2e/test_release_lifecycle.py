@@ -14,14 +14,13 @@ manager reads: ``status --json``, ``package list --json``, the MLflow aliases an
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from _shared.cli import CLI, ROOT
+from _shared.cli import ROOT, models_project, run_in_project
 
 MODELS_MODULE = """
 import re
@@ -79,10 +78,7 @@ class RuleModel(SupportChatModel):
 
 
 def _cli(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "AGENT_RELEASE_DEBUG"}
-    env["AGENT_RELEASE_HOME"] = str(project / ".agent-release")
-    env["PYTHONPATH"] = str(project / "models")
-    return subprocess.run([*CLI, *args], cwd=project, env=env, capture_output=True, text=True, timeout=600)
+    return run_in_project(project, *args)
 
 
 def _ok(project: Path, *args: str) -> str:
@@ -137,10 +133,7 @@ def _agent_version(project: Path, package_version: int) -> str:
 @pytest.mark.e2e
 @pytest.mark.slow
 def test_a_year_of_releases_from_the_command_line(tmp_path: Path) -> None:
-    project = tmp_path / "shop"
-    (project / "models").mkdir(parents=True)
-    (project / "models" / "lifecycle_models.py").write_text(MODELS_MODULE)
-    (project / "datasets").symlink_to(ROOT / "datasets")
+    project = models_project(tmp_path / "shop", "lifecycle_models", MODELS_MODULE)
     config = yaml.safe_load((ROOT / "tests" / "drills" / "pipeline.drill.yaml").read_text())
     del config["train"]
     config["agent"]["name"] = "lifecycle-agent"
