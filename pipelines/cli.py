@@ -831,9 +831,10 @@ def package_list(config_path: Path, group: str | None, as_json: bool) -> None:
     for row in rows:
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"]))
         model = f" model={printable_line(row['model'])}" if row["model"] else ""
+        about = f"  ({printable_line(row['description'])})" if row["description"] else ""
         click.echo(
             f"v{row['version']:<4} {row['approval_status']:<22} {row['kind']:<18} {created}  "
-            f"{printable_line(row['target'] or '-')}{model}"
+            f"{printable_line(row['target'] or '-')}{model}{about}"
         )
 
 

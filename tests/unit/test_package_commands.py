@@ -91,6 +91,8 @@ def test_list_shows_every_version_newest_first(project: Path) -> None:
     assert rows[1]["description"] == "qwen 7b"
     table = _cli("package", "list").output.splitlines()
     assert table[0].startswith("v2") and "PendingManualApproval" in table[0]
+    # The description is shown as --json has it.
+    assert table[1].endswith("http://127.0.0.1:8080  (qwen 7b)"), table[1]
 
 
 @pytest.mark.parametrize(
