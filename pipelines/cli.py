@@ -786,7 +786,6 @@ def package_register(
     try:
         registered = register_package_command(
             backend,
-            backend.state_dir,
             name,
             model,
             actor=_actor(),

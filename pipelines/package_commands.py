@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from agent_release.pipelines.backend_rules import check_package_group_name
+from agent_release.pipelines.runtime.model_loader import MODEL_OPTIONS
 from agent_release.steps.backend import ApprovalStatus, ModelPackage, ModelSpec
-from agent_release.steps.train_model import AUDIT_BOOTSTRAP_APPROVAL
+from agent_release.steps.ledger_actions import AUDIT_BOOTSTRAP_APPROVAL
 
 if TYPE_CHECKING:
     from agent_release.pipelines.local_backend import LocalBackend
@@ -46,15 +47,8 @@ __all__ = [
 
 # What the local runtime serves from a package a user registers. ``demo`` packages come from the training
 # step (their artifact is the model it trained and saved); ``container`` is served by SageMaker only.
-REGISTRABLE_KINDS = ("openai_compatible", "python")
+REGISTRABLE_KINDS = tuple(MODEL_OPTIONS)
 
-# Every option each kind reads (pipelines/runtime/model_loader.py); anything else is a typo the runtime would
-# ignore, found only when the variant behaves unlike what was meant.
-_KIND_OPTIONS: Mapping[str, tuple[str, ...]] = {
-    "openai_compatible": ("base_url", "model", "api_key_env", "timeout_s"),
-    "python": ("class_path", "init"),
-}
-_REQUIRED: Mapping[str, str] = {"openai_compatible": "base_url", "python": "class_path"}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_TIMEOUT_S = 3600.0
 
@@ -93,19 +87,21 @@ def check_model_options(kind: str, options: Mapping[str, Any]) -> ModelSpec:
     A ``python`` class is imported (from ``PYTHONPATH``, as the runtime will) but not instantiated: building
     it may load weights, which is the runtime's job.
     """
-    if kind not in _KIND_OPTIONS:
+    if kind not in MODEL_OPTIONS:
         served = " or ".join(REGISTRABLE_KINDS)
         raise PackageOptionError(
             f"kind {kind!r} cannot be registered here: use {served} ('demo' packages come from the training "
             "step; 'container' runs on SageMaker only)"
         )
-    known = _KIND_OPTIONS[kind]
+    # Anything but the options the runtime reads is a typo it would ignore, found only when the variant
+    # behaves unlike what was meant.
+    known = MODEL_OPTIONS[kind]
     unknown = sorted(set(options) - set(known))
     if unknown:
         raise PackageOptionError(
             f"{kind} model has no option {', '.join(unknown)} (its options: {', '.join(known)})"
         )
-    required = _REQUIRED[kind]
+    required = known[0]
     if required not in options:
         raise PackageOptionError(f"{kind} model needs -o {required}=...")
     if kind == "openai_compatible":
@@ -176,7 +172,6 @@ def _check_python(options: Mapping[str, Any]) -> None:
 
 def register_package_command(
     backend: LocalBackend,
-    state_dir: Path,
     group: str,
     model: ModelSpec,
     *,
@@ -198,7 +193,7 @@ def register_package_command(
     from agent_release.pipelines.local_backend import refuse_a_broken_ledger
     from agent_release.pipelines.state_db import check_audit_head
 
-    check_audit_head(state_dir)  # the approval is recorded: refuse before anything is written
+    check_audit_head(backend.state_dir)  # the approval is recorded: refuse before anything is written
     refuse_a_broken_ledger(backend)
     with backend.lock(f"package-group:{group}", f"{actor} pid {os.getpid()} (package register)"):
         champion = next(

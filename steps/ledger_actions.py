@@ -18,6 +18,7 @@ from typing import Literal
 from agent_release.steps.backend import AuditEntry, Frozen
 
 __all__ = [
+    "AUDIT_BOOTSTRAP_APPROVAL",
     "AUDIT_DECISION",
     "AUDIT_NO_CHANGE",
     "AUDIT_PROMOTE",
@@ -40,6 +41,9 @@ AUDIT_DECISION = "decision"
 AUDIT_NO_CHANGE = "no_change"
 AUDIT_RESUME = "resume"
 AUDIT_SHADOW = "shadow"
+# The one approval no gate decided: a group's first champion, by the training step's bootstrap or by
+# `agent-release package register --approve`.
+AUDIT_BOOTSTRAP_APPROVAL = "approve_bootstrap"
 
 # The entries that change an endpoint's traffic or approvals.
 TRAFFIC_ACTIONS = (AUDIT_PROMOTE, AUDIT_ROLLBACK, AUDIT_WEIGHTS)

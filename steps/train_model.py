@@ -35,6 +35,7 @@ from agent_release.agents.demo_model.training import (
     train_support_model,
 )
 from agent_release.steps.backend import ApprovalStatus, Backend, ModelPackage, ModelSpec
+from agent_release.steps.ledger_actions import AUDIT_BOOTSTRAP_APPROVAL
 from agent_release.steps.project_paths import project_path
 
 logger = logging.getLogger(__name__)
@@ -220,9 +221,6 @@ def _register(
         metadata=package.metadata,
         metrics=package.metrics,
     )
-
-
-AUDIT_BOOTSTRAP_APPROVAL = "approve_bootstrap"
 
 
 def _record_bootstrap_approval(

@@ -46,6 +46,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The options each kind the local runtime serves reads from its ModelSpec, the required one first
+# (`agent-release package register` refuses any other key: the loader would ignore a misspelt one).
+MODEL_OPTIONS: Mapping[str, tuple[str, ...]] = {
+    "openai_compatible": ("base_url", "model", "api_key_env", "timeout_s"),
+    "python": ("class_path", "init"),
+}
+
 # Calls of one variant's python/demo model running at once (more wait for a thread); loads share LOAD_THREADS.
 MODEL_THREADS = 32
 LOAD_THREADS = 4

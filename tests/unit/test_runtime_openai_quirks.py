@@ -265,32 +265,25 @@ def test_usage_with_detail_objects_reaches_strands_as_counts(
     assert result.metrics.accumulated_usage["outputTokens"] == 4
 
 
-@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
-def test_a_tool_call_without_an_id_still_runs_the_tool_once(
-    endpoint: str, monkeypatch: pytest.MonkeyPatch, stream: bool
+# What each scenario broke before the proxy normalised it:
+# - no-id: the empty tool-use id matched no result and Strands' loop recursed until RecursionError;
+# - no-finish-reason: a server that leaves finish_reason out (OpenAI sends it, null until the last chunk);
+#   Strands read choice["finish_reason"] and every call raised KeyError: 'finish_reason';
+# - no-index (older Ollama: the whole call in one delta, streamed only): KeyError: 'index' in Strands.
+@pytest.mark.parametrize(
+    ("scenario", "stream"),
+    [
+        ("no-id", True),
+        ("no-id", False),
+        ("no-finish-reason", True),
+        ("no-finish-reason", False),
+        ("no-index", True),
+    ],
+)
+def test_a_loose_tool_call_still_runs_the_tool_once_and_answers(
+    endpoint: str, monkeypatch: pytest.MonkeyPatch, scenario: str, stream: bool
 ) -> None:
-    # Before: the empty tool-use id matched no result and Strands' loop recursed until RecursionError.
-    result, looked_up = _ask_agent(endpoint, monkeypatch, "no-id", stream=stream)
-    assert looked_up == ["ORD-1"]
-    assert ANSWER in str(result)
-
-
-@pytest.mark.parametrize("stream", [True, False], ids=["stream", "no-stream"])
-def test_choices_without_a_finish_reason_still_run_the_tool_and_answer(
-    endpoint: str, monkeypatch: pytest.MonkeyPatch, stream: bool
-) -> None:
-    # A server that leaves finish_reason out (OpenAI sends it, null until the last chunk). Before: Strands
-    # read choice["finish_reason"] and every call raised KeyError: 'finish_reason'.
-    result, looked_up = _ask_agent(endpoint, monkeypatch, "no-finish-reason", stream=stream)
-    assert looked_up == ["ORD-1"]
-    assert ANSWER in str(result)
-
-
-def test_a_streamed_tool_call_without_an_index_still_runs_the_tool(
-    endpoint: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Older Ollama: the whole call in one delta, no index. Before: KeyError: 'index' in Strands.
-    result, looked_up = _ask_agent(endpoint, monkeypatch, "no-index", stream=True)
+    result, looked_up = _ask_agent(endpoint, monkeypatch, scenario, stream=stream)
     assert looked_up == ["ORD-1"]
     assert ANSWER in str(result)
 

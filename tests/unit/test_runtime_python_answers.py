@@ -86,3 +86,52 @@ def test_a_loose_answer_runs_the_tool_and_answers(
     assert "Ticket T-7 is open." in str(result)
     assert result.metrics.accumulated_usage["outputTokens"] == 6
     assert FINAL == FINAL_AS_WRITTEN, "the model's own dict was changed"
+
+
+def _answer(**choice: Any) -> dict[str, Any]:
+    message = {"role": "assistant", "content": "ok"}
+    return {"choices": [{"index": 0, "message": message, **choice}]}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        _answer(finish_reason="stop"),
+        _answer(),
+        _answer(finish_reason=None),
+        {**_answer(finish_reason="stop"), "usage": {"prompt_tokens": 1, "completion_tokens": 1}},
+        {**_answer(finish_reason="stop"), "usage": {"prompt_tokens": 1, "prompt_tokens_details": {}}},
+        {**_answer(finish_reason="stop"), "usage": {}},
+        {**_answer(finish_reason="stop"), "usage": None},
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {"role": "assistant", "tool_calls": [{"id": "c1", "function": {"name": "f"}}]},
+                }
+            ]
+        },
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "tool_calls",
+                    "message": {"role": "assistant", "tool_calls": [{"function": {"name": "f"}}]},
+                }
+            ]
+        },
+        {"choices": "not a list"},
+    ],
+)
+def test_the_no_copy_check_says_exactly_when_normalising_would_change_an_answer(
+    answer: dict[str, Any],
+) -> None:
+    # The runtime copies a python model's answer only when this check says so: it must never miss a fix.
+    from agent_release.pipelines.runtime.upstream_chunks import (
+        completion_needs_normalising,
+        normalise_completion,
+    )
+
+    changed = normalise_completion(copy.deepcopy(answer)) != answer
+    assert completion_needs_normalising(answer) == changed
