@@ -7,26 +7,39 @@ interpreter, also queues for the GIL behind the other agents. With call slots, a
 run (``staged``), and each waits for a free slot only at the moment it calls the model. When a call ends,
 a staged agent that has done its preparation takes the slot while the finished case does its bookkeeping.
 
-:class:`CallSlots` is the gate (N slots, first come first served). :func:`slotted` wraps a Strands model so
-that every ``stream`` (and ``structured_output``) call holds a slot for as long as the call's answer is
-being read; with no gate in the context (:data:`CURRENT_SLOTS` unset) the wrapper passes calls straight
-through. The time a case spends waiting for a slot is not the agent's time: it is added to the case's
-:class:`SlotWait` (:data:`CURRENT_WAIT`), which the harness subtracts from the case's latency and timeout,
-and it is written on the model call's span as ``agent_release.call_slot_wait_ms``.
+:class:`CallSlots` is the gate (N slots, first come first served), which a call can wait for in the event
+loop or in the thread that makes it. :func:`slotted` wraps a Strands model so that every call holds a slot:
+
+- a model with a SageMaker Runtime client (``SageMakerAIModel``, what an evaluation calls) holds it in the
+  thread that makes the blocking call: taken just before botocore sends the request (once the request is
+  built and signed), given back once the answer has been read to its last byte (:class:`_GatedClient`).
+  Neither end waits for the event loop, which is busy with the other cases: the next request goes out as
+  soon as the previous answer is in (docs/performance.md, session 22). Reading the answer whole before
+  Strands parses it changes nothing Strands sees but the moment its events arrive;
+- any other model holds it in the event loop, for as long as the call's answer is being read
+  (``stream`` and ``structured_output``).
+
+With no gate in the context (:data:`CURRENT_SLOTS` unset) calls go straight through. The time a case spends
+waiting for a slot is not the agent's time: it is added to the case's :class:`SlotWait`
+(:data:`CURRENT_WAIT`), which the harness subtracts from the case's latency and timeout, and it is written
+on the model call's span as ``agent_release.call_slot_wait_ms``.
 
 Usage (inside the running event loop)::
 
     token = CURRENT_SLOTS.set(CallSlots(16))
-    agent = Agent(model=slotted(model), ...)   # at most 16 stream() calls at once across all agents
+    agent = Agent(model=slotted(model), ...)   # at most 16 model calls at once across all agents
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
+import threading
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,44 +61,159 @@ class SlotWait:
         return self.total_s + (time.perf_counter() if now is None else now) - self.since
 
 
+class CallSlotsClosed(RuntimeError):
+    """The run that owned the call slots ended while this call was still waiting for one."""
+
+
+class _Waiter:
+    """One call queued for a slot; ``wake`` tells it that it got one (``granted``) or that the gate closed."""
+
+    __slots__ = ("granted", "wake")
+
+    def __init__(self, wake: Callable[[], object]) -> None:
+        self.granted = False
+        self.wake = wake
+
+
 class CallSlots:
     """At most ``limit`` model calls at once; callers queue first come, first served.
 
-    Create it inside the event loop that uses it (an ``asyncio.Semaphore`` belongs to one loop).
+    A call waits in the event loop (``async with slots.slot()``) or in the thread that makes it
+    (:meth:`take` / :meth:`give_back`); both queue in one line and count against one limit. A slot that
+    frees is handed to the first caller in line directly, so none can overtake it. :meth:`close` (the run
+    is over) sends every caller still waiting away with :class:`CallSlotsClosed`.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_call: Callable[[], object] | None = None) -> None:
         if limit < 1:
             raise ValueError(f"call slots need a limit of at least 1, got {limit}")
+        self.limit = limit
+        # Told each time a call gets its slot, in the thread that took it (the harness's first wave).
+        self.on_call = on_call
         self.calls = 0
         self.waited_s = 0.0
-        self._free = asyncio.Semaphore(limit)
         self.in_use = 0
         self.most_in_use = 0
+        self._lock = threading.Lock()
+        self._line: deque[_Waiter] = deque()
+        self._closed = False
 
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
-        """Hold one slot for the block; yields the seconds spent waiting for it."""
-        wait = CURRENT_WAIT.get()
+    def take(self, wait: SlotWait | None = None) -> float:
+        """Block this thread until it holds a slot; the seconds it waited. Pair with :meth:`give_back`."""
         started = time.perf_counter()
+        woken = threading.Event()
+        waiter = self._queue_or_take(woken.set)
+        if waiter is None:
+            self._tell_call()
+            return self._end_wait(wait, started)
         if wait is not None:
             wait.since = started
         try:
-            await self._free.acquire()
+            woken.wait()
         finally:
-            waited = time.perf_counter() - started
+            waited = self._end_wait(wait, started)
+        if not waiter.granted:
+            raise CallSlotsClosed("the evaluation ended before this model call got a call slot")
+        self._tell_call()
+        return waited
+
+    def give_back(self) -> None:
+        """Free a slot taken with :meth:`take` (or by :meth:`slot`): the first caller in line gets it."""
+        with self._lock:
+            self.in_use -= 1
+            self._hand_on_locked()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Hold one slot for the block, waiting in the event loop; yields the seconds spent waiting for it."""
+        wait = CURRENT_WAIT.get()
+        started = time.perf_counter()
+        loop = asyncio.get_running_loop()
+        granted: asyncio.Future[None] = loop.create_future()
+        waiter = self._queue_or_take(lambda: loop.call_soon_threadsafe(_settle, granted))
+        if waiter is None:
+            waited = self._end_wait(wait, started)
+        else:
             if wait is not None:
-                wait.total_s += waited
-                wait.since = None
-        self.in_use += 1
-        self.most_in_use = max(self.most_in_use, self.in_use)
-        self.calls += 1
-        self.waited_s += waited
+                wait.since = started
+            try:
+                await granted
+            except asyncio.CancelledError:
+                self._leave_line(waiter)
+                raise
+            finally:
+                waited = self._end_wait(wait, started)
+            if not waiter.granted:
+                raise CallSlotsClosed("the evaluation ended before this model call got a call slot")
+        self._tell_call()
         try:
             yield waited
         finally:
-            self.in_use -= 1
-            self._free.release()
+            self.give_back()
+
+    def close(self) -> None:
+        """No more slots: every caller still in line is woken and raises :class:`CallSlotsClosed`."""
+        with self._lock:
+            self._closed = True
+            line, self._line = list(self._line), deque()
+        for waiter in line:
+            waiter.wake()
+
+    def _queue_or_take(self, wake: Callable[[], object]) -> _Waiter | None:
+        """Take a free slot (None) when no one is in line, else join the line (the caller's waiter)."""
+        with self._lock:
+            if self._closed:
+                raise CallSlotsClosed("the evaluation ended before this model call got a call slot")
+            if self.in_use < self.limit and not self._line:
+                self._start_call_locked()
+                return None
+            waiter = _Waiter(wake)
+            self._line.append(waiter)
+            return waiter
+
+    def _hand_on_locked(self) -> None:
+        if self._line and self.in_use < self.limit:
+            waiter = self._line.popleft()
+            waiter.granted = True
+            self._start_call_locked()
+            waiter.wake()
+
+    def _start_call_locked(self) -> None:
+        self.in_use += 1
+        self.most_in_use = max(self.most_in_use, self.in_use)
+        self.calls += 1
+
+    def _leave_line(self, waiter: _Waiter) -> None:
+        """A cancelled caller leaves the line; a slot it was handed meanwhile goes to the next one."""
+        with self._lock:
+            if waiter.granted:  # handed a slot it will not use: the call never happened
+                self.in_use -= 1
+                self.calls -= 1
+                self._hand_on_locked()
+            elif waiter in self._line:
+                self._line.remove(waiter)
+
+    def _tell_call(self) -> None:
+        on_call = self.on_call
+        if on_call is not None:
+            on_call()
+
+    def _count_wait(self, waited: float) -> None:
+        with self._lock:
+            self.waited_s += waited
+
+    def _end_wait(self, wait: SlotWait | None, started: float) -> float:
+        waited = time.perf_counter() - started
+        if wait is not None:
+            wait.total_s += waited
+            wait.since = None
+        self._count_wait(waited)
+        return waited
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 CURRENT_SLOTS: contextvars.ContextVar[CallSlots | None] = contextvars.ContextVar(
@@ -125,6 +253,13 @@ def _slotted_class() -> type:
         """A Strands model whose calls each hold a call slot; everything else is the wrapped model's."""
 
         def __init__(self, inner: Any) -> None:
+            client = _runtime_client(inner)
+            # A model with a SageMaker Runtime client holds its slots in the calling thread, through a
+            # copy of it whose client is gated: the caller's model object is left as it was.
+            self.gated = client is not None
+            if client is not None:
+                inner = copy.copy(inner)
+                inner.client = _GatedClient(client)
             self.inner = inner
             self._supports_structured_output = bool(getattr(inner, "_supports_structured_output", False))
 
@@ -154,10 +289,12 @@ def _slotted_class() -> type:
             return float(self.inner.estimate_utilization(input_tokens))
 
         def stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
-            return _within_slot(self.inner.stream(*args, **kwargs))
+            events = self.inner.stream(*args, **kwargs)
+            return events if self.gated else _within_slot(events)
 
         def structured_output(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
-            return _within_slot(self.inner.structured_output(*args, **kwargs))
+            events = self.inner.structured_output(*args, **kwargs)
+            return events if self.gated else _within_slot(events)
 
     return SlottedModel
 
@@ -179,3 +316,157 @@ async def _within_slot(events: AsyncGenerator[Any, None]) -> AsyncGenerator[Any,
             _note_wait_on_span(waited)
             async for event in events:
                 yield event
+
+
+# A case's cooperative cancel (the harness sets it when the case runs past its timeout): a gated client
+# stops reading an answer there, between two of its parts, as Strands stops between two events.
+CURRENT_CANCEL: contextvars.ContextVar[threading.Event | None] = contextvars.ContextVar(
+    "agent_release_case_cancel", default=None
+)
+# The slot of the model call this thread is making through a gated client (see _GatedClient).
+_CURRENT_CALL: contextvars.ContextVar[_HeldSlot | None] = contextvars.ContextVar(
+    "agent_release_call_slot_held", default=None
+)
+_BEFORE_SEND_ID = "agent_release.call_slots.before_send"
+
+
+def _runtime_client(model: Any) -> Any:
+    """The model's SageMaker Runtime client (botocore), or None when it calls the model some other way."""
+    client = getattr(model, "client", None)
+    register = getattr(getattr(getattr(client, "meta", None), "events", None), "register", None)
+    if isinstance(client, _GatedClient) or register is None:
+        return None
+    if not all(callable(getattr(client, name, None)) for name in _GatedClient.GATED):
+        return None
+    return client
+
+
+class _HeldSlot:
+    """One model call's slot: taken before its first request is sent, kept across botocore's retries."""
+
+    def __init__(self, slots: CallSlots, wait: SlotWait | None) -> None:
+        self.slots = slots
+        self.wait = wait
+        self.held = False
+
+    def take(self) -> None:
+        if not self.held:
+            waited = self.slots.take(self.wait)
+            self.held = True
+            _note_wait_on_span(waited)  # the thread runs in the call's context: the model span is current
+
+    def give_back(self) -> None:
+        if self.held:
+            self.held = False
+            self.slots.give_back()
+
+
+def _take_slot_before_send(**_: Any) -> None:
+    """botocore's ``before-send`` hook: the request is built and signed; wait for a slot to send it.
+
+    Returns None, which lets botocore send the request (a value would stand in for the answer).
+    """
+    held = _CURRENT_CALL.get()
+    if held is not None:
+        held.take()
+
+
+class _GatedClient:
+    """A SageMaker Runtime client whose invocations each hold a slot of :data:`CURRENT_SLOTS`.
+
+    In the thread that makes the call: the slot is taken in botocore's ``before-send`` hook (so the request
+    is ready to go when the slot frees) and given back once the answer's body has been read to the end,
+    which is when the endpoint stops counting the call. The body is handed on already read, so Strands
+    parses the same events, without a blocking read per event. Everything else is the client's own.
+    """
+
+    GATED = ("invoke_endpoint", "invoke_endpoint_with_response_stream")
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        client.meta.events.register("before-send", _take_slot_before_send, unique_id=_BEFORE_SEND_ID)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def invoke_endpoint(self, **kwargs: Any) -> Any:
+        return _gated_call(self._client.invoke_endpoint, kwargs, _ReadBody.read_from)
+
+    def invoke_endpoint_with_response_stream(self, **kwargs: Any) -> Any:
+        return _gated_call(self._client.invoke_endpoint_with_response_stream, kwargs, _ReadEvents.read_from)
+
+
+def _gated_call(
+    call: Callable[..., Any], kwargs: Mapping[str, Any], read: Callable[[Any, threading.Event | None], Any]
+) -> Any:
+    slots = CURRENT_SLOTS.get()
+    if slots is None:
+        return call(**kwargs)
+    held = _HeldSlot(slots, CURRENT_WAIT.get())
+    token = _CURRENT_CALL.set(held)
+    try:
+        response = call(**kwargs)
+        response["Body"] = read(response["Body"], CURRENT_CANCEL.get())
+        return response
+    finally:
+        _CURRENT_CALL.reset(token)
+        held.give_back()
+
+
+class _ReadEvents:
+    """A response stream read to its end: its parts, then the error that ended it early, if one did (raised
+    where the stream raised it, after the parts that came before)."""
+
+    def __init__(self, parts: list[Any], error: Exception | None) -> None:
+        self.parts = parts
+        self.error = error
+
+    @classmethod
+    def read_from(cls, stream: Any, cancel: threading.Event | None = None) -> _ReadEvents:
+        """Every part of ``stream``, up to the first after ``cancel`` is set (the rest is not waited for)."""
+        parts: list[Any] = []
+        error: Exception | None = None
+        try:
+            for part in stream:
+                parts.append(part)
+                if cancel is not None and cancel.is_set():
+                    break
+        except Exception as exc:  # raised to the reader in its place: see __iter__
+            error = exc
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
+        return cls(parts, error)
+
+    def __iter__(self) -> Iterator[Any]:
+        yield from self.parts
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        """Nothing left open: the stream was read and closed."""
+
+
+class _ReadBody:
+    """A non-streamed answer's body, read whole (``read`` as botocore's ``StreamingBody`` has it)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._at = 0
+
+    @classmethod
+    def read_from(cls, body: Any, cancel: threading.Event | None = None) -> _ReadBody:
+        """The whole body (a non-streamed answer has no parts to stop between: ``cancel`` is not read)."""
+        try:
+            return cls(body.read())
+        finally:
+            body.close()
+
+    def read(self, amt: int | None = None) -> bytes:
+        end = len(self._data) if amt is None else min(len(self._data), self._at + amt)
+        chunk, self._at = self._data[self._at : end], end
+        return chunk
+
+    def close(self) -> None:
+        """Nothing left open: the body was read and closed."""

@@ -4,7 +4,9 @@
 variant's shared model, a per-case timeout, and a root span (``eval_case``) under which Strands' own spans
 nest (``MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT``). ``concurrency`` bounds the model calls in flight (call
 slots, :mod:`agent_release.agents.call_slots`); ``staged`` more cases run meanwhile up to their model call,
-so a freed slot is taken at once rather than after the next agent is built. Nothing is dropped: an error or
+so a freed slot is taken at once rather than after the next agent is built. With staged cases, the first
+``concurrency`` cases start one at a time, each once the call before it has its slot: built all at once, the
+first wave's agents held the first request back by the time it took to build them all. Nothing is dropped: an error or
 a timeout becomes a :class:`CaseOutcome` with ``error`` set. Retries of throttled / 5xx model calls happen in
 botocore (standard mode, the model's client config) and, for a model's own 5xx answered as ``ModelError``,
 in :class:`ModelCallRetries`, which also counts the retries of each case through the client's event hooks.
@@ -32,7 +34,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from agent_release.agents.call_slots import CURRENT_SLOTS, CURRENT_WAIT, CallSlots, SlotWait, is_slotted
+from agent_release.agents.call_slots import (
+    CURRENT_CANCEL,
+    CURRENT_SLOTS,
+    CURRENT_WAIT,
+    CallSlots,
+    SlotWait,
+    is_slotted,
+)
 from agent_release.steps.gc_pauses import fewer_gc_pauses
 from agent_release.steps.log_filters import filtered_loggers
 
@@ -211,7 +220,12 @@ async def _invoke_with_deadline(
     hard (its trace is then replaced by :func:`log_stand_in_traces`).
     """
     signal = threading.Event()
-    task = asyncio.ensure_future(agent.invoke_async(prompt, cancel_signal=signal))
+    # Strands stops between stream events; a gated model client stops reading the answer between its parts.
+    token = CURRENT_CANCEL.set(signal)
+    try:
+        task = asyncio.ensure_future(agent.invoke_async(prompt, cancel_signal=signal))
+    finally:
+        CURRENT_CANCEL.reset(token)
     started = time.perf_counter()
     remaining = timeout_s
     while remaining > 0:
@@ -231,6 +245,9 @@ async def _invoke_with_deadline(
 
 
 CaseScorer = Callable[[CaseOutcome], dict[str, float | None]]
+
+# How long the first wave waits for one case's model call to get its slot before it starts the next case.
+FIRST_CALL_WAIT_S = 0.05
 
 
 async def _score_in_trace(outcome: CaseOutcome, score: CaseScorer | None) -> None:
@@ -319,6 +336,7 @@ async def _run_all(
     progress: Callable[[ProgressEvent], None] | None,
     score: CaseScorer | None,
     on_tail: Callable[[], None] | None = None,
+    on_first_wave: Callable[[], None] | None = None,
 ) -> list[CaseOutcome]:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_about_interrupts)
@@ -327,7 +345,8 @@ async def _run_all(
     loop.set_default_executor(executor)
     # ``concurrency`` model calls at once (the call slots); ``staged`` more cases get ready meanwhile.
     gate = asyncio.Semaphore(concurrency + staged)
-    slots = CallSlots(concurrency)
+    call_started = asyncio.Event()
+    slots = CallSlots(concurrency, on_call=lambda: loop.call_soon_threadsafe(call_started.set))
     CURRENT_SLOTS.set(slots)  # copied into every case's task below
     started = time.perf_counter()
     done = errors = retries = 0
@@ -356,8 +375,32 @@ async def _run_all(
         tell_tail()
         return outcome
 
+    async def first_call_out(task: asyncio.Task[CaseOutcome], calls: int) -> None:
+        # Until the case's call has its slot (its request is on its way), it ends, or FIRST_CALL_WAIT_S.
+        deadline = loop.time() + FIRST_CALL_WAIT_S
+        while slots.calls < calls and not task.done() and (remaining := deadline - loop.time()) > 0:
+            call_started.clear()
+            told = asyncio.ensure_future(call_started.wait())
+            await asyncio.wait({task, told}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            told.cancel()
+
     tell_tail()  # a run of no more cases than slots is all tail
-    outcomes = list(await asyncio.gather(*(guarded(u) for u in units)))
+    tasks: list[asyncio.Task[CaseOutcome]] = []
+    try:
+        for index, unit in enumerate(units):
+            tasks.append(asyncio.ensure_future(guarded(unit)))
+            # The first wave one case at a time (with staged cases, whose models hold call slots): each
+            # case's request goes out before the next agent is built, instead of the first request
+            # waiting for every agent of the wave (docs/performance.md, session 22).
+            if staged and index < concurrency:
+                await first_call_out(tasks[-1], index + 1)
+        slots.on_call = None
+        if on_first_wave is not None:
+            on_first_wave()
+        outcomes = list(await asyncio.gather(*tasks))
+    finally:
+        # A call still waiting for a slot in its thread (an interrupted run) gives up instead of calling.
+        slots.close()
     logger.debug(
         "variant=<%s>, calls=<%d>, most_at_once=<%d>, mean_wait_ms=<%.1f> | call slots",
         variant,
@@ -393,6 +436,7 @@ def run_cases(
     score: CaseScorer | None = None,
     staged: int = 0,
     on_tail: Callable[[], None] | None = None,
+    on_first_wave: Callable[[], None] | None = None,
 ) -> list[CaseOutcome]:
     """Run every unit (in input order in the result); blocks until all have an outcome.
 
@@ -405,6 +449,8 @@ def run_cases(
     :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``. ``on_tail``, if
     given, is called once, in the event loop, as soon as no more than ``concurrency`` cases are left to
     finish (at the start if there are no more than that); an exception from it is logged, not raised.
+    ``on_first_wave``, if given, is called once, in the event loop, when the first ``concurrency`` cases
+    have their model calls on the way (or have ended): the moment work that could wait can start.
     """
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
@@ -414,7 +460,18 @@ def run_cases(
         filtered_loggers(CASE_ERROR_LOGGERS, _demote_to_debug),
     ):
         outcomes = asyncio.run(
-            _run_all(units, variant, make_agent, concurrency, staged, timeout_s, progress, score, on_tail)
+            _run_all(
+                units,
+                variant,
+                make_agent,
+                concurrency,
+                staged,
+                timeout_s,
+                progress,
+                score,
+                on_tail,
+                on_first_wave,
+            )
         )
     failed = [o for o in outcomes if o.error is not None]
     if failed:

@@ -307,7 +307,8 @@ def _evaluate_one(
             nested=True,
             tags=dict(key_tags),
         ) as run,
-        RunBookkeeping() as books,
+        # Held until the first wave of model calls is on its way (run_cases' on_first_wave).
+        RunBookkeeping(held=True) as books,
     ):
         run_id = run.info.run_id
         # Written while the first cases wait for the endpoint (see steps/run_bookkeeping.py).
@@ -342,6 +343,7 @@ def _evaluate_one(
                     score=inline,
                     # Once the slots start to empty, traces are written as they come, not gathered.
                     on_tail=hurry_trace_writes,
+                    on_first_wave=books.go,
                 )
             ran = time.perf_counter()
             prices = row_prices(config, specs)

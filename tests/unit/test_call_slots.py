@@ -37,9 +37,11 @@ class CountingModel(ScriptedModelBase):
         self.most_in_flight = 0
         self.calls = 0
         self.closed = 0
+        self.starts: list[float] = []
         self.ends: list[float] = []
 
     async def stream(self, messages: list[Any], *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        self.starts.append(time.perf_counter())
         self.calls += 1
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
@@ -200,6 +202,36 @@ def test_staged_cases_never_put_more_than_concurrency_calls_in_flight(tracking: 
     # latency is shown by the timeout test below).
     assert statistics.median(o.latency_s for o in outcomes) < 0.3
     assert all(o.answer == "Your order has shipped." for o in outcomes)
+
+
+def test_the_first_wave_builds_each_agent_once_the_call_before_it_has_its_slot(tracking: None) -> None:
+    # The first `concurrency` cases go one at a time, so the first request leaves at once rather than after
+    # every agent of the wave has been built; the staged cases and the rest then start as before.
+    inner = _counting_model(0.2)
+    started: list[float] = []
+    outcomes = _run(slotted(inner), 10, concurrency=4, staged=2, started=started)
+    assert [o.error for o in outcomes] == [None] * 10 and inner.most_in_flight == 4
+    calls = sorted(inner.starts)
+    assert all(started[k + 1] >= calls[k] for k in range(3)), (started[:4], calls[:4])
+    # The staged cases were still built while the first wave's calls were in flight.
+    assert sum(1 for t in started if t < min(inner.ends)) == 6
+
+
+def test_the_first_wave_is_told_once_when_its_calls_are_on_the_way(tracking: None) -> None:
+    inner = _counting_model(0.2)
+    told: list[tuple[float, int]] = []
+    outcomes = run_cases(
+        _units(8),
+        make_agent=_agent_factory(slotted(inner)),
+        variant="v",
+        concurrency=4,
+        staged=2,
+        timeout_s=10,
+        on_first_wave=lambda: told.append((time.perf_counter(), inner.calls)),
+    )
+    assert [o.error for o in outcomes] == [None] * 8
+    # Once, with the four calls of the first wave started and none of them ended yet.
+    assert len(told) == 1 and told[0][1] >= 4 and told[0][0] < min(inner.ends)
 
 
 def test_without_staging_the_agents_in_progress_are_the_calls_in_flight(tracking: None) -> None:

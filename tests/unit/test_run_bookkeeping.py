@@ -92,3 +92,34 @@ def test_a_call_refused_as_locked_is_retried(monkeypatch: pytest.MonkeyPatch) ->
     with RunBookkeeping() as books:
         books.submit(flaky)
     assert len(attempts) == 3
+
+
+def test_a_held_book_starts_its_calls_at_go_in_order() -> None:
+    ran: list[str] = []
+    with RunBookkeeping(held=True) as books:
+        books.submit(ran.append, "params")
+        books.submit(ran.append, "inputs")
+        time.sleep(0.1)
+        assert ran == []  # held: the first wave of an evaluation goes out first
+        books.go()
+        deadline = time.monotonic() + 5
+        while len(ran) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert ran == ["params", "inputs"]
+        books.submit(ran.append, "later")  # after go(), calls run as they come
+    assert ran == ["params", "inputs", "later"]
+
+
+def test_a_held_book_is_started_by_wait_and_by_a_failing_block() -> None:
+    ran: list[str] = []
+    books = RunBookkeeping(held=True)
+    books.submit(ran.append, "one")
+    books.wait()  # never go() called: wait() starts the calls rather than waiting forever
+    assert ran == ["one"]
+    books.__exit__(None, None, None)
+
+    with pytest.raises(RuntimeError, match="step broke"), RunBookkeeping(held=True) as held:
+        held.submit(ran.append, "two")
+        raise RuntimeError("step broke")
+    assert ran == ["one", "two"]  # written, and the thread did not hang the block's end
+    assert _bookkeeping_threads() == []
