@@ -388,12 +388,13 @@ async def _run_all(
     tasks: list[asyncio.Task[CaseOutcome]] = []
     try:
         for index, unit in enumerate(units):
+            calls_before = slots.calls  # one more than this, not index + 1: a case may fail before calling
             tasks.append(asyncio.ensure_future(guarded(unit)))
             # The first wave one case at a time (with staged cases, whose models hold call slots): each
             # case's request goes out before the next agent is built, instead of the first request
             # waiting for every agent of the wave (docs/performance.md, session 22).
             if staged and index < concurrency:
-                await first_call_out(tasks[-1], index + 1)
+                await first_call_out(tasks[-1], calls_before + 1)
         slots.on_call = None
         if on_first_wave is not None:
             on_first_wave()

@@ -217,6 +217,25 @@ def test_the_first_wave_builds_each_agent_once_the_call_before_it_has_its_slot(t
     assert sum(1 for t in started if t < min(inner.ends)) == 6
 
 
+def test_a_case_that_fails_before_its_call_does_not_hold_up_the_first_wave(tracking: None) -> None:
+    # The first wave waits for "one call more than before this case", not for the case's index: a case
+    # that never calls (its agent failed to build) must not make each later case wait out the 50 ms.
+    inner = _counting_model(0.2)
+    started: list[float] = []
+    build = _agent_factory(slotted(inner), started)
+
+    def make(unit: CaseUnit) -> Any:
+        if unit.case_id == "C-0":
+            raise RuntimeError("agent could not be built")
+        return build(unit)
+
+    outcomes = run_cases(_units(8), make_agent=make, variant="v", concurrency=8, staged=2, timeout_s=10)
+    assert outcomes[0].error == "RuntimeError: agent could not be built"
+    assert [o.error for o in outcomes[1:]] == [None] * 7
+    # Seven agents one after another, each as soon as the call before it had its slot: well under 7 x 50 ms.
+    assert started[6] - started[0] < 0.2, [round(t - started[0], 3) for t in started]
+
+
 def test_the_first_wave_is_told_once_when_its_calls_are_on_the_way(tracking: None) -> None:
     inner = _counting_model(0.2)
     told: list[tuple[float, int]] = []
