@@ -5,11 +5,12 @@ variant's shared model, a per-case timeout, and a root span (``eval_case``) unde
 nest (``MLFLOW_TRACE_PROPAGATE_TO_OTEL_CONTEXT``). ``concurrency`` bounds the model calls in flight (call
 slots, :mod:`agent_release.agents.call_slots`); ``staged`` more cases run meanwhile up to their model call,
 so a freed slot is taken at once rather than after the next agent is built. With staged cases, the first
-``concurrency`` cases start one at a time, each once the call before it has its slot: built all at once, the
-first wave's agents held the first request back by the time it took to build them all. Nothing is dropped: an error or
-a timeout becomes a :class:`CaseOutcome` with ``error`` set. Retries of throttled / 5xx model calls happen in
-botocore (standard mode, the model's client config) and, for a model's own 5xx answered as ``ModelError``,
-in :class:`ModelCallRetries`, which also counts the retries of each case through the client's event hooks.
+``concurrency`` cases start one at a time, each once the call before it has its slot: built all at once,
+the first wave's agents held the first request back by the time it took to build them all. Nothing is
+dropped: an error or a timeout becomes a :class:`CaseOutcome` with ``error`` set. Retries of throttled /
+5xx model calls happen in botocore (standard mode, the model's client config) and, for a model's own 5xx
+answered as ``ModelError``, in :class:`ModelCallRetries`, which also counts the retries of each case
+through the client's event hooks.
 
 Why asyncio rather than threads: a per-case timeout can abandon a coroutine but not a thread, and the
 agent's blocking boto3 calls already leave the loop through ``asyncio.to_thread``. The loop's default
@@ -450,8 +451,10 @@ def run_cases(
     :mod:`agent_release.steps.inline_scoring`); its result becomes ``CaseOutcome.scores``. ``on_tail``, if
     given, is called once, in the event loop, as soon as no more than ``concurrency`` cases are left to
     finish (at the start if there are no more than that); an exception from it is logged, not raised.
-    ``on_first_wave``, if given, is called once, in the event loop, when the first ``concurrency`` cases
-    have their model calls on the way (or have ended): the moment work that could wait can start.
+    ``on_first_wave``, if given, is called once, in the event loop: with staged cases, when each of the
+    first ``concurrency`` cases has its model call on the way, has ended, or has had
+    :data:`FIRST_CALL_WAIT_S` to get there; without, once every case has been started. It is the moment
+    work that could wait (the run's bookkeeping) can start without holding the first requests back.
     """
     logger.info(
         "variant=<%s>, cases=<%d>, concurrency=<%d> | running cases", variant, len(units), concurrency
