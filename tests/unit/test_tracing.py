@@ -278,3 +278,32 @@ def test_a_store_error_mlflow_raises_is_not_also_logged_with_its_traceback(
     store_records = [r for r in caplog.records if r.name == "mlflow.store.db.utils"]
     assert [r.levelname for r in store_records] == ["DEBUG"]
     assert store_records[0].getMessage().startswith("SQLAlchemy database error")
+
+
+def test_span_costs_are_priced_from_the_bundled_catalog_without_a_network_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Unset, MLflow fetches its model catalog from github.com the first time a stored span has a model name:
+    # an outbound call from every run, or about 7 s of retries on an offline machine.
+    from mlflow.utils import providers
+
+    from agent_release.steps.agent_tracing import apply_tracing_environment
+
+    monkeypatch.delenv("MLFLOW_MODEL_CATALOG_URI", raising=False)
+    monkeypatch.setattr(providers, "_remote_cache", None)  # nothing cached from an earlier test
+    fetched: list[str] = []
+    monkeypatch.setattr(providers, "_fetch_http_provider", lambda provider, url: fetched.append(url))
+
+    apply_tracing_environment()
+    providers.cost_per_token(
+        model="gpt-4o-mini", prompt_tokens=10, completion_tokens=5, custom_llm_provider="openai"
+    )
+    assert fetched == []
+
+    monkeypatch.setenv("MLFLOW_MODEL_CATALOG_URI", "https://catalog.example/latest")  # a user's own wins
+    monkeypatch.setattr(providers, "_remote_cache", None)
+    apply_tracing_environment()
+    providers.cost_per_token(
+        model="gpt-4o-mini", prompt_tokens=10, completion_tokens=5, custom_llm_provider="openai"
+    )
+    assert fetched and fetched[0].startswith("https://catalog.example/latest/")
