@@ -98,6 +98,12 @@ class CallSlots:
         self._line: deque[_Waiter] = deque()
         self._closed = False
 
+    @property
+    def waiting(self) -> int:
+        """Calls in line for a slot now."""
+        with self._lock:
+            return len(self._line)
+
     def take(self, wait: SlotWait | None = None) -> float:
         """Block this thread until it holds a slot; the seconds it waited. Pair with :meth:`give_back`."""
         started = time.perf_counter()

@@ -104,6 +104,21 @@ def _gated(slots: CallSlots, parts: list[bytes], **kwargs: Any) -> tuple[Any, Fa
     return wrapped.inner.client, raw
 
 
+def _until(condition: Any, timeout_s: float = 10.0) -> None:
+    """Poll ``condition`` (a thread or task has reached its wait) instead of sleeping a guessed time."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.005)
+
+
+async def _until_async(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.005)
+
+
 def _in_slots(slots: CallSlots | None, call: Any) -> Any:
     def run() -> Any:
         CURRENT_SLOTS.set(slots)
@@ -186,11 +201,12 @@ def test_the_wait_for_a_slot_in_a_thread_counts_on_the_case_and_keeps_the_limit(
 
     thread = threading.Thread(target=caller)
     thread.start()
-    time.sleep(0.1)
+    _until(lambda: slots.waiting == 1)
+    time.sleep(0.05)
     assert got == [] and wait.since is not None and slots.in_use == 1  # waiting, and seen as waiting
     slots.give_back()
     thread.join(5)
-    assert got and got[0] >= 0.09 and wait.total_s == pytest.approx(got[0]) and wait.since is None
+    assert got and got[0] >= 0.05 and wait.total_s == pytest.approx(got[0]) and wait.since is None
     assert slots.in_use == 1 and slots.most_in_use == 1 and slots.calls == 2
     slots.give_back()
     assert slots.in_use == 0
@@ -211,7 +227,7 @@ def test_threads_and_the_event_loop_queue_in_one_line() -> None:
 
         first = threading.Thread(target=in_thread, args=("thread-1",))
         first.start()
-        await asyncio.sleep(0.05)  # thread-1 is in line first
+        await _until_async(lambda: slots.waiting == 1)  # thread-1 is in line first
 
         async def in_loop() -> None:
             async with slots.slot():
@@ -219,10 +235,10 @@ def test_threads_and_the_event_loop_queue_in_one_line() -> None:
                 await asyncio.sleep(0.02)
 
         loop_call = asyncio.ensure_future(in_loop())
-        await asyncio.sleep(0.05)
+        await _until_async(lambda: slots.waiting == 2)
         second = threading.Thread(target=in_thread, args=("thread-2",))
         second.start()
-        await asyncio.sleep(0.05)
+        await _until_async(lambda: slots.waiting == 3)
         assert order == [] and slots.in_use == 1
         slots.give_back()
         await loop_call
@@ -248,7 +264,7 @@ def test_closing_the_slots_sends_a_waiting_thread_away_without_a_call() -> None:
 
     thread = threading.Thread(target=caller)
     thread.start()
-    time.sleep(0.05)
+    _until(lambda: slots.waiting == 1)
     slots.close()
     thread.join(5)
     assert not thread.is_alive() and len(failures) == 1 and slots.calls == 1
@@ -268,7 +284,7 @@ def test_a_cancelled_caller_that_was_handed_a_slot_passes_it_on() -> None:
 
         first = asyncio.ensure_future(caller("first"))
         second = asyncio.ensure_future(caller("second"))
-        await asyncio.sleep(0.01)
+        await _until_async(lambda: slots.waiting == 2)
         slots.give_back()  # handed to "first", whose wake-up is not yet delivered...
         first.cancel()  # ...when it is cancelled
         await asyncio.gather(first, second, return_exceptions=True)
