@@ -204,16 +204,13 @@ class CallSlots:
         if on_call is not None:
             on_call()
 
-    def _count_wait(self, waited: float) -> None:
-        with self._lock:
-            self.waited_s += waited
-
     def _end_wait(self, wait: SlotWait | None, started: float) -> float:
         waited = time.perf_counter() - started
         if wait is not None:
             wait.total_s += waited
             wait.since = None
-        self._count_wait(waited)
+        with self._lock:
+            self.waited_s += waited
         return waited
 
 
@@ -240,8 +237,9 @@ def _note_wait_on_span(waited_s: float) -> None:
 
 
 def slotted(model: Any) -> Any:
-    """``model`` (a Strands ``Model``) wrapped so that each call holds a slot of :data:`CURRENT_SLOTS`."""
-    return _slotted_class()(model)
+    """``model`` (a Strands ``Model``) wrapped so that each call holds a slot of :data:`CURRENT_SLOTS`; a
+    model already wrapped is returned as it is (wrapped twice, each call would take two slots)."""
+    return model if is_slotted(model) else _slotted_class()(model)
 
 
 def is_slotted(model: Any) -> bool:
@@ -340,7 +338,7 @@ def _runtime_client(model: Any) -> Any:
     """The model's SageMaker Runtime client (botocore), or None when it calls the model some other way."""
     client = getattr(model, "client", None)
     register = getattr(getattr(getattr(client, "meta", None), "events", None), "register", None)
-    if isinstance(client, _GatedClient) or register is None:
+    if register is None:
         return None
     if not all(callable(getattr(client, name, None)) for name in _GatedClient.GATED):
         return None

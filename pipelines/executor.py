@@ -31,6 +31,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agent_release.pipelines.state_db import connect, ensure_schema, is_locked_error, locked_message
+from agent_release.pipelines.terminal_text import escape_controls
 
 logger = logging.getLogger(__name__)
 
@@ -403,9 +404,8 @@ class LocalExecutor:
 
 # What one_line keeps of a message that spans lines: the whole first line, then up to this many characters.
 ONE_LINE_MAX_CHARS = 300
-# Line breaks as str.splitlines() knows them, and the other control characters a terminal acts on.
+# Line breaks as str.splitlines() knows them (the other control characters: terminal_text.escape_controls).
 _LINE_BREAK = re.compile(r"\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
-_CONTROL = re.compile(r"[\x00-\x08\x0e-\x1f\x7f-\x9f]")
 
 
 def one_line(exc: BaseException) -> str:
@@ -439,4 +439,5 @@ def flatten(text: str) -> str:
     budget = max(ONE_LINE_MAX_CHARS - len(head), 0)
     if len(rest) > budget:
         rest = rest[:budget].rstrip() + "..."
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", head + rest)
+    # No line break is left: what remains of the control characters is the terminal's (one definition).
+    return escape_controls(head + rest)

@@ -1102,10 +1102,11 @@ def promote_variant(
             )
     baseline = _serving_other(state, variant)
     subject = f"{endpoint_name}/{variant}"
+    ledger = backend.list_audit()
     held = next(
         (
             e
-            for e in reversed(backend.list_audit())
+            for e in reversed(ledger)
             if _holds_for_approval(e)
             and e.subject == subject
             and (execution_id is None or e.execution_id == execution_id)
@@ -1131,7 +1132,7 @@ def promote_variant(
         # No held decision (e.g. `promote champion` back after a full promotion): the agent serving the
         # variant is the one the newest ledger entry recorded for this variant and package. Without it the
         # `champion` alias stayed on the agent version just demoted.
-        agent = _recorded_agent(backend, variant, target.package_arn)
+        agent = _recorded_agent(ledger, variant, target.package_arn)
         if agent:
             evidence = {**evidence, "challenger": dict(agent)}
     version = agent.get("registered_model_version")
@@ -1187,10 +1188,10 @@ def _steps_from_current_share(schedule: Sequence[float], state: EndpointState, v
     return [p for p in schedule if p >= share - 1e-9] or [100.0]
 
 
-def _recorded_agent(backend: Backend, variant: str, package_arn: str | None) -> Mapping[str, Any]:
-    """The agent evidence (``_agent_evidence``) the newest ledger entry recorded for ``variant`` serving
-    ``package_arn``, as champion or challenger; empty when no entry did."""
-    for entry in reversed(backend.list_audit()):
+def _recorded_agent(ledger: Sequence[AuditEntry], variant: str, package_arn: str | None) -> Mapping[str, Any]:
+    """The agent evidence (``_agent_evidence``) the newest entry of ``ledger`` recorded for ``variant``
+    serving ``package_arn``, as champion or challenger; empty when no entry did."""
+    for entry in reversed(ledger):
         for role in ("challenger", "champion"):
             agent = entry.evidence.get(role)
             if (

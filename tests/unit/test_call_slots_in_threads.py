@@ -292,3 +292,10 @@ def test_a_cancelled_caller_that_was_handed_a_slot_passes_it_on() -> None:
 
     slots, got = asyncio.run(main())
     assert got == ["second"] and slots.in_use == 0 and slots.calls == 2
+
+
+def test_wrapping_a_slotted_model_again_returns_it_as_it_is() -> None:
+    # Wrapped twice, each call would take a slot in the loop and another in its thread: two of the limit.
+    slots = CallSlots(1)
+    model = slotted(SimpleNamespace(client=FakeRuntimeClient(FakeStream([b"x"], slots)), config={}))
+    assert slotted(model) is model

@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pytest
-from rich.console import Console
+from _shared.console import captured_console
 
 from agent_release.pipelines.console import RunConsole
 
 
-def _console(*, terminal: bool) -> tuple[RunConsole, io.StringIO]:
-    out = io.StringIO()
-    run_console = RunConsole()
-    run_console.console = Console(file=out, force_terminal=terminal, width=120, highlight=False)
-    run_console.interactive = terminal
-    return run_console, out
-
-
 def test_a_log_gets_one_line_when_a_bake_goes_on_past_its_period() -> None:
-    run_console, out = _console(terminal=False)
+    run_console, out = captured_console(terminal=False)
     update = run_console.bake_progress("canary 10%", 10.0)
     update(5.0, 10.0, "2 calls, 0 errors")
     update(10.2, 30.0, "3 calls, 0 errors; baking on until 5 calls (up to 30s)")
@@ -32,14 +23,14 @@ def test_a_log_gets_one_line_when_a_bake_goes_on_past_its_period() -> None:
 
 
 def test_a_log_gets_only_the_bake_line_when_the_step_is_judged_in_time() -> None:
-    run_console, out = _console(terminal=False)
+    run_console, out = captured_console(terminal=False)
     update = run_console.bake_progress("canary 50%", 10.0)
     update(10.0, 10.0, "12 calls, 0 errors")
     assert out.getvalue().splitlines() == ["  canary 50%: baking 10s"]
 
 
 def test_the_bar_stretches_to_the_limit_while_the_bake_goes_on() -> None:
-    run_console, _ = _console(terminal=True)
+    run_console, _ = captured_console(terminal=True)
     update = run_console.bake_progress("canary 10%", 10.0)
     progress = run_console._progress
     assert progress is not None
@@ -51,7 +42,7 @@ def test_the_bar_stretches_to_the_limit_while_the_bake_goes_on() -> None:
 
 
 def test_quiet_prints_nothing() -> None:
-    run_console, out = _console(terminal=False)
+    run_console, out = captured_console(terminal=False)
     run_console.quiet = True
     run_console.bake_progress("canary 10%", 10.0)(11.0, 30.0, "baking on")
     assert out.getvalue() == ""
@@ -85,7 +76,7 @@ def test_the_run_footer_says_when_a_promoted_release_was_rolled_back(action: str
     from agent_release.pipelines.executor import ExecutionResult
     from agent_release.steps.promote_challenger import PromotionReport
 
-    run_console, out = _console(terminal=False)
+    run_console, out = captured_console(terminal=False)
     promotion = PromotionReport.model_construct(action=action, reason="challenger error rate 31% > 5%")
     result = ExecutionResult(
         id="e-1", status="succeeded", decision="promote", outputs={"promote_challenger": promotion}
@@ -142,7 +133,7 @@ def test_a_log_gets_an_evaluation_progress_line_every_period_and_one_at_the_end(
     from agent_release.pipelines.console import PLAIN_PROGRESS_EVERY_S
     from agent_release.steps.eval_harness import ProgressEvent
 
-    run_console, out = _console(terminal=False)
+    run_console, out = captured_console(terminal=False)
     every = PLAIN_PROGRESS_EVERY_S
     # A long evaluation: 400 cases over 3.5 periods; a log silent until the end looks hung (and CI jobs
     # that end a step silent for minutes kill it).
@@ -155,7 +146,7 @@ def test_a_log_gets_an_evaluation_progress_line_every_period_and_one_at_the_end(
     assert lines[0].startswith("  challenger: 115/400 cases, errors 1 ")
     assert lines[-1].startswith("  challenger: 400/400 cases, errors 4 ")
     # A short one keeps its single line.
-    short, out = _console(terminal=False)
+    short, out = captured_console(terminal=False)
     for done in range(1, 31):
         short.eval_progress(ProgressEvent("champion", done, 30, 0, 0, done * 0.1))
     assert out.getvalue().splitlines() == ["  champion: 30/30 cases, errors 0  10.0 cases/s"]
@@ -167,7 +158,7 @@ def test_the_final_trace_flush_gets_a_line_each_time_the_evaluation_reports_it()
     from agent_release.steps.eval_harness import ProgressEvent
     from agent_release.steps.evaluate_variants import TraceFlushProgress
 
-    run_console, out = _console(terminal=False)
+    run_console, out = captured_console(terminal=False)
     run_console.eval_progress(ProgressEvent("challenger", 30, 30, 0, 0, 3.0))
     run_console.eval_progress(TraceFlushProgress("challenger", 1234, 10.02))
     run_console.eval_progress(TraceFlushProgress("challenger", 0, 20.0))
@@ -178,7 +169,7 @@ def test_the_final_trace_flush_gets_a_line_each_time_the_evaluation_reports_it()
         "  challenger: writing traces to MLflow (20s)",
         "  challenger: writing traces to MLflow (30s)",
     ]
-    terminal, screen = _console(terminal=True)
+    terminal, screen = captured_console(terminal=True)
     terminal.eval_progress(ProgressEvent("champion", 30, 30, 0, 0, 3.0))
     terminal.eval_progress(TraceFlushProgress("champion", 7, 10.0))
     terminal._stop_progress()

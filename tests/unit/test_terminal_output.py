@@ -7,15 +7,13 @@ They are shown escaped; the ledger keeps the exact text it hashed (security revi
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from pathlib import Path
 
 from _shared.cli import run_cli
-from rich.console import Console
+from _shared.console import captured_console
 
-from agent_release.pipelines.console import RunConsole
 from agent_release.pipelines.executor import ExecutionStore
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.pipelines.status import render_status
@@ -33,16 +31,8 @@ def _no_terminal_control(text: str) -> None:
         assert byte not in text, (byte, text)
 
 
-def _console() -> tuple[RunConsole, io.StringIO]:
-    out = io.StringIO()
-    run_console = RunConsole()
-    run_console.console = Console(file=out, force_terminal=True, width=400, highlight=False)
-    run_console.interactive = False
-    return run_console, out
-
-
 def test_run_console_shows_errors_and_reasons_escaped_not_as_markup() -> None:
-    run_console, out = _console()
+    run_console, out = captured_console(terminal=True, interactive=False, width=400)
     run_console.step_event("train_model", "failed", {"error": MARKUP + HOSTILE})
     run_console.step_event("train_model", "skipped", {"reason": HOSTILE})
     run_console.eval_progress({"variant": "v[/x]\x1b[2J", "done": 1, "total": 1})
@@ -58,7 +48,7 @@ def test_run_console_shows_errors_and_reasons_escaped_not_as_markup() -> None:
 
 def test_a_promotion_summary_keeps_its_weights() -> None:
     """`[challenger=1, champion=0]` vanished from the step line: rich read it as an unknown style."""
-    run_console, out = _console()
+    run_console, out = captured_console(terminal=True, interactive=False, width=400)
     report = PromotionReport.model_construct(
         action="promoted", reason="all guards green", final_weights={"champion": 0.0, "challenger": 1.0}
     )
