@@ -17,7 +17,10 @@ variant: this process plus the trace writer process (the runtime's own process i
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--cases 160] [--repeats 3] [--peer-cases 48] [--scale 4]``;
 one JSON line per result on stdout. ``eval_throughput`` is the median of ``repeats`` evaluations of
 ``cases`` (each listed in ``runs_ratio_to_ideal``, with its CPU per case in ``runs_cpu_ms_per_case``;
-``traces_persisted`` is the fewest any of them persisted, of ``traces_expected`` each).
+``traces_persisted`` is the fewest any of them persisted, of ``traces_expected`` each). Each run's time is
+also split from the endpoint's own records of its calls (:class:`StepTimeline`): ``runs_before_first_call_s``
+and ``runs_until_all_slots_busy_s`` from the step's start, ``runs_after_last_call_s`` to its end, and
+``runs_endpoint_busy``, the share of the 16 slots busy between the first call and the last.
 ``eval_throughput_scaling`` repeats the step on ``scale`` times as many cases and splits its time into a
 fixed cost per evaluation and a steady per-case rate.
 """
@@ -37,8 +40,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agent_release.pipelines.call_timeline import CallTimeline
 
 ROOT = Path(__file__).resolve().parents[1]
 LATENCY_MS = 250.0
@@ -49,8 +56,8 @@ ENDPOINT = "bench"
 ARTIFACTS: list[Path] = []
 # The runtime's state directory (set by main), whose invocation records show the calls in flight.
 RUNTIME_STATE: list[Path] = []
-# Most calls the endpoint served at once during each of our runs on the slow variant, by run tag.
-MAX_IN_FLIGHT: dict[str, int] = {}
+# The endpoint's view of our latest run on the slow variant, by run tag (see StepTimeline).
+TIMELINES: dict[str, StepTimeline] = {}
 CALLS_PER_CASE = {"W1": 1, "W2": 2}
 IDEAL = {"W1": CONCURRENCY / (LATENCY_MS / 1000), "W2": CONCURRENCY / (2 * LATENCY_MS / 1000)}
 
@@ -223,22 +230,51 @@ def count_persisted(experiment_id: str, run_id: str | None, key: Callable[[Any],
     return len(scored)
 
 
-def endpoint_max_in_flight(state_dir: Path, variant: str, since: float, calls: int) -> int:
-    """Most calls the runtime was serving at once for ``variant`` since ``since`` (epoch seconds).
+@dataclass(frozen=True)
+class StepTimeline:
+    """One evaluation seen from the endpoint: when its calls ran against when the step started and ended.
 
-    From the runtime's own invocation records (``LocalBackend.most_in_flight``), so it checks from the
-    endpoint's side that the evaluation kept to its concurrency. The runtime writes its records about
-    every half second: this waits (up to 10 s) until ``calls`` of them are in.
+    An evaluation of N equal cases at 16 slots lasts at least: the time until every slot is first busy,
+    plus N / 16 call durations, plus what follows the last call (the final flush and the run's writes).
+    These say how much of the gap to the ideal each part takes; ``endpoint_busy`` is the share of the
+    16 slots busy between the first call's start and the last call's end.
     """
-    from agent_release.pipelines.local_backend import LocalBackend
 
-    backend = LocalBackend(state_dir)
-    deadline = time.monotonic() + 10
-    while True:
-        most, recorded = backend.most_in_flight(ENDPOINT, since, variant)
-        if recorded >= calls or time.monotonic() > deadline:
-            return most
-        time.sleep(0.2)
+    started: float
+    ended: float
+    calls: CallTimeline
+
+    @classmethod
+    def read(cls, state_dir: Path, variant: str, started: float, ended: float, calls: int) -> StepTimeline:
+        """From the runtime's invocation records, which it writes about every half second: this waits (up
+        to 10 s) until ``calls`` of them are in."""
+        from agent_release.pipelines.local_backend import LocalBackend
+
+        backend = LocalBackend(state_dir)
+        try:
+            deadline = time.monotonic() + 10
+            while True:
+                timeline = backend.call_timeline(ENDPOINT, started, CONCURRENCY, variant)
+                if timeline.calls >= calls or time.monotonic() > deadline:
+                    return cls(started, ended, timeline)
+                time.sleep(0.2)
+        finally:
+            backend.close()
+
+    def parts(self) -> dict[str, float | None]:
+        """Seconds from the step's start to its first call and to every slot busy; from the last call to
+        the step's end; and the share of the slots busy in between."""
+        c = self.calls
+
+        def since_start(at: float | None) -> float | None:
+            return None if at is None else round(at - self.started, 3)
+
+        return {
+            "before_first_call_s": since_start(c.first_start),
+            "until_all_slots_busy_s": since_start(c.all_busy_at),
+            "after_last_call_s": None if c.last_end is None else round(self.ended - c.last_end, 3),
+            "endpoint_busy": None if c.busy_fraction is None else round(c.busy_fraction, 3),
+        }
 
 
 def _process_cpu_s(pid: int) -> float:
@@ -285,8 +321,8 @@ def run_ours(
     )
     elapsed, cpu = time.perf_counter() - started, cpu_s() - cpu0
     if RUNTIME_STATE and variant == "slow":
-        MAX_IN_FLIGHT[tag] = endpoint_max_in_flight(
-            RUNTIME_STATE[0], variant, since, n * CALLS_PER_CASE[workload]
+        TIMELINES[tag] = StepTimeline.read(
+            RUNTIME_STATE[0], variant, since, since + elapsed, n * CALLS_PER_CASE[workload]
         )
     run_id = report.variants[0].mlflow_run_id
     persisted = count_persisted(reg.experiment_id, run_id, lambda t: t.info.tags.get("eval.case_id"))
@@ -461,7 +497,7 @@ def scaling(workload: str, n: int, rate: float, scale: int) -> dict[str, Any]:
         "steady_ratio_to_ideal": round(steady / IDEAL[workload], 3),
         "traces_expected": scale * n,
         "traces_persisted": persisted,
-        "endpoint_max_in_flight": MAX_IN_FLIGHT.get(f"ours-{workload}-slow-inline"),
+        "endpoint_max_in_flight": TIMELINES[f"ours-{workload}-slow-inline"].calls.most_in_flight,
     }
 
 
@@ -516,14 +552,15 @@ def main() -> None:
             for workload in ("W1", "W2"):
                 # This machine's speed drifts from one evaluation to the next: the headline is the median
                 # of --repeats evaluations, each of which must persist every trace.
-                runs, in_flight = [], []
+                runs, timelines = [], []
                 for _ in range(args.repeats):
                     runs.append(run_ours(workload, args.cases))
-                    in_flight.append(MAX_IN_FLIGHT.get(f"ours-{workload}-slow-inline") or 0)
+                    timelines.append(TIMELINES[f"ours-{workload}-slow-inline"])
                 rate = statistics.median(run[0] for run in runs)
                 persisted = min(run[1] for run in runs)
                 rates[workload] = rate
-                max_in_flight = max(in_flight)
+                max_in_flight = max(t.calls.most_in_flight for t in timelines)
+                parts = [t.parts() for t in timelines]
                 # The peers run with MLflow's own trace exporter, as a user would have it.
                 uninstall_row_first_export()
                 peers = {
@@ -565,6 +602,8 @@ def main() -> None:
                             "traces_expected": args.cases,
                             "traces_persisted": persisted,
                             "endpoint_max_in_flight": max_in_flight,
+                            # Where each run's time went, from the endpoint's records (StepTimeline).
+                            **{f"runs_{key}": [p[key] for p in parts] for key in parts[0]},
                             # Cases made ready beyond the 16 calls (evaluate.staged's default, see
                             # agents/call_slots.py); the endpoint still serves at most 16 at once.
                             "staged_cases": EvaluateConfig(concurrency=CONCURRENCY).staged_cases,

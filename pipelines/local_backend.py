@@ -49,6 +49,7 @@ from agent_release.pipelines.backend_rules import (
     validate_endpoint_spec,
     validate_weights,
 )
+from agent_release.pipelines.call_timeline import CallTimeline, call_timeline
 from agent_release.pipelines.invocation_window import InvocationWindow
 from agent_release.steps.backend import (
     ApprovalStatus,
@@ -446,6 +447,17 @@ class LocalBackend:
         the last byte of the answer. This is the endpoint's own view of a client's concurrency. The runtime
         flushes its records about every half second: a caller expecting N calls polls until N are in.
         """
+        calls = self.call_windows(name, since, variant)
+        return call_timeline(calls, slots=1).most_in_flight, len(calls)
+
+    def call_timeline(self, name: str, since: float, slots: int, variant: str | None = None) -> CallTimeline:
+        """How the calls to endpoint ``name`` since ``since`` filled ``slots`` (see :mod:`.call_timeline`);
+        the same records as :meth:`most_in_flight`."""
+        return call_timeline(self.call_windows(name, since, variant), slots)
+
+    def call_windows(self, name: str, since: float, variant: str | None = None) -> list[tuple[float, float]]:
+        """``(start, end)`` in epoch seconds of each call to endpoint ``name`` that ended at or after
+        ``since`` (``variant`` only, when given; shadow copies left out), from the invocation records."""
         query = (
             "SELECT at, model_latency_ms, overhead_latency_ms FROM invocations "
             "WHERE endpoint = ? AND at >= ? AND shadow = 0"
@@ -454,16 +466,11 @@ class LocalBackend:
         if variant is not None:
             query += " AND variant = ?"
             params += (variant,)
-        events: list[tuple[float, int]] = []
-        rows = self._query(query, params)
-        for r in rows:
+        windows: list[tuple[float, float]] = []
+        for r in self._query(query, params):
             took_s = ((r["model_latency_ms"] or 0.0) + (r["overhead_latency_ms"] or 0.0)) / 1000.0
-            events += [(r["at"] - took_s, 1), (r["at"], -1)]
-        in_flight = most = 0
-        for _, step in sorted(events):  # an end sorts before a start at the same instant
-            in_flight += step
-            most = max(most, in_flight)
-        return most, len(rows)
+            windows.append((r["at"] - took_s, r["at"]))
+        return windows
 
     def variant_metrics(self, name: str, since: float) -> dict[str, VariantMetrics]:
         """Per-variant metrics for invocations at or after the epoch time ``since``.
