@@ -51,6 +51,7 @@ from agent_release.steps.evaluation_records import CaseResult, EvaluationReport,
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 from agent_release.steps.run_bookkeeping import RunBookkeeping
 from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs, score_bounds
+from agent_release.steps.store_calls import StoreCall, offload_store_calls
 from agent_release.steps.validate_datasets import case_cluster
 
 if TYPE_CHECKING:
@@ -162,10 +163,13 @@ def evaluate_variants(
                 progress=progress,
                 row_first=row_first,
                 key_tags=key_tags,
+                # The last variant's writes carry the parent's combined table (to the writer process).
+                parent_table=(
+                    (parent.info.run_id, list(rows)) if index == len(registration.agents) - 1 else None
+                ),
             )
             variants.append(evaluation)
             rows.extend(agent_rows)
-        mlflow.log_table(data=_rows_frame(rows), artifact_file=CASES_TABLE)
         table_uri = f"{parent.info.artifact_uri.rstrip('/')}/{CASES_TABLE}"
     return EvaluationReport(
         dataset_name=dataset_name,
@@ -288,6 +292,7 @@ def _evaluate_one(
     progress: Callable[[EvaluationProgress], None] | None,
     row_first: bool,
     key_tags: Mapping[str, str],
+    parent_table: tuple[str, list[CaseResult]] | None = None,
 ) -> tuple[VariantEvaluation, list[CaseResult]]:
     import mlflow
     from mlflow.entities import LoggedModelInput, Metric
@@ -381,15 +386,30 @@ def _evaluate_one(
         )
         rows = results.rows
         books.wait()  # the bookkeeping is in (or its failure raised) before any result is logged
+        # The variant's metrics, and on the last variant the parent run's table (every variant's rows), are
+        # logged by the trace writer process, whose traces are all in, while this process logs the
+        # variant's table (see steps/store_calls.py).
         now_ms = int(time.time() * 1000)
-        client.log_batch(
-            run_id,
-            metrics=[
-                Metric(key, value, now_ms, 0, model_id=agent.logged_model_id, run_id=run_id)
-                for key, value in results.metrics.items()
-            ],
+        metrics = [
+            Metric(key, value, now_ms, 0, model_id=agent.logged_model_id, run_id=run_id)
+            for key, value in results.metrics.items()
+        ]
+        offloaded = offload_store_calls(
+            [StoreCall("log_batch", (run_id,), {"metrics": metrics})]
+            + (
+                []
+                if parent_table is None
+                else [
+                    StoreCall(
+                        "log_table",
+                        (parent_table[0],),
+                        {"data": _rows_frame([*parent_table[1], *rows]), "artifact_file": CASES_TABLE},
+                    )
+                ]
+            )
         )
         mlflow.log_table(data=results.frame, artifact_file=CASES_TABLE)
+        offloaded.wait()
     errored = sum(1 for r in rows if r.error)
     scorer_errors = scorer_error_counts(rows)
     for name, count in scorer_errors.items():

@@ -40,12 +40,15 @@ import pickle
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from mlflow.tracing.export.mlflow_v3 import MlflowV3SpanExporter
 
 from agent_release.steps.store_retry import retry_if_locked
+
+if TYPE_CHECKING:
+    from agent_release.steps.store_calls import StoreCalls
 
 logger = logging.getLogger(__name__)
 
@@ -222,15 +225,32 @@ class WriterProcess:
         that writing it again after the child died mid-batch cannot store a score twice.
         """
         _pin_assessment_ids(batch)
+        try:
+            answer = self._exchange(list(batch))
+        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            logger.warning("error=<%s> | trace batch cannot be pickled; writing it in this process", exc)
+            return None
+        return [str(trace_id) for trace_id in answer]
+
+    def run_store_calls(self, calls: StoreCalls, on_sent: Callable[[], None] | None = None) -> str | None:
+        """Have the child make ``calls`` (:mod:`.store_calls`) and wait: None, or what failed.
+
+        ``on_sent`` is called once the calls are on their way (from then on the child may have made some of
+        them). Raises ``OSError``/``EOFError`` if the child is gone, as :meth:`write` does.
+        """
+        answer = self._exchange(calls, on_sent)
+        return None if answer is None else str(answer)
+
+    def _exchange(self, payload: object, on_sent: Callable[[], None] | None = None) -> Any:
+        """Send ``payload`` and return the child's answer (one at a time: the pipe carries one exchange)."""
         with self._lock:
             try:
-                self._send.send(list(batch))
-            except (pickle.PicklingError, TypeError, AttributeError) as exc:
-                logger.warning("error=<%s> | trace batch cannot be pickled; writing it in this process", exc)
-                return None
+                self._send.send(payload)
             except (OSError, EOFError):
                 self._broken = True
                 raise
+            if on_sent is not None:
+                on_sent()
             try:
                 deadline = time.monotonic() + self.answer_timeout_s
                 while not self._recv.poll(min(1.0, self.answer_timeout_s)):
@@ -243,7 +263,7 @@ class WriterProcess:
                         raise EOFError(
                             f"trace writer process did not answer within {self.answer_timeout_s:g} s; killed it"
                         )
-                return [str(trace_id) for trace_id in self._recv.recv()]
+                return self._recv.recv()
             except (OSError, EOFError):
                 self._broken = True
                 raise

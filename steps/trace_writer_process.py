@@ -2,8 +2,9 @@
 
 Started by :class:`agent_release.steps.trace_export.WriterProcess`. Reads pickled batches of ``(Trace, prompt
 versions)`` from the first pipe, writes each (:func:`write_in_one_transaction`) to the tracking URI in
-``MLFLOW_TRACKING_URI``, and answers with the ids of the traces it could not write. Exits when the pipe
-closes.
+``MLFLOW_TRACKING_URI``, and answers with the ids of the traces it could not write. A
+:class:`~agent_release.steps.store_calls.StoreCalls` instead is made with an ``MlflowClient`` and answered
+with None or what failed. Exits when the pipe closes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
+from agent_release.steps.store_calls import StoreCalls, make_store_calls
 from agent_release.steps.trace_export import Batch, write_batch
 
 logger = logging.getLogger(__name__)
@@ -112,6 +114,7 @@ def write_in_one_transaction(client: Any, batch: Batch) -> list[str]:
 def main(argv: list[str]) -> int:
     """Serve batches until the parent closes the pipe."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mlflow import MlflowClient
     from mlflow.tracing.client import TracingClient
 
     from agent_release.steps.gc_pauses import freeze_long_lived_heap
@@ -122,6 +125,7 @@ def main(argv: list[str]) -> int:
     inbox = Connection(int(argv[0]), writable=False)
     outbox = Connection(int(argv[1]), readable=False)
     client = TracingClient()
+    mlflow_client = MlflowClient()
     end_of_batch = read_experiments_once_per_batch(client.store)
     freeze_long_lived_heap()  # MLflow's imported heap is never garbage; ~5 ms of collection per trace else
     while True:
@@ -129,6 +133,9 @@ def main(argv: list[str]) -> int:
             payload = inbox.recv()
         except (EOFError, OSError):
             return 0
+        if isinstance(payload, StoreCalls):
+            outbox.send(make_store_calls(mlflow_client, payload.calls))
+            continue
         try:
             failed = write_in_one_transaction(client, payload)
         finally:

@@ -202,6 +202,16 @@ def test_evaluate_variants_end_to_end_with_scripted_model(tracking: str) -> None
     assert "variant" not in parent.data.params
     parent_specs = mlflow.artifacts.load_dict(f"{parent.info.artifact_uri}/scorer_specs.json")
     assert parent_specs == specs
+    # The parent's table holds every variant's rows; it and the last variant's metrics are logged by the
+    # trace writer process (steps/store_calls.py), before either run ends.
+    parent_table = mlflow.load_table("eval_cases.json", run_ids=[parent.info.run_id])
+    assert len(parent_table) == 32
+    assert parent_table["variant"].value_counts().to_dict() == {"challenger": 16, "champion": 16}
+    for evaluation in report.variants:
+        variant_run = mlflow.get_run(evaluation.mlflow_run_id)
+        assert variant_run.info.status == "FINISHED"
+        assert variant_run.data.metrics["task_success/mean"] == evaluation.aggregates["task_success"]["mean"]
+    assert parent.info.status == "FINISHED"
 
     assert ev["champion"].aggregates["task_success"]["mean"] == 0.0
     assert ev["champion"].aggregates["tool_trajectory"]["mean"] == pytest.approx(12 / 16)
