@@ -333,6 +333,8 @@ def _evaluate_one(
         books.submit(client.log_inputs, run_id, models=[LoggedModelInput(agent.logged_model_id)])
         started = time.perf_counter()
         inline = InlineScoring(scorers, expectations, run_id=run_id) if config.scoring == "inline" else None
+        if inline is not None:
+            books.submit(inline.prepare)  # while the first wave waits, not before it starts
         with recording_stored_traces() as stored:
             with traced_as(agent.logged_model_id):
                 outcomes = run_cases(

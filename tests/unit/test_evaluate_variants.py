@@ -112,9 +112,24 @@ def _registration(tracking: str) -> RegistrationReport:
 
 
 @pytest.mark.slow
-def test_evaluate_variants_end_to_end_with_scripted_model(tracking: str) -> None:
+def test_evaluate_variants_end_to_end_with_scripted_model(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
     import mlflow
 
+    from agent_release.steps.inline_scoring import InlineScoring
+
+    # Where each variant's scoring works out what its cases share: the bookkeeping thread, not the step's.
+    prepared_on: list[str] = []
+    prepare = InlineScoring.prepare
+
+    def recorded_prepare(self: InlineScoring) -> None:
+        prepared_on.append(threading.current_thread().name)
+        prepare(self)
+
+    monkeypatch.setattr(InlineScoring, "prepare", recorded_prepare)
     registration = _registration(tracking)
     config = EvaluateConfig(
         concurrency=4,
@@ -160,6 +175,7 @@ def test_evaluate_variants_end_to_end_with_scripted_model(tracking: str) -> None
     assert slow.error is not None and slow.error.startswith("TimeoutError")
     assert slow.scores["task_success"] == 0.0
 
+    assert len(prepared_on) == 2 and all(n.startswith("agent-release-run-bookkeeping") for n in prepared_on)
     ev = {v.variant: v for v in report.variants}
     assert ev["challenger"].cases_expected == 16
     assert ev["challenger"].cases_errored == 4 and ev["challenger"].cases_completed == 12

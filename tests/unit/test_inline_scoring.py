@@ -109,6 +109,44 @@ def test_scores_and_expectations_are_persisted_with_the_trace(experiment: str) -
         assert (assessment.metadata or {}).get(AssessmentMetadataKey.SCORER_DIGEST, "").startswith("sha256:")
 
 
+def test_what_every_case_shares_is_worked_out_once_whoever_asks_first(
+    experiment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+    import time
+
+    import mlflow
+
+    from agent_release.steps import inline_scoring
+
+    worked_out: list[str] = []
+    scorer_metadata = inline_scoring._scorer_metadata
+
+    def counted(scorer: Any) -> dict[str, str]:
+        worked_out.append(scorer.name)
+        time.sleep(0.005)  # long enough for the case below to ask while prepare() is at it
+        return scorer_metadata(scorer)
+
+    monkeypatch.setattr(inline_scoring, "_scorer_metadata", counted)
+    scorers = build_scorers(effective_specs(EvaluateConfig()))
+    with mlflow.start_run() as run:
+        scoring = InlineScoring(scorers, EXPECTATIONS, run_id=run.info.run_id)
+        assert worked_out == []  # not when the scoring is made, before the first case starts
+        preparing = threading.Thread(target=scoring.prepare)
+        preparing.start()
+        case = _outcome("Your order has shipped.", [])
+        _score_in_trace(scoring, case)
+        preparing.join()
+        scoring.prepare()
+    assert sorted(worked_out) == sorted(b.name for b in scorers)  # once per scorer
+    trace = mlflow.get_trace(case.trace_id or "")
+    assert trace is not None
+    digests = [
+        (a.metadata or {}).get(AssessmentMetadataKey.SCORER_DIGEST, "") for a in trace.info.assessments
+    ]
+    assert len([d for d in digests if d.startswith("sha256:")]) == len(scorers)
+
+
 def test_a_wrong_answer_scores_zero(experiment: str) -> None:
     scorers = build_scorers(effective_specs(EvaluateConfig()))
     scoring = InlineScoring(scorers, EXPECTATIONS, run_id=None)
