@@ -264,9 +264,21 @@ class WriterProcess:
                             f"trace writer process did not answer within {self.answer_timeout_s:g} s; killed it"
                         )
                 return self._recv.recv()
-            except (OSError, EOFError):
+            except (OSError, EOFError) as exc:
                 self._broken = True
+                if isinstance(exc, EOFError) and not str(exc):  # the pipe closed: say why, if we can
+                    raise EOFError(self._gone()) from exc
                 raise
+
+    def _gone(self) -> str:
+        """How the child ended, once its pipe closed (it exits first: the pipe closes with it)."""
+        import subprocess
+
+        try:
+            code = self._proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            return "trace writer process closed its pipe"
+        return f"trace writer process exited with {code}"
 
     def close(self) -> None:
         """Close the pipe and wait for the child to finish its last batch (idempotent)."""

@@ -12,7 +12,8 @@ against a variant with 60 ms of added latency, then counts what the store holds 
   SIGKILLed once the final flush has started;
 * the tracking database write-locked by another connection (``BEGIN IMMEDIATE``) for 1.5 s while the writer
   is writing the run's traces;
-* a store that refuses the row of some traces (thread writer, ``start_trace`` failing for chosen cases).
+* a store that refuses the row of some traces (thread writer, ``start_trace`` failing for chosen cases);
+* the writer process SIGKILLed just after it was sent the step's closing MLflow calls.
 
 The writer process is warmed up first (it writes one trace elsewhere), as it is for every variant after the
 first; cold, it would still be importing MLflow when the cases end.
@@ -297,6 +298,63 @@ def test_writer_process_killed_mid_evaluation(
         f"answered for and the batch in flight stopped at: {killed['moment']}; "
         f"evaluation {seconds:.1f} s"
     )
+
+
+def test_writer_process_killed_while_making_the_closing_calls(
+    drill: Drill, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """SIGKILL of the writer process just after it was sent the step's closing calls (the variant's metrics
+    and the parent's table, steps/store_calls.py): what it made of them is unknown, so the step fails with
+    one line instead of making them again (a table logged twice), both runs end FAILED rather than RUNNING,
+    every trace was already in, and a second attempt, with a new writer process, completes."""
+    import mlflow
+
+    from agent_release.steps.store_calls import StoreCallsFailed
+
+    warm = _warm_writer(drill)
+    run_store_calls = trace_export.WriterProcess.run_store_calls
+    sent: list[str] = []
+
+    def killed_once_sent(
+        self: trace_export.WriterProcess, calls: Any, on_sent: Callable[[], None] | None = None
+    ) -> str | None:
+        def kill() -> None:
+            if on_sent is not None:
+                on_sent()
+            sent.extend(call.method for call in calls.calls)
+            os.kill(self.pid, signal.SIGKILL)
+
+        return run_store_calls(self, calls, on_sent=kill)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(trace_export.WriterProcess, "run_store_calls", killed_once_sent)
+        with pytest.raises(StoreCallsFailed) as failed:
+            _evaluate(drill)
+    assert sent == ["log_batch", "log_table"]
+    assert str(failed.value) == (
+        "the trace writer process stopped while making log_batch, log_table: "
+        "trace writer process exited with -9"
+    )
+    assert "\n" not in str(failed.value)
+    assert warm.wait_exit(10) == -signal.SIGKILL
+    experiment_id = mlflow.get_experiment_by_name(drill.world.experiment).experiment_id
+    runs = mlflow.search_runs([experiment_id], output_format="list")
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FAILED"]  # the parent and the variant
+    (variant_run,) = [r for r in runs if r.info.run_name == "evaluate-challenger"]
+    traces = _run_traces(experiment_id, variant_run.info.run_id)
+    assert len(traces) == N_UNITS and not [t for t in traces if t.info.tags.get("eval.stand_in")]
+    _no_traceback(capfd)
+
+    # The next attempt gets a new writer process and ends with both tables whole.
+    report, experiment_id, _ = _evaluate(drill)
+    assert _the_writer_process() is not warm
+    _assert_one_scored_trace_per_unit(report, experiment_id)
+    (variant,) = report.variants
+    parent_id = mlflow.get_run(variant.mlflow_run_id).data.tags["mlflow.parentRunId"]
+    for run_id in (variant.mlflow_run_id, parent_id):
+        assert mlflow.get_run(run_id).info.status == "FINISHED"
+        assert len(mlflow.load_table("eval_cases.json", run_ids=[run_id])) == N_UNITS
+    assert mlflow.get_run(variant.mlflow_run_id).data.metrics["answer_correctness/mean"] == 1.0
 
 
 def test_writer_process_killed_during_the_final_flush(
