@@ -410,7 +410,11 @@ def _evaluate_one(
                 ]
             )
         )
-        mlflow.log_table(data=results.frame, artifact_file=CASES_TABLE)
+        try:
+            mlflow.log_table(data=results.frame, artifact_file=CASES_TABLE)
+        except BaseException:
+            offloaded.settle()  # the runs end (FAILED) only once the writer is done with them
+            raise
         offloaded.wait()
     errored = sum(1 for r in rows if r.error)
     scorer_errors = scorer_error_counts(rows)

@@ -1,11 +1,11 @@
 """MLflow client calls made by the trace writer process while this process makes others.
 
-After an evaluation's last case, the step's own writes (metrics, per-case tables, run ends) are about
-70-100 ms of this process's CPU, one after another, while the writer process, whose traces are all in by
-then, sits idle on the second core. :func:`offload_store_calls` hands it some of those calls (the parent
-run's combined table, written while this process writes the variant's): they travel pickled over the
-writer's pipe as :class:`StoreCalls`, and the writer makes them with its own ``MlflowClient`` against the
-same tracking URI, then answers.
+After an evaluation's last case, the step's own writes (metrics, per-case tables, run ends) were 65-100 ms
+of this process's CPU, one after another, while the writer process, whose traces are all in by then, sat
+idle on the second core. :func:`offload_store_calls` hands it some of those calls (the variant's metrics
+and, with the last variant, the parent run's combined table, made while this process logs the variant's
+table): they travel pickled over the writer's pipe as :class:`StoreCalls`, and the writer makes them with
+its own ``MlflowClient`` against the same tracking URI, then answers.
 
 Call it with the calls, make this process's own, then wait::
 
@@ -15,7 +15,7 @@ Call it with the calls, make this process's own, then wait::
 
 Without a writer process (``AGENT_RELEASE_TRACE_WRITER=thread``, another tracking URI, or one that broke
 before the calls were sent), :meth:`OffloadedStoreCalls.wait` makes the calls in this process, in order,
-so the result is the same. If the writer process dies after it was sent the calls, what it made of them is
+so the result is the same (and a failing call raises its own exception, as it did when the step made it). If the writer process dies after it was sent the calls, what it made of them is
 unknown (``log_table`` appends to an existing table, so making the calls again could store rows twice):
 ``wait`` raises :class:`StoreCallsFailed` instead, the evaluation fails, and a resume evaluates again.
 """
@@ -97,7 +97,8 @@ class OffloadedStoreCalls:
             self._error = exc
 
     def wait(self) -> None:
-        """Return once every call is made; raises :class:`StoreCallsFailed` if one failed (see the module)."""
+        """Return once every call is made. Raises :class:`StoreCallsFailed` if one failed in the writer process
+        or the writer died after it was sent them; a call made here raises its own exception."""
         if self._thread is None:
             self._make_here()
             return
@@ -108,7 +109,7 @@ class OffloadedStoreCalls:
                     f"the trace writer process stopped while making {self._methods()}: {self._error}"
                 ) from self._error
             logger.warning(
-                "error=<%s> | trace writer process unavailable; making %s in this process",
+                "error=<%s> | could not hand %s to the trace writer process; making them in this process",
                 self._error,
                 self._methods(),
             )
@@ -117,12 +118,18 @@ class OffloadedStoreCalls:
         if self._answer is not None:
             raise StoreCallsFailed(self._answer)
 
+    def settle(self) -> None:
+        """Wait for the writer's answer without raising: this process is failing already (its own write
+        raised), so the calls are neither made here nor reported; the runs end after the writer is done."""
+        if self._thread is not None:
+            self._thread.join()
+
     def _make_here(self) -> None:
         import mlflow
 
-        failed = make_store_calls(mlflow.MlflowClient(), self._calls)
-        if failed is not None:
-            raise StoreCallsFailed(failed)
+        client = mlflow.MlflowClient()
+        for call in self._calls:
+            call.make(client)  # its own exception, if it fails: nothing crossed a pipe
 
     def _methods(self) -> str:
         return ", ".join(call.method for call in self._calls)

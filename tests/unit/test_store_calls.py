@@ -108,11 +108,16 @@ def test_a_failed_call_is_raised_and_the_later_calls_are_not_made(run_id: str) -
 def test_without_a_writer_process_the_calls_are_made_here_when_waited_for(
     run_id: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from mlflow.exceptions import MlflowException
+
     monkeypatch.setattr(trace_export, "current_writer_process", lambda: None)
     offloaded = offload_store_calls(_calls(run_id))
     assert _logged(run_id) == ({}, [])  # nothing yet: in this process the calls are made by wait()
     offloaded.wait()
     assert _logged(run_id) == ({"score/mean": 0.5}, ["a", "b", "c"])
+    # Made here, a failing call raises its own exception, as when the step made it itself.
+    with pytest.raises(MlflowException, match="no-such-run"):
+        offload_store_calls([StoreCall("set_tag", ("no-such-run", "k", "v"))]).wait()
 
 
 def test_a_writer_process_of_another_tracking_uri_is_not_used(
@@ -162,3 +167,21 @@ def test_a_writer_gone_after_the_calls_were_sent_fails_the_wait_and_makes_nothin
     ):
         offloaded.wait()
     assert _logged(run_id) == ({}, [])  # not made again here: what the writer made of them is unknown
+
+
+def test_settle_waits_for_the_writer_and_makes_nothing_here(run_id: str) -> None:
+    import threading
+
+    answered = threading.Event()
+
+    def slow(_on_sent: Callable[[], None] | None) -> None:
+        time.sleep(0.2)
+        answered.set()
+
+    process = _FakeProcess(fail=slow)
+    offloaded = OffloadedStoreCalls(_calls(run_id), process)  # type: ignore[arg-type]
+    offloaded.settle()
+    assert answered.is_set() and len(process.sent) == 1
+    # Without a writer process, settling makes nothing (the step is failing already).
+    OffloadedStoreCalls(_calls(run_id), None).settle()
+    assert _logged(run_id) == ({}, [])
