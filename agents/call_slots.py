@@ -36,6 +36,7 @@ import asyncio
 import contextvars
 import copy
 import functools
+import io
 import threading
 import time
 from collections import deque
@@ -394,7 +395,7 @@ class _GatedClient:
         return getattr(self._client, name)
 
     def invoke_endpoint(self, **kwargs: Any) -> Any:
-        return _gated_call(self._client.invoke_endpoint, kwargs, _ReadBody.read_from)
+        return _gated_call(self._client.invoke_endpoint, kwargs, _read_body)
 
     def invoke_endpoint_with_response_stream(self, **kwargs: Any) -> Any:
         return _gated_call(self._client.invoke_endpoint_with_response_stream, kwargs, _ReadEvents.read_from)
@@ -452,25 +453,10 @@ class _ReadEvents:
         """Nothing left open: the stream was read and closed."""
 
 
-class _ReadBody:
-    """A non-streamed answer's body, read whole (``read`` as botocore's ``StreamingBody`` has it)."""
-
-    def __init__(self, data: bytes) -> None:
-        self._data = data
-        self._at = 0
-
-    @classmethod
-    def read_from(cls, body: Any, cancel: threading.Event | None = None) -> _ReadBody:
-        """The whole body (a non-streamed answer has no parts to stop between: ``cancel`` is not read)."""
-        try:
-            return cls(body.read())
-        finally:
-            body.close()
-
-    def read(self, amt: int | None = None) -> bytes:
-        end = len(self._data) if amt is None else min(len(self._data), self._at + amt)
-        chunk, self._at = self._data[self._at : end], end
-        return chunk
-
-    def close(self) -> None:
-        """Nothing left open: the body was read and closed."""
+def _read_body(body: Any, cancel: threading.Event | None = None) -> io.BytesIO:
+    """A non-streamed answer's body, read whole and closed (a non-streamed answer has no parts to stop
+    between: ``cancel`` is not read); ``read`` and ``close`` as botocore's ``StreamingBody`` has them."""
+    try:
+        return io.BytesIO(body.read())
+    finally:
+        body.close()

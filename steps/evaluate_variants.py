@@ -396,20 +396,14 @@ def _evaluate_one(
             Metric(key, value, now_ms, 0, model_id=agent.logged_model_id, run_id=run_id)
             for key, value in results.metrics.items()
         ]
-        offloaded = offload_store_calls(
-            [StoreCall("log_batch", (run_id,), {"metrics": metrics})]
-            + (
-                []
-                if parent_table is None
-                else [
-                    StoreCall(
-                        "log_table",
-                        (parent_table[0],),
-                        {"data": _rows_frame([*parent_table[1], *rows]), "artifact_file": CASES_TABLE},
-                    )
-                ]
+        calls = [StoreCall("log_batch", (run_id,), {"metrics": metrics})]
+        if parent_table is not None:
+            parent_run_id, earlier_rows = parent_table
+            frame = _rows_frame([*earlier_rows, *rows])
+            calls.append(
+                StoreCall("log_table", (parent_run_id,), {"data": frame, "artifact_file": CASES_TABLE})
             )
-        )
+        offloaded = offload_store_calls(calls)
         try:
             mlflow.log_table(data=results.frame, artifact_file=CASES_TABLE)
         except BaseException:

@@ -154,7 +154,8 @@ class WriterProcess:
     Started once per tracking URI and shared by every exporter of the process (MLflow rebuilds its exporter
     after each ``mlflow.set_experiment``). Batches travel pickled over a private pipe; the child answers
     each with the ids of the traces it could not write. Once an evaluation's traces are in, it also makes
-    some of the step's own MLflow calls (:meth:`run_store_calls`, :mod:`.store_calls`). It exits when the pipe closes, i.e. with this process at the latest.
+    some of the step's own MLflow calls (:meth:`run_store_calls`, :mod:`.store_calls`). It exits when the
+    pipe closes, i.e. with this process at the latest.
     """
 
     def __init__(self, tracking_uri: str) -> None:
