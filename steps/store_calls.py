@@ -15,9 +15,10 @@ Call it with the calls, make this process's own, then wait::
 
 Without a writer process (``AGENT_RELEASE_TRACE_WRITER=thread``, another tracking URI, or one that broke
 before the calls were sent), :meth:`OffloadedStoreCalls.wait` makes the calls in this process, in order,
-so the result is the same (and a failing call raises its own exception, as it did when the step made it). If the writer process dies after it was sent the calls, what it made of them is
-unknown (``log_table`` appends to an existing table, so making the calls again could store rows twice):
-``wait`` raises :class:`StoreCallsFailed` instead, the evaluation fails, and a resume evaluates again.
+so the result is the same (and a failing call raises its own exception, as it did when the step made it).
+If the writer process dies after it was sent the calls, what it made of them is unknown (``log_table``
+appends to an existing table, so making the calls again could store rows twice): ``wait`` raises
+:class:`StoreCallsFailed` instead, the evaluation fails, and a resume evaluates again.
 """
 
 from __future__ import annotations
@@ -97,8 +98,8 @@ class OffloadedStoreCalls:
             self._error = exc
 
     def wait(self) -> None:
-        """Return once every call is made. Raises :class:`StoreCallsFailed` if one failed in the writer process
-        or the writer died after it was sent them; a call made here raises its own exception."""
+        """Return once every call is made. Raises :class:`StoreCallsFailed` if one failed in the writer
+        process or the writer died after it was sent them; a call made here raises its own exception."""
         if self._thread is None:
             self._make_here()
             return

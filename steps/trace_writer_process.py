@@ -133,14 +133,20 @@ def main(argv: list[str]) -> int:
             payload = inbox.recv()
         except (EOFError, OSError):
             return 0
+        outbox.send(answer(payload, client, mlflow_client, end_of_batch))
+
+
+def answer(payload: Any, client: Any, mlflow_client: Any, end_of_batch: Callable[[], None]) -> Any:
+    """Make what the parent sent and return the answer: for a batch of traces the ids it could not write,
+    for :class:`~agent_release.steps.store_calls.StoreCalls` None or what failed. Either way the cached
+    experiments are dropped afterwards: ``mlflow_client`` and ``client`` share one store, so a store call
+    that read an experiment must not leave it cached for the next batch."""
+    try:
         if isinstance(payload, StoreCalls):
-            outbox.send(make_store_calls(mlflow_client, payload.calls))
-            continue
-        try:
-            failed = write_in_one_transaction(client, payload)
-        finally:
-            end_of_batch()
-        outbox.send(failed)
+            return make_store_calls(mlflow_client, payload.calls)
+        return write_in_one_transaction(client, payload)
+    finally:
+        end_of_batch()
 
 
 if __name__ == "__main__":

@@ -185,3 +185,25 @@ def test_settle_waits_for_the_writer_and_makes_nothing_here(run_id: str) -> None
     # Without a writer process, settling makes nothing (the step is failing already).
     OffloadedStoreCalls(_calls(run_id), None).settle()
     assert _logged(run_id) == ({}, [])
+
+
+def test_the_writer_drops_its_cached_experiments_after_store_calls_too(run_id: str) -> None:
+    """The writer caches experiments for one batch of traces; its MlflowClient shares that store, so an
+    experiment read by a store call must not stay cached for the next batch."""
+    import mlflow
+    from mlflow.tracing.client import TracingClient
+
+    from agent_release.steps.trace_writer_process import answer, read_experiments_once_per_batch
+
+    client, mlflow_client = TracingClient(), mlflow.MlflowClient()
+    store = client.store
+    assert store is mlflow_client._tracking_client.store  # the premise: one store for both clients
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    end_of_batch = read_experiments_once_per_batch(store)
+    try:
+        calls = StoreCalls((StoreCall("get_experiment", (experiment_id,)),))
+        assert answer(calls, client, mlflow_client, end_of_batch) is None
+        mlflow_client.rename_experiment(experiment_id, "renamed-meanwhile")
+        assert store.get_experiment(experiment_id).name == "renamed-meanwhile"
+    finally:
+        del store.get_experiment  # the instance attribute the cache installed; the class method again
