@@ -4,6 +4,8 @@
   UpdateEndpointWeightsAndCapacities accept (names, at least one positive production weight).
 - :func:`canonical_json`, :func:`audit_hash`, :data:`GENESIS_HASH`: the audit ledger's hash chain, identical
   in SQLite (local) and S3 (SageMaker), so ``audit verify`` means the same thing on both.
+- :func:`missing_entries`, :func:`head_mismatch`: what ``verify_audit`` says of a gap in the seqs and of a
+  ledger that does not reach (or hold) the entry its recorded head names.
 - :func:`read_evidence`, :data:`DAMAGED_EVIDENCE_KEY`: how a ledger reader treats an entry whose evidence is
   not a JSON object, so a damaged entry is listed (flagged) and named by ``verify_audit`` on both.
 """
@@ -48,6 +50,32 @@ def missing_entries(expected_seq: int, found_seq: int) -> str | None:
         else f"entries {expected_seq}-{found_seq - 1} are"
     )
     return f"{which} missing (next entry found is {found_seq})"
+
+
+def head_mismatch(head_seq: int, head_hash: str, entries: Sequence[tuple[int, str | None]]) -> str | None:
+    """The ``verify_audit`` problem when the ledger's ``entries`` ((seq, hash), oldest first; hash None for an
+    entry that does not read) do not reach, or do not hold, the entry its recorded head names; None if not.
+
+    The head is read before the entries and moves only after an entry is stored, so entries after the one it
+    names are newer appends (their chain is checked entry by entry), not a problem. Seq 0 with the genesis
+    hash is the head written before the first entry.
+    """
+    if head_seq == 0:
+        return (
+            None
+            if head_hash == GENESIS_HASH
+            else "the ledger's recorded head names entry 0 with a hash other than the genesis (edited)"
+        )
+    last_seq = entries[-1][0] if entries else 0
+    if last_seq < head_seq:
+        return f"ledger ends at entry {last_seq} but its recorded head is entry {head_seq}"
+    for seq, digest in entries:
+        if seq == head_seq:
+            # An unreadable entry's hash is unknown; it is reported as damaged already.
+            if digest is not None and digest != head_hash:
+                return f"entry {seq} is not the entry the ledger's recorded head names (replaced or edited)"
+            return None
+    return None  # removed from the middle: reported as a gap already
 
 
 def read_evidence(stored: Any) -> tuple[dict[str, Any], str | None]:

@@ -32,7 +32,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -44,6 +44,7 @@ from agent_release.pipelines.backend_rules import (
     audit_hash,
     canonical_json,
     check_package_group_name,
+    head_mismatch,
     missing_entries,
     read_evidence,
     validate_endpoint_spec,
@@ -547,10 +548,21 @@ class LocalBackend:
         evidence: Mapping[str, Any] | None = None,
         execution_id: str | None = None,
     ) -> AuditEntry:
-        """Append one entry to the hash-chained ledger and return it."""
+        """Append one entry to the hash-chained ledger and return it.
+
+        The head file (seq and hash of the newest entry, kept outside the database so that removing the
+        newest entries shows) moves only once the entry is committed: written before the ``COMMIT``, it named
+        an entry that an interrupt or a failed commit then rolled back, and every later ``audit verify``
+        failed. A head behind the ledger (a crash between the commit and the head's move) is consistent:
+        :meth:`verify_audit` checks the entries after it by their chain.
+        """
         evidence_json = canonical_json(dict(evidence or {}))
         with self._write() as conn:
             last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+            if last is None and not self._audit_head_path().exists():
+                # Before the first entry the head names the genesis: a crash right after that entry's commit
+                # then leaves a head behind the ledger, never a ledger without its head.
+                self._write_audit_head(0, GENESIS_HASH)
             fields: dict[str, Any] = {
                 "seq": (last["seq"] + 1) if last else 1,
                 "at": time.time(),
@@ -578,18 +590,42 @@ class LocalBackend:
                     fields["hash"],
                 ),
             )
-            # The head (last seq + hash) also lives outside the database, so truncating the table is visible.
-            self._write_audit_head(fields["seq"], fields["hash"])
+        self._advance_audit_head()
         logger.info("actor=<%s>, action=<%s>, subject=<%s> | audit entry appended", actor, action, subject)
         return AuditEntry.model_validate(fields)
+
+    def _advance_audit_head(self) -> None:
+        """Point the head file at the newest committed entry.
+
+        Under the database's write lock, as appends are: two processes' heads then land in the order of
+        their entries, and neither can put an older head over a newer one.
+        """
+        try:
+            with self._write() as conn:
+                last = conn.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+                if last is not None:
+                    self._write_audit_head(last["seq"], last["hash"])
+        except OSError as exc:
+            # The entry is recorded; failing the append now would report as undone what was done.
+            logger.warning(
+                "path=<%s>, error=<%s> | the ledger's head was not moved; `audit verify` checks the newer "
+                "entries by their chain",
+                self._audit_head_path(),
+                exc,
+            )
 
     def _audit_head_path(self) -> Path:
         return self.state_dir / state_db.AUDIT_HEAD_FILE
 
     def _write_audit_head(self, seq: int, digest: str) -> None:
         tmp = self._audit_head_path().with_suffix(".tmp")
-        tmp.write_text(json.dumps({"seq": seq, "hash": digest}))
-        os.replace(tmp, self._audit_head_path())
+        try:
+            tmp.write_text(json.dumps({"seq": seq, "hash": digest}))
+            os.replace(tmp, self._audit_head_path())
+        except OSError:
+            with suppress(OSError):
+                tmp.unlink()
+            raise
 
     def list_audit(self) -> list[AuditEntry]:
         """The whole ledger, oldest first.
@@ -623,8 +659,27 @@ class LocalBackend:
         return entries
 
     def verify_audit(self) -> list[str]:
-        """Problems found in the ledger (empty when intact): edited, removed, reordered, truncated entries."""
+        """Problems found in the ledger (empty when intact): edited, removed, reordered, truncated entries.
+
+        The head file is read before the entries, and entries after the one it names are checked by their
+        chain only: another process may append (entry first, head after its commit) while this reads, so a
+        ledger ahead of its head is consistent; one that ends before the head, or whose entry at the head's
+        seq has another hash, is not.
+        """
         problems: list[str] = []
+        head_path = self._audit_head_path()
+        head: Any = None
+        head_damage: str | None = None
+        head_exists = head_path.exists()
+        if head_exists:
+            try:
+                head = json.loads(head_path.read_text())
+                if not isinstance(head, dict) or "seq" not in head or "hash" not in head:
+                    raise KeyError("seq and hash are required")
+                if type(head["seq"]) is not int or head["seq"] < 0 or not isinstance(head["hash"], str):
+                    raise TypeError("seq must be a whole number of at least 0 and hash a string")
+            except (ValueError, TypeError, KeyError) as exc:
+                head_damage = f"{type(exc).__name__}: {exc}"
         prev = GENESIS_HASH
         checked = self._audit_entries()
         entries = [entry for entry, _ in checked]
@@ -645,23 +700,12 @@ class LocalBackend:
                     f"entry {entry.seq} does not follow the entry before it (removed or reordered)"
                 )
             prev = entry.hash
-        head_path = self._audit_head_path()
-        if head_path.exists():
-            try:
-                head = json.loads(head_path.read_text())
-                if not isinstance(head, dict) or "seq" not in head or "hash" not in head:
-                    raise KeyError("seq and hash are required")
-            except (ValueError, TypeError, KeyError) as exc:
-                problems.append(
-                    f"the ledger's recorded head {head_path} is damaged ({type(exc).__name__}: {exc})"
-                )
-                return problems
-            last = entries[-1] if entries else None
-            if last is None or last.seq != head["seq"] or last.hash != head["hash"]:
-                problems.append(
-                    f"ledger ends at entry {last.seq if last else 0} "
-                    f"but its recorded head is entry {head['seq']}"
-                )
+        if head_damage is not None:
+            problems.append(f"the ledger's recorded head {head_path} is damaged ({head_damage})")
+        elif head_exists:
+            problem = head_mismatch(head["seq"], head["hash"], [(e.seq, e.hash) for e in entries])
+            if problem is not None:
+                problems.append(problem)
         elif entries:
             problems.append("the ledger's recorded head (audit-head.json) is missing")
         return problems

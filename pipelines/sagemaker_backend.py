@@ -56,6 +56,7 @@ from agent_release.pipelines.backend_rules import (
     GENESIS_HASH,
     audit_hash,
     canonical_json,
+    head_mismatch,
     missing_entries,
     read_evidence,
     validate_endpoint_spec,
@@ -898,12 +899,18 @@ class SageMakerBackend:
         head = self._get_bytes(self._audit_head_key())
         if head is not None and (head_damage := _read_audit_head(head[0])[1]) is not None:
             raise self._refuse_append(self._audit_head_key(), head_damage)
+        has_head = head is not None
         for _attempt in range(_APPEND_ATTEMPTS):
             keys = self._audit_keys()
             last = self._audit_entry_at(keys[-1], len(keys)) if keys else None
             if last is not None and not last.readable:
                 raise self._refuse_append(keys[-1], str(last.damage))
             seq = last.entry.seq + 1 if last else 1
+            if seq == 1 and not has_head:
+                # Before the first entry the head names the genesis: a crash between that entry's put and
+                # the head's move then leaves a head behind the ledger (consistent), not a missing one.
+                self._advance_audit_head(0, GENESIS_HASH)
+                has_head = True
             fields: dict[str, Any] = {
                 "seq": seq,
                 "at": time.time(),
@@ -1023,6 +1030,9 @@ class SageMakerBackend:
         not compared with it.
         """
         problems: list[str] = []
+        # The head before the entries: an append stores its entry, then moves the head, so a ledger read
+        # after its head may be ahead of it (consistent), never behind it unless entries were removed.
+        found = self._get_bytes(self._audit_head_key())
         prev: str | None = GENESIS_HASH
         checked = self._audit_entries()
         expected_seq = 1
@@ -1042,8 +1052,6 @@ class SageMakerBackend:
                     f"entry {entry.seq} does not follow the entry before it (removed or reordered)"
                 )
             prev = entry.hash if read.readable else None
-        found = self._get_bytes(self._audit_head_key())
-        last = checked[-1] if checked else None
         if found is None:
             if checked:
                 problems.append("the ledger's recorded head (audit/HEAD.json) is missing")
@@ -1053,14 +1061,11 @@ class SageMakerBackend:
             problems.append(
                 f"the ledger's recorded head (audit/HEAD.json) is damaged or was edited: {damage}"
             )
-        elif (
-            last is None
-            or last.entry.seq != head[0]
-            or (last.readable and last.entry.hash != head[1])  # an unreadable entry's hash is unknown
-        ):
-            problems.append(
-                f"ledger ends at entry {last.entry.seq if last else 0} but its recorded head is entry {head[0]}"
-            )
+        else:
+            # An unreadable entry's hash is unknown.
+            ends = [(read.entry.seq, read.entry.hash if read.readable else None) for read in checked]
+            if (problem := head_mismatch(head[0], head[1], ends)) is not None:
+                problems.append(problem)
         return problems
 
     # -- locks ---------------------------------------------------------------------------------------------

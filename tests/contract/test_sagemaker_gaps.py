@@ -5,6 +5,7 @@ Stubber answers with the documented response shapes instead. docs/aws.md lists t
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -270,6 +271,43 @@ def test_an_edited_or_truncated_ledger_fails_verification(sagemaker_backend: Any
     backend.s3.put_object(Bucket=backend.bucket, Key=key, Body=entry)
     backend.s3.delete_object(Bucket=backend.bucket, Key=backend._audit_entry_key(3))
     assert any("recorded head is entry 3" in p for p in backend.verify_audit())
+
+
+def test_a_head_behind_the_ledger_verifies_and_one_ahead_of_it_does_not(
+    sagemaker_backend: Any, monkeypatch: Any
+) -> None:
+    # verify listed the entries, then read the head: an append finishing in between (entry put, then head
+    # moved) read as "ledger ends at entry N but its recorded head is entry N+1", which refuses rollback.
+    backend = sagemaker_backend
+    real_advance = backend._advance_audit_head
+    # Killed between the entry's put and the head's move (the genesis head before the entry is written).
+    monkeypatch.setattr(
+        backend, "_advance_audit_head", lambda seq, digest: real_advance(seq, digest) if seq == 0 else None
+    )
+    backend.append_audit("pipeline", "weights", "support", "first, head never moved")
+    head = json.loads(
+        backend.s3.get_object(Bucket=backend.bucket, Key=backend._audit_head_key())["Body"].read()
+    )
+    assert head == {"seq": 0, "hash": "0" * 64}  # the genesis head, written before the first entry
+    assert backend.verify_audit() == []
+    monkeypatch.setattr(backend, "_advance_audit_head", real_advance)
+    backend.append_audit("pipeline", "weights", "support", "second")
+    assert backend.verify_audit() == []
+
+    real_entries = backend._audit_entries
+    appended: list[int] = []
+
+    def entries_after_an_append() -> Any:
+        if not appended:  # another writer's whole append lands between the head read and the listing
+            appended.append(backend.append_audit("pipeline", "weights", "support", "concurrent").seq)
+        return real_entries()
+
+    monkeypatch.setattr(backend, "_audit_entries", entries_after_an_append)
+    assert backend.verify_audit() == [] and appended == [3]
+    monkeypatch.setattr(backend, "_audit_entries", real_entries)
+
+    backend.s3.delete_object(Bucket=backend.bucket, Key=backend._audit_entry_key(3))
+    assert backend.verify_audit() == ["ledger ends at entry 2 but its recorded head is entry 3"]
 
 
 def test_an_append_that_loses_the_race_takes_the_next_seq(sagemaker_backend: Any, monkeypatch: Any) -> None:

@@ -259,6 +259,80 @@ def test_audit_verify_detects_tampering(backend: LocalBackend, sql: str, expecte
     assert any(expected in p for p in problems), problems
 
 
+def _append_many(state_dir: str, count: int) -> None:
+    appender = LocalBackend(Path(state_dir))
+    for i in range(count):
+        appender.append_audit("pipeline", "weights", "other-endpoint/challenger", f"step {i}", {"percent": i})
+    appender.close()
+
+
+def test_audit_verify_while_another_process_appends_finds_nothing(backend: LocalBackend) -> None:
+    # verify read the entries, then the head; an append between the two (or one whose head was written
+    # before its commit) read as "ledger ends at entry N but its recorded head is entry N+1", and that
+    # refused `rollback` while any other pipeline was writing to the ledger.
+    backend.append_audit("pipeline", "weights", "support/challenger", "seed")
+    appender = multiprocessing.get_context("spawn").Process(
+        target=_append_many, args=(str(backend.state_dir), 150)
+    )
+    appender.start()
+    problems: list[str] = []
+    checks = 0
+    while appender.is_alive() or checks == 0:
+        problems.extend(backend.verify_audit())
+        checks += 1
+    appender.join(60)
+    assert appender.exitcode == 0
+    assert len(backend.list_audit()) == 151
+    assert problems == [], f"{len(problems)} false alarms in {checks} checks: {problems[:3]}"
+
+
+def test_an_interrupt_after_the_head_moved_leaves_a_ledger_that_verifies(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The head was written inside the append's transaction: an interrupt after it (SIGTERM is raised as
+    # KeyboardInterrupt) rolled the entry back but left the head naming it, and every later verify, so
+    # every later rollback, promote and run, failed.
+    backend.append_audit("pipeline", "weights", "support/challenger", "first")
+    real_write = backend._write_audit_head
+
+    def write_then_interrupt(seq: int, digest: str) -> None:
+        real_write(seq, digest)
+        raise KeyboardInterrupt("signal 15")
+
+    monkeypatch.setattr(backend, "_write_audit_head", write_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        backend.append_audit("pipeline", "rollback", "support/challenger", "second")
+    monkeypatch.undo()
+    assert [e.reason for e in backend.list_audit()] == ["first", "second"]
+    assert backend.verify_audit() == []
+
+
+def test_a_head_left_behind_by_a_crash_verifies_until_entries_it_named_are_removed(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    head = backend.state_dir / "audit-head.json"
+    # Killed between the first entry's commit and the head's move: the genesis head written before it.
+    monkeypatch.setattr(backend, "_advance_audit_head", lambda: None)
+    backend.append_audit("pipeline", "weights", "support/challenger", "first")
+    assert json.loads(head.read_text()) == {"seq": 0, "hash": "0" * 64}
+    assert backend.verify_audit() == []
+    monkeypatch.undo()
+    for reason in ("second", "third"):
+        backend.append_audit("pipeline", "weights", "support/challenger", reason)
+    assert json.loads(head.read_text())["seq"] == 3
+    _tamper(backend, "DELETE FROM audit WHERE seq = 3")
+    assert backend.verify_audit() == ["ledger ends at entry 2 but its recorded head is entry 3"]
+    head.write_text(json.dumps({"seq": 2, "hash": "f" * 64}))
+    assert backend.verify_audit() == [
+        "entry 2 is not the entry the ledger's recorded head names (replaced or edited)"
+    ]
+    head.write_text(json.dumps({"seq": "2", "hash": "f" * 64}))
+    assert backend.verify_audit() == [
+        f"the ledger's recorded head {head} is damaged "
+        "(TypeError: seq must be a whole number of at least 0 and hash a string)"
+    ]
+
+
 def _hold_lock(
     state_dir: str, ready: multiprocessing.synchronize.Event, release: multiprocessing.synchronize.Event
 ) -> None:
