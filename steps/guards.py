@@ -159,16 +159,19 @@ def threshold_trip(config: GuardConfig, reading: GuardReading) -> str | None:
 def new_error_outcomes(metrics: VariantMetrics | None, seen_calls: int, seen_errors: int) -> tuple[int, int]:
     """(calls, errors) in ``metrics`` beyond the first ``seen_calls`` calls / ``seen_errors`` errors.
 
-    With raw outcomes (local runtime) the new calls are ``outcomes[seen_calls:]``; with aggregates only
-    (CloudWatch) they are the growth of the counters since the previous look.
+    The growth of the counts since the previous look, with raw outcomes (local runtime) as with aggregates
+    only (CloudWatch). Not the outcomes past position ``seen_calls``: a call written late with an earlier
+    timestamp is sorted in among the calls already seen, so that slice held an old outcome instead of the
+    new one, and the mSPRT counted an error twice or never.
     """
     if metrics is None:
         return 0, 0
     if metrics.outcomes:
-        fresh = metrics.outcomes[seen_calls:]
-        return len(fresh), sum(1 for ok in fresh if not ok)
-    calls = max(metrics.invocations - seen_calls, 0)
-    errors = min(max(metrics.errors_5xx - seen_errors, 0), calls)
+        total_calls, total_errors = len(metrics.outcomes), sum(1 for ok in metrics.outcomes if not ok)
+    else:
+        total_calls, total_errors = metrics.invocations, metrics.errors_5xx
+    calls = max(total_calls - seen_calls, 0)
+    errors = min(max(total_errors - seen_errors, 0), calls)
     return calls, errors
 
 

@@ -151,10 +151,32 @@ def test_a_latency_trip_says_how_many_calls_were_slow() -> None:
 def test_new_error_outcomes_raw_and_aggregate() -> None:
     m = raw_metrics("c", [True, False, True, False, False])
     assert new_error_outcomes(m, 0, 0) == (5, 3)
-    assert new_error_outcomes(m, 2, 1) == (3, 2)  # outcomes[2:] = ok, err, err
+    assert new_error_outcomes(m, 2, 1) == (3, 2)  # 5 calls and 3 errors, 2 and 1 of them seen
     agg = aggregate_metrics("c", 30, 6)
     assert new_error_outcomes(agg, 20, 4) == (10, 2)
     assert new_error_outcomes(None, 0, 0) == (0, 0)
+
+
+def test_a_call_written_late_with_an_earlier_time_is_counted_once_by_the_msprt() -> None:
+    # The window sorts calls by time, so a failed call stamped before calls already seen landed inside the
+    # part of ``outcomes`` the monitor had read: sliced past the calls seen, the mSPRT got an old success
+    # instead (the error never counted) or, the other way round, an old error a second time.
+    from agent_release.pipelines.invocation_window import InvocationWindow
+    from agent_release.pipelines.local_backend import InvocationRecord
+
+    def call(row: int, variant: str, at: float, status: int) -> tuple[int, InvocationRecord]:
+        return row, InvocationRecord("ep", variant, at, status, 100.0, 1.0, False)
+
+    for late, first in ((500, (200, 200)), (200, (200, 500))):
+        window = InvocationWindow("ep", since=0.0)
+        monitor = GuardMonitor(GuardConfig(), champion="champion", challenger="challenger")
+        window.add([call(1, "challenger", 2.0, first[0]), call(2, "challenger", 3.0, first[1])])
+        window.add([call(3, "champion", 2.0, 200), call(4, "champion", 3.0, 200)])
+        monitor.look(window.metrics(["champion", "challenger"]))
+        window.add([call(5, "challenger", 1.0, late)])  # ended first, written last
+        monitor.look(window.metrics(["champion", "challenger"]))
+        errors = sum(status >= 500 for status in (*first, late))
+        assert (monitor.msprt.n_a, monitor.msprt.sum_a) == (3, errors), (late, first)
 
 
 def test_monitor_msprt_trips_when_challenger_errs_more_than_champion() -> None:
