@@ -16,8 +16,10 @@ Rows are turned into per-case values like this:
   binary (all its observed values are 0/1); for other scorers the errored repeat is left out. Errors are
   never silently dropped: they are their own guardrail (``error``) and bounded by ``max_error_rate``.
 - Built-in metrics: ``error`` (1.0 for an errored row), ``latency_s`` (errored rows excluded: a fast
-  failure must not look like a speed-up), ``cost``, ``input_tokens``, ``output_tokens``, ``retries``. Any
-  other name is looked up in ``CaseResult.scores``; ``None`` means "not applicable" and is left out.
+  failure must not look like a speed-up), ``cost``, ``input_tokens``, ``output_tokens`` (a row, errored or
+  not, whose model reported no token usage is left out: its cost is unknown, and a failure before the first
+  answer must not look like a saving), ``retries``. Any other name is looked up in ``CaseResult.scores``;
+  ``None`` means "not applicable" and is left out.
 
 The rule, checked top to bottom (L, U: one-sided lower and upper bounds of the primary ``d``; m:
 ``min_improvement``):
@@ -286,7 +288,7 @@ def _row_value(row: CaseResult, metric: str, binary: bool) -> float | None:
     if metric == "latency_s":
         return None if row.error is not None else row.latency_s
     if metric in USAGE_METRICS and _usage_unknown(row):
-        return None  # a completed case whose server reported no usage: its cost is unknown, not zero
+        return None  # no usage reported: the cost is unknown, not zero
     if metric in COUNTED_FIELDS:
         return float(getattr(row, metric))
     value = row.scores.get(metric)
@@ -337,8 +339,13 @@ def _describe(comparison: PairedComparison) -> str:
 
 
 def _usage_unknown(row: CaseResult) -> bool:
-    """A completed row whose model reported no token usage (and so was priced at nothing)."""
-    return row.error is None and row.cost == 0 and not usage_reported(row.input_tokens, row.output_tokens)
+    """A row whose model reported no token usage (and so was priced at nothing).
+
+    Errored rows too: priced at 0.0, the cases a variant failed before any answer made it look cheaper, and
+    with a server that reports no usage they were the only rows its cost was judged on (the guardrail held
+    on them alone). An errored row that did report usage is counted: its tokens were spent.
+    """
+    return row.cost == 0 and not usage_reported(row.input_tokens, row.output_tokens)
 
 
 def _no_usage_note(metric: str, challenger_rows: list[CaseResult], champion_rows: list[CaseResult]) -> str:

@@ -436,3 +436,35 @@ def test_a_cost_guardrail_is_not_judged_on_a_variant_that_reported_no_token_usag
     assert "unknown, not zero" in decided.reason
     # The same rows with their usage are promoted (the scenario's challenger is clearly better).
     assert decide_promotion(FAST, report).decision == "promote"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_errored_cases_without_usage_are_not_free_in_the_cost_guardrail(seed: int) -> None:
+    # Errored rows were exempt from "no usage reported": with a challenger server that sends no usage, its
+    # completed rows were left out but its errored ones (0 tokens, cost 0.0) were judged, so the guardrail
+    # held on those alone ("-0.001, held") and the gate promoted a challenger whose cost nobody knew.
+    report = _scenario(challenger_errors=0.05, champion_errors=0.05, seed=seed)
+    silent = [
+        r.model_copy(update={"input_tokens": 0, "output_tokens": 0, "cost": 0.0})
+        if r.role == "challenger"
+        else r
+        for r in report.rows
+    ]
+    decided = decide_promotion(FAST, report.model_copy(update={"rows": tuple(silent)}))
+    cost = next(g for g in decided.guardrails if g.metric == "cost")
+    assert cost.status == "unresolved" and not cost.held, (cost.status, cost.estimate, cost.n_clusters)
+    assert decided.decision == "inconclusive"
+
+
+def test_an_errored_case_that_spent_tokens_still_counts_in_the_cost_guardrail() -> None:
+    # Only rows without usage are left out: an errored case whose calls were answered spent its tokens.
+    report = _scenario(challenger_errors=0.1, seed=1)
+    priced = [
+        r.model_copy(update={"cost": 0.011}) if r.role == "challenger" and r.error is not None else r
+        for r in report.rows
+    ]
+    extra = sum(0.01 for r in priced if r.role == "challenger" and r.error is not None) / 120
+    decided = decide_promotion(FAST, report.model_copy(update={"rows": tuple(priced)}))
+    cost = next(g for g in decided.guardrails if g.metric == "cost")
+    # The errored cases at 11 times the price, judged with every other case of all 40 clusters.
+    assert extra > 0 and cost.estimate == pytest.approx(extra) and cost.n_clusters == 40
