@@ -199,10 +199,27 @@ class _Release:
     region: str = "us-east-1"
     # Variant -> LoggedModel id of its registered agent (the replayed conversations' traces name it).
     logged_models: Mapping[str, str] = field(default_factory=dict)
+    # The weights a rollback restores instead of ``champion`` alone: set by a manual promotion whose
+    # baseline is not Approved (``promote champion`` from a split with a pending challenger), so a failed
+    # shift gives that baseline back what it had, never all traffic.
+    fallback: Mapping[str, float] | None = None
 
     @property
     def subject(self) -> str:
         return f"{self.endpoint}/{self.challenger}"
+
+    def fallback_weights(self, state: EndpointState) -> dict[str, float]:
+        """What a rollback sends traffic to: :attr:`fallback`, else ``champion`` alone."""
+        assert self.champion is not None  # only a shift with a champion rolls back
+        return dict(self.fallback) if self.fallback is not None else _champion_only(state, self.champion)
+
+    @property
+    def fallback_text(self) -> str:
+        """How a rollback's target reads in a ledger reason and a report: ``champion back to 100%``."""
+        if self.fallback is None:
+            return f"{self.champion} back to 100%"
+        split = ", ".join(f"{name} {weight:.0%}" for name, weight in self.fallback.items())
+        return f"traffic back to the weights before the shift ({split})"
 
 
 def _recorded_logged_models(evidence: Mapping[str, Any]) -> dict[str, str]:
@@ -569,9 +586,9 @@ class _Promotion:
         except BaseException as exc:
             self.restore_after_error(exc)
             if isinstance(exc, Exception):
+                restored = f"traffic restored to {r.champion}" if r.fallback is None else r.fallback_text
                 raise PromotionError(
-                    f"promotion of {r.challenger} failed mid-shift; traffic restored to {r.champion}: "
-                    f"{_one_line(exc)}"
+                    f"promotion of {r.challenger} failed mid-shift; {restored}: {_one_line(exc)}"
                 ) from exc
             raise
         finally:
@@ -711,10 +728,9 @@ class _Promotion:
         against it either, so its package is left pending approval for ``agent-release promote``.
         """
         r = self.release
-        assert r.champion is not None  # only a shift with a champion rolls back
         state = _describe(self.backend, r.endpoint)
         before = _weights(state)
-        weights = _champion_only(state, r.champion)
+        weights = r.fallback_weights(state)
         state = self.backend.update_weights(r.endpoint, weights)
         if traffic is not None:
             traffic.set_shares(state.traffic_shares())
@@ -727,6 +743,12 @@ class _Promotion:
             f"{self.min_calls}"
         )
         why = f"{where}: {cause}"
+        # A package approved before this promotion (the champion promoted back) is not this canary's to
+        # reject or to send back to pending approval: the rollback is recorded, the approval stays.
+        approved_before = self.package_status() == ApprovalStatus.APPROVED
+        approval = (
+            "Approved" if approved_before else "Rejected" if unjudged is None else "PendingManualApproval"
+        )
         self.event("rollback", weights, check, note=None if unjudged is None else cause)
         logger.warning(
             "endpoint=<%s>, challenger=<%s>, why=<%s> | rolled back", r.endpoint, r.challenger, why
@@ -734,7 +756,7 @@ class _Promotion:
         entry = self.audit(
             AUDIT_ROLLBACK,
             f"{'guard tripped' if unjudged is None else 'guards could not judge'} at {why}; "
-            f"{r.champion} back to 100%",
+            f"{r.fallback_text}",
             {
                 **r.evidence,
                 "trigger": TRIGGER_GUARD if unjudged is None else TRIGGER_UNJUDGED,
@@ -744,18 +766,26 @@ class _Promotion:
                 "weights_after": weights,
                 "guard_readings": {k: v.model_dump(mode="json") for k, v in check.readings.items()},
                 "guards": self.config.guards.model_dump(mode="json"),
-                "approval": "Rejected" if unjudged is None else "PendingManualApproval",
+                "approval": approval,
             },
         )
+        back = f"traffic back to {r.champion}" if r.fallback is None else r.fallback_text
+        if approved_before:
+            return self.report("rolled_back", f"{why}; {back}, package stays Approved")
         if unjudged is None:
             self.reject(f"rolled back at {why}", entry.seq)
-            return self.report("rolled_back", f"{why}; traffic back to {r.champion}, package Rejected")
+            return self.report("rolled_back", f"{why}; {back}, package Rejected")
         self.hold_unjudged(entry)
         return self.report(
             "rolled_back",
-            f"{why}; traffic back to {r.champion}, package left pending approval: run "
+            f"{why}; {back}, package left pending approval: run "
             f"`agent-release promote {r.challenger}` when the endpoint has traffic",
         )
+
+    def package_status(self) -> ApprovalStatus | None:
+        """The approval of the package being promoted (None without one)."""
+        arn = self.release.challenger_arn
+        return None if arn is None else self.backend.get_package(arn).approval_status
 
     def hold_unjudged(self, entry: AuditEntry) -> None:
         """After an unjudged rollback: package PendingManualApproval, pointing at the ledger entry."""
@@ -782,13 +812,13 @@ class _Promotion:
             return
         try:
             state = _describe(self.backend, r.endpoint)
-            weights = _champion_only(state, r.champion)
+            weights = r.fallback_weights(state)
             self.backend.update_weights(r.endpoint, weights)
             failure = _failure_text(exc)
             self.event("rollback", weights, note=f"error: {failure}")
             self.audit(
                 AUDIT_ROLLBACK,
-                f"promotion failed mid-shift ({failure}); {r.champion} back to 100%",
+                f"promotion failed mid-shift ({failure}); {r.fallback_text}",
                 {"trigger": TRIGGER_ERROR, "error": failure, "weights_after": weights},
             )
         except Exception:
@@ -1136,6 +1166,14 @@ def promote_variant(
         if agent:
             evidence = {**evidence, "challenger": dict(agent)}
     version = agent.get("registered_model_version")
+    # The baseline a failed shift falls back to must be one a release approved; else (``promote champion``
+    # from a split with a pending challenger) the weights as found are restored, not the baseline alone.
+    baseline_state = next((v for v in state.variants if v.name == baseline), None)
+    baseline_approved = (
+        baseline_state is not None
+        and baseline_state.package_arn is not None
+        and backend.get_package(baseline_state.package_arn).approval_status == ApprovalStatus.APPROVED
+    )
     release = _Release(
         endpoint=endpoint_name,
         challenger=variant,
@@ -1154,6 +1192,7 @@ def promote_variant(
         # region the command's AWS environment names.
         region=environment_region(),
         logged_models=_recorded_logged_models(evidence),
+        fallback=None if baseline is None or baseline_approved else _weights(state),
     )
     steps = _steps_from_current_share(schedule or config.schedule, state, variant)
     promotion = _Promotion(config, backend, release, schedule=steps, progress=progress)

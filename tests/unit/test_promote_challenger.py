@@ -19,7 +19,14 @@ import pytest
 
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.pipelines.status import variant_roles
-from agent_release.steps.backend import ApprovalStatus, EndpointState, FaultSpec, ModelSpec, VariantSpec
+from agent_release.steps.backend import (
+    ApprovalStatus,
+    EndpointState,
+    FaultSpec,
+    ModelSpec,
+    VariantMetrics,
+    VariantSpec,
+)
 from agent_release.steps.decide_promotion import DecisionReport
 from agent_release.steps.deploy_variants import DeployConfig, DeployReport, deploy_variants
 from agent_release.steps.evaluation_records import EvaluationReport, VariantEvaluation
@@ -890,3 +897,71 @@ def test_rollback_without_an_approved_package_falls_back_to_the_configured_champ
 
     assert {v.name: v.current_weight for v in state.variants} == {"stable": 1.0, "canary": 0.0}
     assert backend.list_audit()[-1].evidence["champion"] == "stable"
+
+
+def _champion_status(env: Env) -> ApprovalStatus:
+    return env.backend.get_package(env.deployed.champion.package_arn).approval_status
+
+
+def _promote_champion_back_from_a_split(env: Env, backend: LocalBackend) -> Any:
+    with backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
+        return promote_variant(
+            fast_config(live_traffic=LiveTrafficConfig(enabled=False), bake_s=0.2, max_bake_s=0.2),
+            backend,
+            ENDPOINT,
+            "champion",
+            actor="user:alice",
+            system_prompt="",
+            tools_factory=tools,
+        )
+
+
+def test_an_interrupted_promotion_of_the_champion_back_restores_the_split_not_the_pending_challenger(
+    env: Env,
+) -> None:
+    # From a half-way canary (champion Approved, challenger pending, 50/50) `promote champion` took the
+    # challenger as the baseline to fall back to: Ctrl-C during the first bake sent it 100% of traffic.
+    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
+
+    class Interrupted(LocalBackend):
+        def variant_metrics(self, name: str, since: float) -> Any:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _promote_champion_back_from_a_split(env, Interrupted(env.state_dir))
+    assert weights(env.backend) == {"champion": 0.5, "challenger": 0.5}
+    assert _champion_status(env) == ApprovalStatus.APPROVED
+    assert challenger_status(env) == ApprovalStatus.PENDING
+    entry = env.backend.list_audit()[-1]
+    assert entry.action == "rollback" and entry.evidence["weights_after"] == {
+        "champion": 0.5,
+        "challenger": 0.5,
+    }
+    assert entry.reason.endswith(
+        "traffic back to the weights before the shift (champion 50%, challenger 50%)"
+    )
+
+
+def test_a_guard_trip_while_promoting_the_champion_back_keeps_its_approval(env: Env) -> None:
+    # The same split, and the champion errs while it bakes: the rollback gave the pending challenger all
+    # traffic and Rejected the champion's Approved package, leaving no approved variant serving.
+    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
+
+    class ChampionErrs(LocalBackend):
+        def variant_metrics(self, name: str, since: float) -> Any:
+            return {
+                "champion": VariantMetrics(variant="champion", invocations=40, errors_4xx=0, errors_5xx=20),
+                "challenger": VariantMetrics(
+                    variant="challenger", invocations=40, errors_4xx=0, errors_5xx=0
+                ),
+            }
+
+    report = _promote_champion_back_from_a_split(env, ChampionErrs(env.state_dir))
+    assert report.action == "rolled_back"
+    assert report.reason.endswith(
+        "traffic back to the weights before the shift (champion 50%, challenger 50%), package stays Approved"
+    )
+    assert weights(env.backend) == {"champion": 0.5, "challenger": 0.5}
+    assert _champion_status(env) == ApprovalStatus.APPROVED
+    assert challenger_status(env) == ApprovalStatus.PENDING
+    assert env.backend.list_audit()[-1].evidence["approval"] == "Approved"
