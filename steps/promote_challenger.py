@@ -1268,10 +1268,15 @@ def rollback_endpoint(
     backend: Backend, endpoint_name: str, *, actor: str, reason: str, champion_name: str = "champion"
 ) -> EndpointState:
     """Release manager: the champion (see :func:`current_champion`; ``champion_name`` is the configured
-    champion variant name, its fallback) takes 100% now; recorded in the ledger.
+    champion variant name, its fallback) takes 100% now, and a shadow variant left mirroring requests (a
+    shadow phase killed before it ended) is made a production variant at 0% again; recorded in the ledger.
 
-    Raises :class:`PromotionError` when the endpoint does not exist or no champion can be told, and
-    :class:`NothingToRollBack` (writing nothing) when the champion already serves all traffic.
+    When the champion already serves everything and no shadow is left, the ledger is checked against the
+    endpoint: if this endpoint's newest traffic entry is an unclosed canary step whose weights are not the
+    endpoint's (a rollback killed between moving the weights and recording them), the weights as found are
+    recorded as this rollback's; otherwise :class:`NothingToRollBack` is raised, writing nothing.
+
+    Raises :class:`PromotionError` when the endpoint does not exist or no champion can be told.
     """
     state = _describe(backend, endpoint_name)
     champion = current_champion(backend, state, champion_name=champion_name)
@@ -1281,26 +1286,64 @@ def rollback_endpoint(
         )
     before = _weights(state)
     weights = _champion_only(state, champion)
-    if before == weights:
-        # After a full promotion the new champion serves everything: going back to the model it replaced
-        # is a promote of that variant (guarded, step by step), which the line names.
-        others = sorted(name for name in weights if name != champion)
-        back = f"; to serve {others[0]} again, `agent-release promote {others[0]}`" if others else ""
-        raise NothingToRollBack(
-            f"nothing to roll back: {champion} already serves all of {endpoint_name}'s traffic{back}"
+    shadows = sorted(v.name for v in state.variants if v.shadow)
+    evidence: dict[str, Any] = {"trigger": "manual", "weights_before": before, "champion": champion}
+    if before == weights and not shadows:
+        unrecorded = _unclosed_step(backend.list_audit(), endpoint_name, before)
+        if unrecorded is None:
+            # After a full promotion the new champion serves everything: going back to the model it replaced
+            # is a promote of that variant (guarded, step by step), which the line names.
+            others = sorted(name for name in weights if name != champion)
+            back = f"; to serve {others[0]} again, `agent-release promote {others[0]}`" if others else ""
+            raise NothingToRollBack(
+                f"nothing to roll back: {champion} already serves all of {endpoint_name}'s traffic{back}"
+            )
+        after = state
+        what = (
+            f"{champion} already served 100%, which the ledger did not show (its last traffic entry for the "
+            f"endpoint, audit #{unrecorded.seq}, is a canary step): recorded now"
         )
-    after = backend.update_weights(endpoint_name, weights)
+        evidence |= {"weights_before": unrecorded.evidence.get("weights"), "unrecorded_since": unrecorded.seq}
+    elif shadows:
+        # The shadow phase's own clean-up, which the kill skipped: every variant a production variant again.
+        after = backend.deploy_endpoint(
+            endpoint_name,
+            [_spec_of(v, shadow=False, sample=0.0, weight=weights.get(v.name, 0.0)) for v in state.variants],
+        )
+        what = f"{champion} back to 100%; {', '.join(shadows)} no longer mirrored"
+        evidence |= {"shadows_removed": shadows}
+    else:
+        after = backend.update_weights(endpoint_name, weights)
+        what = f"{champion} back to 100%"
     backend.append_audit(
         actor,
         AUDIT_ROLLBACK,
         f"{endpoint_name}/{champion}",
-        f"manual rollback: {reason}; {champion} back to 100%",
-        evidence={
-            "trigger": "manual",
-            "weights_before": before,
-            "weights_after": weights,
-            "champion": champion,
-        },
+        f"manual rollback: {reason}; {what}",
+        evidence={**evidence, "weights_after": _weights(after)},
     )
     logger.info("endpoint=<%s>, champion=<%s>, actor=<%s> | rolled back", endpoint_name, champion, actor)
     return after
+
+
+def _unclosed_step(
+    ledger: Sequence[AuditEntry], endpoint_name: str, weights: Mapping[str, float]
+) -> AuditEntry | None:
+    """The newest traffic entry of ``endpoint_name`` in ``ledger`` when it is a canary step (no rollback or
+    promote closed the shift) that recorded other weights than ``weights``; None otherwise."""
+    prefix = f"{endpoint_name}/"
+    for entry in reversed(ledger):
+        if entry.subject.startswith(prefix) and entry.action in (
+            AUDIT_WEIGHTS,
+            AUDIT_ROLLBACK,
+            AUDIT_PROMOTE,
+        ):
+            recorded = entry.evidence.get("weights")
+            if (
+                entry.action == AUDIT_WEIGHTS
+                and isinstance(recorded, Mapping)
+                and dict(recorded) != dict(weights)
+            ):
+                return entry
+            return None
+    return None

@@ -38,8 +38,12 @@ def deploy_half_way_canary(home: Path) -> None:
         backend.register_package(GROUP, MODEL)
         deploy_variants(DeployConfig(endpoint_name=ENDPOINT, package_group=GROUP), backend)
         backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
-        backend.append_audit(
-            "pipeline", "weights", f"{ENDPOINT}/challenger", "canary step 50%", {"percent": 50}
+        backend.append_audit(  # as the promotion step records a canary step
+            "pipeline",
+            "weights",
+            f"{ENDPOINT}/challenger",
+            "canary step 50%",
+            {"percent": 50, "weights": {"champion": 0.5, "challenger": 0.5}},
         )
     finally:
         backend.close()

@@ -965,3 +965,63 @@ def test_a_guard_trip_while_promoting_the_champion_back_keeps_its_approval(env: 
     assert _champion_status(env) == ApprovalStatus.APPROVED
     assert challenger_status(env) == ApprovalStatus.PENDING
     assert env.backend.list_audit()[-1].evidence["approval"] == "Approved"
+
+
+def test_a_rollback_killed_before_its_entry_is_recorded_by_the_next_one(env: Env) -> None:
+    # Killed between moving the weights and writing its entry, a rollback left the ledger at "canary step
+    # 50%" while the champion served everything, and the retry said "nothing to roll back", writing nothing.
+    env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
+    step = env.backend.append_audit(
+        "pipeline",
+        "weights",
+        f"{ENDPOINT}/challenger",
+        "canary step 50%: challenger 50%, champion 50%",
+        {"percent": 50.0, "weights": {"champion": 0.5, "challenger": 0.5}},
+    )
+    env.backend.update_weights(ENDPOINT, {"champion": 1.0, "challenger": 0.0})  # the killed rollback's move
+
+    rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="retry")
+    entry = env.backend.list_audit()[-1]
+    assert entry.action == "rollback" and entry.subject == f"{ENDPOINT}/champion"
+    assert entry.reason == (
+        "manual rollback: retry; champion already served 100%, which the ledger did not show (its last "
+        f"traffic entry for the endpoint, audit #{step.seq}, is a canary step): recorded now"
+    )
+    assert entry.evidence["weights_before"] == {"champion": 0.5, "challenger": 0.5}
+    assert entry.evidence["weights_after"] == {"champion": 1.0, "challenger": 0.0}
+    # Recorded once: the ledger agrees with the endpoint now.
+    with pytest.raises(NothingToRollBack):
+        rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="again")
+    assert env.backend.list_audit()[-1] == entry
+
+
+def test_rollback_ends_a_shadow_phase_that_was_killed_before_it_cleaned_up(env: Env) -> None:
+    # The shadow phase's clean-up runs in a `finally`, which a kill skips: the challenger kept mirroring
+    # 50% of requests, and rollback said "nothing to roll back" (it looked at production weights only).
+    state = env.backend.describe_endpoint(ENDPOINT)
+    assert state is not None
+    env.backend.deploy_endpoint(
+        ENDPOINT,
+        [
+            VariantSpec(
+                name=v.name,
+                model=v.model,
+                package_arn=v.package_arn,
+                initial_weight=1.0 if v.name == "champion" else 0.0,
+                shadow=v.name == "challenger",
+                shadow_sample_percent=50.0 if v.name == "challenger" else 0.0,
+            )
+            for v in state.variants
+        ],
+    )
+    after = rollback_endpoint(env.backend, ENDPOINT, actor="user:bob", reason="stray shadow")
+    assert [(v.name, v.current_weight, v.shadow) for v in after.variants] == [
+        ("champion", 1.0, False),
+        ("challenger", 0.0, False),
+    ]
+    entry = env.backend.list_audit()[-1]
+    assert (
+        entry.reason == "manual rollback: stray shadow; champion back to 100%; challenger no longer mirrored"
+    )
+    assert entry.evidence["shadows_removed"] == ["challenger"]
+    assert entry.evidence["weights_after"] == {"champion": 1.0, "challenger": 0.0}
