@@ -433,11 +433,18 @@ FAR_MORE_CLUSTERS = 100
 
 
 def _more_clusters_advice(
-    distance: float, se: float, n_clusters: int, n_cases: int, *, what: str, config: DecisionConfig
+    distance: float,
+    se: float,
+    n_clusters: int,
+    n_cases: int,
+    *,
+    what: str,
+    config: DecisionConfig,
+    df: float | None = None,
 ) -> str:
     if distance <= 0 or not math.isfinite(distance):
         return f"{what}: the estimate sits on the threshold; more data only helps if the true value is not."
-    needed = clusters_needed(distance, se, n_clusters, alpha=config.alpha, power=config.power)
+    needed = clusters_needed(distance, se, n_clusters, alpha=config.alpha, power=config.power, observed_df=df)
     if needed is None:
         return f"{what}: no feasible number of clusters settles a distance of {distance:.3f}."
     if needed > FAR_MORE_CLUSTERS * n_clusters:
@@ -447,7 +454,7 @@ def _more_clusters_advice(
             f"to settle a distance of {distance:.3f}; more cases will not settle it, so decide whether a "
             "difference this small matters."
         )
-    extra = max(needed - n_clusters, 0)
+    extra = max(needed - n_clusters, 1)  # an unsettled interval needs more than it has
     per_cluster = n_cases / n_clusters
     return (
         f"{what}: about {extra} more clusters (~{math.ceil(extra * per_cluster)} cases at "
@@ -470,6 +477,7 @@ def _settle_advice(
                 primary.n_paired,
                 what=f"{primary.metric} vs min improvement {m:g}",
                 config=config,
+                df=primary.df,
             )
         )
     for g in guardrails:
@@ -597,7 +605,12 @@ def _decide_first_release(ctx: _Context, rows: list[CaseResult]) -> DecisionRepo
             first_release=est,
         )
     needed = clusters_needed(
-        abs(est.mean - threshold), est.se, est.n_clusters, alpha=config.alpha, power=config.power
+        abs(est.mean - threshold),
+        est.se,
+        est.n_clusters,
+        alpha=config.alpha,
+        power=config.power,
+        observed_df=est.df,
     )
     return _report(
         ctx,
@@ -606,7 +619,7 @@ def _decide_first_release(ctx: _Context, rows: list[CaseResult]) -> DecisionRepo
         n_completed=completed,
         first_release=est,
         settle=(
-            f"about {needed - est.n_clusters} more clusters would separate the mean from {threshold:g}."
+            f"about {max(needed - est.n_clusters, 1)} more clusters would separate the mean from {threshold:g}."
             if needed is not None
             else f"the mean sits on first_release_min_primary {threshold:g}."
         ),

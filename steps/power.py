@@ -10,9 +10,8 @@ probability ``power`` (solved exactly with scipy's noncentral t; the sum of quan
 usual approximation, slightly conservative for few clusters), and SE is the clustered standard error of the
 mean per-case difference::
 
-    SE = sqrt(sigma2_eff * DE / n)
+    SE = sd_diff * sqrt((DE - w * (1 - 1 / K)) / n)         K repeats averaged within each case
     DE = 1 + (m - 1) * ICC                                  design effect
-    sigma2_eff = sd_diff**2 * ((1 - w) + w / K)             K repeats averaged within each case
 
 Given the clusters' sizes ``n_g`` (``cluster_sizes``), ``m = sum n_g**2 / n``, which makes ``SE`` the exact
 standard error of the mean under a common within-cluster correlation, and ``df`` is the Bell-McCaffrey
@@ -24,7 +23,11 @@ of 7, the gate had 76% power at the MDE they gave for ICC 0.3, not 80%).
 ``sd_diff`` is the SD of a single run's per-case difference (challenger minus champion), ``ICC`` the share
 of its variance that is shared within a cluster, and ``w`` (``within_case_share``) the share that is
 run-to-run noise of the same case, the only part repeats average away (0 for deterministic agents, which
-is the conservative default). Alternatively pass an observed ``design_effect``, or use :func:`mde_from_se`
+is the conservative default; ``ICC + w <= 1``). Run-to-run noise is independent from case to case, so the
+design effect does not apply to it: averaging K runs removes ``w * (1 - 1/K)`` of the ``DE`` a single run
+has. (Multiplying ``(1 - w) + w / K`` by ``DE`` instead, as an earlier version did, understated the SE
+whenever K > 1, ICC > 0 and clusters hold more than one case: by 16% at m = 10, ICC 0.5, w 0.4, K 8.)
+Alternatively pass an observed ``design_effect``, or use :func:`mde_from_se`
 with the clustered SE of a previous run.
 
 :func:`estimate_variance_components` gets ``sd_diff`` and ``ICC`` from an observed run;
@@ -177,9 +180,20 @@ def minimum_detectable_effect(
         deff = 1.0 if design_effect is None else design_effect
     if deff <= 0:
         raise StatsInputError(f"design effect must be positive, got {deff}")
+    if icc is not None and icc + within_case_share > 1.0 + 1e-12:
+        raise StatsInputError(
+            f"icc {icc:g} and within_case_share {within_case_share:g} are shares of one run's variance: "
+            "together at most 1"
+        )
+    # Run-to-run noise is independent between cases: repeats average it away outside the design effect.
+    variance_share = deff - within_case_share * (1.0 - 1.0 / repeats)
+    if variance_share <= 0:
+        raise StatsInputError(
+            f"design_effect {deff:g} is smaller than the run-to-run share it would average away "
+            f"({within_case_share:g} x (1 - 1/{repeats}))"
+        )
     # sd_diff scales the SE outside the square root: squaring it first overflows for SDs above ~1e154.
-    share = (1.0 - within_case_share) + within_case_share / repeats
-    se = sd_diff * math.sqrt(share * deff / n_cases)
+    se = sd_diff * math.sqrt(variance_share / n_cases)
     mde = mde_from_se(se, df, alpha=alpha, power=power, two_sided=two_sided) if math.isfinite(se) else se
     if not math.isfinite(mde):
         raise StatsInputError(f"sd_diff {sd_diff:g} is too large: the minimum detectable effect overflows")
@@ -208,11 +222,16 @@ def clusters_needed(
     alpha: float = 0.05,
     power: float = 0.8,
     two_sided: bool = False,
+    observed_df: float | None = None,
 ) -> int | None:
     """Smallest number of clusters whose MDE is at most ``target_mde``, scaling an observed clustered SE.
 
-    Assumes new clusters resemble the observed ones, so ``SE(G) = observed_se * sqrt(G0 / G)``. Returns
-    ``None`` if no count up to ``MAX_CLUSTERS`` reaches the target (or the target is not positive).
+    Assumes new clusters resemble the observed ones, so ``SE(G) = observed_se * sqrt(G0 / G)``, and, given
+    ``observed_df`` (the gate's Bell-McCaffrey degrees of freedom, below ``G0 - 1`` when clusters differ in
+    size), that the degrees of freedom keep their share of ``G - 1``: ``df(G) = observed_df * (G - 1) /
+    (G0 - 1)``. On ``G - 1`` the critical value was smaller than the gate's, so an interval that still held
+    the threshold could be told it needed no more clusters, or fewer than it had. Returns ``None`` if no
+    count up to ``MAX_CLUSTERS`` reaches the target (or the target is not positive).
     """
     if observed_clusters < 2:
         raise StatsInputError(f"need an SE observed on at least 2 clusters, got {observed_clusters}")
@@ -220,14 +239,20 @@ def clusters_needed(
         return None
     if observed_se == 0:
         return observed_clusters
+    df_share = 1.0
+    if observed_df is not None and math.isfinite(observed_df) and observed_df > 0:
+        df_share = min(observed_df / (observed_clusters - 1), 1.0)
+
+    def df_at(g: int) -> float:
+        return df_share * (g - 1)
 
     def mde_at(g: int) -> float:
         se = observed_se * math.sqrt(observed_clusters / g)
-        return mde_from_se(se, g - 1, alpha=alpha, power=power, two_sided=two_sided)
+        return mde_from_se(se, df_at(g), alpha=alpha, power=power, two_sided=two_sided)
 
     def implied(g: int) -> float:
         """Clusters that would reach the target if the noncentrality stayed at its value for ``g``."""
-        ncp = _multiplier(g - 1, alpha, power, two_sided)
+        ncp = _multiplier(df_at(g), alpha, power, two_sided)
         return observed_clusters * (ncp * observed_se / target_mde) ** 2
 
     from scipy import stats

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -468,3 +470,30 @@ def test_an_errored_case_that_spent_tokens_still_counts_in_the_cost_guardrail() 
     cost = next(g for g in decided.guardrails if g.metric == "cost")
     # The errored cases at 11 times the price, judged with every other case of all 40 clusters.
     assert extra > 0 and cost.estimate == pytest.approx(extra) and cost.n_clusters == 40
+
+
+def test_an_inconclusive_gate_with_unequal_clusters_asks_for_more_clusters_not_none() -> None:
+    # One cluster of 100 cases beside nine single cases: "about 0 more clusters (~0 cases ...)" on a result
+    # the gate could not settle, because the advice assumed G - 1 degrees of freedom and the gate ~1.2.
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, cluster in enumerate(["big"] * 100 + [f"s{k}" for k in range(9)]):
+        base = rng.normal(0.5, 0.1)
+        for role, variant, shift in (("challenger", CHALLENGER, 0.02), ("champion", CHAMPION, 0.0)):
+            rows.append(
+                CaseResult(
+                    case_id=f"c{i}",
+                    cluster=cluster,
+                    variant=variant,
+                    role=role,  # type: ignore[arg-type]
+                    scores={"task_success": base + shift + float(rng.normal(0, 0.05))},
+                    latency_s=1.0,
+                    input_tokens=1,
+                    cost=0.001,
+                )
+            )
+    decided = decide_promotion(DecisionConfig(guardrails=()), _evaluation(rows))
+    assert decided.decision == "inconclusive"
+    assert decided.primary is not None and decided.primary.df is not None and decided.primary.df < 2
+    more = re.search(r"about (\d+) more clusters", decided.what_would_settle_it)
+    assert more is not None and int(more.group(1)) > 0, decided.what_would_settle_it

@@ -159,6 +159,43 @@ def test_clusters_needed_is_the_first_count_reaching_the_target() -> None:
     assert clusters_needed(0.0, se, g0) is None
 
 
+def test_clusters_needed_uses_the_gates_degrees_of_freedom_when_given() -> None:
+    # With one big cluster and nine small ones the gate's Bell-McCaffrey df is about 1.2, not 9: on G - 1
+    # the advice for an interval that still held the threshold was "about -4 more clusters".
+    se, g0, df = 0.0067, 10, 1.17
+    distance = 0.0185  # inside the gate's interval: t(0.95, 1.17) * se is about 0.04
+    on_g_minus_1 = clusters_needed(distance, se, g0)
+    on_observed = clusters_needed(distance, se, g0, observed_df=df)
+    assert on_g_minus_1 is not None and on_g_minus_1 <= g0  # the old answer: nothing more needed
+    assert on_observed is not None and on_observed > g0
+
+    def mde_at(g: int) -> float:
+        return mde_from_se(se * math.sqrt(g0 / g), df * (g - 1) / (g0 - 1))
+
+    assert mde_at(on_observed) <= distance < mde_at(on_observed - 1)
+    # Equal clusters (df = G - 1): the same answer as without it.
+    assert clusters_needed(0.05, 0.04, 50, observed_df=49.0) == clusters_needed(0.05, 0.04, 50)
+
+
+def test_repeats_average_run_noise_away_outside_the_design_effect() -> None:
+    # Run-to-run noise is independent between cases; the design effect was applied to it too, which made
+    # the SE 16% too small at 10 clusters of 10, ICC 0.5, run-to-run share 0.4 and 8 repeats.
+    n_clusters, size, repeats, sd, icc, w = 10, 10, 8, 0.5, 0.5, 0.4
+    report = minimum_detectable_effect(
+        n_clusters * size, n_clusters, repeats, sd_diff=sd, icc=icc, within_case_share=w
+    )
+    rng = np.random.default_rng(7)
+    sims = 4000
+    cluster = rng.normal(0, sd * math.sqrt(icc), (sims, n_clusters, 1))
+    case = rng.normal(0, sd * math.sqrt(1 - icc - w), (sims, n_clusters, size))
+    runs = rng.normal(0, sd * math.sqrt(w), (sims, n_clusters, size, repeats)).mean(axis=3)
+    simulated = float((cluster + case + runs).mean(axis=(1, 2)).std())
+    assert report.se == pytest.approx(simulated, rel=0.05)
+    assert report.se == pytest.approx(sd * math.sqrt((1 + (size - 1) * icc - w * (1 - 1 / repeats)) / 100))
+    with pytest.raises(StatsInputError, match="together at most 1"):
+        minimum_detectable_effect(100, 10, 2, icc=0.7, within_case_share=0.4)
+
+
 def _balanced_clustered(
     seed: int, icc: float, n_clusters: int = 150, size: int = 6
 ) -> tuple[np.ndarray, list[str]]:
