@@ -787,6 +787,28 @@ class _Promotion:
         arn = self.release.challenger_arn
         return None if arn is None else self.backend.get_package(arn).approval_status
 
+    def hold_for_approval(self, entry: AuditEntry) -> None:
+        """After a manual-mode ``decision`` entry: package PendingManualApproval, its description pointing at
+        the entry, the gate's interval and the command that continues (also when a resume re-applies it)."""
+        r = self.release
+        dataset = entry.evidence.get("evaluation_dataset")
+        self.set_approval(
+            ApprovalStatus.PENDING,
+            _approval_description(
+                {
+                    "status": "PendingManualApproval",
+                    "gate": "promote",
+                    "execution": entry.execution_id,
+                    "audit_seq": entry.seq,
+                    "ci": _ci_of(entry.evidence),
+                    "dataset_sha256": dataset.get("sha256") if isinstance(dataset, Mapping) else None,
+                    "next": f"agent-release promote {r.challenger}",
+                    "runs": entry.evidence.get("mlflow_runs"),
+                },
+                optional=("runs",),
+            ),
+        )
+
     def hold_unjudged(self, entry: AuditEntry) -> None:
         """After an unjudged rollback: package PendingManualApproval, pointing at the ledger entry."""
         r = self.release
@@ -941,6 +963,8 @@ def _resume_done(promotion: _Promotion, entry: AuditEntry) -> PromotionReport:
         promotion.approve(entry.seq, None)
     elif entry.action == AUDIT_ROLLBACK and entry.evidence.get("trigger") == TRIGGER_UNJUDGED:
         promotion.hold_unjudged(entry)
+    elif entry.action == AUDIT_DECISION:
+        promotion.hold_for_approval(entry)
     elif action in ("rolled_back", "rejected"):
         promotion.reject(entry.reason, entry.seq)
     logger.info("execution=<%s>, action=<%s> | already done per audit ledger", entry.execution_id, action)
@@ -1017,22 +1041,7 @@ def promote_challenger(
             f"gate says promote {release.challenger}; held for manual approval (mode: manual)",
             {**release.evidence, "mode": "manual"},
         )
-        promotion.set_approval(
-            ApprovalStatus.PENDING,
-            _approval_description(
-                {
-                    "status": "PendingManualApproval",
-                    "gate": "promote",
-                    "execution": inputs.execution_id,
-                    "audit_seq": entry.seq,
-                    "ci": _ci_of(release.evidence),
-                    "dataset_sha256": inputs.evaluation.dataset_hash,
-                    "next": f"agent-release promote {release.challenger}",
-                    "runs": release.evidence.get("mlflow_runs"),
-                },
-                optional=("runs",),
-            ),
-        )
+        promotion.hold_for_approval(entry)
         return promotion.report(
             "held_for_approval",
             f"gate says promote; held for approval: run `agent-release promote {release.challenger}`",

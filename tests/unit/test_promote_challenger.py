@@ -1025,3 +1025,39 @@ def test_rollback_ends_a_shadow_phase_that_was_killed_before_it_cleaned_up(env: 
     )
     assert entry.evidence["shadows_removed"] == ["challenger"]
     assert entry.evidence["weights_after"] == {"champion": 1.0, "challenger": 0.0}
+
+
+def test_a_resumed_manual_hold_writes_the_approval_description_it_missed(env: Env) -> None:
+    # The decision entry was written, then setting the package's approval failed: the resume said "already
+    # done" and left the package without the description that names the entry and the next command.
+    class ApprovalFailsOnce(LocalBackend):
+        failed = False
+
+        def update_approval(self, arn: str, status: ApprovalStatus, description: str) -> Any:
+            if not ApprovalFailsOnce.failed:
+                ApprovalFailsOnce.failed = True
+                raise OSError("registry unavailable")
+            return super().update_approval(arn, status, description)
+
+    config = fast_config(mode="manual")
+    with pytest.raises(OSError, match="registry unavailable"):
+        promote_challenger(
+            config,
+            make_inputs(env, "promote"),
+            ApprovalFailsOnce(env.state_dir),
+            tools_factory=tools,
+            progress=None,
+        )
+    assert actions(env.backend, "exec-1") == ["decision"]
+    resumed = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+    assert resumed.action == "held_for_approval" and resumed.reason.startswith("already done (audit #")
+    assert env.deployed.challenger is not None
+    package = env.backend.get_package(env.deployed.challenger.package_arn)
+    described = json.loads(package.approval_description)
+    decision = env.backend.list_audit()[-1]
+    assert decision.action == "decision" and described["audit_seq"] == decision.seq
+    assert described["next"] == "agent-release promote challenger"
+    assert described["execution"] == "exec-1" and described["dataset_sha256"]
+    assert actions(env.backend, "exec-1") == ["decision"]  # nothing written twice
