@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent_release.agents.user_imports import import_user_object
+from agent_release.agents.user_imports import call_user_factory, import_user_object
 
 if TYPE_CHECKING:
     from botocore.config import Config
@@ -170,7 +170,7 @@ def load_toolset(toolset: str, data_dir: Path, only: Sequence[str] | None = None
             raise ValueError(
                 f"toolset '{toolset}' is a {type(factory).__name__}, not a function (data_dir) -> tools"
             )
-    tools = factory(data_dir)
+    tools = call_user_factory("toolset", toolset, factory, data_dir)  # UserImportError is a ValueError
     # A factory that returns something else would only fail when the agent is registered, after deployment.
     if not isinstance(tools, list | tuple) or not all(hasattr(t, "tool_spec") for t in tools):
         got = type(tools).__name__ if not isinstance(tools, list | tuple) else "a list holding non-tools"

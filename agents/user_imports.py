@@ -5,6 +5,7 @@ Call ``import_user_object("scorer", "my_pkg.scoring:politeness")``. Anything tha
 that raises or exits while it runs its top level. A module written as a script (argparse at import,
 ``sys.exit``) would otherwise end agent-release with the module's own exit code and usage text, which reads
 as agent-release's. What the module printed on stderr is passed on only when the import succeeds.
+:func:`call_user_factory` does the same for the factory the path names, when it is called.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import importlib
 import io
 import sys
+from collections.abc import Callable
 from typing import Any
 
 
@@ -38,3 +40,22 @@ def import_user_object(kind: str, path: str) -> Any:
     if not hasattr(module, attr):
         raise UserImportError(f"{kind} '{path}' cannot be imported: module '{module_name}' has no '{attr}'")
     return getattr(module, attr)
+
+
+def call_user_factory(kind: str, path: str, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)``, with a ``sys.exit`` in it (argparse too) as a :class:`UserImportError`.
+
+    Otherwise ``validate``, ``run`` and ``compile`` ended with the factory's exit code and nothing said (exit
+    0 for ``sys.exit(0)``), or with its usage text as if it were agent-release's. What else it raises passes
+    through to the caller, which names the path.
+    """
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(printed):
+            result = factory(*args, **kwargs)
+    except SystemExit as exc:
+        raise UserImportError(
+            f"{kind} '{path}' cannot be built: its factory exited (exit code {exc.code})"
+        ) from None
+    sys.stderr.write(printed.getvalue())
+    return result

@@ -163,7 +163,10 @@ class InlineScoring:
         try:
             value = scorer.run(inputs=inputs, outputs=outputs, expectations=expectations, trace=trace)
             feedbacks: list[Any] = standardize_scorer_value(scorer.name, value)
-        except Exception as exc:  # a failing scorer is a SCORER_ERROR feedback, as in mlflow.genai.evaluate
+        except (Exception, SystemExit) as exc:  # a SCORER_ERROR feedback, as in mlflow.genai.evaluate
+            # A scorer that calls sys.exit fails its row too, instead of ending the evaluation silently.
+            if isinstance(exc, SystemExit):
+                exc = RuntimeError(f"scorer exited (exit code {exc.code})")
             # Debug only: the evaluation logs one warning per scorer with its count and first error.
             logger.debug("scorer=<%s>, error=<%s> | scorer failed", scorer.name, exc)
             feedbacks = [

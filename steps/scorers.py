@@ -43,7 +43,7 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
-from agent_release.agents.user_imports import UserImportError, import_user_object
+from agent_release.agents.user_imports import UserImportError, call_user_factory, import_user_object
 from agent_release.steps.evaluate_config import MAX_TIMEOUT_S, EvaluateConfig, PriceTable, ScorerSpec
 from agent_release.steps.evaluation_records import usage_reported
 
@@ -145,7 +145,10 @@ def build_scorer(spec: ScorerSpec) -> BuiltScorer:
     from mlflow.genai.scorers import Scorer
 
     resolved = resolve_spec(spec)
-    product = _lookup(spec.name)(**spec.args)
+    try:
+        product = call_user_factory("scorer", spec.name, _lookup(spec.name), **spec.args)
+    except UserImportError as exc:
+        raise ScorerConfigError(str(exc)) from None
     if isinstance(product, Scorer):
         return BuiltScorer(name=product.name, spec=resolved, scorer=product)
     if not callable(product):

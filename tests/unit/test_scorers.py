@@ -443,3 +443,30 @@ def test_a_user_row_scorer_that_never_returns_times_out_as_a_scorer_error(
         del sys.modules["stuck_scoring"]
     # Built-ins stay without the watchdog's thread per call: they are pure functions of the row.
     assert build_scorer(ScorerSpec(name="task_success")).scorer.timeout == 0
+
+
+def test_a_scorer_factory_or_row_scorer_that_exits_is_an_error_not_the_end_of_the_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Guarded at import only: a factory calling sys.exit(0) made `validate` and `run` exit 0 with nothing
+    # said and nothing done; a row scorer calling it would end the evaluation the same way.
+    (tmp_path / "scriptish.py").write_text(
+        "import sys\n"
+        "def quits():\n    sys.exit(0)\n"
+        "def builds():\n"
+        "    def row(inputs, outputs, expectations):\n        sys.exit(4)\n"
+        "    return row\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "scriptish", raising=False)
+    with pytest.raises(ScorerConfigError) as raised:
+        build_scorer(ScorerSpec(name="scriptish:quits"))
+    assert str(raised.value) == "scorer 'scriptish:quits' cannot be built: its factory exited (exit code 0)"
+
+    from agent_release.steps.inline_scoring import InlineScoring
+
+    built = build_scorer(ScorerSpec(name="scriptish:builds"))
+    (feedback,) = InlineScoring._run_scorer(built, {"input": "q"}, outputs(answer="a"), {}, None)
+    assert feedback.error is not None and feedback.error.error_code == "SCORER_ERROR"
+    assert feedback.error.error_message == "scorer exited (exit code 4)"
+    assert capsys.readouterr().err == ""

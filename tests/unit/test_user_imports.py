@@ -48,3 +48,22 @@ def test_a_toolset_module_that_exits_on_import_is_one_line_naming_the_toolset(
         "toolset 'scriptish:tools' cannot be imported: module 'scriptish' exited on import (exit code 2)"
     )
     assert capsys.readouterr().err == ""
+
+
+def test_a_toolset_factory_that_exits_is_one_line_naming_the_toolset(
+    module_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Guarded at import only: a factory calling sys.exit(0) made `validate`, `run` and `compile` exit 0 with
+    # nothing said and nothing done; argparse in it printed its usage text as agent-release's.
+    (module_dir / "scriptish.py").write_text(
+        "import argparse, sys\n"
+        "def quits(data_dir):\n    sys.exit(0)\n"
+        "def parses(data_dir):\n    argparse.ArgumentParser().parse_args(['--x'])\n"
+    )
+    for attr, code in (("quits", 0), ("parses", 2)):
+        with pytest.raises(UserImportError) as raised:
+            load_toolset(f"scriptish:{attr}", module_dir)
+        assert str(raised.value) == (
+            f"toolset 'scriptish:{attr}' cannot be built: its factory exited (exit code {code})"
+        )
+    assert capsys.readouterr().err == ""
