@@ -114,6 +114,8 @@ class LocalChatModel:
         loop = asyncio.get_running_loop()
         try:
             answer = await loop.run_in_executor(self._executor, self.model.complete, request)
+        except SystemExit as exc:  # the model's sys.exit ends its call, not the runtime's request handling
+            raise ModelInvocationError(f"model exited (exit code {exc.code})") from exc
         except Exception as exc:
             raise ModelInvocationError(f"model raised {type(exc).__name__}: {exc}") from exc
         if not isinstance(answer, dict):
@@ -352,8 +354,12 @@ class ModelCache:
         self._loading[key] = future
         try:
             served = await self._build(key, spec)
-        except Exception as exc:
-            error = ModelInvocationError(f"could not load model of variant {key[1]!r}: {exc}")
+        except (Exception, SystemExit) as exc:
+            # A class that calls sys.exit while it is built: uncaught, the SystemExit went up into the server
+            # (a traceback per request) and left this future unresolved, so the requests waiting on the same
+            # load hung until their timeout.
+            why = f"exited (exit code {exc.code})" if isinstance(exc, SystemExit) else str(exc)
+            error = ModelInvocationError(f"could not load model of variant {key[1]!r}: {why}")
             future.set_exception(error)
             future.exception()  # mark retrieved: nobody else may be waiting
             raise error from exc

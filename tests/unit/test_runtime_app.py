@@ -78,6 +78,19 @@ class BrokenModel:
         raise RuntimeError("weights are corrupt")
 
 
+class ExitsWhenBuilt:
+    def __init__(self) -> None:
+        raise SystemExit(0)
+
+    def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        return {}
+
+
+class ExitsWhenCalled:
+    def complete(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        raise SystemExit(3)
+
+
 def spec(tag: str) -> ModelSpec:
     return ModelSpec(kind="python", options={"class_path": f"{__name__}:TaggedModel", "init": {"tag": tag}})
 
@@ -220,6 +233,36 @@ def test_model_failure_is_a_model_error(backend: LocalBackend, client: Any) -> N
     assert "could not load model" in err2.value.response["Error"]["Message"]
     with pytest.raises(client.exceptions.ModelError):
         client.invoke_endpoint_with_response_stream(EndpointName="broken", Body=BODY)
+
+
+def test_a_model_that_exits_is_a_model_error_for_every_request_waiting_on_it(
+    backend: LocalBackend, client: Any
+) -> None:
+    # A class calling sys.exit in its constructor: the SystemExit went up into the server (a traceback per
+    # request) and left the load unresolved, so the requests waiting on the same load hung until their
+    # timeout; one calling it in complete() was a 500 with a traceback, not the model's error.
+    from concurrent.futures import ThreadPoolExecutor
+
+    built = ModelSpec(kind="python", options={"class_path": f"{__name__}:ExitsWhenBuilt"})
+    called = ModelSpec(kind="python", options={"class_path": f"{__name__}:ExitsWhenCalled"})
+    backend.deploy_endpoint(
+        "exits", [variant("built", 1.0, model=built), variant("called", 0.0, model=called)]
+    )
+    wait_until(lambda: _endpoint_known(client, "exits"))
+
+    def message(target: str) -> str:
+        with pytest.raises(client.exceptions.ModelError) as err:
+            invoke(client, "exits", TargetVariant=target)
+        return str(err.value.response["Error"]["Message"])
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        messages = list(pool.map(message, ["built"] * 8))
+    assert time.monotonic() - started < 10
+    assert all("could not load model of variant 'built': exited (exit code 0)" in m for m in messages), (
+        messages
+    )
+    assert "model exited (exit code 3)" in message("called")
 
 
 def _endpoint_known(client: Any, endpoint: str) -> bool:
