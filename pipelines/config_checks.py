@@ -329,6 +329,12 @@ def check_gate_reachable(loaded: LoadedConfig, report: _Reporter) -> None:
     # Cases are counted as the evaluation counts them, by id; a row without one is the data contract's to
     # refuse, so it is counted as a case of its own here (never a reason to fail this check).
     cases = len({case_ref(row, number) for number, row in rows})
+    if cases == 0:
+        # Said first: "min_completed_cases 1 is more than the 0 cases" asks for a value below the smallest.
+        raise report.error(
+            ("datasets", config.evaluate.dataset, "path"),
+            f"dataset {config.evaluate.dataset} ({spec.path}) has no rows, and it is the one evaluated",
+        )
     wanted = config.decide.min_completed_cases
     if wanted > cases:
         raise report.error(

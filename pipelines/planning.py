@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from agent_release.pipelines.config import check_referenced_files, load_config
 from agent_release.pipelines.dag import read_jsonl
+from agent_release.steps.paired_stats import StatsInputError
 from agent_release.steps.power import format_effect
 from agent_release.steps.validate_datasets import case_cluster, case_ref
 
@@ -66,6 +67,10 @@ def plan_power(
     cfg = loaded.config
     spec = cfg.datasets[cfg.evaluate.dataset]
     cases = read_jsonl(loaded.resolve(spec.path))
+    if not cases:  # not "needs at least 2 clusters ... give the cases a 'cluster' key": there are no cases
+        raise StatsInputError(
+            f"dataset {cfg.evaluate.dataset} ({spec.path}) has no rows: there is nothing to plan"
+        )
     # Counted as the evaluation counts them: cases by id, a case without a cluster is a cluster of its own.
     cluster_of = {case_ref(c, number): case_cluster(c) for number, c in enumerate(cases, 1)}
     # Cases per cluster: unequal clusters make the clustered SE larger than their count alone says.

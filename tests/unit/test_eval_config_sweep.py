@@ -371,6 +371,19 @@ def test_min_completed_cases_beyond_the_dataset_fails_validation(project: Path) 
     )
 
 
+def test_an_empty_evaluation_dataset_is_named_before_min_completed_cases(project: Path) -> None:
+    # It said "1 is more than the 0 cases of dataset golden", asking for a value below the smallest allowed,
+    # and `plan` advised giving the cases a 'cluster' key: the file has no rows.
+    (project / "empty.jsonl").write_text("")
+    edit(project, "    path: datasets/support/golden.jsonl", "    path: empty.jsonl")
+    assert check(project) == at(project, "path: empty.jsonl", "datasets.golden.path") + (
+        "dataset golden (empty.jsonl) has no rows, and it is the one evaluated"
+    )
+    result = CliRunner().invoke(cli.main, ["plan", "-c", str(project / "pipeline.yaml")])
+    assert result.exit_code == 1
+    assert result.output == "error: dataset golden (empty.jsonl) has no rows: there is nothing to plan\n"
+
+
 def test_min_completed_cases_equal_to_the_dataset_passes(project: Path) -> None:
     edit(project, "  min_completed_cases: 100", "  min_completed_cases: 351")
     check_config(load_config(project / "pipeline.yaml"))
