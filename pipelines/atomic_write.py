@@ -7,6 +7,7 @@ pipeline definitions): a failure part-way (disk full, Ctrl-C) leaves the previou
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -18,7 +19,17 @@ def write_text_atomically(path: Path, text: str) -> None:
     file's, else 0666 less the umask (``mkstemp`` makes it 0600, which would hide a report from the
     group). Raises ``OSError`` as the file system does, ``NotADirectoryError`` naming a parent that is a
     file; the temporary file is removed on any failure, so nothing is left behind.
+
+    A symlink is written through: the file it points to is replaced, the link stays. A FIFO, a device or a
+    terminal (``-o /dev/stdout``) is written to as it is, as a shell redirection would; replacing it put a
+    regular file in its place (as root, even over ``/dev/full``), and there is no old content to keep.
     """
+    if _is_special(path):
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     for parent in (path.parent, *path.parent.parents):
         if parent.exists():
             if not parent.is_dir():
@@ -35,6 +46,15 @@ def write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _is_special(path: Path) -> bool:
+    """Whether ``path`` (its symlinks followed) exists and is neither a regular file nor a directory."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # absent, a dangling link, or unreadable: the ordinary path says what is wrong
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
 def _mode_for(path: Path) -> int:

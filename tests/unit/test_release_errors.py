@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +132,32 @@ def test_a_failed_write_keeps_the_previous_file_whole(
 
     assert target.read_text() == '{"previous": true}\n'
     assert sorted(p.name for p in tmp_path.iterdir()) == ["definition.json"]  # no temporary file left
+
+
+def test_a_symlink_is_written_through_and_a_fifo_written_to_not_replaced(tmp_path: Path) -> None:
+    # `compile -o link.json` replaced the link with a regular file (the file it named kept the old text);
+    # `-o fifo` replaced the FIFO, and as root `-o /dev/full` replaced the device node (not tried here: a
+    # regression would do it again).
+    import threading
+
+    real = tmp_path / "real" / "definition.json"
+    real.parent.mkdir()
+    real.write_text("old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    atomic_write.write_text_atomically(link, "new")
+    assert link.is_symlink() and real.read_text() == "new"
+
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()), daemon=True)
+    reader.start()
+    atomic_write.write_text_atomically(fifo, "through the pipe")
+    reader.join(10)
+    assert got == ["through the pipe"]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo.json", "link.json", "real"]
 
 
 @pytest.mark.parametrize(
