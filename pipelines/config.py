@@ -417,6 +417,9 @@ def _not_a_number(annotation: Any, value: Any, plain: bool) -> str | None:
     """
     alternatives = _alternatives(annotation)
     numbers = [t for t in alternatives if t is int or t is float]
+    if numbers and isinstance(value, float) and math.isnan(value):
+        # Not a number at all: a bounded field said "Input should be less than or equal to 3600".
+        return "expected a number, got NaN (.nan)"
     if not numbers or Any in alternatives or not isinstance(value, bool | str):
         return None
     wanted = "a number" if float in numbers else "an integer"

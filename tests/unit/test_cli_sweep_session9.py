@@ -185,6 +185,22 @@ def test_a_boolean_or_a_quoted_number_is_no_number(old: str, new: str, key: str,
     assert message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("bake_s: 10", "bake_s: .nan", "promote.bake_s"),
+        ("temperature: 0.0", "temperature: .NaN", "agent.inference.temperature"),
+        ("alpha: 0.05", "alpha: .nan", "decide.alpha"),
+    ],
+)
+def test_nan_is_named_as_not_a_number(old: str, new: str, key: str) -> None:
+    # A bounded field said "Input should be less than or equal to 2" (or 3600, 0.5, ...) for .nan.
+    text, line = _edited(old, new)
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="p.yaml")
+    assert str(info.value) == f"p.yaml:{line}: {key}: expected a number, got NaN (.nan)"
+
+
 def test_validate_names_the_key_and_line_of_a_boolean_number(project: Path, tmp_path: Path) -> None:
     path = project / "pipeline.yaml"
     text, line = _edited("concurrency: 8", "concurrency: true")
