@@ -344,6 +344,15 @@ def run(config_path: Path, resume_id: str | None, quiet: bool, as_json: bool) ->
 
     if resume_id is not None and not resume_id.strip():
         raise click.BadParameter("needs an execution id (see `agent-release status`)", param_hint="--resume")
+    given = click.get_current_context().get_parameter_source("config_path")
+    if resume_id is not None and given == click.core.ParameterSource.COMMANDLINE:
+        # The resumed execution runs on the config stored when it started; saying nothing let an edited
+        # (or missing) file look as if it had been read.
+        click.echo(
+            f"warning: {printable_line(str(config_path))} is not read: a resumed execution uses the "
+            "pipeline.yaml stored when it started",
+            err=True,
+        )
     _install_sigterm_handler()
     console = RunConsole(quiet=quiet or as_json)
     # A new run creates the state directory; a resumed one needs the state of the run it continues (creating
@@ -459,6 +468,13 @@ def status(as_json: bool, config_path: Path) -> None:
 def serve(port: int, host: str) -> None:
     """Run the local SageMaker endpoint runtime in the foreground for the deployed endpoints."""
     from agent_release.pipelines.runtime.server import serve as serve_forever
+
+    if not host.strip():
+        # An empty address binds every interface: not what leaving it out (loopback) means.
+        raise click.BadParameter(
+            "needs an address: 127.0.0.1 (the default) for this machine only, 0.0.0.0 for every interface",
+            param_hint="--host",
+        )
 
     bound = False
 

@@ -262,3 +262,38 @@ def test_serve_names_the_address_it_cannot_bind(tmp_path: Path, monkeypatch: pyt
         "cannot serve on 127.0.0.1:8123: Address already in use",
         "--port",
     )
+
+
+def test_serve_refuses_an_empty_host_that_would_bind_every_interface(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_release.pipelines.runtime import server
+
+    def must_not_serve(*_: object, **__: object) -> None:
+        raise AssertionError("served")
+
+    monkeypatch.setattr(server, "serve", must_not_serve)
+    # `--host ''` listened on 0.0.0.0; leaving --host out means loopback.
+    result = invoke(["serve", "--host", " "], state_of_a_run(tmp_path))
+    assert result.exit_code == 2  # type: ignore[attr-defined]
+    assert "Invalid value for --host: needs an address" in result.output  # type: ignore[attr-defined]
+
+
+def test_resume_says_a_given_config_is_not_read(tmp_path: Path) -> None:
+    # `run --resume ID -c other.yaml` resumed on the stored config and said nothing, so an edited (or
+    # missing) file looked as if it had been read.
+    home = tmp_path / "nowhere"
+    result = CliRunner().invoke(
+        cli.main,
+        ["run", "--resume", "20260101T000000-abcdef", "-c", str(tmp_path / "edited.yaml")],
+        env={"AGENT_RELEASE_HOME": str(home)},
+    )
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[0] == (
+        f"warning: {tmp_path / 'edited.yaml'} is not read: a resumed execution uses the pipeline.yaml stored "
+        "when it started"
+    )
+    quiet = CliRunner().invoke(
+        cli.main, ["run", "--resume", "20260101T000000-abcdef"], env={"AGENT_RELEASE_HOME": str(home)}
+    )
+    assert "warning" not in quiet.output
