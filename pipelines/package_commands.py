@@ -13,11 +13,13 @@ first comparison needs): once a group has a champion, a package becomes champion
 That approval is written to the audit ledger first, as the training step's bootstrap approval is.
 
 The options are checked before anything is written: unknown keys, a ``base_url`` that is not an http(s) URL,
-a ``class_path`` that does not import or has no ``complete`` method. Each is one line naming the option.
+a ``class_path`` that does not import or has no ``complete`` method, an ``init`` its constructor does not take.
+Each is one line naming the option.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -168,6 +170,15 @@ def _check_python(options: Mapping[str, Any]) -> None:
             f"model class '{class_path}' has no complete(request) -> dict method (see ChatCompletionModel in "
             "agent_release.agents.chat_model)"
         )
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # a class whose constructor Python cannot describe: the runtime will tell
+        return
+    try:
+        signature.bind(**init)
+    except TypeError as exc:
+        # Registered anyway, it cost a deploy and a whole evaluation of load errors before the gate rejected.
+        raise PackageOptionError(f"init does not fit the constructor of {class_path}: {exc}") from None
 
 
 def register_package_command(

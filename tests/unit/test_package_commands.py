@@ -122,6 +122,12 @@ def test_list_shows_every_version_newest_first(project: Path) -> None:
             ["--kind", "python", "-o", f"class_path={__name__}:AnswersEverything", "-o", "init=[1]"],
             "init must be",
         ),
+        # Registered, it failed every case of the evaluation with "takes no arguments" before a reject.
+        (
+            ["--kind", "python", "-o", f"class_path={__name__}:AnswersEverything", "-o", 'init={"size": 2}'],
+            f"init does not fit the constructor of {__name__}:AnswersEverything: got an unexpected keyword "
+            "argument 'size'",
+        ),
         (["--group", "bad_name", *OPENAI], "invalid model package group name 'bad_name'"),
     ],
 )
