@@ -125,7 +125,9 @@ def _check_openai_compatible(options: Mapping[str, Any]) -> None:
     model = options.get("model")
     if model is not None and (not isinstance(model, str) or not model.strip()):
         # A value that reads as JSON is taken as JSON: a model named 7 or 1.5 arrives as a number.
-        hint = "" if isinstance(model, str) else f" (read as JSON: quote it as text, -o 'model=\"{model}\"')"
+        # Only a number or a boolean can be quoted as it was written; a JSON object or list is no model name.
+        scalar = isinstance(model, int | float)  # booleans too: json.dumps writes them back as typed
+        hint = f" (read as JSON: quote it as text, -o 'model=\"{json.dumps(model)}\"')" if scalar else ""
         raise PackageOptionError(f"model must be the upstream's model name, got {model!r}{hint}")
     key_env = options.get("api_key_env")
     if key_env is not None and (not isinstance(key_env, str) or not _ENV_NAME.fullmatch(key_env)):

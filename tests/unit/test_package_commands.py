@@ -165,6 +165,13 @@ def test_a_model_name_read_as_a_number_says_how_to_quote_it(project: Path) -> No
     )
     assert _cli("package", "register", *OPENAI, "-o", 'model="7"').exit_code == 0
     assert [p.model.options["model"] for p in _packages(project)] == ["7"]
+    # An object is no model name to quote: the hint wrote Python's repr (-o 'model="{'a': 1}"').
+    line = one_error_line(_cli("package", "register", *OPENAI, "-o", 'model={"a": 1}'), "got {'a': 1}")
+    assert "quote it" not in line
+    one_error_line(
+        _cli("package", "register", *OPENAI, "-o", "model=true"),
+        """got True (read as JSON: quote it as text, -o 'model="true"')""",
+    )
 
 
 def test_without_a_config_the_group_must_be_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
