@@ -265,12 +265,22 @@ class LocalBackend:
         )
 
     def list_package_groups(self) -> list[str]:
-        """The names of the model package groups, in name order (local backend only: ``package list``)."""
-        return [row["name"] for row in self._query("SELECT name FROM package_groups ORDER BY name")]
+        """The names of the model package groups, in name order (local backend only: ``package list``); none
+        on a read-only look at a database without a registry yet."""
+        no_rows: list[sqlite3.Row] = []
+        rows = state_db.unless_table_missing(
+            lambda: self._query("SELECT name FROM package_groups ORDER BY name"), no_rows
+        )
+        return [row["name"] for row in rows]
 
     def list_packages(self, group: str) -> list[ModelPackage]:
-        """All versions of ``group``, oldest first (empty when the group does not exist)."""
-        rows = self._query("SELECT * FROM packages WHERE group_name = ? ORDER BY version", (group,))
+        """All versions of ``group``, oldest first (empty when the group does not exist, or, on a read-only
+        look, when the database has no registry yet: an empty ``state.db`` said "no such table: packages")."""
+        no_rows: list[sqlite3.Row] = []
+        rows = state_db.unless_table_missing(
+            lambda: self._query("SELECT * FROM packages WHERE group_name = ? ORDER BY version", (group,)),
+            no_rows,
+        )
         return [self._package(r) for r in rows]
 
     def get_package(self, arn: str) -> ModelPackage:
@@ -718,6 +728,13 @@ class LocalBackend:
         A file lock (``locks/<name>.lock``): the OS releases it when the holder dies, so no stale locks.
         """
         lock_dir = self.state_dir / "locks"
+        if lock_dir.exists() and not lock_dir.is_dir():
+            # mkdir would say "[Errno 17] File exists", which does not say what is wrong or what to do.
+            raise NotADirectoryError(
+                20,
+                f"{lock_dir} is not a directory (it holds the state's file locks): move it aside",
+                str(lock_dir),
+            )
         lock_dir.mkdir(parents=True, exist_ok=True)
         safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         holder_file = lock_dir / f"{safe}.holder"

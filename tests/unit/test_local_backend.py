@@ -401,3 +401,18 @@ def test_a_removed_middle_entry_is_named_once_and_the_entries_after_it_are_not_c
     assert backend.verify_audit() == ["entry 3 is missing (next entry found is 4)"]
     _tamper(backend, "DELETE FROM audit WHERE seq = 2")
     assert backend.verify_audit() == ["entries 2-3 are missing (next entry found is 4)"]
+
+
+def test_a_file_where_the_locks_directory_belongs_is_named(backend: LocalBackend) -> None:
+    # mkdir said "[Errno 17] File exists: '.../locks'", which says neither what is wrong nor what to do.
+    locks = backend.state_dir / "locks"
+    if locks.is_dir():
+        locks.rmdir()
+    locks.write_text("not a directory")
+    with (
+        pytest.raises(
+            NotADirectoryError, match=r"locks is not a directory \(it holds the state's file locks\)"
+        ),
+        backend.lock("endpoint:support", "bob"),
+    ):
+        pass

@@ -258,3 +258,11 @@ def test_a_model_module_in_the_current_directory_gets_the_exact_pythonpath_fix(p
     )
     assert line.endswith(f"which Python does not search: run with PYTHONPATH={project.resolve()}"), line
     assert not _home(project).exists()
+
+
+def test_list_on_an_empty_state_database_says_nothing_is_registered(project: Path) -> None:
+    # A 0-byte state.db (a database nothing has written yet) said "OperationalError: no such table: packages".
+    _home(project).mkdir()
+    (_home(project) / "state.db").write_bytes(b"")
+    one_error_line(_cli("package", "list"), "has no packages (no package is registered here yet)")
+    assert (_home(project) / "state.db").read_bytes() == b""  # a look only: nothing created
