@@ -416,17 +416,22 @@ def test_an_inconclusive_gate_says_whether_the_scorer_raised_or_did_not_apply() 
     ), report.reason
 
 
-def test_a_cost_guardrail_is_not_judged_on_a_variant_that_reported_no_token_usage() -> None:
-    # An OpenAI-compatible server that sends no usage made every completed case cost 0, so the challenger
-    # passed the cost guardrail as free; now its cost is unknown and the gate says why it cannot settle.
-    report = _scenario()
+def _challenger_reports_no_usage(report: EvaluationReport) -> EvaluationReport:
+    """``report`` as a challenger whose server sends no usage would leave it: 0 tokens, priced at 0.0."""
     silent = [
         r.model_copy(update={"input_tokens": 0, "output_tokens": 0, "cost": 0.0})
         if r.role == "challenger"
         else r
         for r in report.rows
     ]
-    decided = decide_promotion(FAST, report.model_copy(update={"rows": tuple(silent)}))
+    return report.model_copy(update={"rows": tuple(silent)})
+
+
+def test_a_cost_guardrail_is_not_judged_on_a_variant_that_reported_no_token_usage() -> None:
+    # An OpenAI-compatible server that sends no usage made every completed case cost 0, so the challenger
+    # passed the cost guardrail as free; now its cost is unknown and the gate says why it cannot settle.
+    report = _scenario()
+    decided = decide_promotion(FAST, _challenger_reports_no_usage(report))
     assert decided.decision == "inconclusive"
     cost = next(g for g in decided.guardrails if g.metric == "cost")
     assert cost.status == "unresolved" and not cost.held
@@ -446,13 +451,7 @@ def test_errored_cases_without_usage_are_not_free_in_the_cost_guardrail(seed: in
     # completed rows were left out but its errored ones (0 tokens, cost 0.0) were judged, so the guardrail
     # held on those alone ("-0.001, held") and the gate promoted a challenger whose cost nobody knew.
     report = _scenario(challenger_errors=0.05, champion_errors=0.05, seed=seed)
-    silent = [
-        r.model_copy(update={"input_tokens": 0, "output_tokens": 0, "cost": 0.0})
-        if r.role == "challenger"
-        else r
-        for r in report.rows
-    ]
-    decided = decide_promotion(FAST, report.model_copy(update={"rows": tuple(silent)}))
+    decided = decide_promotion(FAST, _challenger_reports_no_usage(report))
     cost = next(g for g in decided.guardrails if g.metric == "cost")
     assert cost.status == "unresolved" and not cost.held, (cost.status, cost.estimate, cost.n_clusters)
     assert decided.decision == "inconclusive"
