@@ -60,6 +60,8 @@ def head_mismatch(head_seq: int, head_hash: str, entries: Sequence[tuple[int, st
     names are newer appends (their chain is checked entry by entry), not a problem. Seq 0 with the genesis
     hash is the head written before the first entry.
     """
+    if head_seq < 0:
+        return f"the ledger's recorded head names entry {head_seq}, which no ledger has (edited)"
     if head_seq == 0:
         return (
             None

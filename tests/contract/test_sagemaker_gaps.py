@@ -308,6 +308,12 @@ def test_a_head_behind_the_ledger_verifies_and_one_ahead_of_it_does_not(
 
     backend.s3.delete_object(Bucket=backend.bucket, Key=backend._audit_entry_key(3))
     assert backend.verify_audit() == ["ledger ends at entry 2 but its recorded head is entry 3"]
+    backend.s3.put_object(
+        Bucket=backend.bucket, Key=backend._audit_head_key(), Body=json.dumps({"seq": -1, "hash": "x"})
+    )
+    assert backend.verify_audit() == [
+        "the ledger's recorded head names entry -1, which no ledger has (edited)"
+    ]
 
 
 def test_an_append_that_loses_the_race_takes_the_next_seq(sagemaker_backend: Any, monkeypatch: Any) -> None:
