@@ -185,7 +185,12 @@ class ModelCallRetries:
 
 
 def tool_calls_of(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """The tool calls (name, arguments) an agent made, in order, from its message history."""
+    """The tool calls (name, arguments) an agent made, in order, from its message history.
+
+    Arguments are kept as the model sent them when they are not a JSON object (Strands keeps a parsed
+    ``[1, 2]`` or ``"ORD-1"`` as the tool's input): the row shows them, and they match no expected arguments.
+    Read as a dict, such a call ended the whole evaluation with a TypeError.
+    """
     calls: list[dict[str, Any]] = []
     for message in messages:
         if message.get("role") != "assistant":
@@ -193,7 +198,9 @@ def tool_calls_of(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]
         for block in message.get("content", []):
             if isinstance(block, Mapping) and "toolUse" in block:
                 use = block["toolUse"]
-                calls.append({"name": use.get("name"), "arguments": dict(use.get("input") or {})})
+                given = use.get("input")
+                arguments = dict(given) if isinstance(given, Mapping) else ({} if given is None else given)
+                calls.append({"name": use.get("name"), "arguments": arguments})
     return calls
 
 
@@ -305,8 +312,11 @@ async def _run_one(
         # The agent's own time: waiting for a call slot is the harness's queue, not the variant's latency.
         outcome.latency_s = time.perf_counter() - started - wait.waited_s()
         if agent is not None:
-            outcome.tool_calls = tool_calls_of(agent.messages)
-            outcome.input_tokens, outcome.output_tokens = _usage_of(agent)
+            try:
+                outcome.tool_calls = tool_calls_of(agent.messages)
+                outcome.input_tokens, outcome.output_tokens = _usage_of(agent)
+            except Exception as exc:  # what the agent left is unreadable: still a row, with why
+                outcome.error = outcome.error or f"unreadable agent result: {_describe(exc)}"
         outcome.model_calls = attempts.calls
         outcome.retries = max(0, attempts.sends - attempts.calls)
         span.set_outputs(outcome.outputs())

@@ -266,9 +266,10 @@ def normalise_argument(value: Any) -> Any:
     return float(text) if _NUMBER.match(text) else text
 
 
-def arguments_match(actual: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
-    """Every expected argument is present in ``actual`` with an equal normalised value."""
-    got = normalise_argument(actual)
+def arguments_match(actual: Any, expected: Mapping[str, Any]) -> bool:
+    """Every expected argument is present in ``actual`` with an equal normalised value (arguments that are
+    no JSON object, e.g. a list the model sent, hold no named argument)."""
+    got = normalise_argument(actual if isinstance(actual, Mapping) else {})
     want = normalise_argument(expected)
     return all(k in got and got[k] == v for k, v in want.items())
 

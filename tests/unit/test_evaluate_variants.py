@@ -41,7 +41,12 @@ class ScriptedModel(ScriptedModelBase):
             await asyncio.sleep(30)
         has_result = any("toolResult" in block for m in messages for block in m["content"])
         yield {"messageStart": {"role": "assistant"}}
-        if "ORD-" in text and not has_result:
+        if "list-arguments" in text and not has_result:  # valid JSON, but no object
+            yield {"contentBlockStart": {"start": {"toolUse": {"toolUseId": "t1", "name": "lookup_order"}}}}
+            yield {"contentBlockDelta": {"delta": {"toolUse": {"input": "[1, 2]"}}}}
+            yield {"contentBlockStop": {}}
+            yield {"messageStop": {"stopReason": "tool_use"}}
+        elif "ORD-" in text and not has_result:
             order = text.split()[-1]
             yield {"contentBlockStart": {"start": {"toolUse": {"toolUseId": "t1", "name": "lookup_order"}}}}
             yield {"contentBlockDelta": {"delta": {"toolUse": {"input": json.dumps({"order_id": order})}}}}
@@ -344,6 +349,34 @@ def test_hung_case_is_an_error_row_with_a_stand_in_trace(tracking: str) -> None:
     trace = mlflow.get_trace(hung.trace_id)
     assert trace.info.tags.get("eval.stand_in") == "true"
     assert rows["C-0"].error is None and rows["C-0"].scores["task_success"] == 1.0
+
+
+def test_tool_arguments_that_are_no_json_object_are_a_row_not_the_end_of_the_evaluation(
+    tracking: str,
+) -> None:
+    import mlflow
+
+    # Strands keeps arguments like "[1, 2]" as the parsed list; reading them as a dict raised a TypeError
+    # that escaped the case, failed both runs and lost every row (and a resume failed the same way).
+    odd = {
+        "id": "C-list",
+        "input": "list-arguments ORD-10001",
+        "expected_tool_calls": [{"name": "lookup_order", "arguments": {"order_id": "ORD-10001"}}],
+        "expected_facts": ["shipped"],
+        "cluster": "k9",
+    }
+    report = _evaluate_challenger(tracking, _scored_with("tool_arguments", "task_success"), [CASES[0], odd])
+    rows = {r.case_id: r for r in report.rows}
+    assert sorted(rows) == ["C-0", "C-list"]
+    root = next(
+        span for span in mlflow.get_trace(rows["C-list"].trace_id).data.spans if span.parent_id is None
+    )
+    assert root.outputs["tool_calls"] == [
+        {"name": "lookup_order", "arguments": [1, 2]}
+    ]  # as the model sent them
+    assert rows["C-list"].scores["tool_arguments"] == 0.0 and rows["C-0"].scores["tool_arguments"] == 1.0
+    run = mlflow.get_run(report.variants[0].mlflow_run_id)
+    assert run.info.status == "FINISHED"
 
 
 def test_models_sign_for_the_region_the_environment_names(monkeypatch: pytest.MonkeyPatch) -> None:
