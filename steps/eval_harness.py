@@ -351,8 +351,12 @@ async def _run_all(
 ) -> list[CaseOutcome]:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(_quiet_about_interrupts)
-    # Every case in flight may hold a thread in a blocking boto3 read (streaming reads hop per event).
-    executor = ThreadPoolExecutor(max_workers=2 * concurrency + 4, thread_name_prefix="eval-model-call")
+    # Every case in flight (staged ones wait for their call slot in a thread) may hold a thread in a blocking
+    # boto3 read (streaming reads hop per event). Sized for ``concurrency`` alone, more staged cases than
+    # threads queued for one, and that wait counted against their timeout. Threads start only when needed.
+    executor = ThreadPoolExecutor(
+        max_workers=2 * (concurrency + staged) + 4, thread_name_prefix="eval-model-call"
+    )
     loop.set_default_executor(executor)
     # ``concurrency`` model calls at once (the call slots); ``staged`` more cases get ready meanwhile.
     gate = asyncio.Semaphore(concurrency + staged)
