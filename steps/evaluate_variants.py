@@ -86,6 +86,10 @@ EvaluationProgress = ProgressEvent | TraceFlushProgress
 ModelFactory = Callable[[RegisteredAgent], Any]
 
 
+class TracesNotStored(RuntimeError):
+    """Stand-in traces for cases whose own trace was not stored were refused by the store too."""
+
+
 class EvaluationInputError(ValueError):
     """The cases or the registration cannot be evaluated (message is one line)."""
 
@@ -370,7 +374,15 @@ def _evaluate_one(
         if inline is not None:
             # The row-first writer says which trace rows it committed; otherwise the store is asked.
             found = stored if row_first else _run_trace_ids(experiment_id, run_id)
-            stood_in = _stand_in_missing(outcomes, found, run_id, score=inline)
+            stood_in = _stand_in_missing(
+                outcomes,
+                found,
+                run_id,
+                experiment_id=experiment_id,
+                logged_model_id=agent.logged_model_id,
+                row_first=row_first,
+                score=inline,
+            )
             results = (
                 prepared
                 if prepared is not None and not stood_in
@@ -521,17 +533,39 @@ def _stand_in_missing(
     outcomes: Sequence[CaseOutcome],
     persisted: Collection[str],
     run_id: str,
+    *,
+    experiment_id: str,
+    logged_model_id: str,
+    row_first: bool,
     score: InlineScoring | None = None,
 ) -> bool:
-    """Log a stand-in trace for every outcome whose trace is not among ``persisted``; True if any."""
+    """Log a stand-in trace for every outcome whose trace is not among ``persisted``; True if any.
+
+    The stand-ins link to the variant's LoggedModel as the cases' own traces do, and each must be stored:
+    one the store refuses as well raises :class:`TracesNotStored` before any result is logged (a row whose
+    trace id names no trace broke "every trace persisted" silently). ``row_first`` says the row-first
+    writer records what it stores; otherwise the run's traces are searched.
+    """
     import mlflow
+
+    from agent_release.steps.trace_export import recording_stored_traces
 
     missing = {o.trace_id for o in outcomes if o.trace_id not in persisted}
     if not missing:
         return False
     logger.warning("run_id=<%s>, missing=<%d> | traces not exported; logging stand-ins", run_id, len(missing))
-    log_stand_in_traces(outcomes, missing, score=score)
-    mlflow.flush_trace_async_logging()
+    standing_in = [o for o in outcomes if o.trace_id in missing]
+    with recording_stored_traces() as stored, traced_as(logged_model_id):
+        log_stand_in_traces(outcomes, missing, score=score)
+        mlflow.flush_trace_async_logging()
+    found = stored if row_first else _run_trace_ids(experiment_id, run_id)
+    lost = [o for o in standing_in if o.trace_id not in found]
+    if lost:
+        raise TracesNotStored(
+            f"{len(lost)} case(s) whose trace the tracking store did not keep could not be stored as stand-in "
+            f"traces either (first: case {lost[0].unit.case_id!r}); no result of this evaluation was logged, "
+            "and `run --resume` evaluates again"
+        )
     return True
 
 
@@ -551,7 +585,14 @@ def _score(
     from agent_release.steps.inline_scoring import as_score, error_text
 
     traces = _run_traces(experiment_id, run_id)
-    if _stand_in_missing(outcomes, traces, run_id):
+    if _stand_in_missing(
+        outcomes,
+        traces,
+        run_id,
+        experiment_id=experiment_id,
+        logged_model_id=agent.logged_model_id,
+        row_first=False,
+    ):
         traces = _run_traces(experiment_id, run_id)
     data = pd.DataFrame(
         [

@@ -442,6 +442,8 @@ def test_a_trace_row_the_store_refused_gets_a_stand_in_without_reading_traces_ba
     assert len(refused) == 1 and rows["C-1"].trace_id not in refused
     stand_in = mlflow.get_trace(rows["C-1"].trace_id)
     assert stand_in is not None and stand_in.info.tags.get("eval.stand_in") == "true"
+    # Linked to the variant's LoggedModel as the cases' own traces are (it was logged outside that link).
+    assert stand_in.info.trace_metadata.get("mlflow.modelId") == report.variants[0].logged_model_id
     assert rows["C-1"].scores["task_success"] == 1.0
     assert {a.name for a in stand_in.info.assessments} >= {"task_success", "error"}
     for case_id in ("C-0", "C-2", "C-3"):
@@ -453,6 +455,38 @@ def test_a_trace_row_the_store_refused_gets_a_stand_in_without_reading_traces_ba
     assert dict(zip(table["case_id"], table["trace_id"], strict=True)) == {
         case_id: row.trace_id for case_id, row in rows.items()
     }
+
+
+def test_a_stand_in_the_store_refuses_too_fails_the_evaluation_before_any_result(
+    tracking: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing checked that a stand-in was stored: the row then named a trace that does not exist."""
+    import mlflow
+
+    from agent_release.steps import trace_export
+    from agent_release.steps.evaluate_variants import TracesNotStored
+
+    monkeypatch.setenv("AGENT_RELEASE_TRACE_WRITER", "thread")
+    real_write = trace_export.write_batch
+
+    def refuse_c1_always(client: Any, batch: Any) -> list[str]:
+        refused = [t.info.trace_id for t, _ in batch if t.info.tags.get("eval.case_id") == "C-1"]
+        keep = [(t, p) for t, p in batch if t.info.trace_id not in refused]
+        return [*real_write(client, keep), *refused]
+
+    monkeypatch.setattr(trace_export, "write_batch", refuse_c1_always)
+    with pytest.raises(
+        TracesNotStored, match=r"^1 case\(s\) whose trace .* \(first: case 'C-1'\); no result"
+    ):
+        _evaluate_challenger(tracking, EvaluateConfig(concurrency=4, timeout_s=10), CASES[:4])
+    monkeypatch.undo()
+    (run,) = mlflow.search_runs(
+        experiment_names=[tracking],
+        filter_string="tags.mlflow.runName = 'evaluate-challenger'",
+        output_format="list",
+    )
+    assert run.info.status == "FAILED"
+    assert "eval_cases.json" not in {f.path for f in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
 
 
 def fails_on_slow_questions() -> Any:
