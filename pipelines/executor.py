@@ -78,6 +78,10 @@ class ExecutionNotFound(ValueError):
     """``--resume`` named an execution that does not exist."""
 
 
+class ExecutionSuperseded(ValueError):
+    """``--resume`` named an execution that a later one replaced on its endpoint."""
+
+
 @dataclass(frozen=True)
 class StepDef:
     """One node of the DAG: a name (the step function's name), its upstream steps, how to run it."""
@@ -200,6 +204,18 @@ class ExecutionStore:
             "SELECT * FROM executions ORDER BY started_at DESC LIMIT 1"
         ).fetchone()
         return row
+
+    def deployed_after(self, execution_id: str) -> list[sqlite3.Row]:
+        """Executions started after ``execution_id`` whose ``deploy_variants`` step succeeded (they may have
+        put other models on an endpoint), oldest first."""
+        return list(
+            self._conn.execute(
+                "SELECT e.* FROM executions e JOIN steps s ON s.execution_id = e.id "
+                "WHERE s.name = 'deploy_variants' AND s.status = 'succeeded' "
+                "AND e.started_at > (SELECT started_at FROM executions WHERE id = ?) ORDER BY e.started_at",
+                (execution_id,),
+            ).fetchall()
+        )
 
     def recent(self, limit: int = 20) -> list[sqlite3.Row]:
         """Most recent executions first."""

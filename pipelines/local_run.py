@@ -26,6 +26,7 @@ from agent_release.pipelines.executor import (
     ExecutionNotFound,
     ExecutionResult,
     ExecutionStore,
+    ExecutionSuperseded,
     LocalExecutor,
     one_line,
 )
@@ -89,7 +90,28 @@ def load_for_run(config_path: Path, store: ExecutionStore | None, resume_id: str
         raise ExecutionNotFound(f"execution {resume_id} already succeeded; nothing to resume")
     path = Path(row["config_path"])
     config = parse_config(row["config_text"], source=f"{path} (as stored by {resume_id})")
+    _refuse_if_superseded(store, resume_id, config.deploy.endpoint_name)
     return LoadedConfig(config=config, path=path, base_dir=path.parent, text=row["config_text"])
+
+
+def _refuse_if_superseded(store: ExecutionStore, resume_id: str, endpoint: str) -> None:
+    """Raise :class:`ExecutionSuperseded` when an execution started after ``resume_id`` deployed to ``endpoint``.
+
+    The resumed execution reuses its own stored deployment (which models are champion and challenger); after
+    a later run redeployed or promoted, acting on it shifted live traffic back to the demoted model and could
+    Reject the package serving production.
+    """
+    for later in store.deployed_after(resume_id):
+        try:
+            later_endpoint = parse_config(later["config_text"], source=later["id"]).deploy.endpoint_name
+        except Exception:  # a stored config that no longer parses: it may have been this endpoint's
+            later_endpoint = endpoint
+        if later_endpoint == endpoint:
+            raise ExecutionSuperseded(
+                f"execution {resume_id} was superseded: execution {later['id']}, started after it, deployed "
+                f"to endpoint {endpoint}; resuming would act on the deployment it replaced. Start a new run "
+                "(`agent-release run`)"
+            )
 
 
 class TrackingUnavailable(RuntimeError):

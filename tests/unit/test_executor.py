@@ -132,3 +132,46 @@ def test_skipped_step_lets_dependents_run(tmp_path: Path) -> None:
     assert calls == ["x", "y"]
     assert result.skipped == ["opt"]
     assert {r["name"]: r["status"] for r in store.steps(eid)}["opt"] == "skipped"
+
+
+def test_resume_refuses_an_execution_a_later_run_redeployed_over(tmp_path: Path) -> None:
+    # Resuming it reused its own stored deployment: after a later run promoted, the resume evaluated and
+    # promoted again (sending 50% of traffic back to the demoted model), and with the endpoint changed
+    # further it Rejected the package serving all of production.
+    import time as clock
+
+    from agent_release.pipelines.dag import pipeline_steps
+    from agent_release.pipelines.executor import ExecutionSuperseded
+    from agent_release.pipelines.local_run import load_for_run
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "pipeline.yaml").read_text()
+    other_endpoint = text.replace("endpoint_name: support-agent", "endpoint_name: other-agent", 1)
+    assert other_endpoint != text
+    store = ExecutionStore(tmp_path)
+    steps = pipeline_steps()
+    interrupted = store.create("p", root / "pipeline.yaml", text, steps)
+    store.mark_step(interrupted, "deploy_variants", "succeeded")
+
+    def later(config_text: str, deployed: bool) -> str:
+        clock.sleep(0.01)  # started after: executions are ordered by their start
+        execution = store.create("p", root / "pipeline.yaml", config_text, steps)
+        if deployed:
+            store.mark_step(execution, "deploy_variants", "succeeded")
+        return execution
+
+    later(text, deployed=False)  # failed before deploying: it changed nothing
+    later(other_endpoint, deployed=True)  # another endpoint
+    assert (
+        load_for_run(root / "pipeline.yaml", store, interrupted).config.deploy.endpoint_name
+        == "support-agent"
+    )
+    superseding = later(text, deployed=True)
+    with pytest.raises(ExecutionSuperseded) as refused:
+        load_for_run(root / "pipeline.yaml", store, interrupted)
+    assert str(refused.value) == (
+        f"execution {interrupted} was superseded: execution {superseding}, started after it, deployed to "
+        "endpoint support-agent; resuming would act on the deployment it replaced. Start a new run "
+        "(`agent-release run`)"
+    )
+    store.close()
