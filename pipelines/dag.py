@@ -194,12 +194,29 @@ def pinned_dataset_hash(run: StepRun, name: str, path: Path) -> str:
     return digest
 
 
+def check_agent_parts(run: StepRun, loaded: LoadedConfig) -> None:
+    """Refuse (:class:`StepFailed`) when the system prompt or the tool data changed after ``register_agents``
+    recorded them: a resumed execution reuses that registration, and would evaluate or promote an agent
+    version that never ran (its LoggedModel names the prompt and data it was registered with)."""
+    from agent_release.steps.register_agents import agent_parts_changed
+
+    registration = run.maybe("register_agents")
+    for agent in registration.agents if registration is not None else ():
+        changed = agent_parts_changed(loaded.config.agent, loaded.base_dir, agent)
+        if changed is not None:
+            raise StepFailed(
+                f"{changed} changed after register_agents registered agent {agent.registered_model_name} "
+                f"for variant {agent.variant}; start a new run so the agent is registered as it is now"
+            )
+
+
 def _evaluate_variants(run: StepRun) -> Any:
     from agent_release.steps.evaluate_variants import evaluate_variants
 
     ctx = _ctx(run)
     ctx.ensure_tracking()
     cfg = ctx.loaded.config
+    check_agent_parts(run, ctx.loaded)
     spec = cfg.datasets[cfg.evaluate.dataset]
     path = ctx.loaded.resolve(spec.path)
     # A SageMaker shard step evaluates a slice of the file validation pinned: check the whole file.
@@ -242,6 +259,7 @@ def _promote_challenger(run: StepRun) -> Any:
     ctx = _ctx(run)
     ctx.ensure_tracking()
     cfg = ctx.loaded.config
+    check_agent_parts(run, ctx.loaded)
     live_inputs = live_inputs_of(ctx.loaded) if cfg.promote.live_traffic.enabled else ()
     return promote_challenger(
         cfg.promote,

@@ -142,6 +142,8 @@ def register_agents(
                 tool_names=toolset.names,
                 tools_hash=toolset.sha256,
                 inference=config.inference,
+                system_prompt_sha256=text_sha256(system_prompt),
+                tool_data_sha256=toolset.data_sha256,
             )
         )
         logger.info(
@@ -181,6 +183,26 @@ def promote_aliases(
             f"registered model '{registered_model_name}' has no version {new_champion_version}"
         ) from None
     _sync_aliases(client, registered_model_name, {"champion": str(new_champion_version), "challenger": None})
+
+
+def text_sha256(text: str) -> str:
+    """sha256 of ``text``'s UTF-8 bytes (a system prompt's, as :class:`RegisteredAgent` records it)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def agent_parts_changed(config: AgentConfig, base_dir: Path, agent: RegisteredAgent) -> str | None:
+    """What of the system prompt and the tool data differs now from what ``agent`` was registered with (one
+    line), or None. A resumed execution reuses its registration, and evaluating or promoting with other
+    parts would credit the evidence to an agent version that never ran."""
+    if agent.system_prompt_sha256 is not None:
+        now = text_sha256(load_system_prompt(config, base_dir))
+        if now != agent.system_prompt_sha256:
+            return f"the system prompt (sha256 {agent.system_prompt_sha256[:12]}, now {now[:12]})"
+    if agent.tool_data_sha256 is not None:
+        now = toolset_data_sha256(config.toolset, project_path(base_dir, config.tool_data_dir))
+        if now != agent.tool_data_sha256:
+            return f"the tool data in {config.tool_data_dir} (sha256 {agent.tool_data_sha256[:12]}, now {now[:12]})"
+    return None
 
 
 def load_system_prompt(config: AgentConfig, base_dir: Path) -> str:

@@ -24,6 +24,10 @@ class RegisteredAgent(Frozen):
     tool_names: tuple[str, ...]
     tools_hash: str
     inference: InferenceConfig
+    # What the agent was registered with, so a resumed execution can tell that the files changed since (None
+    # in a report stored before these were recorded).
+    system_prompt_sha256: str | None = None
+    tool_data_sha256: str | None = None
 
 
 class RegistrationReport(Frozen):
