@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,14 +136,20 @@ def _train_model(run: StepRun) -> Any:
     ctx = _ctx(run)
     train = ctx.loaded.config.train
     assert train is not None  # guarded by `when`
-    return train_model(
-        train,
-        ctx.backend,
-        ctx.loaded.base_dir,
-        ctx.artifacts_dir / "models",
-        actor=ctx.actor,
-        execution_id=run.execution_id,
-    )
+    # Training lists the group's packages, then registers (and may bootstrap-approve) one: two runs for
+    # different endpoints on one group (the endpoint lock keeps apart only runs of one endpoint) registered
+    # the same model twice and approved two bootstrap champions.
+    with ctx.backend.lock(
+        f"package_group:{train.package_group}", f"run {run.execution_id} pid {os.getpid()}"
+    ):
+        return train_model(
+            train,
+            ctx.backend,
+            ctx.loaded.base_dir,
+            ctx.artifacts_dir / "models",
+            actor=ctx.actor,
+            execution_id=run.execution_id,
+        )
 
 
 def _deploy_variants(run: StepRun) -> Any:

@@ -233,3 +233,33 @@ def test_a_resume_refuses_a_prompt_or_tool_data_edited_after_registration(tmp_pa
     policy.write_text(policy.read_text().replace('"return_window_days": 30', '"return_window_days": 7'))
     with pytest.raises(StepFailed, match=r"^the tool data in datasets/support \(sha256 .*start a new run"):
         check_agent_parts(run, loaded)
+
+
+def test_training_holds_its_package_group_against_a_run_for_another_endpoint(tmp_path: Path) -> None:
+    # The endpoint lock keeps apart only runs of one endpoint: two pipelines sharing a package group trained
+    # at once, and both listed the group before either registered (two packages of one model, two bootstrap
+    # champions). The train step now takes the group's lock; a contender is told who holds it.
+    from _shared.cli import copy_project
+
+    from agent_release.pipelines.config import load_config
+    from agent_release.pipelines.dag import RunContext, pipeline_steps
+    from agent_release.pipelines.local_backend import LocalBackend
+    from agent_release.steps.backend import LockBusyError
+
+    loaded = load_config(copy_project(tmp_path / "project") / "pipeline.yaml")
+    train = loaded.config.train
+    assert train is not None
+    backend = LocalBackend(tmp_path / "state")
+    other = LocalBackend(tmp_path / "state")
+    step = next(s for s in pipeline_steps() if s.name == "train_model")
+    context = RunContext(
+        loaded=loaded, backend=backend, state_dir=tmp_path / "state", tracking_uri="sqlite://"
+    )
+    try:
+        held = other.lock(f"package_group:{train.package_group}", "run of other-endpoint")
+        with held, pytest.raises(LockBusyError, match="run of other-endpoint"):
+            step.run(StepRun(execution_id="e", outputs={}, context=context))
+        assert backend.list_packages(train.package_group) == []  # nothing registered while it was held
+    finally:
+        backend.close()
+        other.close()
