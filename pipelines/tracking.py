@@ -21,6 +21,8 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from agent_release.steps.agent_tracing import apply_tracing_environment, traced_as
@@ -60,6 +62,8 @@ _DEFAULT_ENV = {
 _NOISY_LOGGERS = ("mlflow", "alembic")
 # How long configure_tracking waits for an MLflow server's /health before calling it unreachable.
 PROBE_TIMEOUT_S = 5.0
+# How long a run waits for another process to finish creating the tracking database's tables.
+STORE_INIT_LOCK_TIMEOUT_S = 300.0
 
 
 def resolve_tracking_uri(configured: str | None, state_dir: Path) -> str:
@@ -141,8 +145,9 @@ def configure_tracking(uri: str, experiment: str, *, artifact_root: Path | None 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
 
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    existing = client.get_experiment_by_name(experiment)
+    with _creating_store(uri):  # the store's first use (the client makes it) creates its tables
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        existing = client.get_experiment_by_name(experiment)
     if existing is None:
         location = None
         # A tracking server (http, databricks, SageMaker ARN) decides where artifacts go itself.
@@ -219,8 +224,32 @@ def _is_local_database(uri: str) -> bool:
     return scheme in {"sqlite", "postgresql", "mysql", "mssql"}
 
 
-def _sqlite_artifact_root(uri: str) -> Path | None:
+def _sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///<path>`` URI (None for another URI or an in-memory database)."""
     prefix = "sqlite:///"
     if not uri.startswith(prefix) or uri == prefix + ":memory:":
         return None
-    return default_artifact_root(Path(uri[len(prefix) :]).parent)
+    return Path(uri[len(prefix) :])
+
+
+def _sqlite_artifact_root(uri: str) -> Path | None:
+    path = _sqlite_path(uri)
+    return None if path is None else default_artifact_root(path.parent)
+
+
+@contextmanager
+def _creating_store(uri: str) -> Iterator[None]:
+    """For a SQLite URI, one process at a time creates (or migrates) the store's tables.
+
+    Two first runs on a new state directory ran MLflow's schema migration on one new ``mlflow.db`` at once;
+    one failed ("table webhooks already exists") and was reported as tracking "unavailable". A file lock
+    beside the database orders them: the second finds the tables made. Other URIs are the server's to order.
+    """
+    path = _sqlite_path(uri)
+    if path is None or not path.parent.is_dir():
+        yield
+        return
+    from filelock import FileLock
+
+    with FileLock(str(path.with_name(f".{path.name}.init.lock")), timeout=STORE_INIT_LOCK_TIMEOUT_S):
+        yield
