@@ -5,7 +5,8 @@ LoggedModels."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,26 @@ def start_world(state_dir: Path, faults: Mapping[str, FaultSpec], class_path: st
     mlflow.create_experiment("eval-e2e", artifact_location=(state_dir / "artifacts").as_uri())
     mlflow.strands.autolog()
     return EvalWorld(backend, url, "eval-e2e")
+
+
+@contextmanager
+def challenger_world(state_dir: Path, monkeypatch: Any, added_latency_ms: float) -> Iterator[EvalWorld]:
+    """:func:`start_world` with one ``challenger`` variant of :class:`LookupModel`, ``added_latency_ms`` per
+    call, the AWS variables pointing at it (through pytest's ``monkeypatch``); stopped afterwards."""
+    import mlflow
+
+    world = start_world(
+        state_dir,
+        {"challenger": FaultSpec(added_latency_ms=added_latency_ms)},
+        "_shared.eval_world:LookupModel",
+    )
+    for key, value in aws_env(world.url).items():
+        monkeypatch.setenv(key, value)
+    try:
+        yield world
+    finally:
+        world.backend.close()
+        mlflow.set_tracking_uri(None)
 
 
 def aws_env(url: str) -> dict[str, str]:

@@ -12,25 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _shared.eval_world import EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
+from _shared.eval_world import EvalWorld, challenger_world, lookup_tools, make_cases, register
 
-from agent_release.steps.backend import FaultSpec
 from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluate_variants import evaluate_variants
 
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EvalWorld]:
-    import mlflow
-
-    started = start_world(
-        tmp_path, {"challenger": FaultSpec(added_latency_ms=300)}, "_shared.eval_world:LookupModel"
-    )
-    for key, value in aws_env(started.url).items():
-        monkeypatch.setenv(key, value)
-    yield started
-    started.backend.close()
-    mlflow.set_tracking_uri(None)
+    with challenger_world(tmp_path, monkeypatch, added_latency_ms=300) as started:
+        yield started
 
 
 def test_staged_cases_beyond_the_thread_pool_do_not_time_out(world: EvalWorld) -> None:

@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _shared.eval_world import ENDPOINT, EvalWorld, aws_env, lookup_tools, make_cases, register, start_world
+from _shared.eval_world import ENDPOINT, EvalWorld, challenger_world, lookup_tools, make_cases, register
 
 from agent_release.agents.call_slots import SLOT_WAIT_ATTRIBUTE
-from agent_release.steps.backend import FaultSpec
 from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluate_variants import evaluate_variants
 
@@ -21,16 +20,8 @@ N_CASES = 200
 
 @pytest.fixture
 def world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[EvalWorld]:
-    import mlflow
-
-    world = start_world(
-        tmp_path, {"challenger": FaultSpec(added_latency_ms=20)}, "_shared.eval_world:LookupModel"
-    )
-    for key, value in aws_env(world.url).items():
-        monkeypatch.setenv(key, value)
-    yield world
-    world.backend.close()
-    mlflow.set_tracking_uri(None)
+    with challenger_world(tmp_path, monkeypatch, added_latency_ms=20) as started:
+        yield started
 
 
 def _most_calls_at_once(world: EvalWorld, since: float, calls: int) -> int:
