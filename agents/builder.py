@@ -205,7 +205,7 @@ def toolset_data_sha256(toolset: str, data_dir: Path) -> str:
         files = [data_dir / name for name in DATA_FILES]
     else:
         files = sorted(
-            p for p in (data_dir.rglob("*") if data_dir.is_dir() else ()) if _is_tool_data(p, data_dir)
+            p for p in (data_dir.rglob("*") if data_dir.is_dir() else ()) if is_project_data(p, data_dir)
         )
     digest = hashlib.sha256()
     for path in files:
@@ -219,7 +219,10 @@ def toolset_data_sha256(toolset: str, data_dir: Path) -> str:
 _NOT_TOOL_DATA = frozenset({"mlflow.db", "mlruns", "__pycache__"})
 
 
-def _is_tool_data(path: Path, data_dir: Path) -> bool:
+def is_project_data(path: Path, data_dir: Path) -> bool:
+    """Whether ``path`` under ``data_dir`` is data a step may read: a file outside hidden parts (``.git``,
+    ``.env``, ``.agent-release``) and MLflow's default stores (the tool-data hash and the SageMaker bundle
+    both skip the rest: it is a run's own state, or secrets)."""
     parts = path.relative_to(data_dir).parts
     return path.is_file() and not any(p.startswith(".") or p in _NOT_TOOL_DATA for p in parts)
 

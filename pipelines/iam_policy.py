@@ -73,9 +73,16 @@ BACKEND_ACTIONS = frozenset(
 )
 
 
+def partition_of(role_arn: str) -> str:
+    """The AWS partition of an ARN (``aws``, ``aws-cn``, ``aws-us-gov``): every ARN of the policy is in the
+    role's (a policy naming ``arn:aws:`` resources grants nothing in China or GovCloud)."""
+    return role_arn.split(":")[1] if role_arn.count(":") >= 2 else "aws"
+
+
 def _sagemaker_arn(config: PipelineConfig, resource: str) -> str:
     sm = config.sagemaker
-    return f"arn:aws:sagemaker:{sm.region}:{account_of(sm.execution_role())}:{resource}"
+    role = sm.execution_role()
+    return f"arn:{partition_of(role)}:sagemaker:{sm.region}:{account_of(role)}:{resource}"
 
 
 def _statement(sid: str, actions: tuple[str, ...], resources: list[str], **extra: Any) -> dict[str, Any]:
@@ -91,6 +98,7 @@ def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
     sm = config.sagemaker
     role = sm.execution_role()
     account = account_of(role)
+    partition = partition_of(role)
     name = pipeline_name_of(config)
     endpoint = config.deploy.endpoint_name
     group = config.deploy.package_group
@@ -127,11 +135,13 @@ def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
             [role],
             Condition={"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         ),
-        _statement("StateObjects", STATE_OBJECT_ACTIONS, [f"arn:aws:s3:::{bucket}/{p}*" for p in prefixes]),
+        _statement(
+            "StateObjects", STATE_OBJECT_ACTIONS, [f"arn:{partition}:s3:::{bucket}/{p}*" for p in prefixes]
+        ),
         _statement(
             "ListStatePrefixes",
             ("s3:ListBucket", "s3:GetBucketLocation"),
-            [f"arn:aws:s3:::{bucket}"],
+            [f"arn:{partition}:s3:::{bucket}"],
         ),
         # GetMetricData and GetAuthorizationToken have no resource-level permissions.
         _statement("VariantMetrics", METRIC_ACTIONS, ["*"]),
@@ -140,13 +150,15 @@ def execution_role_policy(config: PipelineConfig) -> dict[str, Any]:
             "Logs",
             ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"),
             [
-                f"arn:aws:logs:{sm.region}:{account}:log-group:/aws/sagemaker/TrainingJobs:*",
-                f"arn:aws:logs:{sm.region}:{account}:log-group:/aws/sagemaker/Endpoints/{endpoint}:*",
+                f"arn:{partition}:logs:{sm.region}:{account}:log-group:/aws/sagemaker/TrainingJobs:*",
+                f"arn:{partition}:logs:{sm.region}:{account}:log-group:/aws/sagemaker/Endpoints/{endpoint}:*",
             ],
         ),
     ]
     # The step image (the @step jobs) and the serving image (CreateModel runs with this role and pulls it).
-    repositories = [arn for uri in (image, sm.serving_image_uri) if uri and (arn := _ecr_repository(uri))]
+    repositories = [
+        arn for uri in (image, sm.serving_image_uri) if uri and (arn := _ecr_repository(uri, partition))
+    ]
     if repositories:
         statements.append(
             _statement(
@@ -167,14 +179,14 @@ def state_prefixes(config: PipelineConfig) -> list[str]:
     return [f"agent-release/{name}/", f"{name}/"]
 
 
-def _ecr_repository(image_uri: str) -> str | None:
+def _ecr_repository(image_uri: str, partition: str = "aws") -> str | None:
     """The ARN of the ECR repository of ``image_uri`` (None for an image outside ECR)."""
     if ".dkr.ecr." not in image_uri:
         return None
     registry, _, repository = image_uri.partition("/")
     account = registry.split(".", 1)[0]
     region = registry.split(".dkr.ecr.", 1)[1].split(".", 1)[0]
-    return f"arn:aws:ecr:{region}:{account}:repository/{repository.split(':', 1)[0].split('@', 1)[0]}"
+    return f"arn:{partition}:ecr:{region}:{account}:repository/{repository.split(':', 1)[0].split('@', 1)[0]}"
 
 
 def trust_policy() -> dict[str, Any]:

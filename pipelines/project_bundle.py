@@ -18,6 +18,7 @@ import io
 import tarfile
 from pathlib import Path
 
+from agent_release.agents.builder import is_project_data
 from agent_release.pipelines.config import ConfigError, LoadedConfig
 
 
@@ -33,7 +34,9 @@ def _members(loaded: LoadedConfig) -> dict[str, Path]:
             ) from None
         if not path.exists():
             raise ConfigError(f"{loaded.path}: {key}: file not found: {path}")
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        # A directory (tool data, possibly `.`) ships as the tool-data hash reads it: no hidden files (.env,
+        # .git, .agent-release) and no MLflow stores; everything else of it is what the step may read.
+        files = sorted(p for p in path.rglob("*") if is_project_data(p, path)) if path.is_dir() else [path]
         for file in files:
             members[str(file.resolve().relative_to(loaded.base_dir))] = file
     return members

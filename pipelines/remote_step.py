@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 SKIPPED: dict[str, Any] = {"__skipped__": True}
 """What a step whose ``when`` is false returns (a @step must return a value)."""
 
+EMPTY_SHARD: dict[str, Any] = {"__empty_shard__": True}
+"""What an evaluation shard with no cases returns (more shards than cases): the merge leaves it out."""
+
 # Prefixes of ``input_names`` entries in :func:`run_pipeline_step`.
 UPSTREAM = "upstream"
 PARAMETER = "param"
@@ -179,7 +182,13 @@ def run_remote_step(
             extract_bundle(_read_s3(files_uri), workdir)
         loaded, full_dataset = _prepare_config(config_text, dict(overrides or {}), workdir, shard)
         if shard_outputs:
-            reports = [EvaluationReport.model_validate(o) for o in shard_outputs]
+            if all(o == SKIPPED for o in shard_outputs):
+                # No challenger deployed: every shard skipped itself, and so does their merge (it has no
+                # deploy report of its own to skip by).
+                return dict(SKIPPED)
+            reports = [EvaluationReport.model_validate(o) for o in shard_outputs if o != EMPTY_SHARD]
+            if not reports:
+                raise RemoteStepError("every evaluation shard was empty: the evaluation dataset has no cases")
             logger.info("step=<%s>, shards=<%d> | merging evaluation shards", step_name, len(reports))
             return merge_evaluations(reports, dataset_hash(full_dataset)).model_dump(mode="json")
         config = loaded.config
@@ -211,10 +220,21 @@ def run_remote_step(
         ):
             logger.info("step=<%s> | skipped", step_name)
             return dict(SKIPPED)
+        if shard is not None and not _shard_cases(loaded):
+            # More shards than cases (eval_shards above a small set, or a smaller DatasetUri at start):
+            # evaluating none would fail the step, and with it the execution.
+            logger.info("step=<%s>, shard=<%d/%d> | no cases in this shard", step_name, *shard)
+            return dict(EMPTY_SHARD)
         logger.info("step=<%s>, execution=<%s> | running", step_name, run.execution_id)
         with _endpoint_lock_for(step_name, backend, config.deploy.endpoint_name, run.execution_id):
             output = step.run(run)
         return dict(SKIPPED) if output is None else output.model_dump(mode="json")
+
+
+def _shard_cases(loaded: LoadedConfig) -> list[dict[str, Any]]:
+    """The cases of the evaluation dataset as this shard's config names it."""
+    spec = loaded.config.datasets[loaded.config.evaluate.dataset]
+    return read_jsonl(loaded.resolve(spec.path))
 
 
 def _endpoint_lock_for(

@@ -69,10 +69,17 @@ def parameter_def(name: str) -> ParameterDef:
     raise ParameterOverrideError(f"unknown pipeline parameter {name!r} (parameters: {known})")
 
 
+def _exact(number: float) -> str:
+    """``number`` as short as it reads back unchanged: ``10`` for 10.0, every digit of 12.3456789 (``:g``
+    alone kept six, which changed the percentages shifted and could merge two steps into one refused)."""
+    short = f"{number:g}"
+    return short if float(short) == number else repr(number)
+
+
 def _encode(value: Any) -> Any:
     # TrafficSchedule is a list in pipeline.yaml and a comma-separated string as a parameter.
     if isinstance(value, list | tuple):
-        return ",".join(f"{float(v):g}" for v in value)
+        return ",".join(_exact(float(v)) for v in value)
     return value
 
 
