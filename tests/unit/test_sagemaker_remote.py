@@ -277,37 +277,41 @@ def test_parameter_overrides_are_typed_and_land_on_their_keys() -> None:
         coerce_overrides({"MinCompletedCases": "many"})
 
 
-def test_a_shard_step_checks_the_whole_pinned_dataset(
-    local_backend: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from agent_release.pipelines.dag import dataset_hash, read_jsonl
-    from agent_release.pipelines.executor import StepFailed
-    from agent_release.pipelines.remote_step import run_remote_step
-    from agent_release.steps import evaluate_variants as evaluate_module
+def shard_upstream(dataset: Path, *, n_rows: int, n_clusters: int) -> dict[str, Any]:
+    """The upstream reports an evaluation shard step gets: ``dataset`` pinned by validation, no agents."""
+    from agent_release.pipelines.dag import dataset_hash
     from agent_release.steps.registration_records import RegistrationReport
     from agent_release.steps.validate_datasets import DatasetResult, DatasetValidationReport
 
-    dataset = tmp_path / "golden.jsonl"
-    dataset.write_text("".join(f'{{"id": "case-{i}", "input": "hi {i}"}}\n' for i in range(6)))
-    pinned = DatasetValidationReport(
+    result = DatasetResult(
+        name="golden",
+        path=str(dataset),
+        sha256=dataset_hash(dataset),
+        n_rows=n_rows,
+        n_clusters=n_clusters,
         success=True,
-        datasets=(
-            DatasetResult(
-                name="golden",
-                path=str(dataset),
-                sha256=dataset_hash(dataset),
-                n_rows=6,
-                n_clusters=6,
-                success=True,
-            ),
-        ),
     )
-    upstream = {
-        "validate_datasets": pinned.model_dump(mode="json"),
+    return {
+        "validate_datasets": DatasetValidationReport(success=True, datasets=(result,)).model_dump(
+            mode="json"
+        ),
         "register_agents": RegistrationReport(
             tracking_uri="sqlite:///unused.db", experiment_id="0", agents=(), changed=False
         ).model_dump(mode="json"),
     }
+
+
+def test_a_shard_step_checks_the_whole_pinned_dataset(
+    local_backend: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent_release.pipelines.dag import read_jsonl
+    from agent_release.pipelines.executor import StepFailed
+    from agent_release.pipelines.remote_step import run_remote_step
+    from agent_release.steps import evaluate_variants as evaluate_module
+
+    dataset = tmp_path / "golden.jsonl"
+    dataset.write_text("".join(f'{{"id": "case-{i}", "input": "hi {i}"}}\n' for i in range(6)))
+    upstream = shard_upstream(dataset, n_rows=6, n_clusters=6)
     evaluated: list[list[str]] = []
 
     def fake_evaluate(config: Any, registration: Any, cases: Any, **kwargs: Any) -> Any:

@@ -10,15 +10,13 @@ from pathlib import Path
 
 import yaml
 from _shared.cli import copy_project
+from test_sagemaker_remote import shard_upstream
 
 from agent_release.pipelines.config import PipelineConfig, load_config, parse_config
-from agent_release.pipelines.dag import dataset_hash
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.pipelines.remote_step import EMPTY_SHARD, SKIPPED, run_remote_step
 from agent_release.pipelines.sagemaker_parameters import apply_overrides, default_values
 from agent_release.steps.deploy_variants import DeployedVariant, DeployReport
-from agent_release.steps.registration_records import RegistrationReport
-from agent_release.steps.validate_datasets import DatasetResult, DatasetValidationReport
 
 ROOT = Path(__file__).resolve().parents[2]
 TEXT = (ROOT / "pipeline.yaml").read_text()
@@ -72,25 +70,7 @@ def test_a_shard_without_cases_is_left_out_not_a_failed_step(tmp_path: Path) -> 
     dataset.write_text(
         "".join(f'{{"id": "c{i}", "input": "hi {i}", "cluster": "k{i % 2}"}}\n' for i in range(3))
     )
-    pinned = DatasetValidationReport(
-        success=True,
-        datasets=(
-            DatasetResult(
-                name="golden",
-                path=str(dataset),
-                sha256=dataset_hash(dataset),
-                n_rows=3,
-                n_clusters=2,
-                success=True,
-            ),
-        ),
-    )
-    upstream = {
-        "validate_datasets": pinned.model_dump(mode="json"),
-        "register_agents": RegistrationReport(
-            tracking_uri="sqlite://", experiment_id="0", agents=(), changed=False
-        ).model_dump(mode="json"),
-    }
+    upstream = shard_upstream(dataset, n_rows=3, n_clusters=2)
     empty = run_remote_step(
         "evaluate_variants",
         TEXT,
