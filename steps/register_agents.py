@@ -276,7 +276,7 @@ def _ensure_prompt(client: MlflowClient, name: str, text: str, agent: str) -> tu
         name=name,
         template=text,
         commit_message=f"agent-release: system prompt of agent {agent}",
-        tags={AGENT_TAG: agent, "agent_release.sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()},
+        tags={AGENT_TAG: agent, "agent_release.sha256": text_sha256(text)},
     )
     logger.info("prompt=<%s>, version=<%s> | prompt version registered", name, registered.version)
     return f"prompts:/{name}/{registered.version}", True

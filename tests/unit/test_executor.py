@@ -181,8 +181,7 @@ def test_a_resume_refuses_a_prompt_or_tool_data_edited_after_registration(tmp_pa
     # The resumed execution reused its registration (prompt v1, the tool data's sha256 in the LoggedModel)
     # but evaluated and shifted traffic with the edited prompt or data: evidence credited to an agent
     # version that never ran.
-    import shutil
-
+    from _report_fixtures import registration_report
     from _shared.cli import copy_project
 
     from agent_release.agents.builder import toolset_data_sha256
@@ -190,12 +189,8 @@ def test_a_resume_refuses_a_prompt_or_tool_data_edited_after_registration(tmp_pa
     from agent_release.pipelines.dag import check_agent_parts
     from agent_release.pipelines.executor import StepFailed
     from agent_release.steps.register_agents import load_system_prompt, text_sha256
-    from agent_release.steps.register_agents_config import InferenceConfig
-    from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 
-    project = copy_project(tmp_path / "project")
-    (project / "datasets").unlink()
-    shutil.copytree(Path(__file__).resolve().parents[2] / "datasets", project / "datasets")
+    project = copy_project(tmp_path / "project", copy_datasets=True)
     (project / "prompt.md").write_text("You are a support agent.\n")
     config_path = project / "pipeline.yaml"
     config_path.write_text(
@@ -204,24 +199,14 @@ def test_a_resume_refuses_a_prompt_or_tool_data_edited_after_registration(tmp_pa
         )
     )
     loaded = load_config(config_path)
-    agent_config = loaded.config.agent
-    agent = RegisteredAgent(
-        variant="challenger",
-        role="challenger",
-        endpoint_name="support-agent",
-        package_arn=None,
-        package_version=None,
-        logged_model_id="m-1",
-        prompt_uri="prompts:/support-agent-system-prompt/1",
-        registered_model_name="support-agent",
-        registered_model_version="2",
-        tool_names=(),
-        tools_hash="t",
-        inference=InferenceConfig(),
-        system_prompt_sha256=text_sha256(load_system_prompt(agent_config, project)),
-        tool_data_sha256=toolset_data_sha256("support", project / "datasets" / "support"),
+    registered = registration_report(tmp_path)
+    pinned = {
+        "system_prompt_sha256": text_sha256(load_system_prompt(loaded.config.agent, project)),
+        "tool_data_sha256": toolset_data_sha256("support", project / "datasets" / "support"),
+    }
+    report = registered.model_copy(
+        update={"agents": tuple(a.model_copy(update=pinned) for a in registered.agents)}
     )
-    report = RegistrationReport(tracking_uri="sqlite://", experiment_id="1", agents=(agent,), changed=True)
     run = StepRun(execution_id="e", outputs={"register_agents": report}, context=None)
     check_agent_parts(run, loaded)  # nothing changed
 
