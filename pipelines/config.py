@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import math
+import os
 import re
 import types
 from collections.abc import Collection, Mapping, Sequence
@@ -254,26 +255,32 @@ class LoadedConfig:
     base_dir: Path
     text: str
 
-    def resolve(self, relative: str) -> Path:
-        """Resolve a path from pipeline.yaml against the file's directory."""
-        path = project_path(self.base_dir, relative)
-        return path if Path(relative).expanduser().is_absolute() else path.resolve()
+    def resolve(self, relative: str, *, keep_links: bool = False) -> Path:
+        """Resolve a path from pipeline.yaml against the file's directory.
 
-    def referenced_files(self) -> list[tuple[str, Path]]:
-        """Every file the config points at, as (key path, resolved path)."""
+        With ``keep_links`` the path is only normalised (``a/../b`` is ``b``), not followed through
+        symlinks: the name pipeline.yaml uses, which is where a copy of the project must hold the file.
+        """
+        path = project_path(self.base_dir, relative)
+        if Path(relative).expanduser().is_absolute():
+            return path
+        return Path(os.path.normpath(path)) if keep_links else path.resolve()
+
+    def referenced_files(self, *, keep_links: bool = False) -> list[tuple[str, Path]]:
+        """Every file the config points at, as (key path, resolved path); see :meth:`resolve`."""
         c = self.config
-        refs: list[tuple[str, Path]] = []
+        refs: list[tuple[str, str]] = []
         for name, ds in c.datasets.items():
-            refs.append((f"datasets.{name}.path", self.resolve(ds.path)))
-            refs.append((f"datasets.{name}.suite", self.resolve(ds.suite)))
+            refs.append((f"datasets.{name}.path", ds.path))
+            refs.append((f"datasets.{name}.suite", ds.suite))
         if c.train is not None and c.train.enabled:
-            refs.append(("train.data", self.resolve(c.train.data)))
+            refs.append(("train.data", c.train.data))
         if c.agent.system_prompt_file is not None:
-            refs.append(("agent.system_prompt_file", self.resolve(c.agent.system_prompt_file)))
-        refs.append(("agent.tool_data_dir", self.resolve(c.agent.tool_data_dir)))
+            refs.append(("agent.system_prompt_file", c.agent.system_prompt_file))
+        refs.append(("agent.tool_data_dir", c.agent.tool_data_dir))
         if c.promote.live_traffic.enabled:
-            refs.append(("promote.live_traffic.inputs", self.resolve(c.promote.live_traffic.inputs)))
-        return refs
+            refs.append(("promote.live_traffic.inputs", c.promote.live_traffic.inputs))
+        return [(key, self.resolve(relative, keep_links=keep_links)) for key, relative in refs]
 
 
 def _line_index(node: yaml.Node, path: tuple[str | int, ...], out: dict[tuple[str | int, ...], int]) -> None:

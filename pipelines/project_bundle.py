@@ -23,9 +23,12 @@ from agent_release.pipelines.config import ConfigError, LoadedConfig
 
 
 def _members(loaded: LoadedConfig) -> dict[str, Path]:
+    """Bundle name -> file. A name is the path as pipeline.yaml spells it (a symlink keeps its own name:
+    the remote step looks the file up there); what it points at must be inside the project."""
     members: dict[str, Path] = {}
-    for key, path in loaded.referenced_files():
+    for key, path in loaded.referenced_files(keep_links=True):
         try:
+            path.relative_to(loaded.base_dir)
             path.resolve().relative_to(loaded.base_dir)
         except ValueError:
             raise ConfigError(
@@ -38,7 +41,14 @@ def _members(loaded: LoadedConfig) -> dict[str, Path]:
         # .git, .agent-release) and no MLflow stores; everything else of it is what the step may read.
         files = sorted(p for p in path.rglob("*") if is_project_data(p, path)) if path.is_dir() else [path]
         for file in files:
-            members[str(file.resolve().relative_to(loaded.base_dir))] = file
+            try:
+                file.resolve().relative_to(loaded.base_dir)
+            except ValueError:
+                raise ConfigError(
+                    f"{loaded.path}: {key}: {file} links outside the project directory; the SageMaker "
+                    "target ships only files under the directory of pipeline.yaml"
+                ) from None
+            members[str(file.relative_to(loaded.base_dir))] = file
     return members
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
+import pytest
 import yaml
 from _shared.cli import copy_project
 from test_sagemaker_remote import shard_upstream
@@ -126,3 +128,43 @@ def test_every_arn_of_the_policy_is_in_the_roles_partition() -> None:
     policy = execution_role_policy(parse_config(text, source="pipeline.yaml"))
     arns = [r for s in policy["Statement"] for r in s["Resource"] if r != "*"]
     assert arns and all(r.startswith("arn:aws-cn:") for r in arns), json.dumps(arns, indent=1)
+
+
+def test_a_symlinked_project_file_ships_under_the_name_pipeline_yaml_uses(tmp_path: Path) -> None:
+    # A dataset (or a tool-data file) that is a symlink inside the project was bundled under its target's
+    # name, so the remote step, which reads pipeline.yaml's names, did not find it; compile accepted it.
+    from agent_release.pipelines.config import check_referenced_files
+    from agent_release.pipelines.project_bundle import build_bundle, extract_bundle
+
+    project = copy_project(tmp_path / "project", copy_datasets=True)
+    support = project / "datasets" / "support"
+    (project / "versions").mkdir()
+    golden = support / "golden.jsonl"
+    golden.rename(project / "versions" / "golden-v3.jsonl")
+    golden.symlink_to(Path("..", "..", "versions", "golden-v3.jsonl"))
+    tool_file = next(p for p in sorted(support.iterdir()) if p.is_file() and not p.is_symlink())
+    kept = tool_file.read_bytes()
+    tool_file.rename(project / "versions" / tool_file.name)
+    tool_file.symlink_to(project / "versions" / tool_file.name)
+
+    extracted = tmp_path / "step"
+    names = extract_bundle(build_bundle(load_config(project / "pipeline.yaml")), extracted)
+    assert "datasets/support/golden.jsonl" in names and f"datasets/support/{tool_file.name}" in names
+    shutil.copy(project / "pipeline.yaml", extracted / "pipeline.yaml")
+    check_referenced_files(load_config(extracted / "pipeline.yaml"))  # every file where the step looks
+    assert (extracted / "datasets" / "support" / tool_file.name).read_bytes() == kept
+
+
+def test_a_project_file_linking_outside_the_project_is_refused_in_one_line(tmp_path: Path) -> None:
+    # A symlink inside the tool-data directory that points outside the project ended compile with a
+    # ValueError traceback; it must be refused like a `../` path (the bundle would carry a file from
+    # elsewhere on the machine to S3).
+    from agent_release.pipelines.config import ConfigError
+    from agent_release.pipelines.project_bundle import build_bundle
+
+    project = copy_project(tmp_path / "project", copy_datasets=True)
+    outside = tmp_path / "credentials"
+    outside.write_text("secret\n")
+    (project / "datasets" / "support" / "notes.txt").symlink_to(outside)
+    with pytest.raises(ConfigError, match=r"agent\.tool_data_dir: .*notes\.txt links outside the project"):
+        build_bundle(load_config(project / "pipeline.yaml"))
