@@ -70,6 +70,15 @@ CREATE TABLE IF NOT EXISTS steps (
 """
 
 
+# When an execution ``e`` last did something: its start or end, or a step's start or end. A resumed older
+# execution is then the latest, not the newer one it followed (ordered by start, `status`, `report` and
+# `promote`'s held-execution lookup named the newer one).
+LAST_ACTIVITY = (
+    "MAX(e.started_at, COALESCE(e.finished_at, 0), COALESCE((SELECT MAX(MAX(COALESCE(s.started_at, 0), "
+    "COALESCE(s.finished_at, 0))) FROM steps s WHERE s.execution_id = e.id), 0))"
+)
+
+
 class StepFailed(RuntimeError):
     """A step could not complete; the message is one line for the user."""
 
@@ -199,9 +208,9 @@ class ExecutionStore:
         return row
 
     def latest(self) -> sqlite3.Row | None:
-        """The most recently started execution, or None."""
+        """The execution that last did something (see :data:`LAST_ACTIVITY`), or None."""
         row: sqlite3.Row | None = self._conn.execute(
-            "SELECT * FROM executions ORDER BY started_at DESC LIMIT 1"
+            f"SELECT * FROM executions e ORDER BY {LAST_ACTIVITY} DESC LIMIT 1"
         ).fetchone()
         return row
 
@@ -218,10 +227,10 @@ class ExecutionStore:
         )
 
     def recent(self, limit: int = 20) -> list[sqlite3.Row]:
-        """Most recent executions first."""
+        """Executions by their last activity, most recent first (see :data:`LAST_ACTIVITY`)."""
         return list(
             self._conn.execute(
-                "SELECT * FROM executions ORDER BY started_at DESC LIMIT ?", (limit,)
+                f"SELECT * FROM executions e ORDER BY {LAST_ACTIVITY} DESC LIMIT ?", (limit,)
             ).fetchall()
         )
 

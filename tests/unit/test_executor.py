@@ -103,6 +103,23 @@ def test_failure_is_recorded_and_resume_skips_finished_steps(tmp_path: Path) -> 
     assert attempts == {"a": 1, "b": 1, "c": 2, "decide": 1}
 
 
+def test_a_resumed_older_execution_is_the_latest(tmp_path: Path) -> None:
+    # Ordered by start, `status` showed the newer execution after an older one was resumed (and `promote`
+    # looked for a held execution in the wrong one).
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    older = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
+    assert ex.run(older, make_steps([], {"c"}), context=None).status == "failed"
+    newer = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
+    assert ex.run(newer, make_steps([], {"a"}), context=None).status == "failed"
+    assert store.latest()["id"] == newer
+    assert [r["id"] for r in store.recent()] == [newer, older]
+
+    assert ex.run(older, make_steps([], set()), context=None, resume=True).status == "succeeded"
+    assert store.latest()["id"] == older
+    assert [r["id"] for r in store.recent()] == [older, newer]
+
+
 def test_skipped_step_lets_dependents_run(tmp_path: Path) -> None:
     calls: list[str] = []
 
