@@ -168,21 +168,23 @@ def test_update_weights_moves_traffic_and_keeps_unnamed_variants(backend: Backen
 
 
 @pytest.mark.parametrize(
-    "weights",
+    ("weights", "why"),
     [
-        {"canary": 1.0},  # unknown variant
-        {"champion": -0.5},  # negative
-        {"champion": 0.0, "challenger": 0.0},  # no production traffic left
-        {"champion": float("nan")},
+        ({"canary": 1.0}, r"has no variant canary \(variants: champion, challenger\)"),
+        ({"champion": -0.5}, r"weight of variant 'champion' must be a finite number >= 0, got -0\.5"),
+        ({"champion": 0.0, "challenger": 0.0}, "needs at least one production variant with weight > 0"),
+        ({"champion": float("nan")}, r"weight of variant 'champion' must be a finite number >= 0, got nan"),
     ],
     ids=["unknown-variant", "negative", "all-zero", "nan"],
 )
 def test_update_weights_rejects_invalid_weights_and_changes_nothing(
-    backend: Backend, weights: dict[str, float]
+    backend: Backend, weights: dict[str, float], why: str
 ) -> None:
     name = unique("guarded")
     before = backend.deploy_endpoint(name, two_variants())
-    with pytest.raises(BackendError):
+    # Refused by the backend's own check, with its reason: any BackendError (SageMaker's refusal of the call,
+    # relayed as "updating weights of ...") would pass for a backend that sent the invalid weights.
+    with pytest.raises(BackendError, match=why):
         backend.update_weights(name, weights)
     after = backend.describe_endpoint(name)
     assert after is not None

@@ -284,10 +284,11 @@ def test_staging_with_a_model_that_is_not_slotted_is_an_error_row_not_a_burst(tr
     inner = _counting_model(0.01)
     outcomes = _run(inner, 3, concurrency=1, staged=2, timeout_s=5)
     assert inner.calls == 0
-    assert all(
-        o.error == "TypeError: staged cases need an agent whose model is wrapped with slotted()"
-        for o in outcomes
-    )
+    # One error row per case, in input order (``all`` over no rows at all would pass as well).
+    assert [(o.unit.case_id, o.error) for o in outcomes] == [
+        (f"C-{i}", "TypeError: staged cases need an agent whose model is wrapped with slotted()")
+        for i in range(3)
+    ]
 
 
 def test_the_wait_is_written_on_the_model_call_span(tracking: None) -> None:
