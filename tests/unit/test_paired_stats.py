@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -13,9 +14,11 @@ from scipy import stats
 from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
 from agent_release.steps.paired_stats import (
+    BOOTSTRAP_BATCH_VALUES,
     StatsInputError,
     _weighted_p95,
     average_repeats,
+    bootstrap_batch,
     clustered_mean,
     clustered_mean_batch,
     discordant_pairs,
@@ -125,6 +128,10 @@ def test_batch_rows_equal_the_scalar_estimator() -> None:
         est = clustered_mean(row, labels, confidence=0.9)
         assert (batch.mean[i], batch.se[i], batch.ci_low[i]) == pytest.approx((est.mean, est.se, est.ci_low))
     assert batch.df == est.df
+    # Both default to a 95% interval.
+    assert clustered_mean_batch(rows, labels).ci_low[0] == pytest.approx(
+        clustered_mean(values, labels).ci_low
+    )
 
 
 def test_clustered_mean_memory_is_linear_in_the_cases() -> None:
@@ -153,6 +160,26 @@ def test_clustered_mean_needs_two_clusters() -> None:
         clustered_mean([1.0, float("nan")], ["a", "b"])
 
 
+def test_clustered_mean_refuses_values_it_cannot_match_with_cluster_labels() -> None:
+    with pytest.raises(StatsInputError, match="no values to average"):
+        clustered_mean([], [])
+    # One label short: the cluster sums would silently leave a value out, and the shares not sum to 1.
+    with pytest.raises(StatsInputError, match="4 values per row but 3 cluster labels"):
+        clustered_mean([1.0, 2.0, 3.0, 4.0], ["a", "b", "b"])
+    with pytest.raises(StatsInputError, match="2-D array"):
+        clustered_mean_batch(np.array([1.0, 2.0, 3.0]), ["a", "b", "b"])
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5])
+def test_a_confidence_outside_0_1_is_refused(confidence: float) -> None:
+    # At 1 the t interval is infinite, at 0 a point, above 1 NaN; the bootstrap has no percentile to take.
+    chal, champ, clusters = _skewed_pairs(12, n_clusters=4, size=2)
+    with pytest.raises(StatsInputError, match="confidence must be in"):
+        clustered_mean([1.0, 2.0, 3.0], ["a", "b", "b"], confidence=confidence)
+    with pytest.raises(StatsInputError, match="confidence must be in"):
+        paired_cluster_bootstrap(chal, champ, clusters, confidence=confidence)
+
+
 def test_average_repeats_gives_one_value_per_case() -> None:
     assert average_repeats([("x", 1.0), ("x", 0.0), ("y", 1.0), ("x", 1.0)]) == {"x": 2 / 3, "y": 1.0}
 
@@ -173,6 +200,13 @@ def test_paired_differences_counts_unpaired_cases_and_compares_shared_ones() -> 
 def test_paired_differences_refuses_paired_cases_without_cluster() -> None:
     with pytest.raises(StatsInputError, match="no cluster key"):
         paired_differences({"a": 1.0, "b": 0.0}, {"a": 0.0, "b": 0.0}, {"a": "g"})
+
+
+@pytest.mark.parametrize("method", ["t", "bootstrap"])
+def test_variants_without_a_case_in_common_are_refused_in_those_words(method: str) -> None:
+    # The gate shows this message as the reason it cannot compare (not "needs at least 2 clusters, got 0").
+    with pytest.raises(StatsInputError, match="no case in common"):
+        paired_differences({"a": 1.0}, {"b": 0.0}, {"a": "g1", "b": "g2"}, method=method)  # type: ignore[arg-type]
 
 
 def test_naive_t_equals_clustered_t_when_every_case_is_its_own_cluster() -> None:
@@ -197,6 +231,21 @@ def test_naive_t_understates_the_se_of_clustered_differences() -> None:
     assert paired_differences(chal, champ, clusters).se > 2 * naive_paired_t(chal, champ).se
 
 
+def test_naive_t_is_scipys_paired_t_on_the_shared_cases() -> None:
+    rng = np.random.default_rng(16)
+    chal = {str(i): float(v) for i, v in enumerate(rng.normal(0.3, 1, 12))}
+    champ = {str(i): float(v) for i, v in enumerate(rng.normal(0.0, 1, 12))}
+    reference = stats.ttest_rel([chal[i] for i in sorted(chal)], [champ[i] for i in sorted(chal)])
+    naive = naive_paired_t({**chal, "only_challenger": 1.0}, {**champ, "x": 0.0, "y": 0.0})
+    low, high = reference.confidence_interval(0.95)
+    assert (naive.ci_low, naive.ci_high) == pytest.approx((low, high), rel=1e-10)
+    assert naive.df == reference.df == 11
+    assert (naive.n_paired, naive.n_unpaired_challenger, naive.n_unpaired_champion) == (12, 1, 2)
+    assert naive_paired_t({"a": 1.0, "b": 2.0}, {"a": 0.0, "b": 0.5}).df == 1
+    with pytest.raises(StatsInputError, match="at least 2 paired cases, got 1"):
+        naive_paired_t({"a": 1.0, "b": 2.0}, {"a": 0.0})
+
+
 def _skewed_pairs(
     seed: int, n_clusters: int = 30, size: int = 6
 ) -> tuple[dict[str, float], dict[str, float], dict[str, str]]:
@@ -216,6 +265,35 @@ def test_cluster_bootstrap_of_the_mean_agrees_with_the_clustered_t() -> None:
     assert boot.ci_low < boot.estimate < boot.ci_high
     assert boot.se == pytest.approx(t.se, rel=0.25)
     assert boot.ci_high - boot.ci_low == pytest.approx(t.ci_high - t.ci_low, rel=0.3)
+    assert (boot.challenger_value, boot.champion_value) == pytest.approx(
+        (t.challenger_value, t.champion_value)
+    )
+
+
+def test_mean_bootstrap_resamples_a_clusters_sum_together_with_its_count() -> None:
+    # Clusters of 1 and of 9 cases whose differences are all close to 1: every resample's mean difference is
+    # close to 1 only if a cluster's sum is drawn with its own case count; drawn apart, sum / count swings
+    # with how many large clusters each side happened to get.
+    sizes = [1, 9] * 10
+    rng = np.random.default_rng(13)
+    clusters = {f"{g}-{i}": f"g{g}" for g, size in enumerate(sizes) for i in range(size)}
+    chal = {c: 1.0 + float(rng.normal(0, 0.01)) for c in clusters}
+    cmp = paired_cluster_bootstrap(chal, dict.fromkeys(clusters, 0.0), clusters, n_resamples=500)
+    assert 0.99 < cmp.ci_low <= cmp.estimate <= cmp.ci_high < 1.01
+
+
+def test_cluster_bootstrap_needs_two_clusters() -> None:
+    chal, champ, clusters = _skewed_pairs(15, n_clusters=2, size=4)
+    assert paired_cluster_bootstrap(chal, champ, clusters, n_resamples=200).n_clusters == 2
+    with pytest.raises(StatsInputError, match="at least 2 clusters, got 1"):
+        paired_cluster_bootstrap(chal, champ, dict.fromkeys(clusters, "g0"))
+
+
+def test_bootstrap_defaults_are_2000_resamples_from_seed_0_for_both_entry_points() -> None:
+    chal, champ, clusters = _skewed_pairs(17, n_clusters=8, size=2)
+    explicit = paired_cluster_bootstrap(chal, champ, clusters, n_resamples=2000, seed=0)
+    assert paired_cluster_bootstrap(chal, champ, clusters) == explicit
+    assert paired_differences(chal, champ, clusters, method="bootstrap") == explicit
 
 
 def test_cluster_bootstrap_is_reproducible_with_a_seed() -> None:
@@ -237,6 +315,39 @@ def test_p95_bootstrap_estimate_is_the_difference_of_numpy_p95s() -> None:
     assert cmp.estimate == pytest.approx(expected)
     assert cmp.ci_low <= cmp.estimate <= cmp.ci_high
     assert cmp.df is None
+    assert (cmp.challenger_value, cmp.champion_value) == pytest.approx(
+        (
+            np.quantile([chal[k] for k in keys], 0.95, method="inverted_cdf"),
+            np.quantile([champ[k] for k in keys], 0.95, method="inverted_cdf"),
+        )
+    )
+
+
+@pytest.mark.parametrize("constant", ["challenger", "champion"])
+def test_p95_bootstrap_with_one_constant_variant_still_has_an_interval(constant: str) -> None:
+    # Only when both variants are constant does every resample give the same p95 difference; here the other
+    # variant's values spread evenly over 0..1 (a range of exactly 1), so its p95 varies between resamples.
+    ids = [f"c{i}" for i in range(40)]
+    clusters = {c: f"g{i % 10}" for i, c in enumerate(ids)}
+    spread = {c: i / 39 for i, c in enumerate(ids)}
+    flat = dict.fromkeys(ids, 0.5)
+    chal, champ = (flat, spread) if constant == "challenger" else (spread, flat)
+    cmp = paired_cluster_bootstrap(chal, champ, clusters, statistic="p95", n_resamples=500)
+    assert cmp.ci_low < cmp.ci_high and cmp.se > 0
+
+
+def test_an_undefined_bca_interval_falls_back_to_the_percentile_one_quietly() -> None:
+    # One slow call among 40 one-case clusters: nearly every resample's p95 difference is the estimate, 0, so
+    # BCa's bias correction is infinite and its interval undefined (scipy warns DegenerateDataWarning).
+    # About 8% of resamples draw the slow call 3 times or more, enough to be the p95 of 40 values: the
+    # percentile interval's upper end is that call.
+    ids = [f"c{i}" for i in range(40)]
+    chal = {c: 100.0 if c == "c0" else 1.0 for c in ids}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cmp = paired_cluster_bootstrap(chal, dict.fromkeys(ids, 1.0), {c: c for c in ids}, statistic="p95")
+    assert not [w for w in caught if issubclass(w.category, stats.DegenerateDataWarning)]
+    assert (cmp.estimate, cmp.ci_low, cmp.ci_high) == (0.0, 0.0, 99.0)
 
 
 @given(st.lists(st.floats(-100, 100), min_size=1, max_size=60), st.integers(0, 2**31))
@@ -249,6 +360,21 @@ def test_weighted_p95_with_unit_or_integer_weights_matches_numpy(values: list[fl
     repeated = np.repeat(x, counts)
     expected = np.quantile(repeated, 0.95, method="inverted_cdf")
     assert _weighted_p95(x, counts[None, :].astype(float))[0] == expected
+
+
+def test_weighted_p95_of_twenty_values_is_the_nineteenth() -> None:
+    # F(x_(19)) = 19/20 = 0.95 exactly, so the inverted CDF stops at the 19th value, however 0.95 * 20 rounds
+    # (and with every weight 3, at the 57th of 60). Hypothesis seldom draws a size that is a multiple of 20.
+    x = np.arange(20.0, 0.0, -1.0)
+    assert _weighted_p95(x, np.ones((1, 20)))[0] == 19.0 == np.quantile(x, 0.95, method="inverted_cdf")
+    assert _weighted_p95(x, np.full((1, 20), 3.0))[0] == 19.0
+
+
+def test_bootstrap_batch_spends_the_value_budget_and_never_less_than_one_resample() -> None:
+    assert bootstrap_batch(1_000) == BOOTSTRAP_BATCH_VALUES // 1_000
+    assert bootstrap_batch(1) == BOOTSTRAP_BATCH_VALUES
+    assert bootstrap_batch(0) == BOOTSTRAP_BATCH_VALUES  # no values per resample: no division by zero
+    assert bootstrap_batch(3 * BOOTSTRAP_BATCH_VALUES) == 1  # more values than the budget: one at a time
 
 
 @pytest.mark.parametrize("statistic", ["mean", "p95"])
@@ -281,12 +407,20 @@ def test_batched_bootstrap_gives_the_unbatched_interval(monkeypatch: pytest.Monk
         assert paired_cluster_bootstrap(chal, champ, clusters, statistic=statistic) == cmp  # type: ignore[arg-type]
 
 
-def test_bootstrap_of_constant_differences_is_a_point() -> None:
-    clusters = {str(i): f"g{i % 4}" for i in range(20)}
-    chal = {c: 2.0 for c in clusters}
-    champ = {c: 1.5 for c in clusters}
+@pytest.mark.parametrize(
+    ("challenger", "champion", "sizes"), [(2.0, 1.5, (5, 5, 5, 5)), (0.7, 0.6, (1, 2, 3, 5, 7, 4))]
+)
+def test_bootstrap_of_constant_differences_is_a_point(
+    challenger: float, champion: float, sizes: tuple[int, ...]
+) -> None:
+    # 0.7 - 0.6 is not exact in binary: resampled sums over counts of unequal clusters scatter in the last
+    # bits, and the interval scipy gives for them left out the estimate itself (0.1 > 0.09999999999999998).
+    clusters = {f"{g}-{i}": f"g{g}" for g, size in enumerate(sizes) for i in range(size)}
+    chal = dict.fromkeys(clusters, challenger)
+    champ = dict.fromkeys(clusters, champion)
     cmp = paired_cluster_bootstrap(chal, champ, clusters)
-    assert (cmp.estimate, cmp.ci_low, cmp.ci_high, cmp.se) == (0.5, 0.5, 0.5, 0.0)
+    assert cmp.ci_low == cmp.estimate == cmp.ci_high and cmp.se == 0.0
+    assert cmp.estimate == pytest.approx(challenger - champion)
 
 
 def test_t_method_refuses_p95() -> None:
@@ -304,10 +438,18 @@ def test_mcnemar_without_discordant_pairs_is_no_evidence() -> None:
     assert mcnemar_exact(0, 0).p_value == 1.0
 
 
+@pytest.mark.parametrize(("b", "c"), [(-1, 3), (3, -1)])
+def test_mcnemar_refuses_a_negative_count(b: int, c: int) -> None:
+    with pytest.raises(StatsInputError, match="non-negative"):
+        mcnemar_exact(b, c)
+
+
 def test_discordant_pairs_counts_only_disagreements() -> None:
-    chal = {"a": 1.0, "b": 0.0, "c": 1.0, "d": 1.0}
-    champ = {"a": 0.0, "b": 1.0, "c": 1.0, "d": 0.0}
-    assert discordant_pairs(chal, champ) == (2, 1)
+    # Two 1/0 pairs, three 0/1, and concordant pairs in other numbers (four 1/1, one 0/0) that must not count.
+    pairs = [(1.0, 0.0)] * 2 + [(0.0, 1.0)] * 3 + [(1.0, 1.0)] * 4 + [(0.0, 0.0)]
+    chal = {f"c{i}": a for i, (a, _) in enumerate(pairs)}
+    champ = {f"c{i}": b for i, (_, b) in enumerate(pairs)}
+    assert discordant_pairs(chal, champ) == (2, 3)
 
 
 clustered_data = st.lists(
