@@ -31,6 +31,7 @@ def test_mde_follows_the_design_effect_formula() -> None:
     assert report.mde == pytest.approx(approx, rel=0.01)
     # ... is slightly conservative: the exact noncentral-t answer is a little smaller.
     assert report.mde < approx
+    assert minimum_detectable_effect(300, 60, icc=0.1) == report  # sd_diff defaults to 0.5
 
 
 def test_mde_is_the_noncentrality_statsmodels_solves_for() -> None:
@@ -48,6 +49,21 @@ def test_mde_agrees_with_statsmodels_for_independent_cases() -> None:
     report = minimum_detectable_effect(n, n, sd_diff=sd, icc=0.0)
     effect_size = TTestPower().solve_power(nobs=n, alpha=0.05, power=0.8, alternative="larger")
     assert report.mde == pytest.approx(effect_size * sd, rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("alpha", "power", "alternative"),
+    [(0.05, 0.1, "larger"), (0.3, 0.95, "larger"), (0.05, 0.1, "two-sided")],
+)
+def test_mde_far_from_the_usual_power_is_the_noncentrality_statsmodels_solves_for(
+    alpha: float, power: float, alternative: str
+) -> None:
+    # Power just above alpha puts the root below 1 and the normal-approximation start below 0; high power at
+    # a lax alpha puts t_power above t_{1-alpha} + 1. At low power the two-sided test's lower tail is not
+    # negligible (it is below 1e-15 at the usual settings).
+    effect_size = TTestPower().solve_power(nobs=10, alpha=alpha, power=power, alternative=alternative)
+    mde = mde_from_se(1.0, 9, alpha=alpha, power=power, two_sided=alternative == "two-sided")
+    assert mde == pytest.approx(effect_size * math.sqrt(10), rel=1e-4)  # statsmodels solves to ~2e-5
 
 
 def test_two_sided_needs_a_larger_effect() -> None:
@@ -104,6 +120,36 @@ def test_repeats_only_average_away_the_within_case_share() -> None:
 def test_impossible_designs_raise(kwargs: dict[str, float]) -> None:
     with pytest.raises(StatsInputError):
         minimum_detectable_effect(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"alpha": 1.0}, "alpha must be in"),
+        ({"power": 0.0}, "power must be in"),
+        ({"power": 1.0}, "power must be in"),
+        ({"icc": -0.1}, "icc must be in"),
+        ({"design_effect": 0.0}, "design effect must be positive"),
+        ({"sd_diff": -0.1}, "sd_diff must be finite and non-negative"),
+        ({"design_effect": 0.5, "within_case_share": 1.0, "repeats": 2}, "smaller than the run-to-run share"),
+    ],
+)
+def test_settings_out_of_range_are_refused_by_name(kwargs: dict[str, float], message: str) -> None:
+    with pytest.raises(StatsInputError, match=message):
+        minimum_detectable_effect(100, 10, **kwargs)  # type: ignore[arg-type]
+
+
+def test_mde_from_se_refuses_what_has_no_mde() -> None:
+    for se in (-0.1, math.inf, math.nan):
+        with pytest.raises(StatsInputError, match="standard error must be finite"):
+            mde_from_se(se, 10)
+    for df in (0.0, -1.0):
+        with pytest.raises(StatsInputError, match="degrees of freedom must be positive"):
+            mde_from_se(0.1, df)
+
+
+def test_differences_that_never_vary_have_no_minimum_detectable_effect() -> None:
+    assert minimum_detectable_effect(100, 10, sd_diff=0.0).mde == 0.0
 
 
 def test_unequal_clusters_give_the_gate_its_stated_power_at_the_mde() -> None:
@@ -175,6 +221,21 @@ def test_clusters_needed_uses_the_gates_degrees_of_freedom_when_given() -> None:
     assert mde_at(on_observed) <= distance < mde_at(on_observed - 1)
     # Equal clusters (df = G - 1): the same answer as without it.
     assert clusters_needed(0.05, 0.04, 50, observed_df=49.0) == clusters_needed(0.05, 0.04, 50)
+    # Below one degree of freedom (one cluster far larger than the others) the share is kept as well.
+    few = clusters_needed(0.05, 0.04, 10, observed_df=0.9)
+    assert few is not None
+
+    def mde_at_few(g: int) -> float:
+        return mde_from_se(0.04 * math.sqrt(10 / g), 0.9 * (g - 1) / 9)
+
+    assert mde_at_few(few) <= 0.05 < mde_at_few(few - 1)
+
+
+def test_clusters_needed_when_the_observed_clusters_already_reach_the_target() -> None:
+    # No noise: the clusters evaluated already settle any positive distance.
+    assert clusters_needed(0.05, 0.0, 30) == 30
+    # A distance far above the SE: the smallest design there is, 2 clusters.
+    assert clusters_needed(10.0, 0.01, 20) == 2
 
 
 def test_repeats_average_run_noise_away_outside_the_design_effect() -> None:
@@ -194,6 +255,10 @@ def test_repeats_average_run_noise_away_outside_the_design_effect() -> None:
     assert report.se == pytest.approx(sd * math.sqrt((1 + (size - 1) * icc - w * (1 - 1 / repeats)) / 100))
     with pytest.raises(StatsInputError, match="together at most 1"):
         minimum_detectable_effect(100, 10, 2, icc=0.7, within_case_share=0.4)
+    # Exactly 1: all of a run's variance is either shared in its cluster or run-to-run noise.
+    assert minimum_detectable_effect(100, 10, 2, icc=0.6, within_case_share=0.4).se == pytest.approx(
+        0.5 * math.sqrt((1 + 9 * 0.6 - 0.4 * 0.5) / 100)
+    )
 
 
 def _balanced_clustered(
@@ -228,6 +293,20 @@ def test_variance_components_of_independent_cases_have_small_icc() -> None:
 def test_variance_components_need_clusters_with_several_cases() -> None:
     with pytest.raises(StatsInputError, match="more cases than clusters"):
         estimate_variance_components([0.1, 0.2], ["a", "b"])
+    with pytest.raises(StatsInputError, match="at least 2 clusters"):
+        estimate_variance_components([0.1, 0.2, 0.3], ["a", "a", "a"])
+    with pytest.raises(StatsInputError, match="3 differences but 2 cluster labels"):
+        estimate_variance_components([0.1, 0.2, 0.3], ["a", "b"])
+    with pytest.raises(StatsInputError, match="NaN"):
+        estimate_variance_components([0.1, float("nan"), 0.3, 0.4], ["a", "a", "b", "b"])
+
+
+def test_the_icc_does_not_depend_on_the_scale_of_the_differences() -> None:
+    # On a 0.01 scale MSB + (n0 - 1) MSW is far below 1; the ICC is a ratio of variances all the same.
+    values, labels = _balanced_clustered(13, icc=0.3)
+    unit = estimate_variance_components(values.tolist(), labels)
+    small = estimate_variance_components((values * 0.01).tolist(), labels)
+    assert unit.icc > 0.1 and small.icc == pytest.approx(unit.icc, rel=1e-9)
 
 
 def test_a_design_of_one_cluster_is_refused_in_words_that_name_the_fix() -> None:

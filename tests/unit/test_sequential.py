@@ -70,6 +70,35 @@ def test_msprt_for_means_keeps_alpha_over_50_looks() -> None:
     assert float(np.mean(log_lr.max(axis=1) >= math.log(1 / ALPHA))) <= _mc_ceiling(ALPHA, sims)
 
 
+@pytest.mark.parametrize("alternative", ["two-sided", "greater", "less"])
+def test_statistic_is_the_likelihood_ratio_averaged_over_the_mixing_distribution(alternative: str) -> None:
+    # Lambda = E[exp(u (delta - theta0) / V - u^2 / (2 V))], u = theta - theta0, theta ~ N(theta0, tau^2); a
+    # one-sided test mixes over the half on its side (a half-normal: twice the density there).
+    from scipy import integrate
+
+    delta, variance, tau, theta0 = 0.03, 0.0004, 0.05, 0.01
+
+    def weighted_ratio(theta: float) -> float:
+        u = theta - theta0
+        ratio = math.exp(u * (delta - theta0) / variance - u * u / (2 * variance))
+        return ratio * float(stats.norm.pdf(theta, theta0, tau))
+
+    low, high, weight = {
+        "two-sided": (-math.inf, math.inf, 1.0),
+        "greater": (theta0, math.inf, 2.0),
+        "less": (-math.inf, theta0, 2.0),
+    }[alternative]
+    expected = math.log(weight * integrate.quad(weighted_ratio, low, high)[0])
+    log_lr = mixture_log_likelihood_ratio(
+        delta,
+        variance,
+        tau,
+        null_difference=theta0,
+        alternative=alternative,  # type: ignore[arg-type]
+    )
+    assert float(log_lr) == pytest.approx(expected, rel=1e-6)
+
+
 def test_state_matches_the_vectorised_statistic_and_its_p_value_never_rises() -> None:
     rng = np.random.default_rng(22)
     state = MsprtState.for_error_rates(tau=0.05, alternative="greater")
@@ -89,6 +118,21 @@ def test_state_matches_the_vectorised_statistic_and_its_p_value_never_rises() ->
         previous = state.p_value
     assert state.looks == 20
     assert state.difference == pytest.approx(x_a / n_a - x_b / n_b)
+
+
+def test_mean_variance_is_each_arms_sample_variance_over_its_size() -> None:
+    rng = np.random.default_rng(26)
+    a, b = rng.normal(1.2, 0.3, 12), rng.normal(1.0, 0.2, 9)
+    state = MsprtState.for_means(tau=0.1).update(a[:7].tolist(), b[:4].tolist())
+    state = state.update(a[7:].tolist(), b[4:].tolist())  # running sums over two looks
+    assert state.variance == pytest.approx(a.var(ddof=1) / 12 + b.var(ddof=1) / 9, rel=1e-9)
+    # Two values per arm are enough: var([1, 2]) = 0.5, var([0, 0.5]) = 0.125.
+    assert MsprtState.for_means(tau=0.1).update([1.0, 2.0], [0.0, 0.5]).variance == pytest.approx(
+        0.25 + 0.0625
+    )
+    # Constant values give no variance to test with: no statistic, no evidence.
+    flat = MsprtState.for_means(tau=0.1).update([1.0, 1.0], [2.0, 2.0])
+    assert flat.variance is None and flat.p_value == 1.0
 
 
 def test_update_counts_equals_update_with_outcomes() -> None:
@@ -134,8 +178,22 @@ def test_latency_shift_is_detected_and_reported_by_difference() -> None:
 def test_no_evidence_until_both_arms_have_data() -> None:
     state = MsprtState.for_means(tau=0.1).update([1.0, 2.0, 3.0], [])
     assert state.p_value == 1.0
+    assert state.log_likelihood_ratio == 0.0
     assert state.variance is None
     with pytest.raises(StatsInputError, match="0/1"):
         MsprtState.for_error_rates().update([0.5], [0.0])
     with pytest.raises(StatsInputError, match="Bernoulli"):
         MsprtState.for_means(tau=0.1).update_counts(10, 1, 10, 1)
+
+
+def test_settings_and_counts_that_make_no_test_are_refused() -> None:
+    for tau in (0.0, -0.1):
+        with pytest.raises(StatsInputError, match="tau must be positive"):
+            mixture_log_likelihood_ratio(0.1, 0.01, tau)
+    state = MsprtState.for_error_rates()
+    for alpha in (0.0, 1.0):
+        with pytest.raises(StatsInputError, match="alpha must be in"):
+            state.rejects(alpha)
+    for counts in ((10, 11, 10, 0), (10, 0, 10, -1)):
+        with pytest.raises(StatsInputError, match="events must lie in"):
+            state.update_counts(*counts)
