@@ -10,6 +10,7 @@ import pytest
 from agent_release.steps.backend import VariantMetrics
 from agent_release.steps.guards import (
     GuardMonitor,
+    GuardReading,
     error_rate_lower_bound,
     new_error_outcomes,
     percentile,
@@ -63,7 +64,7 @@ def test_read_metrics_prefers_raw_latencies_and_counts_only_5xx_as_errors() -> N
     assert r.latency_p95_ms == pytest.approx(float(np.percentile(range(1, 21), 95)))
     assert read_metrics(aggregate_metrics("c", 10, 1, p95=123.0), "c").latency_p95_ms == 123.0
     empty = read_metrics(None, "x")
-    assert empty.invocations == 0 and empty.error_rate is None
+    assert (empty.invocations, empty.errors, empty.error_rate) == (0, 0, None)
 
 
 def test_threshold_waits_for_min_invocations_then_trips_on_error_rate() -> None:
@@ -78,6 +79,49 @@ def test_threshold_waits_for_min_invocations_then_trips_on_error_rate() -> None:
     # 2 of 10 is above 10% but may be chance at a true 10% (lower bound 3.7%): not yet a trip.
     assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 2), "c")) is None
     assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 1), "c")) is None  # 10% is not > 10%
+
+
+@pytest.mark.parametrize(
+    ("errors", "calls", "expected"),
+    [
+        (0, 10, 0.0),  # no error seen: no evidence of any rate
+        (0, 0, 0.0),
+        (1, 1, 0.05),  # P(X >= 1) = p = alpha
+        (1, 10, 1 - 0.95**0.1),  # P(X >= 1) = 1 - (1 - p)^n = alpha
+        (10, 10, 0.05**0.1),  # P(X = n) = p^n = alpha
+    ],
+)
+def test_error_rate_lower_bound_matches_its_closed_forms(errors: int, calls: int, expected: float) -> None:
+    assert error_rate_lower_bound(errors, calls, 0.05) == pytest.approx(expected, rel=1e-9, abs=1e-15)
+
+
+def test_an_error_rate_at_its_limit_never_trips_even_at_a_lax_alpha() -> None:
+    # Above alpha 0.5 the one-sided "lower" bound lies above the observed rate; the rate must still exceed
+    # the limit for the guard to trip.
+    cfg = GuardConfig(max_error_rate=0.1, min_invocations=1, msprt_alpha=0.9)
+    assert error_rate_lower_bound(1, 10, 0.9) > 0.1
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 1), "c")) is None
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 2), "c")) is not None
+
+
+def test_an_error_rate_bound_exactly_at_the_limit_does_not_trip() -> None:
+    # One failed call of one: its 95% lower bound is exactly 5% (beta.ppf(0.05, 1, 1)), not above a 5% limit.
+    cfg = GuardConfig(max_error_rate=0.05, min_invocations=1, msprt_alpha=0.05)
+    assert error_rate_lower_bound(1, 1, 0.05) == 0.05
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 1, 1), "c")) is None
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 2, 2), "c")) is not None
+
+
+def test_with_min_invocations_0_the_guards_still_wait_for_a_first_call() -> None:
+    cfg = GuardConfig(min_invocations=0, max_latency_p95_ms=200)
+    no_calls = GuardReading(variant="c", invocations=0, errors=0, error_rate=None, latency_p95_ms=900.0)
+    assert threshold_trip(cfg, no_calls) is None
+    # From the first call on, a reported p95 above the limit trips (aggregates: nothing else to go on) ...
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 1, 0, p95=900.0), "c", 200)) is not None
+    # ... one at the limit does not ...
+    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 1, 0, p95=200.0), "c", 200)) is None
+    # ... nor one slow call of one: its lower bound is exactly 5%, not above it.
+    assert threshold_trip(cfg, read_metrics(raw_metrics("c", [True], [900.0]), "c", 200)) is None
 
 
 def _canaries_tripped(true_rate: float, trials: int = 400) -> float:
@@ -144,6 +188,8 @@ def test_a_latency_trip_says_how_many_calls_were_slow() -> None:
     every = read_metrics(raw_metrics("c", [True] * 5, [300.0] * 5), "c", 200)
     reason = threshold_trip(cfg, every)
     assert reason is not None and "5/5 calls slower than 200 ms" in reason
+    # A call exactly at the limit is not slower than it.
+    assert read_metrics(raw_metrics("c", [True] * 4, [200.0, 200.0, 199.0, 201.0]), "c", 200).slow_calls == 1
     # CloudWatch aggregates carry no calls to count: the reported p95 is compared as it is.
     assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 0, p95=250.0), "c", 200)) is not None
 
@@ -155,6 +201,9 @@ def test_new_error_outcomes_raw_and_aggregate() -> None:
     agg = aggregate_metrics("c", 30, 6)
     assert new_error_outcomes(agg, 20, 4) == (10, 2)
     assert new_error_outcomes(None, 0, 0) == (0, 0)
+    # Nothing new since the previous look (or fewer calls than seen): nothing to feed the mSPRT.
+    assert new_error_outcomes(m, 5, 3) == (0, 0)
+    assert new_error_outcomes(agg, 40, 9) == (0, 0)
 
 
 def test_a_call_written_late_with_an_earlier_time_is_counted_once_by_the_msprt() -> None:
@@ -197,6 +246,11 @@ def test_monitor_msprt_trips_when_challenger_errs_more_than_champion() -> None:
             assert "mSPRT" in check.tripped
             p = check.readings["challenger"].msprt_p_value
             assert p is not None and p <= 0.05
+            assert (
+                f"challenger {chall.count(False)}/{len(chall)}, champion {champ.count(False)}/{len(champ)}"
+                in (check.tripped)
+            )
+            assert check.readings["champion"].invocations == len(champ)
             break
     assert tripped_at is not None and tripped_at < 20
     # Everything seen was fed exactly once (cursor per variant, not the whole window at every look).
