@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import statistics
 
 import numpy as np
 import pytest
@@ -14,12 +15,17 @@ from agent_release.steps.decide_promotion import (
     DecisionConfig,
     DecisionInputError,
     DecisionReport,
+    GuardrailResult,
     GuardrailSpec,
+    _more_clusters_advice,
+    _settle_advice,
     decide_promotion,
     power_plan,
     power_plan_from_evaluation,
 )
 from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
+from agent_release.steps.paired_stats import PairedComparison, StatsInputError
+from agent_release.steps.power import clusters_needed, mde_from_se, minimum_detectable_effect
 
 CHALLENGER, CHAMPION = "v2", "v1"
 
@@ -100,6 +106,30 @@ def _scenario(
 FAST = DecisionConfig(bootstrap_resamples=500)
 
 
+def _identical_variants(report: EvaluationReport) -> EvaluationReport:
+    """``report`` with each challenger row a copy of the champion's row of its case: every difference is 0."""
+    champion = {(r.case_id, r.repeat): r for r in report.rows if r.role == "champion"}
+    rows = [
+        champion[(r.case_id, r.repeat)].model_copy(update={"role": "challenger", "variant": CHALLENGER})
+        if r.role == "challenger"
+        else r
+        for r in report.rows
+    ]
+    return report.model_copy(update={"rows": tuple(rows)})
+
+
+def _errored(report: EvaluationReport, role: str, n_cases: int) -> EvaluationReport:
+    """``report`` with the rows of ``role`` on its first ``n_cases`` cases errored (no score, no latency)."""
+    cases = sorted({r.case_id for r in report.rows})[:n_cases]
+    rows = [
+        r.model_copy(update={"error": "timeout", "scores": {}, "latency_s": None})
+        if r.role == role and r.case_id in cases
+        else r
+        for r in report.rows
+    ]
+    return report.model_copy(update={"rows": tuple(rows)})
+
+
 def test_clearly_better_challenger_with_held_guardrails_is_promoted() -> None:
     report = decide_promotion(FAST, _scenario())
     assert report.decision == "promote", report.reason
@@ -150,6 +180,56 @@ def test_higher_is_better_guardrail_uses_the_mirrored_bounds() -> None:
     assert report.decision == "reject"
 
 
+@pytest.mark.parametrize("direction", ["lower_is_better", "higher_is_better"])
+def test_a_guardrail_worse_by_at_most_its_margin_holds_and_one_around_it_is_unresolved(
+    direction: str,
+) -> None:
+    # The margin (0.5) is the largest tolerated worsening. Constant differences make both bounds exactly the
+    # difference: worse by exactly 0.5, or not at all, holds. Worse by 1 in the odd clusters and by 0 in the
+    # even ones is worse by 0.5 give or take its SE: neither held nor violated.
+    spec = GuardrailSpec(metric="quality", direction=direction, margin=0.5, method="t")  # type: ignore[arg-type]
+    config = DecisionConfig(guardrails=(spec,), bootstrap_resamples=500)
+    worse = 1.0 if direction == "lower_is_better" else -1.0
+    base = _scenario()
+
+    def guardrail(odd_clusters: float, even_clusters: float) -> GuardrailResult:
+        def quality(row: CaseResult) -> float:
+            if row.role == "champion":
+                return 0.0
+            return odd_clusters if int(row.cluster[1:]) % 2 else even_clusters
+
+        rows = [r.model_copy(update={"scores": {**r.scores, "quality": quality(r)}}) for r in base.rows]
+        return decide_promotion(config, base.model_copy(update={"rows": tuple(rows)})).guardrails[0]
+
+    for constant in (0.5 * worse, 0.0):
+        held = guardrail(constant, constant)
+        assert held.ci_low == held.ci_high == constant and held.status == "held", held
+    around = guardrail(worse, 0.0)
+    assert around.ci_low is not None and around.ci_high is not None
+    assert around.ci_low < 0.5 * worse < around.ci_high and around.status == "unresolved", around
+
+
+def test_identical_variants_are_neither_promoted_nor_rejected() -> None:
+    # Every difference is 0, so the primary interval is the point 0: it does not exceed min_improvement 0 (no
+    # promotion) and is not below it (no rejection); every guardrail holds at a worsening of 0.
+    report = decide_promotion(FAST, _identical_variants(_scenario()))
+    assert report.decision == "inconclusive", report.reason
+    assert report.primary is not None and (report.primary.ci_low, report.primary.ci_high) == (0.0, 0.0)
+    assert [g.status for g in report.guardrails] == ["held", "held", "held"]
+    assert report.reason.startswith("not settled: task_success +0.000 (90% CI +0.000..+0.000, clustered SE")
+    assert report.reason.endswith("vs min improvement 0")
+    assert report.what_would_settle_it == (
+        "task_success vs min improvement 0: the estimate sits on the threshold; more data only helps if the "
+        "true value is not."
+    )
+    # Against a bar above 0 the same point lies below it: rejected as no better by 0.1, not as worse.
+    raised = decide_promotion(
+        FAST.model_copy(update={"min_improvement": 0.1}), _identical_variants(_scenario())
+    )
+    assert raised.decision == "reject"
+    assert raised.reason.endswith("upper bound below min improvement 0.1 (better by less than 0.1)")
+
+
 def test_small_noisy_difference_is_inconclusive_with_advice() -> None:
     report = decide_promotion(FAST, _scenario(seed=3, n_clusters=15, p_champion=0.5, p_challenger=0.55))
     assert report.decision == "inconclusive", report.reason
@@ -173,13 +253,98 @@ def test_advice_stops_counting_clusters_when_no_golden_set_could_settle_it() -> 
     assert near.startswith("task_success: about ") and "more clusters" in near
 
 
+def test_advice_counts_the_clusters_whose_mde_is_the_observed_distance() -> None:
+    # The MDE of 2,000 clusters like the 20 observed (SE 0.05 * sqrt(20 / 2000), G - 1 df): exactly 100 times
+    # the clusters evaluated is still counted, one more is not.
+    at_100_times = mde_from_se(0.05 * (20 / 2000) ** 0.5, 1999)
+    assert clusters_needed(at_100_times, 0.05, 20) == 2000
+    assert _more_clusters_advice(at_100_times, 0.05, 20, 100, what="x", config=FAST) == (
+        f"x: about 1980 more clusters (~9900 cases at 5.0 per cluster) would make the MDE {at_100_times:.3f}, "
+        "the observed distance to the threshold (power 80%)."
+    )
+    beyond = mde_from_se(0.05 * (20 / 2001) ** 0.5, 2000)
+    assert _more_clusters_advice(beyond, 0.05, 20, 100, what="x", config=FAST).startswith(
+        "x: more than 100 times the 20 clusters evaluated"
+    )
+    # A distance the 20 clusters already reach (2 would do) still asks for one more: the interval was unsettled.
+    assert _more_clusters_advice(1.0, 0.05, 20, 100, what="x", config=FAST).startswith(
+        "x: about 1 more clusters (~5 cases at 5.0 per cluster)"
+    )
+    for on_it in (0.0, float("nan")):
+        assert _more_clusters_advice(on_it, 0.05, 20, 100, what="x", config=FAST) == (
+            "x: the estimate sits on the threshold; more data only helps if the true value is not."
+        )
+    assert _more_clusters_advice(1e-9, 1.0, 20, 100, what="x", config=FAST) == (
+        "x: no feasible number of clusters settles a distance of 0.000."
+    )
+
+
+def _unresolved(
+    metric: str, direction: str, margin: float, estimate: float | None, se: float | None, n_clusters: int
+) -> GuardrailResult:
+    """An unresolved guardrail: its interval (estimate +- 0.5) straddles the margin, or it has no data."""
+    return GuardrailResult(
+        metric=metric,
+        direction=direction,  # type: ignore[arg-type]
+        statistic="mean",
+        method="t",
+        estimate=estimate,
+        ci_low=None if estimate is None else estimate - 0.5,
+        ci_high=None if estimate is None else estimate + 0.5,
+        margin=margin,
+        status="unresolved",
+        held=False,
+        note=None if estimate is not None else "no usage reported",
+        se=se,
+        n_clusters=n_clusters,
+    )
+
+
+def test_settle_advice_measures_each_distance_to_its_own_threshold() -> None:
+    # The primary's distance is |estimate - min_improvement| = |-0.03 - 0.02|; a guardrail's runs from its
+    # estimate to the worst tolerated value: 0.5 - 0.2 (lower is better), 0.05 - 0.01 (higher is better, the
+    # estimate 0.01 worse). A guardrail on 2 clusters is sized too; one without paired data gets its note.
+    primary = PairedComparison(
+        metric="task_success",
+        method="t",
+        statistic="mean",
+        estimate=-0.03,
+        se=0.02,
+        ci_low=-0.07,
+        ci_high=0.01,
+        confidence=0.9,
+        df=39.0,
+        n_paired=120,
+        n_clusters=40,
+        n_unpaired_challenger=0,
+        n_unpaired_champion=0,
+        challenger_value=0.5,
+        champion_value=0.53,
+    )
+    guardrails = (
+        _unresolved("latency_s", "lower_is_better", 0.5, estimate=0.2, se=0.1, n_clusters=2),
+        _unresolved("quality", "higher_is_better", 0.05, estimate=-0.01, se=0.03, n_clusters=40),
+        _unresolved("cost", "lower_is_better", 0.001, estimate=None, se=None, n_clusters=0),
+    )
+    advice = _settle_advice(primary, guardrails, FAST.model_copy(update={"min_improvement": 0.02}))
+    parts = re.split(r"(?<=\.) (?=task_success|guardrail)", advice)
+    assert len(parts) == 4, parts
+    assert parts[0].startswith("task_success vs min improvement 0.02: about ") and "MDE 0.050," in parts[0]
+    assert parts[1].startswith("guardrail latency_s (margin 0.5): about ")
+    assert parts[1].endswith(
+        "cases at 60.0 per cluster) would make the MDE 0.300, the observed distance to the threshold (power 80%)."
+    )
+    assert parts[2].startswith("guardrail quality (margin 0.05): about ") and "MDE 0.040," in parts[2]
+    assert parts[3] == "guardrail cost: no usage reported."
+
+
 def test_unresolved_guardrail_keeps_a_better_challenger_inconclusive() -> None:
     report = decide_promotion(FAST, _scenario(seed=4, latency_shift=0.45, latency_noise=0.3))
     assert report.guardrails[0].status == "unresolved"
     assert report.decision == "inconclusive"
     assert "latency_s" in report.reason
     assert report.what_would_settle_it is not None
-    assert "guardrail latency_s" in report.what_would_settle_it
+    assert "guardrail latency_s (margin 0.5): " in report.what_would_settle_it
 
 
 def test_challenger_erroring_too_often_is_rejected() -> None:
@@ -187,6 +352,19 @@ def test_challenger_erroring_too_often_is_rejected() -> None:
     assert report.decision == "reject"
     assert "errored on" in report.reason
     assert report.error_rates[CHALLENGER] > 0.2
+
+
+def test_an_error_rate_exactly_at_max_error_rate_is_tolerated() -> None:
+    # 24 of 120 rows errored is 20.0%: not above max_error_rate 0.2, for either variant.
+    assert decide_promotion(FAST, _errored(_scenario(), "champion", 24)).decision == "promote"
+    challenger = decide_promotion(FAST, _errored(_scenario(), "challenger", 24))
+    assert challenger.error_rates[CHALLENGER] == 0.2
+    assert challenger.reason.startswith("guardrail violated: error +0.200"), (
+        challenger.reason
+    )  # not "errored on"
+    # With the champion above it, the challenger at it is not named as failing too.
+    both = decide_promotion(FAST, _errored(_errored(_scenario(), "champion", 30), "challenger", 24))
+    assert both.reason.startswith(f"champion {CHAMPION} errored on 25.0% of rows"), both.reason
 
 
 def test_champion_erroring_too_often_makes_the_comparison_inconclusive() -> None:
@@ -210,7 +388,18 @@ def test_too_few_completed_cases_is_inconclusive_even_when_clearly_better() -> N
     report = decide_promotion(FAST, _scenario(n_clusters=9, p_champion=0.0, p_challenger=1.0))
     assert report.n_completed == 27
     assert report.decision == "inconclusive"
-    assert "fewer than min_completed_cases 30" in report.reason
+    assert report.reason.startswith(
+        "27 paired cases completed by both variants, fewer than min_completed_cases 30"
+    )
+    # Exactly min_completed_cases is enough, for a comparison as for a first release.
+    assert (
+        decide_promotion(FAST, _scenario(n_clusters=10, p_champion=0.0, p_challenger=1.0)).decision
+        == "promote"
+    )
+    first = _scenario(n_clusters=10, p_challenger=1.0, roles=("challenger",))
+    assert decide_promotion(FAST, first).decision == "promote"
+    too_few = decide_promotion(FAST, _scenario(n_clusters=9, p_challenger=1.0, roles=("challenger",)))
+    assert too_few.reason.startswith("first release: 27 completed cases, fewer than min_completed_cases 30")
 
 
 def test_errored_cases_count_as_failures_for_binary_scores() -> None:
@@ -250,6 +439,7 @@ def test_first_release_needs_an_absolute_bar() -> None:
     assert promoted.decision == "promote"
     assert promoted.first_release is not None
     assert promoted.first_release.ci_low > 0.6
+    assert promoted.first_release.confidence == pytest.approx(0.90)  # one-sided 95% bounds
     assert promoted.champion_variant is None
     rejected = decide_promotion(DecisionConfig(first_release_min_primary=0.95), evaluation)
     assert rejected.decision == "reject"
@@ -257,6 +447,42 @@ def test_first_release_needs_an_absolute_bar() -> None:
     undecided = decide_promotion(DecisionConfig(first_release_min_primary=observed), evaluation)
     assert undecided.decision == "inconclusive"
     assert undecided.what_would_settle_it is not None
+
+
+def test_a_first_release_exactly_at_its_bar_is_neither_promoted_nor_rejected() -> None:
+    # Every case scores 1: the interval is the point 1.0, which neither exceeds nor falls below a bar of 1.0.
+    report = decide_promotion(
+        DecisionConfig(first_release_min_primary=1.0), _scenario(roles=("challenger",), p_challenger=1.0)
+    )
+    assert (
+        report.first_release is not None
+        and report.first_release.ci_low == report.first_release.ci_high == 1.0
+    )
+    assert report.decision == "inconclusive"
+    assert report.what_would_settle_it == "the mean sits on first_release_min_primary 1."
+
+
+def test_first_release_advice_is_sized_on_the_distance_between_mean_and_bar() -> None:
+    evaluation = _scenario(roles=("challenger",), p_challenger=0.8)
+    est = decide_promotion(DecisionConfig(), evaluation).first_release
+    assert est is not None
+    bar = round(est.mean + 0.02, 4)  # above the mean, inside the interval
+    needed = clusters_needed(abs(est.mean - bar), est.se, est.n_clusters, observed_df=est.df)
+    assert needed is not None
+    report = decide_promotion(DecisionConfig(first_release_min_primary=bar), evaluation)
+    assert report.decision == "inconclusive"
+    assert report.what_would_settle_it == (
+        f"about {needed - est.n_clusters} more clusters would separate the mean from {bar:g}."
+    )
+
+
+def test_a_metric_no_scorer_produced_does_not_count_errored_cases_as_failures() -> None:
+    # A missing score counts as a failure (0.0) only for a binary scorer; with no value observed at all,
+    # nothing says the scorer is binary.
+    evaluation = _errored(_scenario(roles=("challenger",)), "challenger", 12)
+    unscored = [r.model_copy(update={"scores": {}}) for r in evaluation.rows]
+    report = decide_promotion(DecisionConfig(), evaluation.model_copy(update={"rows": tuple(unscored)}))
+    assert report.reason.startswith("first release: 0 of 108 completed cases have a task_success score")
 
 
 def test_evaluation_without_challenger_is_a_user_error() -> None:
@@ -297,6 +523,13 @@ def test_power_plan_warns_when_min_improvement_is_below_the_mde() -> None:
     assert power_plan(DecisionConfig(min_improvement=0.2), 300, 60, sd_diff=0.5, icc=0.1).warning is None
 
 
+def test_power_plan_defaults_to_one_run_of_sd_0_5_tested_one_sided() -> None:
+    plan = power_plan(DecisionConfig(), 300, 60, icc=0.1)
+    assert plan.mde == minimum_detectable_effect(300, 60, 1, sd_diff=0.5, icc=0.1, two_sided=False)
+    # A min_improvement equal to the MDE is not below it.
+    assert power_plan(DecisionConfig(min_improvement=plan.mde.mde), 300, 60, icc=0.1).warning is None
+
+
 def test_power_plan_from_a_previous_evaluation() -> None:
     evaluation = _scenario(seed=8)
     plan = power_plan_from_evaluation(DecisionConfig(), evaluation)
@@ -322,6 +555,24 @@ def test_a_plan_from_an_evaluation_of_independent_cases_uses_their_sd() -> None:
     assert plan.mde.sd_diff == pytest.approx(observed_sd) and plan.mde.icc is None
     assert (plan.mde.n_cases, plan.mde.n_clusters, plan.mde.design_effect) == (90, 90, 1.0)
     assert power_plan_from_evaluation(DecisionConfig(), evaluation, icc=0.2).mde.icc == 0.2
+
+
+def test_a_plan_from_an_evaluation_needs_both_variants_and_two_paired_cases() -> None:
+    with pytest.raises(DecisionInputError, match="needs both challenger and champion rows"):
+        power_plan_from_evaluation(DecisionConfig(), _scenario(roles=("challenger",)))
+    two = _scenario(seed=8, n_clusters=2, size=1, p_champion=0.5, p_challenger=0.5)
+    by_case = {(r.case_id, r.role): r.scores["task_success"] for r in two.rows}
+    diffs = [by_case[(c, "challenger")] - by_case[(c, "champion")] for c in ("c0-0", "c1-0")]
+    plan = power_plan_from_evaluation(DecisionConfig(), two)
+    assert (plan.mde.sd_diff, plan.mde.n_clusters) == (statistics.stdev(diffs), 2)
+    with pytest.raises(StatsInputError):
+        power_plan_from_evaluation(DecisionConfig(), _scenario(n_clusters=1, size=1))
+
+
+def test_a_plan_for_a_few_cases_keeps_at_least_two_clusters() -> None:
+    # 4 cases at the observed 3 cases per cluster round to 1 cluster; a design needs 2.
+    plan = power_plan_from_evaluation(DecisionConfig(), _scenario(seed=8), n_cases=4)
+    assert (plan.mde.n_cases, plan.mde.n_clusters) == (4, 2)
 
 
 def test_a_given_sd_or_icc_replaces_only_that_observed_value() -> None:
@@ -441,6 +692,10 @@ def test_a_cost_guardrail_is_not_judged_on_a_variant_that_reported_no_token_usag
     assert "a python model's complete() must return it" in cost.note
     assert "stream_options.include_usage" in cost.note
     assert "unknown, not zero" in decided.reason
+    assert (
+        decided.what_would_settle_it is not None
+        and f"guardrail cost: {cost.note}." in decided.what_would_settle_it
+    )
     # The same rows with their usage are promoted (the scenario's challenger is clearly better).
     assert decide_promotion(FAST, report).decision == "promote"
 
