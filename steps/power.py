@@ -280,7 +280,8 @@ def estimate_variance_components(diffs: Sequence[float], clusters: Sequence[str]
 
     The ICC is the one-way ANOVA estimator on cases grouped by cluster,
     ``(MSB - MSW) / (MSB + (n0 - 1) * MSW)`` with ``n0 = (n - sum n_g**2 / n) / (G - 1)``, clipped to
-    [0, 1]; for balanced clusters it equals the REML variance-component estimate when that is positive.
+    [0, 1] (0 for constant differences); for balanced clusters it equals the REML variance-component
+    estimate when that is positive.
     Feed ``sd`` and ``icc`` to :func:`minimum_detectable_effect` for a design with the same repeats.
     """
     d = np.asarray(diffs, dtype=np.float64)
@@ -299,7 +300,10 @@ def estimate_variance_components(diffs: Sequence[float], clusters: Sequence[str]
     msw = float(np.sum((d - cluster_means[codes]) ** 2) / (n - g))
     n0 = (n - float(np.sum(sizes**2)) / n) / (g - 1)
     denominator = msb + (n0 - 1.0) * msw
-    icc = 0.0 if denominator <= 0 else min(1.0, max(0.0, (msb - msw) / denominator))
+    # Constant differences share no variance, but the rounding of the grand and cluster means can leave MSB
+    # at 2e-33 beside an MSW of exactly 0, which read as an ICC of 1.
+    constant = bool(np.ptp(d) == 0.0)
+    icc = 0.0 if constant or denominator <= 0 else min(1.0, max(0.0, (msb - msw) / denominator))
     m = n / g
     return VarianceComponents(
         mean=grand,

@@ -309,6 +309,15 @@ def test_the_icc_does_not_depend_on_the_scale_of_the_differences() -> None:
     assert unit.icc > 0.1 and small.icc == pytest.approx(unit.icc, rel=1e-9)
 
 
+@pytest.mark.parametrize("value", [0.0, 0.2])
+def test_constant_differences_have_no_intraclass_correlation(value: float) -> None:
+    # No variance at all, so none shared within clusters: ICC 0, design effect 1. With 0.2 the grand mean
+    # (0.19999999999999998) and the cluster means (0.2) differed by rounding, MSB was 2e-33 and MSW 0, and
+    # the ICC came out as MSB / MSB = 1.0.
+    flat = estimate_variance_components([value] * 6, ["a", "a", "b", "b", "c", "c"])
+    assert (flat.icc, flat.design_effect) == (0.0, 1.0)
+
+
 def test_a_design_of_one_cluster_is_refused_in_words_that_name_the_fix() -> None:
     # Session 21's scale review: `plan` on a golden set whose cases share one cluster said
     # "need at least 2 clusters and one case per cluster, got 500/1".
