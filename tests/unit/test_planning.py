@@ -42,7 +42,8 @@ def test_a_huge_assumed_sd_prints_readable_numbers(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("value", "text"), [(0.0796, "0.0796"), (-12.5, "-12.5000"), (1.591e299, "1.591e+299")]
+    ("value", "text"),
+    [(0.0796, "0.0796"), (-12.5, "-12.5000"), (1.591e299, "1.591e+299"), (-2.5e300, "-2.5e+300")],
 )
 def test_effects_are_fixed_point_until_a_million(value: float, text: str) -> None:
     from agent_release.steps.power import format_effect
