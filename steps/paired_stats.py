@@ -369,6 +369,9 @@ def _run_bootstrap(
         with warnings.catch_warnings():
             # A BCa interval can be undefined (e.g. too few distinct replicates): fall back to percentile.
             warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            # So can its acceleration, when the jackknife values do not vary (0 / 0, which numpy warns
+            # about): the interval is checked below, so the warning would only reach the user's terminal.
+            warnings.simplefilter("ignore", RuntimeWarning)
             res = stats.bootstrap(
                 data,
                 statistic,
@@ -444,7 +447,8 @@ def paired_cluster_bootstrap(
 
         statistic_fn = p95_difference
         data = (np.arange(n_clusters, dtype=np.intp),)
-        degenerate = bool(np.ptp(a) == 0.0 and np.ptp(b) == 0.0)
+        # Both constant, or the same values case for case: every resample's p95 difference is the same.
+        degenerate = bool((np.ptp(a) == 0.0 and np.ptp(b) == 0.0) or np.array_equal(a, b))
 
     if degenerate:
         # Every resample gives the same value: the interval is that value (scipy would return NaN).

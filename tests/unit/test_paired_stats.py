@@ -350,6 +350,20 @@ def test_an_undefined_bca_interval_falls_back_to_the_percentile_one_quietly() ->
     assert (cmp.estimate, cmp.ci_low, cmp.ci_high) == (0.0, 0.0, 99.0)
 
 
+def test_the_p95_of_identical_variants_is_a_point_without_a_warning() -> None:
+    # The same latencies on both sides: every resample's p95 difference is 0, so BCa's acceleration divides
+    # 0 by 0 and numpy warned "invalid value encountered in scalar divide" to the user's terminal during
+    # the gate, before the percentile fallback gave the right interval.
+    ids = [f"c{i}" for i in range(40)]
+    latencies = {c: float(i % 7) for i, c in enumerate(ids)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cmp = paired_cluster_bootstrap(
+            latencies, dict(latencies), {c: f"g{i % 10}" for i, c in enumerate(ids)}, statistic="p95"
+        )
+    assert (cmp.estimate, cmp.ci_low, cmp.ci_high) == (0.0, 0.0, 0.0)
+
+
 @given(st.lists(st.floats(-100, 100), min_size=1, max_size=60), st.integers(0, 2**31))
 @settings(max_examples=60, deadline=None)
 def test_weighted_p95_with_unit_or_integer_weights_matches_numpy(values: list[float], seed: int) -> None:
