@@ -191,7 +191,8 @@ def test_a_latency_trip_says_how_many_calls_were_slow() -> None:
     # A call exactly at the limit is not slower than it.
     assert read_metrics(raw_metrics("c", [True] * 4, [200.0, 200.0, 199.0, 201.0]), "c", 200).slow_calls == 1
     # CloudWatch aggregates carry no calls to count: the reported p95 is compared as it is.
-    assert threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 0, p95=250.0), "c", 200)) is not None
+    aggregated = threshold_trip(cfg, read_metrics(aggregate_metrics("c", 10, 0, p95=250.0), "c", 200))
+    assert aggregated == "challenger p95 latency 250 ms > max_latency_p95_ms 200 ms"
 
 
 def test_new_error_outcomes_raw_and_aggregate() -> None:
