@@ -25,6 +25,12 @@ ROOT = Path(__file__).resolve().parents[2]
         "rate(5 minutes)",
         "rate(12 hours)",
         "at(2026-12-24T10:00:00)",
+        # The ends of every numeric range EventBridge takes (minutes 0-59, hours 0-23, day-of-month 1-31,
+        # month 1-12, day-of-week 1-7 with 1 = SUN, year 1970-2199).
+        "cron(0 0 1 1 ? 1970)",
+        "cron(59 23 31 12 ? 2199)",
+        "cron(0 0 ? * 1 *)",
+        "cron(0 0 ? * 7 *)",
     ],
 )
 def test_expressions_eventbridge_accepts_pass(expression: str) -> None:
@@ -41,6 +47,12 @@ def test_expressions_eventbridge_accepts_pass(expression: str) -> None:
         ("cron(61 3 ? * MON *)", "minutes 61 is outside 0-59"),
         ("cron(0 24 ? * MON *)", "hours 24 is outside 0-23"),
         ("cron(0 3 ? 13 MON *)", "month 13 is outside 1-12"),
+        ("cron(0 0 0 * ? *)", "day-of-month 0 is outside 1-31"),
+        ("cron(0 0 32 * ? *)", "day-of-month 32 is outside 1-31"),
+        ("cron(0 0 ? * 0 *)", "day-of-week 0 is outside 1-7"),
+        ("cron(0 0 ? * 8 *)", "day-of-week 8 is outside 1-7"),
+        ("cron(0 0 1 1 ? 1969)", "year 1969 is outside 1970-2199"),
+        ("cron(0 0 1 1 ? 2200)", "year 2200 is outside 1970-2199"),
         ("cron(0 3 ? * FUN *)", "day-of-week 'FUN' has characters a cron field does not allow"),
         ("rate(1 days)", "write rate(1 day)"),
         ("rate(2 hour)", "write rate(2 hours)"),
