@@ -31,6 +31,21 @@ def test_slots_never_all_busy() -> None:
     assert timeline.busy_fraction == pytest.approx(1.2 / 3.0)
 
 
+def test_calls_that_ended_free_their_slots_for_a_later_burst() -> None:
+    # One call, an idle second, then two overlapping calls: both slots are first busy at 2.5, not before.
+    timeline = call_timeline([(0.0, 1.0), (2.0, 3.0), (2.5, 3.5)], slots=2)
+    assert timeline.most_in_flight == 2
+    assert timeline.all_busy_at == 2.5
+    assert timeline.busy_fraction == pytest.approx(3.0 / (2 * 3.5))
+
+
+def test_calls_that_took_no_time_have_no_busy_fraction() -> None:
+    # A window of zero seconds: no capacity to divide by, so the fraction is unknown rather than an error.
+    timeline = call_timeline([(5.0, 5.0), (5.0, 5.0)], slots=1)
+    assert (timeline.calls, timeline.first_start, timeline.last_end) == (2, 5.0, 5.0)
+    assert timeline.busy_fraction is None
+
+
 def test_no_calls_and_bad_slots() -> None:
     assert call_timeline([], slots=16) == CallTimeline(0, 16, 0, None, None, None, None)
     with pytest.raises(ValueError, match="at least one slot"):

@@ -131,10 +131,14 @@ def test_variant_metrics_aggregate_recorded_invocations(backend: LocalBackend) -
     ]
     backend.record_invocations(records)
     metrics = backend.variant_metrics("ep", since=now)
-    assert metrics["idle"].invocations == 0 and metrics["idle"].model_latency_ms_p50 is None
+    idle = metrics["idle"]
+    assert (idle.invocations, idle.errors_4xx, idle.errors_5xx) == (0, 0, 0)
+    assert idle.model_latency_ms_p50 is None
     a = metrics["a"]
     assert (a.invocations, a.errors_4xx, a.errors_5xx) == (102, 1, 1)
+    # Linear interpolation over the 100 answered calls' latencies 1..100 (the 5xx's 3.0 is not among them).
     assert a.model_latency_ms_p50 == pytest.approx(50.5)
+    assert a.model_latency_ms_p95 == pytest.approx(95.05)
     assert a.model_latency_ms_p99 == pytest.approx(99.01)
     assert a.overhead_latency_ms_p50 == pytest.approx(0.5)
     assert a.outcomes[-2:] == (False, True)
@@ -191,6 +195,16 @@ def test_a_bakes_repeated_looks_read_only_the_new_invocations(
     backend.record_invocations(calls(206, 3))
     assert backend.variant_metrics("ep", since=now + 100) == full_read(now + 100)
     assert rows_read[3:] == [1, 108]
+
+
+def test_a_bake_that_looks_before_the_first_call_ever_still_counts_it(backend: LocalBackend) -> None:
+    # The window's first look finds no row on a new state database; its next look reads the rows after the
+    # last one read, so the very first call recorded (rowid 1) must not count as read already.
+    backend.deploy_endpoint("ep", [VariantSpec(name="a", model=MODEL, initial_weight=1.0)])
+    now = time.time()
+    assert backend.variant_metrics("ep", since=now)["a"].invocations == 0
+    backend.record_invocations([InvocationRecord("ep", "a", now + 1, 200, 10.0, 0.5, False)])
+    assert backend.variant_metrics("ep", since=now)["a"].invocations == 1
 
 
 def test_most_in_flight_overlaps_calls_from_their_records(backend: LocalBackend) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import unicodedata
 from pathlib import Path
 
 from _shared.cli import run_cli
@@ -17,7 +18,7 @@ from _shared.console import captured_console
 from agent_release.pipelines.executor import ExecutionStore
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.pipelines.status import render_status
-from agent_release.pipelines.terminal_text import PrintableFormatter
+from agent_release.pipelines.terminal_text import PrintableFormatter, escape_controls
 from agent_release.steps.promote_challenger import PromotionReport
 
 # Write the clipboard (OSC 52), clear the screen, a one-byte CSI, overprint with a carriage return.
@@ -122,3 +123,12 @@ def test_log_lines_cannot_drive_the_terminal() -> None:
     line = PrintableFormatter("%(levelname)s %(message)s").format(record)
     _no_terminal_control(line)
     assert line.startswith("WARNING answer=<clip \\x1b]52;c;")
+
+
+def test_escape_controls_escapes_every_control_character_but_tab_and_line_feed() -> None:
+    # Unicode's own list of control characters (category Cc: C0, DEL, C1) is the oracle, one code point at a
+    # time, so each end of the ranges is checked (a log line keeps its line breaks and tabs).
+    for code in range(0x100):
+        char = chr(code)
+        control = unicodedata.category(char) == "Cc" and char not in "\t\n"
+        assert escape_controls(f"a{char}b") == (f"a\\x{code:02x}b" if control else f"a{char}b"), hex(code)
