@@ -299,6 +299,15 @@ def test_a_quoted_boolean_in_pipeline_yaml_is_one_line_naming_its_line() -> None
     assert train is not None and train.enabled is False
 
 
+@pytest.mark.parametrize(("length", "shown"), [(40, "y" * 40), (41, "y" * 40 + "...")])
+def test_a_long_quoted_boolean_is_quoted_up_to_40_characters(length: int, shown: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(
+            DEFAULT_YAML.replace("  enabled: true", f'  enabled: "{"y" * length}"', 1), source="p.yaml"
+        )
+    assert f"got the string '{shown}' (write true or false without quotes)" in str(caught.value)
+
+
 def test_numbers_of_every_kind_still_parse() -> None:
     text = DEFAULT_YAML
     for old, new in [

@@ -102,6 +102,17 @@ def test_duplicate_name_key(project: Path) -> None:
     config_error(project, "name: duplicate key")
 
 
+def test_two_merge_keys_in_one_mapping_are_no_duplicate(project: Path) -> None:
+    # YAML merges every `<<` of a mapping: a second merge is not a key given twice.
+    edit(project, "  golden:\n", "  golden: &golden\n")
+    edit(
+        project,
+        "  smoke:\n    path: datasets/support/smoke.jsonl\n",
+        "  smoke:\n    <<: *golden\n    <<: {path: datasets/support/smoke.jsonl}\n",
+    )
+    check(project)  # raised "datasets.smoke.<<: duplicate key" if the merges were counted as keys
+
+
 # -- D4: scorers ---------------------------------------------------------------------------------------------
 
 
@@ -245,12 +256,27 @@ def test_weights_sum_to_zero(project: Path) -> None:
     config_error(project, "deploy.challenger_weight", "must be > 0", line_needle="challenger_weight")
 
 
-def test_champion_reference_that_cannot_be_valid(project: Path) -> None:
-    edit(project, "champion: approved ", "champion: garbage ")
-    config_error(project, "deploy.champion", "'garbage'", line_needle="champion: garbage")
+def test_all_traffic_on_the_challenger_is_a_positive_weight_sum(project: Path) -> None:
+    edit(project, "champion_weight: 1.0", "champion_weight: 0")
+    edit(project, "challenger_weight: 0.0", "challenger_weight: 1.0")
+    check(project)
 
 
-@pytest.mark.parametrize("ref", ["3", "'arn:aws:sagemaker:us-east-1:111122223333:model-package/g/3'"])
+# A quoted version number is text in YAML: '0' is no version, as 0 is not.
+@pytest.mark.parametrize(("ref", "shown"), [("garbage", "'garbage'"), ("'0'", "'0'"), ("0", "0 is neither")])
+def test_champion_reference_that_cannot_be_valid(project: Path, ref: str, shown: str) -> None:
+    edit(project, "champion: approved ", f"champion: {ref} ")
+    config_error(project, "deploy.champion", shown, line_needle=f"champion: {ref}")
+
+
+def test_challenger_reference_that_cannot_be_valid(project: Path) -> None:
+    edit(project, "challenger: latest_pending ", "challenger: newest ")
+    config_error(
+        project, "deploy.challenger", "'newest' is neither 'latest_pending'", line_needle="challenger: newest"
+    )
+
+
+@pytest.mark.parametrize("ref", ["3", "'3'", "'arn:aws:sagemaker:us-east-1:111122223333:model-package/g/3'"])
 def test_champion_version_or_arn_passes(project: Path, ref: str) -> None:
     edit(project, "champion: approved ", f"champion: {ref} ")
     check(project)

@@ -113,6 +113,14 @@ def test_the_bounds_themselves_are_allowed(path: tuple[str, ...], value: Any) ->
     parse_config(_config_with(path, value))
 
 
+@pytest.mark.parametrize(("name", "shown"), [("p" * 79 + "_", "p" * 79 + "_"), ("p" * 300, "p" * 80 + "...")])
+def test_a_runaway_value_is_quoted_up_to_80_characters_in_its_error(name: str, shown: str) -> None:
+    # A pasted file as a name must keep the error one readable line: the value is cut after 80 characters.
+    with pytest.raises(ConfigError) as info:
+        parse_config(_config_with(("sagemaker", "pipeline_name"), name))
+    assert f"sagemaker.pipeline_name: '{shown}' is not a SageMaker pipeline name" in str(info.value)
+
+
 # Metric-unit thresholds have no natural bound (finite is required); the training seed is checked by
 # config_checks; package references are versions or ARNs.
 UNBOUNDED = {

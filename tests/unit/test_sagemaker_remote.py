@@ -266,13 +266,26 @@ def test_parameter_overrides_are_typed_and_land_on_their_keys() -> None:
     )
 
     values = coerce_overrides(
-        {"MinCompletedCases": "50", "TrafficSchedule": "5, 25,100", "EndpointName": "canary"}
+        {
+            "MinCompletedCases": "50",
+            "TrafficSchedule": "5, 25,100",
+            "EndpointName": "canary",
+            "MaxErrorRate": "0.2",
+        }
     )
-    assert values == {"MinCompletedCases": 50, "TrafficSchedule": "5, 25,100", "EndpointName": "canary"}
+    assert values == {
+        "MinCompletedCases": 50,
+        "TrafficSchedule": "5, 25,100",
+        "EndpointName": "canary",
+        "MaxErrorRate": 0.2,
+    }
     data = apply_overrides(yaml.safe_load((ROOT / "pipeline.yaml").read_text()), values)
     assert data["decide"]["min_completed_cases"] == 50
     assert data["promote"]["schedule"] == [5.0, 25.0, 100.0]
     assert data["deploy"]["endpoint_name"] == "canary"
+    # The one key three levels deep: every level but the last is walked, not only the first.
+    assert data["promote"]["guards"]["max_error_rate"] == 0.2
+    assert "max_error_rate" not in data["promote"]
     with pytest.raises(ParameterOverrideError):
         coerce_overrides({"MinCompletedCases": "many"})
 
