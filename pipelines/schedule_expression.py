@@ -20,7 +20,8 @@ _CRON_FIELDS: tuple[tuple[str, int, int, str, str], ...] = (
     ("hours", 0, 23, "", ",-*/"),
     ("day-of-month", 1, 31, "", ",-*?/LW"),
     ("month", 1, 12, _MONTHS, ",-*/"),
-    ("day-of-week", 1, 7, _DAYS, ",-*?/L#"),
+    # No / here: EventBridge's day-of-week takes , - * ? L # only.
+    ("day-of-week", 1, 7, _DAYS, ",-*?L#"),
     ("year", 1970, 2199, "", ",-*/"),
 )
 _RATE_UNITS = {"minute", "hour", "day"}
@@ -53,6 +54,8 @@ def _cron_problem(inner: str) -> str | None:
         problem = _cron_field_problem(value, name, low, high, words, specials)
         if problem is not None:
             return f"cron({inner}): {problem}"
+    if "#" in fields[4] and "," in fields[4]:
+        return f"cron({inner}): day-of-week with # takes one expression only (not a list like 3#1,6#3)"
     if (fields[2] == "?") == (fields[4] == "?"):
         return f"cron({inner}): use ? in exactly one of day-of-month and day-of-week"
     return None

@@ -54,6 +54,9 @@ def test_expressions_eventbridge_accepts_pass(expression: str) -> None:
         ("cron(0 0 1 1 ? 1969)", "year 1969 is outside 1970-2199"),
         ("cron(0 0 1 1 ? 2200)", "year 2200 is outside 1970-2199"),
         ("cron(0 3 ? * FUN *)", "day-of-week 'FUN' has characters a cron field does not allow"),
+        # EventBridge's day-of-week takes no increments, and with # only one expression.
+        ("cron(0 3 ? * 1/2 *)", "day-of-week '1/2' has characters a cron field does not allow"),
+        ("cron(0 3 ? * 3#1,6#3 *)", "day-of-week with # takes one expression only"),
         ("rate(1 days)", "write rate(1 day)"),
         ("rate(2 hour)", "write rate(2 hours)"),
         ("rate(0 minutes)", "the value must be at least 1"),
