@@ -24,6 +24,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from agent_release.pipelines.backend_rules import canonical_json
 from agent_release.pipelines.config import ConfigError, PipelineConfig, parse_config
 from agent_release.pipelines.local_backend import LocalBackend
 from agent_release.steps.backend import BackendError, ModelSpec, VariantSpec
@@ -242,6 +243,8 @@ def test_gate_never_promotes_on_too_little_or_too_erroneous_evidence(
 ) -> None:
     report = decide_promotion(config, evaluation)
     assert report.decision in ("promote", "reject", "inconclusive")
+    # What the ledger records of it must hash: the audit's canonical JSON refuses NaN and infinity.
+    canonical_json(report.model_dump(mode="json"))
     assert report.reason.strip() and "\n" not in report.reason
     challenger = evaluation.rows_for("challenger")
     champion = evaluation.rows_for("champion")
