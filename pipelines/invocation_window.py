@@ -72,14 +72,6 @@ class VariantTally:
         )
 
 
-def summarize_invocations(variant: str, rows: Iterable[InvocationRecord]) -> VariantMetrics:
-    """Aggregate one variant's invocation rows (oldest first) into :class:`VariantMetrics`."""
-    tally = VariantTally()
-    for row in rows:
-        tally.add(row)
-    return tally.metrics(variant)
-
-
 class InvocationWindow:
     """The calls of one endpoint at or after ``since``, in (time, rowid) order, with per-variant tallies.
 
@@ -95,7 +87,6 @@ class InvocationWindow:
         self.last_id = 0
         self._rows: list[tuple[float, int, InvocationRecord]] = []
         self._tallies: dict[str, VariantTally] = {}
-        self.recounts = 0
 
     def add(self, rows: Iterable[tuple[int, InvocationRecord]]) -> None:
         """Take rows (rowid, record) of this endpoint at or after ``since`` that the window has not seen."""
@@ -106,7 +97,6 @@ class InvocationWindow:
         if self._rows and batch[0][:2] < self._rows[-1][:2]:
             self._rows = sorted(self._rows + batch, key=lambda item: item[:2])
             self._tallies = {}
-            self.recounts += 1
             counted = self._rows
         else:
             self._rows += batch
