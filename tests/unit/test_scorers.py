@@ -8,6 +8,7 @@ import textwrap
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import pytest
@@ -15,16 +16,20 @@ from _shared.loopback import serve
 
 from agent_release.steps.evaluate_config import EvaluateConfig, JudgeConfig, PriceTable, ScorerSpec
 from agent_release.steps.scorers import (
+    DEFAULT_RUBRIC,
     ScorerConfigError,
     argument_match_share,
+    arguments_match,
     build_scorer,
     build_scorers,
+    case_cost,
     effective_specs,
     fact_coverage,
     normalise_argument,
     parse_judge_score,
     registered_scorers,
     resolve_spec,
+    score_bounds,
     trajectory_matches,
 )
 
@@ -118,6 +123,23 @@ def test_arguments_are_normalised_and_matched_once() -> None:
     assert row_score("tool_arguments", outputs(tool_calls=wrong_reason)) == 0.5
 
 
+def test_booleans_nulls_and_lists_are_compared_as_such_not_as_text() -> None:
+    assert normalise_argument(True) is True and normalise_argument(None) is None
+    assert normalise_argument([" A ", "2", (3,)]) == ["a", 2.0, [3.0]]
+    assert arguments_match({"gift_wrap": True}, {"gift_wrap": True})
+    assert not arguments_match({"gift_wrap": False}, {"gift_wrap": True})
+    # A null argument is not the word "None" a model might write.
+    assert not arguments_match({"note": "None"}, {"note": None})
+    assert arguments_match({"ids": [" a", "B"]}, {"ids": ["A", "b"]})
+    assert not arguments_match({"ids": ["b"]}, {"ids": ["a"]})
+
+
+def test_an_errored_case_scores_zero_on_tool_arguments_even_when_its_calls_matched() -> None:
+    # The calls made before the error match every expected one (share 1.0), but an errored case is a failure.
+    assert row_score("tool_arguments", outputs()) == 1.0
+    assert row_score("tool_arguments", outputs(error="TimeoutError")) == 0.0
+
+
 def test_task_success_needs_everything() -> None:
     assert row_score("task_success", outputs()) == 1.0
     assert row_score("task_success", outputs(answer="shipped")) == 0.0
@@ -139,6 +161,31 @@ def test_latency_tokens_cost_error() -> None:
     assert row_score("error", outputs(error="x")) == 1.0
 
 
+def test_a_single_token_either_way_is_reported_usage() -> None:
+    # Only no tokens at all means the server sent no usage: one prompt or one completion token is a count.
+    assert row_score("tokens", outputs(input_tokens=1, output_tokens=0)) == 1.0
+    assert row_score("tokens", outputs(input_tokens=0, output_tokens=1)) == 1.0
+    prices = {"default": {"input_per_1k": 1000.0, "output_per_1k": 1000.0}}
+    assert row_score("cost", outputs(input_tokens=0, output_tokens=1), prices=prices) == pytest.approx(1.0)
+
+
+def test_a_price_missing_from_the_table_costs_nothing() -> None:
+    # As PriceTable's defaults say (0.0); a cost scorer's own ``prices`` reach case_cost unvalidated (the row's
+    # cost, steps.evaluate_variants.row_prices), so a table may lack a side.
+    assert case_cost("challenger", 1000, 500, {"default": {"input_per_1k": 2.0}}) == pytest.approx(2.0)
+    assert case_cost("challenger", 1000, 500, {"default": {"output_per_1k": 4.0}}) == pytest.approx(2.0)
+    assert row_score("cost", outputs()) == 0.0  # no price table at all (``prices: null``)
+
+
+def test_built_in_scores_are_bounded_as_the_docs_say() -> None:
+    # docs/pipeline-yaml.md: a built-in score's interval stops at 0 and 1 for the rates and shares, at 0
+    # (upwards) for latency, tokens and cost.
+    rates = ["answer_correctness", "tool_trajectory", "tool_arguments", "task_success", "error", "llm_judge"]
+    amounts = ["latency", "tokens", "cost"]
+    bounds = score_bounds([{"name": n, "args": {}} for n in rates + amounts])
+    assert bounds == {**dict.fromkeys(rates, (0.0, 1.0)), **dict.fromkeys(amounts, (0.0, float("inf")))}
+
+
 def test_registry_resolves_defaults_and_rejects_bad_specs() -> None:
     assert {"answer_correctness", "tool_trajectory", "cost", "llm_judge"} <= set(registered_scorers())
     assert resolve_spec(ScorerSpec(name="tool_trajectory")) == {
@@ -153,6 +200,36 @@ def test_registry_resolves_defaults_and_rejects_bad_specs() -> None:
         build_scorer(ScorerSpec(name="tool_trajectory", args={"mode": "fuzzy"}))
     with pytest.raises(ScorerConfigError, match="more than once"):
         build_scorers([ScorerSpec(name="tokens"), ScorerSpec(name="tokens")])
+
+
+def test_build_scorers_gives_one_scorer_per_spec_in_order() -> None:
+    built = build_scorers(
+        [ScorerSpec(name="error"), ScorerSpec(name="tool_trajectory", args={"mode": "subset"})]
+    )
+    assert [b.name for b in built] == ["error", "tool_trajectory"]
+    assert built[1].spec == {"name": "tool_trajectory", "args": {"mode": "subset"}}
+    reversed_calls = outputs(tool_calls=list(reversed(GOOD_CALLS)))
+    assert built[1].scorer(inputs={"input": "q"}, outputs=reversed_calls, expectations=EXPECT) == 1.0
+
+
+def test_a_built_in_factory_stays_callable_under_its_own_name() -> None:
+    # register_scorer hands the factory back: the module's names are the factories the registry holds.
+    from agent_release.steps.scorers import tool_trajectory
+
+    assert tool_trajectory(mode="subset")({}, outputs(tool_calls=list(reversed(GOOD_CALLS))), EXPECT) == 1.0
+
+
+def test_llm_judge_spec_records_its_documented_defaults() -> None:
+    # docs/pipeline-yaml.md, "Built-in scorers": the evaluation records every argument, defaults included.
+    resolved = resolve_spec(ScorerSpec(name="llm_judge", args={"base_url": "http://h:1/v1", "model": "j"}))
+    assert resolved["args"] == {
+        "base_url": "http://h:1/v1",
+        "model": "j",
+        "api_key_env": None,
+        "rubric": DEFAULT_RUBRIC,
+        "timeout_s": 30.0,
+        "max_retries": 3,
+    }
 
 
 def test_built_scorer_runs_under_mlflow_scorer_protocol() -> None:
@@ -174,6 +251,33 @@ def test_effective_specs_inject_prices_and_judge() -> None:
     assert "llm_judge" not in {s.name for s in effective_specs(EvaluateConfig())}
 
 
+def test_a_listed_judge_takes_the_configs_fields_under_its_own_args_and_nothing_else_changes() -> None:
+    own_prices = {"challenger": {"input_per_1k": 3.0, "output_per_1k": 0.0}}
+    config = EvaluateConfig(
+        prices={"default": PriceTable(input_per_1k=0.1, output_per_1k=0.2)},
+        judge=JudgeConfig(base_url="http://127.0.0.1:1/v1", model="judge"),
+        scorers=[
+            ScorerSpec(name="tool_trajectory", args={"mode": "in_order"}),
+            ScorerSpec(name="cost", args={"prices": own_prices}),
+            ScorerSpec(name="llm_judge", args={"model": "strict-judge", "rubric": "Be strict."}),
+        ],
+    )
+    specs = effective_specs(config)
+    assert [(s.name, s.args) for s in specs] == [
+        ("tool_trajectory", {"mode": "in_order"}),
+        ("cost", {"prices": own_prices}),  # the scorer's own prices are kept, not replaced
+        (
+            "llm_judge",
+            {
+                "base_url": "http://127.0.0.1:1/v1",
+                "model": "strict-judge",
+                "api_key_env": None,
+                "rubric": "Be strict.",
+            },
+        ),
+    ]
+
+
 @pytest.fixture
 def user_scorer_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     pkg = tmp_path / "my_scoring"
@@ -187,6 +291,11 @@ def user_scorer_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Itera
             def politeness(word="please"):
                 def score(inputs, outputs, expectations):
                     return float(word in outputs["answer"].lower())
+                return score
+
+            def repeat_of():
+                def score(inputs, outputs, expectations):
+                    return float(inputs["repeat"])
                 return score
 
             def mlflow_native():
@@ -213,6 +322,12 @@ def test_user_scorer_by_import_path(user_scorer_module: str) -> None:
     assert native.scorer(outputs={"answer": "abc"}) == 3
     with pytest.raises(ScorerConfigError, match="cannot be imported"):
         build_scorer(ScorerSpec(name=f"{user_scorer_module}:missing"))
+
+
+def test_a_row_scorer_sees_the_inputs_mlflow_passes(user_scorer_module: str) -> None:
+    built = build_scorer(ScorerSpec(name=f"{user_scorer_module}:repeat_of"))
+    inputs = {"input": "q", "case_id": "c1", "cluster": "k1", "repeat": 2}
+    assert built.scorer(inputs=inputs, outputs=outputs(), expectations={}) == 2.0
 
 
 @pytest.mark.parametrize(
@@ -316,6 +431,15 @@ def test_llm_judge_against_fake_openai_server(judge_url: str, monkeypatch: pytes
     sent = _FakeJudge.requests[-1]
     assert sent["path"] == "/v1/chat/completions"
     assert sent["body"]["model"] == "j1"
+    # The judge is asked about this case: its question, expected facts and answer, under the rubric.
+    assert sent["body"]["temperature"] == 0
+    system, user = sent["body"]["messages"]
+    assert system == {"role": "system", "content": DEFAULT_RUBRIC}
+    assert json.loads(user["content"]) == {
+        "question": "where?",
+        "expected_facts": EXPECT["expected_facts"],
+        "answer": "no idea",
+    }
     assert sent["auth"] == "Bearer sekret"
     # The server's root, as a model package's base_url is written, reaches the same path.
     root = build_scorer(
@@ -347,6 +471,7 @@ def test_the_judge_posts_where_openai_clients_would_and_a_server_root_gets_v1(
 def test_parse_judge_score_reads_json_in_prose_and_rejects_what_is_no_0_to_1_score() -> None:
     assert parse_judge_score('I think {"score": 0.35, "rationale": "partly"}.') == 0.35
     assert parse_judge_score('{"score": 1}') == 1.0
+    assert parse_judge_score('{"score": 0}') == 0.0
     with pytest.raises(ValueError, match="no JSON"):
         parse_judge_score("great answer")
     # A judge grading on another scale (7 of 10) or not at all is a scorer error, not a clipped 1.0 or 0.0.
@@ -405,6 +530,91 @@ def test_llm_judge_retries_throttling_and_5xx_then_gives_up() -> None:
         assert _ThrottlingJudge.calls == 2
     with pytest.raises(ScorerConfigError, match="max_retries"):
         build_scorer(ScorerSpec(name="llm_judge", args={"base_url": url, "model": "j", "max_retries": -1}))
+
+
+@pytest.mark.parametrize(
+    ("args", "refused"),
+    [
+        ({"max_retries": 0}, None),
+        ({"max_retries": 10}, None),
+        ({"max_retries": 11}, "max_retries"),
+        ({"max_retries": True}, "max_retries"),
+        ({"timeout_s": 3600}, None),
+        ({"timeout_s": 0}, "timeout_s"),
+        ({"timeout_s": 3600.5}, "timeout_s"),
+        ({"timeout_s": True}, "timeout_s"),
+        ({"model": "  "}, "model must name"),
+        ({"model": None}, "model must name"),
+    ],
+)
+def test_llm_judge_settings_are_taken_up_to_the_ends_of_their_ranges(
+    args: dict[str, Any], refused: str | None
+) -> None:
+    spec = ScorerSpec(name="llm_judge", args={"base_url": "http://127.0.0.1:1/v1", "model": "j", **args})
+    if refused is None:
+        build_scorer(spec)
+    else:
+        with pytest.raises(ScorerConfigError, match=refused):
+            build_scorer(spec)
+
+
+@pytest.fixture
+def jitter_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``random.uniform`` gives back its bounds: a full-jitter wait reads as ``(0, ceiling)``."""
+    from agent_release.steps import scorers
+
+    monkeypatch.setattr(scorers, "random", SimpleNamespace(uniform=lambda low, high: (low, high)))
+
+
+@pytest.mark.usefixtures("jitter_bounds")
+def test_judge_backoff_takes_retry_after_up_to_the_cap_else_full_jitter_doubling_per_try() -> None:
+    from agent_release.steps.scorers import JUDGE_MAX_BACKOFF_S, _backoff_s
+
+    assert [_backoff_s(attempt, 0.5, None) for attempt in range(3)] == [(0, 0.5), (0, 1.0), (0, 2.0)]
+    assert _backoff_s(20, 0.5, None) == (0, JUDGE_MAX_BACKOFF_S)
+    assert _backoff_s(0, 0.5, "3") == 3.0
+    assert _backoff_s(0, 0.5, "0") == 0.0  # "retry now" is an answer, not a missing one
+    assert _backoff_s(0, 0.5, "120") == JUDGE_MAX_BACKOFF_S
+    # A Retry-After that is an HTTP date, negative or no finite number: our own backoff.
+    for retry_after in ("Wed, 21 Oct 2015 07:28:00 GMT", "-1", "nan", "inf"):
+        assert _backoff_s(1, 0.5, retry_after) == (0, 1.0), retry_after
+
+
+@pytest.mark.usefixtures("jitter_bounds")
+def test_judge_retries_a_500_and_a_refused_connection_with_growing_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import httpx
+
+    from agent_release.steps import scorers
+
+    url = "http://judge.invalid/v1/chat/completions"
+    script: list[Any] = []
+    sleeps: list[Any] = []
+
+    def post(url: str, **_: Any) -> httpx.Response:
+        step = script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        status, headers = step
+        return httpx.Response(status, headers=headers, json={}, request=httpx.Request("POST", url))
+
+    monkeypatch.setattr(httpx, "post", post)
+    monkeypatch.setattr(scorers, "time", SimpleNamespace(sleep=sleeps.append))
+
+    script[:] = [httpx.ConnectError("refused"), (500, {}), (429, {"Retry-After": "2"}), (200, {})]
+    assert scorers.post_with_retries(url, {}, {}, timeout_s=1, max_retries=3).status_code == 200
+    first, second, third = sleeps
+    assert first[0] == 0 < first[1] and second == (0, 2 * first[1]) and third == 2.0
+    sleeps.clear()
+    script[:] = [httpx.ConnectError("refused")]
+    with pytest.raises(httpx.ConnectError):
+        scorers.post_with_retries(url, {}, {}, timeout_s=1, max_retries=0)
+    # A client error other than throttling is the answer: not retried.
+    script[:] = [(400, {}), (200, {})]
+    with pytest.raises(httpx.HTTPStatusError, match="400"):
+        scorers.post_with_retries(url, {}, {}, timeout_s=1, max_retries=3)
+    assert sleeps == [] and len(script) == 1
 
 
 def test_a_user_row_scorer_that_never_returns_times_out_as_a_scorer_error(
