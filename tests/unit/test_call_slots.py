@@ -25,6 +25,7 @@ from agent_release.agents.call_slots import (
 )
 from agent_release.steps.agent_tracing import TRACING_ENV
 from agent_release.steps.eval_harness import CaseUnit, run_cases
+from agent_release.steps.evaluate_config import EvaluateConfig
 
 
 class CountingModel(ScriptedModelBase):
@@ -188,6 +189,17 @@ def test_a_consumer_that_stops_early_gives_its_slot_back_at_once() -> None:
 async def _drain(events: AsyncIterator[Any]) -> None:
     async for _ in events:
         pass
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "staged", "cases"),
+    [(16, None, 4), (9, None, 2), (2, None, 1), (1, None, 1), (16, 0, 0), (4, 7, 7)],
+)
+def test_staged_cases_default_to_a_quarter_of_concurrency_at_least_one(
+    concurrency: int, staged: int | None, cases: int
+) -> None:
+    # EvaluateConfig.staged: "0 turns it off; default: a quarter of `concurrency`, at least 1".
+    assert EvaluateConfig(concurrency=concurrency, staged=staged).staged_cases == cases
 
 
 def test_staged_cases_never_put_more_than_concurrency_calls_in_flight(tracking: None) -> None:

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from agent_release.pipelines.config import ConfigError, PipelineConfig, load_config, parse_config
 from agent_release.pipelines.config_checks import check_config, config_warnings
 from agent_release.pipelines.tracking import unsupported_tracking_uri
+from agent_release.steps.evaluate_config import EvaluateConfig, PriceTable
 from agent_release.steps.promote_config import PromotionConfig, thin_bakes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +120,37 @@ def test_a_runaway_value_is_quoted_up_to_80_characters_in_its_error(name: str, s
     with pytest.raises(ConfigError) as info:
         parse_config(_config_with(("sagemaker", "pipeline_name"), name))
     assert f"sagemaker.pipeline_name: '{shown}' is not a SageMaker pipeline name" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "allowed", "refused"),
+    [
+        ("concurrency", [1, 256], [0, 257]),
+        ("staged", [0, 256], [-1, 257]),
+        ("timeout_s", [0.5, 3_600], [0, 3_600.5]),
+        ("max_retries", [0, 10], [-1, 11]),
+        ("repeats", [1, 20], [0, 21]),
+    ],
+)
+def test_the_evaluate_sections_numbers_take_exactly_their_documented_ranges(
+    field: str, allowed: list[float], refused: list[float]
+) -> None:
+    # docs/pipeline-yaml.md, "EvaluateConfig": at most 256 calls in flight and staged, a positive timeout of at
+    # most 3,600 s, at most 10 retries, 1 to 20 repeats.
+    for value in allowed:
+        assert getattr(EvaluateConfig(**{field: value}), field) == value
+    for value in refused:
+        with pytest.raises(ValidationError, match=field):
+            EvaluateConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["input_per_1k", "output_per_1k"])
+def test_a_token_price_is_from_zero_to_a_thousand(field: str) -> None:
+    for value in (0.0, 1_000.0):
+        assert getattr(PriceTable(**{field: value}), field) == value
+    for value in (-0.01, 1_000.5):
+        with pytest.raises(ValidationError, match=field):
+            PriceTable(**{field: value})
 
 
 # Metric-unit thresholds have no natural bound (finite is required); the training seed is checked by

@@ -176,9 +176,12 @@ def test_a_failing_scorer_is_an_error_feedback_not_a_lost_row(experiment: str) -
 
 
 def test_a_scorer_asking_for_the_trace_sees_the_cases_spans(experiment: str) -> None:
-    scorers = build_scorers([ScorerSpec(name="test_inline_scoring:span_counting_scorer")])
+    # Beside a built-in that does not ask for the trace: one scorer asking is enough for the snapshot.
+    scorers = build_scorers(
+        [ScorerSpec(name="error"), ScorerSpec(name="test_inline_scoring:span_counting_scorer")]
+    )
     scoring = InlineScoring(scorers, EXPECTATIONS, run_id=None)
-    assert _score_in_trace(scoring, _outcome("shipped", [])) == {"tool_spans": 1.0}
+    assert _score_in_trace(scoring, _outcome("shipped", [])) == {"error": 0.0, "tool_spans": 1.0}
 
 
 def test_scoring_outside_the_cases_trace_is_refused(experiment: str) -> None:
@@ -204,3 +207,43 @@ def test_error_text_is_one_bounded_line() -> None:
         "JUDGE_TIMEOUT: no answer"
     )
     assert len(error_text(AssessmentError(error_code="E", error_message="x" * 5000))) == ERROR_TEXT_LIMIT
+    # Half a line is the half there is; nothing at all still says what happened.
+    assert error_text(AssessmentError(error_code="JUDGE_TIMEOUT")) == "JUDGE_TIMEOUT"
+    assert error_text(None) == "scorer error"
+
+
+def test_as_score_reads_ratings_and_bools_as_one_and_zero_and_other_text_as_none() -> None:
+    from mlflow.genai.judges import CategoricalRating
+
+    assert [as_score(v) for v in ("yes", " No ", CategoricalRating.YES, True, False)] == [
+        1.0,
+        0.0,
+        1.0,
+        1.0,
+        0.0,
+    ]
+    assert [as_score(v) for v in (3, 0.25, -1)] == [3.0, 0.25, -1.0]
+    # "maybe", text that looks like a number, no value, NaN and a value that is no number: not a score.
+    assert [as_score(v) for v in ("maybe", "0.5", None, float("nan"), {"score": 1})] == [None] * 5
+
+
+def test_a_feedback_that_cannot_stand_as_a_score_becomes_its_scorers_error() -> None:
+    from mlflow.entities import AssessmentError, Feedback
+
+    from agent_release.steps.inline_scoring import _checked_feedback
+
+    owners = {"task_success": "task_success", "shout": "shout"}
+    fine = Feedback(name="shout", value=0.5)
+    assert _checked_feedback("shout", fine, owners) is fine
+    own_extra = Feedback(name="shout_detail", value=1.0)  # a name no scorer owns yet is the scorer's to take
+    assert _checked_feedback("shout", own_extra, owners) is own_extra
+    raised = Feedback(name="shout", error=AssessmentError(error_code="SCORER_ERROR", error_message="boom"))
+    assert _checked_feedback("shout", raised, owners) is raised
+
+    taken = _checked_feedback("shout", Feedback(name="task_success", value=1.0), owners)
+    assert taken.name == "shout" and taken.error.error_code == "SCORER_ERROR"
+    assert "feedback named 'task_success', the score of scorer 'task_success'" in taken.error.error_message
+    for value in (float("inf"), float("-inf"), float("nan")):
+        refused = _checked_feedback("shout", Feedback(name="shout", value=value), owners)
+        assert refused.name == "shout" and refused.error.error_code == "SCORER_ERROR"
+        assert "not a finite number" in refused.error.error_message
