@@ -13,9 +13,15 @@ import pytest
 from _shared.eval_world import register
 from _shared.fake_model import ScriptedModelBase
 
-from agent_release.steps.eval_harness import ProgressEvent, tool_calls_of
-from agent_release.steps.evaluate_config import EvaluateConfig, PriceTable
-from agent_release.steps.evaluate_variants import EvaluationInputError, aggregate_rows, evaluate_variants
+from agent_release.steps.eval_harness import CaseOutcome, CaseUnit, ProgressEvent, tool_calls_of
+from agent_release.steps.evaluate_config import EvaluateConfig, PriceTable, ScorerSpec
+from agent_release.steps.evaluate_variants import (
+    EvaluationInputError,
+    aggregate_rows,
+    evaluate_variants,
+    row_prices,
+    scorer_error_counts,
+)
 from agent_release.steps.evaluation_records import CaseResult
 from agent_release.steps.register_agents_config import InferenceConfig
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
@@ -271,6 +277,65 @@ def test_aggregate_rows_cuts_an_interval_to_the_scores_range() -> None:
     assert (cut["mean"], cut["se"]) == (loose["mean"], loose["se"])
 
 
+def test_two_clusters_are_enough_for_a_standard_error() -> None:
+    # "With fewer than two clusters no SE exists": two have one. Values 1,0 / 1,1 in clusters a / b: mean .75,
+    # cluster residual sums -.5 and .5, shares .5 each; CR2: Var = 2 * (.25 / .5) / 16 = 1/16 -> SE 0.25.
+    rows = [
+        CaseResult(case_id=str(i), cluster=c, variant="v", role="challenger", scores={"s": v})
+        for i, (v, c) in enumerate([(1.0, "a"), (0.0, "a"), (1.0, "b"), (1.0, "b")])
+    ]
+    agg = aggregate_rows(rows)["s"]
+    assert agg["mean"] == pytest.approx(0.75)
+    assert agg["se"] == pytest.approx(0.25)
+    assert (agg["n"], agg["n_clusters"]) == (4.0, 2.0)
+    assert agg["ci_low"] < 0.75 < agg["ci_high"]
+
+
+def test_flat_metrics_give_counts_means_and_the_clustered_uncertainty() -> None:
+    from agent_release.steps.evaluate_variants import _flat_metrics
+
+    rows = [
+        CaseResult(
+            case_id=str(i),
+            cluster="abc"[i % 3],
+            variant="v",
+            role="challenger",
+            scores={"s": float(i % 2), "one": 1.0 if i == 0 else None},
+            error="boom" if i == 5 else None,
+            retries=i % 2,
+            scorer_errors={"picky": "LookupError: x"} if i < 2 else {},
+        )
+        for i in range(6)
+    ]
+    aggregates = aggregate_rows(rows)
+    metrics = _flat_metrics(aggregates, rows, with_means=True)
+    s = aggregates["s"]
+    assert metrics == {
+        "cases_completed": 5.0,
+        "cases_errored": 1.0,
+        "retries": 3.0,
+        "scorer_errors": 2.0,
+        "s/mean": 0.5,
+        "s/clustered_se": s["se"],
+        "s/ci95_low": s["ci_low"],
+        "s/ci95_high": s["ci_high"],
+        "one/mean": 1.0,  # one cluster: a mean and no uncertainty
+    }
+    # mlflow.genai.evaluate logs "<score>/mean" itself.
+    assert _flat_metrics(aggregates, rows, with_means=False) == {
+        k: v for k, v in metrics.items() if not k.endswith("/mean")
+    }
+
+
+def test_scorer_errors_are_counted_per_scorer_in_name_order() -> None:
+    rows = [
+        CaseResult(case_id=str(i), cluster="a", variant="v", role="challenger", scorer_errors=errors)
+        for i, errors in enumerate([{"zeta": "x", "alpha": "y"}, {}, {"zeta": "z"}])
+    ]
+    counts = scorer_error_counts(rows)
+    assert counts == {"alpha": 1, "zeta": 2} and list(counts) == ["alpha", "zeta"]
+
+
 def test_every_built_in_scorer_declares_its_range_and_user_scorers_have_none() -> None:
     names = registered_scorers()
     assert set(score_bounds([{"name": n, "args": {}} for n in names])) == set(names)
@@ -284,6 +349,129 @@ def test_tool_calls_of_reads_assistant_tool_uses() -> None:
         {"role": "user", "content": [{"toolResult": {"toolUseId": "1", "content": []}}]},
     ]
     assert tool_calls_of(messages) == [{"name": "a", "arguments": {"x": 1}}]
+
+
+def _agent(variant: str = "challenger") -> RegisteredAgent:
+    """A registered agent for the step's pure helpers (nothing is called or logged)."""
+    return RegisteredAgent(
+        variant=variant,
+        role="challenger",
+        endpoint_name="support",
+        package_arn=None,
+        package_version=None,
+        logged_model_id="m-1",
+        prompt_uri="prompts:/support/1",
+        registered_model_name="support-agent",
+        registered_model_version=None,
+        tool_names=(),
+        tools_hash="h",
+        inference=InferenceConfig(),
+    )
+
+
+def test_a_row_carries_the_outcome_its_scores_and_its_cost() -> None:
+    from agent_release.steps.evaluate_variants import _row
+
+    outcome = CaseOutcome(
+        unit=CaseUnit("C-1", "k1", "where is ORD-1", repeat=2, tags={"intent": "order_status"}),
+        variant="challenger",
+        answer="shipped",
+        error="TimeoutError: case took longer than 1 s",
+        latency_s=1.0,
+        input_tokens=1000,
+        output_tokens=500,
+        retries=2,
+        trace_id="tr-1",
+        scorer_errors={"picky": "LookupError: x"},
+    )
+    prices = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}, "challenger": {"input_per_1k": 0.5}}
+    row = _row(outcome, _agent(), {"error": 1.0, "picky": None}, prices)
+    assert row == CaseResult(
+        case_id="C-1",
+        cluster="k1",
+        variant="challenger",
+        role="challenger",
+        repeat=2,
+        scores={"error": 1.0, "picky": None},
+        scorer_errors={"picky": "LookupError: x"},
+        error="TimeoutError: case took longer than 1 s",
+        latency_s=1.0,
+        input_tokens=1000,
+        output_tokens=500,
+        cost=0.5,  # the variant's own prices (no output price: 0), also for an errored case
+        retries=2,
+        trace_id="tr-1",
+        tags={"intent": "order_status"},
+    )
+
+
+def test_a_case_result_without_evidence_is_a_first_repeat_that_used_and_cost_nothing() -> None:
+    # The defaults a row falls back on when its writer leaves a field out (test rows, shard reports).
+    row = CaseResult(case_id="C-1", cluster="k1", variant="challenger", role="challenger")
+    assert (row.repeat, row.input_tokens, row.output_tokens, row.cost, row.retries) == (0, 0, 0, 0.0, 0)
+    assert (row.error, row.latency_s, row.trace_id) == (None, None, None)
+    assert (row.scores, row.scorer_errors, row.tags) == ({}, {}, {})
+
+
+def test_a_rows_prices_are_the_cost_scorers_own_when_its_args_set_them() -> None:
+    config = EvaluateConfig(prices={"default": PriceTable(input_per_1k=1.0, output_per_1k=2.0)})
+    configured = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}}
+    own = {"challenger": {"input_per_1k": 3.0}}
+    assert row_prices(config, [{"name": "cost", "args": {"prices": own}}]) == own
+    # No prices of its own (or no cost scorer, or another scorer's "prices"): evaluate.prices.
+    assert row_prices(config, [{"name": "cost", "args": {"prices": None}}]) == configured
+    assert row_prices(config, [{"name": "my_pkg.scoring:cost", "args": {"prices": own}}]) == configured
+    assert row_prices(config, []) == configured
+
+
+def test_units_run_every_case_once_per_repeat_with_its_cluster_and_tags() -> None:
+    from agent_release.steps.evaluate_variants import _units
+
+    cases = [
+        {"id": "a", "input": "q1", "cluster": "k1", "tags": {"intent": 3}},
+        {"id": 7, "input": "q2"},  # no cluster: a cluster of its own, named by its id
+    ]
+    units = _units(cases, 2)
+    assert [(u.case_id, u.cluster, u.input, u.repeat) for u in units] == [
+        ("a", "k1", "q1", 0),
+        ("7", "7", "q2", 0),
+        ("a", "k1", "q1", 1),
+        ("7", "7", "q2", 1),
+    ]
+    assert units[0].tags == {"intent": "3"} and units[1].tags == {}
+    for bad in ({"input": "q"}, {"id": "", "input": "q"}, {"id": "b"}, {"id": "b", "input": ["q"]}):
+        with pytest.raises(EvaluationInputError, match="case #1 needs an 'id' and a text 'input'"):
+            _units([cases[0], bad], 1)
+    with pytest.raises(EvaluationInputError, match="case id '7' appears twice"):
+        _units([cases[1], {"id": "7", "input": "again"}], 1)
+
+
+def test_expectations_default_to_no_facts_and_no_calls() -> None:
+    from agent_release.steps.evaluate_variants import _expectations
+
+    assert _expectations({"id": "a", "input": "q"}) == {"expected_facts": [], "expected_tool_calls": []}
+    case = {
+        "expected_facts": ("shipped",),
+        "expected_tool_calls": [
+            {"name": "lookup_order", "arguments": {"order_id": "ORD-1"}},
+            {"name": "ping"},
+        ],
+    }
+    assert _expectations(case) == {
+        "expected_facts": ["shipped"],
+        "expected_tool_calls": [
+            {"name": "lookup_order", "arguments": {"order_id": "ORD-1"}},
+            {"name": "ping", "arguments": {}},
+        ],
+    }
+
+
+def test_an_empty_cell_of_mlflow_evaluates_table_is_none() -> None:
+    from agent_release.steps.evaluate_variants import _cell
+
+    assert _cell(None) is None and _cell(math.nan) is None
+    assert _cell("SCORER_ERROR") == "SCORER_ERROR"
+    assert (_cell(0), _cell(0.5)) == ("0", "0.5")
 
 
 def _evaluate_challenger(
@@ -308,8 +496,6 @@ def _evaluate_challenger(
 
 def _scored_with(*scorers: str, scoring: str = "inline") -> EvaluateConfig:
     """Two cases in flight, a 10 s timeout and these scorers, by name or import path, in this order."""
-    from agent_release.steps.evaluate_config import ScorerSpec
-
     return EvaluateConfig(
         concurrency=2,
         timeout_s=10,
@@ -392,20 +578,7 @@ def test_models_sign_for_the_region_the_environment_names(monkeypatch: pytest.Mo
     # The models the step builds sign for it (the client is what actually calls SageMaker).
     from agent_release.steps.evaluate_variants import _default_model_factory
 
-    agent = RegisteredAgent(
-        variant="challenger",
-        role="challenger",
-        endpoint_name="support",
-        package_arn=None,
-        package_version=None,
-        logged_model_id="m-1",
-        prompt_uri="prompts:/support/1",
-        registered_model_name="support-agent",
-        registered_model_version=None,
-        tool_names=(),
-        tools_hash="h",
-        inference=InferenceConfig(),
-    )
+    agent = _agent()
     model = _default_model_factory(EvaluateConfig(), None)(agent)
     assert model.client.meta.region_name == "eu-central-1"
     pinned = _default_model_factory(EvaluateConfig(), "ap-south-1")(agent)  # the pipeline's agent.region wins
@@ -664,8 +837,6 @@ def test_cases_mlflow_evaluate_left_unscored_say_so(tracking: str) -> None:
 
 
 def test_a_row_costs_what_the_cost_scorer_scored_when_its_args_set_the_prices(tracking: str) -> None:
-    from agent_release.steps.evaluate_config import ScorerSpec
-
     # The prices are given to the scorer only (the docs allow it); evaluate.prices is empty. The row's cost
     # is what the gate's cost guardrail and the report read: it used to be 0.0 here, for both variants.
     prices = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}}
