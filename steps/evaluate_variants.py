@@ -50,7 +50,14 @@ from agent_release.steps.evaluate_config import EvaluateConfig
 from agent_release.steps.evaluation_records import CaseResult, EvaluationReport, VariantEvaluation
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 from agent_release.steps.run_bookkeeping import RunBookkeeping
-from agent_release.steps.scorers import BuiltScorer, build_scorers, case_cost, effective_specs, score_bounds
+from agent_release.steps.scorers import (
+    BuiltScorer,
+    build_scorers,
+    case_cost,
+    effective_specs,
+    price_tables,
+    score_bounds,
+)
 from agent_release.steps.store_calls import StoreCall, offload_store_calls
 from agent_release.steps.validate_datasets import case_cluster
 
@@ -206,11 +213,12 @@ def _default_model_factory(config: EvaluateConfig, region: str | None) -> ModelF
 
 def row_prices(config: EvaluateConfig, specs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The price table a row's ``cost`` is computed from: the ``cost`` scorer's own ``prices`` when it is
-    configured (``args`` may set them instead of ``evaluate.prices``), so the row's cost, which the gate's
-    cost guardrail and the report read, is the cost the scorer scored; else ``evaluate.prices``."""
+    configured (``args`` may set them instead of ``evaluate.prices``), read as the scorer reads them, so the
+    row's cost, which the gate's cost guardrail and the report read, is the cost the scorer scored; else
+    ``evaluate.prices``."""
     for spec in specs:
         if spec["name"] == "cost" and spec["args"].get("prices") is not None:
-            return dict(spec["args"]["prices"])
+            return price_tables(spec["args"]["prices"])
     return {name: table.model_dump() for name, table in config.prices.items()}
 
 

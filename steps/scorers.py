@@ -416,7 +416,7 @@ def tokens() -> RowScorer:
 def cost(prices: Mapping[str, Mapping[str, float]] | None = None) -> RowScorer:
     """Cost of the case's tokens from ``prices`` (variant name or ``default`` -> input/output per 1k); None
     when the model reported no token usage (no input and no output tokens)."""
-    table = _price_tables(prices)
+    table = price_tables(prices)
 
     def score(_i: Mapping[str, Any], outputs: Mapping[str, Any], _e: Mapping[str, Any]) -> float | None:
         used = int(outputs.get("input_tokens") or 0), int(outputs.get("output_tokens") or 0)
@@ -427,9 +427,10 @@ def cost(prices: Mapping[str, Mapping[str, float]] | None = None) -> RowScorer:
     return score
 
 
-def _price_tables(prices: Any) -> dict[str, dict[str, float]]:
-    """``prices`` checked as ``evaluate.prices`` is (a map of price tables), so a wrong shape or a misspelt
-    key is refused when the scorer is built instead of erroring or costing 0.0 on every case."""
+def price_tables(prices: Any) -> dict[str, dict[str, float]]:
+    """``prices`` checked and read as ``evaluate.prices`` is (a map of price tables: numbers, a missing price
+    0.0), so a wrong shape or a misspelt key is refused when the scorer is built instead of erroring or
+    costing 0.0 on every case. Raises :class:`ScorerConfigError`."""
     if prices is None:
         return {}
     if not isinstance(prices, Mapping):

@@ -417,11 +417,28 @@ def test_a_rows_prices_are_the_cost_scorers_own_when_its_args_set_them() -> None
     config = EvaluateConfig(prices={"default": PriceTable(input_per_1k=1.0, output_per_1k=2.0)})
     configured = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}}
     own = {"challenger": {"input_per_1k": 3.0}}
-    assert row_prices(config, [{"name": "cost", "args": {"prices": own}}]) == own
+    assert row_prices(config, [{"name": "cost", "args": {"prices": own}}]) == {
+        "challenger": {"input_per_1k": 3.0, "output_per_1k": 0.0}
+    }
     # No prices of its own (or no cost scorer, or another scorer's "prices"): evaluate.prices.
     assert row_prices(config, [{"name": "cost", "args": {"prices": None}}]) == configured
     assert row_prices(config, [{"name": "my_pkg.scoring:cost", "args": {"prices": own}}]) == configured
     assert row_prices(config, []) == configured
+
+
+def test_a_row_costs_what_the_cost_scorer_scores_whatever_way_its_own_prices_are_written() -> None:
+    from agent_release.steps.scorers import build_scorer, case_cost, cost
+
+    # The scorer reads its prices as evaluate.prices are read (PriceTable): a quoted number is a number and a
+    # table without a price is free. The row's cost used to read them raw: the quoted price raised a TypeError
+    # in every row once all cases had run, and the empty table fell back to 'default' (1.0 instead of 0.0).
+    prices = {"default": {"input_per_1k": "0.5", "output_per_1k": 1}, "challenger": {}}
+    spec = build_scorer(ScorerSpec(name="cost", args={"prices": prices})).spec
+    table = row_prices(EvaluateConfig(), [spec])
+    for variant, expected in (("champion", 0.5 + 0.01), ("challenger", 0.0)):
+        scored = cost(prices=prices)({}, {"variant": variant, "input_tokens": 1000, "output_tokens": 10}, {})
+        assert scored == pytest.approx(expected)
+        assert case_cost(variant, 1000, 10, table) == pytest.approx(expected)
 
 
 def test_units_run_every_case_once_per_repeat_with_its_cluster_and_tags() -> None:
