@@ -848,6 +848,7 @@ def test_cases_mlflow_evaluate_left_unscored_say_so(tracking: str) -> None:
     report = _evaluate_challenger(tracking, config, CASES[:3])
     # MLflow returns no result table when a feedback cannot be serialised: no row may pass for "not
     # applicable".
+    assert sorted(row.case_id for row in report.rows) == sorted(str(c["id"]) for c in CASES[:3])
     for row in report.rows:
         assert row.scorer_errors, row
         assert row.scores.get("task_success") is not None or "*" in row.scorer_errors
@@ -861,6 +862,7 @@ def test_a_row_costs_what_the_cost_scorer_scored_when_its_args_set_the_prices(tr
         concurrency=2, timeout_s=10, scorers=[ScorerSpec(name="cost", args={"prices": prices})]
     )
     report = _evaluate_challenger(tracking, config, CASES[:2])
+    assert sorted(row.case_id for row in report.rows) == sorted(str(c["id"]) for c in CASES[:2])
     for row in report.rows:
         assert row.cost == pytest.approx((row.input_tokens * 1.0 + row.output_tokens * 2.0) / 1000)
         assert row.cost > 0 and row.scores["cost"] == pytest.approx(row.cost)
