@@ -22,32 +22,34 @@ from agent_release.agents.builder import is_project_data
 from agent_release.pipelines.config import ConfigError, LoadedConfig
 
 
+def _refuse_outside(loaded: LoadedConfig, key: str, path: Path, *, by_link: bool) -> None:
+    """Raise :class:`ConfigError` unless ``path`` (and, ``by_link``, only what it resolves to) is in the
+    project: the SageMaker target ships nothing from elsewhere on the machine."""
+    try:
+        if not by_link:
+            path.relative_to(loaded.base_dir)
+        path.resolve().relative_to(loaded.base_dir)
+    except ValueError:
+        where = "links outside" if by_link else "is outside"
+        raise ConfigError(
+            f"{loaded.path}: {key}: {path} {where} the project directory; the SageMaker target ships only "
+            "files under the directory of pipeline.yaml"
+        ) from None
+
+
 def _members(loaded: LoadedConfig) -> dict[str, Path]:
     """Bundle name -> file. A name is the path as pipeline.yaml spells it (a symlink keeps its own name:
     the remote step looks the file up there); what it points at must be inside the project."""
     members: dict[str, Path] = {}
     for key, path in loaded.referenced_files(keep_links=True):
-        try:
-            path.relative_to(loaded.base_dir)
-            path.resolve().relative_to(loaded.base_dir)
-        except ValueError:
-            raise ConfigError(
-                f"{loaded.path}: {key}: {path} is outside the project directory; the SageMaker target "
-                "ships only files under the directory of pipeline.yaml"
-            ) from None
+        _refuse_outside(loaded, key, path, by_link=False)
         if not path.exists():
             raise ConfigError(f"{loaded.path}: {key}: file not found: {path}")
         # A directory (tool data, possibly `.`) ships as the tool-data hash reads it: no hidden files (.env,
         # .git, .agent-release) and no MLflow stores; everything else of it is what the step may read.
         files = sorted(p for p in path.rglob("*") if is_project_data(p, path)) if path.is_dir() else [path]
         for file in files:
-            try:
-                file.resolve().relative_to(loaded.base_dir)
-            except ValueError:
-                raise ConfigError(
-                    f"{loaded.path}: {key}: {file} links outside the project directory; the SageMaker "
-                    "target ships only files under the directory of pipeline.yaml"
-                ) from None
+            _refuse_outside(loaded, key, file, by_link=True)
             members[str(file.relative_to(loaded.base_dir))] = file
     return members
 
