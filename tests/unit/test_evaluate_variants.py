@@ -23,7 +23,6 @@ from agent_release.steps.evaluate_variants import (
     scorer_error_counts,
 )
 from agent_release.steps.evaluation_records import CaseResult
-from agent_release.steps.register_agents_config import InferenceConfig
 from agent_release.steps.registration_records import RegisteredAgent, RegistrationReport
 from agent_release.steps.scorers import registered_scorers, score_bounds
 
@@ -351,30 +350,23 @@ def test_tool_calls_of_reads_assistant_tool_uses() -> None:
     assert tool_calls_of(messages) == [{"name": "a", "arguments": {"x": 1}}]
 
 
-def _agent(variant: str = "challenger") -> RegisteredAgent:
-    """A registered agent for the step's pure helpers (nothing is called or logged)."""
-    return RegisteredAgent(
-        variant=variant,
-        role="challenger",
-        endpoint_name="support",
-        package_arn=None,
-        package_version=None,
-        logged_model_id="m-1",
-        prompt_uri="prompts:/support/1",
-        registered_model_name="support-agent",
-        registered_model_version=None,
-        tool_names=(),
-        tools_hash="h",
-        inference=InferenceConfig(),
-    )
+def _agent() -> RegisteredAgent:
+    """The shared fixtures' registered challenger, for the step's pure helpers (nothing is called or logged)."""
+    from _report_fixtures import registration_report
+
+    agent = registration_report(Path("state")).for_role("challenger")
+    assert agent is not None
+    return agent
 
 
 def test_a_row_carries_the_outcome_its_scores_and_its_cost() -> None:
+    from _report_fixtures import CHALLENGER
+
     from agent_release.steps.evaluate_variants import _row
 
     outcome = CaseOutcome(
         unit=CaseUnit("C-1", "k1", "where is ORD-1", repeat=2, tags={"intent": "order_status"}),
-        variant="challenger",
+        variant=CHALLENGER,
         answer="shipped",
         error="TimeoutError: case took longer than 1 s",
         latency_s=1.0,
@@ -384,12 +376,12 @@ def test_a_row_carries_the_outcome_its_scores_and_its_cost() -> None:
         trace_id="tr-1",
         scorer_errors={"picky": "LookupError: x"},
     )
-    prices = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}, "challenger": {"input_per_1k": 0.5}}
+    prices = {"default": {"input_per_1k": 1.0, "output_per_1k": 2.0}, CHALLENGER: {"input_per_1k": 0.5}}
     row = _row(outcome, _agent(), {"error": 1.0, "picky": None}, prices)
     assert row == CaseResult(
         case_id="C-1",
         cluster="k1",
-        variant="challenger",
+        variant=CHALLENGER,
         role="challenger",
         repeat=2,
         scores={"error": 1.0, "picky": None},

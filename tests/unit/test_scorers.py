@@ -170,8 +170,7 @@ def test_a_single_token_either_way_is_reported_usage() -> None:
 
 
 def test_a_price_missing_from_the_table_costs_nothing() -> None:
-    # As PriceTable's defaults say (0.0); a cost scorer's own ``prices`` reach case_cost unvalidated (the row's
-    # cost, steps.evaluate_variants.row_prices), so a table may lack a side.
+    # As PriceTable's defaults say (0.0): a table that leaves out one side charges nothing for it.
     assert case_cost("challenger", 1000, 500, {"default": {"input_per_1k": 2.0}}) == pytest.approx(2.0)
     assert case_cost("challenger", 1000, 500, {"default": {"output_per_1k": 4.0}}) == pytest.approx(2.0)
     assert row_score("cost", outputs()) == 0.0  # no price table at all (``prices: null``)
