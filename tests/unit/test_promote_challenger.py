@@ -267,6 +267,13 @@ def test_auto_promote_walks_the_whole_schedule_with_live_traffic(env: Env) -> No
     # Live traffic really reached the challenger through pinned conversations during the bakes.
     bakes = [ev for ev in report.timeline if ev.phase == "canary" and ev.readings]
     assert len(bakes) == 2
+    # ... and the description carries what the guards read on the challenger at the last (100%) step.
+    last = bakes[-1].readings["challenger"]
+    assert description["live"] == {
+        "error_rate": last.error_rate,
+        "p95_ms": last.latency_p95_ms,
+        "calls": last.invocations,
+    }
     assert all(ev.readings["challenger"].invocations > 0 for ev in bakes)
     assert bakes[0].readings["champion"].invocations > 0  # at 50% both variants served
     assert report.timeline[-1].phase == "complete" and report.aliases_moved is False
@@ -301,7 +308,42 @@ def test_rerun_of_a_completed_execution_does_not_shift_again(env: Env) -> None:
     )
     assert again.action == "promoted" and again.resumed
     assert len(env.backend.list_audit()) == n_entries, "nothing new in the ledger: no second shift"
+    # The report points at the entry that already recorded the outcome.
+    assert again.audit_seqs == (first.audit_seqs[-1],) and again.reason.startswith(
+        f"already done (audit #{first.audit_seqs[-1]}): "
+    )
     assert weights(env.backend) == {"champion": 0.0, "challenger": 1.0}
+
+
+def test_a_rerun_approves_a_promotion_whose_approval_failed_after_its_entry(env: Env) -> None:
+    # The promote entry was written, then the registry failed: the rerun does not shift again, but it
+    # re-applies the outcome's registry update (the package Approved), as the ledger says it should be.
+    class ApprovalFails(LocalBackend):
+        def update_approval(self, arn: str, status: ApprovalStatus, description: str) -> Any:
+            raise OSError("registry unavailable")
+
+    config = no_traffic_config(bake_s=0.1)
+    with pytest.raises(OSError, match="registry unavailable"):
+        promote_challenger(
+            config,
+            make_inputs(env, "promote"),
+            ApprovalFails(env.state_dir),
+            tools_factory=tools,
+            progress=None,
+        )
+    assert actions(env.backend, "exec-1") == ["weights", "weights", "promote"]
+    assert challenger_status(env) == ApprovalStatus.PENDING
+
+    again = promote_challenger(
+        config, make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+    )
+
+    assert again.action == "promoted" and again.resumed
+    assert actions(env.backend, "exec-1") == ["weights", "weights", "promote"], "no second shift"
+    assert challenger_status(env) == ApprovalStatus.APPROVED
+    assert [(c.from_status, c.to_status) for c in again.approval_changes] == [
+        (ApprovalStatus.PENDING, ApprovalStatus.APPROVED)
+    ]
 
 
 def _died_at_50_percent(env: Env) -> None:
@@ -461,6 +503,67 @@ def test_manual_promotion_never_lowers_the_promoted_variants_share(
     assert weights(env.backend) == {"champion": 1.0, "challenger": 0.0}
 
 
+def test_a_third_production_variant_gets_no_traffic_from_the_canary_steps(env: Env) -> None:
+    # The endpoint also carries a variant that is neither champion nor challenger (at 0%): every step sends
+    # the champion's and the challenger's shares only, never a weight on that bystander.
+    state = env.backend.describe_endpoint(ENDPOINT)
+    assert state is not None
+    env.backend.deploy_endpoint(
+        ENDPOINT,
+        [
+            *(
+                VariantSpec(
+                    name=v.name, model=v.model, package_arn=v.package_arn, initial_weight=v.current_weight
+                )
+                for v in state.variants
+            ),
+            VariantSpec(name="bystander", model=MODEL, initial_weight=0.0),
+        ],
+    )
+    report = promote_challenger(
+        no_traffic_config(bake_s=0.1),
+        make_inputs(env, "promote"),
+        env.backend,
+        tools_factory=tools,
+        progress=None,
+    )
+    assert report.action == "promoted"
+    steps = [e.evidence["weights"] for e in env.backend.list_audit() if e.action == "weights"]
+    assert steps == [
+        {"champion": 0.5, "challenger": 0.5, "bystander": 0.0},
+        {"champion": 0.0, "challenger": 1.0, "bystander": 0.0},
+    ]
+    assert weights(env.backend) == {"champion": 0.0, "challenger": 1.0, "bystander": 0.0}
+
+
+def test_a_manual_promotion_bakes_the_current_share_first_though_it_is_a_hair_above_the_step(
+    env: Env,
+) -> None:
+    # 0.28 x 100 is 28.000000000000004 in floating point: the 28% step is the share the variant serves now,
+    # so it is kept and baked before the share grows (an exact comparison skipped it, straight to 50%).
+    env.backend.update_weights(ENDPOINT, {"champion": 0.72, "challenger": 0.28})
+    seen: list[float] = []
+
+    class Watching(LocalBackend):
+        def update_weights(self, name: str, weights: Mapping[str, float]) -> Any:
+            seen.append(weights["challenger"])
+            return super().update_weights(name, weights)
+
+    backend = Watching(env.state_dir)
+    with backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
+        report = promote_variant(
+            no_traffic_config(bake_s=0.1, schedule=[10.0, 28.0, 50.0, 100.0]),
+            backend,
+            ENDPOINT,
+            "challenger",
+            actor="user:alice",
+            system_prompt="",
+            tools_factory=tools,
+        )
+    assert report.action == "promoted"
+    assert seen == [0.28, 0.5, 1.0]
+
+
 @pytest.mark.parametrize("decision", ["reject", "inconclusive"])
 def test_reject_and_inconclusive_leave_weights_alone(env: Env, decision: str) -> None:
     before = weights(env.backend)
@@ -540,6 +643,8 @@ def test_shadow_phase_catches_a_failing_challenger_before_any_user_sees_it(
     assert actions(env.backend, "exec-1") == ["shadow", "rollback"], "no canary weight was ever set"
     tripped = next(ev for ev in report.timeline if ev.tripped)
     assert tripped.phase == "shadow" and tripped.readings["challenger"].errors > 0
+    rolled = report.timeline[-1]  # a guard trip: the tripped guard is the reason, no note needed
+    assert rolled.phase == "rollback" and rolled.tripped == tripped.tripped and rolled.note is None
     state = env.backend.describe_endpoint(ENDPOINT)
     assert state is not None
     assert [(v.name, v.shadow, v.current_weight) for v in state.variants] == [
@@ -591,6 +696,41 @@ def test_first_release_approves_the_sole_challenger(tmp_path: Path, monkeypatch:
     assert report.action == "promoted"
     assert weights(env.backend) == {"challenger": 1.0}
     assert challenger_status(env) == ApprovalStatus.APPROVED
+    # The ledger tells a first release from a guarded shift: no canary, no guard readings to look for. The
+    # challenger served everything already, so no weight changed and no weights entry was written.
+    assert actions(env.backend, "exec-1") == ["promote"]
+    entry = env.backend.list_audit()[-1]
+    assert entry.evidence["first_release"] is True
+    assert entry.evidence["approval"] == "Approved" and report.audit_seqs == (entry.seq,)
+
+
+def test_a_first_release_sharing_the_endpoint_takes_all_traffic_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No champion, but a leftover variant still holds half of the endpoint: the challenger takes everything.
+    env = build_env(tmp_path, monkeypatch, champion=False)
+    try:
+        assert env.deployed.challenger is not None
+        arn = env.deployed.challenger.package_arn
+        env.backend.deploy_endpoint(
+            ENDPOINT,
+            [
+                VariantSpec(name="challenger", model=MODEL, package_arn=arn, initial_weight=0.5),
+                VariantSpec(name="leftover", model=MODEL, initial_weight=0.5),
+            ],
+        )
+        report = promote_challenger(
+            fast_config(), make_inputs(env, "promote"), env.backend, tools_factory=tools, progress=None
+        )
+    finally:
+        env.backend.stop_runtime()
+    assert report.action == "promoted"
+    after = {"challenger": 1.0, "leftover": 0.0}
+    assert weights(env.backend) == report.final_weights == after
+    assert actions(env.backend, "exec-1") == ["weights", "promote"]
+    assert env.backend.list_audit()[-2].evidence["weights"] == after
+    # The timeline shows the endpoint after the takeover, not before it.
+    assert [(ev.phase, dict(ev.weights)) for ev in report.timeline] == [("complete", after)]
 
 
 def test_rollback_endpoint_sends_everything_to_the_newest_approved(env: Env) -> None:
@@ -645,6 +785,34 @@ def _manual_promote(env: Env, variant: str) -> Any:
             system_prompt="",
             tools_factory=tools,
         )
+
+
+def test_a_retried_manual_promotion_carries_the_gates_evidence_not_the_failed_attempts(env: Env) -> None:
+    # Held for approval; the release manager's first `promote` fails mid-shift (an error, recorded as a
+    # rollback with trigger "error"). That rollback leaves nothing pending approval: the retry still
+    # continues the gate's decision and records its evidence.
+    _hold_for_approval(env)
+    with (
+        env.backend.lock(f"endpoint:{ENDPOINT}", "test release manager"),
+        pytest.raises(PromotionError, match="metrics store unavailable"),
+    ):
+        promote_variant(
+            no_traffic_config(bake_s=0.2),
+            ExplodingMetricsBackend(env.state_dir),
+            ENDPOINT,
+            "challenger",
+            actor="user:alice",
+            system_prompt="",
+            tools_factory=tools,
+        )
+    assert actions(env.backend, "exec-1") == ["decision", "weights", "rollback"]
+
+    assert _manual_promote(env, "challenger").action == "promoted"
+
+    promoted = env.backend.list_audit()[-1]
+    assert promoted.action == "promote" and promoted.execution_id == "exec-1"
+    assert promoted.evidence["decision"] == "promote" and promoted.evidence["n_paired"] == 10
+    assert "error" not in promoted.evidence
 
 
 def test_promoting_the_variant_that_serves_everything_shifts_nothing(env: Env) -> None:
@@ -762,6 +930,9 @@ def test_a_step_the_guards_cannot_judge_rolls_back_and_leaves_the_package_pendin
     assert actions(env.backend, "exec-1") == ["weights", "rollback"], "the 100% step never ran"
     entry = env.backend.list_audit()[-1]
     assert entry.evidence["trigger"] == "unjudged" and entry.evidence["where"] == "canary 50%"
+    # The timeline's rollback says why (no guard tripped): the cause the entry records.
+    rolled = report.timeline[-1]
+    assert rolled.phase == "rollback" and rolled.tripped is None and rolled.note == entry.evidence["why"]
     assert entry.evidence["approval"] == "PendingManualApproval"
     assert challenger_status(env) == ApprovalStatus.PENDING
     assert env.deployed.challenger is not None
