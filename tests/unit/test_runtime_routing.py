@@ -105,6 +105,25 @@ def test_shadow_sampling_rate() -> None:
     assert abs(hits["s"] / 10_000 - 0.25) < 0.02
 
 
+class FixedDraws(random.Random):
+    """An rng whose every draw is ``value``: puts a request on a chosen side of a sampling boundary."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(0)
+        self.value = value
+
+    def random(self) -> float:
+        return self.value
+
+
+def test_shadow_sampling_uses_the_callers_rng_and_samples_draws_below_the_percent() -> None:
+    # A shadow of p percent gets the copy exactly when the draw d has 100 * d < p, and the draw comes from the
+    # rng the runtime passes (seeded runs sample reproducibly), never from the module-level generator.
+    table = RoutingTable.build(endpoint({"a": 1.0}, shadows={"s": 25.0}))
+    assert all([v.name for v in table.shadows_for_request(FixedDraws(0.2499))] == ["s"] for _ in range(50))
+    assert all(table.shadows_for_request(FixedDraws(0.25)) == [] for _ in range(50))
+
+
 def test_no_positive_weight_is_an_error() -> None:
     table = RoutingTable.build(endpoint({"a": 0.0}))
     with pytest.raises(RoutingError):
