@@ -227,6 +227,8 @@ def test_model_failure_is_a_model_error(backend: LocalBackend, client: Any) -> N
         invoke(client, "broken")
     assert err.value.response["ResponseMetadata"]["HTTPStatusCode"] == 424
     assert err.value.response["OriginalStatusCode"] == 500
+    # SageMaker's wording: a 4xx from the model is a client error, a 5xx (500 included) a server error.
+    assert err.value.response["Error"]["Message"].startswith("Received server error (500) from model")
     assert "weights are corrupt" in err.value.response["Error"]["Message"]
     with pytest.raises(client.exceptions.ModelError) as err2:
         invoke(client, "broken", TargetVariant="gone")
@@ -399,6 +401,19 @@ def test_malformed_requests_get_4xx_and_the_server_keeps_serving(backend: LocalB
     assert invoke(client, "split", TargetVariant="a")[1]["choices"][0]["message"]["content"] == "a:hello"
 
 
+def test_a_body_of_exactly_the_6_mb_limit_is_read_whole_and_answered(client: Any) -> None:
+    # SageMaker's InvokeEndpoint payload limit is 6 MB, the limit itself allowed. A body this large reaches
+    # the app in many ASGI messages that must all be joined (the 413 case above is the only other body sent
+    # in more than one message, and it is refused either way).
+    wrapper = json.dumps({"messages": [{"role": "user", "content": ""}]})
+    text = "x" * (6 * 1024 * 1024 - len(wrapper))
+    body = json.dumps({"messages": [{"role": "user", "content": text}]})
+    assert len(body) == 6 * 1024 * 1024
+    invoked, answer = invoke(client, "split", body=body, TargetVariant="a")
+    assert invoked == "a"
+    assert answer["choices"][0]["message"]["content"] == f"a:{text}"
+
+
 def test_an_answer_json_cannot_hold_is_the_models_fault_not_retried(backend: LocalBackend) -> None:
     # Before: json.dumps failed outside the model's error handling, a 500 InternalFailure that botocore
     # retries, so the model ran once per attempt.
@@ -426,8 +441,10 @@ def test_unexpected_failure_is_internal_failure_and_the_server_survives(
         raise KeyError("a bug in the runtime")
 
     monkeypatch.setattr(RuntimeApp, "_parse_request", staticmethod(bug))  # the server runs in this process
-    with pytest.raises(client.exceptions.InternalFailure):
+    with pytest.raises(client.exceptions.InternalFailure) as caught:
         invoke(client, "split")
+    # botocore's service model: InternalFailure is an HTTP 500 (a status botocore retries, as it would on AWS).
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 500
     monkeypatch.undo()
     assert invoke(client, "split", TargetVariant="b")[0] == "b"
 

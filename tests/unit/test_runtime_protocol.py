@@ -4,6 +4,8 @@ all through the real boto3 client (and Strands' SageMakerAIModel where it reads 
 
 from __future__ import annotations
 
+import asyncio
+import calendar
 import http.client
 import json
 import time
@@ -109,6 +111,9 @@ def test_session_ids_outside_the_service_model_are_refused(client: Any) -> None:
     opened = client.invoke_endpoint(EndpointName="proto", Body=BODY, SessionId="NEW_SESSION")
     session_id, _, expires = opened["NewSessionId"].partition("; Expires=")
     assert expires.endswith("Z")
+    # docs/ARCHITECTURE.md: NewSessionId is "<uuid>; Expires=<+1 h>", the expiry an hour from now (UTC).
+    expires_at = calendar.timegm(time.strptime(expires, "%Y-%m-%dT%H:%M:%SZ"))
+    assert abs(expires_at - (time.time() + 3600)) < 60
     streamed = client.invoke_endpoint_with_response_stream(
         EndpointName="proto", Body=BODY, SessionId=session_id
     )
@@ -188,6 +193,66 @@ def test_a_model_failing_mid_stream_is_stream_broken_and_counted_as_its_error(
         assert time.monotonic() < deadline, backend.variant_metrics("proto", since)["a"]
         time.sleep(0.05)
     assert backend.variant_metrics("proto", since)["a"].invocations == 2
+
+
+def test_a_client_leaving_mid_stream_is_recorded_as_an_answered_call(
+    backend: LocalBackend, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The client, not the model, ended the call: the guards must count it as an answered call (a 200), not
+    # as an error, and not lose it (the invocations table has no row without a status).
+    async def start(served: Any, request: dict[str, Any]) -> tuple[bytes, AsyncIterator[bytes]]:
+        lines = completion_to_sse(EchoModel().complete(request))
+
+        async def rest() -> AsyncIterator[bytes]:
+            yield lines[1]
+            await asyncio.sleep(30)  # a model still generating when the client leaves
+            yield lines[2]
+
+        return payload_part(lines[0]), rest()
+
+    monkeypatch.setattr(RuntimeApp, "_start_stream", staticmethod(start))
+    since = time.time()
+    response = client.invoke_endpoint_with_response_stream(EndpointName="proto", Body=BODY)
+    events = iter(response["Body"])
+    for _ in range(2):  # the role delta, then the text: the stream has started
+        assert "PayloadPart" in next(events)
+    response["Body"].close()
+    deadline = time.monotonic() + 5
+    while backend.variant_metrics("proto", since)["a"].invocations < 1:
+        assert time.monotonic() < deadline, "the call was never recorded"
+        time.sleep(0.05)
+    metrics = backend.variant_metrics("proto", since)["a"]
+    assert (metrics.invocations, metrics.errors_4xx, metrics.errors_5xx) == (1, 0, 0)
+    assert len(backend.call_windows("proto", since)) == 1  # a production call, not a shadow copy
+
+
+def test_a_model_refusing_a_stream_is_recorded_with_the_time_it_took(
+    backend: LocalBackend, client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A model's 4xx is an answer the guards time (CloudWatch's ModelLatency counts it): its latency is the
+    # model's, from the call to the refusal, and the call's window in the records spans that time.
+    delay_s = 0.2
+
+    async def start(served: Any, request: dict[str, Any]) -> tuple[bytes, AsyncIterator[bytes]]:
+        await asyncio.sleep(delay_s)
+        raise ModelInvocationError("too many requests", 429)
+
+    monkeypatch.setattr(RuntimeApp, "_start_stream", staticmethod(start))
+    since = time.time()
+    error = _error(client.invoke_endpoint_with_response_stream)
+    assert (error["Error"]["Code"], error["OriginalStatusCode"]) == ("ModelError", 429)
+    deadline = time.monotonic() + 5
+    while backend.variant_metrics("proto", since)["a"].invocations < 1:
+        assert time.monotonic() < deadline, "the call was never recorded"
+        time.sleep(0.05)
+    metrics = backend.variant_metrics("proto", since)["a"]
+    assert metrics.errors_4xx == 1
+    # Bounds, not a speed check: at least the model's delay (timers may fire up to a millisecond early), and
+    # far less than the seconds a wrong clock arithmetic would give.
+    (model_ms,) = metrics.latencies_ms
+    assert delay_s * 1000 - 1 <= model_ms < delay_s * 1000 + 5000
+    [(start_at, end_at)] = backend.call_windows("proto", since)
+    assert delay_s - 0.001 <= end_at - start_at < delay_s + 5
 
 
 def test_a_runtime_fault_mid_stream_is_an_internal_stream_failure_strands_raises(
