@@ -63,6 +63,21 @@ def test_rejects_bad_header_names() -> None:
         encode_message({"n" * 256: "x"}, b"")
 
 
+def test_header_values_and_payloads_up_to_their_limits_encode_and_larger_ones_are_refused() -> None:
+    # A string header value is at most 32767 bytes (Int16.max, the limit of AWS's event-stream libraries) and
+    # the encoder caps a payload at 16 MiB; up to them a message decodes, past them it is refused.
+    [(headers, _)] = _decode(encode_message({"h": "v" * 32767}, b""))
+    assert headers == {"h": "v" * 32767}
+    with pytest.raises(ValueError, match="header value too long"):
+        encode_message({"h": "v" * 32768}, b"")
+    with pytest.raises(ValueError, match="header value too long"):  # the limit counts UTF-8 bytes
+        encode_message({"h": "é" * 16384}, b"")
+    [(_, payload)] = _decode(encode_message({}, b"p" * (16 * 1024 * 1024)))
+    assert len(payload) == 16 * 1024 * 1024
+    with pytest.raises(ValueError, match="payload too large"):
+        encode_message({}, b"p" * (16 * 1024 * 1024 + 1))
+
+
 @given(
     headers=st.dictionaries(
         st.text(min_size=1, max_size=40).filter(lambda s: len(s.encode()) < 256),

@@ -50,3 +50,15 @@ def test_shutdown_cancels_queued_calls_refuses_new_ones_and_leaves_a_running_cal
     assert not running.done()
     gate.set()
     assert running.result(timeout=5) is True
+
+
+def test_shutdown_without_cancel_futures_still_runs_the_queued_calls() -> None:
+    # As with the standard executors, cancel_futures defaults to False: calls queued before the shutdown run.
+    threads = ModelThreads(1, name="t")
+    gate = threading.Event()
+    running = threads.submit(gate.wait, 10)
+    queued = threads.submit(lambda: "ran")
+    threads.shutdown(wait=False)
+    gate.set()
+    assert running.result(timeout=5) is True
+    assert queued.result(timeout=5) == "ran"

@@ -21,6 +21,7 @@ from botocore.exceptions import EventStreamError
 
 from agent_release.agents.builder import ModelBinding, build_agent, build_model
 from agent_release.pipelines.local_backend import LocalBackend
+from agent_release.pipelines.runtime.upstream_chunks import SSEEvents
 from agent_release.steps.backend import ModelSpec, VariantSpec
 
 ANSWER = "Заказ ORD-1 отправлен 🚚"
@@ -308,6 +309,19 @@ def test_each_payload_part_holds_whole_events_even_when_a_read_splits_a_characte
     assert chunks[-1]["usage"] == COUNTS
     result, _ = _ask_agent(endpoint, monkeypatch, "split-utf8", stream=True)
     assert ANSWER in str(result)
+
+
+def test_sse_framing_keeps_an_unterminated_last_event_and_passes_nothing_of_an_error_event() -> None:
+    # An upstream may end its body without the blank line that closes the last event: close() hands it on.
+    events = SSEEvents()
+    assert events.feed(b'data: {"choices": []}\r\n\r\ndata: [DONE]') == b'data: {"choices":[]}\n\n'
+    assert events.close() == b"data: [DONE]\n\n"
+    # An error event ends what is passed on: none of its bytes reach the client, it becomes the error.
+    failing = SSEEvents()
+    upstream = b'data: {"error": {"message": "oom", "code": 503}}\n\ndata: {"choices": []}\n\n'
+    assert failing.feed(upstream) == b""
+    assert failing.close() == b""
+    assert failing.error == ("oom", 503)
 
 
 @pytest.mark.parametrize("variant", ["with-v1", "with-v1-slash"])
