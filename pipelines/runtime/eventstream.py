@@ -24,7 +24,10 @@ _PRELUDE = struct.Struct(">II")
 _CRC = struct.Struct(">I")
 _STRING_TYPE = 7
 _PRELUDE_AND_CRCS = 16
-# Limits enforced by botocore's decoder (botocore.eventstream): larger messages would not decode.
+# Conservative limits. botocore's decoder (botocore.eventstream, the only client here) refuses headers over
+# 128 KiB and payloads over 24 MiB per message; AWS's C event-stream library caps a header value at 32,767
+# bytes and a whole message at 16 MiB. Values are held to the C library's cap and payloads to 16 MiB, so every
+# message decodes in botocore (a payload of a full 16 MiB plus its headers would exceed the C library's cap).
 MAX_HEADER_VALUE_BYTES = 32767
 MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
 
