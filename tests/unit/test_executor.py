@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -265,3 +268,343 @@ def test_training_holds_its_package_group_against_a_run_for_another_endpoint(tmp
     finally:
         backend.close()
         other.close()
+
+
+def test_steps_are_listed_in_dag_order_not_by_name(tmp_path: Path) -> None:
+    # `status` and `report` list an execution's steps through store.steps(); names sorted otherwise.
+    steps = [
+        StepDef("validate", (), Out, lambda r: Out(value=1)),
+        StepDef("deploy", ("validate",), Out, lambda r: Out(value=2)),
+        StepDef("assess", ("deploy",), Out, lambda r: Out(value=3)),
+    ]
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    assert [r["name"] for r in store.steps(eid)] == ["validate", "deploy", "assess"]
+    assert ex.run(eid, steps, context=None).ran == ["validate", "deploy", "assess"]
+
+
+def test_an_attempt_counts_when_the_step_starts_and_a_skipped_step_has_none(tmp_path: Path) -> None:
+    # A step killed mid-run has its attempt counted already (docs/reliability.md: "Attempts: 2 for the
+    # three re-run steps"); a step that never ran has made no attempt.
+    store = ExecutionStore(tmp_path)
+    seen: dict[str, tuple[str, int]] = {}
+
+    def run_a(r: StepRun) -> BaseModel:
+        row = next(s for s in store.steps(r.execution_id) if s["name"] == "a")
+        seen["a"] = (row["status"], row["attempts"])
+        return Out(value=1)
+
+    steps = [
+        StepDef("a", (), Out, run_a),
+        StepDef("off", ("a",), Out, lambda r: Out(value=2), when=lambda r: False),
+        StepDef("nothing", ("a",), Out, lambda r: None),
+    ]
+    ex = LocalExecutor(store)
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    ex.run(eid, steps, context=None)
+    assert seen["a"] == ("running", 1)
+    rows = {r["name"]: (r["status"], r["attempts"]) for r in store.steps(eid)}
+    assert rows == {"a": ("succeeded", 1), "off": ("skipped", 0), "nothing": ("skipped", 1)}
+
+
+def test_a_failure_after_the_decision_keeps_the_decision_on_the_execution(tmp_path: Path) -> None:
+    # `status` shows the gate's decision of a run whose promotion then failed.
+    def promote(r: StepRun) -> BaseModel:
+        assert store.execution(r.execution_id)["decision"] == "promote"  # recorded as the gate decided
+        raise RuntimeError("endpoint unavailable")
+
+    steps = [
+        StepDef("decide", (), Decision, lambda r: Decision(decision="promote")),
+        StepDef("promote", ("decide",), Out, promote),
+    ]
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    result = ex.run(eid, steps, context=None)
+    assert (result.status, result.error) == ("failed", "promote: endpoint unavailable")
+    row = store.execution(eid)
+    assert (row["status"], row["decision"], row["error"]) == (
+        "failed",
+        "promote",
+        "promote: endpoint unavailable",
+    )
+    # The resume reuses the gate's stored decision and reports it as the run's.
+    fixed = [steps[0], StepDef("promote", ("decide",), Out, lambda r: Out(value=1))]
+    resumed = ex.run(eid, fixed, context=None, resume=True)
+    assert (resumed.status, resumed.reused, resumed.decision) == ("succeeded", ["decide"], "promote")
+    assert resumed.outputs == {"decide": Decision(decision="promote"), "promote": Out(value=1)}
+    assert store.execution(eid)["decision"] == "promote"
+
+
+@pytest.mark.parametrize("interruption", ["failed", "ctrl-c"])
+def test_a_resume_reopens_the_execution_under_this_process_and_requeues_the_unfinished_step(
+    tmp_path: Path, interruption: str
+) -> None:
+    # While a resume reuses the finished steps, `status` must see a running execution of this process (not
+    # the old error or a dead pid), and the step that failed or was interrupted waiting to run again.
+    def run_b(r: StepRun) -> BaseModel:
+        if interruption == "failed":
+            raise RuntimeError("b broke")
+        raise KeyboardInterrupt  # not caught: the step stays `running`, as after a kill
+
+    store = ExecutionStore(tmp_path)
+    steps = [StepDef("a", (), Out, lambda r: Out(value=1)), StepDef("b", ("a",), Out, run_b)]
+    eid = LocalExecutor(store).start("p", tmp_path / "p.yaml", "", steps)
+    if interruption == "failed":
+        assert LocalExecutor(store).run(eid, steps, context=None).status == "failed"
+    else:
+        with pytest.raises(KeyboardInterrupt):
+            LocalExecutor(store).run(eid, steps, context=None)
+    assert {r["name"]: r["status"] for r in store.steps(eid)}["b"] == interruption.replace(
+        "ctrl-c", "running"
+    )
+    with sqlite3.connect(tmp_path / "state.db") as conn:  # as if another process had run it
+        conn.execute("UPDATE executions SET pid = ? WHERE id = ?", (os.getpid() + 100_000, eid))
+
+    during: dict[str, object] = {}
+
+    def observe(step: str, event: str, info: object) -> None:
+        if (step, event) == ("a", "reused"):
+            row = store.execution(eid)
+            during["execution"] = (row["status"], row["error"], row["finished_at"], row["pid"])
+            during["steps"] = {r["name"]: r["status"] for r in store.steps(eid)}
+
+    fixed = [steps[0], StepDef("b", ("a",), Out, lambda r: Out(value=2))]
+    assert (
+        LocalExecutor(store, observer=observe).run(eid, fixed, context=None, resume=True).status
+        == "succeeded"
+    )
+    assert during == {
+        "execution": ("running", None, None, os.getpid()),
+        "steps": {"a": "succeeded", "b": "pending"},
+    }
+    assert store.execution(eid)["pid"] == os.getpid()
+
+
+def test_the_observer_hears_each_step_event_in_order(tmp_path: Path) -> None:
+    # The console prints the run from these events (`run`'s lines, "already done (resumed)" on resume).
+    events: list[tuple[str, str]] = []
+    infos: dict[tuple[str, str], dict[str, object]] = {}
+
+    def observe(step: str, event: str, info: Mapping[str, object]) -> None:
+        events.append((step, event))
+        infos[(step, event)] = dict(info)
+
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store, observer=observe)
+    failing = make_steps([], {"c"})
+    eid = ex.start("p", tmp_path / "p.yaml", "", failing)
+    ex.run(eid, failing, context=None)
+    assert events == [
+        ("a", "started"), ("a", "succeeded"), ("b", "started"), ("b", "succeeded"), ("c", "started"),
+        ("c", "failed"),
+    ]  # fmt: skip
+    assert infos[("c", "failed")] == {"error": "c broke"}
+    assert infos[("a", "succeeded")]["output"] == Out(value=1)
+    assert 0 <= infos[("a", "succeeded")]["seconds"] < 60
+    events.clear()
+    ex.run(eid, make_steps([], set()), context=None, resume=True)
+    assert events == [
+        ("a", "reused"), ("b", "reused"), ("c", "started"), ("c", "succeeded"), ("decide", "started"),
+        ("decide", "succeeded"),
+    ]  # fmt: skip
+
+
+def test_a_run_if_that_says_no_skips_the_step_with_its_note(tmp_path: Path) -> None:
+    # The run-time condition (e.g. "a challenger was deployed"), checked when the step is due: the skip note
+    # is what `status` and the console show as the reason.
+    calls: list[str] = []
+    events: list[tuple[str, str, object]] = []
+
+    def step(name: str, value: int):  # type: ignore[no-untyped-def]
+        def run(r: StepRun) -> BaseModel:
+            calls.append(name)
+            return Out(value=value)
+
+        return run
+
+    steps = [
+        StepDef("deploy", (), Out, step("deploy", 0)),
+        StepDef(
+            "evaluate",
+            ("deploy",),
+            Out,
+            step("evaluate", 1),
+            run_if=lambda r: r.output("deploy").value > 0,
+            skip_note="no challenger deployed",
+        ),
+        StepDef(
+            "report", ("deploy",), Out, step("report", 2), run_if=lambda r: r.output("deploy").value == 0
+        ),
+    ]
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store, observer=lambda s, e, i: events.append((s, e, dict(i))))
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    result = ex.run(eid, steps, context=None)
+    assert (result.status, calls, result.skipped) == ("succeeded", ["deploy", "report"], ["evaluate"])
+    assert ("evaluate", "skipped", {"reason": "no challenger deployed"}) in events
+    row = next(r for r in store.steps(eid) if r["name"] == "evaluate")
+    assert (row["status"], row["error"]) == ("skipped", "no challenger deployed")
+
+
+def test_a_resume_neither_reruns_a_skipped_step_nor_loses_it_for_its_dependents(tmp_path: Path) -> None:
+    # A step that returned None (nothing to do) is finished: the resume must not run it again, and a
+    # dependent that failed the first time still runs (a skipped upstream is not a missing one).
+    calls: list[str] = []
+    broken = {"y": True}
+
+    def run_y(r: StepRun) -> BaseModel:
+        calls.append("y")
+        if broken["y"]:
+            raise RuntimeError("y broke")
+        assert r.maybe("nothing") is None
+        return Out(value=r.output("x").value + 1)
+
+    def nothing(r: StepRun) -> None:  # nothing to do: the step is recorded skipped
+        calls.append("nothing")
+
+    steps = [
+        StepDef("x", (), Out, lambda r: Out(value=1)),
+        StepDef("nothing", ("x",), Out, nothing),
+        StepDef("off", ("x",), Out, lambda r: Out(value=5), when=lambda r: False),
+        StepDef("y", ("x", "nothing", "off"), Out, run_y),
+    ]
+    store = ExecutionStore(tmp_path)
+    events: list[tuple[str, str]] = []
+    ex = LocalExecutor(store, observer=lambda s, e, i: events.append((s, e)))
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    assert ex.run(eid, steps, context=None).status == "failed"
+    assert calls == ["nothing", "y"]
+    assert [e for e in events if e[1] == "skipped"] == [("nothing", "skipped"), ("off", "skipped")]
+    calls.clear()
+    events.clear()
+    broken["y"] = False
+    resumed = ex.run(eid, steps, context=None, resume=True)
+    assert (resumed.status, calls) == ("succeeded", ["y"])
+    assert (resumed.reused, resumed.skipped, resumed.ran) == (["x"], ["nothing", "off"], ["y"])
+    assert [e for e in events if e[1] == "skipped"] == []  # already recorded: not skipped a second time
+    assert store.step_output(eid, "y") == {"value": 2}
+
+
+def test_a_step_that_finds_the_database_locked_is_recorded_with_the_lock_message(tmp_path: Path) -> None:
+    # docs/reliability.md, "Locked state database": the step's record and the run's error name the
+    # database and say to retry, instead of "OperationalError: database is locked".
+    def locked(r: StepRun) -> BaseModel:
+        raise sqlite3.OperationalError("database is locked")
+
+    steps = [StepDef("deploy", (), Out, locked)]
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    result = ex.run(eid, steps, context=None)
+    prefix = f"state database {tmp_path / 'state.db'} is locked by another process"
+    assert result.status == "failed" and result.error is not None
+    assert result.error.startswith(f"deploy: {prefix}") and result.error.endswith(
+        "retry when it has finished"
+    )
+    assert store.execution(eid)["error"] == result.error
+    assert store.steps(eid)[0]["error"] == result.error.removeprefix("deploy: ")
+
+
+def test_a_resumed_execution_is_the_latest_while_its_steps_run(tmp_path: Path) -> None:
+    # Its finish time is cleared by the resume: its steps' starts say it is the one doing something.
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    older = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
+    assert ex.run(older, make_steps([], {"c"}), context=None).status == "failed"
+    newer = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
+    assert ex.run(newer, make_steps([], {"a"}), context=None).status == "failed"
+    seen: list[tuple[str, list[str]]] = []
+    steps = make_steps([], set())
+    c = next(s for s in steps if s.name == "c")
+
+    def run_c(r: StepRun) -> BaseModel:
+        seen.append((store.latest()["id"], [row["id"] for row in store.recent()]))
+        return c.run(r)
+
+    steps = [s if s.name != "c" else StepDef("c", c.needs, Out, run_c) for s in steps]
+    assert ex.run(older, steps, context=None, resume=True).status == "succeeded"
+    assert seen == [(older, [older, newer])]
+
+
+@pytest.mark.parametrize("steps", [["a"], []], ids=["no step started", "no steps"])
+def test_an_execution_that_did_nothing_is_not_the_latest_after_a_newer_one_ran(
+    tmp_path: Path, steps: list[str]
+) -> None:
+    # Killed before its first step (still `running`, no finish time): its start is its last activity.
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    idle = store.create(
+        "p", tmp_path / "p.yaml", "", [StepDef(n, (), Out, lambda r: Out(value=1)) for n in steps]
+    )
+    ran_steps = make_steps([], set())
+    ran = ex.start("p", tmp_path / "p.yaml", "", ran_steps)
+    assert ex.run(ran, ran_steps, context=None).status == "succeeded"
+    assert store.execution(idle)["status"] == "running"
+    assert store.latest()["id"] == ran
+    assert [r["id"] for r in store.recent()] == [ran, idle]
+
+
+def test_recent_lists_the_twenty_most_recent_executions_by_default(tmp_path: Path) -> None:
+    store = ExecutionStore(tmp_path)
+    ids = [store.create("p", tmp_path / "p.yaml", "", []) for _ in range(21)]
+    assert [r["id"] for r in store.recent()] == ids[:0:-1]
+    assert [r["id"] for r in store.recent(limit=2)] == [ids[-1], ids[-2]]
+
+
+def test_only_an_unexpected_step_failure_logs_its_traceback(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A StepFailed or ValueError message is the whole story (one line for the user); anything else keeps
+    # its traceback for `--verbose`.
+    from agent_release.pipelines.executor import StepFailed
+
+    def failing(exc: Exception):  # type: ignore[no-untyped-def]
+        def run(r: StepRun) -> BaseModel:
+            raise exc
+
+        return run
+
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    tracebacks = {}
+    for exc in (StepFailed("data contract failed"), ValueError("bad value"), KeyError("surprise")):
+        steps = [StepDef("s", (), Out, failing(exc))]
+        caplog.clear()
+        with caplog.at_level("DEBUG", logger="agent_release.pipelines.executor"):
+            assert (
+                ex.run(ex.start("p", tmp_path / "p.yaml", "", steps), steps, context=None).status == "failed"
+            )
+        tracebacks[type(exc).__name__] = [r.exc_info[1] for r in caplog.records if r.exc_info]
+    assert tracebacks["StepFailed"] == [] and tracebacks["ValueError"] == []
+    assert [type(e) for e in tracebacks["KeyError"]] == [KeyError]
+    store.close()
+    with pytest.raises(sqlite3.ProgrammingError):  # closed: the state database is not held open
+        store.latest()
+
+
+class Held(BaseModel):
+    decision: str
+    held: bool
+
+
+@pytest.mark.parametrize(("held", "status"), [(False, "succeeded"), (True, "held")])
+def test_a_finished_run_records_its_end_and_an_output_held_for_approval_holds_it(
+    tmp_path: Path, held: bool, status: str
+) -> None:
+    # A promotion held for a release manager's approval ends the execution `held`, not `succeeded`.
+    steps = [
+        StepDef("decide", (), Decision, lambda r: Decision(decision="promote")),
+        StepDef("promote", ("decide",), Held, lambda r: Held(decision="promote", held=held)),
+        StepDef("after", ("promote",), Out, lambda r: Out(value=1)),
+    ]
+    store = ExecutionStore(tmp_path)
+    ex = LocalExecutor(store)
+    eid = ex.start("p", tmp_path / "p.yaml", "", steps)
+    before = store.execution(eid)["started_at"]
+    result = ex.run(eid, steps, context=None)
+    assert (result.status, result.decision) == (status, "promote")
+    row = store.execution(eid)
+    assert (row["status"], row["decision"], row["error"]) == (status, "promote", None)
+    assert row["finished_at"] >= before
