@@ -112,6 +112,13 @@ def test_registry_errors_are_backend_errors(backend: Backend) -> None:
         backend.register_package(unique("no-group"), model_spec("v1"))
 
 
+def test_registry_refuses_a_group_name_aws_would_refuse(backend: Backend) -> None:
+    # Caught by both backends before anything is created, so a local run cannot name a group that the
+    # SageMaker target would then refuse.
+    with pytest.raises(BackendError, match=r"^invalid model package group name 'bad_name': letters"):
+        backend.ensure_package_group("bad_name")
+
+
 # -- endpoints ---------------------------------------------------------------------------------------------
 
 

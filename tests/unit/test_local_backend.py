@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import multiprocessing
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -426,7 +429,125 @@ def test_a_file_where_the_locks_directory_belongs_is_named(backend: LocalBackend
     with (
         pytest.raises(
             NotADirectoryError, match=r"locks is not a directory \(it holds the state's file locks\)"
-        ),
+        ) as info,
         backend.lock("endpoint:support", "bob"),
     ):
         pass
+    assert (info.value.errno, info.value.filename) == (errno.ENOTDIR, str(locks))
+
+
+def test_weight_updates_and_deletions_move_the_revision_a_running_runtime_polls(
+    backend: LocalBackend,
+) -> None:
+    # The runtime polls endpoint_revision() to notice changes: a weight change it missed would keep sending
+    # traffic by the old weights while the ledger said otherwise, a deletion it missed keep serving.
+    deployed = backend.deploy_endpoint(
+        "ep",
+        [
+            VariantSpec(name="a", model=MODEL, initial_weight=1.0),
+            VariantSpec(name="b", model=MODEL, initial_weight=0.0),
+        ],
+    )
+    revision = backend.endpoint_revision()
+    updated = backend.update_weights("ep", {"b": 1.0})
+    assert backend.endpoint_revision() > revision
+    assert updated.updated_at > deployed.updated_at
+    revision = backend.endpoint_revision()
+    backend.delete_endpoint("ep")
+    assert backend.endpoint_revision() > revision
+
+
+def test_faults_change_one_variant_of_one_endpoint(backend: LocalBackend) -> None:
+    # The rollback drills break the challenger of one endpoint; a variant of the same name elsewhere keeps
+    # answering, and the runtime notices the change (the revision moves).
+    for endpoint in ("ep", "other"):
+        backend.deploy_endpoint(
+            endpoint,
+            [
+                VariantSpec(name="champion", model=MODEL, initial_weight=1.0),
+                VariantSpec(name="challenger", model=MODEL, initial_weight=0.0),
+            ],
+        )
+    revision = backend.endpoint_revision()
+    state = backend.set_faults("ep", "challenger", FaultSpec(error_rate=0.5))
+    assert backend.endpoint_revision() > revision
+    assert state == backend.describe_endpoint("ep")
+    assert [(v.name, v.faults.error_rate) for v in state.variants] == [("champion", 0.0), ("challenger", 0.5)]
+    other = backend.describe_endpoint("other")
+    assert other is not None and [v.faults for v in other.variants] == [FaultSpec(), FaultSpec()]
+    with pytest.raises(BackendError, match=r"^endpoint 'ep' has no variant 'blue'$"):
+        backend.set_faults("ep", "blue", FaultSpec(hang=True))
+    with pytest.raises(BackendError, match=r"^endpoint 'gone' has no variant 'champion'$"):
+        backend.set_faults("gone", "champion", FaultSpec(hang=True))
+
+
+def test_an_approval_status_may_be_given_by_its_aws_spelling_and_an_unknown_one_changes_nothing(
+    backend: LocalBackend,
+) -> None:
+    backend.ensure_package_group("support")
+    package = backend.register_package("support", MODEL)
+    rejected = backend.update_approval(package.arn, "Rejected", "alice: guard rollback")  # type: ignore[arg-type]
+    assert rejected.approval_status is ApprovalStatus.REJECTED
+    with pytest.raises(ValueError, match="'approved' is not a valid ApprovalStatus"):
+        backend.update_approval(package.arn, "approved", "bob")  # type: ignore[arg-type]
+    assert backend.get_package(package.arn).approval_description == "alice: guard rollback"
+
+
+def test_a_released_lock_leaves_no_holder_named(backend: LocalBackend) -> None:
+    # The holder file names who holds the lock for a contender's error: once released, it must not name a
+    # holder that has gone (a contender racing the next holder's write would blame the previous one).
+    with backend.lock("endpoint:e", "alice"):
+        assert [p.name for p in (backend.state_dir / "locks").glob("*.holder")] == ["endpoint_e.holder"]
+    assert list((backend.state_dir / "locks").glob("*.holder")) == []
+
+
+@pytest.mark.parametrize(
+    ("sql", "first", "more"),
+    [
+        ("", None, None),
+        ("UPDATE audit SET reason = 'x' WHERE seq = 2", "entry 2 was edited", ""),
+        ("UPDATE audit SET reason = 'x' WHERE seq IN (1, 2)", "entry 1 was edited", " (+1 more)"),
+        ("UPDATE audit SET reason = 'x'", "entry 1 was edited", " (+2 more)"),
+    ],
+)
+def test_a_change_is_refused_on_a_ledger_that_fails_verification_naming_its_first_problem(
+    backend: LocalBackend, sql: str, first: str | None, more: str | None
+) -> None:
+    from agent_release.pipelines.local_backend import LedgerUnverified, refuse_a_broken_ledger
+
+    for i in range(3):
+        backend.append_audit("pipeline", "step", f"s{i}", "r")
+    _tamper(backend, sql)
+    if first is None:
+        refuse_a_broken_ledger(backend)  # intact: nothing to refuse
+        return
+    with pytest.raises(LedgerUnverified) as info:
+        refuse_a_broken_ledger(backend)
+    assert str(info.value).startswith(
+        f"the audit ledger fails verification: {first} (its hash does not match its content){more}; "
+        "nothing was changed"
+    )
+
+
+def test_a_busy_lock_fails_at_once_rather_than_waiting(backend: LocalBackend) -> None:
+    # A second `run` or `promote` on the endpoint must fail at once (docs/reliability.md: exit 1 after
+    # 1.1 s, most of it imports), not wait for the holder.
+    with backend.lock("endpoint:e", "alice"):
+        started = time.monotonic()
+        with pytest.raises(LockBusyError), LocalBackend(backend.state_dir).lock("endpoint:e", "bob"):
+            pass
+        assert time.monotonic() - started < 0.5
+
+
+def test_a_runtime_file_left_by_a_dead_serve_names_no_runtime(backend: LocalBackend) -> None:
+    # `serve` killed with SIGKILL leaves runtime.json behind: its URL must not be handed out as live.
+    from agent_release.pipelines.local_backend import read_runtime_file
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    runtime_file = backend.state_dir / "runtime.json"
+    runtime_file.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": gone.pid}))
+    assert read_runtime_file(backend.state_dir) is None
+    assert backend.runtime_endpoint_url() is None
+    runtime_file.write_text(json.dumps({"url": "http://127.0.0.1:9", "pid": os.getpid()}))
+    assert read_runtime_file(backend.state_dir) == "http://127.0.0.1:9"
