@@ -53,3 +53,17 @@ def test_a_table_made_before_scorer_errors_gets_the_column_on_its_next_save(tmp_
         "picky": "LookupError: no order id"
     }
     assert [r.case_id for r in load_evaluation_rows(tmp_path, "ex-0")] == ["C-9"]  # older rows kept
+
+
+def test_a_resumed_evaluation_replaces_the_rows_of_the_earlier_attempt(tmp_path: Path) -> None:
+    # Saving is idempotent per execution: the second attempt's rows replace the first's (none duplicated,
+    # none of the first attempt's left over), and other executions' rows stay.
+    save_evaluation_rows(tmp_path, "ex-1", _report())
+    save_evaluation_rows(tmp_path, "ex-2", _report())
+    assert save_evaluation_rows(tmp_path, "ex-1", _report(ROWS[1:])) == 1
+    assert [r.case_id for r in load_evaluation_rows(tmp_path, "ex-1")] == ["C-2"]
+    assert [r.case_id for r in load_evaluation_rows(tmp_path, "ex-2")] == ["C-1", "C-2"]
+
+
+def test_an_execution_without_rows_loads_none_even_before_any_evaluation_was_saved(tmp_path: Path) -> None:
+    assert load_evaluation_rows(tmp_path, "ex-1") == []

@@ -38,3 +38,21 @@ def test_without_a_validate_result_there_is_nothing_to_compare(tmp_path: Path) -
     other = StepRun(execution_id="e1", outputs={"validate_datasets": _validated("smoke", path)}, context=None)
     path.write_text('{"id": "b"}\n', encoding="utf-8")
     assert pinned_dataset_hash(other, "golden", path) == dataset_hash(path)  # golden was not pinned here
+
+
+def test_the_refusal_names_both_hashes_by_their_first_twelve_hex_digits(tmp_path: Path) -> None:
+    # Enough to tell the pinned file from the edited one (e.g. against `sha256sum`), short enough for one line.
+    import hashlib
+
+    path = tmp_path / "golden.jsonl"
+    path.write_bytes(b'{"id": "a"}\n')
+    run = StepRun(execution_id="e1", outputs={"validate_datasets": _validated("golden", path)}, context=None)
+    path.write_bytes(b'{"id": "b"}\n')
+    pinned = hashlib.sha256(b'{"id": "a"}\n').hexdigest()[:12]
+    now = hashlib.sha256(b'{"id": "b"}\n').hexdigest()[:12]
+    with pytest.raises(StepFailed) as info:
+        pinned_dataset_hash(run, "golden", path)
+    assert str(info.value) == (
+        f"dataset golden ({path}) changed after validate_datasets pinned it (sha256 {pinned}, now {now}); "
+        "start a new run so its data contract is checked again"
+    )

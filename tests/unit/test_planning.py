@@ -133,3 +133,72 @@ def test_plan_takes_the_golden_sets_unequal_clusters_into_account(tmp_path: Path
     lines = plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_sd=0.5, assumed_icc=0.1)
     design = next(line for line in lines if line.startswith("design effect"))
     assert design.startswith("design effect  1.49 (effective n 236)"), design
+
+
+def test_without_an_evaluation_or_given_values_the_plan_assumes_sd_half_and_icc_a_tenth(
+    tmp_path: Path,
+) -> None:
+    """The module's stated defaults (SD 0.5, the largest a difference of two binary scores usually has, and
+    ICC 0.1): the plan is the one those values give when passed explicitly, and says they were assumed."""
+    assumed = plan_power(ROOT / "pipeline.yaml", tmp_path / "state")
+    given = plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_sd=0.5, assumed_icc=0.1)
+    assert variance_line(assumed) == (
+        "variance       SD 0.5 assumed, ICC 0.1 assumed (no evaluation yet); --sd/--icc change them"
+    )
+    assert [line for line in assumed if not line.startswith("variance")] == [
+        line for line in given if not line.startswith("variance")
+    ]
+    assert not (tmp_path / "state").exists()  # planning only looks
+
+
+def test_plan_observes_the_newest_paired_evaluation_skipping_runs_without_one(tmp_path: Path) -> None:
+    """A newer run that stopped before evaluating, or whose evaluation had only a champion (a bootstrap),
+    says nothing about the variance of differences: the plan reads the newest paired evaluation."""
+    import time
+
+    from agent_release.pipelines.executor import ExecutionStore, StepDef
+    from agent_release.steps.evaluation_records import CaseResult, EvaluationReport
+
+    def report(roles: tuple[str, ...]) -> EvaluationReport:
+        rows = tuple(
+            CaseResult(
+                case_id=f"c{i}", cluster=f"k{i // 3}", variant=role, role=role,
+                scores={"task_success": float((i * (3 if role == "challenger" else 7)) % 5 < 3)},
+            )
+            for i in range(30)
+            for role in roles
+        )  # fmt: skip
+        return EvaluationReport(
+            dataset_name="golden", dataset_hash="0" * 64, repeats=1, scorer_specs=(), variants=(), rows=rows
+        )
+
+    store = ExecutionStore(tmp_path / "state")
+    step = StepDef(name="evaluate_variants", needs=(), output_type=EvaluationReport, run=lambda _: None)
+    try:
+        ids = []
+        for evaluation in (report(("champion", "challenger")), report(("champion",)), None):
+            time.sleep(0.01)  # executions are ordered by their last activity
+            ids.append(store.create("p", tmp_path / "pipeline.yaml", "", [step]))
+            if evaluation is not None:
+                store.mark_step(ids[-1], step.name, "succeeded", output_json=evaluation.model_dump_json())
+    finally:
+        store.close()
+
+    line = variance_line(plan_power(ROOT / "pipeline.yaml", tmp_path / "state"))
+    assert f"observed in execution {ids[0]}" in line, line
+
+
+@pytest.mark.parametrize("sd", [0.5, 0.01])
+def test_plan_warns_exactly_when_min_improvement_is_below_the_mde(tmp_path: Path, sd: float) -> None:
+    """The module's promise: real gains smaller than the MDE would mostly end inconclusive, so a gate margin
+    below it is pointed out (the shipped min_improvement is 0.02)."""
+    lines = plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_sd=sd, assumed_icc=0.1)
+    mde = float(next(line for line in lines if line.startswith("MDE")).split()[1])
+    warnings = [line for line in lines if line.startswith("warning")]
+    if mde > 0.02:
+        assert len(warnings) == 1 and warnings[0].startswith(
+            "warning        min_improvement 0.02 is below the MDE"
+        )
+    else:
+        assert warnings == []
+    assert (mde > 0.02) == (sd == 0.5)  # both branches are exercised

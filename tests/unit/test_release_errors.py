@@ -7,6 +7,7 @@ as an interruption, not as a ``KeyboardInterrupt`` crash.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import stat
@@ -87,6 +88,28 @@ def test_compile_to_an_unwritable_path_names_it(tmp_path: Path) -> None:
 
     # It used to say "File exists" (mkdir's view of a/file/), not what is wrong.
     one_error_line(result, f"cannot write the pipeline definition to {target}: {blocker} is not a directory")
+
+
+def test_missing_parent_directories_are_created(tmp_path: Path) -> None:
+    target = tmp_path / "reports" / "2026" / "report.html"
+    atomic_write.write_text_atomically(target, "<html></html>")
+    assert target.read_text() == "<html></html>"
+    assert [p.name for p in target.parent.iterdir()] == ["report.html"]  # no temporary file left
+
+
+def test_a_parent_that_is_a_file_is_named_as_a_not_a_directory_error(tmp_path: Path) -> None:
+    # The docstring's contract: NotADirectoryError naming the parent (errno ENOTDIR, as the OS would
+    # raise it), found before anything is created.
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(NotADirectoryError) as info:
+        atomic_write.write_text_atomically(blocker / "deeper" / "definition.json", "{}")
+    assert (info.value.errno, info.value.strerror, info.value.filename) == (
+        errno.ENOTDIR,
+        f"{blocker} is not a directory",
+        str(blocker),
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
 def test_a_rewritten_file_keeps_its_mode_and_a_new_one_follows_the_umask(tmp_path: Path) -> None:
