@@ -536,7 +536,8 @@ def test_a_busy_lock_fails_at_once_rather_than_waiting(backend: LocalBackend) ->
         started = time.monotonic()
         with pytest.raises(LockBusyError), LocalBackend(backend.state_dir).lock("endpoint:e", "bob"):
             pass
-        assert time.monotonic() - started < 0.5
+        # Well under a second even on a loaded machine; waiting one second for the holder would exceed it.
+        assert time.monotonic() - started < 0.9
 
 
 def test_a_runtime_file_left_by_a_dead_serve_names_no_runtime(backend: LocalBackend) -> None:
