@@ -234,6 +234,18 @@ class ExecutionStore:
             ).fetchall()
         )
 
+    def with_step_output(self, name: str) -> list[sqlite3.Row]:
+        """Executions whose step ``name`` succeeded with an output, by their last activity, most recent first
+        (``plan`` reads the newest evaluation however many runs since have skipped theirs)."""
+        return list(
+            self._conn.execute(
+                "SELECT * FROM executions e WHERE EXISTS (SELECT 1 FROM steps s WHERE s.execution_id = e.id "
+                "AND s.name = ? AND s.status = 'succeeded' AND s.output_json IS NOT NULL) "
+                f"ORDER BY {LAST_ACTIVITY} DESC",
+                (name,),
+            ).fetchall()
+        )
+
     def steps(self, execution_id: str) -> list[sqlite3.Row]:
         """Steps of an execution in DAG order."""
         return list(

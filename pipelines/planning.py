@@ -42,7 +42,7 @@ def _last_evaluation(state_dir: Path) -> tuple[str, object] | None:
         return None
     store = ExecutionStore(state_dir)
     try:
-        for row in store.recent(limit=50):
+        for row in store.with_step_output("evaluate_variants"):
             data = store.step_output(row["id"], "evaluate_variants")
             if data is None:
                 continue

@@ -553,6 +553,24 @@ def test_recent_lists_the_twenty_most_recent_executions_by_default(tmp_path: Pat
     assert [r["id"] for r in store.recent(limit=2)] == [ids[-1], ids[-2]]
 
 
+def test_with_step_output_lists_executions_whose_step_succeeded_with_an_output_newest_first(
+    tmp_path: Path,
+) -> None:
+    store = ExecutionStore(tmp_path)
+    steps = [StepDef("s", (), Out, lambda r: Out())]
+    made = {}
+    for status in ("succeeded", "skipped", "succeeded", "failed", "succeeded-no-output", "pending"):
+        execution = store.create("p", tmp_path / "p.yaml", "", steps)
+        if status == "succeeded-no-output":
+            store.mark_step(execution, "s", "succeeded")
+        elif status != "pending":
+            store.mark_step(execution, "s", status, output_json="{}")  # type: ignore[arg-type]
+        made.setdefault(status, []).append(execution)
+    older, newer = made["succeeded"]
+    assert [r["id"] for r in store.with_step_output("s")] == [newer, older]
+    assert store.with_step_output("other") == []
+
+
 def test_only_an_unexpected_step_failure_logs_its_traceback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -83,30 +84,7 @@ def test_plan_counts_cases_and_clusters_as_the_evaluation_does(tmp_path: Path) -
 def test_plan_uses_the_last_evaluation_and_says_which_value_was_given(tmp_path: Path) -> None:
     """With an evaluation stored, ``--icc`` alone replaces the ICC and the SD stays the observed one; the
     variance line says which is which (it used to claim "no evaluation yet" and assume SD 0.5)."""
-    from agent_release.pipelines.executor import ExecutionStore, StepDef
-    from agent_release.steps.evaluation_records import CaseResult, EvaluationReport
-
-    rows = tuple(
-        CaseResult(
-            case_id=f"c{i}",
-            cluster=f"k{i // 3}",
-            variant=role,
-            role=role,
-            scores={"task_success": float((i * (3 if role == "challenger" else 7)) % 5 < 3)},
-        )
-        for i in range(60)
-        for role in ("champion", "challenger")
-    )
-    report = EvaluationReport(
-        dataset_name="golden", dataset_hash="0" * 64, repeats=1, scorer_specs=(), variants=(), rows=rows
-    )
-    store = ExecutionStore(tmp_path / "state")
-    try:
-        step = StepDef(name="evaluate_variants", needs=(), output_type=EvaluationReport, run=lambda _: None)
-        execution = store.create("p", tmp_path / "pipeline.yaml", "", [step])
-        store.mark_step(execution, "evaluate_variants", "succeeded", output_json=report.model_dump_json())
-    finally:
-        store.close()
+    execution = store_evaluation(tmp_path / "state", evaluation_report())
 
     observed = variance_line(plan_power(ROOT / "pipeline.yaml", tmp_path / "state"))
     given = variance_line(plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_icc=0.9))
@@ -121,6 +99,69 @@ def test_plan_uses_the_last_evaluation_and_says_which_value_was_given(tmp_path: 
         plan_power(ROOT / "pipeline.yaml", tmp_path / "state", assumed_sd=0.3, assumed_icc=0.2)
     )
     assert both == "variance       SD 0.3 as given, ICC 0.2 as given", both
+
+
+def test_plan_finds_the_last_evaluation_behind_many_runs_that_skipped_theirs(tmp_path: Path) -> None:
+    """A scheduled pipeline with nothing new to evaluate skips the evaluation run after run; the plan still
+    reads the variance of the last evaluation there was (it looked at the 50 newest executions only, and
+    then assumed SD 0.5 and ICC 0.1 as if there had never been one)."""
+    from agent_release.pipelines.executor import ExecutionStore
+
+    state = tmp_path / "state"
+    execution = store_evaluation(state, evaluation_report())
+    store = ExecutionStore(state)
+    try:
+        for _ in range(60):
+            later = store.create("p", tmp_path / "pipeline.yaml", "", [_evaluation_step()])
+            store.mark_step(later, "evaluate_variants", "skipped")
+        assert execution not in {row["id"] for row in store.recent(limit=60)}
+    finally:
+        store.close()
+
+    line = variance_line(plan_power(ROOT / "pipeline.yaml", state))
+
+    assert f"observed in execution {execution}" in line, line
+    assert "assumed" not in line, line
+
+
+def _evaluation_step() -> Any:
+    from agent_release.pipelines.executor import StepDef
+    from agent_release.steps.evaluation_records import EvaluationReport
+
+    return StepDef(name="evaluate_variants", needs=(), output_type=EvaluationReport, run=lambda _: None)
+
+
+def evaluation_report(roles: tuple[str, ...] = ("champion", "challenger"), cases: int = 60) -> Any:
+    """An evaluation of ``cases`` cases (3 per cluster) by each of ``roles``, with differing scores."""
+    from agent_release.steps.evaluation_records import CaseResult, EvaluationReport
+
+    rows = tuple(
+        CaseResult(
+            case_id=f"c{i}",
+            cluster=f"k{i // 3}",
+            variant=role,
+            role=role,
+            scores={"task_success": float((i * (3 if role == "challenger" else 7)) % 5 < 3)},
+        )
+        for i in range(cases)
+        for role in roles
+    )
+    return EvaluationReport(
+        dataset_name="golden", dataset_hash="0" * 64, repeats=1, scorer_specs=(), variants=(), rows=rows
+    )
+
+
+def store_evaluation(state: Path, report: Any) -> str:
+    """Store an execution whose evaluate_variants step succeeded with ``report``; return its id."""
+    from agent_release.pipelines.executor import ExecutionStore
+
+    store = ExecutionStore(state)
+    try:
+        execution = store.create("p", state.parent / "pipeline.yaml", "", [_evaluation_step()])
+        store.mark_step(execution, "evaluate_variants", "succeeded", output_json=report.model_dump_json())
+    finally:
+        store.close()
+    return execution
 
 
 def variance_line(lines: list[str]) -> str:
@@ -156,36 +197,21 @@ def test_plan_observes_the_newest_paired_evaluation_skipping_runs_without_one(tm
     says nothing about the variance of differences: the plan reads the newest paired evaluation."""
     import time
 
-    from agent_release.pipelines.executor import ExecutionStore, StepDef
-    from agent_release.steps.evaluation_records import CaseResult, EvaluationReport
+    from agent_release.pipelines.executor import ExecutionStore
 
-    def report(roles: tuple[str, ...]) -> EvaluationReport:
-        rows = tuple(
-            CaseResult(
-                case_id=f"c{i}", cluster=f"k{i // 3}", variant=role, role=role,
-                scores={"task_success": float((i * (3 if role == "challenger" else 7)) % 5 < 3)},
-            )
-            for i in range(30)
-            for role in roles
-        )  # fmt: skip
-        return EvaluationReport(
-            dataset_name="golden", dataset_hash="0" * 64, repeats=1, scorer_specs=(), variants=(), rows=rows
-        )
-
-    store = ExecutionStore(tmp_path / "state")
-    step = StepDef(name="evaluate_variants", needs=(), output_type=EvaluationReport, run=lambda _: None)
+    state = tmp_path / "state"
+    paired = store_evaluation(state, evaluation_report(("champion", "challenger"), cases=30))
+    time.sleep(0.01)  # executions are ordered by their last activity
+    store_evaluation(state, evaluation_report(("champion",), cases=30))
+    time.sleep(0.01)
+    store = ExecutionStore(state)
     try:
-        ids = []
-        for evaluation in (report(("champion", "challenger")), report(("champion",)), None):
-            time.sleep(0.01)  # executions are ordered by their last activity
-            ids.append(store.create("p", tmp_path / "pipeline.yaml", "", [step]))
-            if evaluation is not None:
-                store.mark_step(ids[-1], step.name, "succeeded", output_json=evaluation.model_dump_json())
+        store.create("p", tmp_path / "pipeline.yaml", "", [_evaluation_step()])
     finally:
         store.close()
 
-    line = variance_line(plan_power(ROOT / "pipeline.yaml", tmp_path / "state"))
-    assert f"observed in execution {ids[0]}" in line, line
+    line = variance_line(plan_power(ROOT / "pipeline.yaml", state))
+    assert f"observed in execution {paired}" in line, line
 
 
 @pytest.mark.parametrize("sd", [0.5, 0.01])
