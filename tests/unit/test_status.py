@@ -178,3 +178,100 @@ def test_the_last_run_says_what_its_promotion_did_not_only_the_gates_decision(
 def test_a_run_whose_promotion_has_not_run_has_no_promotion(tmp_path: Path) -> None:
     _execution(tmp_path, os.getpid())
     assert collect_status(tmp_path, None)["last_execution"]["promotion"] is None
+
+
+def test_status_names_each_variants_role_share_and_package_from_the_registry(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The --json contract: the champion serves the Approved package, the challenger the pending one, each
+    # with its weight and share of traffic (a canary left half-way by deploy_half_way_canary).
+    from _shared.release_state import ENDPOINT, deploy_half_way_canary
+
+    from agent_release.pipelines.local_backend import LocalBackend
+
+    deploy_half_way_canary(tmp_path)
+    backend = LocalBackend(tmp_path)
+    try:
+        arns = {v.name: v.package_arn for v in backend.list_endpoints()[0].variants}
+    finally:
+        backend.close()
+    (endpoint,) = collect_status(tmp_path, None)["endpoints"]
+    assert (endpoint["name"], endpoint["status"]) == (ENDPOINT, "InService")
+    assert sorted(endpoint["variants"], key=lambda v: v["name"]) == [
+        {
+            "name": "challenger",
+            "weight": 0.5,
+            "share": 0.5,
+            "role": "challenger",
+            "package_arn": arns["challenger"],
+            "package_version": 2,
+            "approval_status": "PendingManualApproval",
+            "shadow": False,
+        },
+        {
+            "name": "champion",
+            "weight": 0.5,
+            "share": 0.5,
+            "role": "champion",
+            "package_arn": arns["champion"],
+            "package_version": 1,
+            "approval_status": "Approved",
+            "shadow": False,
+        },
+    ]
+    render_status(collect_status(tmp_path, None))
+    rows = [" ".join(line.replace("│", " ").split()) for line in capsys.readouterr().out.splitlines()]
+    assert "champion champion 0.5 50% v1 Approved" in rows
+    assert "challenger challenger 0.5 50% v2 PendingManualApproval" in rows
+    assert "last run none yet (`agent-release run`)" in rows
+
+
+def test_a_running_execution_that_recorded_no_process_is_interrupted(tmp_path: Path) -> None:
+    # No pid recorded: no process can be shown to be running it, so status must not call it live (which
+    # would hide that a shift it was making is unguarded).
+    store = ExecutionStore(tmp_path)
+    try:
+        store.create("demo", tmp_path / "pipeline.yaml", "name: demo\n", [])
+    finally:
+        store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        conn.execute("UPDATE executions SET pid = NULL")
+    last = collect_status(tmp_path, None)["last_execution"]
+    assert last["status"] == "running" and last["interrupted"] is True
+
+
+def test_a_promotion_outcome_without_a_reason_says_so_with_an_empty_reason() -> None:
+    from agent_release.pipelines.status import promotion_outcome
+
+    assert promotion_outcome("no_change", None) == {"action": "no_change", "reason": ""}
+    assert promotion_outcome("promoted", "all guards green") == {
+        "action": "promoted",
+        "reason": "all guards green",
+    }
+    assert promotion_outcome(None, "left over") is None
+    assert promotion_outcome("", "left over") is None
+
+
+def test_a_variant_without_a_package_or_role_shows_dashes(capsys: pytest.CaptureFixture[str]) -> None:
+    # A variant deployed from a model outside the registry has no package, version, approval or role.
+    variant = {
+        "name": "byo",
+        "weight": 1.0,
+        "share": 1.0,
+        "role": None,
+        "package_arn": None,
+        "package_version": None,
+        "approval_status": None,
+        "shadow": False,
+    }
+    shadow = variant | {"name": "mirror", "weight": 0.0, "share": 0.0, "shadow": True}
+    data = {
+        "state_dir": "/s",
+        "tracking_uri": "sqlite:///s/mlflow.db",
+        "last_execution": None,
+        "endpoints": [{"name": "ep", "status": "InService", "variants": [variant, shadow]}],
+    }
+    render_status(data)
+    rows = [" ".join(line.replace("│", " ").split()) for line in capsys.readouterr().out.splitlines()]
+    assert "byo - 1 100% - -" in rows
+    assert "mirror (shadow) - 0 0% - -" in rows
