@@ -174,3 +174,49 @@ def test_the_final_trace_flush_gets_a_line_each_time_the_evaluation_reports_it()
     terminal.eval_progress(TraceFlushProgress("champion", 7, 10.0))
     terminal._stop_progress()
     assert "writing traces to MLflow, 7 queued (10s)" in screen.getvalue()
+
+
+def test_a_decision_step_line_says_the_decision_and_its_reason() -> None:
+    # DecisionReport has no summary(): its step line is built from its decision and reason.
+    from types import SimpleNamespace
+
+    from agent_release.steps.decide_promotion import DecisionReport
+
+    run_console, out = captured_console(terminal=False)
+    decision = DecisionReport.model_construct(decision="promote", reason="task_success +0.29 [+0.12, +0.46]")
+    run_console.step_event("decide_promotion", "succeeded", {"output": decision, "seconds": 2.04})
+    # An output with a reason but no decision gets no summary (and does not break the run).
+    run_console.step_event("other", "succeeded", {"output": SimpleNamespace(reason="why", decision=None)})
+    assert out.getvalue().splitlines() == [
+        "✓ decide_promotion (2.0s) — PROMOTE: task_success +0.29 [+0.12, +0.46]",
+        "✓ other (0.0s)",
+    ]
+
+
+def test_a_resumed_step_says_it_was_already_done() -> None:
+    run_console, out = captured_console(terminal=False)
+    run_console.step_event("deploy_variants", "reused", {})
+    assert out.getvalue().splitlines() == ["↺ deploy_variants already done (resumed)"]
+
+
+def test_a_finished_or_failed_step_stops_its_progress_bars() -> None:
+    # A bar left running after its step would keep redrawing under the next step's lines.
+    run_console, _ = captured_console(terminal=True)
+    run_console.eval_progress({"variant": "challenger", "done": 3, "total": 10})
+    assert run_console._progress is not None and run_console._tasks
+    run_console.step_event("evaluate_variants", "succeeded", {"seconds": 1.0})
+    assert run_console._progress is None and not run_console._tasks
+    run_console.bake_progress("canary 10%", 10.0)
+    assert run_console._progress is not None
+    run_console.step_event("promote_challenger", "failed", {"error": "endpoint gone"})
+    assert run_console._progress is None and not run_console._tasks
+
+
+def test_an_evaluation_event_missing_its_counts_reads_as_zero() -> None:
+    run_console, out = captured_console(terminal=False)
+    run_console.eval_progress({"variant": "challenger"})
+    run_console.eval_progress({"variant": "champion", "done": 5, "total": 5})
+    assert out.getvalue().splitlines() == [
+        "  challenger: 0/0 cases, errors 0  0.0 cases/s",
+        "  champion: 5/5 cases, errors 0  0.0 cases/s",
+    ]
