@@ -777,8 +777,11 @@ def _fmt_pct(value: Any, digits: int = 1) -> str:
 def _fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "—"
-    minutes, secs = divmod(seconds, 60)
-    return f"{int(minutes)} min {secs:.0f} s" if minutes else f"{secs:.1f} s"
+    if round(seconds, 1) < 60:
+        return f"{seconds:.1f} s"
+    # Round first, then split: divmod(119.7, 60) printed "1 min 60 s".
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs} s"
 
 
 def _fmt_json(value: Any) -> str:

@@ -615,6 +615,9 @@ def test_small_means_below_the_last_decimal_shown() -> None:
         (60.0, "1 min 0 s"),
         (125.4, "2 min 5 s"),
         (3725.0, "62 min 5 s"),
+        # Rounded before splitting: 119.7 s read "1 min 60 s", 59.96 s "60.0 s".
+        (119.7, "2 min 0 s"),
+        (59.96, "1 min 0 s"),
     ],
 )
 def test_durations_read_in_seconds_then_minutes(seconds: float | None, shown: str) -> None:
