@@ -760,6 +760,42 @@ def test_an_evaluation_key_mlflow_cannot_search_for_is_refused() -> None:
             check_evaluation_key(bad)
 
 
+def test_closing_abandoned_runs_returns_the_ids_it_marked_killed(caplog: pytest.LogCaptureFixture) -> None:
+    """The ids are the function's answer (its docstring), and the log says which runs were closed; the store
+    is only asked for RUNNING runs of the key."""
+    import logging
+    from types import SimpleNamespace
+
+    from agent_release.steps.abandoned_runs import ABANDONED_TAG, EVALUATION_KEY_TAG, close_abandoned_runs
+
+    calls: list[tuple[str, ...]] = []
+
+    class Client:
+        def search_runs(self, experiment_ids: list[str], filter_string: str, max_results: int) -> list[Any]:
+            calls.append(("search", *experiment_ids, filter_string))
+            return [
+                SimpleNamespace(info=SimpleNamespace(run_id=run_id)) for run_id in ("r-parent", "r-variant")
+            ]
+
+        def set_tag(self, run_id: str, key: str, value: str) -> None:
+            calls.append(("tag", run_id, key))
+
+        def set_terminated(self, run_id: str, status: str) -> None:
+            calls.append(("end", run_id, status))
+
+    with caplog.at_level(logging.INFO, logger="agent_release.steps.abandoned_runs"):
+        closed = close_abandoned_runs(Client(), "7", "exec-1:abc")  # type: ignore[arg-type]
+    assert closed == ["r-parent", "r-variant"]
+    assert "key=<exec-1:abc>, runs=<r-parent,r-variant>" in caplog.text
+    assert calls == [
+        ("search", "7", f"tags.`{EVALUATION_KEY_TAG}` = 'exec-1:abc' AND attributes.status = 'RUNNING'"),
+        ("tag", "r-parent", ABANDONED_TAG),
+        ("end", "r-parent", "KILLED"),
+        ("tag", "r-variant", ABANDONED_TAG),
+        ("end", "r-variant", "KILLED"),
+    ]
+
+
 def infinite_on_orders() -> Any:
     """A user row scorer that returns infinity on order questions and NaN on the others."""
 

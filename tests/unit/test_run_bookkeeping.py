@@ -123,3 +123,11 @@ def test_a_held_book_is_started_by_wait_and_by_a_failing_block() -> None:
         raise RuntimeError("step broke")
     assert ran == ["one", "two"]  # written, and the thread did not hang the block's end
     assert _bookkeeping_threads() == []
+
+
+def test_a_book_not_held_runs_each_call_as_it_comes() -> None:
+    """The default book does not wait for go() or the block's end: the writes overlap the work."""
+    ran = threading.Event()
+    with RunBookkeeping() as books:
+        books.submit(ran.set)
+        assert ran.wait(5)  # held, it would only run at the block's end
