@@ -135,6 +135,31 @@ def challenger_world(state_dir: Path, monkeypatch: Any, added_latency_ms: float)
         mlflow.set_tracking_uri(None)
 
 
+@contextmanager
+def traced_store(tmp_path: Path, monkeypatch: Any, experiment: str) -> Iterator[None]:
+    """A SQLite tracking store under ``tmp_path`` with ``experiment`` active and Strands autologged, traced as
+    in an evaluation (Strands' spans nest in the case's trace); the tracking URI is reset afterwards."""
+    import mlflow
+
+    from agent_release.steps.agent_tracing import TRACING_ENV
+
+    for key, value in TRACING_ENV.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working dir.
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment(
+            experiment, artifact_location=(tmp_path / "artifacts").as_uri()
+        )
+    )
+    mlflow.strands.autolog()
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 def aws_env(url: str) -> dict[str, str]:
     return {
         "AWS_ACCESS_KEY_ID": "testing",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from _shared.eval_world import traced_store
 from _shared.fake_model import ScriptedModelBase
 
 from agent_release.agents.call_slots import (
@@ -23,7 +24,6 @@ from agent_release.agents.call_slots import (
     is_slotted,
     slotted,
 )
-from agent_release.steps.agent_tracing import TRACING_ENV
 from agent_release.steps.eval_harness import CaseUnit, run_cases
 from agent_release.steps.evaluate_config import EvaluateConfig
 
@@ -71,19 +71,8 @@ def _units(n: int) -> list[CaseUnit]:
 
 @pytest.fixture
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import mlflow
-
-    for key, value in TRACING_ENV.items():  # Strands' spans nest in the case's trace, as in an evaluation
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    # An explicit artifact location: MLflow's default for a database store is ./mlruns in the working dir.
-    mlflow.set_experiment(
-        experiment_id=mlflow.create_experiment("slots", artifact_location=(tmp_path / "artifacts").as_uri())
-    )
-    mlflow.strands.autolog()
-    yield
-    mlflow.set_tracking_uri(None)
+    with traced_store(tmp_path, monkeypatch, "slots"):
+        yield
 
 
 def _agent_factory(model: Any, started: list[float] | None = None) -> Any:

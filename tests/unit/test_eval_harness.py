@@ -16,10 +16,10 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from _shared.eval_world import traced_store
 from _shared.fake_model import ScriptedModelBase
 
 from agent_release.steps import eval_harness
-from agent_release.steps.agent_tracing import TRACING_ENV
 from agent_release.steps.eval_harness import (
     CaseOutcome,
     CaseUnit,
@@ -177,17 +177,8 @@ def test_a_rows_key_and_scorer_inputs_name_the_case_and_its_repeat() -> None:
 
 @pytest.fixture
 def tracking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    import mlflow
-
-    for key, value in TRACING_ENV.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(
-        experiment_id=mlflow.create_experiment("harness", artifact_location=(tmp_path / "artifacts").as_uri())
-    )
-    yield
-    mlflow.set_tracking_uri(None)
+    with traced_store(tmp_path, monkeypatch, "harness"):
+        yield
 
 
 class _Events:
