@@ -106,15 +106,21 @@ def test_failure_is_recorded_and_resume_skips_finished_steps(tmp_path: Path) -> 
     assert attempts == {"a": 1, "b": 1, "c": 2, "decide": 1}
 
 
+def _two_failed_executions(ex: LocalExecutor, tmp_path: Path) -> tuple[str, str]:
+    """(older, newer): two executions that failed, at step c and at step a."""
+    older = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
+    assert ex.run(older, make_steps([], {"c"}), context=None).status == "failed"
+    newer = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
+    assert ex.run(newer, make_steps([], {"a"}), context=None).status == "failed"
+    return older, newer
+
+
 def test_a_resumed_older_execution_is_the_latest(tmp_path: Path) -> None:
     # Ordered by start, `status` showed the newer execution after an older one was resumed (and `promote`
     # looked for a held execution in the wrong one).
     store = ExecutionStore(tmp_path)
     ex = LocalExecutor(store)
-    older = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
-    assert ex.run(older, make_steps([], {"c"}), context=None).status == "failed"
-    newer = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
-    assert ex.run(newer, make_steps([], {"a"}), context=None).status == "failed"
+    older, newer = _two_failed_executions(ex, tmp_path)
     assert store.latest()["id"] == newer
     assert [r["id"] for r in store.recent()] == [newer, older]
 
@@ -511,10 +517,7 @@ def test_a_resumed_execution_is_the_latest_while_its_steps_run(tmp_path: Path) -
     # Its finish time is cleared by the resume: its steps' starts say it is the one doing something.
     store = ExecutionStore(tmp_path)
     ex = LocalExecutor(store)
-    older = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
-    assert ex.run(older, make_steps([], {"c"}), context=None).status == "failed"
-    newer = ex.start("p", tmp_path / "pipeline.yaml", "name: p", make_steps([], set()))
-    assert ex.run(newer, make_steps([], {"a"}), context=None).status == "failed"
+    older, newer = _two_failed_executions(ex, tmp_path)
     seen: list[tuple[str, list[str]]] = []
     steps = make_steps([], set())
     c = next(s for s in steps if s.name == "c")

@@ -227,6 +227,17 @@ def weights(backend: LocalBackend) -> dict[str, float]:
     return {v.name: v.current_weight for v in state.variants}
 
 
+def share_watching_backend(env: Env, variant: str, seen: list[float]) -> LocalBackend:
+    """The env's backend, appending ``variant``'s share to ``seen`` at every weight update."""
+
+    class Watching(LocalBackend):
+        def update_weights(self, name: str, weights: Mapping[str, float]) -> Any:
+            seen.append(weights[variant])
+            return super().update_weights(name, weights)
+
+    return Watching(env.state_dir)
+
+
 def challenger_status(env: Env) -> ApprovalStatus:
     assert env.deployed.challenger is not None
     return env.backend.get_package(env.deployed.challenger.package_arn).approval_status
@@ -475,13 +486,7 @@ def test_manual_promotion_never_lowers_the_promoted_variants_share(
     # An A/B split: promoting the champion must not hand the (pending) challenger 90% at a 10% step.
     env.backend.update_weights(ENDPOINT, {"champion": 0.5, "challenger": 0.5})
     seen: list[float] = []
-
-    class Watching(LocalBackend):
-        def update_weights(self, name: str, weights: Mapping[str, float]) -> Any:
-            seen.append(weights["champion"])
-            return super().update_weights(name, weights)
-
-    backend = Watching(env.state_dir)
+    backend = share_watching_backend(env, "champion", seen)
     with backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
         report = promote_variant(
             no_traffic_config(schedule=[10.0, 50.0, 100.0]),
@@ -543,13 +548,7 @@ def test_a_manual_promotion_bakes_the_current_share_first_though_it_is_a_hair_ab
     # so it is kept and baked before the share grows (an exact comparison skipped it, straight to 50%).
     env.backend.update_weights(ENDPOINT, {"champion": 0.72, "challenger": 0.28})
     seen: list[float] = []
-
-    class Watching(LocalBackend):
-        def update_weights(self, name: str, weights: Mapping[str, float]) -> Any:
-            seen.append(weights["challenger"])
-            return super().update_weights(name, weights)
-
-    backend = Watching(env.state_dir)
+    backend = share_watching_backend(env, "challenger", seen)
     with backend.lock(f"endpoint:{ENDPOINT}", "test release manager"):
         report = promote_variant(
             no_traffic_config(bake_s=0.1, schedule=[10.0, 28.0, 50.0, 100.0]),
