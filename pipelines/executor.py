@@ -23,7 +23,7 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -234,17 +234,18 @@ class ExecutionStore:
             ).fetchall()
         )
 
-    def with_step_output(self, name: str) -> list[sqlite3.Row]:
-        """Executions whose step ``name`` succeeded with an output, by their last activity, most recent first
-        (``plan`` reads the newest evaluation however many runs since have skipped theirs)."""
-        return list(
-            self._conn.execute(
-                "SELECT * FROM executions e WHERE EXISTS (SELECT 1 FROM steps s WHERE s.execution_id = e.id "
-                "AND s.name = ? AND s.status = 'succeeded' AND s.output_json IS NOT NULL) "
-                f"ORDER BY {LAST_ACTIVITY} DESC",
-                (name,),
-            ).fetchall()
+    def step_outputs(self, name: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(execution id, stored output) of every execution whose step ``name`` succeeded with an output, by
+        the execution's last activity, most recent first; read lazily, so a caller stopping at the first it
+        wants parses no other (``plan`` reads the newest evaluation however many runs since skipped theirs)."""
+        cursor = self._conn.execute(
+            "SELECT e.id, s.output_json FROM executions e JOIN steps s ON s.execution_id = e.id "
+            "WHERE s.name = ? AND s.status = 'succeeded' AND s.output_json IS NOT NULL "
+            f"ORDER BY {LAST_ACTIVITY} DESC",
+            (name,),
         )
+        for row in cursor:
+            yield row["id"], json.loads(row["output_json"])
 
     def steps(self, execution_id: str) -> list[sqlite3.Row]:
         """Steps of an execution in DAG order."""

@@ -42,14 +42,11 @@ def _last_evaluation(state_dir: Path) -> tuple[str, object] | None:
         return None
     store = ExecutionStore(state_dir)
     try:
-        for row in store.with_step_output("evaluate_variants"):
-            data = store.step_output(row["id"], "evaluate_variants")
-            if data is None:
-                continue
+        for execution_id, data in store.step_outputs("evaluate_variants"):
             report = EvaluationReport.model_validate(data)
             # Only a paired evaluation says anything about the variance of differences.
             if report.rows_for("champion") and report.rows_for("challenger"):
-                return row["id"], report
+                return execution_id, report
     finally:
         store.close()
     return None

@@ -556,22 +556,23 @@ def test_recent_lists_the_twenty_most_recent_executions_by_default(tmp_path: Pat
     assert [r["id"] for r in store.recent(limit=2)] == [ids[-1], ids[-2]]
 
 
-def test_with_step_output_lists_executions_whose_step_succeeded_with_an_output_newest_first(
+def test_step_outputs_lists_executions_whose_step_succeeded_with_an_output_newest_first(
     tmp_path: Path,
 ) -> None:
     store = ExecutionStore(tmp_path)
     steps = [StepDef("s", (), Out, lambda r: Out())]
-    made = {}
-    for status in ("succeeded", "skipped", "succeeded", "failed", "succeeded-no-output", "pending"):
+    made: dict[str, list[str]] = {}
+    statuses = ("succeeded", "skipped", "succeeded", "failed", "succeeded-no-output", "pending")
+    for n, status in enumerate(statuses):
         execution = store.create("p", tmp_path / "p.yaml", "", steps)
         if status == "succeeded-no-output":
             store.mark_step(execution, "s", "succeeded")
         elif status != "pending":
-            store.mark_step(execution, "s", status, output_json="{}")  # type: ignore[arg-type]
+            store.mark_step(execution, "s", status, output_json=f'{{"n": {n}}}')  # type: ignore[arg-type]
         made.setdefault(status, []).append(execution)
     older, newer = made["succeeded"]
-    assert [r["id"] for r in store.with_step_output("s")] == [newer, older]
-    assert store.with_step_output("other") == []
+    assert list(store.step_outputs("s")) == [(newer, {"n": 2}), (older, {"n": 0})]
+    assert list(store.step_outputs("other")) == []
 
 
 def test_only_an_unexpected_step_failure_logs_its_traceback(
